@@ -1,0 +1,140 @@
+//! Write ferry stream processors in plain Rust.
+//!
+//! A processor receives batches of Kafka records from one topic-partition and answers
+//! one [`Outcome`] per record; the host commits an input offset only once that record
+//! and every record before it is finished. Implement [`Processor`], export the type
+//! with [`export_processor!`], and build the crate as a `cdylib` for
+//! `wasm32-wasip2`: the result is a component the ferry host can run.
+//!
+//! ```
+//! use ferry_sdk::{Context, Outcome, Processor, Record};
+//!
+//! /// Forwards records to `shouted`, with the value upper-cased.
+//! #[derive(Default)]
+//! struct Shout;
+//!
+//! impl Processor for Shout {
+//!     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+//!         let Some(value) = record.value() else {
+//!             return Outcome::reject("tombstones are not supported");
+//!         };
+//!         let loud = value.to_ascii_uppercase();
+//!         match ctx.emit("shouted", record.key(), Some(&loud)) {
+//!             Ok(()) => Outcome::Processed,
+//!             Err(e) => Outcome::Retry(e.to_string()),
+//!         }
+//!     }
+//! }
+//!
+//! ferry_sdk::export_processor!(Shout);
+//!
+//! // Natively, the same code runs under `cargo test`:
+//! # fn main() {
+//! use ferry_sdk::testing::{self, TestBatch};
+//! let run = testing::run(&mut Shout, &TestBatch::new("in", 0).record("k", "hi"));
+//! assert!(run.all_processed());
+//! assert_eq!(run.emitted[0].value_str(), Some("HI"));
+//! # }
+//! ```
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//! ```
+//!
+//! `cargo build --release --target wasm32-wasip2` then produces the component.
+//!
+//! Capabilities follow use: a component that never calls [`Context::emit`] (or
+//! [`Context::emit_with_headers`]) does not import the host's `output` interface, and
+//! one that never logs does not import `log`. The host refuses a component that
+//! imports a capability its pipeline was not granted.
+//!
+//! State kept in the processor's fields persists from batch to batch but only for the
+//! life of one WebAssembly instance; see [`Processor`].
+
+#![deny(missing_docs)]
+
+mod context;
+mod processor;
+mod record;
+
+pub mod wire;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+pub use context::{Context, EmitError, Level};
+pub use processor::{Outcome, Processor};
+pub use record::{Batch, Headers, Record, Records};
+
+/// Bindings generated from the WIT contract. Not part of the API.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all, rust_2018_idioms)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "processor",
+        ownership: Borrowing { duplicate_if_necessary: true },
+        pub_export_macro: true,
+        export_macro_name: "__ferry_export",
+        default_bindings_module: "ferry_sdk::__bindings",
+    });
+}
+
+/// Export glue used by [`export_processor!`]. Not part of the API.
+#[doc(hidden)]
+#[path = "export.rs"]
+pub mod __private;
+
+/// Exports a [`Processor`] as the component's `ferry:processor/handler`.
+///
+/// Use it once per crate, with the processor type:
+///
+/// ```
+/// # use ferry_sdk::{Context, Outcome, Processor, Record};
+/// #[derive(Default)]
+/// struct Passthrough;
+///
+/// impl Processor for Passthrough {
+///     fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Outcome {
+///         Outcome::Processed
+///     }
+/// }
+///
+/// ferry_sdk::export_processor!(Passthrough);
+/// # fn main() {}
+/// ```
+///
+/// The instance is created with [`Default`] on the first batch and kept in a static
+/// for the life of the WebAssembly instance. The exports only exist when building for
+/// `wasm32`; natively the macro only checks the type, so the crate can also be an
+/// `rlib` used by its own unit tests.
+#[macro_export]
+macro_rules! export_processor {
+    ($processor:ty) => {
+        const _: () = {
+            ::std::thread_local! {
+                static FERRY_PROCESSOR: $crate::__private::Slot<$processor> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            #[allow(dead_code)]
+            struct FerryExport;
+
+            impl $crate::__private::Guest for FerryExport {
+                fn process(
+                    batch: $crate::__private::WireBatch,
+                ) -> $crate::__private::WireBatchResult {
+                    $crate::__private::process(&FERRY_PROCESSOR, batch)
+                }
+
+                fn self_test() -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::self_test::<$processor>()
+                }
+            }
+
+            #[cfg(target_arch = "wasm32")]
+    $crate::__bindings::__ferry_export!(FerryExport with_types_in $crate::__bindings);
+        };
+    };
+}

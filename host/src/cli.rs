@@ -1,0 +1,185 @@
+//! The `ferry` command line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::host::Host;
+use crate::kafka::offsets::{self, ResetTo};
+use crate::sandbox::{Sandbox, SandboxSettings, inspect};
+
+/// Run untrusted stream processors, compiled to WebAssembly components, next to Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipelines of a config file until SIGINT or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the seed's commission example on an embedded broker (no Kafka needed).
+    Demo(crate::demo::DemoArgs),
+    /// Check that a component implements the processor world; list its capabilities.
+    Check {
+        /// The component.
+        component: PathBuf,
+    },
+    /// Show or reset a consumer group's committed offsets.
+    Offsets {
+        #[command(subcommand)]
+        command: OffsetsCommand,
+    },
+}
+
+/// `ferry offsets ...`
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Committed offset, log end and lag per partition.
+    Show {
+        #[command(flatten)]
+        target: GroupTarget,
+    },
+    /// Move the group's bookmark (for a replay after a fix). Refused while the group
+    /// has active members.
+    Reset {
+        #[command(flatten)]
+        target: GroupTarget,
+        /// earliest, latest, an offset, or ts:<milliseconds since the epoch>.
+        #[arg(long)]
+        to: ResetTo,
+    },
+}
+
+/// Which group and topics.
+#[derive(Debug, clap::Args)]
+pub struct GroupTarget {
+    /// Bootstrap servers (or take them from --config).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Config file to take brokers and client properties from.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Consumer group.
+    #[arg(long)]
+    group: String,
+    /// Topics (repeatable). With --config, defaults to the inputs of the group's pipelines.
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+}
+
+impl GroupTarget {
+    fn resolve(&self) -> anyhow::Result<(String, BTreeMap<String, String>, Vec<String>)> {
+        let config = self.config.as_deref().map(Config::load).transpose()?;
+        let brokers = match (&self.brokers, &config) {
+            (Some(b), _) => b.clone(),
+            (None, Some(c)) => c.brokers.clone(),
+            (None, None) => anyhow::bail!("give --brokers or --config"),
+        };
+        let kafka = config.as_ref().map(|c| c.kafka.clone()).unwrap_or_default();
+        let mut topics = self.topics.clone();
+        if topics.is_empty()
+            && let Some(c) = &config
+        {
+            for p in c.pipelines.iter().filter(|p| p.group == self.group) {
+                topics.extend(p.inputs.iter().cloned());
+            }
+        }
+        if topics.is_empty() {
+            anyhow::bail!("give at least one --topic (or a --config with a pipeline in group {})", self.group);
+        }
+        Ok((brokers, kafka, topics))
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let host = Host::start(&config)?;
+            host.stop_on_signals()?;
+            host.wait();
+            Ok(())
+        }
+        Command::Demo(args) => crate::demo::run(args),
+        Command::Check { component } => check(&component),
+        Command::Offsets { command } => match command {
+            OffsetsCommand::Show { target } => {
+                let (brokers, kafka, topics) = target.resolve()?;
+                let rows = offsets::show(&brokers, &kafka, &target.group, &topics)?;
+                print!("{}", offsets::table(&rows));
+                Ok(())
+            }
+            OffsetsCommand::Reset { target, to } => {
+                let (brokers, kafka, topics) = target.resolve()?;
+                for (topic, partition, offset) in offsets::reset(&brokers, &kafka, &target.group, &topics, to)? {
+                    println!("{topic}[{partition}] -> {offset}");
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let sandbox = Sandbox::new(SandboxSettings { max_instances: 4, ..SandboxSettings::default() })?;
+    let inspection = inspect(&sandbox, &bytes).with_context(|| format!("{} is not a usable processor", path.display()))?;
+    println!("{}: implements ferry:processor/processor@0.1.0", path.display());
+    println!("  digest: sha256:{}", inspection.digest);
+    println!("  size: {} bytes", inspection.size);
+    println!("  capabilities:");
+    for capability in &inspection.capabilities {
+        println!("    {capability}");
+    }
+    if inspection.capabilities.is_empty() {
+        println!("    (none)");
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! `ferry.toml`: the serde model and its validation. Every error names the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::sandbox::{Grants, Limits, SandboxSettings};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// librdkafka client properties passed through as-is (SASL, TLS, timeouts...).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+    /// Host-wide sandbox settings.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    /// The admin HTTP server (health, metrics, status page, deploys).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// The pipelines this host runs.
+    #[serde(rename = "pipeline", default)]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// Host-wide sandbox settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Largest wasm stack of any guest, in KiB (one engine, so one value per host).
+    pub max_wasm_stack_kib: u64,
+    /// Largest memory any pipeline may give its guest, in MiB.
+    pub max_memory_mib: u64,
+    /// Most guest instances alive at once.
+    pub max_instances: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let d = SandboxSettings::default();
+        Self {
+            max_wasm_stack_kib: (d.max_wasm_stack >> 10) as u64,
+            max_memory_mib: d.max_memory_bytes >> 20,
+            max_instances: d.max_instances,
+        }
+    }
+}
+
+/// The admin HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind; loopback unless you mean it.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token for mutating calls; `FERRY_ADMIN_TOKEN` overrides it.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// One pipeline: input topics, a consumer group, a processor, and its policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Topics to consume.
+    pub inputs: Vec<String>,
+    /// Consumer group id. Run more ferry processes with the same group to scale out.
+    pub group: String,
+    /// Path of the processor component (`.wasm`). Relative to the config file.
+    pub component: PathBuf,
+    /// Most records per batch handed to the guest.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more records, in ms.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// When finished offsets are committed.
+    #[serde(default)]
+    pub commit: CommitPolicy,
+    /// Topics the processor may write output records to (the `output` capability).
+    #[serde(default)]
+    pub output_topics: Vec<String>,
+    /// Whether the processor may log (the `log` capability).
+    #[serde(default = "yes")]
+    pub allow_log: bool,
+    /// Resource limits of the processor.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// What happens to records the processor cannot finish.
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// librdkafka properties for this pipeline's consumer, over the global ones.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+fn default_max_wait_ms() -> u64 {
+    100
+}
+fn yes() -> bool {
+    true
+}
+
+/// When finished offsets are committed. Revokes and shutdowns always commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CommitPolicy {
+    /// Every `interval_ms` (like `auto.commit.interval.ms`, but only finished offsets).
+    Interval {
+        /// Period in ms.
+        interval_ms: u64,
+    },
+    /// After every batch.
+    PerBatch,
+}
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy::Interval { interval_ms: 1000 }
+    }
+}
+
+/// Resource limits of one pipeline's processor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest linear memory, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock limit per batch, in ms.
+    pub time_per_batch_ms: u64,
+    /// Most output records one batch may emit.
+    pub max_outputs_per_batch: usize,
+    /// Largest output record, in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = Limits::default();
+        Self {
+            memory_mib: d.memory_bytes >> 20,
+            time_per_batch_ms: d.time_per_batch_ms,
+            max_outputs_per_batch: d.max_outputs_per_batch,
+            max_output_bytes: d.max_output_bytes,
+        }
+    }
+}
+
+/// What happens to a record the processor marks `retry` or `reject`, or that makes
+/// it fault again and again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailurePolicy {
+    /// Attempts for a retryable record before it is given up on (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff before a retry, in ms; doubles per attempt.
+    pub backoff_initial_ms: u64,
+    /// Longest backoff, in ms.
+    pub backoff_max_ms: u64,
+    /// What to do with a record that was rejected or ran out of attempts.
+    pub on_failure: OnFailure,
+    /// Topic for dead letters (required with `on_failure = "dead-letter"`).
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 30_000,
+            on_failure: OnFailure::Halt,
+            dead_letter_topic: None,
+        }
+    }
+}
+
+/// The end of the road for a record that cannot be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Produce it to the dead-letter topic, then count it as finished.
+    DeadLetter,
+    /// Pause the partition and report it; nothing is committed past it.
+    Halt,
+}
+
+/// librdkafka properties ferry sets itself and must not be overridden: they are
+/// what makes "commit only what is finished" hold.
+const RESERVED_KAFKA_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+
+impl Config {
+    /// Reads and validates a config file. Component paths become absolute.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read config file {}", path.display()))?;
+        let mut config = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for pipeline in &mut config.pipelines {
+            if pipeline.component.is_relative() {
+                pipeline.component = base.join(&pipeline.component);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.brokers.trim().is_empty() {
+            bail!("brokers: must list at least one host:port");
+        }
+        check_kafka_props("kafka", &self.kafka)?;
+        let s = &self.sandbox;
+        in_range("sandbox.max_wasm_stack_kib", s.max_wasm_stack_kib, 16, 64 * 1024)?;
+        in_range("sandbox.max_memory_mib", s.max_memory_mib, 1, 4096)?;
+        in_range("sandbox.max_instances", u64::from(s.max_instances), 1, 10_000)?;
+        if let Some(admin) = &self.admin {
+            admin
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| format!("admin.listen: `{}` is not an address like 127.0.0.1:9464", admin.listen))?;
+        }
+        if self.pipelines.is_empty() {
+            bail!("pipeline: define at least one [[pipeline]]");
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let at = format!("pipeline[{i}]");
+            if p.name.trim().is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                bail!("{at}.name: `{}` must be non-empty and use only letters, digits, `-`, `_` and `.`", p.name);
+            }
+            if !names.insert(p.name.as_str()) {
+                bail!("{at}.name: `{}` is used by another pipeline", p.name);
+            }
+            let at = format!("pipeline `{}`", p.name);
+            p.validate(&at, s)?;
+        }
+        Ok(())
+    }
+
+    /// The sandbox settings for the engine.
+    pub fn sandbox_settings(&self) -> SandboxSettings {
+        SandboxSettings {
+            max_wasm_stack: (self.sandbox.max_wasm_stack_kib << 10) as usize,
+            max_memory_bytes: self.sandbox.max_memory_mib << 20,
+            max_instances: self.sandbox.max_instances,
+        }
+    }
+}
+
+impl PipelineConfig {
+    fn validate(&self, at: &str, sandbox: &SandboxConfig) -> anyhow::Result<()> {
+        if self.inputs.is_empty() {
+            bail!("{at}.inputs: list at least one topic");
+        }
+        for topic in self.inputs.iter().chain(&self.output_topics).chain(&self.failure.dead_letter_topic) {
+            check_topic_name(at, topic)?;
+        }
+        if self.group.trim().is_empty() {
+            bail!("{at}.group: must not be empty");
+        }
+        in_range(&format!("{at}.batch_size"), self.batch_size as u64, 1, 100_000)?;
+        in_range(&format!("{at}.max_wait_ms"), self.max_wait_ms, 0, 60_000)?;
+        if let CommitPolicy::Interval { interval_ms } = self.commit {
+            in_range(&format!("{at}.commit.interval_ms"), interval_ms, 10, 3_600_000)?;
+        }
+        for topic in &self.output_topics {
+            if self.inputs.contains(topic) {
+                bail!("{at}.output_topics: `{topic}` is also an input: the pipeline would feed itself");
+            }
+        }
+        let l = &self.limits;
+        in_range(&format!("{at}.limits.memory_mib"), l.memory_mib, 1, sandbox.max_memory_mib)?;
+        in_range(&format!("{at}.limits.time_per_batch_ms"), l.time_per_batch_ms, 1, 600_000)?;
+        in_range(&format!("{at}.limits.max_outputs_per_batch"), l.max_outputs_per_batch as u64, 1, 10_000_000)?;
+        in_range(&format!("{at}.limits.max_output_bytes"), l.max_output_bytes as u64, 1, 64 << 20)?;
+        let f = &self.failure;
+        in_range(&format!("{at}.failure.max_attempts"), u64::from(f.max_attempts), 1, 1000)?;
+        in_range(&format!("{at}.failure.backoff_initial_ms"), f.backoff_initial_ms, 1, 3_600_000)?;
+        in_range(&format!("{at}.failure.backoff_max_ms"), f.backoff_max_ms, f.backoff_initial_ms, 86_400_000)?;
+        match (&f.on_failure, &f.dead_letter_topic) {
+            (OnFailure::DeadLetter, None) => {
+                bail!("{at}.failure.dead_letter_topic: required when on_failure = \"dead-letter\"")
+            }
+            (_, Some(dlq)) if self.inputs.contains(dlq) => {
+                bail!("{at}.failure.dead_letter_topic: `{dlq}` is also an input")
+            }
+            _ => {}
+        }
+        check_kafka_props(&format!("{at}.kafka"), &self.kafka)?;
+        Ok(())
+    }
+
+    /// The capabilities this pipeline grants its processor.
+    pub fn grants(&self) -> Grants {
+        Grants { output_topics: self.output_topics.iter().cloned().collect(), log: self.allow_log }
+    }
+
+    /// The processor's limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.limits.memory_mib << 20,
+            time_per_batch_ms: self.limits.time_per_batch_ms,
+            max_outputs_per_batch: self.limits.max_outputs_per_batch,
+            max_output_bytes: self.limits.max_output_bytes,
+        }
+    }
+}
+
+fn in_range(field: &str, value: u64, min: u64, max: u64) -> anyhow::Result<()> {
+    if value < min || value > max {
+        bail!("{field}: must be between {min} and {max}, got {value}");
+    }
+    Ok(())
+}
+
+fn check_topic_name(at: &str, topic: &str) -> anyhow::Result<()> {
+    let valid = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !valid {
+        bail!("{at}: `{topic}` is not a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)");
+    }
+    Ok(())
+}
+
+fn check_kafka_props(at: &str, props: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for key in props.keys() {
+        if RESERVED_KAFKA_KEYS.contains(&key.as_str()) {
+            bail!("{at}.\"{key}\": ferry sets this itself (use `brokers`, the pipeline's `group`; commits are ferry's job)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        brokers = "127.0.0.1:9092"
+        [kafka]
+        "security.protocol" = "plaintext"
+        [[pipeline]]
+        name = "orders"
+        inputs = ["orders"]
+        group = "g"
+        component = "orders.wasm"
+        output_topics = ["commissions"]
+        commit = { policy = "per-batch" }
+        failure = { on_failure = "dead-letter", dead_letter_topic = "orders.dlq" }
+    "#;
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.pipelines[0].commit, CommitPolicy::PerBatch);
+        assert_eq!(c.pipelines[0].batch_size, 500);
+        assert!(c.pipelines[0].grants().output_topics.contains("commissions"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nbatch_sise = 3"));
+        assert!(e.contains("batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nbatch_size = 0"));
+        assert!(e.contains("pipeline `orders`.batch_size: must be between 1 and 100000, got 0"), "{e}");
+        let e = error_of(&GOOD.replace("orders.dlq", "orders"));
+        assert!(e.contains("dead_letter_topic"), "{e}");
+        let e = error_of(&GOOD.replace("\"security.protocol\"", "\"enable.auto.commit\""));
+        assert!(e.contains("kafka.\"enable.auto.commit\""), "{e}");
+        let e = error_of(&GOOD.replace("[\"commissions\"]", "[\"bad topic!\"]"));
+        assert!(e.contains("bad topic!"), "{e}");
+        let e = error_of(&GOOD.replace("per-batch", "sometimes"));
+        assert!(e.contains("sometimes"), "{e}");
+        let e = error_of(&GOOD.replace(", dead_letter_topic = \"orders.dlq\"", ""));
+        assert!(e.contains("required when on_failure"), "{e}");
+    }
+}

@@ -1,0 +1,87 @@
+//! A running ferry host: the sandbox, every pipeline of a config, and shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, PipelineConfig};
+use crate::pipeline::Pipeline;
+use crate::registry::ProcessorSlot;
+use crate::sandbox::{ProcessorComponent, Sandbox};
+
+/// Every pipeline of one config, running.
+pub struct Host {
+    /// The shared engine.
+    pub sandbox: Sandbox,
+    /// The pipelines, in config order.
+    pub pipelines: Vec<Pipeline>,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// Reads, compiles and checks a pipeline's component against its grants.
+pub fn load_component(sandbox: &Sandbox, pipeline: &PipelineConfig, path: &Path) -> anyhow::Result<ProcessorComponent> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("failed to read component {} for pipeline {}", path.display(), pipeline.name))?;
+    ProcessorComponent::load(sandbox, &bytes, &pipeline.grants())
+        .with_context(|| format!("failed to load component {} for pipeline {}", path.display(), pipeline.name))
+}
+
+impl Host {
+    /// Loads every component (failing before anything consumes) and starts the
+    /// pipelines.
+    pub fn start(config: &Config) -> anyhow::Result<Self> {
+        let sandbox = Sandbox::new(config.sandbox_settings())?;
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut slots = Vec::new();
+        for pipeline in &config.pipelines {
+            let component = load_component(&sandbox, pipeline, &pipeline.component)?;
+            tracing::info!(
+                pipeline = %pipeline.name,
+                digest = %component.digest(),
+                capabilities = ?component.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "loaded processor"
+            );
+            slots.push(ProcessorSlot::new(Arc::new(component)));
+        }
+        let mut pipelines = Vec::new();
+        for (pipeline, slot) in config.pipelines.iter().zip(slots) {
+            pipelines.push(Pipeline::start(
+                &config.brokers,
+                &config.kafka,
+                pipeline.clone(),
+                sandbox.clone(),
+                slot,
+                shutdown.clone(),
+            )?);
+        }
+        Ok(Self { sandbox, pipelines, shutdown })
+    }
+
+    /// The flag that stops every pipeline when set.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Stops on SIGINT or SIGTERM: every pipeline drains and commits.
+    pub fn stop_on_signals(&self) -> anyhow::Result<()> {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, self.shutdown.clone()).context("failed to install a signal handler")?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until shutdown is requested (or every pipeline ended), then joins them.
+    pub fn wait(self) {
+        while !self.shutdown.load(Ordering::Relaxed) && !self.pipelines.iter().all(Pipeline::is_finished) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.shutdown.store(true, Ordering::Relaxed);
+        for pipeline in self.pipelines {
+            pipeline.join();
+        }
+        tracing::info!("ferry stopped");
+    }
+}

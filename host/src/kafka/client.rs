@@ -1,0 +1,41 @@
+//! librdkafka client configurations, built from `ferry.toml`.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+/// A consumer config for `group`: auto-commit and auto offset store off, because
+/// ferry decides what is committed; everything else passes through.
+pub fn consumer_config(
+    brokers: &str,
+    group: &str,
+    global: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    for (key, value) in global.iter().chain(overrides) {
+        config.set(key, value);
+    }
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// A producer config for output records and dead letters.
+pub fn producer_config(brokers: &str, global: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "60000");
+    for (key, value) in global {
+        config.set(key, value);
+    }
+    config.set("bootstrap.servers", brokers);
+    config
+}

@@ -1,0 +1,9 @@
+//! Everything that talks to Kafka: client configs, the consumer context that handles
+//! rebalances, bounded commits, the output producer, and the offset tracker.
+
+pub mod client;
+pub mod commit;
+pub mod context;
+pub mod offsets;
+pub mod output;
+pub mod tracker;

@@ -1,0 +1,109 @@
+//! The producer for output records and dead letters, and the acknowledgements that
+//! let input offsets be committed only after what they produced is safe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+
+use super::context::Shared;
+use super::tracker::SpanId;
+
+/// What becomes finished once every record of one group is acknowledged.
+#[derive(Debug)]
+pub struct AckGroup {
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    /// The new span held until the acks arrive.
+    span: Option<SpanId>,
+    /// Individual offsets (redeliveries, dead-lettered records) to finish.
+    offsets: Vec<i64>,
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl AckGroup {
+    /// A group of `count` records whose acknowledgement finishes `span` and `offsets`.
+    pub fn new(shared: Arc<Shared>, topic: &str, partition: i32, span: Option<SpanId>, offsets: Vec<i64>, count: usize) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            topic: topic.to_owned(),
+            partition,
+            span,
+            offsets,
+            remaining: AtomicUsize::new(count),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    fn acknowledge(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let failed = self.failed.load(Ordering::Relaxed);
+            self.shared.outputs_settled(&self.topic, self.partition, self.span, &self.offsets, failed);
+        }
+    }
+}
+
+/// Routes delivery reports to their [`AckGroup`].
+pub struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<Arc<AckGroup>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, group: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            tracing::warn!(%error, topic = %group.topic, partition = group.partition, "output record was not delivered");
+        }
+        group.acknowledge(result.is_ok());
+    }
+}
+
+/// The producer of one pipeline.
+pub type OutputProducer = ThreadedProducer<AckContext>;
+
+/// An output record to send.
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+/// Queues `record`, waiting while librdkafka's queue is full. Fails only on a
+/// permanent error (the record's group is then acknowledged as failed).
+pub fn send(producer: &OutputProducer, record: Outgoing<'_>, group: &Arc<AckGroup>) {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (key, value) in &record.headers {
+        headers = headers.insert(Header { key, value: *value });
+    }
+    let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(group.clone())).headers(headers);
+    if let Some(key) = record.key {
+        base = base.key(key);
+    }
+    if let Some(value) = record.value {
+        base = base.payload(value);
+    }
+    loop {
+        match producer.send(base) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                base = back;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err((error, back)) => {
+                tracing::error!(%error, topic = record.topic, "failed to queue an output record");
+                back.delivery_opaque.acknowledge(false);
+                return;
+            }
+        }
+    }
+}

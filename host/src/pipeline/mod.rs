@@ -1,0 +1,102 @@
+//! A pipeline: one consumer group member running one processor over its input
+//! topics, on a thread of its own.
+
+pub mod partition;
+pub mod stats;
+pub mod verdict;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::config::PipelineConfig;
+use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::commit::Committer;
+use crate::kafka::context::{FerryContext, Shared};
+use crate::kafka::output::{AckContext, OutputProducer};
+use crate::registry::ProcessorSlot;
+use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
+
+/// A running pipeline.
+pub struct Pipeline {
+    /// Its configuration.
+    pub config: Arc<PipelineConfig>,
+    /// Its shared state (stats, offsets).
+    pub shared: Arc<Shared>,
+    /// Its processor versions.
+    pub slot: ProcessorSlot,
+    thread: JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Creates the consumer (and producer, if the pipeline writes anything) and
+    /// starts the pipeline thread.
+    pub fn start(
+        brokers: &str,
+        kafka: &BTreeMap<String, String>,
+        config: PipelineConfig,
+        sandbox: Sandbox,
+        slot: ProcessorSlot,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let shared = Arc::new(Shared::new(&config.name));
+        let consumer: BaseConsumer<FerryContext> = consumer_config(brokers, &config.group, kafka, &config.kafka)
+            .create_with_context(FerryContext { shared: shared.clone() })
+            .with_context(|| format!("failed to create the consumer of pipeline {}", config.name))?;
+        shared.set_committer(Committer::new(&consumer));
+        let topics: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .with_context(|| format!("failed to subscribe pipeline {} to {topics:?}", config.name))?;
+        let producer: Option<OutputProducer> =
+            if config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none() {
+                None
+            } else {
+                Some(
+                    producer_config(brokers, kafka)
+                        .create_with_context(AckContext)
+                        .with_context(|| format!("failed to create the producer of pipeline {}", config.name))?,
+                )
+            };
+        let component = slot.current();
+        shared.stats.set_version(component.digest());
+        let instance =
+            ProcessorInstance::new(sandbox.clone(), component, &config.name, Arc::new(config.grants()), config.limits());
+        let worker = worker::Worker {
+            config: config.clone(),
+            consumer,
+            shared: shared.clone(),
+            producer,
+            sandbox,
+            slot: slot.clone(),
+            instance,
+            partitions: BTreeMap::new(),
+            batch: Batch { topic: String::new(), partition: 0, count: 0, records: Vec::new() },
+            last_commit: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ferry-{}", config.name))
+            .spawn(move || worker.run(&shutdown))
+            .context("failed to spawn the pipeline thread")?;
+        Ok(Self { config, shared, slot, thread })
+    }
+
+    /// Waits for the pipeline thread to finish (after shutdown was requested).
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!(pipeline = %self.config.name, "pipeline thread panicked");
+        }
+    }
+
+    /// Whether the pipeline thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}

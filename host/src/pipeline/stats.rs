@@ -1,0 +1,213 @@
+//! Counters and gauges of one pipeline, written by the pipeline thread and the Kafka
+//! callbacks, read by metrics, the status page and the demo.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::kafka::tracker::TopicPartition;
+use crate::sandbox::GuestFault;
+
+/// Upper bounds of the batch latency histogram buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000];
+
+/// How many recent failures the status page shows.
+const RECENT_FAILURES: usize = 50;
+
+/// Per-partition figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Whether this member owns the partition now.
+    pub assigned: bool,
+    /// Next offset the consumer will read (last delivered + 1).
+    pub position: Option<i64>,
+    /// Last offset committed by this member.
+    pub committed: Option<i64>,
+    /// Records processed by the guest.
+    pub processed: u64,
+    /// Records marked retry.
+    pub retried: u64,
+    /// Records rejected.
+    pub failed: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// Why the partition is halted, if it is.
+    pub halted: Option<String>,
+}
+
+/// One failure, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureNote {
+    /// Seconds since the epoch.
+    pub at_unix: u64,
+    /// Where.
+    pub topic: String,
+    /// Where.
+    pub partition: i32,
+    /// Which record, if one.
+    pub offset: Option<i64>,
+    /// What happened: "reject", "retry", "dead-letter", "halt", or a fault kind.
+    pub kind: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// All figures of one pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    batches: AtomicU64,
+    rebalances: AtomicU64,
+    commit_failures: AtomicU64,
+    recycles: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    latency_sum_us: AtomicU64,
+    faults: Mutex<BTreeMap<String, u64>>,
+    partitions: Mutex<BTreeMap<TopicPartition, PartitionStats>>,
+    recent: Mutex<VecDeque<FailureNote>>,
+    version: Mutex<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PipelineStats {
+    /// A partition was assigned.
+    pub fn assigned(&self, topic: &str, partition: i32) {
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_owned(), partition)).or_default();
+        p.assigned = true;
+        p.halted = None;
+    }
+
+    /// A partition was revoked.
+    pub fn revoked(&self, topic: &str, partition: i32) {
+        if let Some(p) = lock(&self.partitions).get_mut(&(topic.to_owned(), partition)) {
+            p.assigned = false;
+            p.halted = None;
+        }
+    }
+
+    /// A rebalance took partitions away.
+    pub fn rebalanced(&self) {
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A commit landed.
+    pub fn committed(&self, topic: &str, partition: i32, offset: i64) {
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_owned(), partition)).or_default();
+        p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
+    }
+
+    /// A commit failed.
+    pub fn commit_failed(&self) {
+        self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch finished in `elapsed` with these counts.
+    pub fn batch(&self, topic: &str, partition: i32, position: i64, counts: BatchCounts, elapsed: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let us = elapsed.as_micros() as u64;
+        let bucket = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_owned(), partition)).or_default();
+        p.position = Some(p.position.map_or(position, |q| q.max(position)));
+        p.processed += counts.processed;
+        p.retried += counts.retried;
+        p.failed += counts.failed;
+    }
+
+    /// A record was dead-lettered.
+    pub fn dead_lettered(&self, topic: &str, partition: i32) {
+        lock(&self.partitions).entry((topic.to_owned(), partition)).or_default().dead_lettered += 1;
+    }
+
+    /// A partition was halted.
+    pub fn halted(&self, topic: &str, partition: i32, reason: &str) {
+        lock(&self.partitions).entry((topic.to_owned(), partition)).or_default().halted = Some(reason.to_owned());
+    }
+
+    /// A guest faulted.
+    pub fn fault(&self, fault: &GuestFault) {
+        *lock(&self.faults).entry(fault.kind().to_string()).or_default() += 1;
+        self.recycles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a failure for the status page.
+    pub fn note(&self, topic: &str, partition: i32, offset: Option<i64>, kind: &str, reason: &str) {
+        let at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT_FAILURES {
+            recent.pop_front();
+        }
+        recent.push_back(FailureNote {
+            at_unix,
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            kind: kind.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Sets the running component version (digest).
+    pub fn set_version(&self, digest: &str) {
+        *lock(&self.version) = digest.to_owned();
+    }
+
+    /// A consistent copy of everything.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            batches: self.batches.load(Ordering::Relaxed),
+            rebalances: self.rebalances.load(Ordering::Relaxed),
+            commit_failures: self.commit_failures.load(Ordering::Relaxed),
+            recycles: self.recycles.load(Ordering::Relaxed),
+            latency_buckets: self.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+            faults: lock(&self.faults).clone(),
+            partitions: lock(&self.partitions).clone(),
+            recent: lock(&self.recent).iter().cloned().collect(),
+            version: lock(&self.version).clone(),
+        }
+    }
+}
+
+/// Per-batch counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchCounts {
+    /// Processed records.
+    pub processed: u64,
+    /// Retry records.
+    pub retried: u64,
+    /// Rejected records.
+    pub failed: u64,
+}
+
+/// A copy of a pipeline's figures.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    /// Batches run.
+    pub batches: u64,
+    /// Rebalances that revoked partitions.
+    pub rebalances: u64,
+    /// Commits that failed or timed out.
+    pub commit_failures: u64,
+    /// Instances discarded after a fault.
+    pub recycles: u64,
+    /// Batch latency histogram counts, per [`LATENCY_BUCKETS_US`] plus +Inf.
+    pub latency_buckets: Vec<u64>,
+    /// Sum of batch latencies.
+    pub latency_sum_us: u64,
+    /// Guest faults by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Per-partition figures.
+    pub partitions: BTreeMap<TopicPartition, PartitionStats>,
+    /// Recent failures, oldest first.
+    pub recent: Vec<FailureNote>,
+    /// Running component digest.
+    pub version: String,
+}

@@ -1,0 +1,193 @@
+//! Loading a tenant's component: is it a component at all, does it implement the
+//! processor world, which capabilities does it import, and were they granted.
+//! All of this happens off the processing path, before a version can run.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::ProcessorPre;
+use super::engine::Sandbox;
+use super::guest_state::{GuestState, Grants};
+
+/// The export a processor must provide.
+pub const HANDLER_EXPORT: &str = "ferry:processor/handler@0.1.0";
+const LOG_IMPORT: &str = "ferry:processor/log@0.1.0";
+const OUTPUT_IMPORT: &str = "ferry:processor/output@0.1.0";
+const TYPES_IMPORT: &str = "ferry:processor/types@0.1.0";
+
+/// Something a component imports from the host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capability {
+    /// `ferry:processor/log`: write to the host's logs.
+    Log,
+    /// `ferry:processor/output`: produce records to allowed topics.
+    Output,
+    /// A WASI interface. ferry provides them with nothing behind them: no files,
+    /// no network, no environment; clocks and randomness work.
+    Wasi(String),
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::Log => f.write_str(LOG_IMPORT),
+            Capability::Output => f.write_str(OUTPUT_IMPORT),
+            Capability::Wasi(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Why a component cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly.
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component: build the processor for \
+         the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// Malformed or unsupported wasm.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component does not export the processor handler.
+    #[error(
+        "the component does not implement the ferry:processor world: it has no \
+         `{HANDLER_EXPORT}` export (its exports: {exports})"
+    )]
+    MissingExport {
+        /// What it does export.
+        exports: String,
+    },
+    /// The handler export has the wrong shape.
+    #[error("the component does not implement the ferry:processor world: {0}")]
+    WrongWorld(String),
+    /// It imports something ferry does not provide.
+    #[error("the component imports `{0}`, which ferry does not provide")]
+    UnknownImport(String),
+    /// It imports a capability its pipeline was not granted.
+    #[error("the component imports capability `{capability}`, which this pipeline does not grant{hint}")]
+    NotGranted {
+        /// The capability.
+        capability: Capability,
+        /// How to grant it.
+        hint: &'static str,
+    },
+}
+
+/// What `ferry check` reports about a component.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// The host capabilities it imports.
+    pub capabilities: Vec<Capability>,
+}
+
+/// A component that passed every check, ready to instantiate.
+pub struct ProcessorComponent {
+    digest: String,
+    size: usize,
+    capabilities: Vec<Capability>,
+    pub(crate) pre: ProcessorPre<GuestState>,
+}
+
+impl fmt::Debug for ProcessorComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorComponent")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessorComponent {
+    /// Compiles and checks `bytes` for a pipeline with these grants.
+    pub fn load(sandbox: &Sandbox, bytes: &[u8], grants: &Grants) -> Result<Self, LoadError> {
+        let (component, inspection) = compile_and_inspect(sandbox, bytes)?;
+        for capability in &inspection.capabilities {
+            match capability {
+                Capability::Output if grants.output_topics.is_empty() => {
+                    return Err(LoadError::NotGranted {
+                        capability: capability.clone(),
+                        hint: " (list the topics it may write to in the pipeline's `output_topics`)",
+                    });
+                }
+                Capability::Log if !grants.log => {
+                    return Err(LoadError::NotGranted { capability: capability.clone(), hint: " (set `allow_log = true`)" });
+                }
+                _ => {}
+            }
+        }
+        let pre = sandbox
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = ProcessorPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(Self { digest: inspection.digest, size: inspection.size, capabilities: inspection.capabilities, pre })
+    }
+
+    /// sha256 of the component bytes, hex: the version's identity.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The host capabilities it imports.
+    pub fn capabilities(&self) -> &[Capability] {
+        &self.capabilities
+    }
+}
+
+/// Checks `bytes` without any pipeline's grants: what `ferry check` prints.
+pub fn inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<Inspection, LoadError> {
+    let (component, inspection) = compile_and_inspect(sandbox, bytes)?;
+    sandbox
+        .linker()
+        .instantiate_pre(&component)
+        .and_then(ProcessorPre::new)
+        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    Ok(inspection)
+}
+
+fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, Inspection), LoadError> {
+    if bytes.get(..4) != Some(b"\0asm") {
+        return Err(LoadError::NotWasm);
+    }
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(LoadError::CoreModule);
+    }
+    let component =
+        Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let engine = sandbox.engine();
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    if !exports.iter().any(|e| e == HANDLER_EXPORT) {
+        let exports = if exports.is_empty() { "none".to_owned() } else { exports.join(", ") };
+        return Err(LoadError::MissingExport { exports });
+    }
+    let mut capabilities = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        match name {
+            LOG_IMPORT => capabilities.push(Capability::Log),
+            OUTPUT_IMPORT => capabilities.push(Capability::Output),
+            TYPES_IMPORT => {}
+            wasi if wasi.starts_with("wasi:") => capabilities.push(Capability::Wasi(wasi.to_owned())),
+            other => return Err(LoadError::UnknownImport(other.to_owned())),
+        }
+    }
+    capabilities.sort();
+    let digest = hex::encode(Sha256::digest(bytes));
+    Ok((component, Inspection { digest, size: bytes.len(), capabilities }))
+}

@@ -1,0 +1,126 @@
+//! The one [`Engine`] of a host: its configuration, the epoch ticker that enforces
+//! time limits, and the linker every component is checked and instantiated against.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::Processor;
+use super::guest_state::GuestState;
+
+/// How often the epoch advances: the resolution of per-batch time limits.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Host-wide sandbox settings. Per-tenant limits live in [`super::Limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// Largest wasm stack of any guest, in bytes. wasmtime applies it per engine.
+    pub max_wasm_stack: usize,
+    /// Largest linear memory any tenant may be given, in bytes (pool slot size).
+    pub max_memory_bytes: u64,
+    /// How many guest instances may exist at once (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self { max_wasm_stack: 512 << 10, max_memory_bytes: 256 << 20, max_instances: 256 }
+    }
+}
+
+/// The shared engine and linker.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    settings: SandboxSettings,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine (pooling allocator, epoch interruption) and starts its ticker.
+    pub fn new(settings: SandboxSettings) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(&settings))
+            .map_err(anyhow::Error::from)
+            .context("failed to create the wasmtime engine")?;
+        let mut linker = Linker::<GuestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("failed to link WASI")?;
+        Processor::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("failed to link ferry capabilities")?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
+        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, ticker_stop }) })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<GuestState> {
+        &self.inner.linker
+    }
+
+    /// The settings the engine was built with.
+    pub fn settings(&self) -> &SandboxSettings {
+        &self.inner.settings
+    }
+}
+
+fn engine_config(settings: &SandboxSettings) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(settings.max_wasm_stack);
+    // Instances come from a pool of pre-reserved slots: instantiation is a few
+    // microseconds, and a slot's memory is reset before it is reused.
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(settings.max_instances);
+    pool.total_core_instances(settings.max_instances * 4);
+    pool.total_memories(settings.max_instances * 2);
+    pool.total_tables(settings.max_instances * 4);
+    pool.max_memories_per_component(4);
+    pool.max_tables_per_component(8);
+    pool.max_memory_size(settings.max_memory_bytes as usize);
+    pool.max_component_instance_size(1 << 20);
+    pool.max_core_instance_size(1 << 20);
+    pool.table_elements(100_000);
+    pool.total_stacks(0);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] so running guests notice their
+/// deadline. Stops when the engine is dropped.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
+    thread::Builder::new()
+        .name("ferry-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .expect("failed to spawn the epoch ticker thread");
+}

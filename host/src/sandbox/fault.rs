@@ -1,0 +1,101 @@
+//! What went wrong inside a guest, classified so operators and policies can tell a
+//! bug from a hostile or overloaded tenant.
+
+use std::fmt;
+
+use wasmtime::Trap;
+
+/// A guest failure. Every variant leaves the host running; the instance that produced
+/// it is discarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFault {
+    /// The guest panicked or aborted (`unreachable` in wasm).
+    #[error("guest panicked: {0}")]
+    Panic(String),
+    /// The batch exceeded its time limit.
+    #[error("guest exceeded its time limit of {0} ms per batch")]
+    Timeout(u64),
+    /// The guest tried to grow its memory past its limit.
+    #[error("guest exceeded its memory limit of {0} bytes")]
+    OutOfMemory(u64),
+    /// The guest exhausted its wasm stack.
+    #[error("guest overflowed its stack")]
+    StackOverflow,
+    /// The guest returned something the host cannot trust.
+    #[error("guest returned an invalid result: {0}")]
+    BadReturn(String),
+    /// Any other trap (out-of-bounds access, division by zero, ...).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The instance could not be created (start function trapped, pool exhausted).
+    #[error("guest could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+/// The short kind name used in logs and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    Panic,
+    Timeout,
+    OutOfMemory,
+    StackOverflow,
+    BadReturn,
+    Trap,
+    Instantiate,
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultKind::Panic => "panic",
+            FaultKind::Timeout => "timeout",
+            FaultKind::OutOfMemory => "out_of_memory",
+            FaultKind::StackOverflow => "stack_overflow",
+            FaultKind::BadReturn => "bad_return",
+            FaultKind::Trap => "trap",
+            FaultKind::Instantiate => "instantiate",
+        })
+    }
+}
+
+impl GuestFault {
+    /// The kind, for metrics labels.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            GuestFault::Panic(_) => FaultKind::Panic,
+            GuestFault::Timeout(_) => FaultKind::Timeout,
+            GuestFault::OutOfMemory(_) => FaultKind::OutOfMemory,
+            GuestFault::StackOverflow => FaultKind::StackOverflow,
+            GuestFault::BadReturn(_) => FaultKind::BadReturn,
+            GuestFault::Trap(_) => FaultKind::Trap,
+            GuestFault::Instantiate(_) => FaultKind::Instantiate,
+        }
+    }
+
+    /// Classifies an error from a guest call. `memory_limit_hit` says whether the
+    /// store's limiter refused a memory growth during the call: a Rust guest turns
+    /// that into an abort, which would otherwise look like a panic.
+    pub fn classify(
+        error: &wasmtime::Error,
+        memory_limit_hit: Option<u64>,
+        time_limit_ms: u64,
+    ) -> Self {
+        if let Some(limit) = memory_limit_hit {
+            return GuestFault::OutOfMemory(limit);
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => GuestFault::Timeout(time_limit_ms),
+            Some(Trap::StackOverflow) => GuestFault::StackOverflow,
+            Some(Trap::UnreachableCodeReached) => GuestFault::Panic(root_message(error)),
+            Some(Trap::AllocationTooLarge) => GuestFault::OutOfMemory(0),
+            Some(trap) => GuestFault::Trap(trap.to_string()),
+            None => GuestFault::BadReturn(root_message(error)),
+        }
+    }
+}
+
+/// The error chain on one line, without the wasm backtrace.
+fn root_message(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    super::sanitize(text.lines().next().unwrap_or_default(), 300)
+}

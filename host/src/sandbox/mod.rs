@@ -1,0 +1,21 @@
+//! The WebAssembly sandbox: one wasmtime [`Engine`](wasmtime::Engine) for the whole
+//! host, components loaded and checked off the hot path, and per-tenant instances
+//! that are thrown away whenever they trap.
+
+mod bindings;
+mod component;
+mod engine;
+mod fault;
+mod guest_state;
+mod instance;
+mod reply;
+mod text;
+
+pub use bindings::{Batch, BatchResult, Failure, Header, OutputRecord, Status};
+pub use component::{Capability, LoadError, ProcessorComponent, inspect};
+pub use engine::{Sandbox, SandboxSettings};
+pub use fault::GuestFault;
+pub use guest_state::{Grants, Limits};
+pub use instance::ProcessorInstance;
+pub use reply::{Outcome, Reply};
+pub use text::sanitize;
