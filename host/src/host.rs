@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::admin::{self, AdminServer, AdminState, PipelineView};
 use crate::config::{Config, PipelineConfig};
 use crate::pipeline::Pipeline;
 use crate::registry::ProcessorSlot;
@@ -18,6 +19,8 @@ pub struct Host {
     pub sandbox: Sandbox,
     /// The pipelines, in config order.
     pub pipelines: Vec<Pipeline>,
+    /// The admin server, when configured.
+    pub admin: Option<AdminServer>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -57,7 +60,19 @@ impl Host {
                 shutdown.clone(),
             )?);
         }
-        Ok(Self { sandbox, pipelines, shutdown })
+        let admin = match &config.admin {
+            Some(admin) => {
+                let token = std::env::var("FERRY_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| admin.token.clone());
+                let views = pipelines
+                    .iter()
+                    .map(|p| PipelineView { config: p.config.clone(), shared: p.shared.clone(), slot: p.slot.clone() })
+                    .collect();
+                let state = Arc::new(AdminState { pipelines: views, sandbox: sandbox.clone(), token });
+                Some(admin::serve(&admin.listen, state)?)
+            }
+            None => None,
+        };
+        Ok(Self { sandbox, pipelines, admin, shutdown })
     }
 
     /// The flag that stops every pipeline when set.

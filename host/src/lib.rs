@@ -5,6 +5,7 @@
 //! consumer, commits and producer, [`sandbox`] runs guests safely, [`pipeline`]
 //! joins them per partition, [`registry`] holds the versions being run.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
