@@ -1,0 +1,168 @@
+//! `/healthz` and `/readyz`, decided from the pipelines' liveness (the meanings are
+//! documented on the `observe` module).
+
+use std::time::Duration;
+
+use super::figures::PipelineFigures;
+use crate::admin::Reply;
+use crate::config::PipelineConfig;
+use crate::pipeline::liveness::ThreadState;
+
+/// How long a pipeline's loop may go without turning before it counts as stalled:
+/// 30 s, plus twice the batch time limit for every run a faulting batch may need
+/// (it is split in halves down to single records, and each run may use the limit).
+pub fn stall_limit(config: &PipelineConfig) -> Duration {
+    let halvings = u64::from(usize::BITS - config.batch_size.max(1).leading_zeros()) + 1;
+    Duration::from_secs(30)
+        + Duration::from_millis(config.limits.time_per_batch_ms.saturating_mul(2 * halvings))
+}
+
+/// Why a pipeline is not alive, if it is not.
+pub fn dead(p: &PipelineFigures) -> Option<String> {
+    (p.liveness.thread == ThreadState::Died).then(|| {
+        format!(
+            "pipeline {}: its thread died (panicked); nothing is consumed or committed",
+            p.config.name
+        )
+    })
+}
+
+/// Why a pipeline is not ready, if it is not.
+pub fn unready(p: &PipelineFigures) -> Option<String> {
+    let name = &p.config.name;
+    let l = &p.liveness;
+    match l.thread {
+        ThreadState::Died => return dead(p),
+        ThreadState::Stopped => return Some(format!("pipeline {name}: stopped (shutting down)")),
+        ThreadState::Running => {}
+    }
+    if !l.joined {
+        return Some(format!(
+            "pipeline {name}: not in consumer group {} yet (no assignment received)",
+            p.config.group
+        ));
+    }
+    let limit = stall_limit(&p.config);
+    match l.since_last_turn {
+        Some(since) if since > limit => Some(format!(
+            "pipeline {name}: its poll loop has not turned for {} s (limit {} s)",
+            since.as_secs(),
+            limit.as_secs()
+        )),
+        _ => None,
+    }
+}
+
+/// The `/healthz` answer.
+pub fn healthz(pipelines: &[PipelineFigures]) -> Reply {
+    verdict(pipelines, "alive", dead)
+}
+
+/// The `/readyz` answer.
+pub fn readyz(pipelines: &[PipelineFigures]) -> Reply {
+    verdict(pipelines, "ready", unready)
+}
+
+fn verdict(
+    pipelines: &[PipelineFigures],
+    good: &str,
+    check: fn(&PipelineFigures) -> Option<String>,
+) -> Reply {
+    let problems: Vec<String> = pipelines.iter().filter_map(check).collect();
+    if problems.is_empty() {
+        let mut body = format!("{good}\n");
+        for p in pipelines {
+            let owned = p.partitions.iter().filter(|r| r.assigned).count();
+            body.push_str(&format!(
+                "pipeline {}: {owned} partition(s) assigned\n",
+                p.config.name
+            ));
+        }
+        Reply::text(200, body)
+    } else {
+        Reply::text(503, format!("not {good}\n{}\n", problems.join("\n")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::admin::observe::broker_view::PipelineLogs;
+    use crate::admin::observe::figures::figures;
+    use crate::config::Config;
+    use crate::pipeline::liveness::LivenessSnapshot;
+
+    fn pipeline(thread: ThreadState, joined: bool, since: Option<u64>) -> PipelineFigures {
+        let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
+        let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+        let liveness = LivenessSnapshot {
+            thread,
+            joined,
+            since_last_turn: since.map(Duration::from_secs),
+        };
+        figures(
+            config,
+            "d".into(),
+            liveness,
+            Default::default(),
+            &PipelineLogs::default(),
+        )
+    }
+
+    fn answer(reply: &Reply) -> (u16, String) {
+        (reply.status, String::from_utf8(reply.body.clone()).unwrap())
+    }
+
+    #[test]
+    fn running_and_joined_is_ready() {
+        let p = [pipeline(ThreadState::Running, true, Some(0))];
+        assert_eq!(answer(&healthz(&p)).0, 200);
+        let (status, body) = answer(&readyz(&p));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.starts_with("ready\npipeline p: 0 partition(s) assigned"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn not_joined_is_alive_but_not_ready() {
+        let p = [pipeline(ThreadState::Running, false, Some(0))];
+        assert_eq!(answer(&healthz(&p)).0, 200);
+        let (status, body) = answer(&readyz(&p));
+        assert_eq!(status, 503);
+        assert!(
+            body.contains("pipeline p: not in consumer group g yet"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_dead_thread_fails_both() {
+        let p = [
+            pipeline(ThreadState::Running, true, Some(0)),
+            pipeline(ThreadState::Died, true, Some(0)),
+        ];
+        let (status, body) = answer(&healthz(&p));
+        assert_eq!(status, 503);
+        assert!(body.contains("its thread died"), "{body}");
+        assert_eq!(answer(&readyz(&p)).0, 503);
+    }
+
+    #[test]
+    fn stopping_is_alive_but_not_ready() {
+        let p = [pipeline(ThreadState::Stopped, true, Some(0))];
+        assert_eq!(answer(&healthz(&p)).0, 200);
+        assert!(answer(&readyz(&p)).1.contains("shutting down"));
+    }
+
+    #[test]
+    fn a_stalled_loop_is_not_ready() {
+        let p = pipeline(ThreadState::Running, true, Some(10_000));
+        assert!(unready(&p).is_some_and(|r| r.contains("has not turned for 10000 s")));
+        // Default batch of 500 with 5 s per batch: 30 s + 2 × 5 s × 10 runs.
+        assert_eq!(stall_limit(&p.config), Duration::from_secs(130));
+    }
+}

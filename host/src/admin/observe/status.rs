@@ -1,0 +1,178 @@
+//! The live status page (`/`) and the JSON it reads every second (`/api/status`).
+//!
+//! The page is one self-contained file (no external scripts, styles or fonts): it
+//! draws each partition as the seed's diagram, a log from 0 to its end with the
+//! committed offset and the current position marked.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::figures::{PartitionFigures, PipelineFigures};
+use super::health;
+use crate::pipeline::liveness::ThreadState;
+
+/// The page.
+pub const PAGE: &str = include_str!("status.html");
+
+/// The JSON document behind the page.
+pub fn document(pipelines: &[PipelineFigures]) -> Value {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "now_unix_ms": now_ms,
+        "pipelines": pipelines.iter().map(pipeline).collect::<Vec<_>>(),
+    })
+}
+
+fn pipeline(p: &PipelineFigures) -> Value {
+    let thread = match p.liveness.thread {
+        ThreadState::Running => "running",
+        ThreadState::Stopped => "stopped",
+        ThreadState::Died => "died",
+    };
+    let unready = health::unready(p);
+    json!({
+        "name": p.config.name,
+        "group": p.config.group,
+        "inputs": p.config.inputs,
+        "version": { "running": p.running, "deployed": p.deployed },
+        "state": {
+            "thread": thread,
+            "joined": p.liveness.joined,
+            "ready": unready.is_none(),
+            "reason": unready,
+            "poll_loop_age_ms": p.liveness.since_last_turn.map(|d| d.as_millis() as u64),
+        },
+        "counters": {
+            "batches": p.stats.batches,
+            "rebalances": p.stats.rebalances,
+            "commit_failures": p.stats.commit_failures,
+            "recycles": p.stats.recycles,
+        },
+        "faults": p.stats.faults,
+        "broker": {
+            "age_ms": p.broker_age.map(|d| d.as_millis() as u64),
+            "error": p.broker_error,
+        },
+        "partitions": p.partitions.iter().map(partition).collect::<Vec<_>>(),
+        "recent": p.stats.recent.iter().rev().map(|n| json!({
+            "at_unix": n.at_unix,
+            "topic": n.topic,
+            "partition": n.partition,
+            "offset": n.offset,
+            "kind": n.kind,
+            "reason": n.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn partition(r: &PartitionFigures) -> Value {
+    json!({
+        "topic": r.topic,
+        "partition": r.partition,
+        "assigned": r.assigned,
+        "halted": r.halted,
+        "log_start": r.log_start,
+        "log_end": r.log_end,
+        "position": r.position,
+        "committed": r.committed,
+        "lag": r.lag,
+        "processed": r.processed,
+        "failed": r.failed,
+        "retried": r.retried,
+        "dead_lettered": r.dead_lettered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::admin::observe::broker_view::{BrokerPartition, PipelineLogs};
+    use crate::admin::observe::figures::figures;
+    use crate::config::Config;
+    use crate::pipeline::liveness::LivenessSnapshot;
+    use crate::pipeline::stats::{BatchCounts, PipelineStats};
+
+    #[test]
+    fn the_document_carries_offsets_versions_and_recent_failures() {
+        let stats = PipelineStats::default();
+        stats.assigned("t", 0);
+        stats.set_version("0123456789abcdef");
+        stats.batch(
+            "t",
+            0,
+            5,
+            BatchCounts {
+                processed: 5,
+                ..Default::default()
+            },
+            Duration::from_millis(1),
+        );
+        stats.committed("t", 0, 4);
+        stats.note("t", 0, Some(1), "reject", "first");
+        stats.note("t", 0, Some(3), "dead-letter", "<b>second</b>");
+        let logs = PipelineLogs {
+            partitions: BTreeMap::from([(
+                ("t".to_owned(), 0),
+                BrokerPartition {
+                    log_start: Some(0),
+                    log_end: Some(9),
+                    committed: Some(4),
+                },
+            )]),
+            refreshed: Some(Instant::now()),
+            error: None,
+        };
+        let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
+        let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+        let liveness = LivenessSnapshot {
+            thread: ThreadState::Running,
+            joined: true,
+            since_last_turn: Some(Duration::ZERO),
+        };
+        let doc = document(&[figures(
+            config,
+            "fedcba".into(),
+            liveness,
+            stats.snapshot(),
+            &logs,
+        )]);
+        let p = &doc["pipelines"][0];
+        assert_eq!(p["name"], "p");
+        assert_eq!(p["version"]["running"], "0123456789abcdef");
+        assert_eq!(p["version"]["deployed"], "fedcba");
+        assert_eq!(p["state"]["ready"], true);
+        let row = &p["partitions"][0];
+        assert_eq!(
+            (
+                row["log_end"].as_i64(),
+                row["position"].as_i64(),
+                row["committed"].as_i64(),
+                row["lag"].as_i64()
+            ),
+            (Some(9), Some(5), Some(4), Some(5))
+        );
+        assert_eq!(
+            p["recent"][0]["reason"], "<b>second</b>",
+            "newest first, as data (the page sets it as text)"
+        );
+        assert_eq!(p["recent"][1]["kind"], "reject");
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        for external in ["http://", "https://", "//cdn", "@import"] {
+            assert!(!PAGE.contains(external), "the page refers to {external}");
+        }
+        assert!(
+            PAGE.contains("fetch(\"api/status\"") && !PAGE.contains("innerHTML"),
+            "data goes in as text only"
+        );
+    }
+}
