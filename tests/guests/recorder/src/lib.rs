@@ -1,0 +1,32 @@
+//! Test guest: the tests' independent ledger of what the guest saw.
+//!
+//! For every record it emits `"<topic>/<partition>/<offset>"` to the `seen` topic and
+//! marks the record processed. A value starting with `slow:<ms>;` makes it busy-wait
+//! that long first, so a test can kill the host mid-stream.
+
+use std::time::{Duration, Instant};
+
+use ferry_sdk::{Context, Outcome, Processor, Record};
+
+/// The recorder.
+#[derive(Debug, Default)]
+pub struct Recorder;
+
+impl Processor for Recorder {
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+        let value = record.value().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
+        if let Some(ms) = value.strip_prefix("slow:").and_then(|rest| rest.split(';').next()).and_then(|ms| ms.parse().ok()) {
+            let until = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        let seen = format!("{}/{}/{}", record.topic(), record.partition(), record.offset());
+        match ctx.emit("seen", record.key(), Some(seen.as_bytes())) {
+            Ok(()) => Outcome::Processed,
+            Err(error) => Outcome::Retry(format!("could not report: {error}")),
+        }
+    }
+}
+
+ferry_sdk::export_processor!(Recorder);

@@ -1,0 +1,275 @@
+//! Every way a record or a guest can fail ends in a defined, observable result, with
+//! nothing lost: poison records, retries, dead letters, halts, broker faults, and
+//! tenants that cannot hurt each other.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ferry_host::config::Config;
+use ferry_host::host::Host;
+use ferry_tests::*;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+/// A chaos-guest pipeline: the record values say how the guest misbehaves.
+fn chaos_pipeline(name: &str, topic: &str, failure: &str) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "{name}"
+        inputs = ["{topic}"]
+        group = "{name}"
+        component = "{}"
+        batch_size = 50
+        max_wait_ms = 10
+        output_topics = ["out"]
+        commit = {{ policy = "interval", interval_ms = 50 }}
+        limits = {{ time_per_batch_ms = 200, memory_mib = 32 }}
+        failure = {{ {failure} }}
+        "#,
+        guest("ferry-guest-chaos").display()
+    )
+}
+
+fn start(brokers: &str, pipelines: &str) -> Host {
+    Host::start(&Config::parse(&format!("brokers = \"{brokers}\"\n{pipelines}")).unwrap()).unwrap()
+}
+
+fn stop(host: Host) {
+    host.shutdown_flag().store(true, Ordering::Relaxed);
+    host.wait();
+}
+
+fn caught_up(brokers: &str, group: &str, topic: &str) -> bool {
+    lag(brokers, group, topic).iter().all(|p| p.lag() == 0)
+}
+
+fn header<'a>(read: &'a Read, name: &str) -> &'a str {
+    read.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no header {name}"))
+}
+
+#[test]
+fn poison_records_are_isolated_and_dead_lettered_while_their_neighbours_are_processed() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    broker.create_topic("dlq", 1);
+    let values: Vec<String> = (0..200)
+        .map(|i| match i {
+            57 => "panic".to_owned(),
+            130 => "loop".to_owned(),
+            _ => format!("fine {i}"),
+        })
+        .collect();
+    produce(&brokers, "in", 1, &values);
+    let host = start(
+        &brokers,
+        &chaos_pipeline("poison", "in", r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 2, backoff_initial_ms = 10"#),
+    );
+    wait_until("committed to the log end", || caught_up(&brokers, "poison", "in"));
+    let stats = host.pipelines[0].shared.stats.snapshot();
+    stop(host);
+
+    let dead = read_all(&brokers, "dlq");
+    let offsets: Vec<&str> = dead.iter().map(|r| header(r, "ferry.offset")).collect();
+    assert_eq!(offsets, ["57", "130"], "exactly the poison records are dead-lettered");
+    assert_eq!(dead[0].value, "panic", "the record as it was");
+    assert!(header(&dead[0], "ferry.reason").contains("panicked"), "{:?}", dead[0].headers);
+    assert!(header(&dead[1], "ferry.reason").contains("time limit"), "{:?}", dead[1].headers);
+    for d in &dead {
+        assert_eq!(header(d, "ferry.attempts"), "2");
+        assert_eq!(header(d, "ferry.pipeline"), "poison");
+        assert_eq!(header(d, "ferry.topic"), "in");
+        assert_eq!(header(d, "ferry.partition"), "0");
+        assert_eq!(header(d, "ferry.component").len(), 64, "the component digest");
+    }
+    let partition = &stats.partitions[&("in".to_owned(), 0)];
+    assert_eq!(partition.processed, 198, "every healthy record processed");
+    assert_eq!(partition.dead_lettered, 2);
+    assert!(stats.faults.get("panic").is_some_and(|&n| n >= 2), "{:?}", stats.faults);
+    assert!(stats.faults.get("timeout").is_some_and(|&n| n >= 2), "{:?}", stats.faults);
+}
+
+#[test]
+fn retryable_records_back_off_then_go_to_the_dead_letter_topic() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    broker.create_topic("dlq", 1);
+    produce(&brokers, "in", 1, &["fine".into(), "retry".into(), "fine".into()]);
+    let host = start(
+        &brokers,
+        &chaos_pipeline("retries", "in", r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 4, backoff_initial_ms = 20, backoff_max_ms = 40"#),
+    );
+    wait_until("committed to the log end", || caught_up(&brokers, "retries", "in"));
+    let stats = host.pipelines[0].shared.stats.snapshot();
+    stop(host);
+    let dead = read_all(&brokers, "dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "ferry.offset"), "1");
+    assert_eq!(header(&dead[0], "ferry.attempts"), "4");
+    let partition = &stats.partitions[&("in".to_owned(), 0)];
+    assert_eq!(partition.retried, 4, "four attempts, each marked retry");
+    assert_eq!(partition.processed, 2, "the neighbours were processed once each");
+}
+
+#[test]
+fn halt_stops_one_partition_and_never_commits_past_it() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 2);
+    // Round-robin: even indexes to partition 0, odd to partition 1.
+    let values: Vec<String> = (0..40).map(|i| if i == 20 { "reject".into() } else { format!("fine {i}") }).collect();
+    produce(&brokers, "in", 2, &values);
+    let host = start(&brokers, &chaos_pipeline("halt", "in", r#"on_failure = "halt""#));
+    wait_until("partition 1 caught up and partition 0 halted", || {
+        let lags = lag(&brokers, "halt", "in");
+        let halted = host.pipelines[0].shared.stats.snapshot().partitions.get(&("in".to_owned(), 0)).and_then(|p| p.halted.clone());
+        lags[1].lag() == 0 && lags[0].committed == Some(10) && halted.is_some()
+    });
+    let halted = host.pipelines[0].shared.stats.snapshot().partitions[&("in".to_owned(), 0)].halted.clone().unwrap();
+    assert!(halted.contains("offset 10") && halted.contains("asked to reject"), "{halted}");
+    stop(host);
+    assert_eq!(lag(&brokers, "halt", "in")[0].committed, Some(10), "not past the halted record, even at shutdown");
+}
+
+#[test]
+fn commit_errors_never_lose_records_and_the_commit_catches_up() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 2);
+    broker.create_topic("seen", 1);
+    produce(&brokers, "in", 2, &(0..400).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    broker.cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
+        ],
+    );
+    let host = start(&brokers, &recorder_pipeline("commit-errors", "in"));
+    wait_until("committed to the log end despite the errors", || caught_up(&brokers, "commit-errors", "in"));
+    let stats = host.pipelines[0].shared.stats.snapshot();
+    stop(host);
+    assert!(stats.commit_failures >= 1, "the injected errors were seen and reported");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in read_all(&brokers, "seen") {
+        *seen.entry(r.value).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 400, "nothing lost");
+}
+
+fn recorder_pipeline(name: &str, topic: &str) -> String {
+    format!(
+        r#"
+        [[pipeline]]
+        name = "{name}"
+        inputs = ["{topic}"]
+        group = "{name}"
+        component = "{}"
+        batch_size = 20
+        max_wait_ms = 5
+        output_topics = ["seen"]
+        commit = {{ policy = "interval", interval_ms = 50 }}
+        kafka = {{ "session.timeout.ms" = "6000" }}
+        "#,
+        guest("ferry-guest-recorder").display()
+    )
+}
+
+#[test]
+fn broker_down_and_back_loses_nothing_and_shutdown_does_not_hang() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    broker.create_topic("seen", 1);
+    produce(&brokers, "in", 1, &(0..100).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    let host = start(&brokers, &recorder_pipeline("outage", "in"));
+    wait_until("first records committed", || lag(&brokers, "outage", "in")[0].committed.is_some_and(|c| c > 0));
+    broker.cluster().broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.cluster().broker_up(1).unwrap();
+    produce(&brokers, "in", 1, &(0..100).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    wait_until("caught up after the outage", || caught_up(&brokers, "outage", "in"));
+    let seen = read_all(&brokers, "seen").into_iter().map(|r| r.value).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(seen.len(), 200, "nothing lost");
+
+    // With the broker down, a shutdown's commit gives up after its bound instead of
+    // blocking forever.
+    broker.cluster().broker_down(1).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        stop(host);
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(PATIENCE).expect("shutdown finished while the broker was down");
+    broker.cluster().broker_up(1).unwrap();
+}
+
+#[test]
+fn added_latency_slows_but_does_not_break_the_pipeline() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 2);
+    broker.create_topic("seen", 1);
+    broker.cluster().broker_round_trip_time(1, Duration::from_millis(50)).unwrap();
+    produce(&brokers, "in", 2, &(0..200).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    let host = start(&brokers, &recorder_pipeline("latency", "in"));
+    wait_until("caught up with 50 ms round trips", || caught_up(&brokers, "latency", "in"));
+    stop(host);
+    assert_eq!(read_all(&brokers, "seen").len(), 200);
+}
+
+#[test]
+fn a_hostile_tenant_does_not_stop_the_others() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    for topic in ["looping", "bombing", "trapping", "healthy"] {
+        broker.create_topic(topic, 1);
+    }
+    broker.create_topic("seen", 1);
+    for (topic, value) in [("looping", "loop"), ("bombing", "oom"), ("trapping", "panic")] {
+        produce(&brokers, topic, 1, &vec![value.to_owned(); 50]);
+    }
+    produce(&brokers, "healthy", 1, &(0..300).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    let failure = r#"on_failure = "halt", max_attempts = 1000, backoff_initial_ms = 1, backoff_max_ms = 5"#;
+    let pipelines = [
+        chaos_pipeline("looping", "looping", failure),
+        chaos_pipeline("bombing", "bombing", failure),
+        chaos_pipeline("trapping", "trapping", failure),
+        recorder_pipeline("healthy", "healthy"),
+    ]
+    .join("\n");
+    let host = start(&brokers, &pipelines);
+    wait_until("the healthy tenant caught up", || caught_up(&brokers, "healthy", "healthy"));
+    for name in ["looping", "bombing", "trapping"] {
+        assert!(!caught_up(&brokers, name, name), "{name} never finishes a record");
+    }
+    let faults = |i: usize| host.pipelines[i].shared.stats.snapshot().faults;
+    wait_until("each hostile tenant faulted repeatedly", || {
+        faults(0).get("timeout").is_some_and(|&n| n > 2)
+            && faults(1).get("out_of_memory").is_some_and(|&n| n > 2)
+            && faults(2).get("panic").is_some_and(|&n| n > 2)
+    });
+    stop(host);
+    assert_eq!(read_all(&brokers, "seen").len(), 300);
+}
+
+#[test]
+fn huge_binary_and_empty_records_are_processed_and_committed() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    broker.create_topic("seen", 1);
+    // An empty value, a 512 KiB value, control characters and NULs.
+    let values = vec![String::new(), "x".repeat(512 << 10), "\u{0}\u{1}\u{1b}[2J binary".to_owned()];
+    produce(&brokers, "in", 1, &values);
+    let host = start(&brokers, &recorder_pipeline("sizes", "in"));
+    wait_until("caught up", || caught_up(&brokers, "sizes", "in"));
+    stop(host);
+    let seen: Vec<String> = read_all(&brokers, "seen").into_iter().map(|r| r.value).collect();
+    assert_eq!(seen, ["in/0/0", "in/0/1", "in/0/2"]);
+}

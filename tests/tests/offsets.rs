@@ -1,0 +1,34 @@
+//! The seed's offset scenarios (see `ferry_tests::scenarios`) on the embedded broker.
+
+use ferry_tests::Embedded;
+use ferry_tests::scenarios::*;
+
+#[test]
+fn clean_run_processes_each_record_once_and_commits_the_log_end() {
+    clean_run(&Embedded::start(), 500);
+}
+
+#[test]
+fn crash_before_commit_redelivers_only_the_uncommitted_window() {
+    crash_before_commit(&Embedded::start());
+}
+
+#[test]
+fn rebalance_eager() {
+    rebalance_after_a_member_dies(&Embedded::start(), "range", 800, 20);
+}
+
+#[test]
+fn rebalance_cooperative_sticky() {
+    rebalance_after_a_member_dies(&Embedded::start(), "cooperative-sticky", 800, 20);
+}
+
+#[test]
+fn a_gap_holds_the_commit_at_the_unfinished_record() {
+    gap_holds_the_commit(&Embedded::start());
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing() {
+    sigkill_mid_stream(&Embedded::start(), 600, 2);
+}

@@ -1,0 +1,152 @@
+//! Hostile guests, built from source, are contained and classified; the host keeps
+//! serving healthy guests in the same process afterwards.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use ferry_host::sandbox::{
+    Batch, GuestFault, Grants, Limits, LoadError, Outcome, ProcessorComponent, ProcessorInstance, Sandbox,
+    SandboxSettings,
+};
+use ferry_sdk::wire::BatchEncoder;
+use ferry_tests::{ferry_bin, guest};
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(SandboxSettings { max_instances: 32, ..SandboxSettings::default() }).unwrap()
+}
+
+fn load(sandbox: &Sandbox, package: &str, grants: &Grants) -> Result<Arc<ProcessorComponent>, LoadError> {
+    let bytes = std::fs::read(guest(package)).unwrap();
+    ProcessorComponent::load(sandbox, &bytes, grants).map(Arc::new)
+}
+
+fn limits() -> Limits {
+    Limits { memory_bytes: 32 << 20, time_per_batch_ms: 300, ..Limits::default() }
+}
+
+fn instance(sandbox: &Sandbox, package: &str) -> ProcessorInstance {
+    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true };
+    let component = load(sandbox, package, &grants).unwrap();
+    ProcessorInstance::new(sandbox.clone(), component, package, Arc::new(grants), limits())
+}
+
+/// A batch of records with these values, at offsets 0..n.
+fn batch(values: &[&str]) -> (Batch, Vec<i64>) {
+    let mut encoder = BatchEncoder::new();
+    for (offset, value) in values.iter().enumerate() {
+        encoder.push(offset as i64, Some(1_700_000_000_000), Some(b"k"), Some(value.as_bytes()), [("h", Some(&b"v"[..]))]);
+    }
+    let batch = Batch { topic: "in".into(), partition: 0, count: encoder.count(), records: encoder.into_bytes() };
+    (batch, (0..values.len() as i64).collect())
+}
+
+fn run(instance: &mut ProcessorInstance, values: &[&str]) -> Result<Vec<String>, GuestFault> {
+    let (batch, offsets) = batch(values);
+    let (reply, _) = instance.process(&batch, &offsets)?;
+    Ok((0..reply.len())
+        .map(|i| match reply.outcome(i) {
+            Outcome::Processed => "processed".to_owned(),
+            Outcome::Retry(r) => format!("retry: {r}"),
+            Outcome::Reject(r) => format!("reject: {r}"),
+        })
+        .collect())
+}
+
+#[test]
+fn hostile_guests_are_contained_classified_and_replaced() {
+    let sandbox = sandbox();
+    let mut healthy = instance(&sandbox, "ferry-example-passthrough");
+    let mut chaos = instance(&sandbox, "ferry-guest-chaos");
+    let cases: [(&str, fn(&GuestFault) -> bool); 4] = [
+        ("loop", |f| matches!(f, GuestFault::Timeout(300))),
+        ("oom", |f| matches!(f, GuestFault::OutOfMemory(_))),
+        ("recurse", |f| matches!(f, GuestFault::StackOverflow)),
+        ("panic", |f| matches!(f, GuestFault::Panic(_))),
+    ];
+    for (behaviour, expected) in cases {
+        let fault = run(&mut chaos, &["fine", behaviour, "fine"]).expect_err(behaviour);
+        assert!(expected(&fault), "{behaviour} classified as {fault:?}");
+        // The faulted store is gone: the next batch runs on a fresh instance.
+        assert_eq!(run(&mut chaos, &["fine", "fine"]).unwrap(), ["processed", "processed"], "after {behaviour}");
+        assert_eq!(run(&mut healthy, &["a", "b", "c"]).unwrap().len(), 3, "the healthy guest keeps serving after {behaviour}");
+    }
+    assert_eq!(chaos.instantiations(), 5, "one fresh instance per fault, plus the first");
+    assert_eq!(healthy.instantiations(), 1, "the healthy guest was never disturbed");
+}
+
+#[test]
+fn invalid_results_are_guest_errors_never_commits() {
+    let sandbox = sandbox();
+    let fault = run(&mut instance(&sandbox, "ferry-guest-bad-count"), &["a", "b", "c"]).unwrap_err();
+    assert!(matches!(&fault, GuestFault::BadReturn(m) if m.contains("2 statuses for a batch of 3")), "{fault:?}");
+    let fault = run(&mut instance(&sandbox, "ferry-guest-foreign-offsets"), &["a", "b"]).unwrap_err();
+    assert!(matches!(&fault, GuestFault::BadReturn(m) if m.contains("not in the batch")), "{fault:?}");
+    assert_eq!(run(&mut instance(&sandbox, "ferry-example-passthrough"), &["a"]).unwrap(), ["processed"]);
+}
+
+#[test]
+fn outcomes_reasons_and_emits_come_back_validated() {
+    let sandbox = sandbox();
+    let mut chaos = instance(&sandbox, "ferry-guest-chaos");
+    let out = run(&mut chaos, &["retry", "reject", "emit:out", "emit:forbidden"]).unwrap();
+    assert_eq!(out[..3], ["retry: asked to retry", "reject: asked to reject", "processed"]);
+    assert!(out[3].starts_with("retry: emit refused") && out[3].contains("forbidden"), "{out:?}");
+    let (batch, offsets) = batch(&["emit:out"]);
+    let (_, outputs) = chaos.process(&batch, &offsets).unwrap();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].topic, "out");
+    assert_eq!(outputs[0].value.as_deref(), Some(&b"emit:out"[..]));
+}
+
+#[test]
+fn a_reused_instance_slot_starts_zeroed() {
+    let sandbox = sandbox();
+    for round in 0..5 {
+        // snoop scans a 16 MiB region for non-zero bytes, then fills it with 0xAB.
+        let mut snoop = instance(&sandbox, "ferry-guest-snoop");
+        assert_eq!(run(&mut snoop, &["x"]).unwrap(), ["processed"], "round {round}");
+        snoop.recycle();
+        assert_eq!(run(&mut snoop, &["x"]).unwrap(), ["processed"], "round {round} after recycling");
+    }
+}
+
+#[test]
+fn ungranted_capabilities_are_refused_at_load_by_name() {
+    let sandbox = sandbox();
+    let error = load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true }).unwrap_err();
+    assert!(error.to_string().contains("ferry:processor/output@0.1.0"), "{error}");
+    let error = load(&sandbox, "ferry-example-counter", &Grants { output_topics: Default::default(), log: false }).unwrap_err();
+    assert!(error.to_string().contains("ferry:processor/log@0.1.0"), "{error}");
+    assert!(load(&sandbox, "ferry-example-passthrough", &Grants::default()).is_ok(), "no capabilities needed");
+}
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(ferry_bin()).arg("check").arg(path).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn ferry_check_reports_the_world_capabilities_and_clear_errors() {
+    let (ok, text) = check(&guest("ferry-example-orders"));
+    assert!(ok, "{text}");
+    assert!(text.contains("implements ferry:processor") && text.contains("ferry:processor/output@0.1.0"), "{text}");
+    let (ok, text) = check(&guest("ferry-example-passthrough"));
+    assert!(ok && !text.contains("ferry:processor/output") && !text.contains("ferry:processor/log"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("garbage.wasm", b"definitely not wasm".to_vec(), "not a WebAssembly file"),
+        ("core.wasm", b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module, not a component"),
+        ("broken.wasm", b"\0asm\x0d\0\x01\0\x99\x99".to_vec(), "invalid component"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (ok, text) = check(&path);
+        assert!(!ok && text.contains(expected), "{name}: {text}");
+    }
+    let (ok, text) = check(&guest("ferry-guest-wrong-world"));
+    assert!(!ok && text.contains("does not implement the ferry:processor world"), "{text}");
+    let (ok, text) = check(&dir.path().join("missing.wasm"));
+    assert!(!ok && text.contains("failed to read"), "{text}");
+}
