@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::ProcessorPre;
+use super::cache::ArtifactSource;
 use super::engine::Sandbox;
 use super::guest_state::{GuestState, Grants};
 
@@ -95,6 +96,7 @@ pub struct ProcessorComponent {
     digest: String,
     size: usize,
     capabilities: Vec<Capability>,
+    artifact: ArtifactSource,
     pub(crate) pre: ProcessorPre<GuestState>,
 }
 
@@ -104,6 +106,7 @@ impl fmt::Debug for ProcessorComponent {
             .field("digest", &self.digest)
             .field("size", &self.size)
             .field("capabilities", &self.capabilities)
+            .field("artifact", &self.artifact)
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +114,7 @@ impl fmt::Debug for ProcessorComponent {
 impl ProcessorComponent {
     /// Compiles and checks `bytes` for a pipeline with these grants.
     pub fn load(sandbox: &Sandbox, bytes: &[u8], grants: &Grants) -> Result<Self, LoadError> {
-        let (component, inspection) = compile_and_inspect(sandbox, bytes)?;
+        let (component, inspection, artifact) = compile_and_inspect(sandbox, bytes)?;
         for capability in &inspection.capabilities {
             match capability {
                 Capability::Output if grants.output_topics.is_empty() => {
@@ -131,7 +134,8 @@ impl ProcessorComponent {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        Ok(Self { digest: inspection.digest, size: inspection.size, capabilities: inspection.capabilities, pre })
+        let Inspection { digest, size, capabilities } = inspection;
+        Ok(Self { digest, size, capabilities, artifact, pre })
     }
 
     /// sha256 of the component bytes, hex: the version's identity.
@@ -148,11 +152,21 @@ impl ProcessorComponent {
     pub fn capabilities(&self) -> &[Capability] {
         &self.capabilities
     }
+
+    /// Whether its native code was compiled for this load or came from the cache.
+    pub fn artifact(&self) -> ArtifactSource {
+        self.artifact
+    }
+}
+
+/// sha256 of component bytes, hex: how ferry names a version.
+pub fn digest_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Checks `bytes` without any pipeline's grants: what `ferry check` prints.
 pub fn inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<Inspection, LoadError> {
-    let (component, inspection) = compile_and_inspect(sandbox, bytes)?;
+    let (component, inspection, _) = compile_and_inspect(sandbox, bytes)?;
     sandbox
         .linker()
         .instantiate_pre(&component)
@@ -161,15 +175,19 @@ pub fn inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<Inspection, LoadError>
     Ok(inspection)
 }
 
-fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, Inspection), LoadError> {
+fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, Inspection, ArtifactSource), LoadError> {
     if bytes.get(..4) != Some(b"\0asm") {
         return Err(LoadError::NotWasm);
     }
     if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
         return Err(LoadError::CoreModule);
     }
-    let component =
-        Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let digest = digest_of(bytes);
+    let compiled = match sandbox.cache() {
+        Some(cache) => cache.component(sandbox.engine(), bytes, &digest),
+        None => Component::new(sandbox.engine(), bytes).map(|c| (c, ArtifactSource::Compiled)),
+    };
+    let (component, artifact) = compiled.map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
     let engine = sandbox.engine();
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
@@ -188,6 +206,5 @@ fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, In
         }
     }
     capabilities.sort();
-    let digest = hex::encode(Sha256::digest(bytes));
-    Ok((component, Inspection { digest, size: bytes.len(), capabilities }))
+    Ok((component, Inspection { digest, size: bytes.len(), capabilities }, artifact))
 }

@@ -1,6 +1,7 @@
 //! The one [`Engine`] of a host: its configuration, the epoch ticker that enforces
 //! time limits, and the linker every component is checked and instantiated against.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -11,6 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Processor;
+use super::cache::ArtifactCache;
 use super::guest_state::GuestState;
 
 /// How often the epoch advances: the resolution of per-batch time limits.
@@ -25,11 +27,13 @@ pub struct SandboxSettings {
     pub max_memory_bytes: u64,
     /// How many guest instances may exist at once (pool size).
     pub max_instances: u32,
+    /// Where precompiled components are cached on disk; `None` compiles every load.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        Self { max_wasm_stack: 512 << 10, max_memory_bytes: 256 << 20, max_instances: 256 }
+        Self { max_wasm_stack: 512 << 10, max_memory_bytes: 256 << 20, max_instances: 256, cache_dir: None }
     }
 }
 
@@ -43,6 +47,7 @@ struct Inner {
     engine: Engine,
     linker: Linker<GuestState>,
     settings: SandboxSettings,
+    cache: Option<ArtifactCache>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -65,9 +70,15 @@ impl Sandbox {
         Processor::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("failed to link ferry capabilities")?;
+        // The cache only saves time: a host whose cache is unusable still runs.
+        let cache = settings.cache_dir.as_deref().and_then(|dir| {
+            ArtifactCache::open(dir, &engine, &settings)
+                .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "not caching compiled components"))
+                .ok()
+        });
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
-        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, ticker_stop }) })
+        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, cache, ticker_stop }) })
     }
 
     /// The engine.
@@ -82,6 +93,11 @@ impl Sandbox {
     /// The settings the engine was built with.
     pub fn settings(&self) -> &SandboxSettings {
         &self.inner.settings
+    }
+
+    /// The on-disk cache of compiled components, when one is configured and usable.
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.inner.cache.as_ref()
     }
 }
 

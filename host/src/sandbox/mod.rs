@@ -3,6 +3,7 @@
 //! that are thrown away whenever they trap.
 
 mod bindings;
+mod cache;
 mod component;
 mod engine;
 mod fault;
@@ -11,8 +12,9 @@ mod instance;
 mod reply;
 mod text;
 
+pub use cache::{ArtifactCache, ArtifactSource, default_cache_dir, engine_key};
 pub use bindings::{Batch, BatchResult, Failure, Header, OutputRecord, Status};
-pub use component::{Capability, LoadError, ProcessorComponent, inspect};
+pub use component::{Capability, LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::{Sandbox, SandboxSettings};
 pub use fault::GuestFault;
 pub use guest_state::{Grants, Limits};

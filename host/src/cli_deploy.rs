@@ -1,0 +1,118 @@
+//! `ferry deploy`: uploads a component to a running host's admin API (or lists its
+//! versions, or rolls it back) and prints the host's answer.
+//!
+//! The host does all the checking; this is a thin blocking HTTP client, so what an
+//! operator sees is exactly what the API said. Anything but a 2xx is an error and a
+//! non-zero exit.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ureq::Agent;
+
+/// A compile plus self-test of a large component can take a while on a busy host.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Options of `ferry deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// Base URL of the host's admin server.
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    pub admin: String,
+    /// The pipeline to deploy to.
+    #[arg(long)]
+    pub pipeline: String,
+    /// The admin bearer token.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Go back to the previous version instead of deploying.
+    #[arg(long, conflicts_with_all = ["versions", "component"])]
+    pub rollback: bool,
+    /// Show the current and previous versions instead of deploying.
+    #[arg(long, conflicts_with = "component")]
+    pub versions: bool,
+    /// The component (.wasm) to deploy.
+    #[arg(required_unless_present_any = ["rollback", "versions"])]
+    pub component: Option<PathBuf>,
+}
+
+/// The admin server's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body, as text.
+    pub body: String,
+}
+
+impl Answer {
+    /// The answer, or an error carrying it when the status is not 2xx.
+    pub fn success(self) -> anyhow::Result<Self> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            bail!("the admin server answered {}: {}", self.status, self.body.trim_end())
+        }
+    }
+}
+
+/// What to ask the admin server.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `PUT .../component` with these bytes.
+    Deploy(&'a [u8]),
+    /// `GET .../versions`.
+    Versions,
+    /// `POST .../rollback`.
+    Rollback,
+}
+
+/// Sends one request to the admin API of `admin` for `pipeline`.
+pub fn call(admin: &str, pipeline: &str, token: &str, request: Request<'_>) -> anyhow::Result<Answer> {
+    if pipeline.is_empty() || !pipeline.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        bail!("`{pipeline}` is not a pipeline name (letters, digits, `-`, `_`, `.`)");
+    }
+    let base = format!("{}/api/pipelines/{pipeline}", admin.trim_end_matches('/'));
+    let config = Agent::config_builder().http_status_as_error(false).timeout_global(Some(REQUEST_TIMEOUT)).build();
+    let agent = Agent::new_with_config(config);
+    let bearer = format!("Bearer {token}");
+    let sent = match request {
+        Request::Deploy(bytes) => agent
+            .put(format!("{base}/component"))
+            .header("Authorization", &bearer)
+            .header("Content-Type", "application/wasm")
+            .send(bytes),
+        Request::Versions => agent.get(format!("{base}/versions")).header("Authorization", &bearer).call(),
+        Request::Rollback => agent.post(format!("{base}/rollback")).header("Authorization", &bearer).send_empty(),
+    };
+    let mut response = sent.with_context(|| format!("failed to reach the admin server at {admin}"))?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().context("failed to read the admin server's answer")?;
+    Ok(Answer { status, body })
+}
+
+/// Runs `ferry deploy`.
+pub fn run(args: DeployArgs) -> anyhow::Result<()> {
+    let bytes;
+    let request = if args.rollback {
+        Request::Rollback
+    } else if args.versions {
+        Request::Versions
+    } else {
+        let path = args.component.as_deref().expect("clap requires a component");
+        bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+        Request::Deploy(&bytes)
+    };
+    let answer = call(&args.admin, &args.pipeline, &args.token, request)?.success()?;
+    println!("{}", pretty(&answer.body));
+    Ok(())
+}
+
+/// JSON answers indented for people; anything else as it came.
+fn pretty(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| body.trim_end().to_owned())
+}

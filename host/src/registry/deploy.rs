@@ -1,0 +1,134 @@
+//! Deploying a new version: compile and check it, run its self-test, then switch.
+//!
+//! Everything here runs on the thread that asked for the deploy (an admin request,
+//! the directory watcher), never on a pipeline thread: a slow compile or a failing
+//! component costs the pipeline nothing, and a refused one leaves the running version
+//! exactly as it was.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Origin, ProcessorSlot};
+use crate::config::PipelineConfig;
+use crate::sandbox::{
+    ArtifactSource, Capability, GuestFault, LoadError, ProcessorComponent, ProcessorInstance, Sandbox, digest_of,
+};
+
+/// Why a deploy was refused. The running version is untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Larger than the host accepts.
+    #[error("the component is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a usable processor: not a component, wrong world, ungranted capability.
+    #[error(transparent)]
+    Invalid(#[from] LoadError),
+    /// Its self-test returned an error.
+    #[error("the component's self-test failed: {0}")]
+    SelfTestFailed(String),
+    /// Its self-test trapped, ran out of time or memory.
+    #[error("the component's self-test did not complete: {0}")]
+    SelfTestFault(GuestFault),
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The version now current.
+    pub digest: String,
+    /// The version it replaced (now the rollback target), if anything changed.
+    pub replaced: Option<String>,
+    /// False when that version was already running: nothing was switched.
+    pub switched: bool,
+    /// Its host capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Whether it was compiled or came from the artifact cache.
+    pub artifact: Option<ArtifactSource>,
+    /// Time spent compiling, checking and self-testing it.
+    pub prepared_in: Duration,
+}
+
+/// Checks `bytes` for `pipeline` and makes them its current version.
+///
+/// The component must implement the processor world, import only capabilities the
+/// pipeline grants, and pass its self-test on a throwaway instance with the pipeline's
+/// limits. The pipeline switches at its next batch boundary.
+pub fn deploy(
+    sandbox: &Sandbox,
+    pipeline: &PipelineConfig,
+    slot: &ProcessorSlot,
+    bytes: &[u8],
+    limit: usize,
+    origin: Origin,
+) -> Result<Deployed, DeployError> {
+    let started = Instant::now();
+    let digest = digest_of(bytes);
+    let _deploying = slot.deploy_lock();
+    let current = slot.current();
+    if current.digest() == digest {
+        return Ok(Deployed {
+            digest,
+            replaced: None,
+            switched: false,
+            capabilities: current.capabilities().to_vec(),
+            artifact: None,
+            prepared_in: started.elapsed(),
+        });
+    }
+    let component = match prepare(sandbox, pipeline, bytes, limit) {
+        Ok(component) => component,
+        Err(error) => {
+            let pipeline = &pipeline.name;
+            tracing::warn!(%pipeline, %digest, %origin, %error, "deploy refused; the running version keeps going");
+            slot.rejected(&digest, format!("{origin}: {error}"));
+            return Err(error);
+        }
+    };
+    let prepared_in = started.elapsed();
+    tracing::info!(
+        pipeline = %pipeline.name,
+        %digest,
+        replaces = %current.digest(),
+        %origin,
+        artifact = component.artifact().as_str(),
+        prepared_ms = prepared_in.as_secs_f64() * 1e3,
+        "deploying processor version; it takes over at the next batch boundary"
+    );
+    let deployed = Deployed {
+        digest,
+        replaced: Some(current.digest().to_owned()),
+        switched: true,
+        capabilities: component.capabilities().to_vec(),
+        artifact: Some(component.artifact()),
+        prepared_in,
+    };
+    slot.deploy(component, origin, pipeline.auto_rollback);
+    Ok(deployed)
+}
+
+/// Compiles, checks and self-tests a component without touching the slot.
+fn prepare(
+    sandbox: &Sandbox,
+    pipeline: &PipelineConfig,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<Arc<ProcessorComponent>, DeployError> {
+    if bytes.len() > limit {
+        return Err(DeployError::TooLarge { size: bytes.len(), limit });
+    }
+    let grants = Arc::new(pipeline.grants());
+    let component = Arc::new(ProcessorComponent::load(sandbox, bytes, &grants)?);
+    let mut instance =
+        ProcessorInstance::new(sandbox.clone(), component.clone(), &pipeline.name, grants, pipeline.limits());
+    match instance.self_test() {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => return Err(DeployError::SelfTestFailed(crate::sandbox::sanitize(&reason, 500))),
+        Err(fault) => return Err(DeployError::SelfTestFault(fault)),
+    }
+    Ok(component)
+}

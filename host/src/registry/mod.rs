@@ -1,0 +1,290 @@
+//! The processor versions of each pipeline: the one new batches run on, the one kept
+//! for rollback, and what happened to them.
+//!
+//! A deploy only replaces an `Arc` under a lock; the pipeline loop reads
+//! [`ProcessorSlot::current`] at every batch boundary, so the batch in flight finishes
+//! on the version it started with and the next one runs on the new version. Compiling
+//! and checking a new version happens before that, on the caller's thread
+//! ([`deploy::deploy`]), never on the processing path.
+
+pub mod deploy;
+mod probation;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
+
+pub use probation::AutoRollback;
+use probation::{Probation, ProbationVerdict};
+
+use crate::sandbox::ProcessorComponent;
+
+/// How many events [`ProcessorSlot::history`] keeps.
+const HISTORY: usize = 32;
+
+/// How a version came to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded from the config when the host started.
+    Startup,
+    /// Uploaded through the admin API (or `ferry deploy`).
+    AdminApi,
+    /// A file dropped into the pipeline's `deploy_dir`.
+    Watch(PathBuf),
+    /// Put back by an operator's rollback.
+    Rollback,
+    /// Put back because the new version failed too often.
+    AutoRollback,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Startup => f.write_str("startup"),
+            Origin::AdminApi => f.write_str("admin-api"),
+            Origin::Watch(path) => write!(f, "watch:{}", path.display()),
+            Origin::Rollback => f.write_str("rollback"),
+            Origin::AutoRollback => f.write_str("auto-rollback"),
+        }
+    }
+}
+
+/// One version of a pipeline's processor, as deployed.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// The checked, compiled component.
+    pub component: Arc<ProcessorComponent>,
+    /// When it became current.
+    pub deployed_at: SystemTime,
+    /// How.
+    pub origin: Origin,
+}
+
+impl Version {
+    fn new(component: Arc<ProcessorComponent>, origin: Origin) -> Self {
+        Self { component, deployed_at: SystemTime::now(), origin }
+    }
+
+    /// The content digest that identifies it.
+    pub fn digest(&self) -> &str {
+        self.component.digest()
+    }
+}
+
+/// Something that happened to a slot, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When.
+    pub at: SystemTime,
+    /// `deploy`, `reject`, `rollback`, `auto-rollback` or `confirm`.
+    pub action: &'static str,
+    /// The version it concerns (the one now current for deploys and rollbacks).
+    pub digest: String,
+    /// Where the request came from, and why, in words.
+    pub detail: String,
+}
+
+/// What [`ProcessorSlot::versions`] reports.
+#[derive(Debug, Clone)]
+pub struct VersionsView {
+    /// The version new batches run on.
+    pub current: Version,
+    /// The version a rollback goes back to.
+    pub previous: Option<Version>,
+    /// Auto-rollback watch over the current version, if it is still on probation.
+    pub probation: Option<ProbationView>,
+    /// Recent events, oldest first.
+    pub history: Vec<Event>,
+}
+
+/// How a version on probation is doing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbationView {
+    /// The policy.
+    pub policy: AutoRollback,
+    /// Records it handled so far.
+    pub records: u64,
+    /// Of which failed (retry, reject or fault).
+    pub failures: u64,
+}
+
+/// The running and previous version of one pipeline's processor.
+#[derive(Clone, Debug)]
+pub struct ProcessorSlot {
+    inner: Arc<SlotInner>,
+}
+
+#[derive(Debug)]
+struct SlotInner {
+    versions: RwLock<Versions>,
+    probation: Mutex<Option<Probation>>,
+    history: Mutex<VecDeque<Event>>,
+    /// Held for a whole deploy, so two deploys (API and watcher) never interleave
+    /// their checks and switches.
+    deploying: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Versions {
+    current: Version,
+    previous: Option<Version>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ProcessorSlot {
+    /// A slot running `component`, loaded at startup.
+    pub fn new(component: Arc<ProcessorComponent>) -> Self {
+        let started = Event {
+            at: SystemTime::now(),
+            action: "deploy",
+            digest: component.digest().to_owned(),
+            detail: Origin::Startup.to_string(),
+        };
+        Self {
+            inner: Arc::new(SlotInner {
+                versions: RwLock::new(Versions { current: Version::new(component, Origin::Startup), previous: None }),
+                probation: Mutex::new(None),
+                history: Mutex::new(VecDeque::from([started])),
+                deploying: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The version new batches run on. Cheap: called at every batch boundary.
+    pub fn current(&self) -> Arc<ProcessorComponent> {
+        self.read().current.component.clone()
+    }
+
+    /// The version kept for rollback.
+    pub fn previous(&self) -> Option<Arc<ProcessorComponent>> {
+        self.read().previous.as_ref().map(|v| v.component.clone())
+    }
+
+    /// Both versions, the probation and recent events.
+    pub fn versions(&self) -> VersionsView {
+        let (current, previous) = {
+            let versions = self.read();
+            (versions.current.clone(), versions.previous.clone())
+        };
+        let probation = lock(&self.inner.probation).as_ref().map(Probation::view);
+        VersionsView { current, previous, probation, history: self.history() }
+    }
+
+    /// Recent events, oldest first.
+    pub fn history(&self) -> Vec<Event> {
+        lock(&self.inner.history).iter().cloned().collect()
+    }
+
+    /// Makes `component` current; the old one becomes the rollback target. With a
+    /// policy, the new version is on probation: see [`Self::observe`].
+    pub fn deploy(&self, component: Arc<ProcessorComponent>, origin: Origin, auto_rollback: Option<AutoRollback>) {
+        let digest = component.digest().to_owned();
+        let detail = origin.to_string();
+        {
+            let mut versions = self.write();
+            let old = std::mem::replace(&mut versions.current, Version::new(component.clone(), origin));
+            versions.previous = Some(old);
+            *lock(&self.inner.probation) = auto_rollback.map(|policy| Probation::new(component, policy));
+        }
+        self.record("deploy", &digest, detail);
+    }
+
+    /// Swaps current and previous. Returns the digests (from, to), or `None` when
+    /// there is nothing to go back to.
+    pub fn rollback(&self, origin: Origin) -> Option<(String, String)> {
+        let _deploying = lock(&self.inner.deploying);
+        self.swap_back(None, origin, "rollback", String::new())
+    }
+
+    /// Called by the pipeline loop after every batch with how many of its records the
+    /// version `ran` handled and how many of those failed. Rolls a version on
+    /// probation back once it fails too often.
+    pub fn observe(&self, ran: &Arc<ProcessorComponent>, records: u64, failures: u64) {
+        let verdict = {
+            let mut probation = lock(&self.inner.probation);
+            let Some(p) = probation.as_mut().filter(|p| p.watches(ran)) else { return };
+            let verdict = p.observe(records, failures);
+            if verdict != ProbationVerdict::Undecided {
+                *probation = None;
+            }
+            verdict
+        };
+        match verdict {
+            ProbationVerdict::Undecided => {}
+            ProbationVerdict::Confirmed { records, failures } => {
+                tracing::info!(digest = %ran.digest(), records, failures, "new processor version passed its probation");
+                self.record("confirm", ran.digest(), format!("{failures} failures in its first {records} records"));
+            }
+            ProbationVerdict::Failed { records, failures, policy } => {
+                let why = format!(
+                    "{failures} of its first {records} records failed, more than {} of {} allowed",
+                    policy.max_failure_rate, policy.records
+                );
+                // Not behind the deploy lock: this is the pipeline thread, which must
+                // never wait for a compile. A deploy finishing meanwhile simply wins.
+                if let Some((from, to)) = self.swap_back(Some(ran), Origin::AutoRollback, "auto-rollback", why.clone())
+                {
+                    tracing::warn!(%from, %to, %why, "rolled back a failing processor version");
+                }
+            }
+        }
+    }
+
+    /// The lock that serializes deploys of this slot.
+    fn deploy_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.inner.deploying)
+    }
+
+    /// Notes a refused deploy.
+    fn rejected(&self, digest: &str, detail: String) {
+        self.record("reject", digest, detail);
+    }
+
+    /// Swaps current and previous; with `only_from`, only while that is current.
+    fn swap_back(
+        &self,
+        only_from: Option<&Arc<ProcessorComponent>>,
+        origin: Origin,
+        action: &'static str,
+        why: String,
+    ) -> Option<(String, String)> {
+        let (from, to) = {
+            let mut versions = self.write();
+            if only_from.is_some_and(|c| !Arc::ptr_eq(c, &versions.current.component)) {
+                return None;
+            }
+            let mut previous = versions.previous.take()?;
+            previous.deployed_at = SystemTime::now();
+            previous.origin = origin;
+            let failed = std::mem::replace(&mut versions.current, previous);
+            let pair = (failed.digest().to_owned(), versions.current.digest().to_owned());
+            versions.previous = Some(failed);
+            *lock(&self.inner.probation) = None;
+            pair
+        };
+        let detail = if why.is_empty() { format!("from {from}") } else { format!("from {from}: {why}") };
+        self.record(action, &to, detail);
+        Some((from, to))
+    }
+
+    fn record(&self, action: &'static str, digest: &str, detail: String) {
+        let mut history = lock(&self.inner.history);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(Event { at: SystemTime::now(), action, digest: digest.to_owned(), detail });
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Versions> {
+        self.inner.versions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Versions> {
+        self.inner.versions.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

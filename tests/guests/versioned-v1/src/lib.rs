@@ -1,0 +1,50 @@
+//! Test guest for hot swaps: every record it processes goes to the `ledger` topic
+//! tagged with the build that processed it, so a test can tell which version handled
+//! each record in each attempt.
+//!
+//! The crates `ferry-guest-versioned-v1`, `-v2` and `-v3` all build this file; the
+//! tag is the last part of the package name, so each build has its own digest.
+//!
+//! Ledger value: `<partition>:<offset>:<tag>:<first offset of the batch>:<unix µs>`,
+//! keyed by the partition so one input partition's entries stay in processing order.
+//! The time is the guest's wall clock when it handled the record (WASI clocks are
+//! the host's), which the hot-swap benchmark uses to time switches.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_sdk::{Batch, Context, Outcome, Processor, Record};
+
+/// Which build this is: `v1`, `v2`, ...
+const TAG: &str = match env!("CARGO_PKG_NAME").as_bytes() {
+    [.., b'-', b'v', b'1'] => "v1",
+    [.., b'-', b'v', b'2'] => "v2",
+    [.., b'-', b'v', b'3'] => "v3",
+    _ => panic!("unexpected package name"),
+};
+
+/// The ledger writer.
+#[derive(Debug, Default)]
+pub struct Versioned;
+
+impl Processor for Versioned {
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+        tag(record, record.offset(), ctx)
+    }
+
+    fn process_batch(&mut self, batch: &Batch<'_>, ctx: &mut Context) -> Vec<Outcome> {
+        let first = batch.iter().next().map_or(-1, |r| r.offset());
+        batch.iter().map(|record| tag(&record, first, ctx)).collect()
+    }
+}
+
+fn tag(record: &Record<'_>, batch_first: i64, ctx: &mut Context) -> Outcome {
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let partition = record.partition().to_string();
+    let entry = format!("{partition}:{}:{TAG}:{batch_first}:{micros}", record.offset());
+    match ctx.emit("ledger", Some(partition.as_bytes()), Some(entry.as_bytes())) {
+        Ok(()) => Outcome::Processed,
+        Err(error) => Outcome::Retry(format!("could not write the ledger: {error}")),
+    }
+}
+
+ferry_sdk::export_processor!(Versioned);
