@@ -95,15 +95,16 @@ impl BatchEncoder {
         let key_len = key.map_or(0, <[u8]>::len);
         let value_len = value.map_or(0, <[u8]>::len);
         self.buf.reserve(RECORD_FIXED_LEN + key_len + value_len);
-        self.buf.extend_from_slice(&offset.to_le_bytes());
-        self.buf
-            .extend_from_slice(&timestamp_ms.unwrap_or(ABSENT_TIMESTAMP).to_le_bytes());
-        self.buf
-            .extend_from_slice(&wire_len(key, "key").to_le_bytes());
-        self.buf
-            .extend_from_slice(&wire_len(value, "value").to_le_bytes());
-        let count_at = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        // The fixed part is assembled on the stack and appended in one copy: the
+        // encoder runs once per record on the host's consume loop.
+        let mut fixed = [0u8; RECORD_FIXED_LEN];
+        fixed[0..8].copy_from_slice(&offset.to_le_bytes());
+        fixed[8..16].copy_from_slice(&timestamp_ms.unwrap_or(ABSENT_TIMESTAMP).to_le_bytes());
+        fixed[16..20].copy_from_slice(&wire_len(key, "key").to_le_bytes());
+        fixed[20..24].copy_from_slice(&wire_len(value, "value").to_le_bytes());
+        // fixed[24..28] is the header count, patched below once it is known.
+        let count_at = self.buf.len() + 24;
+        self.buf.extend_from_slice(&fixed);
         if let Some(key) = key {
             self.buf.extend_from_slice(key);
         }
@@ -118,10 +119,11 @@ impl BatchEncoder {
                 .expect("ferry wire: more than u32::MAX headers in one record");
             let value_len = value.map_or(0, <[u8]>::len);
             self.buf.reserve(HEADER_FIXED_LEN + name.len() + value_len);
-            self.buf
-                .extend_from_slice(&wire_len(Some(name.as_bytes()), "header name").to_le_bytes());
-            self.buf
-                .extend_from_slice(&wire_len(value, "header value").to_le_bytes());
+            let mut fixed = [0u8; HEADER_FIXED_LEN];
+            fixed[0..4]
+                .copy_from_slice(&wire_len(Some(name.as_bytes()), "header name").to_le_bytes());
+            fixed[4..8].copy_from_slice(&wire_len(value, "header value").to_le_bytes());
+            self.buf.extend_from_slice(&fixed);
             self.buf.extend_from_slice(name.as_bytes());
             if let Some(value) = value {
                 self.buf.extend_from_slice(value);

@@ -48,6 +48,9 @@ pub enum Command {
         /// The component.
         component: PathBuf,
     },
+    /// Deploy a component to a running host through its admin API (or roll back,
+    /// or list versions).
+    Deploy(crate::cli_deploy::DeployArgs),
     /// Show or reset a consumer group's committed offsets.
     Offsets {
         #[command(subcommand)]
@@ -118,7 +121,12 @@ impl GroupTarget {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The demo prints its own progress; keep the logs to errors unless asked.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "info,librdkafka=warn,rdkafka=warn",
+    };
+    init_tracing(cli.log_format, default_filter);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -128,9 +136,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -149,6 +157,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => crate::demo::run(args),
         Command::Check { component } => check(&component),
+        Command::Deploy(args) => crate::cli_deploy::run(args),
         Command::Offsets { command } => match command {
             OffsetsCommand::Show { target } => {
                 let (brokers, kafka, topics) = target.resolve()?;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::sandbox::{Grants, Limits, SandboxSettings};
+use crate::registry::AutoRollback;
+use crate::sandbox::{Grants, Limits, SandboxSettings, default_cache_dir};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +39,9 @@ pub struct SandboxConfig {
     pub max_memory_mib: u64,
     /// Most guest instances alive at once.
     pub max_instances: u32,
+    /// Where compiled components are cached (relative to the config file); `""`
+    /// turns the cache off. Default: `$XDG_CACHE_HOME/ferry` or `~/.cache/ferry`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -47,6 +51,7 @@ impl Default for SandboxConfig {
             max_wasm_stack_kib: (d.max_wasm_stack >> 10) as u64,
             max_memory_mib: d.max_memory_bytes >> 20,
             max_instances: d.max_instances,
+            cache_dir: default_cache_dir(),
         }
     }
 }
@@ -103,6 +108,13 @@ pub struct PipelineConfig {
     /// librdkafka properties for this pipeline's consumer, over the global ones.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// A directory watched for new `*.wasm` components to deploy (relative to the
+    /// config file).
+    #[serde(default)]
+    pub deploy_dir: Option<PathBuf>,
+    /// Roll a newly deployed version back when it fails too often at first.
+    #[serde(default)]
+    pub auto_rollback: Option<AutoRollback>,
 }
 
 fn default_batch_size() -> usize {
@@ -220,6 +232,12 @@ impl Config {
             if pipeline.component.is_relative() {
                 pipeline.component = base.join(&pipeline.component);
             }
+            if let Some(dir) = pipeline.deploy_dir.as_mut().filter(|d| d.is_relative()) {
+                *dir = base.join(&*dir);
+            }
+        }
+        if let Some(dir) = config.sandbox.cache_dir.as_mut().filter(|d| d.is_relative() && !d.as_os_str().is_empty()) {
+            *dir = base.join(&*dir);
         }
         Ok(config)
     }
@@ -271,6 +289,7 @@ impl Config {
             max_wasm_stack: (self.sandbox.max_wasm_stack_kib << 10) as usize,
             max_memory_bytes: self.sandbox.max_memory_mib << 20,
             max_instances: self.sandbox.max_instances,
+            cache_dir: self.sandbox.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
         }
     }
 }
@@ -315,6 +334,9 @@ impl PipelineConfig {
             _ => {}
         }
         check_kafka_props(&format!("{at}.kafka"), &self.kafka)?;
+        if let Some(auto_rollback) = &self.auto_rollback {
+            auto_rollback.validate(&format!("{at}.auto_rollback"))?;
+        }
         Ok(())
     }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::admin::{self, AdminServer, AdminState, PipelineView};
+use crate::admin::{self, AdminServer, AdminState, BrokerView, PipelineView};
 use crate::config::{Config, PipelineConfig};
 use crate::pipeline::Pipeline;
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{ProcessorComponent, Sandbox};
+use crate::watch::DeployWatcher;
 
 /// Every pipeline of one config, running.
 pub struct Host {
@@ -21,6 +22,8 @@ pub struct Host {
     pub pipelines: Vec<Pipeline>,
     /// The admin server, when configured.
     pub admin: Option<AdminServer>,
+    /// Watches the pipelines' `deploy_dir`s; stops when the host is dropped.
+    _watcher: DeployWatcher,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -67,12 +70,14 @@ impl Host {
                     .iter()
                     .map(|p| PipelineView { config: p.config.clone(), shared: p.shared.clone(), slot: p.slot.clone() })
                     .collect();
-                let state = Arc::new(AdminState { pipelines: views, sandbox: sandbox.clone(), token });
+                let broker_view = BrokerView::start(&config.brokers, &config.kafka, &config.pipelines);
+                let state = Arc::new(AdminState { pipelines: views, sandbox: sandbox.clone(), token, broker_view });
                 Some(admin::serve(&admin.listen, state)?)
             }
             None => None,
         };
-        Ok(Self { sandbox, pipelines, admin, shutdown })
+        let watcher = DeployWatcher::start(&sandbox, pipelines.iter().map(|p| (p.config.clone(), p.slot.clone())))?;
+        Ok(Self { sandbox, pipelines, admin, _watcher: watcher, shutdown })
     }
 
     /// The flag that stops every pipeline when set.

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cli_deploy;
 pub mod config;
 pub mod demo;
 pub mod devtools;
@@ -15,3 +16,4 @@ pub mod kafka;
 pub mod pipeline;
 pub mod registry;
 pub mod sandbox;
+pub mod watch;

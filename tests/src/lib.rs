@@ -78,6 +78,11 @@ pub trait Broker {
     fn brokers(&self) -> String;
     /// Creates a topic with `partitions` partitions.
     fn create_topic(&self, name: &str, partitions: i32);
+    /// librdkafka properties every client of this broker needs, as TOML lines for
+    /// a ferry config's `[kafka]` table.
+    fn client_properties(&self) -> &'static str {
+        ""
+    }
 }
 
 /// librdkafka's mock cluster, in this process, on loopback.
@@ -166,6 +171,12 @@ impl Broker for Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// This Tansu build reports a partition's high watermark as one past the base
+    /// offset of its last record batch, so every client produces one record per batch.
+    fn client_properties(&self) -> &'static str {
+        "\"batch.num.messages\" = \"1\""
+    }
+
     fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", self.brokers()).create().expect("admin client");
@@ -210,7 +221,9 @@ pub fn free_port() -> u16 {
 pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "2")
+        .set("linger.ms", "0")
+        // One record per batch: Tansu's high watermark counts batches (see `Tansu`).
+        .set("batch.num.messages", "1")
         .create()
         .expect("producer");
     for (i, value) in values.iter().enumerate() {

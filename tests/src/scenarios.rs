@@ -12,10 +12,12 @@ use ferry_host::host::Host;
 use crate::*;
 
 /// A pipeline config for the recorder guest.
-fn recorder_config(brokers: &str, group: &str, topic: &str, extra: &str) -> String {
+fn recorder_config(broker: &dyn Broker, group: &str, topic: &str, extra: &str) -> String {
     format!(
         r#"
         brokers = "{brokers}"
+        [kafka]
+        {properties}
         [[pipeline]]
         name = "recorder"
         inputs = ["{topic}"]
@@ -27,6 +29,8 @@ fn recorder_config(brokers: &str, group: &str, topic: &str, extra: &str) -> Stri
         kafka = {{ "session.timeout.ms" = "6000" }}
         {extra}
         "#,
+        brokers = broker.brokers(),
+        properties = broker.client_properties(),
         component = guest("ferry-guest-recorder").display(),
     )
 }
@@ -54,7 +58,7 @@ pub fn clean_run(broker: &dyn Broker, per_partition: usize) {
     broker.create_topic("seen", 1);
     produce(&brokers, "orders", 4, &values("order-", 4 * per_partition));
 
-    let config = Config::parse(&recorder_config(&brokers, "clean", "orders", "")).unwrap();
+    let config = Config::parse(&recorder_config(broker, "clean", "orders", "")).unwrap();
     let host = Host::start(&config).unwrap();
     wait_until("lag 0 on every partition", || lag(&brokers, "clean", "orders").iter().all(|p| p.lag() == 0));
     host.shutdown_flag().store(true, Ordering::Relaxed);
@@ -79,7 +83,7 @@ pub fn crash_before_commit(broker: &dyn Broker) {
     // Interval commits every 10 minutes: only a clean shutdown or revoke commits.
     let config = write_config(
         dir.path(),
-        &recorder_config(&brokers, "crash", "orders", "commit = { policy = \"interval\", interval_ms = 600000 }"),
+        &recorder_config(broker, "crash", "orders", "commit = { policy = \"interval\", interval_ms = 600000 }"),
     );
 
     produce(&brokers, "orders", 1, &values("a", 4));
@@ -119,7 +123,10 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
         "commit = {{ policy = \"interval\", interval_ms = 100 }}\n\
          kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\" }}"
     );
-    let text = recorder_config(&brokers, &group, "orders", "").replace("kafka = { \"session.timeout.ms\" = \"6000\" }", &extra);
+    // Small batches, so commits land while the slow stream is still flowing.
+    let text = recorder_config(broker, &group, "orders", "")
+        .replace("kafka = { \"session.timeout.ms\" = \"6000\" }", &extra)
+        .replace("batch_size = 50", "batch_size = 5");
     // The survivor starts first and owns all four partitions; the victim joins and
     // takes two of them.
     let survivor = Host::start(&Config::parse(&text).unwrap()).unwrap();
@@ -136,7 +143,7 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
     // Now a slow stream, so the victim dies mid-way.
     produce(&brokers, "orders", 4, &(400..400 + slow).map(|i| format!("slow:{slow_ms};{i}")).collect::<Vec<_>>());
     wait_until("the victim committed progress and is mid-stream", || {
-        lag(&brokers, &group, "orders").iter().filter(|p| victims.contains(&p.partition)).all(|p| {
+        lag(&brokers, &group, "orders").iter().filter(|p| victims.contains(&p.partition)).any(|p| {
             let before = handed_over.iter().find(|h| h.partition == p.partition).unwrap().committed;
             p.committed > before && p.lag() > 0
         })
@@ -146,10 +153,9 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
         lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.committed.unwrap())).collect();
     let seen_before_kill = read_all(&brokers, "seen").len();
     assert_eq!(victims.len(), 2, "the victim owned the other two partitions");
-    for &p in &victims {
-        let log_end = lag(&brokers, &group, "orders").iter().find(|l| l.partition == p).unwrap().log_end;
-        assert!(at_kill[&p] < log_end, "partition {p} was killed mid-stream");
-    }
+    let log_ends: BTreeMap<i32, i64> = lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.log_end)).collect();
+    let unfinished: Vec<i32> = victims.iter().copied().filter(|p| at_kill[p] < log_ends[p]).collect();
+    assert!(!unfinished.is_empty(), "the victim was killed mid-stream");
 
     wait_until("the survivor owns all four partitions", || assigned(&stats()).len() == 4);
     wait_until("lag 0 everywhere", || lag(&brokers, &group, "orders").iter().all(|p| p.lag() == 0));
@@ -159,15 +165,19 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
     let ledger = read_all(&brokers, "seen");
     let after: Vec<(i32, i64)> =
         ledger[seen_before_kill..].iter().map(|r| parse_seen(&r.value)).map(|(_, p, o)| (p, o)).collect();
-    for &p in &victims {
+    for &p in &unfinished {
         let resumed = after.iter().filter(|(q, _)| *q == p).map(|(_, o)| *o).min().expect("survivor took over");
         assert_eq!(resumed, at_kill[&p], "partition {p} resumed at its committed offset");
     }
     let seen = seen_counts(&brokers, "orders");
     assert_eq!(seen.len(), 400 + slow, "nothing lost");
+    // At-least-once: a record is seen twice only if it was past the bookmark when its
+    // partition changed hands. (The embedded broker refuses commits while a rebalance
+    // is in progress, so the handover itself can redeliver the uncommitted tail.)
     for (&(p, o), &n) in &seen {
         if n > 1 {
-            assert!(victims.contains(&p) && o >= at_kill[&p], "duplicate {p}/{o} outside the victim's uncommitted window");
+            let bookmark = handed_over.iter().find(|h| h.partition == p).and_then(|h| h.committed).unwrap_or(0);
+            assert!(o >= bookmark, "duplicate {p}/{o} below the bookmark {bookmark} it had when partitions moved");
         }
     }
 }
@@ -213,7 +223,7 @@ pub fn sigkill_mid_stream(broker: &dyn Broker, count: usize, slow_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &recorder_config(&brokers, "kill", "orders", "commit = { policy = \"interval\", interval_ms = 100 }"),
+        &recorder_config(broker, "kill", "orders", "commit = { policy = \"interval\", interval_ms = 100 }"),
     );
     let mut first = FerryProcess::start(&config);
     wait_until("some records committed", || {

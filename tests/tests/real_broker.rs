@@ -17,7 +17,7 @@ fn tansu_crash_before_commit() {
 
 #[test]
 fn tansu_rebalance_eager() {
-    rebalance_after_a_member_dies(&Tansu::start(), "range", 80, 100);
+    rebalance_after_a_member_dies(&Tansu::start(), "range", 320, 100);
 }
 
 #[test]

@@ -57,7 +57,8 @@ fn hostile_guests_are_contained_classified_and_replaced() {
     let sandbox = sandbox();
     let mut healthy = instance(&sandbox, "ferry-example-passthrough");
     let mut chaos = instance(&sandbox, "ferry-guest-chaos");
-    let cases: [(&str, fn(&GuestFault) -> bool); 4] = [
+    type IsExpected = fn(&GuestFault) -> bool;
+    let cases: [(&str, IsExpected); 4] = [
         ("loop", |f| matches!(f, GuestFault::Timeout(300))),
         ("oom", |f| matches!(f, GuestFault::OutOfMemory(_))),
         ("recurse", |f| matches!(f, GuestFault::StackOverflow)),

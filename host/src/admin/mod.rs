@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 mod deploy;
 mod observe;
 
+pub use observe::BrokerView;
+
 use anyhow::Context as _;
 use tiny_http::{Header, Method, Request, Response, Server};
 
@@ -42,6 +44,8 @@ pub struct AdminState {
     pub sandbox: Sandbox,
     /// Bearer token for mutating calls; `None` refuses them all.
     pub token: Option<String>,
+    /// Log ends and committed offsets read from the brokers in the background.
+    pub broker_view: BrokerView,
 }
 
 /// A running admin server.

@@ -78,6 +78,13 @@ impl Shared {
         *lock(&self.committer) = Some(committer);
     }
 
+    /// Destroys the commit queue. librdkafka cannot destroy a client while a queue
+    /// of it is alive, so this must happen before the consumer is dropped; later
+    /// commit attempts (the final revoke) are no-ops.
+    pub fn close_committer(&self) {
+        lock(&self.committer).take();
+    }
+
     /// Called when every output record of a group was acknowledged (or failed).
     pub fn outputs_settled(&self, topic: &str, partition: i32, span: Option<SpanId>, offsets: &[i64], failed: bool) {
         if failed {
@@ -219,6 +226,7 @@ impl ConsumerContext for FerryContext {
                 self.shared.on_revoke(consumer, revoked);
             }
             Rebalance::Assign(list) => {
+                self.shared.stats.liveness().joined();
                 let assigned: Vec<_> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 for (topic, partition) in &assigned {
                     self.shared.stats.assigned(topic, *partition);

@@ -86,7 +86,7 @@ fn partitions_of(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<V
             .with_context(|| format!("failed to fetch metadata of topic {topic}"))?;
         for t in metadata.topics() {
             if let Some(error) = t.error() {
-                bail!("topic {topic}: {:?}", rdkafka::types::RDKafkaRespErr::from(error));
+                bail!("topic {topic}: {error:?}");
             }
             out.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
         }

@@ -1,6 +1,7 @@
 //! A pipeline: one consumer group member running one processor over its input
 //! topics, on a thread of its own.
 
+pub mod liveness;
 pub mod partition;
 pub mod stats;
 pub mod verdict;
@@ -83,7 +84,13 @@ impl Pipeline {
         };
         let thread = std::thread::Builder::new()
             .name(format!("ferry-{}", config.name))
-            .spawn(move || worker.run(&shutdown))
+            .spawn({
+                let mark = liveness::ThreadMark(shared.clone());
+                move || {
+                    let _mark = mark;
+                    worker.run(&shutdown)
+                }
+            })
             .context("failed to spawn the pipeline thread")?;
         Ok(Self { config, shared, slot, thread })
     }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::liveness::Liveness;
 use crate::kafka::tracker::TopicPartition;
 use crate::sandbox::GuestFault;
 
@@ -66,6 +67,7 @@ pub struct PipelineStats {
     partitions: Mutex<BTreeMap<TopicPartition, PartitionStats>>,
     recent: Mutex<VecDeque<FailureNote>>,
     version: Mutex<String>,
+    liveness: Liveness,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +159,11 @@ impl PipelineStats {
     /// Sets the running component version (digest).
     pub fn set_version(&self, digest: &str) {
         *lock(&self.version) = digest.to_owned();
+    }
+
+    /// Whether the pipeline thread is alive and turning (for `/healthz`, `/readyz`).
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// A consistent copy of everything.
