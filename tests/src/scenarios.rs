@@ -223,7 +223,9 @@ pub fn sigkill_mid_stream(broker: &dyn Broker, count: usize, slow_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &recorder_config(broker, "kill", "orders", "commit = { policy = \"interval\", interval_ms = 100 }"),
+        // Small batches, so commits land while the slow stream is still flowing.
+        &recorder_config(broker, "kill", "orders", "commit = { policy = \"interval\", interval_ms = 100 }")
+            .replace("batch_size = 50", "batch_size = 5"),
     );
     let mut first = FerryProcess::start(&config);
     wait_until("some records committed", || {

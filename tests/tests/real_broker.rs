@@ -27,5 +27,5 @@ fn tansu_gap_holds_the_commit() {
 
 #[test]
 fn tansu_sigkill_mid_stream() {
-    sigkill_mid_stream(&Tansu::start(), 60, 50);
+    sigkill_mid_stream(&Tansu::start(), 100, 50);
 }

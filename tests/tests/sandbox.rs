@@ -76,6 +76,13 @@ fn hostile_guests_are_contained_classified_and_replaced() {
 }
 
 #[test]
+fn an_empty_batch_gets_an_empty_answer() {
+    let sandbox = sandbox();
+    assert!(run(&mut instance(&sandbox, "ferry-example-passthrough"), &[]).unwrap().is_empty());
+    assert!(run(&mut instance(&sandbox, "ferry-guest-chaos"), &[]).unwrap().is_empty());
+}
+
+#[test]
 fn invalid_results_are_guest_errors_never_commits() {
     let sandbox = sandbox();
     let fault = run(&mut instance(&sandbox, "ferry-guest-bad-count"), &["a", "b", "c"]).unwrap_err();
