@@ -79,23 +79,12 @@ impl Context {
 
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn with_policy(policy: native::Policy) -> Self {
-        Context {
-            sink: native::Sink {
-                policy,
-                emitted: Vec::new(),
-                logs: Vec::new(),
-            },
-        }
+        Context { sink: native::Sink { policy, emitted: Vec::new(), logs: Vec::new() } }
     }
 
     /// Queues a record for `topic`. The host produces it after the batch returns and
     /// commits the batch's input offsets only once the broker acknowledged it.
-    pub fn emit(
-        &mut self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> Result<(), EmitError> {
+    pub fn emit(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), EmitError> {
         self.emit_with_headers(topic, key, value, [])
     }
 
@@ -130,10 +119,7 @@ impl Context {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            self.sink.logs.push(crate::testing::LogLine {
-                level,
-                message: message.to_owned(),
-            });
+            self.sink.logs.push(crate::testing::LogLine { level, message: message.to_owned() });
         }
     }
 
@@ -180,17 +166,8 @@ mod wasm {
     where
         H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     {
-        let headers: Vec<Header<'h>> = headers
-            .into_iter()
-            .map(|(name, value)| Header { name, value })
-            .collect();
-        output::emit(output::OutputRecord {
-            topic,
-            key,
-            value,
-            headers: &headers,
-        })
-        .map_err(|e| match e {
+        let headers: Vec<Header<'h>> = headers.into_iter().map(|(name, value)| Header { name, value }).collect();
+        output::emit(output::OutputRecord { topic, key, value, headers: &headers }).map_err(|e| match e {
             output::EmitError::TopicNotAllowed(topic) => EmitError::TopicNotAllowed(topic),
             output::EmitError::TooLarge(limit) => EmitError::TooLarge(limit),
             output::EmitError::TooMany => EmitError::TooMany,
@@ -247,17 +224,12 @@ pub(crate) mod native {
             {
                 return Err(EmitError::TopicNotAllowed(topic.to_owned()));
             }
-            let headers: Vec<(String, Option<Vec<u8>>)> = headers
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value.map(<[u8]>::to_vec)))
-                .collect();
+            let headers: Vec<(String, Option<Vec<u8>>)> =
+                headers.into_iter().map(|(name, value)| (name.to_owned(), value.map(<[u8]>::to_vec))).collect();
             if let Some(limit) = self.policy.max_record_bytes {
                 let size = key.map_or(0, <[u8]>::len)
                     + value.map_or(0, <[u8]>::len)
-                    + headers
-                        .iter()
-                        .map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len))
-                        .sum::<usize>();
+                    + headers.iter().map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>();
                 if size as u64 > limit {
                     return Err(EmitError::TooLarge(limit));
                 }

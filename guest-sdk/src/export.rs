@@ -22,8 +22,7 @@ pub fn process<P: Processor>(slot: &'static LocalKey<Slot<P>>, batch: WitBatch) 
     let mut ctx = Context::new();
     let outcomes = slot.with(|slot| {
         let mut slot = slot.borrow_mut();
-        slot.get_or_insert_with(P::default)
-            .process_batch(&view, &mut ctx)
+        slot.get_or_insert_with(P::default).process_batch(&view, &mut ctx)
     });
     batch_result(&view, outcomes)
 }
@@ -73,23 +72,10 @@ mod tests {
         for offset in [3, 4, 9] {
             encoder.push(offset, None, None, None, []);
         }
-        let result = batch_result(
-            &batch(&encoder),
-            vec![
-                Outcome::Processed,
-                Outcome::retry("later"),
-                Outcome::reject("never"),
-            ],
-        );
-        assert_eq!(
-            result.statuses,
-            [Status::Processed, Status::Retry, Status::Reject]
-        );
-        let failures: Vec<_> = result
-            .failures
-            .iter()
-            .map(|f| (f.offset, f.reason.as_str()))
-            .collect();
+        let result =
+            batch_result(&batch(&encoder), vec![Outcome::Processed, Outcome::retry("later"), Outcome::reject("never")]);
+        assert_eq!(result.statuses, [Status::Processed, Status::Retry, Status::Reject]);
+        let failures: Vec<_> = result.failures.iter().map(|f| (f.offset, f.reason.as_str())).collect();
         assert_eq!(failures, [(4, "later"), (9, "never")]);
     }
 
@@ -100,10 +86,7 @@ mod tests {
         let result = batch_result(&batch(&encoder), vec![]);
         assert!(result.statuses.is_empty() && result.failures.is_empty());
 
-        let result = batch_result(
-            &batch(&encoder),
-            vec![Outcome::Processed, Outcome::reject("extra")],
-        );
+        let result = batch_result(&batch(&encoder), vec![Outcome::Processed, Outcome::reject("extra")]);
         assert_eq!(result.statuses.len(), 2);
         assert_eq!(result.failures[0].offset, -1);
     }
@@ -114,19 +97,11 @@ mod tests {
     impl Processor for Counting {
         fn process(&mut self, _: &crate::Record<'_>, _: &mut Context) -> Outcome {
             self.0 += 1;
-            if self.0.is_multiple_of(2) {
-                Outcome::Processed
-            } else {
-                Outcome::retry(self.0.to_string())
-            }
+            if self.0.is_multiple_of(2) { Outcome::Processed } else { Outcome::retry(self.0.to_string()) }
         }
 
         fn self_test(&mut self) -> Result<(), String> {
-            if self.0 == 0 {
-                Ok(())
-            } else {
-                Err("not fresh".into())
-            }
+            if self.0 == 0 { Ok(()) } else { Err("not fresh".into()) }
         }
     }
 

@@ -122,9 +122,7 @@ macro_rules! export_processor {
             struct FerryExport;
 
             impl $crate::__private::Guest for FerryExport {
-                fn process(
-                    batch: $crate::__private::WireBatch,
-                ) -> $crate::__private::WireBatchResult {
+                fn process(batch: $crate::__private::WireBatch) -> $crate::__private::WireBatchResult {
                     $crate::__private::process(&FERRY_PROCESSOR, batch)
                 }
 
@@ -134,7 +132,7 @@ macro_rules! export_processor {
             }
 
             #[cfg(target_arch = "wasm32")]
-    $crate::__bindings::__ferry_export!(FerryExport with_types_in $crate::__bindings);
+            $crate::__bindings::__ferry_export!(FerryExport with_types_in $crate::__bindings);
         };
     };
 }

@@ -58,10 +58,7 @@ pub trait Processor: Default + 'static {
     /// work on the whole batch at once; returning a different number of outcomes is a
     /// bug that the host reports as a guest error.
     fn process_batch(&mut self, batch: &Batch<'_>, ctx: &mut Context) -> Vec<Outcome> {
-        batch
-            .iter()
-            .map(|record| self.process(&record, ctx))
-            .collect()
+        batch.iter().map(|record| self.process(&record, ctx)).collect()
     }
 
     /// A check the host runs before it switches to a new version of the processor;

@@ -20,19 +20,9 @@ pub struct Batch<'a> {
 impl<'a> Batch<'a> {
     /// Wraps an encoded batch (see [`wire`](crate::wire)) after checking that it holds
     /// exactly `count` well-formed records.
-    pub fn from_wire(
-        topic: &'a str,
-        partition: i32,
-        count: u32,
-        records: &'a [u8],
-    ) -> Result<Self, WireError> {
+    pub fn from_wire(topic: &'a str, partition: i32, count: u32, records: &'a [u8]) -> Result<Self, WireError> {
         wire::validate(records, count)?;
-        Ok(Self {
-            topic,
-            partition,
-            count,
-            records,
-        })
+        Ok(Self { topic, partition, count, records })
     }
 
     /// The topic every record of the batch comes from.
@@ -109,11 +99,7 @@ impl<'a> Iterator for Records<'a> {
             Some(Err(e)) => panic!("ferry-sdk: {e}"),
             None => panic!("ferry-sdk: batch ended early"),
         };
-        Some(Record {
-            topic: self.topic,
-            partition: self.partition,
-            raw,
-        })
+        Some(Record { topic: self.topic, partition: self.partition, raw })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -172,9 +158,7 @@ impl<'a> Record<'a> {
     /// The value of the first header called `name`, or `None` if there is no such
     /// header or its value is absent.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, value)| value)
+        self.headers().find(|(n, _)| *n == name).and_then(|(_, value)| value)
     }
 }
 

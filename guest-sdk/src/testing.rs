@@ -49,13 +49,7 @@ pub struct TestBatch {
 impl TestBatch {
     /// An empty batch from `topic`/`partition`.
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TestBatch {
-            topic: topic.into(),
-            partition,
-            next_offset: 0,
-            timestamp_ms: None,
-            encoder: BatchEncoder::new(),
-        }
+        TestBatch { topic: topic.into(), partition, next_offset: 0, timestamp_ms: None, encoder: BatchEncoder::new() }
     }
 
     /// Gives the next record this offset (later ones follow from it).
@@ -100,9 +94,7 @@ impl TestBatch {
         self.raw(
             Some(key.as_ref()),
             Some(value.as_ref()),
-            headers
-                .iter()
-                .map(|(name, value)| (name.as_ref(), Some(value.as_ref()))),
+            headers.iter().map(|(name, value)| (name.as_ref(), Some(value.as_ref()))),
         )
     }
 
@@ -113,8 +105,7 @@ impl TestBatch {
         value: Option<&[u8]>,
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     ) -> Self {
-        self.encoder
-            .push(self.next_offset, self.timestamp_ms, key, value, headers);
+        self.encoder.push(self.next_offset, self.timestamp_ms, key, value, headers);
         self.next_offset += 1;
         self
     }
@@ -131,13 +122,8 @@ impl TestBatch {
 
     /// The batch as the processor sees it.
     pub fn batch(&self) -> Batch<'_> {
-        Batch::from_wire(
-            &self.topic,
-            self.partition,
-            self.encoder.count(),
-            self.encoder.bytes(),
-        )
-        .expect("TestBatch always encodes a valid batch")
+        Batch::from_wire(&self.topic, self.partition, self.encoder.count(), self.encoder.bytes())
+            .expect("TestBatch always encodes a valid batch")
     }
 }
 
@@ -157,16 +143,12 @@ pub struct Emitted {
 impl Emitted {
     /// The key as UTF-8, if present and valid.
     pub fn key_str(&self) -> Option<&str> {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The value as UTF-8, if present and valid.
     pub fn value_str(&self) -> Option<&str> {
-        self.value
-            .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
+        self.value.as_deref().and_then(|v| std::str::from_utf8(v).ok())
     }
 }
 
@@ -222,10 +204,7 @@ impl Harness {
     /// Allows emitting to `topic`. Once any topic is allowed, emits to other topics
     /// fail with [`EmitError::TopicNotAllowed`](crate::EmitError::TopicNotAllowed).
     pub fn allow_topic(mut self, topic: impl Into<String>) -> Self {
-        self.policy
-            .allowed_topics
-            .get_or_insert_with(Vec::new)
-            .push(topic.into());
+        self.policy.allowed_topics.get_or_insert_with(Vec::new).push(topic.into());
         self
     }
 
@@ -267,11 +246,7 @@ impl Harness {
             outcomes.len(),
             view.len()
         );
-        Run {
-            outcomes,
-            emitted: ctx.sink.emitted,
-            logs: ctx.sink.logs,
-        }
+        Run { outcomes, emitted: ctx.sink.emitted, logs: ctx.sink.logs }
     }
 
     /// Runs each record through [`Processor::process`] directly, bypassing an
@@ -279,15 +254,8 @@ impl Harness {
     pub fn run_each<P: Processor>(&self, processor: &mut P, batch: &TestBatch) -> Run {
         let view = batch.batch();
         let mut ctx = Context::with_policy(self.policy.clone());
-        let outcomes = view
-            .iter()
-            .map(|record| processor.process(&record, &mut ctx))
-            .collect();
-        Run {
-            outcomes,
-            emitted: ctx.sink.emitted,
-            logs: ctx.sink.logs,
-        }
+        let outcomes = view.iter().map(|record| processor.process(&record, &mut ctx)).collect();
+        Run { outcomes, emitted: ctx.sink.emitted, logs: ctx.sink.logs }
     }
 }
 
@@ -339,53 +307,29 @@ mod tests {
         assert_eq!(run.emitted[0].topic, "out");
         assert_eq!(run.emitted[0].key_str(), Some("k"));
         assert_eq!(run.emitted[1].topic, "elsewhere");
-        assert_eq!(
-            run.emitted[1].headers,
-            [("to".to_owned(), Some(b"elsewhere".to_vec()))]
-        );
+        assert_eq!(run.emitted[1].headers, [("to".to_owned(), Some(b"elsewhere".to_vec()))]);
         assert_eq!(run.emitted[2].value, None);
         assert_eq!(run.emitted[3].headers, [("n".to_owned(), None)]);
         assert_eq!(run.logs.len(), 4);
-        assert_eq!(
-            run.logs[0],
-            LogLine {
-                level: Level::Debug,
-                message: "offset 100".into()
-            }
-        );
+        assert_eq!(run.logs[0], LogLine { level: Level::Debug, message: "offset 100".into() });
     }
 
     #[test]
     fn harness_limits() {
-        let batch = TestBatch::new("in", 0)
-            .record("k", "v")
-            .record("k", "a much longer value")
-            .record("k", "v");
+        let batch = TestBatch::new("in", 0).record("k", "v").record("k", "a much longer value").record("k", "v");
         let mut p = Forward::default();
 
-        let run = Harness::new()
-            .allow_topic("out")
-            .max_emits(1)
-            .run(&mut p, &batch);
+        let run = Harness::new().allow_topic("out").max_emits(1).run(&mut p, &batch);
         assert_eq!(run.outcomes[0], Outcome::Processed);
-        assert_eq!(
-            run.outcomes[2],
-            Outcome::Retry(EmitError::TooMany.to_string())
-        );
+        assert_eq!(run.outcomes[2], Outcome::Retry(EmitError::TooMany.to_string()));
 
         let run = Harness::new().max_record_bytes(4).run(&mut p, &batch);
         assert_eq!(run.outcomes[0], Outcome::Processed);
-        assert_eq!(
-            run.outcomes[1],
-            Outcome::Retry(EmitError::TooLarge(4).to_string())
-        );
+        assert_eq!(run.outcomes[1], Outcome::Retry(EmitError::TooLarge(4).to_string()));
 
         let run = Harness::new().deny_all_topics().run(&mut p, &batch);
         assert!(run.emitted.is_empty());
-        assert_eq!(
-            run.outcomes[0],
-            Outcome::Retry(EmitError::TopicNotAllowed("out".into()).to_string())
-        );
+        assert_eq!(run.outcomes[0], Outcome::Retry(EmitError::TopicNotAllowed("out".into()).to_string()));
     }
 
     #[derive(Default)]

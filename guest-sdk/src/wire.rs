@@ -64,10 +64,7 @@ impl BatchEncoder {
 
     /// An empty encoder whose buffer can hold `bytes` bytes without reallocating.
     pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(bytes),
-            count: 0,
-        }
+        Self { buf: Vec::with_capacity(bytes), count: 0 }
     }
 
     /// Appends one record.
@@ -88,10 +85,7 @@ impl BatchEncoder {
     ) where
         H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     {
-        self.count = self
-            .count
-            .checked_add(1)
-            .expect("ferry wire: more than u32::MAX records in one batch");
+        self.count = self.count.checked_add(1).expect("ferry wire: more than u32::MAX records in one batch");
         let key_len = key.map_or(0, <[u8]>::len);
         let value_len = value.map_or(0, <[u8]>::len);
         self.buf.reserve(RECORD_FIXED_LEN + key_len + value_len);
@@ -114,14 +108,11 @@ impl BatchEncoder {
 
         let mut header_count: u32 = 0;
         for (name, value) in headers {
-            header_count = header_count
-                .checked_add(1)
-                .expect("ferry wire: more than u32::MAX headers in one record");
+            header_count = header_count.checked_add(1).expect("ferry wire: more than u32::MAX headers in one record");
             let value_len = value.map_or(0, <[u8]>::len);
             self.buf.reserve(HEADER_FIXED_LEN + name.len() + value_len);
             let mut fixed = [0u8; HEADER_FIXED_LEN];
-            fixed[0..4]
-                .copy_from_slice(&wire_len(Some(name.as_bytes()), "header name").to_le_bytes());
+            fixed[0..4].copy_from_slice(&wire_len(Some(name.as_bytes()), "header name").to_le_bytes());
             fixed[4..8].copy_from_slice(&wire_len(value, "header value").to_le_bytes());
             self.buf.extend_from_slice(&fixed);
             self.buf.extend_from_slice(name.as_bytes());
@@ -173,10 +164,7 @@ fn wire_len(bytes: Option<&[u8]>, what: &str) -> u32 {
         None => ABSENT_LEN,
         Some(bytes) => match u32::try_from(bytes.len()) {
             Ok(len) if len != ABSENT_LEN => len,
-            _ => panic!(
-                "ferry wire: {what} of {} bytes does not fit the batch encoding",
-                bytes.len()
-            ),
+            _ => panic!("ferry wire: {what} of {} bytes does not fit the batch encoding", bytes.len()),
         },
     }
 }
@@ -211,19 +199,14 @@ impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WireError::Truncated { record, field } => {
-                write!(
-                    f,
-                    "corrupt batch: buffer ends inside the {field} of record {record}"
-                )
+                write!(f, "corrupt batch: buffer ends inside the {field} of record {record}")
             }
-            WireError::HeaderNameNotUtf8 { record, header } => write!(
-                f,
-                "corrupt batch: name of header {header} of record {record} is not UTF-8"
-            ),
-            WireError::TrailingBytes { count, extra } => write!(
-                f,
-                "corrupt batch: {extra} bytes left after the {count} records announced"
-            ),
+            WireError::HeaderNameNotUtf8 { record, header } => {
+                write!(f, "corrupt batch: name of header {header} of record {record} is not UTF-8")
+            }
+            WireError::TrailingBytes { count, extra } => {
+                write!(f, "corrupt batch: {extra} bytes left after the {count} records announced")
+            }
         }
     }
 }
@@ -248,10 +231,7 @@ pub struct RawRecord<'a> {
 impl<'a> RawRecord<'a> {
     /// The headers in wire order. They were checked when the record was decoded.
     pub fn headers(&self) -> Headers<'a> {
-        Headers {
-            rest: self.headers,
-            remaining: self.header_count,
-        }
+        Headers { rest: self.headers, remaining: self.header_count }
     }
 
     /// How many headers the record has.
@@ -278,9 +258,7 @@ impl<'a> Iterator for Headers<'a> {
         // The record was validated when decoded, so this cannot fail; it is still
         // checked (safely) rather than trusted.
         let mut reader = Reader { rest: self.rest };
-        let header = reader
-            .header(0, 0)
-            .expect("ferry wire: header changed after validation");
+        let header = reader.header(0, 0).expect("ferry wire: header changed after validation");
         self.rest = reader.rest;
         Some(header)
     }
@@ -299,12 +277,7 @@ impl ExactSizeIterator for Headers<'_> {}
 /// more if the buffer is corrupt: too short for a record, a header name that is not
 /// UTF-8, or bytes left over after the last record.
 pub fn decode(bytes: &[u8], count: u32) -> Records<'_> {
-    Records {
-        reader: Reader { rest: bytes },
-        index: 0,
-        count,
-        done: false,
-    }
+    Records { reader: Reader { rest: bytes }, index: 0, count, done: false }
 }
 
 /// Checks that `bytes` holds exactly `count` well-formed records.
@@ -332,10 +305,7 @@ impl<'a> Iterator for Records<'a> {
             self.done = true;
             return match self.reader.rest.len() {
                 0 => None,
-                extra => Some(Err(WireError::TrailingBytes {
-                    count: self.count,
-                    extra,
-                })),
+                extra => Some(Err(WireError::TrailingBytes { count: self.count, extra })),
             };
         }
         let result = self.reader.record(self.index);
@@ -364,12 +334,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     #[inline]
-    fn take(
-        &mut self,
-        len: usize,
-        record: u32,
-        field: &'static str,
-    ) -> Result<&'a [u8], WireError> {
+    fn take(&mut self, len: usize, record: u32, field: &'static str) -> Result<&'a [u8], WireError> {
         if len > self.rest.len() {
             return Err(WireError::Truncated { record, field });
         }
@@ -379,15 +344,8 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn array<const N: usize>(
-        &mut self,
-        record: u32,
-        field: &'static str,
-    ) -> Result<[u8; N], WireError> {
-        let (head, tail) = self
-            .rest
-            .split_first_chunk::<N>()
-            .ok_or(WireError::Truncated { record, field })?;
+    fn array<const N: usize>(&mut self, record: u32, field: &'static str) -> Result<[u8; N], WireError> {
+        let (head, tail) = self.rest.split_first_chunk::<N>().ok_or(WireError::Truncated { record, field })?;
         self.rest = tail;
         Ok(*head)
     }
@@ -403,17 +361,8 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn optional(
-        &mut self,
-        len: u32,
-        record: u32,
-        field: &'static str,
-    ) -> Result<Option<&'a [u8]>, WireError> {
-        if len == ABSENT_LEN {
-            Ok(None)
-        } else {
-            self.take(len as usize, record, field).map(Some)
-        }
+    fn optional(&mut self, len: u32, record: u32, field: &'static str) -> Result<Option<&'a [u8]>, WireError> {
+        if len == ABSENT_LEN { Ok(None) } else { self.take(len as usize, record, field).map(Some) }
     }
 
     fn record(&mut self, record: u32) -> Result<RawRecord<'a>, WireError> {
@@ -439,17 +388,12 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn header(
-        &mut self,
-        record: u32,
-        header: u32,
-    ) -> Result<(&'a str, Option<&'a [u8]>), WireError> {
+    fn header(&mut self, record: u32, header: u32) -> Result<(&'a str, Option<&'a [u8]>), WireError> {
         let name_len = self.u32(record, "header name length")?;
         let value_len = self.u32(record, "header value length")?;
         let name = self.take(name_len as usize, record, "header name")?;
         let value = self.optional(value_len, record, "header value")?;
-        let name = std::str::from_utf8(name)
-            .map_err(|_| WireError::HeaderNameNotUtf8 { record, header })?;
+        let name = std::str::from_utf8(name).map_err(|_| WireError::HeaderNameNotUtf8 { record, header })?;
         Ok((name, value))
     }
 }
@@ -459,13 +403,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    type Owned = (
-        i64,
-        Option<i64>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(String, Option<Vec<u8>>)>,
-    );
+    type Owned = (i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
 
     fn encode(records: &[Owned]) -> BatchEncoder {
         let mut encoder = BatchEncoder::new();
@@ -487,23 +425,14 @@ mod tests {
             record.timestamp_ms,
             record.key.map(<[u8]>::to_vec),
             record.value.map(<[u8]>::to_vec),
-            record
-                .headers()
-                .map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec)))
-                .collect(),
+            record.headers().map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec))).collect(),
         )
     }
 
     #[test]
     fn layout_is_as_documented() {
         let mut encoder = BatchEncoder::new();
-        encoder.push(
-            5,
-            None,
-            Some(b"ab"),
-            None,
-            [("h", Some(&b"xyz"[..])), ("n", None)],
-        );
+        encoder.push(5, None, Some(b"ab"), None, [("h", Some(&b"xyz"[..])), ("n", None)]);
         let mut expected = Vec::new();
         expected.extend_from_slice(&5i64.to_le_bytes());
         expected.extend_from_slice(&i64::MIN.to_le_bytes());
@@ -530,10 +459,7 @@ mod tests {
         assert_eq!(records[0].timestamp_ms, Some(0));
         assert_eq!(records[0].key, Some(&b""[..]));
         assert_eq!(records[0].value, Some(&b""[..]));
-        assert_eq!(
-            records[0].headers().collect::<Vec<_>>(),
-            [("", Some(&b""[..]))]
-        );
+        assert_eq!(records[0].headers().collect::<Vec<_>>(), [("", Some(&b""[..]))]);
         assert_eq!(records[1].timestamp_ms, None);
         assert_eq!(records[1].key, None);
         assert_eq!(records[1].value, None);
@@ -551,10 +477,7 @@ mod tests {
         assert_eq!(encoder.buf.capacity(), capacity);
         encoder.push(2, None, None, Some(b"v"), []);
         assert_eq!(encoder.count(), 1);
-        assert_eq!(
-            decode(encoder.bytes(), 1).next().unwrap().unwrap().offset,
-            2
-        );
+        assert_eq!(decode(encoder.bytes(), 1).next().unwrap().unwrap().offset, 2);
         assert_eq!(encoder.clone().into_bytes(), encoder.bytes());
     }
 
@@ -562,13 +485,7 @@ mod tests {
     fn empty_batch() {
         assert_eq!(decode(&[], 0).count(), 0);
         assert_eq!(validate(&[], 0), Ok(()));
-        assert_eq!(
-            validate(&[], 1),
-            Err(WireError::Truncated {
-                record: 0,
-                field: "offset"
-            })
-        );
+        assert_eq!(validate(&[], 1), Err(WireError::Truncated { record: 0, field: "offset" }));
     }
 
     #[test]
@@ -577,13 +494,7 @@ mod tests {
         encoder.push(1, None, None, None, []);
         encoder.push(2, None, None, None, []);
         let err = validate(encoder.bytes(), 1).unwrap_err();
-        assert_eq!(
-            err,
-            WireError::TrailingBytes {
-                count: 1,
-                extra: RECORD_FIXED_LEN
-            }
-        );
+        assert_eq!(err, WireError::TrailingBytes { count: 1, extra: RECORD_FIXED_LEN });
         assert!(err.to_string().contains("28 bytes left"), "{err}");
     }
 
@@ -596,26 +507,14 @@ mod tests {
         bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
         let err = validate(&bytes, 1).unwrap_err();
-        assert_eq!(
-            err,
-            WireError::Truncated {
-                record: 0,
-                field: "key"
-            }
-        );
+        assert_eq!(err, WireError::Truncated { record: 0, field: "key" });
 
         // A header count far larger than the buffer can hold.
         let mut encoder = BatchEncoder::new();
         encoder.push(1, None, None, None, []);
         let mut bytes = encoder.into_bytes();
         bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            validate(&bytes, 1),
-            Err(WireError::Truncated {
-                record: 0,
-                field: "header name length"
-            })
-        );
+        assert_eq!(validate(&bytes, 1), Err(WireError::Truncated { record: 0, field: "header name length" }));
     }
 
     #[test]
@@ -629,13 +528,7 @@ mod tests {
         let results: Vec<_> = decode(&bytes, 2).collect();
         assert_eq!(results.len(), 2);
         assert!(results[0].is_ok());
-        assert_eq!(
-            results[1],
-            Err(WireError::HeaderNameNotUtf8 {
-                record: 1,
-                header: 1
-            })
-        );
+        assert_eq!(results[1], Err(WireError::HeaderNameNotUtf8 { record: 1, header: 1 }));
     }
 
     fn arb_bytes() -> impl Strategy<Value = Option<Vec<u8>>> {

@@ -179,7 +179,8 @@ fn run(command: Command) -> anyhow::Result<()> {
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     let sandbox = Sandbox::new(SandboxSettings { max_instances: 4, ..SandboxSettings::default() })?;
-    let inspection = inspect(&sandbox, &bytes).with_context(|| format!("{} is not a usable processor", path.display()))?;
+    let inspection =
+        inspect(&sandbox, &bytes).with_context(|| format!("{} is not a usable processor", path.display()))?;
     println!("{}: implements ferry:processor/processor@0.1.0", path.display());
     println!("  digest: sha256:{}", inspection.digest);
     println!("  size: {} bytes", inspection.size);

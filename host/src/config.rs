@@ -213,19 +213,14 @@ pub enum OnFailure {
 
 /// librdkafka properties ferry sets itself and must not be overridden: they are
 /// what makes "commit only what is finished" hold.
-const RESERVED_KAFKA_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "group.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-];
+const RESERVED_KAFKA_KEYS: &[&str] =
+    &["bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit", "enable.auto.offset.store"];
 
 impl Config {
     /// Reads and validates a config file. Component paths become absolute.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
         let mut config = Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for pipeline in &mut config.pipelines {
@@ -378,7 +373,9 @@ fn check_topic_name(at: &str, topic: &str) -> anyhow::Result<()> {
 fn check_kafka_props(at: &str, props: &BTreeMap<String, String>) -> anyhow::Result<()> {
     for key in props.keys() {
         if RESERVED_KAFKA_KEYS.contains(&key.as_str()) {
-            bail!("{at}.\"{key}\": ferry sets this itself (use `brokers`, the pipeline's `group`; commits are ferry's job)");
+            bail!(
+                "{at}.\"{key}\": ferry sets this itself (use `brokers`, the pipeline's `group`; commits are ferry's job)"
+            );
         }
     }
     Ok(())

@@ -41,7 +41,11 @@ fn order(i: usize) -> String {
         format!("{{\"id\":\"o-{i}\",\"agent\":")
     } else {
         let agents = ["alice", "bob", "carol", "dave", "erin"];
-        format!(r#"{{"id":"o-{i}","agent":"{}","amount_cents":{}}}"#, agents[i % agents.len()], 1000 + (i * 7919) % 90_000)
+        format!(
+            r#"{{"id":"o-{i}","agent":"{}","amount_cents":{}}}"#,
+            agents[i % agents.len()],
+            1000 + (i * 7919) % 90_000
+        )
     }
 }
 

@@ -24,7 +24,9 @@ pub fn build_guest(package: &str) -> anyhow::Result<PathBuf> {
         .status()
         .with_context(|| format!("failed to run cargo to build guest {package}"))?;
     if !status.success() {
-        bail!("building guest {package} failed ({status}); is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)");
+        bail!(
+            "building guest {package} failed ({status}); is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
+        );
     }
     let path = target_dir.join("wasm32-wasip2").join("guest").join(format!("{}.wasm", package.replace('-', "_")));
     if !path.exists() {

@@ -65,7 +65,8 @@ impl Host {
         }
         let admin = match &config.admin {
             Some(admin) => {
-                let token = std::env::var("FERRY_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| admin.token.clone());
+                let token =
+                    std::env::var("FERRY_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| admin.token.clone());
                 let views = pipelines
                     .iter()
                     .map(|p| PipelineView { config: p.config.clone(), shared: p.shared.clone(), slot: p.slot.clone() })

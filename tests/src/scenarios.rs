@@ -66,7 +66,11 @@ pub fn clean_run(broker: &dyn Broker, per_partition: usize) {
 
     let seen = seen_counts(&brokers, "orders");
     assert_eq!(seen.len(), 4 * per_partition, "lost records");
-    assert!(seen.values().all(|&n| n == 1), "duplicates in a clean run: {:?}", seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "duplicates in a clean run: {:?}",
+        seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
     for p in lag(&brokers, "clean", "orders") {
         assert_eq!(p.committed, Some(p.log_end), "partition {} committed = log end", p.partition);
         assert_eq!(p.log_end, per_partition as i64);
@@ -153,7 +157,8 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
         lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.committed.unwrap())).collect();
     let seen_before_kill = read_all(&brokers, "seen").len();
     assert_eq!(victims.len(), 2, "the victim owned the other two partitions");
-    let log_ends: BTreeMap<i32, i64> = lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.log_end)).collect();
+    let log_ends: BTreeMap<i32, i64> =
+        lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.log_end)).collect();
     let unfinished: Vec<i32> = victims.iter().copied().filter(|p| at_kill[p] < log_ends[p]).collect();
     assert!(!unfinished.is_empty(), "the victim was killed mid-stream");
 
@@ -203,7 +208,9 @@ pub fn gap_holds_the_commit(broker: &dyn Broker) {
     ))
     .unwrap();
     let host = Host::start(&config).unwrap();
-    let stats = || host.pipelines[0].shared.stats.snapshot().partitions.get(&("orders".to_owned(), 0)).cloned().unwrap_or_default();
+    let stats = || {
+        host.pipelines[0].shared.stats.snapshot().partitions.get(&("orders".to_owned(), 0)).cloned().unwrap_or_default()
+    };
     wait_until("commit reached 5", || lag(&brokers, "gap", "orders")[0].committed == Some(5));
     wait_until("record 5 retried several times while 6-9 are done", || stats().retried >= 5 && stats().processed >= 9);
     assert_eq!(lag(&brokers, "gap", "orders")[0].committed, Some(5), "never past the unfinished record");

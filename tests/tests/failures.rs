@@ -64,7 +64,11 @@ fn poison_records_are_isolated_and_dead_lettered_while_their_neighbours_are_proc
     produce(&brokers, "in", 1, &values);
     let host = start(
         &brokers,
-        &chaos_pipeline("poison", "in", r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 2, backoff_initial_ms = 10"#),
+        &chaos_pipeline(
+            "poison",
+            "in",
+            r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 2, backoff_initial_ms = 10"#,
+        ),
     );
     wait_until("committed to the log end", || caught_up(&brokers, "poison", "in"));
     let stats = host.pipelines[0].shared.stats.snapshot();
@@ -99,7 +103,11 @@ fn retryable_records_back_off_then_go_to_the_dead_letter_topic() {
     produce(&brokers, "in", 1, &["fine".into(), "retry".into(), "fine".into()]);
     let host = start(
         &brokers,
-        &chaos_pipeline("retries", "in", r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 4, backoff_initial_ms = 20, backoff_max_ms = 40"#),
+        &chaos_pipeline(
+            "retries",
+            "in",
+            r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 4, backoff_initial_ms = 20, backoff_max_ms = 40"#,
+        ),
     );
     wait_until("committed to the log end", || caught_up(&brokers, "retries", "in"));
     let stats = host.pipelines[0].shared.stats.snapshot();
@@ -124,7 +132,13 @@ fn halt_stops_one_partition_and_never_commits_past_it() {
     let host = start(&brokers, &chaos_pipeline("halt", "in", r#"on_failure = "halt""#));
     wait_until("partition 1 caught up and partition 0 halted", || {
         let lags = lag(&brokers, "halt", "in");
-        let halted = host.pipelines[0].shared.stats.snapshot().partitions.get(&("in".to_owned(), 0)).and_then(|p| p.halted.clone());
+        let halted = host.pipelines[0]
+            .shared
+            .stats
+            .snapshot()
+            .partitions
+            .get(&("in".to_owned(), 0))
+            .and_then(|p| p.halted.clone());
         lags[1].lag() == 0 && lags[0].committed == Some(10) && halted.is_some()
     });
     let halted = host.pipelines[0].shared.stats.snapshot().partitions[&("in".to_owned(), 0)].halted.clone().unwrap();

@@ -22,7 +22,10 @@ fn show_reports_lag_and_reset_replays_only_when_the_group_is_idle() {
 
     let (ok, text) = ferry(&["offsets", "show", "--brokers", &brokers, "--group", "replay", "--topic", "orders"]);
     assert!(ok, "{text}");
-    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "0", "10", "-", "10"]), "{text}");
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "0", "10", "-", "10"]),
+        "{text}"
+    );
 
     let config = Config::parse(&format!(
         r#"
@@ -43,17 +46,43 @@ fn show_reports_lag_and_reset_replays_only_when_the_group_is_idle() {
     let host = Host::start(&config).unwrap();
     wait_until("caught up", || lag(&brokers, "replay", "orders").iter().all(|p| p.lag() == 0));
 
-    let (ok, text) = ferry(&["offsets", "reset", "--brokers", &brokers, "--group", "replay", "--topic", "orders", "--to", "earliest"]);
+    let (ok, text) = ferry(&[
+        "offsets",
+        "reset",
+        "--brokers",
+        &brokers,
+        "--group",
+        "replay",
+        "--topic",
+        "orders",
+        "--to",
+        "earliest",
+    ]);
     assert!(!ok && text.contains("active member"), "refused while the group is active: {text}");
     assert!(lag(&brokers, "replay", "orders").iter().all(|p| p.lag() == 0), "nothing moved");
 
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
-    let (ok, text) = ferry(&["offsets", "reset", "--brokers", &brokers, "--group", "replay", "--topic", "orders", "--to", "3"]);
+    let (ok, text) =
+        ferry(&["offsets", "reset", "--brokers", &brokers, "--group", "replay", "--topic", "orders", "--to", "3"]);
     assert!(ok, "{text}");
     assert!(text.contains("orders[0] -> 3") && text.contains("orders[1] -> 3"), "{text}");
     let (ok, text) = ferry(&["offsets", "show", "--brokers", &brokers, "--group", "replay", "--topic", "orders"]);
-    assert!(ok && text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "1", "10", "3", "7"]), "{text}");
-    let (ok, text) = ferry(&["offsets", "reset", "--brokers", &brokers, "--group", "replay", "--topic", "orders", "--to", "sometime"]);
+    assert!(
+        ok && text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "1", "10", "3", "7"]),
+        "{text}"
+    );
+    let (ok, text) = ferry(&[
+        "offsets",
+        "reset",
+        "--brokers",
+        &brokers,
+        "--group",
+        "replay",
+        "--topic",
+        "orders",
+        "--to",
+        "sometime",
+    ]);
     assert!(!ok && text.contains("not earliest, latest"), "{text}");
 }

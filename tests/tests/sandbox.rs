@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use ferry_host::sandbox::{
-    Batch, GuestFault, Grants, Limits, LoadError, Outcome, ProcessorComponent, ProcessorInstance, Sandbox,
+    Batch, Grants, GuestFault, Limits, LoadError, Outcome, ProcessorComponent, ProcessorInstance, Sandbox,
     SandboxSettings,
 };
 use ferry_sdk::wire::BatchEncoder;
@@ -34,7 +34,13 @@ fn instance(sandbox: &Sandbox, package: &str) -> ProcessorInstance {
 fn batch(values: &[&str]) -> (Batch, Vec<i64>) {
     let mut encoder = BatchEncoder::new();
     for (offset, value) in values.iter().enumerate() {
-        encoder.push(offset as i64, Some(1_700_000_000_000), Some(b"k"), Some(value.as_bytes()), [("h", Some(&b"v"[..]))]);
+        encoder.push(
+            offset as i64,
+            Some(1_700_000_000_000),
+            Some(b"k"),
+            Some(value.as_bytes()),
+            [("h", Some(&b"v"[..]))],
+        );
     }
     let batch = Batch { topic: "in".into(), partition: 0, count: encoder.count(), records: encoder.into_bytes() };
     (batch, (0..values.len() as i64).collect())
@@ -69,7 +75,11 @@ fn hostile_guests_are_contained_classified_and_replaced() {
         assert!(expected(&fault), "{behaviour} classified as {fault:?}");
         // The faulted store is gone: the next batch runs on a fresh instance.
         assert_eq!(run(&mut chaos, &["fine", "fine"]).unwrap(), ["processed", "processed"], "after {behaviour}");
-        assert_eq!(run(&mut healthy, &["a", "b", "c"]).unwrap().len(), 3, "the healthy guest keeps serving after {behaviour}");
+        assert_eq!(
+            run(&mut healthy, &["a", "b", "c"]).unwrap().len(),
+            3,
+            "the healthy guest keeps serving after {behaviour}"
+        );
     }
     assert_eq!(chaos.instantiations(), 5, "one fresh instance per fault, plus the first");
     assert_eq!(healthy.instantiations(), 1, "the healthy guest was never disturbed");
@@ -121,9 +131,11 @@ fn a_reused_instance_slot_starts_zeroed() {
 #[test]
 fn ungranted_capabilities_are_refused_at_load_by_name() {
     let sandbox = sandbox();
-    let error = load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true }).unwrap_err();
+    let error =
+        load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true }).unwrap_err();
     assert!(error.to_string().contains("ferry:processor/output@0.1.0"), "{error}");
-    let error = load(&sandbox, "ferry-example-counter", &Grants { output_topics: Default::default(), log: false }).unwrap_err();
+    let error =
+        load(&sandbox, "ferry-example-counter", &Grants { output_topics: Default::default(), log: false }).unwrap_err();
     assert!(error.to_string().contains("ferry:processor/log@0.1.0"), "{error}");
     assert!(load(&sandbox, "ferry-example-passthrough", &Grants::default()).is_ok(), "no capabilities needed");
 }

@@ -39,24 +39,16 @@ const LAG: [u8; 3] = [0xe0, 0x31, 0x31];
 #[test]
 fn the_status_page_shows_every_partition_as_kafka_sees_it() {
     let chromium = chromium();
-    let passthrough =
-        build_guest("ferry-example-passthrough").expect("the passthrough example builds");
+    let passthrough = build_guest("ferry-example-passthrough").expect("the passthrough example builds");
     let chaos = build_guest("ferry-guest-chaos").expect("the chaos test guest builds");
     let cluster = MockCluster::new(1).expect("the embedded broker starts");
     for (topic, partitions) in [("orders", 3), ("chaos", 2), ("chaos-out", 1)] {
-        cluster
-            .create_topic(topic, partitions, 1)
-            .expect("topic created");
+        cluster.create_topic(topic, partitions, 1).expect("topic created");
     }
     let brokers = cluster.bootstrap_servers();
     for (partition, n) in ORDERS.iter().enumerate() {
         let v = values(&format!("order-{partition}"), *n);
-        produce(
-            &brokers,
-            "orders",
-            partition as i32,
-            &v.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
+        produce(&brokers, "orders", partition as i32, &v.iter().map(String::as_str).collect::<Vec<_>>());
     }
     produce(&brokers, "chaos", 0, &CHAOS_P0);
     produce(&brokers, "chaos", 1, &CHAOS_P1);
@@ -107,31 +99,21 @@ fn the_status_page_shows_every_partition_as_kafka_sees_it() {
         (("chaos", "chaos", 0), (2, 8)),
         (("chaos", "chaos", 1), (3, 3)),
     ]);
-    wait_for(
-        "every partition's committed offset and log end on /api/status",
-        || {
-            let doc = status(addr);
-            for (&(pipeline, topic, partition), &(committed, log_end)) in &expected {
-                let p = partition_of(&doc, pipeline, topic, partition)
-                    .ok_or_else(|| doc.to_string())?;
-                if p["committed"].as_i64() != Some(committed)
-                    || p["log_end"].as_i64() != Some(log_end)
-                {
-                    return Err(doc.to_string());
-                }
+    wait_for("every partition's committed offset and log end on /api/status", || {
+        let doc = status(addr);
+        for (&(pipeline, topic, partition), &(committed, log_end)) in &expected {
+            let p = partition_of(&doc, pipeline, topic, partition).ok_or_else(|| doc.to_string())?;
+            if p["committed"].as_i64() != Some(committed) || p["log_end"].as_i64() != Some(log_end) {
+                return Err(doc.to_string());
             }
-            Ok(())
-        },
-    );
+        }
+        Ok(())
+    });
 
     // What Kafka itself reports is what the page must show.
     let mut kafka: Vec<(&str, PartitionLag)> = Vec::new();
-    for (pipeline, group, topic) in [
-        ("orders", "status-orders", "orders"),
-        ("chaos", "status-chaos", "chaos"),
-    ] {
-        let rows = offsets::show(&brokers, &BTreeMap::new(), group, &[topic.to_owned()])
-            .expect("offsets show");
+    for (pipeline, group, topic) in [("orders", "status-orders", "orders"), ("chaos", "status-chaos", "chaos")] {
+        let rows = offsets::show(&brokers, &BTreeMap::new(), group, &[topic.to_owned()]).expect("offsets show");
         for row in rows {
             let (committed, log_end) = expected[&(pipeline, topic, row.partition)];
             assert_eq!(
@@ -155,30 +137,18 @@ fn the_status_page_shows_every_partition_as_kafka_sees_it() {
     run_chromium(
         &chromium,
         profile.path(),
-        &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,900".to_owned(),
-        ],
+        &[format!("--screenshot={}", shot.display()), "--window-size=1280,900".to_owned()],
         &url,
     );
     check_screenshot(&shot);
     println!("status page screenshot: {}", shot.display());
 
-    host.shutdown_flag()
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
     host.wait();
 }
 
-fn partition_of<'a>(
-    doc: &'a Value,
-    pipeline: &str,
-    topic: &str,
-    partition: i32,
-) -> Option<&'a Value> {
-    doc["pipelines"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == pipeline)?["partitions"]
+fn partition_of<'a>(doc: &'a Value, pipeline: &str, topic: &str, partition: i32) -> Option<&'a Value> {
+    doc["pipelines"].as_array()?.iter().find(|p| p["name"] == pipeline)?["partitions"]
         .as_array()?
         .iter()
         .find(|r| r["topic"] == topic && r["partition"] == partition)
@@ -186,15 +156,8 @@ fn partition_of<'a>(
 
 fn check_dom(dom: &str, kafka: &[(&str, PartitionLag)], host: &Host, addr: SocketAddr) {
     let context = || format!("status page at {addr}, rendered DOM:\n{dom}");
-    let main = elements(dom, "main", "")
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no <main>; {}", context()));
-    let renders: u32 = main
-        .attrs
-        .get("data-renders")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
+    let main = elements(dom, "main", "").into_iter().next().unwrap_or_else(|| panic!("no <main>; {}", context()));
+    let renders: u32 = main.attrs.get("data-renders").and_then(|r| r.parse().ok()).unwrap_or(0);
     assert!(
         renders >= 2,
         "the page should refresh itself every second; it rendered {renders} time(s) in 3 s; {}",
@@ -212,32 +175,13 @@ fn check_dom(dom: &str, kafka: &[(&str, PartitionLag)], host: &Host, addr: Socke
             .into_iter()
             .next()
             .unwrap_or_else(|| panic!("no running version of {name}; {}", context()));
-        assert_eq!(
-            version.attrs.get("data-digest"),
-            Some(&digest),
-            "{}",
-            context()
-        );
-        assert_eq!(
-            version.inner,
-            digest[..12],
-            "the short digest is shown; {}",
-            context()
-        );
-        assert!(
-            section.inner.contains(">ready<"),
-            "pipeline {name} shows as ready; {}",
-            context()
-        );
+        assert_eq!(version.attrs.get("data-digest"), Some(&digest), "{}", context());
+        assert_eq!(version.inner, digest[..12], "the short digest is shown; {}", context());
+        assert!(section.inner.contains(">ready<"), "pipeline {name} shows as ready; {}", context());
     }
 
     let rows = elements(dom, "tr", "partition");
-    assert_eq!(
-        rows.len(),
-        kafka.len(),
-        "one row per partition; {}",
-        context()
-    );
+    assert_eq!(rows.len(), kafka.len(), "one row per partition; {}", context());
     for (pipeline, lag) in kafka {
         let row = rows
             .iter()
@@ -246,37 +190,14 @@ fn check_dom(dom: &str, kafka: &[(&str, PartitionLag)], host: &Host, addr: Socke
                     && r.attr("data-topic") == lag.topic
                     && r.attr("data-partition") == lag.partition.to_string()
             })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no row for {pipeline} {}[{}]; {}",
-                    lag.topic,
-                    lag.partition,
-                    context()
-                )
-            });
+            .unwrap_or_else(|| panic!("no row for {pipeline} {}[{}]; {}", lag.topic, lag.partition, context()));
         let committed = lag.committed.expect("a committed offset").to_string();
         let what = format!("{pipeline} {}[{}]", lag.topic, lag.partition);
-        assert_eq!(
-            row.attr("data-committed"),
-            committed,
-            "{what} committed; {}",
-            context()
-        );
-        assert_eq!(
-            row.attr("data-log-end"),
-            lag.log_end.to_string(),
-            "{what} log end; {}",
-            context()
-        );
-        assert_eq!(
-            row.attr("data-lag"),
-            lag.lag().to_string(),
-            "{what} lag; {}",
-            context()
-        );
+        assert_eq!(row.attr("data-committed"), committed, "{what} committed; {}", context());
+        assert_eq!(row.attr("data-log-end"), lag.log_end.to_string(), "{what} log end; {}", context());
+        assert_eq!(row.attr("data-lag"), lag.lag().to_string(), "{what} lag; {}", context());
         assert!(
-            row.inner
-                .contains(&format!("<td class=\"committed\">{committed}</td>")),
+            row.inner.contains(&format!("<td class=\"committed\">{committed}</td>")),
             "{what} committed cell; {}",
             context()
         );
@@ -291,63 +212,36 @@ fn check_dom(dom: &str, kafka: &[(&str, PartitionLag)], host: &Host, addr: Socke
             "{what} committed mark; {}",
             context()
         );
-        assert!(
-            marks.iter().any(|m| m.has_class("position")),
-            "{what} position mark; {}",
-            context()
-        );
+        assert!(marks.iter().any(|m| m.has_class("position")), "{what} position mark; {}", context());
         let segments = elements(bar, "div", "seg");
         let span = |kind: &str| {
-            segments.iter().find(|s| s.has_class(kind)).map(|s| {
-                (
-                    s.attr("data-from").parse::<i64>().unwrap(),
-                    s.attr("data-to").parse::<i64>().unwrap(),
-                )
-            })
+            segments
+                .iter()
+                .find(|s| s.has_class(kind))
+                .map(|s| (s.attr("data-from").parse::<i64>().unwrap(), s.attr("data-to").parse::<i64>().unwrap()))
         };
         let committed: i64 = committed.parse().unwrap();
-        assert_eq!(
-            span("done"),
-            Some((0, committed)),
-            "{what} committed segment; {}",
-            context()
-        );
+        assert_eq!(span("done"), Some((0, committed)), "{what} committed segment; {}", context());
         if lag.lag() > 0 {
-            let unread = span("lag")
-                .unwrap_or_else(|| panic!("{what} has lag but no lag segment; {}", context()));
-            assert_eq!(
-                unread.1,
-                lag.log_end,
-                "{what} lag segment ends at the log end; {}",
-                context()
-            );
+            let unread = span("lag").unwrap_or_else(|| panic!("{what} has lag but no lag segment; {}", context()));
+            assert_eq!(unread.1, lag.log_end, "{what} lag segment ends at the log end; {}", context());
         } else {
-            assert_eq!(
-                (span("lag"), span("inflight")),
-                (None, None),
-                "{what} has no lag; {}",
-                context()
-            );
+            assert_eq!((span("lag"), span("inflight")), (None, None), "{what} has no lag; {}", context());
         }
     }
 
-    let halts: Vec<_> = elements(dom, "li", "failure")
-        .into_iter()
-        .filter(|li| li.attr("data-kind") == "halt")
-        .collect();
+    let halts: Vec<_> =
+        elements(dom, "li", "failure").into_iter().filter(|li| li.attr("data-kind") == "halt").collect();
     assert!(
-        halts
-            .iter()
-            .any(|li| li.inner.contains("chaos[0]") && li.inner.contains("asked to reject")),
+        halts.iter().any(|li| li.inner.contains("chaos[0]") && li.inner.contains("asked to reject")),
         "the halt of chaos[0] is listed among recent failures; {}",
         context()
     );
 }
 
 fn check_screenshot(path: &Path) {
-    let decoder = png::Decoder::new(
-        File::open(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display())),
-    );
+    let decoder =
+        png::Decoder::new(File::open(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display())));
     let mut reader = decoder.read_info().expect("a PNG header");
     let mut pixels = vec![0; reader.output_buffer_size()];
     let frame = reader.next_frame(&mut pixels).expect("PNG image data");
@@ -362,23 +256,11 @@ fn check_screenshot(path: &Path) {
     for px in pixels[..frame.buffer_size()].chunks_exact(channels) {
         *counts.entry([px[0], px[1], px[2]]).or_default() += 1;
     }
-    assert!(
-        counts.len() > 16,
-        "the screenshot is blank: only {} colour(s)",
-        counts.len()
-    );
+    assert!(counts.len() > 16, "the screenshot is blank: only {} colour(s)", counts.len());
     // Each legend swatch is 12×12 = 144 px; bars are far larger.
-    for (name, colour) in [
-        ("committed", DONE),
-        ("read, not committed", INFLIGHT),
-        ("not read (lag)", LAG),
-    ] {
+    for (name, colour) in [("committed", DONE), ("read, not committed", INFLIGHT), ("not read (lag)", LAG)] {
         let n = counts.get(&colour).copied().unwrap_or(0);
-        assert!(
-            n > 1000,
-            "the screenshot {} shows only {n} px of the {name} bar colour {colour:02x?}",
-            path.display()
-        );
+        assert!(n > 1000, "the screenshot {} shows only {n} px of the {name} bar colour {colour:02x?}", path.display());
     }
 }
 
@@ -411,10 +293,7 @@ fn run_chromium(binary: &Path, profile: &Path, extra: &[String], url: &str) -> S
             "--force-color-profile=srgb",
             "--virtual-time-budget=3000",
         ])
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.join("profile").display()
-        ))
+        .arg(format!("--user-data-dir={}", profile.join("profile").display()))
         .args(extra)
         .arg(url)
         .stdin(Stdio::null())
@@ -437,10 +316,7 @@ fn run_chromium(binary: &Path, profile: &Path, extra: &[String], url: &str) -> S
         std::thread::sleep(Duration::from_millis(50));
     };
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(
-        status.success(),
-        "Chromium failed ({status}); stderr:\n{stderr}"
-    );
+    assert!(status.success(), "Chromium failed ({status}); stderr:\n{stderr}");
     std::fs::read_to_string(&out).unwrap()
 }
 
@@ -476,10 +352,7 @@ fn elements(html: &str, tag: &str, class: &str) -> Vec<Element> {
         }
         let (attrs, after) = attributes(rest);
         let inner = after.find(&close).map_or(after, |end| &after[..end]);
-        let element = Element {
-            attrs,
-            inner: inner.to_owned(),
-        };
+        let element = Element { attrs, inner: inner.to_owned() };
         if class.is_empty() || element.has_class(class) {
             found.push(element);
         }
@@ -534,8 +407,7 @@ fn the_admin_server_serves_the_page_itself() {
     // No browser needed: the page is one self-contained document.
     let cluster = MockCluster::new(1).expect("the embedded broker starts");
     cluster.create_topic("t", 1, 1).expect("topic created");
-    let passthrough =
-        build_guest("ferry-example-passthrough").expect("the passthrough example builds");
+    let passthrough = build_guest("ferry-example-passthrough").expect("the passthrough example builds");
     let host = Host::start(&config(
         &cluster.bootstrap_servers(),
         &format!(
@@ -546,18 +418,10 @@ fn the_admin_server_serves_the_page_itself() {
     .expect("the host starts");
     let addr = host.admin.as_ref().expect("the admin server runs").addr;
     let page = get(addr, "/");
-    assert_eq!(
-        (page.status, page.content_type.as_str()),
-        (200, "text/html; charset=utf-8")
-    );
-    assert!(
-        page.body.contains("<main id=\"pipelines\"") && !page.body.contains("src=\"http"),
-        "{}",
-        page.body
-    );
+    assert_eq!((page.status, page.content_type.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(page.body.contains("<main id=\"pipelines\"") && !page.body.contains("src=\"http"), "{}", page.body);
     let doc = status(addr);
     assert_eq!(doc["pipelines"][0]["name"], "p");
-    host.shutdown_flag()
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
     host.wait();
 }

@@ -74,10 +74,7 @@ impl Processor for Counter {
     }
 
     fn process_batch(&mut self, batch: &Batch<'_>, ctx: &mut Context) -> Vec<Outcome> {
-        let outcomes: Vec<Outcome> = batch
-            .iter()
-            .map(|record| self.process(&record, ctx))
-            .collect();
+        let outcomes: Vec<Outcome> = batch.iter().map(|record| self.process(&record, ctx)).collect();
         self.batches += 1;
         ctx.info(&format!(
             "counted {} records from {}/{}; {} distinct keys, {} keyless, {} records in {} batches so far",
@@ -118,19 +115,13 @@ mod tests {
     #[test]
     fn counts_persist_across_batches() {
         let mut counter = Counter::default();
-        let first = TestBatch::new("clicks", 1)
-            .record("alice", "x")
-            .record("bob", "x")
-            .record("alice", "x");
+        let first = TestBatch::new("clicks", 1).record("alice", "x").record("bob", "x").record("alice", "x");
         let run = testing::run(&mut counter, &first);
         assert!(run.all_processed());
         assert_eq!(run.outcomes.len(), 3);
         assert!(run.emitted.is_empty());
 
-        let second = TestBatch::new("clicks", 1)
-            .at_offset(3)
-            .record("alice", "y")
-            .value_only("no key");
+        let second = TestBatch::new("clicks", 1).at_offset(3).record("alice", "y").value_only("no key");
         testing::run(&mut counter, &second);
 
         assert_eq!(counter.count(b"alice"), 3);
@@ -139,18 +130,13 @@ mod tests {
         assert_eq!(counter.keyless(), 1);
         assert_eq!(counter.total(), 5);
         assert_eq!(counter.batches(), 2);
-        assert_eq!(
-            counter.counts().keys().collect::<Vec<_>>(),
-            [&b"alice".to_vec(), &b"bob".to_vec()]
-        );
+        assert_eq!(counter.counts().keys().collect::<Vec<_>>(), [&b"alice".to_vec(), &b"bob".to_vec()]);
     }
 
     #[test]
     fn logs_one_summary_per_batch() {
         let mut counter = Counter::default();
-        let batch = TestBatch::new("clicks", 2)
-            .record("a", "1")
-            .record("b", "2");
+        let batch = TestBatch::new("clicks", 2).record("a", "1").record("b", "2");
         let run = testing::run(&mut counter, &batch);
         assert_eq!(run.logs.len(), 1);
         assert_eq!(run.logs[0].level, Level::Info);

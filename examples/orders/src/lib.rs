@@ -61,13 +61,9 @@ pub fn commission_cents(amount_cents: i64) -> i64 {
 /// Parses and checks an order.
 pub fn parse_order(value: Option<&[u8]>) -> Result<Order, String> {
     let value = value.ok_or("record has no value")?;
-    let order: Order =
-        serde_json::from_slice(value).map_err(|e| format!("malformed order: {e}"))?;
+    let order: Order = serde_json::from_slice(value).map_err(|e| format!("malformed order: {e}"))?;
     if order.amount_cents < 0 {
-        return Err(format!(
-            "order {} has a negative amount_cents ({})",
-            order.id, order.amount_cents
-        ));
+        return Err(format!("order {} has a negative amount_cents ({})", order.id, order.amount_cents));
     }
     Ok(order)
 }
@@ -127,10 +123,7 @@ mod tests {
 
     #[test]
     fn seed_order_becomes_a_commission() {
-        let batch = TestBatch::new("orders", 0).record(
-            "o-1",
-            r#"{"id":"o-1","agent":"alice","amount_cents":12345}"#,
-        );
+        let batch = TestBatch::new("orders", 0).record("o-1", r#"{"id":"o-1","agent":"alice","amount_cents":12345}"#);
         let run = testing::run(&mut Orders, &batch);
         assert_eq!(run.outcomes, [Outcome::Processed]);
         assert_eq!(run.emitted.len(), 1);
@@ -139,9 +132,7 @@ mod tests {
         assert_eq!(out.key_str(), Some("alice"));
         assert_eq!(
             out.value_str(),
-            Some(
-                r#"{"order_id":"o-1","agent":"alice","amount_cents":12345,"commission_cents":617}"#
-            )
+            Some(r#"{"order_id":"o-1","agent":"alice","amount_cents":12345,"commission_cents":617}"#)
         );
         assert!(out.headers.is_empty());
         assert!(run.logs.is_empty());
@@ -149,8 +140,8 @@ mod tests {
 
     #[test]
     fn extra_fields_are_ignored() {
-        let batch = TestBatch::new("orders", 0)
-            .value_only(r#"{"amount_cents":100,"agent":"bob","id":"o-2","currency":"EUR"}"#);
+        let batch =
+            TestBatch::new("orders", 0).value_only(r#"{"amount_cents":100,"agent":"bob","id":"o-2","currency":"EUR"}"#);
         let run = testing::run(&mut Orders, &batch);
         assert!(run.all_processed());
         assert_eq!(
@@ -183,8 +174,7 @@ mod tests {
 
     #[test]
     fn refused_emit_is_retried() {
-        let batch = TestBatch::new("orders", 0)
-            .value_only(r#"{"id":"o-1","agent":"alice","amount_cents":12345}"#);
+        let batch = TestBatch::new("orders", 0).value_only(r#"{"id":"o-1","agent":"alice","amount_cents":12345}"#);
         let run = Harness::new().deny_all_topics().run(&mut Orders, &batch);
         match &run.outcomes[0] {
             Outcome::Retry(reason) => assert!(reason.contains("commissions"), "{reason}"),

@@ -29,11 +29,7 @@ mod tests {
 
     #[test]
     fn processes_everything() {
-        let batch =
-            TestBatch::new("in", 0)
-                .record("k", "v")
-                .tombstone("k")
-                .raw(None, None, [("h", None)]);
+        let batch = TestBatch::new("in", 0).record("k", "v").tombstone("k").raw(None, None, [("h", None)]);
         let run = testing::run(&mut Passthrough, &batch);
         assert_eq!(run.outcomes.len(), 3);
         assert!(run.all_processed());

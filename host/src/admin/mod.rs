@@ -68,7 +68,9 @@ impl Drop for AdminServer {
 /// Starts serving `state` on `listen`.
 pub fn serve(listen: &str, state: Arc<AdminState>) -> anyhow::Result<AdminServer> {
     let server = Arc::new(
-        Server::http(listen).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("failed to bind the admin server to {listen}"))?,
+        Server::http(listen)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("failed to bind the admin server to {listen}"))?,
     );
     let addr = server.server_addr().to_ip().context("admin server is not on an IP socket")?;
     let accept = server.clone();
@@ -78,7 +80,8 @@ pub fn serve(listen: &str, state: Arc<AdminState>) -> anyhow::Result<AdminServer
             for request in accept.incoming_requests() {
                 let state = state.clone();
                 // One thread per request: a slow upload does not block health checks.
-                let _ = std::thread::Builder::new().name("ferry-admin-req".into()).spawn(move || handle(&state, request));
+                let _ =
+                    std::thread::Builder::new().name("ferry-admin-req".into()).spawn(move || handle(&state, request));
             }
         })
         .context("failed to spawn the admin thread")?;

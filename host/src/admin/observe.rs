@@ -37,11 +37,9 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Option<Reply> {
             body: metrics::render(&figures::gather(state)).into_bytes(),
         },
         "/api/status" => Reply::json(200, &status::document(&figures::gather(state))),
-        "/" | "/index.html" => Reply {
-            status: 200,
-            content_type: "text/html; charset=utf-8",
-            body: status::PAGE.as_bytes().to_vec(),
-        },
+        "/" | "/index.html" => {
+            Reply { status: 200, content_type: "text/html; charset=utf-8", body: status::PAGE.as_bytes().to_vec() }
+        }
         _ => return None,
     };
     Some(reply)

@@ -13,10 +13,7 @@ pub fn consumer_config(
     overrides: &BTreeMap<String, String>,
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+    config.set("auto.offset.reset", "earliest").set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "1000");
     for (key, value) in global.iter().chain(overrides) {
         config.set(key, value);
     }

@@ -49,10 +49,20 @@ impl Committer {
     }
 
     /// Sends a commit request; its result arrives through [`Self::poll`].
-    pub fn send<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, offsets: &TopicPartitionList) -> Result<(), String> {
+    pub fn send<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
+    ) -> Result<(), String> {
         // SAFETY: valid handles; librdkafka copies the partition list.
         let err = unsafe {
-            rd::rd_kafka_commit_queue(consumer.client().native_ptr(), offsets.ptr(), self.queue, None, std::ptr::null_mut())
+            rd::rd_kafka_commit_queue(
+                consumer.client().native_ptr(),
+                offsets.ptr(),
+                self.queue,
+                None,
+                std::ptr::null_mut(),
+            )
         };
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return Err(RDKafkaErrorCode::from(err).to_string());

@@ -155,8 +155,7 @@ impl Shared {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in tracker.commit_candidates() {
             if only.is_none_or(|only| only.iter().any(|(t, p)| t == &topic && *p == partition)) {
-                list.add_partition_offset(&topic, partition, Offset::Offset(offset))
-                    .expect("valid offset");
+                list.add_partition_offset(&topic, partition, Offset::Offset(offset)).expect("valid offset");
             }
         }
         (list.count() > 0).then_some(list)

@@ -54,9 +54,9 @@ impl std::str::FromStr for ResetTo {
                 if let Some(ts) = s.strip_prefix("ts:").or_else(|| s.strip_prefix("timestamp:")) {
                     ResetTo::Timestamp(ts.parse().with_context(|| format!("`{ts}` is not a timestamp in ms"))?)
                 } else {
-                    let offset: i64 = s.parse().with_context(|| {
-                        format!("`{s}` is not earliest, latest, an offset, or ts:<ms since epoch>")
-                    })?;
+                    let offset: i64 = s
+                        .parse()
+                        .with_context(|| format!("`{s}` is not earliest, latest, an offset, or ts:<ms since epoch>"))?;
                     if offset < 0 {
                         bail!("offset {offset} is negative");
                     }
@@ -96,7 +96,12 @@ fn partitions_of(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<V
 }
 
 /// The committed offset, log end and lag of `group` on every partition of `topics`.
-pub fn show(brokers: &str, kafka: &BTreeMap<String, String>, group: &str, topics: &[String]) -> anyhow::Result<Vec<PartitionLag>> {
+pub fn show(
+    brokers: &str,
+    kafka: &BTreeMap<String, String>,
+    group: &str,
+    topics: &[String],
+) -> anyhow::Result<Vec<PartitionLag>> {
     let consumer = group_client(brokers, kafka, group)?;
     let partitions = partitions_of(&consumer, topics)?;
     let mut list = TopicPartitionList::new();
@@ -169,7 +174,14 @@ pub fn table(rows: &[PartitionLag]) -> String {
     let mut out = format!("{:<24} {:>9} {:>12} {:>12} {:>8}\n", "topic", "partition", "log-end", "committed", "lag");
     for r in rows {
         let committed = r.committed.map_or("-".to_owned(), |c| c.to_string());
-        out.push_str(&format!("{:<24} {:>9} {:>12} {:>12} {:>8}\n", r.topic, r.partition, r.log_end, committed, r.lag()));
+        out.push_str(&format!(
+            "{:<24} {:>9} {:>12} {:>12} {:>8}\n",
+            r.topic,
+            r.partition,
+            r.log_end,
+            committed,
+            r.lag()
+        ));
     }
     out
 }

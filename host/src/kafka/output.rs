@@ -28,7 +28,14 @@ pub struct AckGroup {
 
 impl AckGroup {
     /// A group of `count` records whose acknowledgement finishes `span` and `offsets`.
-    pub fn new(shared: Arc<Shared>, topic: &str, partition: i32, span: Option<SpanId>, offsets: Vec<i64>, count: usize) -> Arc<Self> {
+    pub fn new(
+        shared: Arc<Shared>,
+        topic: &str,
+        partition: i32,
+        span: Option<SpanId>,
+        offsets: Vec<i64>,
+        count: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             shared,
             topic: topic.to_owned(),

@@ -33,11 +33,7 @@ struct Span {
 
 impl Span {
     fn first_unfinished(&self) -> Option<i64> {
-        if self.holds > 0 {
-            Some(self.start)
-        } else {
-            self.open.first().copied()
-        }
+        if self.holds > 0 { Some(self.start) } else { self.open.first().copied() }
     }
 }
 
@@ -57,12 +53,7 @@ impl PartitionOffsets {
     /// Starts tracking at `first_offset`, the first record delivered after assignment.
     /// Everything before it was committed by a predecessor (or is gone).
     pub fn starting_at(first_offset: i64) -> Self {
-        Self {
-            position: first_offset,
-            spans: VecDeque::new(),
-            committed: None,
-            next_span: 0,
-        }
+        Self { position: first_offset, spans: VecDeque::new(), committed: None, next_span: 0 }
     }
 
     /// The offset after the last record delivered so far.
@@ -93,13 +84,7 @@ impl PartitionOffsets {
         assert!(last >= self.position, "batch offsets must move forward");
         let id = SpanId(self.next_span);
         self.next_span += 1;
-        self.spans.push_back(Span {
-            id,
-            start: self.position,
-            end: last + 1,
-            holds: 1,
-            open: BTreeSet::new(),
-        });
+        self.spans.push_back(Span { id, start: self.position, end: last + 1, holds: 1, open: BTreeSet::new() });
         self.position = last + 1;
         Some(id)
     }
@@ -137,10 +122,7 @@ impl PartitionOffsets {
     /// The first unfinished offset: everything before it is finished. This is the
     /// offset to commit (Kafka commits the next offset to read).
     pub fn watermark(&self) -> i64 {
-        self.spans
-            .iter()
-            .find_map(Span::first_unfinished)
-            .unwrap_or(self.position)
+        self.spans.iter().find_map(Span::first_unfinished).unwrap_or(self.position)
     }
 
     /// The offset to commit now, if it moved past what was committed.
@@ -217,11 +199,8 @@ impl OffsetTracker {
 
     /// Every partition whose bookmark can move, with the offset to commit.
     pub fn commit_candidates(&self) -> Vec<(TopicPartition, i64)> {
-        let mut out: Vec<_> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, p)| p.commit_candidate().map(|o| (tp.clone(), o)))
-            .collect();
+        let mut out: Vec<_> =
+            self.partitions.iter().filter_map(|(tp, p)| p.commit_candidate().map(|o| (tp.clone(), o))).collect();
         out.sort();
         out
     }

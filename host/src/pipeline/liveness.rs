@@ -69,8 +69,7 @@ impl Liveness {
 
     /// The thread ended.
     pub fn ended(&self, panicked: bool) {
-        self.state
-            .store(if panicked { DIED } else { STOPPED }, Ordering::Relaxed);
+        self.state.store(if panicked { DIED } else { STOPPED }, Ordering::Relaxed);
     }
 
     /// A copy, as of now.
@@ -82,17 +81,9 @@ impl Liveness {
         };
         let since_last_turn = match self.last_turn.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(
-                self.origin
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms - 1)),
-            ),
+            ms => Some(self.origin.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
         };
-        LivenessSnapshot {
-            thread,
-            joined: self.joined.load(Ordering::Relaxed),
-            since_last_turn,
-        }
+        LivenessSnapshot { thread, joined: self.joined.load(Ordering::Relaxed), since_last_turn }
     }
 }
 
@@ -114,20 +105,12 @@ mod tests {
         let l = Liveness::default();
         assert_eq!(
             l.snapshot(),
-            LivenessSnapshot {
-                thread: ThreadState::Running,
-                joined: false,
-                since_last_turn: None
-            }
+            LivenessSnapshot { thread: ThreadState::Running, joined: false, since_last_turn: None }
         );
         l.turned(Instant::now());
         l.joined();
         let s = l.snapshot();
-        assert!(
-            s.joined
-                && s.since_last_turn
-                    .is_some_and(|d| d < Duration::from_secs(5))
-        );
+        assert!(s.joined && s.since_last_turn.is_some_and(|d| d < Duration::from_secs(5)));
         l.ended(true);
         assert_eq!(l.snapshot().thread, ThreadState::Died);
     }
@@ -143,9 +126,6 @@ mod tests {
         .join();
         assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Died);
         drop(ThreadMark(shared.clone()));
-        assert_eq!(
-            shared.stats.liveness().snapshot().thread,
-            ThreadState::Stopped
-        );
+        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Stopped);
     }
 }

@@ -68,8 +68,13 @@ impl Pipeline {
             };
         let component = slot.current();
         shared.stats.set_version(component.digest());
-        let instance =
-            ProcessorInstance::new(sandbox.clone(), component, &config.name, Arc::new(config.grants()), config.limits());
+        let instance = ProcessorInstance::new(
+            sandbox.clone(),
+            component,
+            &config.name,
+            Arc::new(config.grants()),
+            config.limits(),
+        );
         let worker = worker::Worker {
             config: config.clone(),
             consumer,

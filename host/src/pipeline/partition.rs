@@ -64,7 +64,11 @@ impl PartitionState {
         }
         match self.position {
             Some(position) if offset < position => {
-                if self.retry.contains(&offset) { Admission::Take } else { Admission::Skip }
+                if self.retry.contains(&offset) {
+                    Admission::Take
+                } else {
+                    Admission::Skip
+                }
             }
             _ => Admission::Take,
         }

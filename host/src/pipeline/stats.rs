@@ -11,7 +11,8 @@ use crate::kafka::tracker::TopicPartition;
 use crate::sandbox::GuestFault;
 
 /// Upper bounds of the batch latency histogram buckets, in microseconds.
-pub const LATENCY_BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000];
+pub const LATENCY_BUCKETS_US: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000];
 
 /// How many recent failures the status page shows.
 const RECENT_FAILURES: usize = 50;

@@ -61,9 +61,8 @@ pub fn run_batch(instance: &mut ProcessorInstance, batch: &mut Batch, offsets: &
 fn isolate(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64], run: &mut BatchRun) {
     let started = Instant::now();
     let mid = offsets.len() / 2;
-    let records: Vec<_> = wire::decode(&batch.records, batch.count)
-        .collect::<Result<_, _>>()
-        .expect("the host encoded this batch");
+    let records: Vec<_> =
+        wire::decode(&batch.records, batch.count).collect::<Result<_, _>>().expect("the host encoded this batch");
     for (range, part_offsets) in [(0..mid, &offsets[..mid]), (mid..offsets.len(), &offsets[mid..])] {
         let mut encoder = BatchEncoder::with_capacity(batch.records.len() / 2);
         for record in &records[range] {
@@ -80,5 +79,9 @@ fn isolate(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64], run
         run.outputs.extend(sub.outputs);
         run.faults.extend(sub.faults);
     }
-    tracing::debug!(records = offsets.len(), micros = started.elapsed().as_micros() as u64, "isolated faulting records");
+    tracing::debug!(
+        records = offsets.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "isolated faulting records"
+    );
 }

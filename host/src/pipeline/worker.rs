@@ -18,7 +18,7 @@ use super::stats::BatchCounts;
 use super::verdict::{Verdict, run_batch};
 use crate::config::{CommitPolicy, FailurePolicy, OnFailure, PipelineConfig};
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT, Shared};
-use crate::kafka::output::{self, AckGroup, OutputProducer, Outgoing};
+use crate::kafka::output::{self, AckGroup, Outgoing, OutputProducer};
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
 
@@ -181,7 +181,13 @@ impl Worker {
         let run = run_batch(&mut self.instance, &mut self.batch, &offsets);
         for fault in &run.faults {
             self.shared.stats.fault(fault);
-            self.shared.stats.note(&self.batch.topic, self.batch.partition, None, &fault.kind().to_string(), &fault.to_string());
+            self.shared.stats.note(
+                &self.batch.topic,
+                self.batch.partition,
+                None,
+                &fault.kind().to_string(),
+                &fault.to_string(),
+            );
             tracing::warn!(pipeline = %self.config.name, topic = %self.batch.topic, partition = self.batch.partition, %fault, "guest fault");
         }
 
@@ -251,7 +257,8 @@ impl Worker {
         }
         if has_outputs {
             let producer = self.producer.as_ref().expect("a pipeline with output topics has a producer");
-            let group = AckGroup::new(self.shared.clone(), &topic, partition, span, redelivered_done, run.outputs.len());
+            let group =
+                AckGroup::new(self.shared.clone(), &topic, partition, span, redelivered_done, run.outputs.len());
             for record in &run.outputs {
                 let outgoing = Outgoing {
                     topic: &record.topic,
@@ -349,7 +356,9 @@ impl Worker {
             state.retry_due = None;
             let Some(&first) = state.retry.first() else { continue };
             let list = single(&state.topic, state.partition, Offset::Invalid);
-            if let Err(error) = self.consumer.seek(&state.topic, state.partition, Offset::Offset(first), Duration::from_secs(5)) {
+            if let Err(error) =
+                self.consumer.seek(&state.topic, state.partition, Offset::Offset(first), Duration::from_secs(5))
+            {
                 tracing::warn!(pipeline = %self.config.name, %error, "seek for retry failed; retrying later");
                 state.retry_due = Some(now + Duration::from_millis(self.config.failure.backoff_initial_ms));
                 continue;

@@ -10,7 +10,7 @@ use wasmtime::component::Component;
 use super::bindings::ProcessorPre;
 use super::cache::ArtifactSource;
 use super::engine::Sandbox;
-use super::guest_state::{GuestState, Grants};
+use super::guest_state::{Grants, GuestState};
 
 /// The export a processor must provide.
 pub const HANDLER_EXPORT: &str = "ferry:processor/handler@0.1.0";
@@ -124,15 +124,15 @@ impl ProcessorComponent {
                     });
                 }
                 Capability::Log if !grants.log => {
-                    return Err(LoadError::NotGranted { capability: capability.clone(), hint: " (set `allow_log = true`)" });
+                    return Err(LoadError::NotGranted {
+                        capability: capability.clone(),
+                        hint: " (set `allow_log = true`)",
+                    });
                 }
                 _ => {}
             }
         }
-        let pre = sandbox
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = sandbox.linker().instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let Inspection { digest, size, capabilities } = inspection;
         Ok(Self { digest, size, capabilities, artifact, pre })

@@ -75,11 +75,7 @@ impl GuestFault {
     /// Classifies an error from a guest call. `memory_limit_hit` says whether the
     /// store's limiter refused a memory growth during the call: a Rust guest turns
     /// that into an abort, which would otherwise look like a panic.
-    pub fn classify(
-        error: &wasmtime::Error,
-        memory_limit_hit: Option<u64>,
-        time_limit_ms: u64,
-    ) -> Self {
+    pub fn classify(error: &wasmtime::Error, memory_limit_hit: Option<u64>, time_limit_ms: u64) -> Self {
         if let Some(limit) = memory_limit_hit {
             return GuestFault::OutOfMemory(limit);
         }

@@ -118,12 +118,7 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
             self.hit = true;
             return Ok(false);
@@ -132,12 +127,7 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 
@@ -189,9 +179,7 @@ impl output::Host for GuestState {
 
 fn output_size(record: &OutputRecord) -> usize {
     let opt = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
-    opt(&record.key)
-        + opt(&record.value)
-        + record.headers.iter().map(|h| h.name.len() + opt(&h.value)).sum::<usize>()
+    opt(&record.key) + opt(&record.value) + record.headers.iter().map(|h| h.name.len() + opt(&h.value)).sum::<usize>()
 }
 
 /// The first 12 hex digits of a digest: enough to tell versions apart in logs.

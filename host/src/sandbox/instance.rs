@@ -10,7 +10,7 @@ use super::bindings::{Batch, OutputRecord, Processor};
 use super::component::ProcessorComponent;
 use super::engine::{EPOCH_TICK, Sandbox};
 use super::fault::GuestFault;
-use super::guest_state::{GuestState, Grants, Limits, TenantLabel};
+use super::guest_state::{Grants, GuestState, Limits, TenantLabel};
 use super::reply::Reply;
 
 struct Live {

@@ -12,8 +12,8 @@ mod instance;
 mod reply;
 mod text;
 
-pub use cache::{ArtifactCache, ArtifactSource, default_cache_dir, engine_key};
 pub use bindings::{Batch, BatchResult, Failure, Header, OutputRecord, Status};
+pub use cache::{ArtifactCache, ArtifactSource, default_cache_dir, engine_key};
 pub use component::{Capability, LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::{Sandbox, SandboxSettings};
 pub use fault::GuestFault;

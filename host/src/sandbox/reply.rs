@@ -32,20 +32,16 @@ impl Reply {
     pub fn validate(result: BatchResult, offsets: &[i64]) -> Result<Self, String> {
         let BatchResult { statuses, failures } = result;
         if statuses.len() != offsets.len() {
-            return Err(format!(
-                "returned {} statuses for a batch of {} records",
-                statuses.len(),
-                offsets.len()
-            ));
+            return Err(format!("returned {} statuses for a batch of {} records", statuses.len(), offsets.len()));
         }
         if failures.len() > offsets.len() {
             return Err(format!("returned {} failures for {} records", failures.len(), offsets.len()));
         }
         let mut reasons = Vec::with_capacity(failures.len());
         for failure in failures {
-            let index = offsets.binary_search(&failure.offset).map_err(|_| {
-                format!("returned a failure for offset {}, which is not in the batch", failure.offset)
-            })?;
+            let index = offsets
+                .binary_search(&failure.offset)
+                .map_err(|_| format!("returned a failure for offset {}, which is not in the batch", failure.offset))?;
             if statuses[index] == Status::Processed {
                 return Err(format!("returned a failure for offset {} it marked processed", failure.offset));
             }
@@ -61,10 +57,7 @@ impl Reply {
     /// A reply where every record has the same failure (used when a whole batch is
     /// given up on).
     pub fn all(count: usize, status: Status, reason: &str) -> Self {
-        Self {
-            statuses: vec![status; count],
-            reasons: (0..count).map(|i| (i, reason.to_owned())).collect(),
-        }
+        Self { statuses: vec![status; count], reasons: (0..count).map(|i| (i, reason.to_owned())).collect() }
     }
 
     /// Number of records.
@@ -116,7 +109,8 @@ mod tests {
 
     #[test]
     fn accepts_one_status_per_record() {
-        let r = Reply::validate(result(vec![Status::Processed, Status::Retry], vec![(11, "later")]), &[10, 11]).unwrap();
+        let r =
+            Reply::validate(result(vec![Status::Processed, Status::Retry], vec![(11, "later")]), &[10, 11]).unwrap();
         assert_eq!(r.outcome(0), Outcome::Processed);
         assert_eq!(r.outcome(1), Outcome::Retry("later"));
         assert_eq!(r.unfinished().collect::<Vec<_>>(), vec![1]);

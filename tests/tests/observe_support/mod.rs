@@ -27,42 +27,22 @@ pub struct Answer {
 
 /// `GET path` on `addr`, one connection per request.
 pub fn get(addr: SocketAddr, path: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr)
-        .unwrap_or_else(|e| panic!("connect to the admin server at {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to the admin server at {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("a status line");
     let content_type = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "chunked answers are not expected"
-    );
-    Answer {
-        status,
-        content_type,
-        body: body.to_owned(),
-    }
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked answers are not expected");
+    Answer { status, content_type, body: body.to_owned() }
 }
 
 /// `GET /api/status` as JSON.
@@ -89,25 +69,15 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> 
 
 /// Writes `values` to one partition and waits for the broker's acks.
 pub fn produce(brokers: &str, topic: &str, partition: i32, values: &[&str]) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "1")
-        .create()
-        .expect("a producer");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().expect("a producer");
     for value in values {
         producer
-            .send(
-                BaseRecord::to(topic)
-                    .partition(partition)
-                    .key(*value)
-                    .payload(*value),
-            )
+            .send(BaseRecord::to(topic).partition(partition).key(*value).payload(*value))
             .map_err(|(e, _)| e)
             .expect("record queued");
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("records acknowledged");
+    producer.flush(Duration::from_secs(30)).expect("records acknowledged");
 }
 
 /// `n` values `prefix-0`, `prefix-1`, ...
@@ -151,14 +121,10 @@ impl Exposition {
                 assert!(!line.starts_with('#'), "unexpected comment {line}");
                 let (series, value) = line.rsplit_once(' ').expect("a sample value");
                 let (name, labels) = match series.split_once('{') {
-                    Some((name, rest)) => {
-                        (name, labels(rest.strip_suffix('}').expect("closing brace")))
-                    }
+                    Some((name, rest)) => (name, labels(rest.strip_suffix('}').expect("closing brace"))),
                     None => (series, Default::default()),
                 };
-                let value = value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad sample value in {line}"));
+                let value = value.parse().unwrap_or_else(|_| panic!("bad sample value in {line}"));
                 e.samples.push((name.to_owned(), labels, value));
             }
         }
@@ -166,19 +132,10 @@ impl Exposition {
     }
 
     /// Samples named `name` whose labels include all of `with`.
-    pub fn find(
-        &self,
-        name: &str,
-        with: &[(&str, &str)],
-    ) -> Vec<(&std::collections::BTreeMap<String, String>, f64)> {
+    pub fn find(&self, name: &str, with: &[(&str, &str)]) -> Vec<(&std::collections::BTreeMap<String, String>, f64)> {
         self.samples
             .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && with
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
+            .filter(|(n, l, _)| n == name && with.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
             .map(|(_, l, v)| (l, *v))
             .collect()
     }
@@ -209,9 +166,7 @@ fn labels(mut text: &str) -> std::collections::BTreeMap<String, String> {
             }
         };
         out.insert(key.to_owned(), value);
-        text = rest[end + 1..]
-            .strip_prefix(',')
-            .unwrap_or(&rest[end + 1..]);
+        text = rest[end + 1..].strip_prefix(',').unwrap_or(&rest[end + 1..]);
     }
     out
 }

@@ -68,20 +68,14 @@ pub struct BrokerView {
 
 impl std::fmt::Debug for BrokerView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerView")
-            .field("running", &self.thread.is_some())
-            .finish_non_exhaustive()
+        f.debug_struct("BrokerView").field("running", &self.thread.is_some()).finish_non_exhaustive()
     }
 }
 
 impl BrokerView {
     /// Starts refreshing the figures of `pipelines` from `brokers`, with the host's
     /// client properties under each pipeline's own.
-    pub fn start(
-        brokers: &str,
-        kafka: &BTreeMap<String, String>,
-        pipelines: &[PipelineConfig],
-    ) -> Self {
+    pub fn start(brokers: &str, kafka: &BTreeMap<String, String>, pipelines: &[PipelineConfig]) -> Self {
         let targets = pipelines
             .iter()
             .map(|p| {
@@ -105,30 +99,17 @@ impl BrokerView {
             .spawn(move || run(targets, &writer, &stopped))
             .map_err(|error| tracing::error!(%error, "failed to spawn the broker refresher; log ends stay unknown"))
             .ok();
-        Self {
-            cache,
-            stop: Some(stop),
-            thread,
-        }
+        Self { cache, stop: Some(stop), thread }
     }
 
     /// A view that never asks the brokers (every log end stays unknown).
     pub fn disabled() -> Self {
-        Self {
-            cache: Cache::default(),
-            stop: None,
-            thread: None,
-        }
+        Self { cache: Cache::default(), stop: None, thread: None }
     }
 
     /// The last refresh of `pipeline`.
     pub fn get(&self, pipeline: &str) -> PipelineLogs {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pipeline)
-            .cloned()
-            .unwrap_or_default()
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).cloned().unwrap_or_default()
     }
 }
 
@@ -152,11 +133,7 @@ fn run(mut targets: Vec<Target>, cache: &Cache, stopped: &mpsc::Receiver<()>) {
             let entry = cache.entry(target.pipeline.clone()).or_default();
             match result {
                 Ok(partitions) => {
-                    *entry = PipelineLogs {
-                        partitions,
-                        refreshed: Some(Instant::now()),
-                        error: None,
-                    };
+                    *entry = PipelineLogs { partitions, refreshed: Some(Instant::now()), error: None };
                 }
                 Err(error) => {
                     // Keep the last good figures; say why they are getting old.
@@ -182,11 +159,7 @@ fn refresh(target: &mut Target) -> anyhow::Result<BTreeMap<TopicPartition, Broke
             .set("group.id", &target.group)
             .set("client.id", format!("ferry-admin-{}", target.pipeline))
             .set("enable.auto.commit", "false");
-        target.client = Some(
-            config
-                .create()
-                .context("failed to create the admin's Kafka client")?,
-        );
+        target.client = Some(config.create().context("failed to create the admin's Kafka client")?);
     }
     let client = target.client.as_ref().expect("just created");
     let mut list = TopicPartitionList::new();
@@ -196,26 +169,15 @@ fn refresh(target: &mut Target) -> anyhow::Result<BTreeMap<TopicPartition, Broke
             .with_context(|| format!("failed to fetch metadata of topic {topic}"))?;
         for t in metadata.topics() {
             if let Some(error) = t.error() {
-                bail!(
-                    "topic {topic}: {}",
-                    rdkafka::error::RDKafkaErrorCode::from(error)
-                );
+                bail!("topic {topic}: {}", rdkafka::error::RDKafkaErrorCode::from(error));
             }
             for p in t.partitions() {
                 list.add_partition(t.name(), p.id());
             }
         }
     }
-    let mut out: BTreeMap<TopicPartition, BrokerPartition> = list
-        .elements()
-        .iter()
-        .map(|e| {
-            (
-                (e.topic().to_owned(), e.partition()),
-                BrokerPartition::default(),
-            )
-        })
-        .collect();
+    let mut out: BTreeMap<TopicPartition, BrokerPartition> =
+        list.elements().iter().map(|e| ((e.topic().to_owned(), e.partition()), BrokerPartition::default())).collect();
     if out.is_empty() {
         return Ok(out);
     }
@@ -223,33 +185,18 @@ fn refresh(target: &mut Target) -> anyhow::Result<BTreeMap<TopicPartition, Broke
     // request per leader instead of two per partition.
     for (query, is_end) in [(Offset::End, true), (Offset::Beginning, false)] {
         let mut asked = list.clone();
-        asked
-            .set_all_offsets(query)
-            .context("failed to build the offsets query")?;
-        let found = client
-            .offsets_for_times(asked, REQUEST_TIMEOUT)
-            .context("failed to list log offsets")?;
+        asked.set_all_offsets(query).context("failed to build the offsets query")?;
+        let found = client.offsets_for_times(asked, REQUEST_TIMEOUT).context("failed to list log offsets")?;
         for e in found.elements() {
-            if let (Offset::Offset(o), Some(p)) = (
-                e.offset(),
-                out.get_mut(&(e.topic().to_owned(), e.partition())),
-            ) {
-                *(if is_end {
-                    &mut p.log_end
-                } else {
-                    &mut p.log_start
-                }) = Some(o);
+            if let (Offset::Offset(o), Some(p)) = (e.offset(), out.get_mut(&(e.topic().to_owned(), e.partition()))) {
+                *(if is_end { &mut p.log_end } else { &mut p.log_start }) = Some(o);
             }
         }
     }
-    let committed = client
-        .committed_offsets(list, REQUEST_TIMEOUT)
-        .context("failed to fetch the group's committed offsets")?;
+    let committed =
+        client.committed_offsets(list, REQUEST_TIMEOUT).context("failed to fetch the group's committed offsets")?;
     for e in committed.elements() {
-        if let (Offset::Offset(o), Some(p)) = (
-            e.offset(),
-            out.get_mut(&(e.topic().to_owned(), e.partition())),
-        ) {
+        if let (Offset::Offset(o), Some(p)) = (e.offset(), out.get_mut(&(e.topic().to_owned(), e.partition()))) {
             p.committed = Some(o);
         }
     }
@@ -276,65 +223,31 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("t", 2, 1).unwrap();
         let brokers = cluster.bootstrap_servers();
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
         for i in 0..5 {
-            producer
-                .send(BaseRecord::<(), _>::to("t").partition(i % 2).payload("x"))
-                .map_err(|(e, _)| e)
-                .unwrap();
+            producer.send(BaseRecord::<(), _>::to("t").partition(i % 2).payload("x")).map_err(|(e, _)| e).unwrap();
         }
         producer.flush(Duration::from_secs(10)).unwrap();
-        let committer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "g")
-            .create()
-            .unwrap();
+        let committer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "g").create().unwrap();
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset("t", 0, Offset::Offset(2))
-            .unwrap();
-        committer
-            .commit(&list, rdkafka::consumer::CommitMode::Sync)
-            .unwrap();
+        list.add_partition_offset("t", 0, Offset::Offset(2)).unwrap();
+        committer.commit(&list, rdkafka::consumer::CommitMode::Sync).unwrap();
 
-        let broker_view =
-            BrokerView::start(&brokers, &BTreeMap::new(), &[pipeline(&brokers, "g", "t")]);
+        let broker_view = BrokerView::start(&brokers, &BTreeMap::new(), &[pipeline(&brokers, "g", "t")]);
         let started = Instant::now();
         while broker_view.get("p").refreshed.is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no refresh: {:?}",
-                broker_view.get("p").error
-            );
+            assert!(started.elapsed() < Duration::from_secs(30), "no refresh: {:?}", broker_view.get("p").error);
             std::thread::sleep(Duration::from_millis(20));
         }
         let logs = broker_view.get("p");
         let p0 = logs.partitions[&("t".to_owned(), 0)];
         let p1 = logs.partitions[&("t".to_owned(), 1)];
-        assert_eq!(
-            p0,
-            BrokerPartition {
-                log_start: Some(0),
-                log_end: Some(3),
-                committed: Some(2)
-            }
-        );
-        assert_eq!(
-            p1,
-            BrokerPartition {
-                log_start: Some(0),
-                log_end: Some(2),
-                committed: None
-            }
-        );
+        assert_eq!(p0, BrokerPartition { log_start: Some(0), log_end: Some(3), committed: Some(2) });
+        assert_eq!(p1, BrokerPartition { log_start: Some(0), log_end: Some(2), committed: None });
         let stopping = Instant::now();
         drop(broker_view);
-        assert!(
-            stopping.elapsed() < REQUEST_TIMEOUT * 2,
-            "stopping the refresher took {:?}",
-            stopping.elapsed()
-        );
+        assert!(stopping.elapsed() < REQUEST_TIMEOUT * 2, "stopping the refresher took {:?}", stopping.elapsed());
     }
 }

@@ -85,24 +85,18 @@ pub fn seconds(micros: u64) -> String {
     if frac == 0 {
         return whole.to_string();
     }
-    format!("{whole}.{frac:06}")
-        .trim_end_matches('0')
-        .to_owned()
+    format!("{whole}.{frac:06}").trim_end_matches('0').to_owned()
 }
 
 fn is_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 fn is_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -114,11 +108,7 @@ mod tests {
     fn writes_help_type_and_escaped_labels() {
         let mut e = Exposition::default();
         e.family("x_total", Kind::Counter, "Things; a \\ and a\nnewline.");
-        e.sample(
-            "x_total",
-            &[("a", "q\"uote\\back\nline"), ("b", "plain")],
-            3,
-        );
+        e.sample("x_total", &[("a", "q\"uote\\back\nline"), ("b", "plain")], 3);
         e.family("y", Kind::Gauge, "A gauge.");
         e.sample("y", &[], -1);
         assert_eq!(

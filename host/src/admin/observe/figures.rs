@@ -118,10 +118,7 @@ pub fn merge(
             let committed = own.committed.max(b.committed);
             // The broker's log end may be up to one refresh old; what was read or
             // committed since proves it is at least that far.
-            let log_end = b.log_end.map(|end| {
-                end.max(own.position.unwrap_or(end))
-                    .max(committed.unwrap_or(end))
-            });
+            let log_end = b.log_end.map(|end| end.max(own.position.unwrap_or(end)).max(committed.unwrap_or(end)));
             let start = b.log_start.unwrap_or(0);
             let lag = log_end.map(|end| (end - committed.unwrap_or(start).max(start)).max(0));
             PartitionFigures {
@@ -165,58 +162,21 @@ mod tests {
                 },
             ),
             // Read past what the last broker refresh saw.
-            (
-                tp(1),
-                PartitionStats {
-                    assigned: true,
-                    position: Some(9),
-                    committed: Some(9),
-                    ..Default::default()
-                },
-            ),
+            (tp(1), PartitionStats { assigned: true, position: Some(9), committed: Some(9), ..Default::default() }),
         ]);
         let broker = BTreeMap::from([
-            (
-                tp(0),
-                BrokerPartition {
-                    log_start: Some(0),
-                    log_end: Some(20),
-                    committed: Some(8),
-                },
-            ),
-            (
-                tp(1),
-                BrokerPartition {
-                    log_start: Some(0),
-                    log_end: Some(7),
-                    committed: Some(7),
-                },
-            ),
+            (tp(0), BrokerPartition { log_start: Some(0), log_end: Some(20), committed: Some(8) }),
+            (tp(1), BrokerPartition { log_start: Some(0), log_end: Some(7), committed: Some(7) }),
             // Another member's partition: the broker knows a newer commit.
-            (
-                tp(2),
-                BrokerPartition {
-                    log_start: Some(5),
-                    log_end: Some(30),
-                    committed: None,
-                },
-            ),
+            (tp(2), BrokerPartition { log_start: Some(5), log_end: Some(30), committed: None }),
         ]);
         let rows = merge(&ours, &broker);
         assert_eq!(rows.len(), 3);
         assert_eq!(
-            (
-                rows[0].committed,
-                rows[0].log_end,
-                rows[0].lag,
-                rows[0].processed
-            ),
+            (rows[0].committed, rows[0].log_end, rows[0].lag, rows[0].processed),
             (Some(10), Some(20), Some(10), 12)
         );
-        assert_eq!(
-            (rows[1].committed, rows[1].log_end, rows[1].lag),
-            (Some(9), Some(9), Some(0))
-        );
+        assert_eq!((rows[1].committed, rows[1].log_end, rows[1].lag), (Some(9), Some(9), Some(0)));
         assert_eq!(
             (rows[2].assigned, rows[2].committed, rows[2].lag),
             (false, None, Some(25)),
@@ -226,18 +186,9 @@ mod tests {
 
     #[test]
     fn unknown_log_end_means_unknown_lag() {
-        let ours = BTreeMap::from([(
-            tp(0),
-            PartitionStats {
-                assigned: true,
-                committed: Some(3),
-                ..Default::default()
-            },
-        )]);
+        let ours =
+            BTreeMap::from([(tp(0), PartitionStats { assigned: true, committed: Some(3), ..Default::default() })]);
         let rows = merge(&ours, &BTreeMap::new());
-        assert_eq!(
-            (rows[0].log_end, rows[0].lag, rows[0].committed),
-            (None, None, Some(3))
-        );
+        assert_eq!((rows[0].log_end, rows[0].lag, rows[0].committed), (None, None, Some(3)));
     }
 }

@@ -13,18 +13,13 @@ use crate::pipeline::liveness::ThreadState;
 /// (it is split in halves down to single records, and each run may use the limit).
 pub fn stall_limit(config: &PipelineConfig) -> Duration {
     let halvings = u64::from(usize::BITS - config.batch_size.max(1).leading_zeros()) + 1;
-    Duration::from_secs(30)
-        + Duration::from_millis(config.limits.time_per_batch_ms.saturating_mul(2 * halvings))
+    Duration::from_secs(30) + Duration::from_millis(config.limits.time_per_batch_ms.saturating_mul(2 * halvings))
 }
 
 /// Why a pipeline is not alive, if it is not.
 pub fn dead(p: &PipelineFigures) -> Option<String> {
-    (p.liveness.thread == ThreadState::Died).then(|| {
-        format!(
-            "pipeline {}: its thread died (panicked); nothing is consumed or committed",
-            p.config.name
-        )
-    })
+    (p.liveness.thread == ThreadState::Died)
+        .then(|| format!("pipeline {}: its thread died (panicked); nothing is consumed or committed", p.config.name))
 }
 
 /// Why a pipeline is not ready, if it is not.
@@ -37,10 +32,7 @@ pub fn unready(p: &PipelineFigures) -> Option<String> {
         ThreadState::Running => {}
     }
     if !l.joined {
-        return Some(format!(
-            "pipeline {name}: not in consumer group {} yet (no assignment received)",
-            p.config.group
-        ));
+        return Some(format!("pipeline {name}: not in consumer group {} yet (no assignment received)", p.config.group));
     }
     let limit = stall_limit(&p.config);
     match l.since_last_turn {
@@ -63,20 +55,13 @@ pub fn readyz(pipelines: &[PipelineFigures]) -> Reply {
     verdict(pipelines, "ready", unready)
 }
 
-fn verdict(
-    pipelines: &[PipelineFigures],
-    good: &str,
-    check: fn(&PipelineFigures) -> Option<String>,
-) -> Reply {
+fn verdict(pipelines: &[PipelineFigures], good: &str, check: fn(&PipelineFigures) -> Option<String>) -> Reply {
     let problems: Vec<String> = pipelines.iter().filter_map(check).collect();
     if problems.is_empty() {
         let mut body = format!("{good}\n");
         for p in pipelines {
             let owned = p.partitions.iter().filter(|r| r.assigned).count();
-            body.push_str(&format!(
-                "pipeline {}: {owned} partition(s) assigned\n",
-                p.config.name
-            ));
+            body.push_str(&format!("pipeline {}: {owned} partition(s) assigned\n", p.config.name));
         }
         Reply::text(200, body)
     } else {
@@ -95,20 +80,11 @@ mod tests {
     use crate::pipeline::liveness::LivenessSnapshot;
 
     fn pipeline(thread: ThreadState, joined: bool, since: Option<u64>) -> PipelineFigures {
-        let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
+        let text =
+            "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
         let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
-        let liveness = LivenessSnapshot {
-            thread,
-            joined,
-            since_last_turn: since.map(Duration::from_secs),
-        };
-        figures(
-            config,
-            "d".into(),
-            liveness,
-            Default::default(),
-            &PipelineLogs::default(),
-        )
+        let liveness = LivenessSnapshot { thread, joined, since_last_turn: since.map(Duration::from_secs) };
+        figures(config, "d".into(), liveness, Default::default(), &PipelineLogs::default())
     }
 
     fn answer(reply: &Reply) -> (u16, String) {
@@ -121,10 +97,7 @@ mod tests {
         assert_eq!(answer(&healthz(&p)).0, 200);
         let (status, body) = answer(&readyz(&p));
         assert_eq!(status, 200, "{body}");
-        assert!(
-            body.starts_with("ready\npipeline p: 0 partition(s) assigned"),
-            "{body}"
-        );
+        assert!(body.starts_with("ready\npipeline p: 0 partition(s) assigned"), "{body}");
     }
 
     #[test]
@@ -133,18 +106,12 @@ mod tests {
         assert_eq!(answer(&healthz(&p)).0, 200);
         let (status, body) = answer(&readyz(&p));
         assert_eq!(status, 503);
-        assert!(
-            body.contains("pipeline p: not in consumer group g yet"),
-            "{body}"
-        );
+        assert!(body.contains("pipeline p: not in consumer group g yet"), "{body}");
     }
 
     #[test]
     fn a_dead_thread_fails_both() {
-        let p = [
-            pipeline(ThreadState::Running, true, Some(0)),
-            pipeline(ThreadState::Died, true, Some(0)),
-        ];
+        let p = [pipeline(ThreadState::Running, true, Some(0)), pipeline(ThreadState::Died, true, Some(0))];
         let (status, body) = answer(&healthz(&p));
         assert_eq!(status, 503);
         assert!(body.contains("its thread died"), "{body}");

@@ -13,74 +13,36 @@ use crate::pipeline::stats::LATENCY_BUCKETS_US;
 type PartitionValue = fn(&PartitionFigures) -> Option<i64>;
 
 const RECORD_COUNTERS: [(&str, &str, PartitionValue); 4] = [
-    (
-        "ferry_records_processed_total",
-        "Records the processor finished.",
-        |p| Some(p.processed as i64),
-    ),
-    (
-        "ferry_records_failed_total",
-        "Records the processor rejected.",
-        |p| Some(p.failed as i64),
-    ),
-    (
-        "ferry_records_retried_total",
-        "Records the processor (or a fault) sent back for a retry.",
-        |p| Some(p.retried as i64),
-    ),
-    (
-        "ferry_records_dead_lettered_total",
-        "Records given up on and written to the dead-letter topic.",
-        |p| Some(p.dead_lettered as i64),
-    ),
+    ("ferry_records_processed_total", "Records the processor finished.", |p| Some(p.processed as i64)),
+    ("ferry_records_failed_total", "Records the processor rejected.", |p| Some(p.failed as i64)),
+    ("ferry_records_retried_total", "Records the processor (or a fault) sent back for a retry.", |p| {
+        Some(p.retried as i64)
+    }),
+    ("ferry_records_dead_lettered_total", "Records given up on and written to the dead-letter topic.", |p| {
+        Some(p.dead_lettered as i64)
+    }),
 ];
 
 const OFFSET_GAUGES: [(&str, &str, PartitionValue); 5] = [
-    (
-        "ferry_committed_offset",
-        "The group's committed offset (next offset to read) of an owned partition.",
-        |p| p.committed,
-    ),
-    (
-        "ferry_position_offset",
-        "Next offset this member reads on an owned partition.",
-        |p| p.position,
-    ),
-    (
-        "ferry_log_end_offset",
-        "Log end offset (high watermark) of an owned partition.",
-        |p| p.log_end,
-    ),
-    (
-        "ferry_lag_records",
-        "Records of an owned partition not yet committed: log end minus committed offset.",
-        |p| p.lag,
-    ),
-    (
-        "ferry_partition_halted",
-        "1 when an owned partition is halted by the failure policy.",
-        |p| Some(i64::from(p.halted.is_some())),
-    ),
+    ("ferry_committed_offset", "The group's committed offset (next offset to read) of an owned partition.", |p| {
+        p.committed
+    }),
+    ("ferry_position_offset", "Next offset this member reads on an owned partition.", |p| p.position),
+    ("ferry_log_end_offset", "Log end offset (high watermark) of an owned partition.", |p| p.log_end),
+    ("ferry_lag_records", "Records of an owned partition not yet committed: log end minus committed offset.", |p| {
+        p.lag
+    }),
+    ("ferry_partition_halted", "1 when an owned partition is halted by the failure policy.", |p| {
+        Some(i64::from(p.halted.is_some()))
+    }),
 ];
 
 type PipelineValue = fn(&PipelineFigures) -> u64;
 
 const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 3] = [
-    (
-        "ferry_instance_recycles_total",
-        "Guest instances thrown away after a fault.",
-        |p| p.stats.recycles,
-    ),
-    (
-        "ferry_rebalances_total",
-        "Rebalances that took partitions from this member.",
-        |p| p.stats.rebalances,
-    ),
-    (
-        "ferry_commit_failures_total",
-        "Offset commits that failed or timed out.",
-        |p| p.stats.commit_failures,
-    ),
+    ("ferry_instance_recycles_total", "Guest instances thrown away after a fault.", |p| p.stats.recycles),
+    ("ferry_rebalances_total", "Rebalances that took partitions from this member.", |p| p.stats.rebalances),
+    ("ferry_commit_failures_total", "Offset commits that failed or timed out.", |p| p.stats.commit_failures),
 ];
 
 /// Renders the exposition.
@@ -90,8 +52,7 @@ pub fn render(pipelines: &[PipelineFigures]) -> String {
         e.family(name, Kind::Counter, help);
         for p in pipelines {
             for row in &p.partitions {
-                if row.processed + row.failed + row.retried + row.dead_lettered > 0 || row.assigned
-                {
+                if row.processed + row.failed + row.retried + row.dead_lettered > 0 || row.assigned {
                     partition_sample(&mut e, name, p, row, value);
                 }
             }
@@ -106,18 +67,10 @@ pub fn render(pipelines: &[PipelineFigures]) -> String {
         }
     }
     batch_latency(&mut e, pipelines);
-    e.family(
-        "ferry_guest_faults_total",
-        Kind::Counter,
-        "Guest faults by kind (panic, timeout, out_of_memory, ...).",
-    );
+    e.family("ferry_guest_faults_total", Kind::Counter, "Guest faults by kind (panic, timeout, out_of_memory, ...).");
     for p in pipelines {
         for (kind, count) in &p.stats.faults {
-            e.sample(
-                "ferry_guest_faults_total",
-                &[("pipeline", &p.config.name), ("kind", kind)],
-                count,
-            );
+            e.sample("ferry_guest_faults_total", &[("pipeline", &p.config.name), ("kind", kind)], count);
         }
     }
     for (name, help, value) in PIPELINE_COUNTERS {
@@ -126,17 +79,9 @@ pub fn render(pipelines: &[PipelineFigures]) -> String {
             e.sample(name, &[("pipeline", &p.config.name)], value(p));
         }
     }
-    e.family(
-        "ferry_component_info",
-        Kind::Gauge,
-        "The component version a pipeline runs (sha256 digest); always 1.",
-    );
+    e.family("ferry_component_info", Kind::Gauge, "The component version a pipeline runs (sha256 digest); always 1.");
     for p in pipelines {
-        e.sample(
-            "ferry_component_info",
-            &[("pipeline", &p.config.name), ("digest", &p.running)],
-            1,
-        );
+        e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
     }
     pipeline_state(&mut e, pipelines);
     e.finish()
@@ -151,55 +96,29 @@ fn partition_sample(
 ) {
     if let Some(v) = value(row) {
         let partition = row.partition.to_string();
-        e.sample(
-            name,
-            &[
-                ("pipeline", &p.config.name),
-                ("topic", &row.topic),
-                ("partition", &partition),
-            ],
-            v,
-        );
+        e.sample(name, &[("pipeline", &p.config.name), ("topic", &row.topic), ("partition", &partition)], v);
     }
 }
 
 fn batch_latency(e: &mut Exposition, pipelines: &[PipelineFigures]) {
     let name = "ferry_batch_duration_seconds";
-    e.family(
-        name,
-        Kind::Histogram,
-        "Time to run one batch through the guest and settle its outcomes.",
-    );
+    e.family(name, Kind::Histogram, "Time to run one batch through the guest and settle its outcomes.");
     let bucket = format!("{name}_bucket");
     for p in pipelines {
         let pipeline = p.config.name.as_str();
         let mut cumulative = 0;
         for (i, count) in p.stats.latency_buckets.iter().enumerate() {
             cumulative += count;
-            let le = LATENCY_BUCKETS_US
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |&us| seconds(us));
+            let le = LATENCY_BUCKETS_US.get(i).map_or_else(|| "+Inf".to_owned(), |&us| seconds(us));
             e.sample(&bucket, &[("pipeline", pipeline), ("le", &le)], cumulative);
         }
-        e.sample(
-            &format!("{name}_sum"),
-            &[("pipeline", pipeline)],
-            seconds(p.stats.latency_sum_us),
-        );
-        e.sample(
-            &format!("{name}_count"),
-            &[("pipeline", pipeline)],
-            cumulative,
-        );
+        e.sample(&format!("{name}_sum"), &[("pipeline", pipeline)], seconds(p.stats.latency_sum_us));
+        e.sample(&format!("{name}_count"), &[("pipeline", pipeline)], cumulative);
     }
 }
 
 fn pipeline_state(e: &mut Exposition, pipelines: &[PipelineFigures]) {
-    e.family(
-        "ferry_pipeline_up",
-        Kind::Gauge,
-        "1 while the pipeline thread runs.",
-    );
+    e.family("ferry_pipeline_up", Kind::Gauge, "1 while the pipeline thread runs.");
     for p in pipelines {
         e.sample(
             "ferry_pipeline_up",
@@ -208,33 +127,17 @@ fn pipeline_state(e: &mut Exposition, pipelines: &[PipelineFigures]) {
         );
     }
     let name = "ferry_poll_loop_age_seconds";
-    e.family(
-        name,
-        Kind::Gauge,
-        "Seconds since the pipeline's poll loop last turned.",
-    );
+    e.family(name, Kind::Gauge, "Seconds since the pipeline's poll loop last turned.");
     for p in pipelines {
         if let Some(age) = p.liveness.since_last_turn {
-            e.sample(
-                name,
-                &[("pipeline", &p.config.name)],
-                seconds(age.as_micros() as u64),
-            );
+            e.sample(name, &[("pipeline", &p.config.name)], seconds(age.as_micros() as u64));
         }
     }
     let name = "ferry_log_end_age_seconds";
-    e.family(
-        name,
-        Kind::Gauge,
-        "Seconds since log end offsets were last read from the brokers.",
-    );
+    e.family(name, Kind::Gauge, "Seconds since log end offsets were last read from the brokers.");
     for p in pipelines {
         if let Some(age) = p.broker_age {
-            e.sample(
-                name,
-                &[("pipeline", &p.config.name)],
-                seconds(age.as_micros() as u64),
-            );
+            e.sample(name, &[("pipeline", &p.config.name)], seconds(age.as_micros() as u64));
         }
     }
 }

@@ -17,9 +17,7 @@ pub const PAGE: &str = include_str!("status.html");
 
 /// The JSON document behind the page.
 pub fn document(pipelines: &[PipelineFigures]) -> Value {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
         "now_unix_ms": now_ms,
         "pipelines": pipelines.iter().map(pipeline).collect::<Vec<_>>(),
@@ -104,45 +102,24 @@ mod tests {
         let stats = PipelineStats::default();
         stats.assigned("t", 0);
         stats.set_version("0123456789abcdef");
-        stats.batch(
-            "t",
-            0,
-            5,
-            BatchCounts {
-                processed: 5,
-                ..Default::default()
-            },
-            Duration::from_millis(1),
-        );
+        stats.batch("t", 0, 5, BatchCounts { processed: 5, ..Default::default() }, Duration::from_millis(1));
         stats.committed("t", 0, 4);
         stats.note("t", 0, Some(1), "reject", "first");
         stats.note("t", 0, Some(3), "dead-letter", "<b>second</b>");
         let logs = PipelineLogs {
             partitions: BTreeMap::from([(
                 ("t".to_owned(), 0),
-                BrokerPartition {
-                    log_start: Some(0),
-                    log_end: Some(9),
-                    committed: Some(4),
-                },
+                BrokerPartition { log_start: Some(0), log_end: Some(9), committed: Some(4) },
             )]),
             refreshed: Some(Instant::now()),
             error: None,
         };
-        let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
+        let text =
+            "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
         let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
-        let liveness = LivenessSnapshot {
-            thread: ThreadState::Running,
-            joined: true,
-            since_last_turn: Some(Duration::ZERO),
-        };
-        let doc = document(&[figures(
-            config,
-            "fedcba".into(),
-            liveness,
-            stats.snapshot(),
-            &logs,
-        )]);
+        let liveness =
+            LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
+        let doc = document(&[figures(config, "fedcba".into(), liveness, stats.snapshot(), &logs)]);
         let p = &doc["pipelines"][0];
         assert_eq!(p["name"], "p");
         assert_eq!(p["version"]["running"], "0123456789abcdef");
@@ -150,18 +127,10 @@ mod tests {
         assert_eq!(p["state"]["ready"], true);
         let row = &p["partitions"][0];
         assert_eq!(
-            (
-                row["log_end"].as_i64(),
-                row["position"].as_i64(),
-                row["committed"].as_i64(),
-                row["lag"].as_i64()
-            ),
+            (row["log_end"].as_i64(), row["position"].as_i64(), row["committed"].as_i64(), row["lag"].as_i64()),
             (Some(9), Some(5), Some(4), Some(5))
         );
-        assert_eq!(
-            p["recent"][0]["reason"], "<b>second</b>",
-            "newest first, as data (the page sets it as text)"
-        );
+        assert_eq!(p["recent"][0]["reason"], "<b>second</b>", "newest first, as data (the page sets it as text)");
         assert_eq!(p["recent"][1]["kind"], "reject");
     }
 
@@ -170,9 +139,6 @@ mod tests {
         for external in ["http://", "https://", "//cdn", "@import"] {
             assert!(!PAGE.contains(external), "the page refers to {external}");
         }
-        assert!(
-            PAGE.contains("fetch(\"api/status\"") && !PAGE.contains("innerHTML"),
-            "data goes in as text only"
-        );
+        assert!(PAGE.contains("fetch(\"api/status\"") && !PAGE.contains("innerHTML"), "data goes in as text only");
     }
 }

@@ -24,10 +24,7 @@ pub struct Chaos;
 
 impl Processor for Chaos {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
-        let command = record
-            .value()
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("");
+        let command = record.value().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
         if let Some(topic) = command.strip_prefix("emit:") {
             return match ctx.emit(topic, record.key(), record.value()) {
                 Ok(()) => Outcome::Processed,

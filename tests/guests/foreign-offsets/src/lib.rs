@@ -15,17 +15,12 @@ struct ForeignOffsets;
 
 impl Guest for ForeignOffsets {
     fn process(batch: Batch) -> BatchResult {
-        let last = wire::decode(&batch.records, batch.count)
-            .map(|record| record.expect("valid batch").offset)
-            .last();
+        let last = wire::decode(&batch.records, batch.count).map(|record| record.expect("valid batch").offset).last();
         let mut statuses = vec![Status::Processed; batch.count as usize];
         let mut failures = Vec::new();
         if let (Some(last), Some(first)) = (last, statuses.first_mut()) {
             *first = Status::Retry;
-            failures.push(Failure {
-                offset: last + 1000,
-                reason: "not one of yours".to_owned(),
-            });
+            failures.push(Failure { offset: last + 1000, reason: "not one of yours".to_owned() });
         }
         BatchResult { statuses, failures }
     }

@@ -12,11 +12,7 @@ pub struct Gap;
 
 impl Processor for Gap {
     fn process(&mut self, record: &Record<'_>, _ctx: &mut Context) -> Outcome {
-        if record.offset() == HELD_BACK {
-            Outcome::retry("held back")
-        } else {
-            Outcome::Processed
-        }
+        if record.offset() == HELD_BACK { Outcome::retry("held back") } else { Outcome::Processed }
     }
 }
 

@@ -15,7 +15,9 @@ pub struct Recorder;
 impl Processor for Recorder {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
         let value = record.value().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
-        if let Some(ms) = value.strip_prefix("slow:").and_then(|rest| rest.split(';').next()).and_then(|ms| ms.parse().ok()) {
+        if let Some(ms) =
+            value.strip_prefix("slow:").and_then(|rest| rest.split(';').next()).and_then(|ms| ms.parse().ok())
+        {
             let until = Instant::now() + Duration::from_millis(ms);
             while Instant::now() < until {
                 std::hint::spin_loop();

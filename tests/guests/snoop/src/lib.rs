@@ -53,11 +53,7 @@ impl Processor for Snoop {
 
     fn process_batch(&mut self, batch: &Batch<'_>, _ctx: &mut Context) -> Vec<Outcome> {
         let stale = *self.saw_stale.get_or_insert_with(Self::scan);
-        let outcome = if stale {
-            Outcome::reject("saw stale data")
-        } else {
-            Outcome::Processed
-        };
+        let outcome = if stale { Outcome::reject("saw stale data") } else { Outcome::Processed };
         vec![outcome; batch.len()]
     }
 }

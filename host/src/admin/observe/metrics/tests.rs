@@ -29,40 +29,24 @@ fn parse(text: &str) -> (BTreeMap<(String, Labels), f64>, BTreeMap<String, Strin
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
             assert!(helped.contains(name), "TYPE before HELP for {name}");
-            assert!(
-                types.insert(name.to_owned(), kind.to_owned()).is_none(),
-                "second TYPE for {name}"
-            );
+            assert!(types.insert(name.to_owned(), kind.to_owned()).is_none(), "second TYPE for {name}");
             current = Some((name.to_owned(), kind.to_owned()));
             continue;
         }
         let (family, kind) = current.clone().expect("a sample before any TYPE");
         let (series, value) = line.rsplit_once(' ').unwrap();
         let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (
-                name,
-                parse_labels(rest.strip_suffix('}').expect("closing brace")),
-            ),
+            Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect("closing brace"))),
             None => (series, Labels::new()),
         };
         let allowed = if kind == "histogram" {
-            [
-                format!("{family}_bucket"),
-                format!("{family}_sum"),
-                format!("{family}_count"),
-            ]
-            .contains(&name.to_owned())
+            [format!("{family}_bucket"), format!("{family}_sum"), format!("{family}_count")].contains(&name.to_owned())
         } else {
             name == family
         };
         assert!(allowed, "sample {name} inside family {family}");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line}"));
-        assert!(
-            samples.insert((name.to_owned(), labels), value).is_none(),
-            "duplicate series {line}"
-        );
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        assert!(samples.insert((name.to_owned(), labels), value).is_none(), "duplicate series {line}");
     }
     (samples, types)
 }
@@ -85,18 +69,13 @@ fn parse_labels(mut text: &str) -> Labels {
             }
         };
         labels.insert(key.to_owned(), value);
-        text = rest[end + 1..]
-            .strip_prefix(',')
-            .unwrap_or(&rest[end + 1..]);
+        text = rest[end + 1..].strip_prefix(',').unwrap_or(&rest[end + 1..]);
     }
     labels
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 #[test]
@@ -105,29 +84,10 @@ fn every_family_is_present_and_matches_the_stats() {
     stats.assigned("orders", 0);
     stats.assigned("orders", 1);
     stats.set_version("abc123");
-    let counts = BatchCounts {
-        processed: 7,
-        retried: 2,
-        failed: 1,
-    };
+    let counts = BatchCounts { processed: 7, retried: 2, failed: 1 };
     stats.batch("orders", 0, 10, counts, Duration::from_micros(40));
-    stats.batch(
-        "orders",
-        0,
-        10,
-        BatchCounts::default(),
-        Duration::from_micros(3_000),
-    );
-    stats.batch(
-        "orders",
-        1,
-        4,
-        BatchCounts {
-            processed: 4,
-            ..Default::default()
-        },
-        Duration::from_secs(20),
-    );
+    stats.batch("orders", 0, 10, BatchCounts::default(), Duration::from_micros(3_000));
+    stats.batch("orders", 1, 4, BatchCounts { processed: 4, ..Default::default() }, Duration::from_secs(20));
     stats.dead_lettered("orders", 0);
     stats.committed("orders", 0, 9);
     stats.fault(&GuestFault::Panic("boom".into()));
@@ -137,41 +97,18 @@ fn every_family_is_present_and_matches_the_stats() {
     stats.commit_failed();
     let logs = PipelineLogs {
         partitions: BTreeMap::from([
-            (
-                ("orders".to_owned(), 0),
-                BrokerPartition {
-                    log_start: Some(0),
-                    log_end: Some(12),
-                    committed: Some(8),
-                },
-            ),
-            (
-                ("orders".to_owned(), 1),
-                BrokerPartition {
-                    log_start: Some(0),
-                    log_end: Some(4),
-                    committed: None,
-                },
-            ),
-            (
-                ("orders".to_owned(), 2),
-                BrokerPartition {
-                    log_start: Some(0),
-                    log_end: Some(6),
-                    committed: Some(6),
-                },
-            ),
+            (("orders".to_owned(), 0), BrokerPartition { log_start: Some(0), log_end: Some(12), committed: Some(8) }),
+            (("orders".to_owned(), 1), BrokerPartition { log_start: Some(0), log_end: Some(4), committed: None }),
+            (("orders".to_owned(), 2), BrokerPartition { log_start: Some(0), log_end: Some(6), committed: Some(6) }),
         ]),
         refreshed: Some(Instant::now()),
         error: None,
     };
-    let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p-1\"\ninputs = [\"orders\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
+    let text =
+        "brokers = \"b:1\"\n[[pipeline]]\nname = \"p-1\"\ninputs = [\"orders\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
     let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
-    let liveness = LivenessSnapshot {
-        thread: ThreadState::Running,
-        joined: true,
-        since_last_turn: Some(Duration::ZERO),
-    };
+    let liveness =
+        LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
     let fig = figures(config, "abc123".into(), liveness, stats.snapshot(), &logs);
 
     let exposition = render(&[fig]);
@@ -197,18 +134,12 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_log_end_age_seconds", "gauge"),
     ];
     for (name, kind) in expected_types {
-        assert_eq!(
-            types.get(name).map(String::as_str),
-            Some(kind),
-            "family {name}\n{exposition}"
-        );
+        assert_eq!(types.get(name).map(String::as_str), Some(kind), "family {name}\n{exposition}");
     }
     assert_eq!(types.len(), expected_types.len(), "{exposition}");
 
     let get = |name: &str, l: &[(&str, &str)]| -> f64 {
-        *samples
-            .get(&(name.to_owned(), labels(l)))
-            .unwrap_or_else(|| panic!("no {name} {l:?} in\n{exposition}"))
+        *samples.get(&(name.to_owned(), labels(l))).unwrap_or_else(|| panic!("no {name} {l:?} in\n{exposition}"))
     };
     let p0 = [("pipeline", "p-1"), ("topic", "orders"), ("partition", "0")];
     let p1 = [("pipeline", "p-1"), ("topic", "orders"), ("partition", "1")];
@@ -217,76 +148,33 @@ fn every_family_is_present_and_matches_the_stats() {
     assert_eq!(get("ferry_records_retried_total", &p0), 2.0);
     assert_eq!(get("ferry_records_failed_total", &p0), 1.0);
     assert_eq!(get("ferry_records_dead_lettered_total", &p0), 1.0);
-    assert_eq!(
-        get("ferry_committed_offset", &p0),
-        9.0,
-        "our commit is newer than the broker's last read"
-    );
+    assert_eq!(get("ferry_committed_offset", &p0), 9.0, "our commit is newer than the broker's last read");
     assert_eq!(get("ferry_position_offset", &p0), 10.0);
     assert_eq!(get("ferry_log_end_offset", &p0), 12.0);
     assert_eq!(get("ferry_lag_records", &p0), 3.0);
-    assert_eq!(
-        get("ferry_lag_records", &p1),
-        4.0,
-        "nothing committed: lag from the log start"
-    );
+    assert_eq!(get("ferry_lag_records", &p1), 4.0, "nothing committed: lag from the log start");
     assert_eq!(get("ferry_partition_halted", &p1), 0.0);
     let p2 = [("pipeline", "p-1"), ("topic", "orders"), ("partition", "2")];
-    assert!(
-        !samples.contains_key(&("ferry_lag_records".to_owned(), labels(&p2))),
-        "partition 2 is not ours"
-    );
+    assert!(!samples.contains_key(&("ferry_lag_records".to_owned(), labels(&p2))), "partition 2 is not ours");
 
     let pipeline = [("pipeline", "p-1")];
-    let bucket = |le: &str| {
-        get(
-            "ferry_batch_duration_seconds_bucket",
-            &[("pipeline", "p-1"), ("le", le)],
-        )
-    };
+    let bucket = |le: &str| get("ferry_batch_duration_seconds_bucket", &[("pipeline", "p-1"), ("le", le)]);
     assert_eq!(
-        (
-            bucket("0.00005"),
-            bucket("0.0025"),
-            bucket("0.005"),
-            bucket("10"),
-            bucket("+Inf")
-        ),
+        (bucket("0.00005"), bucket("0.0025"), bucket("0.005"), bucket("10"), bucket("+Inf")),
         (1.0, 1.0, 2.0, 2.0, 3.0)
     );
     assert_eq!(get("ferry_batch_duration_seconds_count", &pipeline), 3.0);
     assert_eq!(get("ferry_batch_duration_seconds_sum", &pipeline), 20.00304);
-    assert_eq!(
-        get(
-            "ferry_guest_faults_total",
-            &[("pipeline", "p-1"), ("kind", "timeout")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        get(
-            "ferry_guest_faults_total",
-            &[("pipeline", "p-1"), ("kind", "panic")]
-        ),
-        1.0
-    );
+    assert_eq!(get("ferry_guest_faults_total", &[("pipeline", "p-1"), ("kind", "timeout")]), 2.0);
+    assert_eq!(get("ferry_guest_faults_total", &[("pipeline", "p-1"), ("kind", "panic")]), 1.0);
     assert_eq!(get("ferry_instance_recycles_total", &pipeline), 3.0);
     assert_eq!(get("ferry_rebalances_total", &pipeline), 1.0);
     assert_eq!(get("ferry_commit_failures_total", &pipeline), 1.0);
-    assert_eq!(
-        get(
-            "ferry_component_info",
-            &[("pipeline", "p-1"), ("digest", "abc123")]
-        ),
-        1.0
-    );
+    assert_eq!(get("ferry_component_info", &[("pipeline", "p-1"), ("digest", "abc123")]), 1.0);
     assert_eq!(get("ferry_pipeline_up", &pipeline), 1.0);
 }
 
 #[test]
 fn the_parser_reads_escaped_label_values() {
-    assert_eq!(
-        parse_labels(r#"a="x\"y\\z\n",b="""#),
-        labels(&[("a", "x\"y\\z\n"), ("b", "")])
-    );
+    assert_eq!(parse_labels(r#"a="x\"y\\z\n",b="""#), labels(&[("a", "x\"y\\z\n"), ("b", "")]));
 }
