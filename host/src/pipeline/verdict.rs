@@ -35,7 +35,17 @@ pub struct BatchRun {
 ///
 /// `batch` carries the encoded records in and out, so its allocation is reused.
 pub fn run_batch(instance: &mut ProcessorInstance, batch: &mut Batch, offsets: &[i64]) -> BatchRun {
+    // Finding one poison record among n takes about log2(n) faulting calls, each as long
+    // as the time limit when the guest loops. The budget allows a few poison records per
+    // batch and bounds the time one batch can take; records still unresolved when it
+    // runs out carry the fault and go through the retry policy.
+    let mut fault_budget = 2 * (usize::BITS - offsets.len().leading_zeros()) + 2;
     let mut run = BatchRun { verdicts: Vec::with_capacity(offsets.len()), ..BatchRun::default() };
+    run_part(instance, batch, offsets, &mut fault_budget, &mut run);
+    run
+}
+
+fn run_part(instance: &mut ProcessorInstance, batch: &mut Batch, offsets: &[i64], budget: &mut u32, run: &mut BatchRun) {
     match instance.process(batch, offsets) {
         Ok((reply, outputs)) => {
             run.verdicts.extend((0..reply.len()).map(|i| match reply.outcome(i) {
@@ -43,22 +53,22 @@ pub fn run_batch(instance: &mut ProcessorInstance, batch: &mut Batch, offsets: &
                 Outcome::Retry(reason) => Verdict::Retry(reason.to_owned()),
                 Outcome::Reject(reason) => Verdict::Reject(reason.to_owned()),
             }));
-            run.outputs = outputs;
+            run.outputs.extend(outputs);
         }
-        Err(fault) if offsets.len() == 1 => {
+        Err(fault) if offsets.len() == 1 || *budget == 0 => {
             run.faults.push(fault.clone());
-            run.verdicts.push(Verdict::Fault(fault));
+            run.verdicts.extend(std::iter::repeat_n(Verdict::Fault(fault), offsets.len()));
         }
         Err(fault) => {
+            *budget -= 1;
             run.faults.push(fault);
-            isolate(instance, batch, offsets, &mut run);
+            isolate(instance, batch, offsets, budget, run);
         }
     }
-    run
 }
 
 /// Splits a faulting batch in two and runs each half, recursively.
-fn isolate(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64], run: &mut BatchRun) {
+fn isolate(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64], budget: &mut u32, run: &mut BatchRun) {
     let started = Instant::now();
     let mid = offsets.len() / 2;
     let records: Vec<_> =
@@ -74,14 +84,7 @@ fn isolate(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64], run
             count: encoder.count(),
             records: encoder.into_bytes(),
         };
-        let sub = run_batch(instance, &mut part, part_offsets);
-        run.verdicts.extend(sub.verdicts);
-        run.outputs.extend(sub.outputs);
-        run.faults.extend(sub.faults);
+        run_part(instance, &mut part, part_offsets, budget, run);
     }
-    tracing::debug!(
-        records = offsets.len(),
-        micros = started.elapsed().as_micros() as u64,
-        "isolated faulting records"
-    );
+    tracing::debug!(records = offsets.len(), micros = started.elapsed().as_micros() as u64, "isolated faulting records");
 }
