@@ -132,7 +132,7 @@ macro_rules! export_processor {
             }
 
             #[cfg(target_arch = "wasm32")]
-            $crate::__bindings::__ferry_export!(FerryExport with_types_in $crate::__bindings);
+    $crate::__bindings::__ferry_export!(FerryExport with_types_in $crate::__bindings);
         };
     };
 }

@@ -45,7 +45,13 @@ pub fn run_batch(instance: &mut ProcessorInstance, batch: &mut Batch, offsets: &
     run
 }
 
-fn run_part(instance: &mut ProcessorInstance, batch: &mut Batch, offsets: &[i64], budget: &mut u32, run: &mut BatchRun) {
+fn run_part(
+    instance: &mut ProcessorInstance,
+    batch: &mut Batch,
+    offsets: &[i64],
+    budget: &mut u32,
+    run: &mut BatchRun,
+) {
     match instance.process(batch, offsets) {
         Ok((reply, outputs)) => {
             run.verdicts.extend((0..reply.len()).map(|i| match reply.outcome(i) {
@@ -86,5 +92,9 @@ fn isolate(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64], bud
         };
         run_part(instance, &mut part, part_offsets, budget, run);
     }
-    tracing::debug!(records = offsets.len(), micros = started.elapsed().as_micros() as u64, "isolated faulting records");
+    tracing::debug!(
+        records = offsets.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "isolated faulting records"
+    );
 }
