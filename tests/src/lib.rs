@@ -45,7 +45,9 @@ pub fn ferry_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", "ferry-host", "--bin", "ferry"])
+            // The same package and target selection as `cargo test --workspace`, so
+            // dependency features unify the same way and nothing is compiled twice.
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the ferry binary failed");

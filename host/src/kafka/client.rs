@@ -13,7 +13,13 @@ pub fn consumer_config(
     overrides: &BTreeMap<String, String>,
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("auto.offset.reset", "earliest").set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "1000");
+    config
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // librdkafka's default (1 s) idles a partition's fetcher whenever its local
+        // queue is full, which stalls a pipeline that is briefly behind (BENCHMARKS.md).
+        .set("fetch.queue.backoff.ms", "10");
     for (key, value) in global.iter().chain(overrides) {
         config.set(key, value);
     }

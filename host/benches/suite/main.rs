@@ -1,0 +1,153 @@
+//! ferry's benchmark suite (issue 6), one command: `scripts/bench.sh`, or
+//! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
+//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling` (default: all).
+//!
+//! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
+//! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
+//! are reported against, never enforced.
+
+mod boundary;
+mod common;
+mod e2e;
+mod instantiate;
+mod memory;
+mod scaling;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+const SECTIONS: [&str; 5] = ["boundary", "e2e", "instantiate", "memory", "scaling"];
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; flags are not ours.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    match args.first().map(String::as_str) {
+        Some("child-memory") => {
+            let count = args.get(1).context("child-memory COUNT COMPONENT")?.parse()?;
+            return memory::child(count, &PathBuf::from(args.get(2).context("component path")?));
+        }
+        Some("child-cores") => {
+            let cpus = args.get(1).context("child-cores CPUS COMPONENT")?;
+            return scaling::child(cpus, &PathBuf::from(args.get(2).context("component path")?));
+        }
+        _ => {}
+    }
+    for arg in &args {
+        anyhow::ensure!(SECTIONS.contains(&arg.as_str()), "unknown section {arg:?}; sections: {}", SECTIONS.join(", "));
+    }
+    let wanted = |section: &str| args.is_empty() || args.iter().any(|a| a == section);
+
+    eprintln!("building the guests (profile guest)...");
+    let passthrough = common::guest("ferry-example-passthrough")?;
+    let chaos = common::guest("ferry-guest-chaos")?;
+    let kafka = e2e::kafka_from_env();
+    println!("# ferry benchmarks\n\n{}", machine());
+    if !kafka.is_empty() {
+        println!("librdkafka properties from FERRY_BENCH_KAFKA, for both sides: {kafka:?}\n");
+    }
+
+    if wanted("boundary") {
+        eprintln!("boundary...");
+        let rows = boundary::run(&passthrough)?;
+        println!("## 1. Boundary: passthrough guest vs native, ns per record\n\n{}", boundary::table(&rows));
+        if let Some(row) = rows.iter().find(|r| r.batch == 1000 && r.value_len == 100) {
+            let overhead = row.overhead();
+            println!(
+                "Target: ≤ {} ns/record overhead at 1000 × 100 B. Measured: **{overhead:.1} ns** ({}).\n",
+                boundary::TARGET_NS,
+                if overhead <= boundary::TARGET_NS { "met" } else { "missed" }
+            );
+        }
+    }
+    if wanted("e2e") {
+        eprintln!("end to end...");
+        let broker = common::Broker::start()?;
+        let topic = e2e::Topic { name: common::unique("e2e"), partitions: 4 };
+        let records = scaling::PER_PARTITION * 4;
+        broker.fill(&topic.name, topic.partitions, scaling::PER_PARTITION, common::Shape { value_len: 100 })?;
+        let c = e2e::compare(broker.brokers(), &kafka, &passthrough, &[(vec![topic], records)], 5, true)?;
+        println!(
+            "## 2. End to end: {records} records of 100 B in 4 partitions, embedded broker\n\n\
+             Rates in records/s, medians of 5 interleaved rounds, timed from the group's assignment.\n\n{}{}",
+            e2e::table_header("run"),
+            e2e::table_row("median of 5 rounds", &c)
+        );
+        if let Some([rate, steady, ratio, ratio_steady, cpu]) = c.bare_headers {
+            println!(
+                "\nThe bare loop when it also reads each record's headers (ferry must, to hand them on): {} ({} once \
+                 flowing, {cpu:.0} ns of CPU per record); ferry against it: {ratio:.2} ({ratio_steady:.2} once flowing).",
+                e2e::rate(rate),
+                e2e::rate(steady)
+            );
+        }
+        println!(
+            "\nCPU of the consuming thread, per record (median): bare loop {:.0} ns, ferry's pipeline thread {:.0} ns.",
+            c.loop_cpu.0, c.loop_cpu.1
+        );
+        let verdict = |ratio: f64| if ratio >= e2e::TARGET_RATIO { "met" } else { "missed" };
+        println!(
+            "\nTarget: ferry ≥ {} × bare. Measured: **{:.2}** to the last record processed ({}), {:.2} to the last \
+             commit ({}), {:.2} once flowing ({}).\n\nCPU per thread in the last round:\n\n{}",
+            e2e::TARGET_RATIO,
+            c.ratio,
+            verdict(c.ratio),
+            c.ratio_committed,
+            verdict(c.ratio_committed),
+            c.ratio_steady,
+            verdict(c.ratio_steady),
+            e2e::cpu_table(&c)
+        );
+    }
+    if wanted("instantiate") {
+        eprintln!("instantiation and trap recovery...");
+        let figures = instantiate::run(&passthrough, &chaos)?;
+        println!("## 3. Instantiation and trap recovery\n\n{}", instantiate::table(&figures));
+    }
+    if wanted("memory") {
+        eprintln!("memory (child processes)...");
+        let samples = [memory::measure(1, &passthrough)?, memory::measure(100, &passthrough)?];
+        println!("## 4. Memory: idle pipelines in one host\n\n{}", memory::table(&samples));
+    }
+    if wanted("scaling") {
+        let mut out = e2e::table_header("partitions");
+        for (label, c) in scaling::partitions(&kafka, &passthrough)? {
+            out.push_str(&e2e::table_row(&label, &c));
+        }
+        out.push('\n');
+        out.push_str(&e2e::table_header("pipelines (4 partitions each)"));
+        for (count, c) in scaling::pipelines(&kafka, &passthrough)? {
+            out.push_str(&e2e::table_row(&count.to_string(), &c));
+        }
+        out.push('\n');
+        out.push_str(&e2e::table_header("cores (100k records, 4 partitions)"));
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        for set in ["0", "0,1"].into_iter().take(cpus) {
+            out.push_str(&e2e::table_row(
+                &format!("{} (cpus {set})", set.split(',').count()),
+                &scaling::cores(set, &passthrough)?,
+            ));
+        }
+        println!("## 5. Scaling\n\n{out}");
+    }
+    Ok(())
+}
+
+/// The machine, from /proc.
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = read("/proc/meminfo");
+    let mem_kib: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    format!(
+        "Machine: {} CPUs ({model}), {:.1} GiB memory, Linux {}.\n",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        mem_kib as f64 / 1024.0 / 1024.0,
+        read("/proc/sys/kernel/osrelease").trim()
+    )
+}
