@@ -66,15 +66,6 @@ impl PartitionOffsets {
         self.committed
     }
 
-    /// Whether `offset` is new (at or past `position`) or an unfinished redelivery that
-    /// must be processed again. Finished or in-flight redeliveries return false.
-    pub fn wants(&self, offset: i64) -> bool {
-        if offset >= self.position {
-            return true;
-        }
-        self.span_of(offset).is_some_and(|span| span.holds == 0 && span.open.contains(&offset))
-    }
-
     /// Registers a batch whose newly delivered records end at `last_new_offset`
     /// (inclusive). The whole span counts as unfinished until [`Self::settle`].
     ///
@@ -146,11 +137,6 @@ impl PartitionOffsets {
     /// Whether any span is held (in flight or awaiting output acks).
     pub fn has_holds(&self) -> bool {
         self.spans.iter().any(|s| s.holds > 0)
-    }
-
-    fn span_of(&self, offset: i64) -> Option<&Span> {
-        let idx = self.spans.partition_point(|s| s.end <= offset);
-        self.spans.get(idx).filter(|s| s.start <= offset)
     }
 
     fn span_of_mut(&mut self, offset: i64) -> Option<&mut Span> {
@@ -234,8 +220,7 @@ mod tests {
         let span = p.begin_batch(Some(9)).unwrap();
         p.settle(span, [5], false);
         assert_eq!(p.watermark(), 5);
-        assert!(p.wants(5));
-        assert!(!p.wants(6), "finished records are not redelivered");
+        assert_eq!(p.open_offsets().collect::<Vec<_>>(), [5], "only record 5 is unfinished");
         p.finish(5);
         assert_eq!(p.watermark(), 10);
     }
