@@ -404,6 +404,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let config = Config::parse(include_str!("../../examples/ferry.toml")).unwrap();
+        assert_eq!(config.pipelines[0].failure.dead_letter_topic.as_deref(), Some("orders.dlq"));
+    }
+
+    #[test]
     fn parses_a_good_config() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.pipelines[0].commit, CommitPolicy::PerBatch);
