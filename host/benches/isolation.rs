@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ferry_host::config::Config;
 use ferry_host::host::Host;
 use ferry_host::kafka::offsets;
+use ferry_host::kafka::output::send_when_room;
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -25,11 +26,9 @@ fn fill(brokers: &str, topic: &str, value: &str, count: usize) {
         ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
     for i in 0..count {
         let key = i.to_string();
-        let mut record = BaseRecord::to(topic).key(&key).payload(value);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        send_when_room(&producer, BaseRecord::to(topic).key(&key).payload(value))
+            .map_err(|(error, _)| error)
+            .expect("record queued");
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }

@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use crate::config::Config;
 use crate::host::Host;
 use crate::kafka::offsets;
+use crate::kafka::output::send_when_room;
 
 /// Options of `ferry demo`.
 #[derive(Debug, clap::Args)]
@@ -140,16 +141,9 @@ fn produce_orders(brokers: &str, count: usize) -> anyhow::Result<()> {
     for i in 0..count {
         let key = format!("o-{i}");
         let value = order(i);
-        let mut record = BaseRecord::to("orders").key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+        send_when_room(&producer, BaseRecord::to("orders").key(&key).payload(&value))
+            .map_err(|(error, _)| error)
+            .context("failed to produce a demo order")?;
     }
     producer.flush(Duration::from_secs(30)).context("failed to flush the demo orders")?;
     Ok(())

@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use ferry_host::kafka::offsets::{self, PartitionLag};
+use ferry_host::kafka::output::send_when_room;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The most any awaited event may take before a test fails (it is a ceiling for a
@@ -244,16 +243,9 @@ pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
     for (i, value) in values.iter().enumerate() {
         let partition = i as i32 % partitions;
         let key = format!("k{i}");
-        let mut record = BaseRecord::to(topic).partition(partition).key(&key).payload(value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => panic!("producing to {topic} failed: {error}"),
-            }
+        let record = BaseRecord::to(topic).partition(partition).key(&key).payload(value);
+        if let Err((error, _)) = send_when_room(&producer, record) {
+            panic!("producing to {topic} failed: {error}");
         }
     }
     producer.flush(Duration::from_secs(60)).expect("records acknowledged");

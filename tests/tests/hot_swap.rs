@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_host::cli_deploy::Request;
+use ferry_host::kafka::output::send_when_room;
 use ferry_tests::{Broker as _, Embedded, lag, read_all, wait_until};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -70,11 +71,8 @@ fn steady_stream(brokers: &str, stop: &AtomicBool) -> BTreeMap<i32, i64> {
         for _ in 0..BURST {
             let partition = (n % PARTITIONS as usize) as i32;
             let key = format!("k{n}");
-            let mut record = BaseRecord::to("input").partition(partition).key(&key).payload(&key);
-            while let Err((_, back)) = producer.send(record) {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            let record = BaseRecord::to("input").partition(partition).key(&key).payload(&key);
+            send_when_room(&producer, record).map_err(|(error, _)| error).expect("input record queued");
             *sent.entry(partition).or_insert(0) += 1;
             n += 1;
         }

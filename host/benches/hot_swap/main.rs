@@ -26,6 +26,7 @@ use anyhow::{Context as _, bail};
 use ferry_host::cli_deploy::{self, Request};
 use ferry_host::config::Config;
 use ferry_host::host::Host;
+use ferry_host::kafka::output::send_when_room;
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -200,12 +201,8 @@ fn produce(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..BURST {
             let key = n.to_string();
-            let mut record =
-                BaseRecord::to("input").partition((n % PARTITIONS as usize) as i32).key(&key).payload(&key);
-            while let Err((_, back)) = producer.send(record) {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            let record = BaseRecord::to("input").partition((n % PARTITIONS as usize) as i32).key(&key).payload(&key);
+            send_when_room(&producer, record).map_err(|(error, _)| error).expect("input record queued");
             n += 1;
         }
         // Paced by the clock, not by sleeps adding up.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use ferry_host::kafka::output::send_when_room;
 use rdkafka::ClientConfig;
 use rdkafka::bindings as rd;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -138,20 +139,14 @@ impl Broker {
         for i in 0..per_partition * partitions as u64 {
             let (key, value, header) = record(shape, i);
             let headers = OwnedHeaders::new().insert(Header { key: HEADER_NAME, value: Some(&header) });
-            let mut message = BaseRecord::to(topic)
+            let message = BaseRecord::to(topic)
                 .partition((i % partitions as u64) as i32)
                 .key(&key)
                 .payload(&value)
                 .headers(headers);
-            loop {
-                match self.producer.send(message) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        message = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
+            send_when_room(&self.producer, message)
+                .map_err(|(error, _)| error)
+                .with_context(|| format!("failed to produce to {topic}"))?;
         }
         Ok(())
     }

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::context::Shared;
 use super::tracker::SpanId;
@@ -85,6 +87,34 @@ pub struct Outgoing<'a> {
     pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
 }
 
+/// A refused record and why, as rdkafka's own `send` returns it (the record comes
+/// back so its delivery opaque can still be settled).
+pub type Refused<'a, K, P, O> = (KafkaError, BaseRecord<'a, K, P, O>);
+
+/// Hands `record` to `producer`, waiting while librdkafka's local queue is full.
+/// Any other error is permanent (too large, unknown topic...) and is returned with
+/// the record, never retried.
+#[allow(clippy::result_large_err, reason = "the same shape as rdkafka's `ThreadedProducer::send`")]
+pub fn send_when_room<'a, C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+) -> Result<(), Refused<'a, K, P, C::DeliveryOpaque>>
+where
+    C: ProducerContext,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Queues `record`, waiting while librdkafka's queue is full. Fails only on a
 /// permanent error (the record's group is then acknowledged as failed).
 pub fn send(producer: &OutputProducer, record: Outgoing<'_>, group: &Arc<AckGroup>) {
@@ -99,18 +129,8 @@ pub fn send(producer: &OutputProducer, record: Outgoing<'_>, group: &Arc<AckGrou
     if let Some(value) = record.value {
         base = base.payload(value);
     }
-    loop {
-        match producer.send(base) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                base = back;
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            Err((error, back)) => {
-                tracing::error!(%error, topic = record.topic, "failed to queue an output record");
-                back.delivery_opaque.acknowledge(false);
-                return;
-            }
-        }
+    if let Err((error, back)) = send_when_room(producer, base) {
+        tracing::error!(%error, topic = record.topic, "failed to queue an output record");
+        back.delivery_opaque.acknowledge(false);
     }
 }
