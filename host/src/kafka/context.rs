@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::commit::{CommitResult, Committer};
+use super::fetch::FetchRoute;
 use super::tracker::{OffsetTracker, SpanId, TopicPartition};
 use crate::pipeline::stats::PipelineStats;
 
@@ -213,6 +214,8 @@ impl Shared {
 pub struct FerryContext {
     /// The shared state.
     pub shared: std::sync::Arc<Shared>,
+    /// Where assigned partitions' records go (the pipeline's fetch queue).
+    pub route: FetchRoute,
 }
 
 impl ClientContext for FerryContext {}
@@ -228,6 +231,8 @@ impl ConsumerContext for FerryContext {
                 self.shared.stats.liveness().joined();
                 let assigned: Vec<_> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 for (topic, partition) in &assigned {
+                    // Before librdkafka starts fetching it (right after this callback).
+                    self.route.route(consumer, topic, *partition);
                     self.shared.stats.assigned(topic, *partition);
                 }
                 tracing::info!(pipeline = %self.shared.pipeline, partitions = ?assigned, "partitions assigned");

@@ -1,9 +1,10 @@
 //! Everything that talks to Kafka: client configs, the consumer context that handles
-//! rebalances, bounded commits, the output producer, and the offset tracker.
+//! rebalances, batch consumption, bounded commits, the output producer, and the offset tracker.
 
 pub mod client;
 pub mod commit;
 pub mod context;
+pub mod fetch;
 pub mod offsets;
 pub mod output;
 pub mod tracker;

@@ -20,6 +20,7 @@ use crate::config::PipelineConfig;
 use crate::kafka::client::{consumer_config, producer_config};
 use crate::kafka::commit::Committer;
 use crate::kafka::context::{FerryContext, Shared};
+use crate::kafka::fetch::{FetchQueue, FetchRoute};
 use crate::kafka::output::{AckContext, OutputProducer};
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
@@ -48,10 +49,14 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let shared = Arc::new(Shared::new(&config.name));
+        let route = FetchRoute::default();
         let consumer: BaseConsumer<FerryContext> = consumer_config(brokers, &config.group, kafka, &config.kafka)
-            .create_with_context(FerryContext { shared: shared.clone() })
+            .create_with_context(FerryContext { shared: shared.clone(), route: route.clone() })
             .with_context(|| format!("failed to create the consumer of pipeline {}", config.name))?;
         shared.set_committer(Committer::new(&consumer));
+        // Before subscribing, so that every assignment is routed to it.
+        let fetch = FetchQueue::new(&consumer, &route)
+            .with_context(|| format!("failed to create the fetch queue of pipeline {}", config.name))?;
         let topics: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -77,6 +82,7 @@ impl Pipeline {
         );
         let worker = worker::Worker {
             config: config.clone(),
+            fetch,
             consumer,
             shared: shared.clone(),
             producer,

@@ -74,6 +74,17 @@ impl PartitionState {
         }
     }
 
+    /// Forgets the retry state of a record that is finished one way or the other;
+    /// returns how often it had been attempted before. Free when nothing awaits a
+    /// retry, which is the common case (it runs for every record).
+    pub fn forget_retry(&mut self, offset: i64) -> u32 {
+        if self.retry.is_empty() && self.attempts.is_empty() {
+            return 0;
+        }
+        self.retry.remove(&offset);
+        self.attempts.remove(&offset).unwrap_or(0)
+    }
+
     /// Whether the buffered batch should go to the guest now.
     pub fn is_due(&self, batch_size: usize, max_wait: std::time::Duration, now: Instant) -> bool {
         !self.offsets.is_empty()

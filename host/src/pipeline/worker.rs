@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use ferry_sdk::wire::BatchEncoder;
@@ -18,6 +17,7 @@ use super::stats::BatchCounts;
 use super::verdict::{Verdict, run_batch};
 use crate::config::{CommitPolicy, FailurePolicy, OnFailure, PipelineConfig};
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT, Shared};
+use crate::kafka::fetch::{Delivered, FetchQueue};
 use crate::kafka::output::{self, AckGroup, Outgoing, OutputProducer};
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
@@ -33,6 +33,8 @@ const COMMIT_RESULTS_EVERY: Duration = Duration::from_millis(1);
 /// Everything one pipeline thread owns.
 pub struct Worker {
     pub(super) config: Arc<PipelineConfig>,
+    /// Declared before the consumer: its queues must go first.
+    pub(super) fetch: FetchQueue,
     pub(super) consumer: BaseConsumer<FerryContext>,
     pub(super) shared: Arc<Shared>,
     pub(super) producer: Option<OutputProducer>,
@@ -50,57 +52,41 @@ impl Worker {
     pub fn run(mut self, shutdown: &AtomicBool) {
         let batch_size = self.config.batch_size;
         let max_wait = Duration::from_millis(self.config.max_wait_ms);
-        // The loop turns once per record, so it keeps per-turn work small (see
-        // BENCHMARKS.md): one clock read per turn, read again only after batches ran;
-        // no allocation per record (`key` is the last record's partition key, so the
-        // map is searched by reference); a zero poll timeout while records flow; the
-        // scan for batches due by `max_wait_ms` only once the earliest can be due
-        // (`next_due`, a lower bound); commit results collected at most every
-        // millisecond.
+        // Records arrive up to FETCH_MAX at a time (kafka::fetch), so per-turn work is
+        // spread over many records. Per record: no clock read and no allocation (the
+        // partition key is cached in `cursor`). Batches due by `max_wait_ms` are looked
+        // for only once the earliest can be due (`next_due`, a lower bound).
         let mut now = Instant::now();
-        let mut key: (String, i32) = (String::new(), -1);
-        let mut flowing = false;
+        let mut cursor = Cursor::default();
         let mut next_due: Option<Instant> = None;
         let mut results_polled = now;
         while !shutdown.load(Ordering::Relaxed) {
-            self.handle_events();
+            self.serve_events(&mut cursor, &mut next_due);
             self.rewind_due_retries(now);
-            let timeout = if flowing { Duration::ZERO } else { self.poll_timeout(max_wait, now) };
-            let polled = self.consumer.poll(timeout);
-            flowing = matches!(polled, Some(Ok(_)));
-            match polled {
-                Some(Ok(message)) => {
-                    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-                    if key.1 != partition || key.0 != topic {
-                        key = (topic.to_owned(), partition);
-                    }
-                    if !self.partitions.contains_key(&key) {
-                        self.partitions.insert(key.clone(), PartitionState::new(topic, partition));
-                    }
-                    let state = self.partitions.get_mut(&key).expect("just inserted");
-                    if state.admit(offset) == Admission::Take {
-                        let headers = message.headers();
-                        state.encoder.push(
-                            offset,
-                            message.timestamp().to_millis(),
-                            message.key(),
-                            message.payload(),
-                            headers.iter().flat_map(|h| h.iter()).map(|h| (h.key, h.value)),
-                        );
-                        state.offsets.push(offset);
-                        let due = *state.first_buffered_at.get_or_insert_with(Instant::now) + max_wait;
-                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
-                        if state.offsets.len() >= batch_size {
-                            drop(message);
-                            self.dispatch(&key);
-                        }
-                    }
+            let fetched = self.fetch.fetch(FETCH_MAX);
+            let taken = fetched.len();
+            cursor.forget();
+            // Partitions revoked while this fetch is being worked through: their
+            // remaining records belong to the next owner, who reads them from the
+            // committed offset.
+            let mut gone: Vec<(String, i32)> = Vec::new();
+            for delivered in fetched.iter() {
+                if !gone.is_empty() && gone.iter().any(|(t, p)| *p == delivered.partition() && *t == delivered.topic())
+                {
+                    continue;
                 }
-                Some(Err(error)) => {
-                    tracing::warn!(pipeline = %self.config.name, %error, "consumer error");
+                if let Some(full) = self.take(delivered, &mut cursor, &mut next_due) {
+                    self.dispatch(&full);
+                    // A batch may take up to the guest's time limit, and a fetch can
+                    // fill many: keep rebalances, liveness and commits going between
+                    // batches, as the group expects of a member.
+                    now = Instant::now();
+                    self.shared.stats.liveness().turned(now);
+                    gone.extend(self.serve_events(&mut cursor, &mut next_due));
+                    self.maybe_commit(now, &mut results_polled);
                 }
-                None => {}
             }
+            drop(fetched);
             now = Instant::now();
             self.shared.stats.liveness().turned(now);
             // A full batch was dispatched as its last record arrived, so only time
@@ -119,8 +105,53 @@ impl Worker {
                 next_due = self.partitions.values().filter_map(|s| s.first_buffered_at).min().map(|t| t + max_wait);
             }
             self.maybe_commit(now, &mut results_polled);
+            if taken == 0 && !self.fetch.consumer_events_waiting() {
+                self.fetch.wait(self.poll_timeout(max_wait, now));
+                now = Instant::now();
+            }
         }
         self.shut_down();
+    }
+
+    /// Serves the consumer's own queue: rebalances (whose callbacks run here),
+    /// errors, and records of a partition that could not be routed to the fetch
+    /// queue (none are expected); then applies what callbacks reported. Returns the
+    /// partitions revoked.
+    fn serve_events(&mut self, cursor: &mut Cursor, next_due: &mut Option<Instant>) -> Vec<(String, i32)> {
+        for _ in 0..CONSUMER_EVENTS_PER_TURN {
+            if !self.fetch.consumer_events_waiting() {
+                break;
+            }
+            let full = match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => {
+                    cursor.forget();
+                    // SAFETY: `message` outlives `delivered`, which is used only in this arm.
+                    let delivered = unsafe { Delivered::from_raw(message.ptr()) };
+                    take_record(&mut self.partitions, delivered, cursor, next_due, &self.config)
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(pipeline = %self.config.name, %error, "consumer error");
+                    None
+                }
+                None => None,
+            };
+            if let Some(key) = full {
+                self.dispatch(&key);
+            }
+        }
+        cursor.forget();
+        self.handle_events()
+    }
+
+    /// Buffers one delivered record (or reports a partition error); returns the
+    /// partition whose batch it filled.
+    fn take(
+        &mut self,
+        delivered: Delivered<'_>,
+        cursor: &mut Cursor,
+        next_due: &mut Option<Instant>,
+    ) -> Option<(String, i32)> {
+        take_record(&mut self.partitions, delivered, cursor, next_due, &self.config)
     }
 
     fn poll_timeout(&self, max_wait: Duration, now: Instant) -> Duration {
@@ -132,16 +163,17 @@ impl Worker {
     }
 
     /// Applies what the rebalance and delivery callbacks reported.
-    fn handle_events(&mut self) {
+    fn handle_events(&mut self) -> Vec<(String, i32)> {
         let events = self.shared.take_events();
-        for key in events.revoked {
+        for key in &events.revoked {
             // Buffered records of a revoked partition were never processed: the next
             // owner reads them from the committed offset.
-            self.partitions.remove(&key);
+            self.partitions.remove(key);
         }
         for (topic, partition) in events.delivery_failed {
             self.halt(&topic, partition, "output records could not be delivered".to_owned());
         }
+        events.revoked
     }
 
     /// Runs the buffered batch of one partition through the guest.
@@ -206,8 +238,7 @@ impl Worker {
                     if !is_new {
                         redelivered_done.push(offset);
                     }
-                    state.retry.remove(&offset);
-                    state.attempts.remove(&offset);
+                    state.forget_retry(offset);
                     continue;
                 }
                 Verdict::Retry(reason) => reason.clone(),
@@ -217,8 +248,7 @@ impl Worker {
                     if is_new {
                         unfinished_new.push(offset);
                     }
-                    state.retry.remove(&offset);
-                    let attempts = state.attempts.remove(&offset).unwrap_or(0) + 1;
+                    let attempts = state.forget_retry(offset) + 1;
                     given_up.push((offset, reason.clone(), attempts));
                     continue;
                 }
@@ -415,9 +445,77 @@ impl Worker {
         }
         self.shared.commit_sync(&self.consumer, None, SYNC_COMMIT_TIMEOUT);
         self.shared.close_committer();
+        // librdkafka cannot destroy a client while a queue of it is alive.
+        drop(self.fetch);
         // Dropping the consumer leaves the group; its final revoke commits nothing new.
         drop(self.consumer);
     }
+}
+
+/// Most records taken from the fetch queue in one turn of the loop.
+const FETCH_MAX: usize = 1024;
+/// Most events served from the consumer's own queue in one turn (it holds
+/// rebalances and errors, a handful at a time).
+const CONSUMER_EVENTS_PER_TURN: usize = 16;
+
+/// The partition of the last record taken, so that consecutive records of one
+/// partition find their state without building a key.
+#[derive(Default)]
+struct Cursor {
+    /// librdkafka's handle of the last record's topic. Only compared while that
+    /// record's batch is alive (a freed handle's address could be reused), so it
+    /// is forgotten before each fetch.
+    topic_handle: Option<*const rdkafka::bindings::rd_kafka_topic_t>,
+    key: (String, i32),
+}
+
+impl Cursor {
+    fn forget(&mut self) {
+        self.topic_handle = None;
+    }
+}
+
+/// Buffers `delivered` in its partition's batch (see [`Worker::take`]).
+fn take_record(
+    partitions: &mut BTreeMap<(String, i32), PartitionState>,
+    delivered: Delivered<'_>,
+    cursor: &mut Cursor,
+    next_due: &mut Option<Instant>,
+    config: &PipelineConfig,
+) -> Option<(String, i32)> {
+    if let Some(error) = delivered.error() {
+        tracing::warn!(pipeline = %config.name, topic = %delivered.topic(), partition = delivered.partition(), %error, "consumer error");
+        return None;
+    }
+    let (handle, partition) = (delivered.topic_handle(), delivered.partition());
+    if cursor.topic_handle != Some(handle) || cursor.key.1 != partition {
+        cursor.key = (delivered.topic().into_owned(), partition);
+        cursor.topic_handle = Some(handle);
+    }
+    let state = match partitions.get_mut(&cursor.key) {
+        Some(state) => state,
+        None => partitions.entry(cursor.key.clone()).or_insert_with(|| PartitionState::new(&cursor.key.0, partition)),
+    };
+    let offset = delivered.offset();
+    if state.admit(offset) != Admission::Take {
+        return None;
+    }
+    let (timestamp, key, value) = (delivered.timestamp_ms(), delivered.key(), delivered.value());
+    if delivered.headers().all(|(name, _)| std::str::from_utf8(name).is_ok()) {
+        // SAFETY: every name was just checked, and a message's headers do not change.
+        let headers = delivered.headers().map(|(name, value)| (unsafe { std::str::from_utf8_unchecked(name) }, value));
+        state.encoder.push(offset, timestamp, key, value, headers);
+    } else {
+        // Kafka header names are meant to be UTF-8; a producer that broke that still
+        // gets its record through, with the invalid bytes replaced.
+        let headers: Vec<(String, Option<&[u8]>)> =
+            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value)).collect();
+        state.encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_str(), *v)));
+    }
+    state.offsets.push(offset);
+    let due = *state.first_buffered_at.get_or_insert_with(Instant::now) + Duration::from_millis(config.max_wait_ms);
+    *next_due = Some(next_due.map_or(due, |d| d.min(due)));
+    (state.offsets.len() >= config.batch_size).then(|| cursor.key.clone())
 }
 
 fn short(digest: &str) -> &str {

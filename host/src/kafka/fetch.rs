@@ -1,0 +1,282 @@
+//! Batch consumption: records are taken from librdkafka hundreds at a time.
+//!
+//! rdkafka's `BaseConsumer::poll` pops one record per call, and each call pays for a
+//! queue lock, two or three clock reads and an `Arc` per record: more than the whole
+//! guest call costs per record (BENCHMARKS.md). So every assigned partition's fetch
+//! queue is forwarded to a queue of ferry's own ([`FetchQueue`]), which the pipeline
+//! drains with `rd_kafka_consume_batch_queue`: one lock and one clock read per batch.
+//! The consumer's own queue keeps rebalances, errors and commit events, still served
+//! by `BaseConsumer::poll` (so rdkafka's rebalance handling is unchanged).
+//!
+//! Forwarding is set in the rebalance callback, before librdkafka starts fetching an
+//! assigned partition; librdkafka then leaves an application's forwarding alone, but
+//! clears it when it stops fetching the partition, so it is set again on every
+//! assignment ([`FetchRoute`]).
+//!
+//! Waiting: both queues write a byte to one socket pair when they turn non-empty
+//! (`rd_kafka_queue_io_event_enable`), so an idle pipeline sleeps in one `poll(2)`
+//! and wakes for a record, a rebalance or a commit result alike.
+
+use std::borrow::Cow;
+use std::ffi::{CStr, CString};
+use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::bindings as rd;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
+
+/// Where assigned partitions' records are routed: shared between the [`FetchQueue`]
+/// and the rebalance callback, and emptied when the queue is destroyed.
+#[derive(Clone, Default)]
+pub struct FetchRoute(Arc<Mutex<Option<RawQueue>>>);
+
+/// A raw queue pointer that may cross threads (librdkafka queues are thread-safe).
+#[derive(Clone, Copy)]
+struct RawQueue(*mut rd::rd_kafka_queue_t);
+
+// SAFETY: librdkafka queue handles may be used from any thread; the pointer is only
+// used while the route holds it, and the route is emptied before the queue is destroyed.
+unsafe impl Send for RawQueue {}
+
+impl FetchRoute {
+    /// Routes the records of `topic`/`partition` to the fetch queue. Call it before
+    /// the partition is assigned (in `pre_rebalance`), every time it is assigned.
+    pub fn route<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, topic: &str, partition: i32) {
+        let target = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(RawQueue(target)) = *target else { return };
+        let Ok(topic_c) = CString::new(topic) else { return };
+        // SAFETY: the client handle lives as long as `consumer`; the partition queue
+        // handle is released right after forwarding (the forwarding itself stays).
+        unsafe {
+            let partition_queue =
+                rd::rd_kafka_queue_get_partition(consumer.client().native_ptr(), topic_c.as_ptr(), partition);
+            if partition_queue.is_null() {
+                tracing::warn!(%topic, partition, "no fetch queue for an assigned partition; its records come through poll");
+                return;
+            }
+            rd::rd_kafka_queue_forward(partition_queue, target);
+            rd::rd_kafka_queue_destroy(partition_queue);
+        }
+    }
+}
+
+/// The pipeline's queue of fetched records, and its wake-up signal.
+pub struct FetchQueue {
+    queue: *mut rd::rd_kafka_queue_t,
+    /// The consumer's own queue (rebalances, errors), watched for wake-ups only.
+    consumer_queue: *mut rd::rd_kafka_queue_t,
+    route: FetchRoute,
+    wake_rx: UnixStream,
+    /// Kept open: librdkafka writes to its descriptor.
+    _wake_tx: UnixStream,
+}
+
+// SAFETY: librdkafka queue handles may be used from any thread; the queues are
+// owned by this value.
+unsafe impl Send for FetchQueue {}
+
+impl FetchQueue {
+    /// Creates the fetch queue of `consumer` and makes `route` point at it.
+    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, route: &FetchRoute) -> std::io::Result<Self> {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let rk = consumer.client().native_ptr();
+        // SAFETY: valid client handle; both queue handles are destroyed in Drop, before
+        // the consumer (the worker drops this first).
+        let (queue, consumer_queue) = unsafe {
+            let queue = rd::rd_kafka_queue_new(rk);
+            let consumer_queue = rd::rd_kafka_queue_get_consumer(rk);
+            assert!(!queue.is_null() && !consumer_queue.is_null(), "librdkafka returned no queue");
+            for q in [queue, consumer_queue] {
+                rd::rd_kafka_queue_io_event_enable(q, wake_tx.as_raw_fd(), b"!".as_ptr().cast(), 1);
+            }
+            (queue, consumer_queue)
+        };
+        *route.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(RawQueue(queue));
+        Ok(Self { queue, consumer_queue, route: route.clone(), wake_rx, _wake_tx: wake_tx })
+    }
+
+    /// Takes up to `max` fetched records (and partition errors) without waiting.
+    /// Drop the result before the consumer.
+    pub fn fetch(&mut self, max: usize) -> Fetched {
+        let mut messages = Vec::with_capacity(max);
+        // SAFETY: the array has room for `max` pointers; librdkafka fills the first
+        // `n` and hands us ownership of them.
+        let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue, 0, messages.as_mut_ptr(), max) };
+        // SAFETY: those `n` entries were just written.
+        unsafe { messages.set_len(usize::try_from(n).unwrap_or(0)) };
+        Fetched { messages }
+    }
+
+    /// Whether the consumer's own queue holds events (rebalances, errors) to serve.
+    pub fn consumer_events_waiting(&self) -> bool {
+        // SAFETY: valid queue handle.
+        unsafe { rd::rd_kafka_queue_length(self.consumer_queue) > 0 }
+    }
+
+    /// Sleeps until either queue receives something or `timeout` passes.
+    pub fn wait(&mut self, timeout: Duration) {
+        if !timeout.is_zero() {
+            let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+            let mut fd = libc::pollfd { fd: self.wake_rx.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd. An error (EINTR) just ends the wait early.
+            unsafe { libc::poll(&mut fd, 1, ms) };
+        }
+        // Drain the wake-ups: librdkafka writes again only after a queue is served.
+        let mut sink = [0u8; 64];
+        while matches!(self.wake_rx.read(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+impl Drop for FetchQueue {
+    fn drop(&mut self) {
+        *self.route.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // SAFETY: created in `new`, destroyed once. Partition queues still forwarding
+        // here keep the queue's memory alive; librdkafka drops what they enqueue.
+        unsafe {
+            rd::rd_kafka_queue_io_event_enable(self.consumer_queue, -1, std::ptr::null(), 0);
+            rd::rd_kafka_queue_destroy(self.consumer_queue);
+            rd::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+/// The messages of one [`FetchQueue::fetch`], destroyed on drop (which must come
+/// before the consumer's).
+pub struct Fetched {
+    messages: Vec<*mut rd::rd_kafka_message_t>,
+}
+
+impl Fetched {
+    /// How many messages were taken.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether nothing was taken.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The messages, in the order librdkafka delivered them.
+    pub fn iter(&self) -> impl Iterator<Item = Delivered<'_>> {
+        // SAFETY: every pointer is a live message owned by `self`, borrowed here.
+        self.messages.iter().map(|&m| unsafe { Delivered::from_raw(m) })
+    }
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        for &message in &self.messages {
+            // SAFETY: each message was handed to us by consume_batch; destroyed once.
+            unsafe { rd::rd_kafka_message_destroy(message) };
+        }
+    }
+}
+
+/// One delivered message (a record, or a partition error), read in place.
+#[derive(Clone, Copy)]
+pub struct Delivered<'m> {
+    message: &'m rd::rd_kafka_message_t,
+}
+
+impl<'m> Delivered<'m> {
+    /// # Safety
+    /// `message` must be a live message that outlives `'m`.
+    pub unsafe fn from_raw(message: *const rd::rd_kafka_message_t) -> Self {
+        // SAFETY: per the contract.
+        Self { message: unsafe { &*message } }
+    }
+
+    /// The error this message carries instead of a record, if any.
+    pub fn error(&self) -> Option<RDKafkaErrorCode> {
+        (self.message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+            .then(|| RDKafkaErrorCode::from(self.message.err))
+    }
+
+    /// The topic's librdkafka handle: equal handles mean the same topic, so callers
+    /// can skip reading the name again.
+    pub fn topic_handle(&self) -> *const rd::rd_kafka_topic_t {
+        self.message.rkt
+    }
+
+    /// The topic name.
+    pub fn topic(&self) -> Cow<'m, str> {
+        if self.message.rkt.is_null() {
+            return Cow::Borrowed("");
+        }
+        // SAFETY: the topic handle lives at least as long as its message.
+        unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.message.rkt)) }.to_string_lossy()
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        self.message.partition
+    }
+
+    /// The offset.
+    pub fn offset(&self) -> i64 {
+        self.message.offset
+    }
+
+    /// The record's timestamp in ms, if it has one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: live message.
+        let ms = unsafe { rd::rd_kafka_message_timestamp(self.message, &mut kind) };
+        (kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE).then_some(ms)
+    }
+
+    /// The key, if any.
+    pub fn key(&self) -> Option<&'m [u8]> {
+        // SAFETY: librdkafka keeps key/key_len consistent for the message's life.
+        unsafe { bytes(self.message.key.cast(), self.message.key_len) }
+    }
+
+    /// The value, if any.
+    pub fn value(&self) -> Option<&'m [u8]> {
+        // SAFETY: as for the key.
+        unsafe { bytes(self.message.payload.cast(), self.message.len) }
+    }
+
+    /// The record's headers in order, names as raw bytes (Kafka means them to be
+    /// UTF-8 but does not check). librdkafka parses them on first access and keeps
+    /// them with the message.
+    pub fn headers(&self) -> impl Iterator<Item = (&'m [u8], Option<&'m [u8]>)> + 'm {
+        let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+        // SAFETY: live message; the parsed list belongs to the message and is freed
+        // with it.
+        let found = unsafe { rd::rd_kafka_message_headers(self.message, &mut list) };
+        let list = (found == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(list);
+        (0..).map_while(move |index| {
+            let list = list?;
+            let mut name: *const std::ffi::c_char = std::ptr::null();
+            let mut value: *const std::ffi::c_void = std::ptr::null();
+            let mut len = 0usize;
+            // SAFETY: the list lives as long as the message; out-pointers are valid.
+            let err = unsafe { rd::rd_kafka_header_get_all(list, index, &mut name, &mut value, &mut len) };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return None;
+            }
+            // SAFETY: header names are NUL-terminated and live with the list; values
+            // are `len` bytes, NULL for a null value.
+            Some((unsafe { CStr::from_ptr(name) }.to_bytes(), unsafe { bytes(value.cast(), len) }))
+        })
+    }
+}
+
+/// # Safety
+/// `ptr` must be NULL or point to `len` readable bytes living for `'a`.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: per the contract.
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
