@@ -94,6 +94,7 @@ pub struct Embedded {
 impl Embedded {
     /// Starts a one-broker cluster.
     pub fn start() -> Self {
+        in_process_logs();
         Self { cluster: MockCluster::new(1).expect("mock cluster starts") }
     }
 
@@ -150,6 +151,7 @@ pub fn tansu_binary() -> anyhow::Result<PathBuf> {
 impl Tansu {
     /// Starts Tansu with in-memory storage and waits until it accepts connections.
     pub fn start() -> Self {
+        in_process_logs();
         let binary = tansu_binary().expect("tansu is installed");
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -318,6 +320,18 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
 /// The group's committed offset and log end per partition of `topic`.
 pub fn lag(brokers: &str, group: &str, topic: &str) -> Vec<PartitionLag> {
     offsets::show(brokers, &Default::default(), group, &[topic.to_owned()]).expect("offsets")
+}
+
+/// With `FERRY_TEST_LOG` set (a `RUST_LOG` filter), hosts started inside the test
+/// process log to stderr too (child processes always log to `target/test-logs`).
+pub fn in_process_logs() {
+    if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 /// `ferry run` in a child process; SIGKILLed if still running when dropped.

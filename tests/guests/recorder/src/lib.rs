@@ -1,7 +1,7 @@
 //! Test guest: the tests' independent ledger of what the guest saw.
 //!
-//! For every record it emits `"<topic>/<partition>/<offset>"` to the `seen` topic and
-//! marks the record processed. A value starting with `slow:<ms>;` makes it busy-wait
+//! For every record it emits `"<topic>/<partition>/<offset>"` to the `seen` topic,
+//! with the record's headers, and marks the record processed. A value starting with `slow:<ms>;` makes it busy-wait
 //! that long first, so a test can kill the host mid-stream.
 
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ impl Processor for Recorder {
             }
         }
         let seen = format!("{}/{}/{}", record.topic(), record.partition(), record.offset());
-        match ctx.emit("seen", record.key(), Some(seen.as_bytes())) {
+        match ctx.emit_with_headers("seen", record.key(), Some(seen.as_bytes()), record.headers()) {
             Ok(()) => Outcome::Processed,
             Err(error) => Outcome::Retry(format!("could not report: {error}")),
         }
