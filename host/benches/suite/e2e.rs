@@ -25,7 +25,24 @@ use crate::common::{ThreadCpu, median, toml_path, unique};
 /// Ferry's pipeline settings in these runs.
 pub const BATCH_SIZE: usize = 1000;
 pub const MAX_WAIT_MS: u64 = 10;
-pub const COMMIT_INTERVAL_MS: u64 = 100;
+
+/// ferry's commit policy in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commits {
+    /// After every batch: the bookmark follows processing (the headline runs).
+    PerBatch,
+    /// Every 100 ms: fewer commit requests, and a last commit up to 100 ms late.
+    Interval,
+}
+
+impl Commits {
+    fn toml(self) -> &'static str {
+        match self {
+            Commits::PerBatch => r#"{ policy = "per-batch" }"#,
+            Commits::Interval => r#"{ policy = "interval", interval_ms = 100 }"#,
+        }
+    }
+}
 /// The end-to-end target: ferry's records/s over the bare consumer's.
 pub const TARGET_RATIO: f64 = 0.85;
 
@@ -163,13 +180,13 @@ pub fn bare_parallel(brokers: &str, kafka: &Kafka, members: &[(Vec<Topic>, u64)]
     Ok(Run { records, consume: last - first, commit: None, steady, cpu: Vec::new(), loop_cpu })
 }
 
-/// The ferry config of one host: one passthrough pipeline per topic list, commits on
-/// an interval.
+/// The ferry config of one host: one passthrough pipeline per topic list.
 pub fn config(
     brokers: &str,
     kafka: &Kafka,
     component: &Path,
     pipelines: &[Vec<Topic>],
+    commits: Commits,
 ) -> anyhow::Result<(Config, Vec<String>)> {
     let mut text = format!("brokers = {brokers:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n");
     for (key, value) in kafka {
@@ -182,8 +199,9 @@ pub fn config(
         text.push_str(&format!(
             "[[pipeline]]\nname = \"bench-{i}\"\ninputs = {inputs:?}\ngroup = {group:?}\ncomponent = {}\n\
              batch_size = {BATCH_SIZE}\nmax_wait_ms = {MAX_WAIT_MS}\n\
-             commit = {{ policy = \"interval\", interval_ms = {COMMIT_INTERVAL_MS} }}\n",
-            toml_path(component)
+             commit = {}\n",
+            toml_path(component),
+            commits.toml()
         ));
         groups.push(group);
     }
@@ -212,9 +230,15 @@ fn committed(client: &BaseConsumer, topics: &[Topic]) -> anyhow::Result<i64> {
 
 /// ferry's pipelines (one per topic list) in one host, until every record is
 /// processed and committed.
-pub fn ferry(brokers: &str, kafka: &Kafka, component: &Path, pipelines: &[(Vec<Topic>, u64)]) -> anyhow::Result<Run> {
+pub fn ferry(
+    brokers: &str,
+    kafka: &Kafka,
+    component: &Path,
+    pipelines: &[(Vec<Topic>, u64)],
+    commits: Commits,
+) -> anyhow::Result<Run> {
     let lists: Vec<Vec<Topic>> = pipelines.iter().map(|p| p.0.clone()).collect();
-    let (config, groups) = config(brokers, kafka, component, &lists)?;
+    let (config, groups) = config(brokers, kafka, component, &lists, commits)?;
     let records: u64 = pipelines.iter().map(|p| p.1).sum();
     // The broker's view of the commits, asked by clients outside the groups (made
     // first, so that making them is not timed).
@@ -239,11 +263,8 @@ pub fn ferry(brokers: &str, kafka: &Kafka, component: &Path, pipelines: &[(Vec<T
         if assigned.is_none() && host.pipelines.iter().any(|p| p.shared.stats.liveness().snapshot().joined) {
             assigned = Some(now);
         }
-        let processed: u64 = host
-            .pipelines
-            .iter()
-            .map(|p| p.shared.stats.snapshot().partitions.values().map(|s| s.processed).sum::<u64>())
-            .sum();
+        // One atomic read per pipeline: the watcher shares the machine with ferry.
+        let processed: u64 = host.pipelines.iter().map(|p| p.shared.stats.processed_total()).sum();
         if processed > 0 && first_batch.is_none() {
             first_batch = Some((now, processed));
         }
@@ -349,6 +370,7 @@ pub fn compare(
     members: &[(Vec<Topic>, u64)],
     rounds: usize,
     headers_baseline: bool,
+    commits: Commits,
 ) -> anyhow::Result<Comparison> {
     let mut r = Rounds::default();
     let mut cpu = Default::default();
@@ -359,7 +381,7 @@ pub fn compare(
             bare_parallel(brokers, kafka, members)?
         };
         let h = if headers_baseline { Some(bare(brokers, kafka, &members[0].0, members[0].1, true)?) } else { None };
-        let f = ferry(brokers, kafka, component, members)?;
+        let f = ferry(brokers, kafka, component, members, commits)?;
         if let Some(h) = h {
             r.headers.push(h.rate());
             r.headers_steady.push(h.steady);

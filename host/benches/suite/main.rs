@@ -66,12 +66,16 @@ fn main() -> anyhow::Result<()> {
         let topic = e2e::Topic { name: common::unique("e2e"), partitions: 4 };
         let records = scaling::PER_PARTITION * 4;
         broker.fill(&topic.name, topic.partitions, scaling::PER_PARTITION, common::Shape { value_len: 100 })?;
-        let c = e2e::compare(broker.brokers(), &kafka, &passthrough, &[(vec![topic], records)], 5, true)?;
+        let members = [(vec![topic], records)];
+        let c = e2e::compare(broker.brokers(), &kafka, &passthrough, &members, 5, true, e2e::Commits::PerBatch)?;
+        let interval =
+            e2e::compare(broker.brokers(), &kafka, &passthrough, &members, 5, false, e2e::Commits::Interval)?;
         println!(
             "## 2. End to end: {records} records of 100 B in 4 partitions, embedded broker\n\n\
-             Rates in records/s, medians of 5 interleaved rounds, timed from the group's assignment.\n\n{}{}",
-            e2e::table_header("run"),
-            e2e::table_row("median of 5 rounds", &c)
+             Rates in records/s, medians of 5 interleaved rounds, timed from the group's assignment.\n\n{}{}{}",
+            e2e::table_header("ferry commits"),
+            e2e::table_row("after every batch", &c),
+            e2e::table_row("every 100 ms", &interval)
         );
         if let Some([rate, steady, ratio, ratio_steady, cpu]) = c.bare_headers {
             println!(

@@ -42,7 +42,15 @@ pub fn partitions(kafka: &Kafka, component: &Path) -> anyhow::Result<Vec<(String
         eprintln!("scaling: {partitions} partition(s){label}");
         let topic = filled(&broker, partitions)?;
         let records = PER_PARTITION * partitions as u64;
-        let c = e2e::compare(broker.brokers(), kafka, component, &[(vec![topic], records)], ROUNDS, false)?;
+        let c = e2e::compare(
+            broker.brokers(),
+            kafka,
+            component,
+            &[(vec![topic], records)],
+            ROUNDS,
+            false,
+            e2e::Commits::PerBatch,
+        )?;
         out.push((format!("{partitions}{label}"), c));
     }
     Ok(out)
@@ -58,7 +66,10 @@ pub fn pipelines(kafka: &Kafka, component: &Path) -> anyhow::Result<Vec<(usize, 
     for count in [1, 2] {
         eprintln!("scaling: {count} pipeline(s)");
         let members: Vec<_> = topics[..count].iter().map(|t| (vec![t.clone()], records)).collect();
-        out.push((count, e2e::compare(broker.brokers(), kafka, component, &members, ROUNDS, false)?));
+        out.push((
+            count,
+            e2e::compare(broker.brokers(), kafka, component, &members, ROUNDS, false, e2e::Commits::PerBatch)?,
+        ));
     }
     Ok(out)
 }
@@ -88,7 +99,15 @@ pub fn child(cpus: &str, component: &Path) -> anyhow::Result<()> {
     let broker = Broker::start()?;
     let topic = filled(&broker, 4)?;
     let kafka = e2e::kafka_from_env();
-    let c = e2e::compare(broker.brokers(), &kafka, component, &[(vec![topic], PER_PARTITION * 4)], ROUNDS, false)?;
+    let c = e2e::compare(
+        broker.brokers(),
+        &kafka,
+        component,
+        &[(vec![topic], PER_PARTITION * 4)],
+        ROUNDS,
+        false,
+        e2e::Commits::PerBatch,
+    )?;
     println!(
         "CORES {} {} {} {} {} {} {} {} {}",
         c.bare,

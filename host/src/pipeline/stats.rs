@@ -59,6 +59,7 @@ pub struct FailureNote {
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     batches: AtomicU64,
+    processed: AtomicU64,
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
     recycles: AtomicU64,
@@ -109,9 +110,16 @@ impl PipelineStats {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records processed over all partitions since start: one atomic read, for
+    /// watchers that poll often (the benchmarks).
+    pub fn processed_total(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
     /// A batch finished in `elapsed` with these counts.
     pub fn batch(&self, topic: &str, partition: i32, position: i64, counts: BatchCounts, elapsed: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
+        self.processed.fetch_add(counts.processed, Ordering::Relaxed);
         let us = elapsed.as_micros() as u64;
         let bucket = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
