@@ -87,7 +87,9 @@ pub struct PipelineConfig {
     /// Most records per batch handed to the guest.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Longest a partial batch waits for more records, in ms.
+    /// Longest a partial batch waits for more records, in ms. 0: hand what each
+    /// fetch brought to the guest at once (lowest latency; under load batches still
+    /// fill up, since a fetch takes up to 1024 records).
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
     /// When finished offsets are committed.
@@ -136,7 +138,8 @@ pub enum CommitPolicy {
         /// Period in ms.
         interval_ms: u64,
     },
-    /// After every batch.
+    /// After every batch (batches that finish in the same turn of the pipeline
+    /// loop share one commit request).
     PerBatch,
 }
 

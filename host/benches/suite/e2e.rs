@@ -24,25 +24,28 @@ use crate::common::{ThreadCpu, median, toml_path, unique};
 
 /// Ferry's pipeline settings in these runs.
 pub const BATCH_SIZE: usize = 1000;
-pub const MAX_WAIT_MS: u64 = 10;
-
-/// ferry's commit policy in a run.
+/// ferry's commit policy and batch wait in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commits {
-    /// After every batch: the bookmark follows processing (the headline runs).
+pub enum Setup {
+    /// Commits after every batch, and a fetch's records go to the guest at once
+    /// (`max_wait_ms = 0`): the headline runs.
     PerBatch,
-    /// Every 100 ms: fewer commit requests, and a last commit up to 100 ms late.
+    /// Commits every 100 ms (fewer requests, a last commit up to 100 ms late).
     Interval,
+    /// Commits after every batch, and a partial batch waits up to 10 ms for more.
+    PerBatchWait,
 }
 
-impl Commits {
+impl Setup {
     fn toml(self) -> &'static str {
         match self {
-            Commits::PerBatch => r#"{ policy = "per-batch" }"#,
-            Commits::Interval => r#"{ policy = "interval", interval_ms = 100 }"#,
+            Setup::PerBatch => "max_wait_ms = 0\ncommit = { policy = \"per-batch\" }",
+            Setup::Interval => "max_wait_ms = 0\ncommit = { policy = \"interval\", interval_ms = 100 }",
+            Setup::PerBatchWait => "max_wait_ms = 10\ncommit = { policy = \"per-batch\" }",
         }
     }
 }
+
 /// The end-to-end target: ferry's records/s over the bare consumer's.
 pub const TARGET_RATIO: f64 = 0.85;
 
@@ -186,7 +189,7 @@ pub fn config(
     kafka: &Kafka,
     component: &Path,
     pipelines: &[Vec<Topic>],
-    commits: Commits,
+    setup: Setup,
 ) -> anyhow::Result<(Config, Vec<String>)> {
     let mut text = format!("brokers = {brokers:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n");
     for (key, value) in kafka {
@@ -198,10 +201,9 @@ pub fn config(
         let inputs: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         text.push_str(&format!(
             "[[pipeline]]\nname = \"bench-{i}\"\ninputs = {inputs:?}\ngroup = {group:?}\ncomponent = {}\n\
-             batch_size = {BATCH_SIZE}\nmax_wait_ms = {MAX_WAIT_MS}\n\
-             commit = {}\n",
+             batch_size = {BATCH_SIZE}\n{}\n",
             toml_path(component),
-            commits.toml()
+            setup.toml()
         ));
         groups.push(group);
     }
@@ -235,10 +237,10 @@ pub fn ferry(
     kafka: &Kafka,
     component: &Path,
     pipelines: &[(Vec<Topic>, u64)],
-    commits: Commits,
+    setup: Setup,
 ) -> anyhow::Result<Run> {
     let lists: Vec<Vec<Topic>> = pipelines.iter().map(|p| p.0.clone()).collect();
-    let (config, groups) = config(brokers, kafka, component, &lists, commits)?;
+    let (config, groups) = config(brokers, kafka, component, &lists, setup)?;
     let records: u64 = pipelines.iter().map(|p| p.1).sum();
     // The broker's view of the commits, asked by clients outside the groups (made
     // first, so that making them is not timed).
@@ -370,7 +372,7 @@ pub fn compare(
     members: &[(Vec<Topic>, u64)],
     rounds: usize,
     headers_baseline: bool,
-    commits: Commits,
+    setup: Setup,
 ) -> anyhow::Result<Comparison> {
     let mut r = Rounds::default();
     let mut cpu = Default::default();
@@ -381,7 +383,7 @@ pub fn compare(
             bare_parallel(brokers, kafka, members)?
         };
         let h = if headers_baseline { Some(bare(brokers, kafka, &members[0].0, members[0].1, true)?) } else { None };
-        let f = ferry(brokers, kafka, component, members, commits)?;
+        let f = ferry(brokers, kafka, component, members, setup)?;
         if let Some(h) = h {
             r.headers.push(h.rate());
             r.headers_steady.push(h.steady);

@@ -67,15 +67,21 @@ fn main() -> anyhow::Result<()> {
         let records = scaling::PER_PARTITION * 4;
         broker.fill(&topic.name, topic.partitions, scaling::PER_PARTITION, common::Shape { value_len: 100 })?;
         let members = [(vec![topic], records)];
-        let c = e2e::compare(broker.brokers(), &kafka, &passthrough, &members, 5, true, e2e::Commits::PerBatch)?;
-        let interval =
-            e2e::compare(broker.brokers(), &kafka, &passthrough, &members, 5, false, e2e::Commits::Interval)?;
+        let c = e2e::compare(broker.brokers(), &kafka, &passthrough, &members, 5, true, e2e::Setup::PerBatch)?;
+        let mut rows = e2e::table_row("after every batch; max_wait_ms = 0", &c);
+        for (label, setup) in [
+            ("every 100 ms; max_wait_ms = 0", e2e::Setup::Interval),
+            ("after every batch; max_wait_ms = 10", e2e::Setup::PerBatchWait),
+        ] {
+            rows.push_str(&e2e::table_row(
+                label,
+                &e2e::compare(broker.brokers(), &kafka, &passthrough, &members, 5, false, setup)?,
+            ));
+        }
         println!(
             "## 2. End to end: {records} records of 100 B in 4 partitions, embedded broker\n\n\
-             Rates in records/s, medians of 5 interleaved rounds, timed from the group's assignment.\n\n{}{}{}",
-            e2e::table_header("ferry commits"),
-            e2e::table_row("after every batch", &c),
-            e2e::table_row("every 100 ms", &interval)
+             Rates in records/s, medians of 5 interleaved rounds, timed from the group's assignment.\n\n{}{rows}",
+            e2e::table_header("ferry commits; batch wait")
         );
         if let Some([rate, steady, ratio, ratio_steady, cpu]) = c.bare_headers {
             println!(

@@ -60,7 +60,7 @@ pub fn child(count: usize, component: &Path) -> anyhow::Result<()> {
         &e2e::kafka_from_env(),
         component,
         &pipelines.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
-        e2e::Commits::PerBatch,
+        e2e::Setup::PerBatch,
     )?;
     std::thread::sleep(Duration::from_millis(500));
     let (before, threads_before) = (proc_status("VmRSS"), proc_status("Threads"));

@@ -49,7 +49,7 @@ pub fn partitions(kafka: &Kafka, component: &Path) -> anyhow::Result<Vec<(String
             &[(vec![topic], records)],
             ROUNDS,
             false,
-            e2e::Commits::PerBatch,
+            e2e::Setup::PerBatch,
         )?;
         out.push((format!("{partitions}{label}"), c));
     }
@@ -68,7 +68,7 @@ pub fn pipelines(kafka: &Kafka, component: &Path) -> anyhow::Result<Vec<(usize, 
         let members: Vec<_> = topics[..count].iter().map(|t| (vec![t.clone()], records)).collect();
         out.push((
             count,
-            e2e::compare(broker.brokers(), kafka, component, &members, ROUNDS, false, e2e::Commits::PerBatch)?,
+            e2e::compare(broker.brokers(), kafka, component, &members, ROUNDS, false, e2e::Setup::PerBatch)?,
         ));
     }
     Ok(out)
@@ -106,7 +106,7 @@ pub fn child(cpus: &str, component: &Path) -> anyhow::Result<()> {
         &[(vec![topic], PER_PARTITION * 4)],
         ROUNDS,
         false,
-        e2e::Commits::PerBatch,
+        e2e::Setup::PerBatch,
     )?;
     println!(
         "CORES {} {} {} {} {} {} {} {} {}",

@@ -73,6 +73,8 @@ pub struct FetchQueue {
     wake_rx: UnixStream,
     /// Kept open: librdkafka writes to its descriptor.
     _wake_tx: UnixStream,
+    /// The message array of the last fetch, handed back by [`Self::recycle`].
+    spare: Vec<*mut rd::rd_kafka_message_t>,
 }
 
 // SAFETY: librdkafka queue handles may be used from any thread; the queues are
@@ -98,19 +100,26 @@ impl FetchQueue {
             (queue, consumer_queue)
         };
         *route.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(RawQueue(queue));
-        Ok(Self { queue, consumer_queue, route: route.clone(), wake_rx, _wake_tx: wake_tx })
+        Ok(Self { queue, consumer_queue, route: route.clone(), wake_rx, _wake_tx: wake_tx, spare: Vec::new() })
     }
 
     /// Takes up to `max` fetched records (and partition errors) without waiting.
-    /// Drop the result before the consumer.
+    /// Give the result back with [`Self::recycle`] (or drop it), before the consumer.
     pub fn fetch(&mut self, max: usize) -> Fetched {
-        let mut messages = Vec::with_capacity(max);
+        let mut messages = std::mem::take(&mut self.spare);
+        messages.reserve(max);
         // SAFETY: the array has room for `max` pointers; librdkafka fills the first
         // `n` and hands us ownership of them.
         let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue, 0, messages.as_mut_ptr(), max) };
         // SAFETY: those `n` entries were just written.
         unsafe { messages.set_len(usize::try_from(n).unwrap_or(0)) };
         Fetched { messages }
+    }
+
+    /// Destroys the messages of a fetch and keeps its array for the next one.
+    pub fn recycle(&mut self, mut fetched: Fetched) {
+        fetched.destroy_messages();
+        self.spare = std::mem::take(&mut fetched.messages);
     }
 
     /// Whether the consumer's own queue holds events (rebalances, errors) to serve.
@@ -163,19 +172,25 @@ impl Fetched {
         self.messages.is_empty()
     }
 
-    /// The messages, in the order librdkafka delivered them.
-    pub fn iter(&self) -> impl Iterator<Item = Delivered<'_>> {
+    /// The messages from index `start` on, in the order librdkafka delivered them.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = Delivered<'_>> {
         // SAFETY: every pointer is a live message owned by `self`, borrowed here.
-        self.messages.iter().map(|&m| unsafe { Delivered::from_raw(m) })
+        self.messages[start..].iter().map(|&m| unsafe { Delivered::from_raw(m) })
+    }
+}
+
+impl Fetched {
+    fn destroy_messages(&mut self) {
+        for message in self.messages.drain(..) {
+            // SAFETY: each message was handed to us by consume_batch; destroyed once.
+            unsafe { rd::rd_kafka_message_destroy(message) };
+        }
     }
 }
 
 impl Drop for Fetched {
     fn drop(&mut self) {
-        for &message in &self.messages {
-            // SAFETY: each message was handed to us by consume_batch; destroyed once.
-            unsafe { rd::rd_kafka_message_destroy(message) };
-        }
+        self.destroy_messages();
     }
 }
 

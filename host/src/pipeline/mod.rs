@@ -92,6 +92,7 @@ impl Pipeline {
             partitions: BTreeMap::new(),
             batch: Batch { topic: String::new(), partition: 0, count: 0, records: Vec::new() },
             last_commit: Instant::now(),
+            batch_finished: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("ferry-{}", config.name))

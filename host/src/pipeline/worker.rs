@@ -2,6 +2,7 @@
 //! through the guest, apply the failure policy, produce outputs, and commit what is
 //! finished.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ use super::stats::BatchCounts;
 use super::verdict::{Verdict, run_batch};
 use crate::config::{CommitPolicy, FailurePolicy, OnFailure, PipelineConfig};
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT, Shared};
-use crate::kafka::fetch::{Delivered, FetchQueue};
+use crate::kafka::fetch::{Delivered, FetchQueue, Fetched};
 use crate::kafka::output::{self, AckGroup, Outgoing, OutputProducer};
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
@@ -45,6 +46,8 @@ pub struct Worker {
     /// The batch passed to the guest; its buffer is reused across batches.
     pub(super) batch: Batch,
     pub(super) last_commit: Instant,
+    /// A batch finished since the last commit (for the per-batch policy).
+    pub(super) batch_finished: bool,
 }
 
 impl Worker {
@@ -70,12 +73,12 @@ impl Worker {
             // remaining records belong to the next owner, who reads them from the
             // committed offset.
             let mut gone: Vec<(String, i32)> = Vec::new();
-            for delivered in fetched.iter() {
-                if !gone.is_empty() && gone.iter().any(|(t, p)| *p == delivered.partition() && *t == delivered.topic())
-                {
-                    continue;
-                }
-                if let Some(full) = self.take(delivered, &mut cursor, &mut next_due) {
+            let mut at = 0;
+            while at < taken {
+                let (run, full) =
+                    take_run(&mut self.partitions, &fetched, at, &mut cursor, &mut next_due, &self.config, &gone);
+                at += run;
+                if let Some(full) = full {
                     self.dispatch(&full);
                     // A batch may take up to the guest's time limit, and a fetch can
                     // fill many: keep rebalances, liveness and commits going between
@@ -86,7 +89,7 @@ impl Worker {
                     self.maybe_commit(now, &mut results_polled);
                 }
             }
-            drop(fetched);
+            self.fetch.recycle(fetched);
             now = Instant::now();
             self.shared.stats.liveness().turned(now);
             // A full batch was dispatched as its last record arrived, so only time
@@ -127,7 +130,8 @@ impl Worker {
                     cursor.forget();
                     // SAFETY: `message` outlives `delivered`, which is used only in this arm.
                     let delivered = unsafe { Delivered::from_raw(message.ptr()) };
-                    take_record(&mut self.partitions, delivered, cursor, next_due, &self.config)
+                    let state = partition_state(&mut self.partitions, delivered, cursor);
+                    take_record(state, delivered, next_due, &self.config).then(|| cursor.key.clone())
                 }
                 Some(Err(error)) => {
                     tracing::warn!(pipeline = %self.config.name, %error, "consumer error");
@@ -141,17 +145,6 @@ impl Worker {
         }
         cursor.forget();
         self.handle_events()
-    }
-
-    /// Buffers one delivered record (or reports a partition error); returns the
-    /// partition whose batch it filled.
-    fn take(
-        &mut self,
-        delivered: Delivered<'_>,
-        cursor: &mut Cursor,
-        next_due: &mut Option<Instant>,
-    ) -> Option<(String, i32)> {
-        take_record(&mut self.partitions, delivered, cursor, next_due, &self.config)
     }
 
     fn poll_timeout(&self, max_wait: Duration, now: Instant) -> Duration {
@@ -316,9 +309,9 @@ impl Worker {
         self.shared.stats.batch(&topic, partition, position, counts, started.elapsed());
         let failures = counts.retried + counts.failed;
         self.slot.observe(self.instance.component(), counts.processed + failures, failures);
-        if self.config.commit == CommitPolicy::PerBatch {
-            self.shared.commit_async(&self.consumer);
-        }
+        // Committed by `maybe_commit`, right after this batch or the others that
+        // finish in the same turn of the loop (one request for all of them).
+        self.batch_finished = true;
     }
 
     /// Applies the end of the road to a record: dead-letter it or halt the partition.
@@ -406,8 +399,12 @@ impl Worker {
                 self.shared.commit_async(&self.consumer);
             }
             // Per-batch commits also pick up offsets finished by late acks.
-            CommitPolicy::PerBatch if now.saturating_duration_since(self.last_commit) >= Duration::from_millis(50) => {
+            CommitPolicy::PerBatch
+                if self.batch_finished
+                    || now.saturating_duration_since(self.last_commit) >= Duration::from_millis(50) =>
+            {
                 self.last_commit = now;
+                self.batch_finished = false;
                 self.shared.commit_async(&self.consumer);
             }
             _ if now.saturating_duration_since(*results_polled) >= COMMIT_RESULTS_EVERY => {
@@ -475,47 +472,108 @@ impl Cursor {
     }
 }
 
-/// Buffers `delivered` in its partition's batch (see [`Worker::take`]).
-fn take_record(
+/// Takes the run of records of one partition that starts at `fetched[start]`
+/// (librdkafka delivers a partition's records in runs), up to the record that fills
+/// its batch. Returns how many messages it went through, and the partition whose
+/// batch is full. A message carrying an error, or a run of a partition in `gone`, is
+/// passed over.
+fn take_run(
     partitions: &mut BTreeMap<(String, i32), PartitionState>,
-    delivered: Delivered<'_>,
+    fetched: &Fetched,
+    start: usize,
     cursor: &mut Cursor,
     next_due: &mut Option<Instant>,
     config: &PipelineConfig,
-) -> Option<(String, i32)> {
-    if let Some(error) = delivered.error() {
-        tracing::warn!(pipeline = %config.name, topic = %delivered.topic(), partition = delivered.partition(), %error, "consumer error");
-        return None;
+    gone: &[(String, i32)],
+) -> (usize, Option<(String, i32)>) {
+    let mut run = fetched.iter_from(start);
+    let first = run.next().expect("start is within the fetch");
+    if let Some(error) = first.error() {
+        tracing::warn!(pipeline = %config.name, topic = %first.topic(), partition = first.partition(), %error, "consumer error");
+        return (1, None);
     }
+    let (handle, partition) = (first.topic_handle(), first.partition());
+    let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
+    if !gone.is_empty() && gone.iter().any(|(t, p)| *p == partition && *t == first.topic()) {
+        return (1 + run.take_while(same).count(), None);
+    }
+    let state = partition_state(partitions, first, cursor);
+    if take_record(state, first, next_due, config) {
+        return (1, Some(cursor.key.clone()));
+    }
+    let mut taken = 1;
+    for delivered in run.take_while(same) {
+        taken += 1;
+        if take_record(state, delivered, next_due, config) {
+            return (taken, Some(cursor.key.clone()));
+        }
+    }
+    (taken, None)
+}
+
+/// The state of `delivered`'s partition, created on its first record; `cursor`
+/// remembers the key so that the next run of the same partition does not build it.
+fn partition_state<'p>(
+    partitions: &'p mut BTreeMap<(String, i32), PartitionState>,
+    delivered: Delivered<'_>,
+    cursor: &mut Cursor,
+) -> &'p mut PartitionState {
     let (handle, partition) = (delivered.topic_handle(), delivered.partition());
     if cursor.topic_handle != Some(handle) || cursor.key.1 != partition {
         cursor.key = (delivered.topic().into_owned(), partition);
         cursor.topic_handle = Some(handle);
     }
-    let state = match partitions.get_mut(&cursor.key) {
-        Some(state) => state,
-        None => partitions.entry(cursor.key.clone()).or_insert_with(|| PartitionState::new(&cursor.key.0, partition)),
-    };
+    if !partitions.contains_key(&cursor.key) {
+        partitions.insert(cursor.key.clone(), PartitionState::new(&cursor.key.0, partition));
+    }
+    partitions.get_mut(&cursor.key).expect("just inserted")
+}
+
+/// Headers read in one pass into a stack array; records with more fall back to a
+/// vector.
+const INLINE_HEADERS: usize = 16;
+
+/// Buffers one record in its partition's batch; true when that fills the batch.
+fn take_record(
+    state: &mut PartitionState,
+    delivered: Delivered<'_>,
+    next_due: &mut Option<Instant>,
+    config: &PipelineConfig,
+) -> bool {
     let offset = delivered.offset();
     if state.admit(offset) != Admission::Take {
-        return None;
+        return false;
     }
     let (timestamp, key, value) = (delivered.timestamp_ms(), delivered.key(), delivered.value());
-    if delivered.headers().all(|(name, _)| std::str::from_utf8(name).is_ok()) {
-        // SAFETY: every name was just checked, and a message's headers do not change.
-        let headers = delivered.headers().map(|(name, value)| (unsafe { std::str::from_utf8_unchecked(name) }, value));
+    let mut inline: [(&[u8], Option<&[u8]>); INLINE_HEADERS] = [(&[], None); INLINE_HEADERS];
+    let (mut count, mut all_utf8, mut more) = (0, true, false);
+    for header in delivered.headers() {
+        if count == INLINE_HEADERS {
+            more = true;
+            break;
+        }
+        all_utf8 &= std::str::from_utf8(header.0).is_ok();
+        inline[count] = header;
+        count += 1;
+    }
+    if all_utf8 && !more {
+        // SAFETY: every name was just checked.
+        let headers =
+            inline[..count].iter().map(|&(name, value)| (unsafe { std::str::from_utf8_unchecked(name) }, value));
         state.encoder.push(offset, timestamp, key, value, headers);
     } else {
         // Kafka header names are meant to be UTF-8; a producer that broke that still
         // gets its record through, with the invalid bytes replaced.
-        let headers: Vec<(String, Option<&[u8]>)> =
-            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value)).collect();
-        state.encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_str(), *v)));
+        let headers: Vec<(Cow<'_, str>, Option<&[u8]>)> =
+            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
+        state.encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_ref(), *v)));
     }
     state.offsets.push(offset);
-    let due = *state.first_buffered_at.get_or_insert_with(Instant::now) + Duration::from_millis(config.max_wait_ms);
-    *next_due = Some(next_due.map_or(due, |d| d.min(due)));
-    (state.offsets.len() >= config.batch_size).then(|| cursor.key.clone())
+    if state.first_buffered_at.is_none() {
+        let due = *state.first_buffered_at.insert(Instant::now()) + Duration::from_millis(config.max_wait_ms);
+        *next_due = Some(next_due.map_or(due, |d| d.min(due)));
+    }
+    state.offsets.len() >= config.batch_size
 }
 
 fn short(digest: &str) -> &str {
