@@ -138,8 +138,8 @@ pub enum CommitPolicy {
         /// Period in ms.
         interval_ms: u64,
     },
-    /// After every batch (batches that finish in the same turn of the pipeline
-    /// loop share one commit request).
+    /// After every batch. One commit request is in flight at a time: batches that
+    /// finish meanwhile share the next one, sent when the broker has answered.
     PerBatch,
 }
 

@@ -8,6 +8,9 @@
 //! shutdown).
 
 use std::ffi::CStr;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
@@ -28,6 +31,8 @@ pub struct CommitResult {
 pub struct Committer {
     queue: *mut rd::rd_kafka_queue_t,
     in_flight: usize,
+    /// The socket a commit result wakes, kept open while librdkafka may write to it.
+    wake: Option<Arc<UnixStream>>,
 }
 
 // SAFETY: librdkafka queues are thread-safe handles; we only poll and destroy it.
@@ -40,7 +45,16 @@ impl Committer {
         // is destroyed in Drop, before or after the consumer (librdkafka refcounts it).
         let queue = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
         assert!(!queue.is_null(), "rd_kafka_queue_new returned NULL");
-        Self { queue, in_flight: 0 }
+        Self { queue, in_flight: 0, wake: None }
+    }
+
+    /// Makes every commit result write a byte to `wake` (the pipeline's wake-up
+    /// signal, `kafka::fetch`), so a waiting pipeline hears of it at once.
+    pub fn signal_to(&mut self, wake: Arc<UnixStream>) {
+        // SAFETY: valid queue; the descriptor stays open while `self.wake` holds it,
+        // and the queue (with its signalling) is destroyed in Drop, first.
+        unsafe { rd::rd_kafka_queue_io_event_enable(self.queue, wake.as_raw_fd(), b"!".as_ptr().cast(), 1) };
+        self.wake = Some(wake);
     }
 
     /// Commit requests whose result has not arrived yet.

@@ -13,9 +13,10 @@
 //! clears it when it stops fetching the partition, so it is set again on every
 //! assignment ([`FetchRoute`]).
 //!
-//! Waiting: both queues write a byte to one socket pair when they turn non-empty
-//! (`rd_kafka_queue_io_event_enable`), so an idle pipeline sleeps in one `poll(2)`
-//! and wakes for a record, a rebalance or a commit result alike.
+//! Waiting: both queues (and the commit queue, `kafka::commit`) write a byte to one
+//! socket pair when they turn non-empty (`rd_kafka_queue_io_event_enable`), so an
+//! idle pipeline sleeps in one `poll(2)` and wakes for a record, a rebalance or a
+//! commit result alike.
 
 use std::borrow::Cow;
 use std::ffi::{CStr, CString};
@@ -71,8 +72,9 @@ pub struct FetchQueue {
     consumer_queue: *mut rd::rd_kafka_queue_t,
     route: FetchRoute,
     wake_rx: UnixStream,
-    /// Kept open: librdkafka writes to its descriptor.
-    _wake_tx: UnixStream,
+    /// What librdkafka writes to; shared with other queues that should wake the
+    /// pipeline (commit results), which keep it open as long as they live.
+    wake_tx: Arc<UnixStream>,
     /// The message array of the last fetch, handed back by [`Self::recycle`].
     spare: Vec<*mut rd::rd_kafka_message_t>,
 }
@@ -85,6 +87,7 @@ impl FetchQueue {
     /// Creates the fetch queue of `consumer` and makes `route` point at it.
     pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, route: &FetchRoute) -> std::io::Result<Self> {
         let (wake_rx, wake_tx) = UnixStream::pair()?;
+        let wake_tx = Arc::new(wake_tx);
         wake_rx.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
         let rk = consumer.client().native_ptr();
@@ -100,7 +103,7 @@ impl FetchQueue {
             (queue, consumer_queue)
         };
         *route.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(RawQueue(queue));
-        Ok(Self { queue, consumer_queue, route: route.clone(), wake_rx, _wake_tx: wake_tx, spare: Vec::new() })
+        Ok(Self { queue, consumer_queue, route: route.clone(), wake_rx, wake_tx, spare: Vec::new() })
     }
 
     /// Takes up to `max` fetched records (and partition errors) without waiting.
@@ -114,6 +117,11 @@ impl FetchQueue {
         // SAFETY: those `n` entries were just written.
         unsafe { messages.set_len(usize::try_from(n).unwrap_or(0)) };
         Fetched { messages }
+    }
+
+    /// The signal that wakes [`Self::wait`], for other queues of this consumer.
+    pub fn wake_signal(&self) -> Arc<UnixStream> {
+        self.wake_tx.clone()
     }
 
     /// Destroys the messages of a fetch and keeps its array for the next one.

@@ -53,10 +53,12 @@ impl Pipeline {
         let consumer: BaseConsumer<FerryContext> = consumer_config(brokers, &config.group, kafka, &config.kafka)
             .create_with_context(FerryContext { shared: shared.clone(), route: route.clone() })
             .with_context(|| format!("failed to create the consumer of pipeline {}", config.name))?;
-        shared.set_committer(Committer::new(&consumer));
         // Before subscribing, so that every assignment is routed to it.
         let fetch = FetchQueue::new(&consumer, &route)
             .with_context(|| format!("failed to create the fetch queue of pipeline {}", config.name))?;
+        let mut committer = Committer::new(&consumer);
+        committer.signal_to(fetch.wake_signal());
+        shared.set_committer(committer);
         let topics: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

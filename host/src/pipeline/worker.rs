@@ -398,9 +398,11 @@ impl Worker {
                 self.last_commit = now;
                 self.shared.commit_async(&self.consumer);
             }
-            // Per-batch commits also pick up offsets finished by late acks.
+            // One commit request in flight at a time: batches that finish while it
+            // is out ride on the next, sent as soon as its answer is in (which wakes
+            // the loop). Per-batch commits also pick up offsets finished by late acks.
             CommitPolicy::PerBatch
-                if self.batch_finished
+                if (self.batch_finished && self.shared.commits_in_flight() == 0)
                     || now.saturating_duration_since(self.last_commit) >= Duration::from_millis(50) =>
             {
                 self.last_commit = now;
