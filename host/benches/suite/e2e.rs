@@ -257,27 +257,23 @@ pub fn ferry(
     let host = Host::start(&config)?;
     let started = Instant::now();
     let cpu = crate::common::thread_cpu();
-    let mut assigned = None;
-    let mut first_batch = None;
-    let processed_at = loop {
-        std::thread::sleep(Duration::from_micros(250));
-        let now = Instant::now();
-        if assigned.is_none() && host.pipelines.iter().any(|p| p.shared.stats.liveness().snapshot().joined) {
-            assigned = Some(now);
-        }
-        // One atomic read per pipeline: the watcher shares the machine with ferry.
+    // The watcher sleeps 2 ms between looks (it shares the machine with ferry); the
+    // times of the assignment and of the first and last batches come from ferry's
+    // stats, exact.
+    loop {
+        std::thread::sleep(Duration::from_millis(2));
         let processed: u64 = host.pipelines.iter().map(|p| p.shared.stats.processed_total()).sum();
-        if processed > 0 && first_batch.is_none() {
-            first_batch = Some((now, processed));
-        }
         if processed >= records {
-            break now;
+            break;
         }
         if started.elapsed() > PATIENCE {
             bail!("ferry processed only {processed} of {records} records");
         }
-    };
-    let assigned = assigned.context("never assigned")?;
+    }
+    let times: Vec<_> = host.pipelines.iter().map(|p| p.shared.stats.timeline()).collect();
+    let assigned = times.iter().filter_map(|t| t.first_assignment).min().context("never assigned")?;
+    let processed_at = times.iter().filter_map(|t| t.last_batch).max().context("no batch")?;
+    let first_batch = times.iter().filter_map(|t| t.first_batch).min_by_key(|(at, _)| *at);
     let cpu = crate::common::cpu_since(&cpu);
     // Pipeline threads are named `ferry-<pipeline>`.
     let loop_cpu = cpu.iter().filter(|(name, _)| name.starts_with("ferry-bench")).map(|(_, ms)| ms * 1e6).sum::<f64>()

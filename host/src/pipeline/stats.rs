@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::liveness::Liveness;
 use crate::kafka::tracker::TopicPartition;
@@ -55,11 +55,23 @@ pub struct FailureNote {
     pub reason: String,
 }
 
+/// When things first and last happened (see [`PipelineStats::timeline`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// The first partition assignment.
+    pub first_assignment: Option<Instant>,
+    /// The first batch: when it finished, and the records it processed.
+    pub first_batch: Option<(Instant, u64)>,
+    /// When the latest batch finished.
+    pub last_batch: Option<Instant>,
+}
+
 /// All figures of one pipeline.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     batches: AtomicU64,
     processed: AtomicU64,
+    timeline: Mutex<Timeline>,
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
     recycles: AtomicU64,
@@ -79,6 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl PipelineStats {
     /// A partition was assigned.
     pub fn assigned(&self, topic: &str, partition: i32) {
+        lock(&self.timeline).first_assignment.get_or_insert_with(Instant::now);
         let mut parts = lock(&self.partitions);
         let p = parts.entry((topic.to_owned(), partition)).or_default();
         p.assigned = true;
@@ -116,6 +129,12 @@ impl PipelineStats {
         self.processed.load(Ordering::Relaxed)
     }
 
+    /// When partitions were first assigned and when the first and the latest batch
+    /// finished, so a watcher that looks now and then still knows exactly when.
+    pub fn timeline(&self) -> Timeline {
+        *lock(&self.timeline)
+    }
+
     /// A batch finished in `elapsed` with these counts.
     pub fn batch(&self, topic: &str, partition: i32, position: i64, counts: BatchCounts, elapsed: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +143,12 @@ impl PipelineStats {
         let bucket = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        {
+            let now = Instant::now();
+            let mut times = lock(&self.timeline);
+            times.first_batch.get_or_insert((now, counts.processed));
+            times.last_batch = Some(now);
+        }
         let mut parts = lock(&self.partitions);
         let p = parts.entry((topic.to_owned(), partition)).or_default();
         p.position = Some(p.position.map_or(position, |q| q.max(position)));
