@@ -56,9 +56,10 @@ impl Worker {
         let batch_size = self.config.batch_size;
         let max_wait = Duration::from_millis(self.config.max_wait_ms);
         // Records arrive up to FETCH_MAX at a time (kafka::fetch), so per-turn work is
-        // spread over many records. Per record: no clock read and no allocation (the
-        // partition key is cached in `cursor`). Batches due by `max_wait_ms` are looked
-        // for only once the earliest can be due (`next_due`, a lower bound).
+        // spread over many records, and they are taken in per-partition runs (one map
+        // lookup per run; the key is cached in `cursor`). Per record: no clock read and
+        // no allocation. Batches due by `max_wait_ms` are looked for only once the
+        // earliest can be due (`next_due`, a lower bound).
         let mut now = Instant::now();
         let mut cursor = Cursor::default();
         let mut next_due: Option<Instant> = None;
