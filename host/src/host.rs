@@ -1,6 +1,6 @@
 //! A running ferry host: the sandbox, every pipeline of a config, and shutdown.
 
-use std::path::Path;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crate::admin::{self, AdminServer, AdminState, BrokerView, PipelineView};
 use crate::config::{Config, PipelineConfig};
 use crate::pipeline::Pipeline;
 use crate::registry::ProcessorSlot;
-use crate::sandbox::{ProcessorComponent, Sandbox};
+use crate::sandbox::{ProcessorComponent, Sandbox, digest_of};
 use crate::watch::DeployWatcher;
 
 /// Every pipeline of one config, running.
@@ -27,12 +27,24 @@ pub struct Host {
     shutdown: Arc<AtomicBool>,
 }
 
-/// Reads, compiles and checks a pipeline's component against its grants.
-pub fn load_component(sandbox: &Sandbox, pipeline: &PipelineConfig, path: &Path) -> anyhow::Result<ProcessorComponent> {
+/// Loads a pipeline's component, or reuses the compiled one another pipeline loaded
+/// from the same bytes (after checking this pipeline's grants against it).
+fn load_shared(
+    sandbox: &Sandbox,
+    pipeline: &PipelineConfig,
+    loaded: &mut HashMap<String, Arc<ProcessorComponent>>,
+) -> anyhow::Result<Arc<ProcessorComponent>> {
+    let path = &pipeline.component;
     let bytes = std::fs::read(path)
         .with_context(|| format!("failed to read component {} for pipeline {}", path.display(), pipeline.name))?;
-    ProcessorComponent::load(sandbox, &bytes, &pipeline.grants())
-        .with_context(|| format!("failed to load component {} for pipeline {}", path.display(), pipeline.name))
+    let failed = || format!("failed to load component {} for pipeline {}", path.display(), pipeline.name);
+    if let Some(component) = loaded.get(&digest_of(&bytes)) {
+        component.check_grants(&pipeline.grants()).with_context(failed)?;
+        return Ok(component.clone());
+    }
+    let component = Arc::new(ProcessorComponent::load(sandbox, &bytes, &pipeline.grants()).with_context(failed)?);
+    loaded.insert(component.digest().to_owned(), component.clone());
+    Ok(component)
 }
 
 impl Host {
@@ -42,15 +54,17 @@ impl Host {
         let sandbox = Sandbox::new(config.sandbox_settings())?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut slots = Vec::new();
+        // Pipelines that run the same component share its compiled code.
+        let mut loaded: HashMap<String, Arc<ProcessorComponent>> = HashMap::new();
         for pipeline in &config.pipelines {
-            let component = load_component(&sandbox, pipeline, &pipeline.component)?;
+            let component = load_shared(&sandbox, pipeline, &mut loaded)?;
             tracing::info!(
                 pipeline = %pipeline.name,
                 digest = %component.digest(),
                 capabilities = ?component.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "loaded processor"
             );
-            slots.push(ProcessorSlot::new(Arc::new(component)));
+            slots.push(ProcessorSlot::new(component));
         }
         let mut pipelines = Vec::new();
         for (pipeline, slot) in config.pipelines.iter().zip(slots) {

@@ -319,3 +319,27 @@ fn record_headers_reach_the_guest_in_order() {
     assert_eq!(seen[0].headers, pairs(&[("trace-id", "abc"), ("empty", ""), ("null", ""), ("dup", "1"), ("dup", "2")]));
     assert_eq!(seen[1].headers, pairs(&[]));
 }
+
+#[test]
+fn pipelines_running_one_component_share_it_and_each_checks_its_grants() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    for topic in ["in-a", "in-b", "seen"] {
+        broker.create_topic(topic, 1);
+    }
+    let two = recorder_pipeline("share-a", "in-a") + &recorder_pipeline("share-b", "in-b");
+    let host = start(&brokers, &two);
+    let (a, b) = (host.pipelines[0].slot.current(), host.pipelines[1].slot.current());
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "one compiled component serves both pipelines");
+    produce(&brokers, "in-a", 1, &["a".to_owned()]);
+    produce(&brokers, "in-b", 1, &["b".to_owned()]);
+    wait_until("both caught up", || caught_up(&brokers, "share-a", "in-a") && caught_up(&brokers, "share-b", "in-b"));
+    stop(host);
+    assert_eq!(read_all(&brokers, "seen").len(), 2);
+
+    // The same component in a pipeline that does not grant `output` is refused by name.
+    let ungranted = recorder_pipeline("share-c", "in-a").replace("output_topics = [\"seen\"]", "");
+    let text = format!("brokers = \"{brokers}\"\n{}{ungranted}", recorder_pipeline("share-a", "in-a"));
+    let error = Host::start(&Config::parse(&text).unwrap()).err().expect("the second pipeline is refused");
+    assert!(format!("{error:#}").contains("ferry:processor/output@0.1.0"), "{error:#}");
+}

@@ -115,27 +115,17 @@ impl ProcessorComponent {
     /// Compiles and checks `bytes` for a pipeline with these grants.
     pub fn load(sandbox: &Sandbox, bytes: &[u8], grants: &Grants) -> Result<Self, LoadError> {
         let (component, inspection, artifact) = compile_and_inspect(sandbox, bytes)?;
-        for capability in &inspection.capabilities {
-            match capability {
-                Capability::Output if grants.output_topics.is_empty() => {
-                    return Err(LoadError::NotGranted {
-                        capability: capability.clone(),
-                        hint: " (list the topics it may write to in the pipeline's `output_topics`)",
-                    });
-                }
-                Capability::Log if !grants.log => {
-                    return Err(LoadError::NotGranted {
-                        capability: capability.clone(),
-                        hint: " (set `allow_log = true`)",
-                    });
-                }
-                _ => {}
-            }
-        }
+        check_grants(&inspection.capabilities, grants)?;
         let pre = sandbox.linker().instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let Inspection { digest, size, capabilities } = inspection;
         Ok(Self { digest, size, capabilities, artifact, pre })
+    }
+
+    /// Whether a pipeline with `grants` may run this component (a compiled
+    /// component can serve several pipelines; each checks its own grants).
+    pub fn check_grants(&self, grants: &Grants) -> Result<(), LoadError> {
+        check_grants(&self.capabilities, grants)
     }
 
     /// sha256 of the component bytes, hex: the version's identity.
@@ -157,6 +147,28 @@ impl ProcessorComponent {
     pub fn artifact(&self) -> ArtifactSource {
         self.artifact
     }
+}
+
+/// Refuses capabilities the pipeline did not grant, naming the config field.
+fn check_grants(capabilities: &[Capability], grants: &Grants) -> Result<(), LoadError> {
+    for capability in capabilities {
+        match capability {
+            Capability::Output if grants.output_topics.is_empty() => {
+                return Err(LoadError::NotGranted {
+                    capability: capability.clone(),
+                    hint: " (list the topics it may write to in the pipeline's `output_topics`)",
+                });
+            }
+            Capability::Log if !grants.log => {
+                return Err(LoadError::NotGranted {
+                    capability: capability.clone(),
+                    hint: " (set `allow_log = true`)",
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// sha256 of component bytes, hex: how ferry names a version.
