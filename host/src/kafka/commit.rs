@@ -8,7 +8,6 @@
 //! shutdown).
 
 use std::ffi::CStr;
-use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +52,7 @@ impl Committer {
     pub fn signal_to(&mut self, wake: Arc<UnixStream>) {
         // SAFETY: valid queue; the descriptor stays open while `self.wake` holds it,
         // and the queue (with its signalling) is destroyed in Drop, first.
-        unsafe { rd::rd_kafka_queue_io_event_enable(self.queue, wake.as_raw_fd(), b"!".as_ptr().cast(), 1) };
+        unsafe { super::fetch::wake_on_arrival(self.queue, &wake) };
         self.wake = Some(wake);
     }
 

@@ -120,24 +120,15 @@ impl Shared {
         }
     }
 
-    /// Collects results of earlier commits without waiting, and tells how many
-    /// commit requests are still waiting for theirs.
-    pub fn commits_in_flight(&self) -> usize {
+    /// Collects results of earlier commits without waiting; returns how many commit
+    /// requests are still waiting for theirs.
+    pub fn poll_commits(&self) -> usize {
         let (results, in_flight) = match lock(&self.committer).as_mut() {
             Some(committer) => (committer.poll(Duration::ZERO), committer.in_flight()),
             None => return 0,
         };
         self.apply(results);
         in_flight
-    }
-
-    /// Collects results of earlier commits without waiting.
-    pub fn poll_commits(&self) {
-        let results = match lock(&self.committer).as_mut() {
-            Some(committer) => committer.poll(Duration::ZERO),
-            None => return,
-        };
-        self.apply(results);
     }
 
     /// Commits the finished offsets of `only` (or of every partition) and waits up

@@ -98,7 +98,7 @@ impl FetchQueue {
             let consumer_queue = rd::rd_kafka_queue_get_consumer(rk);
             assert!(!queue.is_null() && !consumer_queue.is_null(), "librdkafka returned no queue");
             for q in [queue, consumer_queue] {
-                rd::rd_kafka_queue_io_event_enable(q, wake_tx.as_raw_fd(), b"!".as_ptr().cast(), 1);
+                wake_on_arrival(q, &wake_tx);
             }
             (queue, consumer_queue)
         };
@@ -185,9 +185,7 @@ impl Fetched {
         // SAFETY: every pointer is a live message owned by `self`, borrowed here.
         self.messages[start..].iter().map(|&m| unsafe { Delivered::from_raw(m) })
     }
-}
 
-impl Fetched {
     fn destroy_messages(&mut self) {
         for message in self.messages.drain(..) {
             // SAFETY: each message was handed to us by consume_batch; destroyed once.
@@ -291,6 +289,16 @@ impl<'m> Delivered<'m> {
             Some((unsafe { CStr::from_ptr(name) }.to_bytes(), unsafe { bytes(value.cast(), len) }))
         })
     }
+}
+
+/// Makes `queue` write a byte to `wake` whenever it turns non-empty.
+///
+/// # Safety
+/// `queue` must be a live queue handle, and `wake` must stay open while it can write
+/// (until the queue is destroyed or its signalling switched off).
+pub(super) unsafe fn wake_on_arrival(queue: *mut rd::rd_kafka_queue_t, wake: &UnixStream) {
+    // SAFETY: per the contract; librdkafka copies the one-byte payload.
+    unsafe { rd::rd_kafka_queue_io_event_enable(queue, wake.as_raw_fd(), b"!".as_ptr().cast(), 1) };
 }
 
 /// # Safety

@@ -57,27 +57,24 @@ impl Worker {
         let max_wait = Duration::from_millis(self.config.max_wait_ms);
         // Records arrive up to FETCH_MAX at a time (kafka::fetch), so per-turn work is
         // spread over many records, and they are taken in per-partition runs (one map
-        // lookup per run; the key is cached in `cursor`). Per record: no clock read and
-        // no allocation. Batches due by `max_wait_ms` are looked for only once the
-        // earliest can be due (`next_due`, a lower bound).
+        // lookup per run). Per record: no clock read and no allocation. Batches due by
+        // `max_wait_ms` are looked for only once the earliest can be due (`next_due`, a
+        // lower bound).
         let mut now = Instant::now();
-        let mut cursor = Cursor::default();
         let mut next_due: Option<Instant> = None;
         let mut results_polled = now;
         while !shutdown.load(Ordering::Relaxed) {
-            self.serve_events(&mut cursor, &mut next_due);
+            self.serve_events(&mut next_due);
             self.rewind_due_retries(now);
             let fetched = self.fetch.fetch(FETCH_MAX);
             let taken = fetched.len();
-            cursor.forget();
             // Partitions revoked while this fetch is being worked through: their
             // remaining records belong to the next owner, who reads them from the
             // committed offset.
             let mut gone: Vec<(String, i32)> = Vec::new();
             let mut at = 0;
             while at < taken {
-                let (run, full) =
-                    take_run(&mut self.partitions, &fetched, at, &mut cursor, &mut next_due, &self.config, &gone);
+                let (run, full) = take_run(&mut self.partitions, &fetched, at, &mut next_due, &self.config, &gone);
                 at += run;
                 if let Some(full) = full {
                     self.dispatch(&full);
@@ -86,7 +83,7 @@ impl Worker {
                     // batches, as the group expects of a member.
                     now = Instant::now();
                     self.shared.stats.liveness().turned(now);
-                    gone.extend(self.serve_events(&mut cursor, &mut next_due));
+                    gone.extend(self.serve_events(&mut next_due));
                     self.maybe_commit(now, &mut results_polled);
                 }
             }
@@ -121,18 +118,18 @@ impl Worker {
     /// errors, and records of a partition that could not be routed to the fetch
     /// queue (none are expected); then applies what callbacks reported. Returns the
     /// partitions revoked.
-    fn serve_events(&mut self, cursor: &mut Cursor, next_due: &mut Option<Instant>) -> Vec<(String, i32)> {
+    fn serve_events(&mut self, next_due: &mut Option<Instant>) -> Vec<(String, i32)> {
         for _ in 0..CONSUMER_EVENTS_PER_TURN {
             if !self.fetch.consumer_events_waiting() {
                 break;
             }
             let full = match self.consumer.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
-                    cursor.forget();
                     // SAFETY: `message` outlives `delivered`, which is used only in this arm.
                     let delivered = unsafe { Delivered::from_raw(message.ptr()) };
-                    let state = partition_state(&mut self.partitions, delivered, cursor);
-                    take_record(state, delivered, next_due, &self.config).then(|| cursor.key.clone())
+                    let key = partition_key(delivered);
+                    let state = partition_state(&mut self.partitions, &key);
+                    take_record(state, delivered, next_due, &self.config).then_some(key)
                 }
                 Some(Err(error)) => {
                     tracing::warn!(pipeline = %self.config.name, %error, "consumer error");
@@ -144,7 +141,6 @@ impl Worker {
                 self.dispatch(&key);
             }
         }
-        cursor.forget();
         self.handle_events()
     }
 
@@ -403,7 +399,7 @@ impl Worker {
             // is out ride on the next, sent as soon as its answer is in (which wakes
             // the loop). Per-batch commits also pick up offsets finished by late acks.
             CommitPolicy::PerBatch
-                if (self.batch_finished && self.shared.commits_in_flight() == 0)
+                if (self.batch_finished && self.shared.poll_commits() == 0)
                     || now.saturating_duration_since(self.last_commit) >= Duration::from_millis(50) =>
             {
                 self.last_commit = now;
@@ -412,7 +408,7 @@ impl Worker {
             }
             _ if now.saturating_duration_since(*results_polled) >= COMMIT_RESULTS_EVERY => {
                 *results_polled = now;
-                self.shared.poll_commits();
+                let _ = self.shared.poll_commits();
             }
             _ => {}
         }
@@ -458,23 +454,6 @@ const FETCH_MAX: usize = 1024;
 /// rebalances and errors, a handful at a time).
 const CONSUMER_EVENTS_PER_TURN: usize = 16;
 
-/// The partition of the last record taken, so that consecutive records of one
-/// partition find their state without building a key.
-#[derive(Default)]
-struct Cursor {
-    /// librdkafka's handle of the last record's topic. Only compared while that
-    /// record's batch is alive (a freed handle's address could be reused), so it
-    /// is forgotten before each fetch.
-    topic_handle: Option<*const rdkafka::bindings::rd_kafka_topic_t>,
-    key: (String, i32),
-}
-
-impl Cursor {
-    fn forget(&mut self) {
-        self.topic_handle = None;
-    }
-}
-
 /// Takes the run of records of one partition that starts at `fetched[start]`
 /// (librdkafka delivers a partition's records in runs), up to the record that fills
 /// its batch. Returns how many messages it went through, and the partition whose
@@ -484,7 +463,6 @@ fn take_run(
     partitions: &mut BTreeMap<(String, i32), PartitionState>,
     fetched: &Fetched,
     start: usize,
-    cursor: &mut Cursor,
     next_due: &mut Option<Instant>,
     config: &PipelineConfig,
     gone: &[(String, i32)],
@@ -495,41 +473,38 @@ fn take_run(
         tracing::warn!(pipeline = %config.name, topic = %first.topic(), partition = first.partition(), %error, "consumer error");
         return (1, None);
     }
+    // Within one fetch every message is alive, so equal topic handles mean one topic.
     let (handle, partition) = (first.topic_handle(), first.partition());
     let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
-    if !gone.is_empty() && gone.iter().any(|(t, p)| *p == partition && *t == first.topic()) {
+    let key = partition_key(first);
+    if gone.contains(&key) {
         return (1 + run.take_while(same).count(), None);
     }
-    let state = partition_state(partitions, first, cursor);
-    if take_record(state, first, next_due, config) {
-        return (1, Some(cursor.key.clone()));
-    }
-    let mut taken = 1;
-    for delivered in run.take_while(same) {
+    let state = partition_state(partitions, &key);
+    let mut taken = 0;
+    for delivered in std::iter::once(first).chain(run.take_while(same)) {
         taken += 1;
         if take_record(state, delivered, next_due, config) {
-            return (taken, Some(cursor.key.clone()));
+            return (taken, Some(key));
         }
     }
     (taken, None)
 }
 
-/// The state of `delivered`'s partition, created on its first record; `cursor`
-/// remembers the key so that the next run of the same partition does not build it.
+/// The key of `delivered`'s partition.
+fn partition_key(delivered: Delivered<'_>) -> (String, i32) {
+    (delivered.topic().into_owned(), delivered.partition())
+}
+
+/// The state of a partition, created on its first record.
 fn partition_state<'p>(
     partitions: &'p mut BTreeMap<(String, i32), PartitionState>,
-    delivered: Delivered<'_>,
-    cursor: &mut Cursor,
+    key: &(String, i32),
 ) -> &'p mut PartitionState {
-    let (handle, partition) = (delivered.topic_handle(), delivered.partition());
-    if cursor.topic_handle != Some(handle) || cursor.key.1 != partition {
-        cursor.key = (delivered.topic().into_owned(), partition);
-        cursor.topic_handle = Some(handle);
+    if !partitions.contains_key(key) {
+        partitions.insert(key.clone(), PartitionState::new(&key.0, key.1));
     }
-    if !partitions.contains_key(&cursor.key) {
-        partitions.insert(cursor.key.clone(), PartitionState::new(&cursor.key.0, partition));
-    }
-    partitions.get_mut(&cursor.key).expect("just inserted")
+    partitions.get_mut(key).expect("just inserted")
 }
 
 /// Headers read in one pass into a stack array; records with more fall back to a
