@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::Record;
+
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -26,92 +28,181 @@ pub enum EmitError {
     TooLarge(u64),
     /// The batch already emitted as many records as the host allows.
     TooMany,
+    /// The batch's outputs reached the host's byte budget; carries the budget.
+    OverBudget(u64),
+    /// The output was attributed to an offset that is not in the current batch.
+    UnknownSource(i64),
 }
 
 impl fmt::Display for EmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EmitError::TopicNotAllowed(topic) => {
-                write!(f, "topic {topic:?} is not allowed for this pipeline")
-            }
-            EmitError::TooLarge(limit) => {
-                write!(f, "record exceeds the size limit of {limit} bytes")
-            }
+            EmitError::TopicNotAllowed(topic) => write!(
+                f,
+                "topic {topic:?} is not allowed for this pipeline (the operator lists the topics it may write \
+                 to in the pipeline's `output_topics`)"
+            ),
+            EmitError::TooLarge(limit) => write!(f, "record exceeds the size limit of {limit} bytes"),
             EmitError::TooMany => f.write_str("batch emitted more records than allowed"),
+            EmitError::OverBudget(budget) => write!(f, "batch outputs exceed the budget of {budget} bytes"),
+            EmitError::UnknownSource(offset) => write!(f, "offset {offset} is not a record of this batch"),
         }
     }
 }
 
 impl std::error::Error for EmitError {}
 
+/// An output record to emit with [`Context::emit`], when
+/// [`emit_kv`](Context::emit_kv) and [`emit_value`](Context::emit_value) are not
+/// enough: a missing key or value, or headers.
+///
+/// ```
+/// # use ferry_sdk::Output;
+/// let trace_id = "abc";
+/// let out = Output::to("audit").key("user-1").header("trace-id", trace_id).tombstone();
+/// # let _ = out;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Output<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+impl<'a> Output<'a> {
+    /// An output to `topic` with no key, no value and no headers yet.
+    pub fn to(topic: &'a str) -> Self {
+        Output { topic, key: None, value: None, headers: Vec::new() }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        self.key = Some(key.as_ref());
+        self
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        self.value = Some(value.as_ref());
+        self
+    }
+
+    /// Sets the key, or leaves it absent for `None` (for example `record.key()`).
+    pub fn optional_key(mut self, key: Option<&'a [u8]>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Sets the value, or leaves it absent (a tombstone) for `None`.
+    pub fn optional_value(mut self, value: Option<&'a [u8]>) -> Self {
+        self.value = value;
+        self
+    }
+
+    /// Leaves the value absent: a tombstone for compacted topics.
+    pub fn tombstone(mut self) -> Self {
+        self.value = None;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'a str, value: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        self.headers.push((name, Some(value.as_ref())));
+        self
+    }
+
+    /// Adds headers given as `(name, value)` pairs, for example `record.headers()`
+    /// to forward an input record's headers.
+    pub fn headers(mut self, headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    /// Key, value and headers in bytes, as the host counts a record's size.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn size(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len)
+            + self.value.map_or(0, <[u8]>::len)
+            + self.headers.iter().map(|(n, v)| n.len() + v.map_or(0, <[u8]>::len)).sum::<usize>()
+    }
+}
+
 /// The processor's handle on the host for the duration of one batch.
 ///
+/// Every output belongs to an input record: in [`Processor::process`](crate::Processor::process)
+/// to the record being processed, in an overridden `process_batch` to the whole batch
+/// unless emitted inside [`for_record`](Self::for_record). The host publishes an
+/// output only if its record ends processed (for the whole batch: if every record
+/// does).
+///
 /// In a component each call goes straight to the host. A component only imports the
-/// capabilities it uses: one that never calls an `emit` method does not import the
-/// `output` interface, one that never logs does not import `log`, and the host only
-/// grants what the pipeline's configuration allows.
+/// capabilities it uses: one that never emits does not import the `output` interface,
+/// one that never logs does not import `log`, and the host only grants what the
+/// pipeline's configuration allows.
 ///
 /// Natively (in `cargo test` through [`testing`](crate::testing)) the context records
 /// emitted records and log lines in memory instead.
 pub struct Context {
+    /// The offset outputs are attributed to; `None`: the whole batch.
+    source: Option<i64>,
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) sink: native::Sink,
-    #[cfg(target_arch = "wasm32")]
-    _private: (),
 }
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context").finish_non_exhaustive()
+        f.debug_struct("Context").field("source", &self.source).finish_non_exhaustive()
     }
 }
 
 impl Context {
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn new() -> Self {
-        Context { _private: () }
+        Context { source: None }
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn new() -> Self {
-        Self::with_policy(native::Policy::default())
+    pub(crate) fn with_sink(sink: native::Sink) -> Self {
+        Context { source: None, sink }
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn with_policy(policy: native::Policy) -> Self {
-        Context { sink: native::Sink { policy, emitted: Vec::new(), logs: Vec::new() } }
+    /// Runs `f` with outputs attributed to `record`: they are published only if
+    /// `record` ends processed.
+    pub fn for_record<R>(&mut self, record: &Record<'_>, f: impl FnOnce(&mut Context) -> R) -> R {
+        let outer = self.source.replace(record.offset());
+        let result = f(self);
+        self.source = outer;
+        result
     }
 
-    /// Queues a record for `topic`. The host produces it after the batch returns and
-    /// commits the batch's input offsets only once the broker acknowledged it.
-    pub fn emit(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), EmitError> {
-        self.emit_with_headers(topic, key, value, [])
+    /// Emits `value` with no key to `topic`.
+    pub fn emit_value(&mut self, topic: &str, value: impl AsRef<[u8]>) -> Result<(), EmitError> {
+        self.emit(Output::to(topic).value(value.as_ref()))
     }
 
-    /// Like [`emit`](Self::emit), with headers given as `(name, value)` pairs, for
-    /// example `record.headers()` to forward an input record's headers.
-    pub fn emit_with_headers<'h, H>(
-        &mut self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: H,
-    ) -> Result<(), EmitError>
-    where
-        H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
-    {
+    /// Emits `key` and `value` to `topic`.
+    pub fn emit_kv(&mut self, topic: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), EmitError> {
+        self.emit(Output::to(topic).key(key.as_ref()).value(value.as_ref()))
+    }
+
+    /// Queues an output record. The host produces it after the batch returns, if
+    /// its record ends processed, and commits the record's offset only once the
+    /// broker acknowledged it.
+    pub fn emit(&mut self, output: Output<'_>) -> Result<(), EmitError> {
         #[cfg(target_arch = "wasm32")]
         {
-            wasm::emit(topic, key, value, headers)
+            wasm::emit(self.source, &output)
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            self.sink.emit(topic, key, value, headers)
+            self.sink.emit(self.source, &output)
         }
     }
 
     /// Writes a line to the host's logs, under the tenant's own target. The host
-    /// truncates long messages and strips control characters.
+    /// truncates long messages, strips control characters and rate-limits each
+    /// pipeline's logs.
     pub fn log(&mut self, level: Level, message: &str) {
         #[cfg(target_arch = "wasm32")]
         {
@@ -153,24 +244,19 @@ impl Context {
 /// component, when the processor calls the method that uses it.
 #[cfg(target_arch = "wasm32")]
 mod wasm {
-    use super::{EmitError, Level};
+    use super::{EmitError, Level, Output};
     use crate::__bindings::ferry::processor::{log as wit_log, output, types::Header};
 
     #[inline]
-    pub(super) fn emit<'h, H>(
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: H,
-    ) -> Result<(), EmitError>
-    where
-        H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
-    {
-        let headers: Vec<Header<'h>> = headers.into_iter().map(|(name, value)| Header { name, value }).collect();
-        output::emit(output::OutputRecord { topic, key, value, headers: &headers }).map_err(|e| match e {
+    pub(super) fn emit(source: Option<i64>, out: &Output<'_>) -> Result<(), EmitError> {
+        let headers: Vec<Header<'_>> = out.headers.iter().map(|&(name, value)| Header { name, value }).collect();
+        let record = output::OutputRecord { topic: out.topic, key: out.key, value: out.value, headers: &headers };
+        output::emit(source, record).map_err(|e| match e {
             output::EmitError::TopicNotAllowed(topic) => EmitError::TopicNotAllowed(topic),
             output::EmitError::TooLarge(limit) => EmitError::TooLarge(limit),
             output::EmitError::TooMany => EmitError::TooMany,
+            output::EmitError::OverBudget(budget) => EmitError::OverBudget(budget),
+            output::EmitError::UnknownSource(offset) => EmitError::UnknownSource(offset),
         })
     }
 
@@ -190,60 +276,61 @@ mod wasm {
 /// In-memory stand-in for the host, used by native builds and [`testing`](crate::testing).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native {
-    use super::EmitError;
+    use std::collections::BTreeSet;
+
+    use super::{EmitError, Output};
     use crate::testing::{Emitted, LogLine};
 
-    /// The limits the in-memory host enforces, mirroring the real host's checks.
-    #[derive(Debug, Clone, Default)]
+    /// The limits the in-memory host enforces, mirroring the real host's checks
+    /// (and in the same order).
+    #[derive(Debug, Clone)]
     pub(crate) struct Policy {
-        pub(crate) allowed_topics: Option<Vec<String>>,
-        pub(crate) max_emits: Option<usize>,
-        pub(crate) max_record_bytes: Option<u64>,
+        /// `None`: every topic is allowed.
+        pub(crate) allowed_topics: Option<BTreeSet<String>>,
+        pub(crate) max_emits: usize,
+        pub(crate) max_record_bytes: usize,
+        pub(crate) batch_bytes: usize,
     }
 
     #[derive(Debug)]
     pub(crate) struct Sink {
         pub(crate) policy: Policy,
+        /// Offsets of the batch being run.
+        pub(crate) offsets: BTreeSet<i64>,
         pub(crate) emitted: Vec<Emitted>,
+        pub(crate) emitted_bytes: usize,
         pub(crate) logs: Vec<LogLine>,
     }
 
     impl Sink {
-        pub(crate) fn emit<'h, H>(
-            &mut self,
-            topic: &str,
-            key: Option<&[u8]>,
-            value: Option<&[u8]>,
-            headers: H,
-        ) -> Result<(), EmitError>
-        where
-            H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
-        {
+        pub(crate) fn emit(&mut self, source: Option<i64>, out: &Output<'_>) -> Result<(), EmitError> {
             if let Some(allowed) = &self.policy.allowed_topics
-                && !allowed.iter().any(|t| t == topic)
+                && !allowed.contains(out.topic)
             {
-                return Err(EmitError::TopicNotAllowed(topic.to_owned()));
+                return Err(EmitError::TopicNotAllowed(out.topic.to_owned()));
             }
-            let headers: Vec<(String, Option<Vec<u8>>)> =
-                headers.into_iter().map(|(name, value)| (name.to_owned(), value.map(<[u8]>::to_vec))).collect();
-            if let Some(limit) = self.policy.max_record_bytes {
-                let size = key.map_or(0, <[u8]>::len)
-                    + value.map_or(0, <[u8]>::len)
-                    + headers.iter().map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>();
-                if size as u64 > limit {
-                    return Err(EmitError::TooLarge(limit));
-                }
-            }
-            if let Some(max) = self.policy.max_emits
-                && self.emitted.len() >= max
+            if let Some(offset) = source
+                && !self.offsets.contains(&offset)
             {
+                return Err(EmitError::UnknownSource(offset));
+            }
+            if self.emitted.len() >= self.policy.max_emits {
                 return Err(EmitError::TooMany);
             }
+            let size = out.size();
+            if size > self.policy.max_record_bytes {
+                return Err(EmitError::TooLarge(self.policy.max_record_bytes as u64));
+            }
+            if self.emitted_bytes + size > self.policy.batch_bytes {
+                return Err(EmitError::OverBudget(self.policy.batch_bytes as u64));
+            }
+            self.emitted_bytes += size;
             self.emitted.push(Emitted {
-                topic: topic.to_owned(),
-                key: key.map(<[u8]>::to_vec),
-                value: value.map(<[u8]>::to_vec),
-                headers,
+                source,
+                topic: out.topic.to_owned(),
+                key: out.key.map(<[u8]>::to_vec),
+                value: out.value.map(<[u8]>::to_vec),
+                headers: out.headers.iter().map(|(n, v)| ((*n).to_owned(), v.map(<[u8]>::to_vec))).collect(),
             });
             Ok(())
         }

@@ -4,32 +4,64 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::__bindings::exports::ferry::processor::handler::{Batch as WitBatch, BatchResult};
+use crate::__bindings::exports::ferry::processor::handler::{Batch as WitBatch, BatchResult, TopicPartition as WitTp};
 use crate::__bindings::ferry::processor::types::{Failure, Status};
-use crate::{Batch, Context, Outcome, Processor};
+use crate::{Batch, Outcome, Processor, Settings, TopicPartition};
 
 pub use crate::__bindings::exports::ferry::processor::handler::{
-    Batch as WireBatch, BatchResult as WireBatchResult, Guest,
+    Batch as WireBatch, BatchResult as WireBatchResult, Guest, TopicPartition as WireTopicPartition,
 };
 
 /// Where `export_processor!` keeps the processor of a component.
 pub type Slot<P> = RefCell<Option<P>>;
 
-/// Runs one batch through the processor in `slot`, creating it on first use.
+/// The processor in `slot`, created and configured on first use.
+fn with_processor<P: Processor, R>(slot: &'static LocalKey<Slot<P>>, f: impl FnOnce(&mut P) -> R) -> R {
+    slot.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let processor = slot.get_or_insert_with(|| configured::<P>().unwrap_or_else(|e| panic!("{e}")));
+        f(processor)
+    })
+}
+
+/// A fresh processor, configured with the pipeline's settings.
+fn configured<P: Processor>() -> Result<P, String> {
+    let mut processor = P::default();
+    #[cfg(target_arch = "wasm32")]
+    let settings = Settings::from_host();
+    #[cfg(not(target_arch = "wasm32"))]
+    let settings = Settings::default();
+    processor.configure(&settings).map_err(|e| format!("ferry-sdk: the processor refused its settings: {e}"))?;
+    Ok(processor)
+}
+
+/// Runs one batch through the processor in `slot`.
 pub fn process<P: Processor>(slot: &'static LocalKey<Slot<P>>, batch: WitBatch) -> BatchResult {
     let view = Batch::from_wire(&batch.topic, batch.partition, batch.count, &batch.records)
         .unwrap_or_else(|e| panic!("ferry-sdk: the host sent a corrupt batch: {e}"));
-    let mut ctx = Context::new();
-    let outcomes = slot.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        slot.get_or_insert_with(P::default).process_batch(&view, &mut ctx)
-    });
+    #[cfg(target_arch = "wasm32")]
+    let mut ctx = crate::Context::new();
+    #[cfg(not(target_arch = "wasm32"))]
+    let mut ctx = crate::testing::Harness::new().context_for(&view);
+    let outcomes = with_processor(slot, |p| p.process_batch(&view, &mut ctx));
     batch_result(&view, outcomes)
 }
 
-/// Runs [`Processor::self_test`] on a fresh instance.
+/// Tells the processor in `slot` that a partition's batches are coming.
+pub fn assigned<P: Processor>(slot: &'static LocalKey<Slot<P>>, partition: WitTp) {
+    let partition = TopicPartition { topic: partition.topic, partition: partition.partition };
+    with_processor(slot, |p| p.assigned(&partition));
+}
+
+/// Tells the processor in `slot` that a partition is gone.
+pub fn revoked<P: Processor>(slot: &'static LocalKey<Slot<P>>, partition: WitTp) {
+    let partition = TopicPartition { topic: partition.topic, partition: partition.partition };
+    with_processor(slot, |p| p.revoked(&partition));
+}
+
+/// Runs [`Processor::self_test`] on a fresh, configured instance.
 pub fn self_test<P: Processor>() -> Result<(), String> {
-    P::default().self_test()
+    configured::<P>()?.self_test()
 }
 
 /// Converts outcomes to the WIT answer. The count is deliberately not checked: the
@@ -61,6 +93,7 @@ pub(crate) fn batch_result(batch: &Batch<'_>, outcomes: Vec<Outcome>) -> BatchRe
 mod tests {
     use super::*;
     use crate::wire::BatchEncoder;
+    use crate::{Context, Error, Record};
 
     fn batch(encoder: &BatchEncoder) -> Batch<'_> {
         Batch::from_wire("t", 0, encoder.count(), encoder.bytes()).unwrap()
@@ -92,16 +125,27 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Counting(u32);
+    struct Counting {
+        seen: u32,
+        partitions: Vec<TopicPartition>,
+    }
 
     impl Processor for Counting {
-        fn process(&mut self, _: &crate::Record<'_>, _: &mut Context) -> Outcome {
-            self.0 += 1;
-            if self.0.is_multiple_of(2) { Outcome::Processed } else { Outcome::retry(self.0.to_string()) }
+        fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Result<(), Error> {
+            self.seen += 1;
+            if self.seen.is_multiple_of(2) { Ok(()) } else { Err(Error::retry(self.seen.to_string())) }
+        }
+
+        fn assigned(&mut self, partition: &TopicPartition) {
+            self.partitions.push(partition.clone());
+        }
+
+        fn revoked(&mut self, partition: &TopicPartition) {
+            self.partitions.retain(|p| p != partition);
         }
 
         fn self_test(&mut self) -> Result<(), String> {
-            if self.0 == 0 { Ok(()) } else { Err("not fresh".into()) }
+            if self.seen == 0 { Ok(()) } else { Err("not fresh".into()) }
         }
     }
 
@@ -119,11 +163,14 @@ mod tests {
             count: encoder.count(),
             records: encoder.bytes().to_vec(),
         };
+        assigned(&SLOT, WitTp { topic: "t".into(), partition: 0 });
         let first = process(&SLOT, wit(&encoder));
         assert_eq!(first.failures[0].reason, "1");
         let second = process(&SLOT, wit(&encoder));
         assert_eq!(second.statuses, [Status::Processed]);
-        assert_eq!(SLOT.with(|s| s.borrow().as_ref().map(|c| c.0)), Some(2));
+        assert_eq!(SLOT.with(|s| s.borrow().as_ref().map(|c| c.seen)), Some(2));
+        revoked(&SLOT, WitTp { topic: "t".into(), partition: 0 });
+        assert_eq!(SLOT.with(|s| s.borrow().as_ref().map(|c| c.partitions.len())), Some(0));
         assert_eq!(self_test::<Counting>(), Ok(()));
     }
 }

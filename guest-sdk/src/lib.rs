@@ -7,22 +7,17 @@
 //! `wasm32-wasip2`: the result is a component the ferry host can run.
 //!
 //! ```
-//! use ferry_sdk::{Context, Outcome, Processor, Record};
+//! use ferry_sdk::{Context, Error, Processor, Record};
 //!
 //! /// Forwards records to `shouted`, with the value upper-cased.
 //! #[derive(Default)]
 //! struct Shout;
 //!
 //! impl Processor for Shout {
-//!     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
-//!         let Some(value) = record.value() else {
-//!             return Outcome::reject("tombstones are not supported");
-//!         };
-//!         let loud = value.to_ascii_uppercase();
-//!         match ctx.emit("shouted", record.key(), Some(&loud)) {
-//!             Ok(()) => Outcome::Processed,
-//!             Err(e) => Outcome::Retry(e.to_string()),
-//!         }
+//!     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+//!         let value = record.value().ok_or_else(|| Error::reject("tombstones are not supported"))?;
+//!         ctx.emit_value("shouted", value.to_ascii_uppercase())?;
+//!         Ok(())
 //!     }
 //! }
 //!
@@ -30,8 +25,8 @@
 //!
 //! // Natively, the same code runs under `cargo test`:
 //! # fn main() {
-//! use ferry_sdk::testing::{self, TestBatch};
-//! let run = testing::run(&mut Shout, &TestBatch::new("in", 0).record("k", "hi"));
+//! use ferry_sdk::testing::{Harness, TestBatch};
+//! let run = Harness::new().allow_topic("shouted").run(&mut Shout, &TestBatch::new("in", 0).record("k", "hi"));
 //! assert!(run.all_processed());
 //! assert_eq!(run.emitted[0].value_str(), Some("HI"));
 //! # }
@@ -42,12 +37,18 @@
 //! crate-type = ["cdylib", "rlib"]
 //! ```
 //!
-//! `cargo build --release --target wasm32-wasip2` then produces the component.
+//! `ferry build` then produces the component (it runs `cargo build --target
+//! wasm32-wasip2` with the right profile).
 //!
-//! Capabilities follow use: a component that never calls [`Context::emit`] (or
-//! [`Context::emit_with_headers`]) does not import the host's `output` interface, and
-//! one that never logs does not import `log`. The host refuses a component that
-//! imports a capability its pipeline was not granted.
+//! Outputs belong to records: the host publishes what a record emitted only if the
+//! record ends processed, so a record that is retried, rejected or crashes the guest
+//! leaves no output behind.
+//!
+//! Capabilities follow use: a component that never emits does not import the host's
+//! `output` interface, one that never logs does not import `log`, and one that never
+//! reads headers does not import `headers` (and gets batches without them, which is
+//! cheaper). The host refuses a component that imports a capability its pipeline was
+//! not granted.
 //!
 //! State kept in the processor's fields persists from batch to batch but only for the
 //! life of one WebAssembly instance; see [`Processor`].
@@ -55,17 +56,22 @@
 #![deny(missing_docs)]
 
 mod context;
+mod partition;
 mod processor;
 mod record;
+mod settings;
 
+pub mod limits;
 pub mod wire;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-pub use context::{Context, EmitError, Level};
-pub use processor::{Outcome, Processor};
+pub use context::{Context, EmitError, Level, Output};
+pub use partition::PerPartition;
+pub use processor::{Error, Outcome, Processor, ResultExt, TopicPartition};
 pub use record::{Batch, Headers, Record, Records};
+pub use settings::{SettingError, Settings};
 
 /// Bindings generated from the WIT contract. Not part of the API.
 #[doc(hidden)]
@@ -91,13 +97,13 @@ pub mod __private;
 /// Use it once per crate, with the processor type:
 ///
 /// ```
-/// # use ferry_sdk::{Context, Outcome, Processor, Record};
+/// # use ferry_sdk::{Context, Error, Processor, Record};
 /// #[derive(Default)]
 /// struct Passthrough;
 ///
 /// impl Processor for Passthrough {
-///     fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Outcome {
-///         Outcome::Processed
+///     fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Result<(), Error> {
+///         Ok(())
 ///     }
 /// }
 ///
@@ -105,8 +111,8 @@ pub mod __private;
 /// # fn main() {}
 /// ```
 ///
-/// The instance is created with [`Default`] on the first batch and kept in a static
-/// for the life of the WebAssembly instance. The exports only exist when building for
+/// The instance is created with [`Default`] and [`Processor::configure`]d when the
+/// host first needs it, and kept in a static for the life of the WebAssembly instance. The exports only exist when building for
 /// `wasm32`; natively the macro only checks the type, so the crate can also be an
 /// `rlib` used by its own unit tests.
 #[macro_export]
@@ -124,6 +130,14 @@ macro_rules! export_processor {
             impl $crate::__private::Guest for FerryExport {
                 fn process(batch: $crate::__private::WireBatch) -> $crate::__private::WireBatchResult {
                     $crate::__private::process(&FERRY_PROCESSOR, batch)
+                }
+
+                fn assigned(partition: $crate::__private::WireTopicPartition) {
+                    $crate::__private::assigned(&FERRY_PROCESSOR, partition)
+                }
+
+                fn revoked(partition: $crate::__private::WireTopicPartition) {
+                    $crate::__private::revoked(&FERRY_PROCESSOR, partition)
                 }
 
                 fn self_test() -> ::core::result::Result<(), ::std::string::String> {

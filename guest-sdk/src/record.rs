@@ -151,7 +151,12 @@ impl<'a> Record<'a> {
 
     /// The headers as `(name, value)` pairs, in the order they were produced.
     /// Names may repeat.
+    ///
+    /// A processor that reads headers imports the host's `headers` capability, and
+    /// only then does the host put headers in its batches.
     pub fn headers(&self) -> Headers<'a> {
+        #[cfg(target_arch = "wasm32")]
+        ask_for_headers();
         self.raw.headers()
     }
 
@@ -159,6 +164,18 @@ impl<'a> Record<'a> {
     /// header or its value is absent.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers().find(|(n, _)| *n == name).and_then(|(_, value)| value)
+    }
+}
+
+/// Calls the host's `headers.enabled` once per instance: the call is what makes the
+/// component import `headers`, which is what makes the host send them.
+#[cfg(target_arch = "wasm32")]
+fn ask_for_headers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static ASKED: AtomicBool = AtomicBool::new(false);
+    if !ASKED.swap(true, Ordering::Relaxed) {
+        let enabled = crate::__bindings::ferry::processor::headers::enabled();
+        debug_assert!(enabled, "the host imports headers but sends none");
     }
 }
 

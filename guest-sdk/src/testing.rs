@@ -1,38 +1,40 @@
 //! Unit-test a processor natively with `cargo test`, no host and no WebAssembly.
 //!
-//! Build a batch with [`TestBatch`], run it with [`run`] (or a [`Harness`] that
-//! imitates the host's limits) and look at the outcomes, the emitted records and the
-//! log lines.
+//! Build a batch with [`TestBatch`], run it with a [`Harness`] (which enforces the
+//! host's default limits, the topics you grant and the settings you give) and look at
+//! the outcomes, the outputs the host would publish and the log lines.
 //!
 //! ```
-//! use ferry_sdk::testing::{self, TestBatch};
-//! use ferry_sdk::{Context, Outcome, Processor, Record};
+//! use ferry_sdk::testing::{Harness, TestBatch};
+//! use ferry_sdk::{Context, Error, Processor, Record};
 //!
 //! #[derive(Default)]
 //! struct Echo;
 //!
 //! impl Processor for Echo {
-//!     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
-//!         match ctx.emit("echo", record.key(), record.value()) {
-//!             Ok(()) => Outcome::Processed,
-//!             Err(e) => Outcome::Retry(e.to_string()),
-//!         }
+//!     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+//!         ctx.emit_value("echo", record.value().unwrap_or_default())?;
+//!         Ok(())
 //!     }
 //! }
 //!
 //! let batch = TestBatch::new("in", 0).record("k", "v").value_only("w");
-//! let run = testing::run(&mut Echo, &batch);
+//! let run = Harness::new().allow_topic("echo").run(&mut Echo, &batch);
 //! assert!(run.all_processed());
 //! assert_eq!(run.emitted[1].value_str(), Some("w"));
 //!
-//! // The real host refuses topics the pipeline was not granted.
-//! let run = testing::Harness::new().allow_topic("other").run(&mut Echo, &batch);
-//! assert!(matches!(run.outcomes[0], Outcome::Retry(_)));
+//! // The real host refuses topics the pipeline was not granted, with this message.
+//! let run = Harness::new().allow_topic("other").run(&mut Echo, &batch);
+//! assert!(run.outcomes[0].to_string().contains("\"echo\" is not allowed"));
 //! ```
 
-use crate::context::native::Policy;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::context::native::{Policy, Sink};
 use crate::wire::BatchEncoder;
-use crate::{Batch, Context, Level, Outcome, Processor};
+use crate::{Batch, Context, Level, Outcome, Processor, Settings, TopicPartition, limits};
 
 /// A batch built in a test. Offsets start at 0 and go up by one per record unless
 /// [`at_offset`](Self::at_offset) says otherwise; records have no timestamp unless
@@ -130,6 +132,8 @@ impl TestBatch {
 /// A record the processor emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
+    /// The offset of the record it belongs to; `None`: the whole batch.
+    pub source: Option<i64>,
     /// Destination topic.
     pub topic: String,
     /// Key, if any.
@@ -166,8 +170,12 @@ pub struct LogLine {
 pub struct Run {
     /// One outcome per record, in batch order.
     pub outcomes: Vec<Outcome>,
-    /// Records the host accepted, in emit order. Refused emits are not here.
+    /// Outputs the host would publish, in emit order: those of processed records
+    /// (and the batch's own, if every record was processed). Refused emits are in
+    /// neither list.
     pub emitted: Vec<Emitted>,
+    /// Outputs the host would drop, because their record was not processed.
+    pub dropped: Vec<Emitted>,
     /// Log lines, in order.
     pub logs: Vec<LogLine>,
 }
@@ -177,9 +185,31 @@ impl Run {
     pub fn all_processed(&self) -> bool {
         self.outcomes.iter().all(Outcome::is_processed)
     }
+
+    /// Splits what was emitted into published and dropped, as the host does.
+    fn new(batch: &Batch<'_>, outcomes: Vec<Outcome>, sink: Sink) -> Self {
+        let processed: BTreeSet<i64> =
+            batch.iter().zip(&outcomes).filter(|(_, o)| o.is_processed()).map(|(r, _)| r.offset()).collect();
+        let all = processed.len() == batch.len();
+        let (emitted, dropped) = sink.emitted.into_iter().partition(|e| match e.source {
+            Some(offset) => processed.contains(&offset),
+            None => all,
+        });
+        Run { outcomes, emitted, dropped, logs: sink.logs }
+    }
 }
 
-/// Runs one batch with no limits: every topic is allowed.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Processed => f.write_str("processed"),
+            Outcome::Retry(reason) => write!(f, "retry: {reason}"),
+            Outcome::Reject(reason) => write!(f, "reject: {reason}"),
+        }
+    }
+}
+
+/// Runs one batch under the host's default limits, with every topic allowed.
 ///
 /// # Panics
 ///
@@ -189,46 +219,112 @@ pub fn run<P: Processor>(processor: &mut P, batch: &TestBatch) -> Run {
     Harness::new().run(processor, batch)
 }
 
-/// A stand-in host with the limits the real one enforces per batch.
-#[derive(Debug, Clone, Default)]
+/// A stand-in host: the limits the real one enforces per batch (its defaults unless
+/// changed), the topics the pipeline grants, its settings, and the partition
+/// lifecycle calls.
+#[derive(Debug, Clone)]
 pub struct Harness {
     policy: Policy,
+    settings: Settings,
+    /// Partitions the processor was told about, as the host tracks them per instance.
+    told: RefCell<BTreeSet<TopicPartition>>,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness {
+            policy: Policy {
+                allowed_topics: None,
+                max_emits: limits::MAX_OUTPUTS_PER_BATCH,
+                max_record_bytes: limits::MAX_OUTPUT_BYTES,
+                batch_bytes: limits::OUTPUT_BYTES_PER_BATCH,
+            },
+            settings: Settings::default(),
+            told: RefCell::default(),
+        }
+    }
 }
 
 impl Harness {
-    /// A harness with no limits.
+    /// A harness with the host's default limits and every topic allowed.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Allows emitting to `topic`. Once any topic is allowed, emits to other topics
-    /// fail with [`EmitError::TopicNotAllowed`](crate::EmitError::TopicNotAllowed).
+    /// fail with [`EmitError::TopicNotAllowed`](crate::EmitError::TopicNotAllowed),
+    /// as on a host whose pipeline lists only these `output_topics`.
     pub fn allow_topic(mut self, topic: impl Into<String>) -> Self {
-        self.policy.allowed_topics.get_or_insert_with(Vec::new).push(topic.into());
+        self.policy.allowed_topics.get_or_insert_with(BTreeSet::new).insert(topic.into());
         self
     }
 
     /// Refuses every emit: as if the pipeline had no output topic.
     pub fn deny_all_topics(mut self) -> Self {
-        self.policy.allowed_topics = Some(Vec::new());
+        self.policy.allowed_topics = Some(BTreeSet::new());
         self
     }
 
     /// Allows at most `max` emitted records per batch; later emits fail with
     /// [`EmitError::TooMany`](crate::EmitError::TooMany).
     pub fn max_emits(mut self, max: usize) -> Self {
-        self.policy.max_emits = Some(max);
+        self.policy.max_emits = max;
         self
     }
 
     /// Refuses records whose key, value, header names and header values add up to
     /// more than `bytes`, with [`EmitError::TooLarge`](crate::EmitError::TooLarge).
     pub fn max_record_bytes(mut self, bytes: u64) -> Self {
-        self.policy.max_record_bytes = Some(bytes);
+        self.policy.max_record_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         self
     }
 
+    /// Refuses emits once a batch's outputs add up to more than `bytes`, with
+    /// [`EmitError::OverBudget`](crate::EmitError::OverBudget).
+    pub fn batch_output_bytes(mut self, bytes: u64) -> Self {
+        self.policy.batch_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// Sets one of the pipeline's settings.
+    pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let mut pairs: Vec<(String, String)> =
+            self.settings.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        pairs.push((key.into(), value.into()));
+        self.settings = Settings::from_pairs(pairs);
+        self
+    }
+
+    /// The settings processors get from this harness.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A fresh processor, [`configure`](Processor::configure)d with this harness's
+    /// settings, as the host makes one for a new instance.
+    pub fn processor<P: Processor>(&self) -> Result<P, String> {
+        let mut processor = P::default();
+        processor.configure(&self.settings)?;
+        Ok(processor)
+    }
+
+    /// Runs [`Processor::self_test`] on a fresh, configured processor, as the host
+    /// does before a deploy.
+    pub fn self_test<P: Processor>(&self) -> Result<(), String> {
+        self.processor::<P>()?.self_test()
+    }
+
+    /// Tells `processor` that `topic`/`partition` was revoked (if it was told about
+    /// it), as the host does when the partition moves to another member.
+    pub fn revoke<P: Processor>(&self, processor: &mut P, topic: &str, partition: i32) {
+        let partition = TopicPartition { topic: topic.to_owned(), partition };
+        if self.told.borrow_mut().remove(&partition) {
+            processor.revoked(&partition);
+        }
+    }
+
     /// Runs one batch through `processor`, which keeps its state for the next run.
+    /// The first batch of a partition is preceded by [`Processor::assigned`].
     ///
     /// # Panics
     ///
@@ -236,7 +332,8 @@ impl Harness {
     /// records.
     pub fn run<P: Processor>(&self, processor: &mut P, batch: &TestBatch) -> Run {
         let view = batch.batch();
-        let mut ctx = Context::with_policy(self.policy.clone());
+        self.tell_assigned(processor, &view);
+        let mut ctx = self.context_for(&view);
         let outcomes = processor.process_batch(&view, &mut ctx);
         assert_eq!(
             outcomes.len(),
@@ -246,23 +343,43 @@ impl Harness {
             outcomes.len(),
             view.len()
         );
-        Run { outcomes, emitted: ctx.sink.emitted, logs: ctx.sink.logs }
+        Run::new(&view, outcomes, ctx.sink)
     }
 
     /// Runs each record through [`Processor::process`] directly, bypassing an
     /// overridden [`Processor::process_batch`]; useful to check that the two agree.
     pub fn run_each<P: Processor>(&self, processor: &mut P, batch: &TestBatch) -> Run {
         let view = batch.batch();
-        let mut ctx = Context::with_policy(self.policy.clone());
-        let outcomes = view.iter().map(|record| processor.process(&record, &mut ctx)).collect();
-        Run { outcomes, emitted: ctx.sink.emitted, logs: ctx.sink.logs }
+        self.tell_assigned(processor, &view);
+        let mut ctx = self.context_for(&view);
+        let outcomes =
+            view.iter().map(|record| ctx.for_record(&record, |ctx| processor.process(&record, ctx)).into()).collect();
+        Run::new(&view, outcomes, ctx.sink)
+    }
+
+    fn tell_assigned<P: Processor>(&self, processor: &mut P, batch: &Batch<'_>) {
+        let partition = TopicPartition { topic: batch.topic().to_owned(), partition: batch.partition() };
+        if self.told.borrow_mut().insert(partition.clone()) {
+            processor.assigned(&partition);
+        }
+    }
+
+    /// A context for one batch, with this harness's limits.
+    pub(crate) fn context_for(&self, batch: &Batch<'_>) -> Context {
+        Context::with_sink(Sink {
+            policy: self.policy.clone(),
+            offsets: batch.iter().map(|r| r.offset()).collect(),
+            emitted: Vec::new(),
+            emitted_bytes: 0,
+            logs: Vec::new(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EmitError, Record};
+    use crate::{EmitError, Error, Output, Record};
 
     #[derive(Default)]
     struct Forward {
@@ -270,17 +387,16 @@ mod tests {
     }
 
     impl Processor for Forward {
-        fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+        fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
             self.seen += 1;
             ctx.debug(&format!("offset {}", record.offset()));
-            let topic = record
-                .header("to")
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-                .unwrap_or_else(|| "out".to_owned());
-            match ctx.emit_with_headers(&topic, record.key(), record.value(), record.headers()) {
-                Ok(()) => Outcome::Processed,
-                Err(e) => Outcome::Retry(e.to_string()),
-            }
+            let topic = record.header("to").map(|t| String::from_utf8_lossy(t).into_owned());
+            let out = Output::to(topic.as_deref().unwrap_or("out"))
+                .optional_key(record.key())
+                .optional_value(record.value())
+                .headers(record.headers());
+            ctx.emit(out).map_err(|e| Error::retry(e.to_string()))?;
+            if record.value() == Some(b"fail") { Err(Error::reject("asked to fail")) } else { Ok(()) }
         }
     }
 
@@ -305,6 +421,7 @@ mod tests {
         assert_eq!(p.seen, 4);
         assert_eq!(run.emitted.len(), 4);
         assert_eq!(run.emitted[0].topic, "out");
+        assert_eq!(run.emitted[0].source, Some(100));
         assert_eq!(run.emitted[0].key_str(), Some("k"));
         assert_eq!(run.emitted[1].topic, "elsewhere");
         assert_eq!(run.emitted[1].headers, [("to".to_owned(), Some(b"elsewhere".to_vec()))]);
@@ -312,6 +429,17 @@ mod tests {
         assert_eq!(run.emitted[3].headers, [("n".to_owned(), None)]);
         assert_eq!(run.logs.len(), 4);
         assert_eq!(run.logs[0], LogLine { level: Level::Debug, message: "offset 100".into() });
+    }
+
+    #[test]
+    fn outputs_of_unprocessed_records_are_dropped() {
+        let batch = TestBatch::new("in", 0).value_only("a").value_only("fail").value_only("b");
+        let run = run(&mut Forward::default(), &batch);
+        assert_eq!(run.outcomes[1], Outcome::reject("asked to fail"));
+        let published: Vec<_> = run.emitted.iter().map(|e| e.source).collect();
+        assert_eq!(published, [Some(0), Some(2)]);
+        assert_eq!(run.dropped.len(), 1);
+        assert_eq!(run.dropped[0].source, Some(1));
     }
 
     #[test]
@@ -327,6 +455,10 @@ mod tests {
         assert_eq!(run.outcomes[0], Outcome::Processed);
         assert_eq!(run.outcomes[1], Outcome::Retry(EmitError::TooLarge(4).to_string()));
 
+        let run = Harness::new().batch_output_bytes(5).run(&mut p, &batch);
+        assert_eq!(run.outcomes[0], Outcome::Processed);
+        assert_eq!(run.outcomes[1], Outcome::Retry(EmitError::OverBudget(5).to_string()));
+
         let run = Harness::new().deny_all_topics().run(&mut p, &batch);
         assert!(run.emitted.is_empty());
         assert_eq!(run.outcomes[0], Outcome::Retry(EmitError::TopicNotAllowed("out".into()).to_string()));
@@ -336,8 +468,8 @@ mod tests {
     struct Short;
 
     impl Processor for Short {
-        fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Outcome {
-            Outcome::Processed
+        fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Result<(), Error> {
+            Ok(())
         }
 
         fn process_batch(&mut self, _: &Batch<'_>, _: &mut Context) -> Vec<Outcome> {
@@ -349,5 +481,50 @@ mod tests {
     #[should_panic(expected = "returned 0 outcomes for a batch of 1 records")]
     fn wrong_count_is_caught() {
         run(&mut Short, &TestBatch::new("t", 0).record("k", "v"));
+    }
+
+    #[derive(Debug, Default)]
+    struct Configured {
+        topic: String,
+        told: Vec<String>,
+    }
+
+    impl Processor for Configured {
+        fn process(&mut self, _: &Record<'_>, _: &mut Context) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn configure(&mut self, settings: &Settings) -> Result<(), String> {
+            self.topic = settings.require("topic")?.to_owned();
+            Ok(())
+        }
+
+        fn assigned(&mut self, partition: &TopicPartition) {
+            self.told.push(format!("+{partition}"));
+        }
+
+        fn revoked(&mut self, partition: &TopicPartition) {
+            self.told.push(format!("-{partition}"));
+        }
+
+        fn self_test(&mut self) -> Result<(), String> {
+            if self.topic.is_empty() { Err("not configured".into()) } else { Ok(()) }
+        }
+    }
+
+    #[test]
+    fn settings_and_lifecycle() {
+        let missing = Harness::new().processor::<Configured>().unwrap_err();
+        assert_eq!(missing, "setting `topic` is required but the pipeline does not set it");
+        let harness = Harness::new().setting("topic", "out");
+        assert_eq!(harness.self_test::<Configured>(), Ok(()));
+        let mut p = harness.processor::<Configured>().unwrap();
+        assert_eq!(p.topic, "out");
+        harness.run(&mut p, &TestBatch::new("t", 0).value_only("a"));
+        harness.run(&mut p, &TestBatch::new("t", 0).value_only("b"));
+        harness.run(&mut p, &TestBatch::new("t", 1).value_only("c"));
+        harness.revoke(&mut p, "t", 0);
+        harness.revoke(&mut p, "t", 7);
+        assert_eq!(p.told, ["+t/0", "+t/1", "-t/0"]);
     }
 }

@@ -50,7 +50,7 @@ pub enum Command {
     },
     /// Deploy a component to a running host through its admin API (or roll back,
     /// or list versions).
-    Deploy(crate::cli_deploy::DeployArgs),
+    Deploy(crate::deploy::client::DeployArgs),
     /// Show or reset a consumer group's committed offsets.
     Offsets {
         #[command(subcommand)]
@@ -157,7 +157,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => crate::demo::run(args),
         Command::Check { component } => check(&component),
-        Command::Deploy(args) => crate::cli_deploy::run(args),
+        Command::Deploy(args) => crate::deploy::client::run(args),
         Command::Offsets { command } => match command {
             OffsetsCommand::Show { target } => {
                 let (brokers, kafka, topics) = target.resolve()?;
@@ -184,12 +184,22 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     println!("{}: implements ferry:processor/processor@0.1.0", path.display());
     println!("  digest: sha256:{}", inspection.digest);
     println!("  size: {} bytes", inspection.size);
-    println!("  capabilities:");
+    println!("  imports (what each gets on this host):");
     for capability in &inspection.capabilities {
         println!("    {capability}");
+        println!("      {}", capability.disposition());
     }
     if inspection.capabilities.is_empty() {
         println!("    (none)");
+    }
+    let only_fail: Vec<String> = inspection
+        .capabilities
+        .iter()
+        .filter(|c| matches!(c.disposition(), crate::sandbox::Disposition::Inert { only_fails: true, .. }))
+        .map(ToString::to_string)
+        .collect();
+    for import in &only_fail {
+        println!("warning: it imports {import}, which can only fail here; a processor that depends on it cannot work");
     }
     Ok(())
 }

@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::registry::AutoRollback;
-use crate::sandbox::{Grants, Limits, SandboxSettings, default_cache_dir};
+use crate::sandbox::{
+    Grants, Limits, LogRate, OutputLimits, Provisions, SandboxSettings, TenantLog, default_cache_dir,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +103,13 @@ pub struct PipelineConfig {
     /// Whether the processor may log (the `log` capability).
     #[serde(default = "yes")]
     pub allow_log: bool,
+    /// How much the processor may log (its stdout and stderr count too).
+    #[serde(default)]
+    pub logs: LogRate,
+    /// Settings the processor reads (`ferry:processor/settings`): string keys and
+    /// values, for example the topic it writes to.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     /// Resource limits of the processor.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -161,6 +170,9 @@ pub struct LimitsConfig {
     pub max_outputs_per_batch: usize,
     /// Largest output record, in bytes.
     pub max_output_bytes: usize,
+    /// Most bytes of output records one batch may emit: what one batch can make the
+    /// host hold (see the memory formula in docs/operators.md).
+    pub output_bytes_per_batch: usize,
 }
 
 impl Default for LimitsConfig {
@@ -169,8 +181,9 @@ impl Default for LimitsConfig {
         Self {
             memory_mib: d.memory_bytes >> 20,
             time_per_batch_ms: d.time_per_batch_ms,
-            max_outputs_per_batch: d.max_outputs_per_batch,
-            max_output_bytes: d.max_output_bytes,
+            max_outputs_per_batch: d.output.max_records,
+            max_output_bytes: d.output.max_record_bytes,
+            output_bytes_per_batch: d.output.batch_bytes,
         }
     }
 }
@@ -216,8 +229,21 @@ pub enum OnFailure {
 
 /// librdkafka properties ferry sets itself and must not be overridden: they are
 /// what makes "commit only what is finished" hold.
-const RESERVED_KAFKA_KEYS: &[&str] =
-    &["bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit", "enable.auto.offset.store"];
+const RESERVED_KAFKA_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "transactional.id",
+];
+/// Producer acknowledgement settings: anything but `all` would let an output count
+/// as delivered (and its input be committed) before it is durable.
+const ACKS_KEYS: &[&str] = &["acks", "request.required.acks"];
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+/// librdkafka's default `max.poll.interval.ms`.
+const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
 impl Config {
     /// Reads and validates a config file. Component paths become absolute.
@@ -276,7 +302,7 @@ impl Config {
                 bail!("{at}.name: `{}` is used by another pipeline", p.name);
             }
             let at = format!("pipeline `{}`", p.name);
-            p.validate(&at, s)?;
+            p.validate(&at, s, &self.kafka)?;
         }
         Ok(())
     }
@@ -293,7 +319,12 @@ impl Config {
 }
 
 impl PipelineConfig {
-    fn validate(&self, at: &str, sandbox: &SandboxConfig) -> anyhow::Result<()> {
+    fn validate(
+        &self,
+        at: &str,
+        sandbox: &SandboxConfig,
+        global_kafka: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
         if self.inputs.is_empty() {
             bail!("{at}.inputs: list at least one topic");
         }
@@ -315,9 +346,58 @@ impl PipelineConfig {
         }
         let l = &self.limits;
         in_range(&format!("{at}.limits.memory_mib"), l.memory_mib, 1, sandbox.max_memory_mib)?;
-        in_range(&format!("{at}.limits.time_per_batch_ms"), l.time_per_batch_ms, 1, 600_000)?;
+        // A batch must end well before the group gives up on a member that stopped polling.
+        let max_poll = self
+            .kafka
+            .get("max.poll.interval.ms")
+            .or(global_kafka.get("max.poll.interval.ms"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_POLL_INTERVAL_MS);
+        let time_limit = format!("{at}.limits.time_per_batch_ms");
+        in_range(&time_limit, l.time_per_batch_ms, 1, 600_000)?;
+        if l.time_per_batch_ms.saturating_mul(2) > max_poll {
+            bail!(
+                "{time_limit}: {} ms is more than half of max.poll.interval.ms ({max_poll} ms): a batch this long \
+                 would get this member thrown out of its group; lower it or raise max.poll.interval.ms",
+                l.time_per_batch_ms
+            );
+        }
         in_range(&format!("{at}.limits.max_outputs_per_batch"), l.max_outputs_per_batch as u64, 1, 10_000_000)?;
-        in_range(&format!("{at}.limits.max_output_bytes"), l.max_output_bytes as u64, 1, 64 << 20)?;
+        // An output the producer refuses would halt the partition: every record
+        // the guest may emit must fit librdkafka's `message.max.bytes`.
+        let message_max = global_kafka
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+        in_range(&format!("{at}.limits.max_output_bytes"), l.max_output_bytes as u64, 1, message_max)
+            .context("an output larger than the producer's message.max.bytes could never be sent")?;
+        // What a batch can make the host hold stays below what the largest guest may
+        // hold itself, so the memory formula has one term per pipeline.
+        let budget_field = format!("{at}.limits.output_bytes_per_batch");
+        in_range(
+            &budget_field,
+            l.output_bytes_per_batch as u64,
+            l.max_output_bytes as u64,
+            sandbox.max_memory_mib << 20,
+        )
+        .with_context(|| {
+            format!(
+                "{budget_field} must hold at least one record of max_output_bytes and at most sandbox.max_memory_mib"
+            )
+        })?;
+        in_range(&format!("{at}.logs.lines_per_sec"), u64::from(self.logs.lines_per_sec), 1, 100_000)?;
+        in_range(&format!("{at}.logs.bytes_per_sec"), self.logs.bytes_per_sec, 64, 64 << 20)?;
+        for (key, value) in &self.settings {
+            if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+                bail!(
+                    "{at}.settings: key `{}` must be 1-256 characters without control characters",
+                    key.escape_debug()
+                );
+            }
+            if value.len() > 64 << 10 {
+                bail!("{at}.settings.{key}: values are at most 64 KiB");
+            }
+        }
         let f = &self.failure;
         in_range(&format!("{at}.failure.max_attempts"), u64::from(f.max_attempts), 1, 1000)?;
         in_range(&format!("{at}.failure.backoff_initial_ms"), f.backoff_initial_ms, 1, 3_600_000)?;
@@ -348,8 +428,21 @@ impl PipelineConfig {
         Limits {
             memory_bytes: self.limits.memory_mib << 20,
             time_per_batch_ms: self.limits.time_per_batch_ms,
-            max_outputs_per_batch: self.limits.max_outputs_per_batch,
-            max_output_bytes: self.limits.max_output_bytes,
+            output: OutputLimits {
+                max_records: self.limits.max_outputs_per_batch,
+                max_record_bytes: self.limits.max_output_bytes,
+                batch_bytes: self.limits.output_bytes_per_batch,
+            },
+        }
+    }
+
+    /// What the pipeline gives its processor: grants, settings, and a fresh log
+    /// (rate-limited for the pipeline as a whole).
+    pub fn provisions(&self) -> Provisions {
+        Provisions {
+            grants: std::sync::Arc::new(self.grants()),
+            settings: std::sync::Arc::new(self.settings.clone()),
+            log: TenantLog::new(&self.name, self.logs),
         }
     }
 }
@@ -374,10 +467,16 @@ fn check_topic_name(at: &str, topic: &str) -> anyhow::Result<()> {
 }
 
 fn check_kafka_props(at: &str, props: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    for key in props.keys() {
+    for (key, value) in props {
         if RESERVED_KAFKA_KEYS.contains(&key.as_str()) {
             bail!(
                 "{at}.\"{key}\": ferry sets this itself (use `brokers`, the pipeline's `group`; commits are ferry's job)"
+            );
+        }
+        if ACKS_KEYS.contains(&key.as_str()) && !matches!(value.as_str(), "all" | "-1") {
+            bail!(
+                "{at}.\"{key}\" = \"{value}\": ferry commits an input only once its outputs are acknowledged, \
+                 which means something only with acks=all (the default)"
             );
         }
     }
@@ -440,5 +539,26 @@ mod tests {
         assert!(e.contains("sometimes"), "{e}");
         let e = error_of(&GOOD.replace(", dead_letter_topic = \"orders.dlq\"", ""));
         assert!(e.contains("required when on_failure"), "{e}");
+        let e = error_of(&GOOD.replace("\"security.protocol\" = \"plaintext\"", "acks = \"1\""));
+        assert!(e.contains("kafka.\"acks\" = \"1\"") && e.contains("acks=all"), "{e}");
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nlimits = { time_per_batch_ms = 200000 }"));
+        assert!(e.contains("more than half of max.poll.interval.ms (300000 ms)"), "{e}");
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nlimits = { output_bytes_per_batch = 10 }"));
+        assert!(e.contains("output_bytes_per_batch"), "{e}");
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nsettings = { \"\" = \"x\" }"));
+        assert!(e.contains("settings: key"), "{e}");
+    }
+
+    #[test]
+    fn settings_and_log_rates_reach_the_processor() {
+        let c = Config::parse(&GOOD.replace(
+            "group = \"g\"",
+            "group = \"g\"\nsettings = { output_topic = \"payouts\" }\nlogs = { lines_per_sec = 5 }",
+        ))
+        .unwrap();
+        let provisions = c.pipelines[0].provisions();
+        assert_eq!(provisions.settings.get("output_topic").map(String::as_str), Some("payouts"));
+        assert_eq!(c.pipelines[0].logs.lines_per_sec, 5);
+        assert_eq!(c.pipelines[0].logs.bytes_per_sec, LogRate::default().bytes_per_sec);
     }
 }

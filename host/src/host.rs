@@ -1,18 +1,25 @@
-//! A running ferry host: the sandbox, every pipeline of a config, and shutdown.
+//! A running ferry host: the runtime and the sandbox, every pipeline of a config,
+//! the admin server and deploy watchers, and a shutdown that ends in bounded time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use crate::admin::{self, AdminServer, AdminState, BrokerView, PipelineView};
 use crate::config::{Config, PipelineConfig};
+use crate::deploy::watch::DeployWatcher;
 use crate::pipeline::Pipeline;
 use crate::registry::ProcessorSlot;
-use crate::sandbox::{ProcessorComponent, Sandbox, digest_of};
-use crate::watch::DeployWatcher;
+use crate::runtime::Runtime;
+use crate::sandbox::{ProcessorComponent, ProcessorInstance, Sandbox, digest_of, sanitize};
+
+/// How long shutdown may take, from the signal to the process exiting, whatever the
+/// guests and the brokers are doing: guests are stopped at once, outputs get
+/// [5 s](crate::pipeline), the final commit 5 s, and leaving the group the rest.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(15);
 
 /// Every pipeline of one config, running.
 pub struct Host {
@@ -24,11 +31,11 @@ pub struct Host {
     pub admin: Option<AdminServer>,
     /// Watches the pipelines' `deploy_dir`s; stops when the host is dropped.
     _watcher: DeployWatcher,
-    shutdown: Arc<AtomicBool>,
 }
 
 /// Loads a pipeline's component, or reuses the compiled one another pipeline loaded
-/// from the same bytes (after checking this pipeline's grants against it).
+/// from the same bytes (after checking this pipeline's grants against it), and runs
+/// its self-test with this pipeline's settings and limits.
 fn load_shared(
     sandbox: &Sandbox,
     pipeline: &PipelineConfig,
@@ -38,21 +45,40 @@ fn load_shared(
     let bytes = std::fs::read(path)
         .with_context(|| format!("failed to read component {} for pipeline {}", path.display(), pipeline.name))?;
     let failed = || format!("failed to load component {} for pipeline {}", path.display(), pipeline.name);
-    if let Some(component) = loaded.get(&digest_of(&bytes)) {
-        component.check_grants(&pipeline.grants()).with_context(failed)?;
-        return Ok(component.clone());
+    let component = match loaded.get(&digest_of(&bytes)) {
+        Some(component) => {
+            component.check_grants(&pipeline.grants()).with_context(failed)?;
+            component.clone()
+        }
+        None => {
+            let component =
+                Arc::new(ProcessorComponent::load(sandbox, &bytes, &pipeline.grants()).with_context(failed)?);
+            loaded.insert(component.digest().to_owned(), component.clone());
+            component
+        }
+    };
+    let mut instance = ProcessorInstance::new(
+        sandbox.clone(),
+        component.clone(),
+        &pipeline.name,
+        pipeline.provisions(),
+        pipeline.limits(),
+    );
+    match instance.self_test() {
+        Ok(Ok(())) => Ok(component),
+        Ok(Err(reason)) => {
+            Err(anyhow::anyhow!("its self-test failed: {}", sanitize(&reason, 500))).with_context(failed)
+        }
+        Err(fault) => Err(anyhow::anyhow!("its self-test did not complete: {fault}")).with_context(failed),
     }
-    let component = Arc::new(ProcessorComponent::load(sandbox, &bytes, &pipeline.grants()).with_context(failed)?);
-    loaded.insert(component.digest().to_owned(), component.clone());
-    Ok(component)
 }
 
 impl Host {
     /// Loads every component (failing before anything consumes) and starts the
     /// pipelines.
     pub fn start(config: &Config) -> anyhow::Result<Self> {
-        let sandbox = Sandbox::new(config.sandbox_settings())?;
-        let shutdown = Arc::new(AtomicBool::new(false));
+        let runtime = Runtime::new()?;
+        let sandbox = Sandbox::with_runtime(config.sandbox_settings(), runtime)?;
         let mut slots = Vec::new();
         // Pipelines that run the same component share its compiled code.
         let mut loaded: HashMap<String, Arc<ProcessorComponent>> = HashMap::new();
@@ -68,14 +94,7 @@ impl Host {
         }
         let mut pipelines = Vec::new();
         for (pipeline, slot) in config.pipelines.iter().zip(slots) {
-            pipelines.push(Pipeline::start(
-                &config.brokers,
-                &config.kafka,
-                pipeline.clone(),
-                sandbox.clone(),
-                slot,
-                shutdown.clone(),
-            )?);
+            pipelines.push(Pipeline::start(&config.brokers, &config.kafka, pipeline.clone(), sandbox.clone(), slot)?);
         }
         let admin = match &config.admin {
             Some(admin) => {
@@ -92,31 +111,47 @@ impl Host {
             None => None,
         };
         let watcher = DeployWatcher::start(&sandbox, pipelines.iter().map(|p| (p.config.clone(), p.slot.clone())))?;
-        Ok(Self { sandbox, pipelines, admin, _watcher: watcher, shutdown })
+        Ok(Self { sandbox, pipelines, admin, _watcher: watcher })
     }
 
-    /// The flag that stops every pipeline when set.
+    /// The flag that stops every pipeline (and every guest call) when set.
     pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
-        self.shutdown.clone()
+        self.sandbox.runtime().stop_flag().clone()
     }
 
     /// Stops on SIGINT or SIGTERM: every pipeline drains and commits.
     pub fn stop_on_signals(&self) -> anyhow::Result<()> {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, self.shutdown.clone()).context("failed to install a signal handler")?;
+            signal_hook::flag::register(signal, self.shutdown_flag()).context("failed to install a signal handler")?;
         }
         Ok(())
     }
 
-    /// Blocks until shutdown is requested (or every pipeline ended), then joins them.
+    /// Blocks until shutdown is requested (or every pipeline ended), then joins them
+    /// within [`SHUTDOWN_BOUND`]; a pipeline still busy then is left behind (the
+    /// process is about to exit, and nothing it has not committed is lost).
     pub fn wait(self) {
-        while !self.shutdown.load(Ordering::Relaxed) && !self.pipelines.iter().all(Pipeline::is_finished) {
+        let runtime = self.sandbox.runtime().clone();
+        while !runtime.stopping() && !self.pipelines.iter().all(Pipeline::is_finished) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.shutdown.store(true, Ordering::Relaxed);
+        runtime.stop();
+        let deadline = Instant::now() + SHUTDOWN_BOUND;
+        let mut left = Vec::new();
         for pipeline in self.pipelines {
-            pipeline.join();
+            while !pipeline.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if pipeline.is_finished() {
+                pipeline.join();
+            } else {
+                left.push(pipeline.config.name.clone());
+            }
         }
-        tracing::info!("ferry stopped");
+        if left.is_empty() {
+            tracing::info!("ferry stopped");
+        } else {
+            tracing::error!(pipelines = ?left, "pipelines did not stop within {} s; leaving them", SHUTDOWN_BOUND.as_secs());
+        }
     }
 }

@@ -1,19 +1,35 @@
 //! ferry: a Kafka consumer host that runs tenant stream processors as WebAssembly
 //! components and commits only the offsets they report as finished.
 //!
-//! The layout follows the data: [`config`] describes pipelines, [`kafka`] owns the
-//! consumer, commits and producer, [`sandbox`] runs guests safely, [`pipeline`]
-//! joins them per partition, [`registry`] holds the versions being run.
+//! The layout follows the data, leaves first:
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | `ferry.toml`: the serde model, validated field by field |
+//! | [`runtime`] | the one tokio runtime ferry owns, and the stop flag |
+//! | [`sandbox`] | the wasmtime engine, components, capabilities, instances, faults |
+//! | [`kafka`] | client configs, the consumer context, batch fetching, commits, the producer, the pure offset tracker, `ferry offsets` |
+//! | [`pipeline`] | one consumer group member: the loop, settlement of outcomes, failures, stats |
+//! | [`registry`] | the versions each pipeline runs, probation and rollback |
+//! | [`deploy`] | new versions in: the admin API endpoints, `ferry deploy`, watched directories |
+//! | [`admin`] | the HTTP server: health, metrics, the status page |
+//! | [`host`] | all of it running, and a bounded shutdown |
+//! | [`cli`], [`demo`], [`devtools`] | the `ferry` command |
+//!
+//! Dependencies point down this table (`config` uses the sandbox's types; nothing
+//! below `pipeline` knows it exists). `docs/architecture.md` follows one record from
+//! poll to commit.
 
 pub mod admin;
 pub mod cli;
-pub mod cli_deploy;
 pub mod config;
 pub mod demo;
+pub mod deploy;
 pub mod devtools;
 pub mod host;
 pub mod kafka;
 pub mod pipeline;
 pub mod registry;
+pub mod runtime;
 pub mod sandbox;
-pub mod watch;
+mod sync;

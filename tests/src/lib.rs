@@ -260,6 +260,8 @@ pub struct Read {
     pub partition: i32,
     /// Offset.
     pub offset: i64,
+    /// Key, as UTF-8 (empty when absent).
+    pub key: String,
     /// Value, as UTF-8.
     pub value: String,
     /// Headers, as UTF-8.
@@ -306,6 +308,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
             out.push(Read {
                 partition: m.partition(),
                 offset: m.offset(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                 value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
                 headers,
             });
@@ -337,6 +340,7 @@ pub fn in_process_logs() {
 /// `ferry run` in a child process; SIGKILLed if still running when dropped.
 pub struct FerryProcess {
     child: Child,
+    log: PathBuf,
 }
 
 impl FerryProcess {
@@ -353,7 +357,36 @@ impl FerryProcess {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("ferry starts");
-        Self { child }
+        Self { child, log }
+    }
+
+    /// What the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The most memory the process ever held resident (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("the process runs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            * 1024
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning how it exited.
+    pub fn terminate_and_wait(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waitable") {
+                return status;
+            }
+            assert!(started.elapsed() < PATIENCE, "ferry did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the process with SIGKILL: no drain, no final commit.

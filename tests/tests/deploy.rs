@@ -5,7 +5,7 @@ mod swap_support;
 
 use std::process::Command;
 
-use ferry_host::cli_deploy::{self, Request};
+use ferry_host::deploy::client::{self, Request};
 use ferry_host::host::Host;
 use ferry_tests::{Broker as _, Embedded, ferry_bin, lag, produce, wait_until};
 use swap_support::*;
@@ -47,12 +47,12 @@ fn the_admin_api_deploys_lists_and_rolls_back_and_refuses_bad_components() {
     let url = admin_url(&host);
 
     // Every call needs the token.
-    let wrong = cli_deploy::call(&url, PIPELINE, "nope", Request::Versions).unwrap();
+    let wrong = client::call(&url, PIPELINE, "nope", Request::Versions).unwrap();
     assert_eq!(wrong.status, 401, "{}", wrong.body);
-    let wrong = cli_deploy::call(&url, PIPELINE, "nope", Request::Deploy(&v2.bytes)).unwrap();
+    let wrong = client::call(&url, PIPELINE, "nope", Request::Deploy(&v2.bytes)).unwrap();
     assert_eq!(wrong.status, 401);
     assert_eq!(deployed(&host), v1.digest, "a refused call changed nothing");
-    let unknown = cli_deploy::call(&url, "nosuch", TOKEN, Request::Versions).unwrap();
+    let unknown = client::call(&url, "nosuch", TOKEN, Request::Versions).unwrap();
     assert_eq!(unknown.status, 404);
 
     // Refused components: clear reasons, 422, the running version untouched.
@@ -89,7 +89,7 @@ fn the_admin_api_deploys_lists_and_rolls_back_and_refuses_bad_components() {
         .filter_map(|c| c.as_str())
         .filter(|c| c.starts_with("ferry:"))
         .collect();
-    assert_eq!(ferry_caps, ["ferry:processor/output@0.1.0"]);
+    assert_eq!(ferry_caps, ["ferry:processor/output@0.2.0", "ferry:processor/settings@0.2.0"]);
     assert_eq!(deployed(&host), v2.digest);
 
     let versions = json(&admin(&host, Request::Versions));

@@ -341,5 +341,5 @@ fn pipelines_running_one_component_share_it_and_each_checks_its_grants() {
     let ungranted = recorder_pipeline("share-c", "in-a").replace("output_topics = [\"seen\"]", "");
     let text = format!("brokers = \"{brokers}\"\n{}{ungranted}", recorder_pipeline("share-a", "in-a"));
     let error = Host::start(&Config::parse(&text).unwrap()).err().expect("the second pipeline is refused");
-    assert!(format!("{error:#}").contains("ferry:processor/output@0.1.0"), "{error:#}");
+    assert!(format!("{error:#}").contains("ferry:processor/output@0.2.0"), "{error:#}");
 }

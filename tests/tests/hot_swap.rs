@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_host::cli_deploy::Request;
+use ferry_host::deploy::client::Request;
 use ferry_host::kafka::output::send_when_room;
 use ferry_tests::{Broker as _, Embedded, lag, read_all, wait_until};
 use rdkafka::consumer::{BaseConsumer, Consumer};

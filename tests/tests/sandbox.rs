@@ -3,10 +3,11 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry_host::sandbox::{
-    Batch, Grants, GuestFault, Limits, LoadError, Outcome, ProcessorComponent, ProcessorInstance, Sandbox,
-    SandboxSettings,
+    Batch, Emitted, Grants, GuestFault, Limits, LoadError, Outcome, ProcessorComponent, ProcessorInstance, Provisions,
+    Sandbox, SandboxSettings,
 };
 use ferry_sdk::wire::BatchEncoder;
 use ferry_tests::{ferry_bin, guest};
@@ -27,7 +28,7 @@ fn limits() -> Limits {
 fn instance(sandbox: &Sandbox, package: &str) -> ProcessorInstance {
     let grants = Grants { output_topics: ["out".to_owned()].into(), log: true };
     let component = load(sandbox, package, &grants).unwrap();
-    ProcessorInstance::new(sandbox.clone(), component, package, Arc::new(grants), limits())
+    ProcessorInstance::new(sandbox.clone(), component, package, Provisions::simple(package, grants), limits())
 }
 
 /// A batch of records with these values, at offsets 0..n.
@@ -46,16 +47,23 @@ fn batch(values: &[&str]) -> (Batch, Vec<i64>) {
     (batch, (0..values.len() as i64).collect())
 }
 
-fn run(instance: &mut ProcessorInstance, values: &[&str]) -> Result<Vec<String>, GuestFault> {
+fn process(instance: &mut ProcessorInstance, values: &[&str]) -> Result<(Vec<String>, Vec<Emitted>), GuestFault> {
     let (batch, offsets) = batch(values);
-    let (reply, _) = instance.process(&batch, &offsets)?;
-    Ok((0..reply.len())
-        .map(|i| match reply.outcome(i) {
+    let (reply, outputs) = instance.process(&batch, &offsets, instance.deadline_from_now())?;
+    let outcomes = reply
+        .into_outcomes()
+        .map(|outcome| match outcome {
             Outcome::Processed => "processed".to_owned(),
             Outcome::Retry(r) => format!("retry: {r}"),
             Outcome::Reject(r) => format!("reject: {r}"),
+            other => format!("{other:?}"),
         })
-        .collect())
+        .collect();
+    Ok((outcomes, outputs))
+}
+
+fn run(instance: &mut ProcessorInstance, values: &[&str]) -> Result<Vec<String>, GuestFault> {
+    process(instance, values).map(|(outcomes, _)| outcomes)
 }
 
 #[test]
@@ -64,15 +72,24 @@ fn hostile_guests_are_contained_classified_and_replaced() {
     let mut healthy = instance(&sandbox, "ferry-example-passthrough");
     let mut chaos = instance(&sandbox, "ferry-guest-chaos");
     type IsExpected = fn(&GuestFault) -> bool;
-    let cases: [(&str, IsExpected); 4] = [
+    let cases: [(&str, IsExpected); 6] = [
         ("loop", |f| matches!(f, GuestFault::Timeout(300))),
         ("oom", |f| matches!(f, GuestFault::OutOfMemory(_))),
         ("recurse", |f| matches!(f, GuestFault::StackOverflow)),
         ("panic", |f| matches!(f, GuestFault::Panic(_))),
+        // Waits in host code (a WASI clock sleep, a poll on a pollable that never
+        // fires) end at the deadline like a busy loop does.
+        ("block:120000", |f| matches!(f, GuestFault::Timeout(300))),
+        ("poll", |f| matches!(f, GuestFault::Timeout(300))),
     ];
     for (behaviour, expected) in cases {
+        let started = Instant::now();
         let fault = run(&mut chaos, &["fine", behaviour, "fine"]).expect_err(behaviour);
         assert!(expected(&fault), "{behaviour} classified as {fault:?}");
+        if let GuestFault::Timeout(_) = fault {
+            // The ceiling is generous: the point is that 120 s never pass.
+            assert!(started.elapsed() < Duration::from_secs(60), "{behaviour} held the call past its deadline");
+        }
         // The faulted store is gone: the next batch runs on a fresh instance.
         assert_eq!(run(&mut chaos, &["fine", "fine"]).unwrap(), ["processed", "processed"], "after {behaviour}");
         assert_eq!(
@@ -81,7 +98,7 @@ fn hostile_guests_are_contained_classified_and_replaced() {
             "the healthy guest keeps serving after {behaviour}"
         );
     }
-    assert_eq!(chaos.instantiations(), 5, "one fresh instance per fault, plus the first");
+    assert_eq!(chaos.instantiations(), 7, "one fresh instance per fault, plus the first");
     assert_eq!(healthy.instantiations(), 1, "the healthy guest was never disturbed");
 }
 
@@ -109,11 +126,11 @@ fn outcomes_reasons_and_emits_come_back_validated() {
     let out = run(&mut chaos, &["retry", "reject", "emit:out", "emit:forbidden"]).unwrap();
     assert_eq!(out[..3], ["retry: asked to retry", "reject: asked to reject", "processed"]);
     assert!(out[3].starts_with("retry: emit refused") && out[3].contains("forbidden"), "{out:?}");
-    let (batch, offsets) = batch(&["emit:out"]);
-    let (_, outputs) = chaos.process(&batch, &offsets).unwrap();
+    let (_, outputs) = process(&mut chaos, &["fine", "emit:out"]).unwrap();
     assert_eq!(outputs.len(), 1);
-    assert_eq!(outputs[0].topic, "out");
-    assert_eq!(outputs[0].value.as_deref(), Some(&b"emit:out"[..]));
+    assert_eq!(outputs[0].source, Some(1), "an output belongs to the record that emitted it");
+    assert_eq!(outputs[0].record.topic, "out");
+    assert_eq!(outputs[0].record.value.as_deref(), Some(&b"emit:out"[..]));
 }
 
 #[test]
@@ -133,10 +150,10 @@ fn ungranted_capabilities_are_refused_at_load_by_name() {
     let sandbox = sandbox();
     let error =
         load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true }).unwrap_err();
-    assert!(error.to_string().contains("ferry:processor/output@0.1.0"), "{error}");
+    assert!(error.to_string().contains("ferry:processor/output@0.2.0"), "{error}");
     let error =
         load(&sandbox, "ferry-example-counter", &Grants { output_topics: Default::default(), log: false }).unwrap_err();
-    assert!(error.to_string().contains("ferry:processor/log@0.1.0"), "{error}");
+    assert!(error.to_string().contains("ferry:processor/log@0.2.0"), "{error}");
     assert!(load(&sandbox, "ferry-example-passthrough", &Grants::default()).is_ok(), "no capabilities needed");
 }
 
@@ -149,7 +166,8 @@ fn check(path: &std::path::Path) -> (bool, String) {
 fn ferry_check_reports_the_world_capabilities_and_clear_errors() {
     let (ok, text) = check(&guest("ferry-example-orders"));
     assert!(ok, "{text}");
-    assert!(text.contains("implements ferry:processor") && text.contains("ferry:processor/output@0.1.0"), "{text}");
+    assert!(text.contains("implements ferry:processor") && text.contains("ferry:processor/output@0.2.0"), "{text}");
+    assert!(text.contains("linked: produces to the pipeline's output_topics"), "{text}");
     let (ok, text) = check(&guest("ferry-example-passthrough"));
     assert!(ok && !text.contains("ferry:processor/output") && !text.contains("ferry:processor/log"), "{text}");
 

@@ -14,10 +14,12 @@
 //! ```
 //!
 //! A record that can never become a commission (no value, malformed JSON, a missing
-//! field, a negative amount) is rejected; a record whose commission the host refused
-//! to take is retried.
+//! field, a negative amount) is rejected, and so is one whose commission the host
+//! refused to take (a topic the pipeline does not grant will not be granted on the
+//! next attempt either). The output topic can be changed with the pipeline setting
+//! `output_topic`.
 
-use ferry_sdk::{Context, Outcome, Processor, Record};
+use ferry_sdk::{Context, Error, Processor, Record, Settings};
 use serde::{Deserialize, Serialize};
 
 /// Where commissions go.
@@ -69,29 +71,36 @@ pub fn parse_order(value: Option<&[u8]>) -> Result<Order, String> {
 }
 
 /// Turns orders into commissions.
-#[derive(Debug, Default)]
-pub struct Orders;
+#[derive(Debug)]
+pub struct Orders {
+    output_topic: String,
+}
+
+impl Default for Orders {
+    fn default() -> Self {
+        Orders { output_topic: OUTPUT_TOPIC.to_owned() }
+    }
+}
 
 impl Processor for Orders {
-    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
-        let order = match parse_order(record.value()) {
-            Ok(order) => order,
-            Err(reason) => return Outcome::Reject(reason),
-        };
+    fn configure(&mut self, settings: &Settings) -> Result<(), String> {
+        if let Some(topic) = settings.get("output_topic") {
+            self.output_topic = topic.to_owned();
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let order = parse_order(record.value()).map_err(Error::reject)?;
         let commission = Commission {
             order_id: &order.id,
             agent: &order.agent,
             amount_cents: order.amount_cents,
             commission_cents: commission_cents(order.amount_cents),
         };
-        let value = match serde_json::to_vec(&commission) {
-            Ok(value) => value,
-            Err(e) => return Outcome::Reject(format!("cannot encode commission: {e}")),
-        };
-        match ctx.emit(OUTPUT_TOPIC, Some(order.agent.as_bytes()), Some(&value)) {
-            Ok(()) => Outcome::Processed,
-            Err(e) => Outcome::Retry(format!("could not emit commission: {e}")),
-        }
+        let value = serde_json::to_vec(&commission)?;
+        ctx.emit_kv(&self.output_topic, &order.agent, value)?;
+        Ok(())
     }
 }
 
@@ -100,7 +109,13 @@ ferry_sdk::export_processor!(Orders);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_sdk::testing::{self, Harness, TestBatch};
+    use ferry_sdk::Outcome;
+    use ferry_sdk::testing::{Harness, TestBatch};
+
+    /// The host's limits and this example's grant, as in `examples/ferry.toml`.
+    fn host() -> Harness {
+        Harness::new().allow_topic(OUTPUT_TOPIC)
+    }
 
     fn reason(outcome: &Outcome) -> &str {
         match outcome {
@@ -124,7 +139,7 @@ mod tests {
     #[test]
     fn seed_order_becomes_a_commission() {
         let batch = TestBatch::new("orders", 0).record("o-1", r#"{"id":"o-1","agent":"alice","amount_cents":12345}"#);
-        let run = testing::run(&mut Orders, &batch);
+        let run = host().run(&mut Orders::default(), &batch);
         assert_eq!(run.outcomes, [Outcome::Processed]);
         assert_eq!(run.emitted.len(), 1);
         let out = &run.emitted[0];
@@ -142,7 +157,7 @@ mod tests {
     fn extra_fields_are_ignored() {
         let batch =
             TestBatch::new("orders", 0).value_only(r#"{"amount_cents":100,"agent":"bob","id":"o-2","currency":"EUR"}"#);
-        let run = testing::run(&mut Orders, &batch);
+        let run = host().run(&mut Orders::default(), &batch);
         assert!(run.all_processed());
         assert_eq!(
             run.emitted[0].value_str(),
@@ -160,7 +175,7 @@ mod tests {
             .value_only(r#"{"id":"o-5","agent":"dave","amount_cents":"12"}"#)
             .tombstone("o-6")
             .value_only(r#"{"id":"o-7","agent":"erin","amount_cents":200}"#);
-        let run = testing::run(&mut Orders, &batch);
+        let run = host().run(&mut Orders::default(), &batch);
         assert_eq!(run.outcomes.len(), 6);
         assert!(reason(&run.outcomes[0]).starts_with("malformed order"));
         assert!(reason(&run.outcomes[1]).contains("missing field `agent`"));
@@ -173,22 +188,29 @@ mod tests {
     }
 
     #[test]
-    fn refused_emit_is_retried() {
+    fn refused_emit_is_rejected() {
         let batch = TestBatch::new("orders", 0).value_only(r#"{"id":"o-1","agent":"alice","amount_cents":12345}"#);
-        let run = Harness::new().deny_all_topics().run(&mut Orders, &batch);
-        match &run.outcomes[0] {
-            Outcome::Retry(reason) => assert!(reason.contains("commissions"), "{reason}"),
-            other => panic!("expected a retry, got {other:?}"),
-        }
+        let run = Harness::new().deny_all_topics().run(&mut Orders::default(), &batch);
+        assert!(reason(&run.outcomes[0]).contains("\"commissions\" is not allowed"), "{:?}", run.outcomes);
         assert!(run.emitted.is_empty());
 
-        let run = Harness::new().allow_topic(OUTPUT_TOPIC).max_emits(1).run(
-            &mut Orders,
+        let run = host().max_emits(1).run(
+            &mut Orders::default(),
             &TestBatch::new("orders", 0)
                 .value_only(r#"{"id":"a","agent":"x","amount_cents":1}"#)
                 .value_only(r#"{"id":"b","agent":"y","amount_cents":1}"#),
         );
         assert_eq!(run.outcomes[0], Outcome::Processed);
-        assert!(matches!(run.outcomes[1], Outcome::Retry(_)));
+        assert!(reason(&run.outcomes[1]).contains("more records than allowed"));
+    }
+
+    #[test]
+    fn the_output_topic_is_a_setting() {
+        let harness = Harness::new().allow_topic("payouts").setting("output_topic", "payouts");
+        let mut orders = harness.processor::<Orders>().unwrap();
+        let batch = TestBatch::new("orders", 0).value_only(r#"{"id":"o-1","agent":"alice","amount_cents":100}"#);
+        let run = harness.run(&mut orders, &batch);
+        assert!(run.all_processed(), "{:?}", run.outcomes);
+        assert_eq!(run.emitted[0].topic, "payouts");
     }
 }

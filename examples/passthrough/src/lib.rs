@@ -3,15 +3,15 @@
 //! It imports no ferry capability, which makes it the benchmark guest: its cost is the
 //! boundary itself.
 
-use ferry_sdk::{Batch, Context, Outcome, Processor, Record};
+use ferry_sdk::{Batch, Context, Error, Outcome, Processor, Record};
 
 /// Marks every record processed.
 #[derive(Debug, Default)]
 pub struct Passthrough;
 
 impl Processor for Passthrough {
-    fn process(&mut self, _record: &Record<'_>, _ctx: &mut Context) -> Outcome {
-        Outcome::Processed
+    fn process(&mut self, _record: &Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Answers the whole batch at once without looking at the records.

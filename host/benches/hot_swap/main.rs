@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use ferry_host::cli_deploy::{self, Request};
 use ferry_host::config::Config;
+use ferry_host::deploy::client::{self, Request};
 use ferry_host::host::Host;
 use ferry_host::kafka::output::send_when_room;
 use rdkafka::ClientConfig;
@@ -139,9 +139,9 @@ fn run(v1: &Path, v2: &Path, cache: bool) -> anyhow::Result<Vec<Measured>> {
         let to = if i % 2 == 0 { 1 } else { 0 }; // v2, v1, v2, ...
         let requested = now_micros();
         let answer = if deploy {
-            cli_deploy::call(&admin, "bench", TOKEN, Request::Deploy(&bytes[to]))?
+            client::call(&admin, "bench", TOKEN, Request::Deploy(&bytes[to]))?
         } else {
-            cli_deploy::call(&admin, "bench", TOKEN, Request::Rollback)?
+            client::call(&admin, "bench", TOKEN, Request::Rollback)?
         }
         .success()?;
         let answered = now_micros();

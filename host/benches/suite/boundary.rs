@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferry_host::sandbox::{
-    Batch, Grants, Limits, ProcessorComponent, ProcessorInstance, Sandbox, SandboxSettings, Status,
+    Batch, Grants, Limits, ProcessorComponent, ProcessorInstance, Provisions, Sandbox, SandboxSettings, Status,
 };
 use ferry_sdk::wire::{self, BatchEncoder};
 
@@ -97,7 +97,18 @@ pub fn instance(component: &Path, grants: Grants) -> anyhow::Result<ProcessorIns
     let sandbox = Sandbox::new(SandboxSettings::default())?;
     let bytes = std::fs::read(component)?;
     let loaded = ProcessorComponent::load(&sandbox, &bytes, &grants)?;
-    Ok(ProcessorInstance::new(sandbox, Arc::new(loaded), "bench", Arc::new(grants), Limits::default()))
+    Ok(ProcessorInstance::new(
+        sandbox,
+        Arc::new(loaded),
+        "bench",
+        Provisions::simple("bench", grants),
+        Limits::default(),
+    ))
+}
+
+/// A deadline no bench call reaches.
+pub fn far() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(3600)
 }
 
 /// An empty batch for the bench topic.
@@ -117,7 +128,7 @@ pub fn run(component: &Path) -> anyhow::Result<Vec<Row>> {
             let batch_bytes = batch.records.len();
             // Enough calls per sample to last a few milliseconds.
             let iters = (20_000 / batch_len).min(40_000_000 / batch_bytes).max(2);
-            let (reply, _) = instance.process(&batch, &records.offsets).map_err(anyhow::Error::from)?;
+            let (reply, _) = instance.process(&batch, &records.offsets, far()).map_err(anyhow::Error::from)?;
             anyhow::ensure!(
                 reply.len() == batch_len && reply.all_processed(),
                 "the passthrough guest did not process every record"
@@ -136,7 +147,9 @@ pub fn run(component: &Path) -> anyhow::Result<Vec<Row>> {
                 });
                 let w = ns_per_call(iters, || {
                     records.encode_into(&mut batch);
-                    black_box(instance.process(black_box(&batch), &records.offsets).expect("passthrough never faults"));
+                    black_box(
+                        instance.process(black_box(&batch), &records.offsets, far()).expect("passthrough never faults"),
+                    );
                 });
                 if sample >= WARMUP_SAMPLES {
                     let per = batch_len as f64;

@@ -10,11 +10,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-use ferry_host::pipeline::verdict::{Verdict, run_batch};
-use ferry_host::sandbox::{Batch, Grants, ProcessorInstance};
+use ferry_host::pipeline::run::run_batch;
+use ferry_host::sandbox::{Batch, Grants, Outcome, ProcessorInstance};
 use ferry_sdk::wire::BatchEncoder;
 
-use crate::boundary::{empty_batch, instance as new_instance};
+use crate::boundary::{empty_batch, far, instance as new_instance};
 use crate::common::{median, quantile};
 
 /// Targets, in µs.
@@ -60,7 +60,7 @@ fn micros(started: Instant) -> f64 {
 
 fn call(instance: &mut ProcessorInstance, batch: &Batch, offsets: &[i64]) -> f64 {
     let started = Instant::now();
-    let result = instance.process(black_box(batch), offsets);
+    let result = instance.process(black_box(batch), offsets, far());
     let elapsed = micros(started);
     assert!(result.is_ok_and(|(reply, _)| reply.all_processed()), "the record was not processed");
     elapsed
@@ -96,7 +96,7 @@ pub fn run(passthrough: &Path, chaos: &Path) -> anyhow::Result<Figures> {
     let (mut trap_call, mut recovery, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..TRAPS {
         let started = Instant::now();
-        let fault = chaos_instance.process(&poison, &offsets);
+        let fault = chaos_instance.process(&poison, &offsets, far());
         let trapped = micros(started);
         anyhow::ensure!(fault.is_err(), "the chaos guest did not trap on \"panic\"");
         let recovered = call(&mut chaos_instance, &batch, &offsets);
@@ -141,7 +141,7 @@ fn isolation(instance: &mut ProcessorInstance) -> anyhow::Result<(f64, f64)> {
             let started = Instant::now();
             let run = run_batch(instance, &mut batch, &offsets);
             figures[out].push(micros(started) / 1_000.0);
-            let faulted = run.verdicts.iter().filter(|v| matches!(v, Verdict::Fault(_))).count();
+            let faulted = run.outcomes.iter().filter(|v| matches!(v, Outcome::Fault(_))).count();
             anyhow::ensure!(
                 faulted == usize::from(poisoned),
                 "expected {} faulted records, got {faulted}",

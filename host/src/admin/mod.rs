@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-mod deploy;
 mod observe;
 
 pub use observe::BrokerView;
@@ -18,12 +17,10 @@ use anyhow::Context as _;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::config::PipelineConfig;
-use crate::kafka::context::Shared;
+use crate::deploy::MAX_COMPONENT_BYTES as MAX_BODY_BYTES;
+use crate::pipeline::Shared;
 use crate::registry::ProcessorSlot;
 use crate::sandbox::Sandbox;
-
-/// Largest request body accepted (component uploads), in bytes.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// What the admin server can see and change of one pipeline.
 #[derive(Clone)]
@@ -176,6 +173,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn route(state: &AdminState, method: &Method, path: &str, body: &[u8], auth: Authorization) -> Reply {
     observe::route(state, method, path)
-        .or_else(|| deploy::route(state, method, path, body, auth))
+        .or_else(|| crate::deploy::http::route(state, method, path, body, auth))
         .unwrap_or_else(|| Reply::text(404, format!("no route for {method} {path}\n")))
 }

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
+/// librdkafka's local queues of fetched records and of outputs awaiting the broker,
+/// each: 32 MiB.
+pub const QUEUE_KBYTES: &str = "32768";
+
 /// A consumer config for `group`: auto-commit and auto offset store off, because
 /// ferry decides what is committed; everything else passes through.
 pub fn consumer_config(
@@ -19,7 +23,10 @@ pub fn consumer_config(
         .set("heartbeat.interval.ms", "1000")
         // librdkafka's default (1 s) idles a partition's fetcher whenever its local
         // queue is full, which stalls a pipeline that is briefly behind (BENCHMARKS.md).
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.queue.backoff.ms", "10")
+        // Records fetched ahead, all partitions together: a term of the host's memory
+        // formula (docs/operators.md); librdkafka's default is 64 MiB.
+        .set("queued.max.messages.kbytes", QUEUE_KBYTES);
     for (key, value) in global.iter().chain(overrides) {
         config.set(key, value);
     }
@@ -35,7 +42,13 @@ pub fn consumer_config(
 /// A producer config for output records and dead letters.
 pub fn producer_config(brokers: &str, global: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "60000");
+    config
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        // Outputs waiting for the broker: a term of the memory formula. When it is
+        // full the pipeline waits (librdkafka's default is 1 GiB).
+        .set("queue.buffering.max.kbytes", QUEUE_KBYTES);
     for (key, value) in global {
         config.set(key, value);
     }

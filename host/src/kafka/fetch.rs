@@ -209,9 +209,32 @@ pub struct Delivered<'m> {
 impl<'m> Delivered<'m> {
     /// # Safety
     /// `message` must be a live message that outlives `'m`.
-    pub unsafe fn from_raw(message: *const rd::rd_kafka_message_t) -> Self {
+    unsafe fn from_raw(message: *const rd::rd_kafka_message_t) -> Self {
         // SAFETY: per the contract.
         Self { message: unsafe { &*message } }
+    }
+
+    /// A view of a message rdkafka's `poll` returned.
+    pub fn of(message: &'m rdkafka::message::BorrowedMessage<'_>) -> Self {
+        // SAFETY: the borrowed message is alive (and its pointer valid) for `'m`.
+        unsafe { Self::from_raw(message.ptr()) }
+    }
+
+    /// Whether the message carries an error about a record that exists at its
+    /// offset but cannot be read (a corrupt batch, a failed decompression): a record
+    /// nobody can process, which must be dead-lettered or halt the partition, never
+    /// committed past in silence.
+    pub fn is_unreadable_record(&self) -> bool {
+        use rd::rd_kafka_resp_err_t as E;
+        self.message.offset >= 0
+            && !self.message.rkt.is_null()
+            && matches!(
+                self.message.err,
+                E::RD_KAFKA_RESP_ERR__BAD_MSG
+                    | E::RD_KAFKA_RESP_ERR__BAD_COMPRESSION
+                    | E::RD_KAFKA_RESP_ERR_INVALID_MSG
+                    | E::RD_KAFKA_RESP_ERR_INVALID_RECORD
+            )
     }
 
     /// The error this message carries instead of a record, if any.

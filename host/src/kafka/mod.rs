@@ -2,6 +2,7 @@
 //! rebalances, batch consumption, bounded commits, the output producer, and the offset tracker.
 
 pub mod client;
+pub mod client_log;
 pub mod commit;
 pub mod context;
 pub mod fetch;

@@ -11,39 +11,53 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::context::Shared;
-use super::tracker::SpanId;
+use super::tracker::{Epoch, SpanId};
 
-/// What becomes finished once every record of one group is acknowledged.
-#[derive(Debug)]
-pub struct AckGroup {
-    shared: Arc<Shared>,
-    topic: String,
-    partition: i32,
+/// What becomes finished once every record of one group is acknowledged: a span of
+/// an assignment, and single offsets (redeliveries, dead letters) of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The partition.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The assignment the records belong to: nothing of another one is touched.
+    pub epoch: Epoch,
     /// The new span held until the acks arrive.
-    span: Option<SpanId>,
+    pub span: Option<SpanId>,
     /// Individual offsets (redeliveries, dead-lettered records) to finish.
-    offsets: Vec<i64>,
+    pub offsets: Vec<i64>,
+    /// Whether a record of the group was not delivered.
+    pub failed: bool,
+}
+
+/// Who hears that a group was acknowledged (the pipeline's shared state). Called on
+/// the producer's delivery thread.
+pub trait AckListener: Send + Sync {
+    /// Every record of a group was acknowledged, or failed.
+    fn settled(&self, group: Settled);
+}
+
+/// A group of output records whose acknowledgements finish input offsets together.
+pub struct AckGroup {
+    listener: Arc<dyn AckListener>,
+    settled: std::sync::Mutex<Option<Settled>>,
     remaining: AtomicUsize,
     failed: AtomicBool,
 }
 
+impl std::fmt::Debug for AckGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckGroup").field("remaining", &self.remaining).finish_non_exhaustive()
+    }
+}
+
 impl AckGroup {
-    /// A group of `count` records whose acknowledgement finishes `span` and `offsets`.
-    pub fn new(
-        shared: Arc<Shared>,
-        topic: &str,
-        partition: i32,
-        span: Option<SpanId>,
-        offsets: Vec<i64>,
-        count: usize,
-    ) -> Arc<Self> {
+    /// A group of `count` records whose acknowledgement settles `settled`.
+    pub fn new(listener: Arc<dyn AckListener>, settled: Settled, count: usize) -> Arc<Self> {
         Arc::new(Self {
-            shared,
-            topic: topic.to_owned(),
-            partition,
-            span,
-            offsets,
+            listener,
+            settled: std::sync::Mutex::new(Some(settled)),
             remaining: AtomicUsize::new(count),
             failed: AtomicBool::new(false),
         })
@@ -54,8 +68,11 @@ impl AckGroup {
             self.failed.store(true, Ordering::Relaxed);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let failed = self.failed.load(Ordering::Relaxed);
-            self.shared.outputs_settled(&self.topic, self.partition, self.span, &self.offsets, failed);
+            let taken = self.settled.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut settled) = taken {
+                settled.failed = self.failed.load(Ordering::Relaxed);
+                self.listener.settled(settled);
+            }
         }
     }
 }
@@ -69,8 +86,9 @@ impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<Arc<AckGroup>>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, group: Self::DeliveryOpaque) {
-        if let Err((error, _)) = result {
-            tracing::warn!(%error, topic = %group.topic, partition = group.partition, "output record was not delivered");
+        if let Err((error, message)) = result {
+            use rdkafka::Message as _;
+            tracing::warn!(%error, topic = message.topic(), "output record was not delivered");
         }
         group.acknowledge(result.is_ok());
     }

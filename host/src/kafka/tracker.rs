@@ -13,12 +13,34 @@
 //!
 //! The watermark is the first unfinished offset, which in Kafka's convention is
 //! exactly the offset to commit: the next record a successor must read.
+//!
+//! A partition can leave this member and come back. Everything that refers to a
+//! partition's offsets from outside (output acknowledgements, dead-letter acks,
+//! delivery failures) carries the [`Epoch`] of the assignment it belongs to, and is
+//! ignored once that assignment is over: a late ack of an earlier assignment never
+//! touches the current one.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-/// Identifies the span created for one batch of newly delivered records.
+/// One assignment of a partition to this member: a new one each time it is tracked
+/// anew (after every revoke).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(u64);
+
+/// Identifies the span created for one batch of newly delivered records, within its
+/// assignment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SpanId(u64);
+pub struct SpanId {
+    epoch: Epoch,
+    n: u64,
+}
+
+impl SpanId {
+    /// The assignment the span belongs to.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+}
 
 #[derive(Debug)]
 struct Span {
@@ -40,10 +62,13 @@ impl Span {
 /// Offsets of one partition owned by this member.
 #[derive(Debug)]
 pub struct PartitionOffsets {
+    epoch: Epoch,
     /// The offset just after the last record ever delivered for this partition.
     position: i64,
     /// Spans in offset order, contiguous, covering `[watermark-ish, position)`.
     spans: VecDeque<Span>,
+    /// Unfinished offsets whose dead letter is on its way to the broker.
+    dead_letters_in_flight: BTreeSet<i64>,
     /// The last offset we committed (or learned was committed) for this partition.
     committed: Option<i64>,
     next_span: u64,
@@ -52,8 +77,20 @@ pub struct PartitionOffsets {
 impl PartitionOffsets {
     /// Starts tracking at `first_offset`, the first record delivered after assignment.
     /// Everything before it was committed by a predecessor (or is gone).
-    pub fn starting_at(first_offset: i64) -> Self {
-        Self { position: first_offset, spans: VecDeque::new(), committed: None, next_span: 0 }
+    pub fn starting_at(epoch: Epoch, first_offset: i64) -> Self {
+        Self {
+            epoch,
+            position: first_offset,
+            spans: VecDeque::new(),
+            dead_letters_in_flight: BTreeSet::new(),
+            committed: None,
+            next_span: 0,
+        }
+    }
+
+    /// The assignment these offsets belong to.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
     }
 
     /// The offset after the last record delivered so far.
@@ -73,7 +110,7 @@ impl PartitionOffsets {
     pub fn begin_batch(&mut self, last_new_offset: Option<i64>) -> Option<SpanId> {
         let last = last_new_offset?;
         assert!(last >= self.position, "batch offsets must move forward");
-        let id = SpanId(self.next_span);
+        let id = SpanId { epoch: self.epoch, n: self.next_span };
         self.next_span += 1;
         self.spans.push_back(Span { id, start: self.position, end: last + 1, holds: 1, open: BTreeSet::new() });
         self.position = last + 1;
@@ -94,7 +131,8 @@ impl PartitionOffsets {
         self.drop_finished_spans();
     }
 
-    /// Releases the hold of a span whose output records were acknowledged.
+    /// Releases the hold of a span whose output records were acknowledged. A span
+    /// of another assignment, or one already released, is left alone.
     pub fn release(&mut self, span: SpanId) {
         if let Some(s) = self.spans.iter_mut().find(|s| s.id == span) {
             s.holds = s.holds.saturating_sub(1);
@@ -104,10 +142,22 @@ impl PartitionOffsets {
 
     /// Marks a redelivered or dead-lettered offset as finished.
     pub fn finish(&mut self, offset: i64) {
+        self.dead_letters_in_flight.remove(&offset);
         if let Some(span) = self.span_of_mut(offset) {
             span.open.remove(&offset);
         }
         self.drop_finished_spans();
+    }
+
+    /// Notes that an unfinished offset's dead letter was sent: revoke waits for it.
+    pub fn dead_letter_sent(&mut self, offset: i64) {
+        self.dead_letters_in_flight.insert(offset);
+    }
+
+    /// Notes that a dead letter will not be acknowledged (delivery failed): the
+    /// offset stays unfinished, and nothing waits for it any more.
+    pub fn dead_letter_failed(&mut self, offset: i64) {
+        self.dead_letters_in_flight.remove(&offset);
     }
 
     /// The first unfinished offset: everything before it is finished. This is the
@@ -134,9 +184,11 @@ impl PartitionOffsets {
         self.spans.iter().filter(|s| s.holds == 0).flat_map(|s| s.open.iter().copied())
     }
 
-    /// Whether any span is held (in flight or awaiting output acks).
+    /// Whether anything awaits the broker or the guest: a span in flight or
+    /// awaiting output acks, or a dead letter on its way. A revoke drains these
+    /// before its final commit.
     pub fn has_holds(&self) -> bool {
-        self.spans.iter().any(|s| s.holds > 0)
+        !self.dead_letters_in_flight.is_empty() || self.spans.iter().any(|s| s.holds > 0)
     }
 
     fn span_of_mut(&mut self, offset: i64) -> Option<&mut Span> {
@@ -158,6 +210,7 @@ pub type TopicPartition = (String, i32);
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<TopicPartition, PartitionOffsets>,
+    epochs: u64,
 }
 
 impl OffsetTracker {
@@ -166,16 +219,23 @@ impl OffsetTracker {
         self.partitions.get(&(topic.to_owned(), partition))
     }
 
-    /// The partition's offsets, created at `first_offset` on first delivery.
-    pub fn entry(&mut self, topic: &str, partition: i32, first_offset: i64) -> &mut PartitionOffsets {
-        self.partitions
-            .entry((topic.to_owned(), partition))
-            .or_insert_with(|| PartitionOffsets::starting_at(first_offset))
+    /// Starts tracking a partition at `first_offset`, its first record delivered
+    /// since it was assigned, under a new epoch (replacing any earlier tracking).
+    pub fn start(&mut self, topic: &str, partition: i32, first_offset: i64) -> Epoch {
+        self.epochs += 1;
+        let epoch = Epoch(self.epochs);
+        self.partitions.insert((topic.to_owned(), partition), PartitionOffsets::starting_at(epoch, first_offset));
+        epoch
     }
 
     /// The partition's offsets, if tracked.
     pub fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionOffsets> {
         self.partitions.get_mut(&(topic.to_owned(), partition))
+    }
+
+    /// The partition's offsets, if tracked under `epoch` (and not since replaced).
+    pub fn current(&mut self, topic: &str, partition: i32, epoch: Epoch) -> Option<&mut PartitionOffsets> {
+        self.get_mut(topic, partition).filter(|p| p.epoch == epoch)
     }
 
     /// Forgets a partition this member no longer owns.
@@ -202,9 +262,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn fresh(first: i64) -> PartitionOffsets {
+        PartitionOffsets::starting_at(Epoch(1), first)
+    }
+
     #[test]
     fn clean_batches_move_the_bookmark_to_the_next_offset() {
-        let mut p = PartitionOffsets::starting_at(0);
+        let mut p = fresh(0);
         let span = p.begin_batch(Some(9)).unwrap();
         assert_eq!(p.watermark(), 0, "in flight holds the bookmark");
         p.settle(span, [], false);
@@ -216,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_gap_holds_the_bookmark_at_the_unfinished_record() {
-        let mut p = PartitionOffsets::starting_at(0);
+        let mut p = fresh(0);
         let span = p.begin_batch(Some(9)).unwrap();
         p.settle(span, [5], false);
         assert_eq!(p.watermark(), 5);
@@ -227,7 +291,7 @@ mod tests {
 
     #[test]
     fn outputs_awaiting_acks_hold_the_whole_span() {
-        let mut p = PartitionOffsets::starting_at(3);
+        let mut p = fresh(3);
         let span = p.begin_batch(Some(4)).unwrap();
         p.settle(span, [], true);
         assert_eq!(p.watermark(), 3);
@@ -237,7 +301,7 @@ mod tests {
 
     #[test]
     fn skipped_offsets_do_not_block() {
-        let mut p = PartitionOffsets::starting_at(0);
+        let mut p = fresh(0);
         let a = p.begin_batch(Some(2)).unwrap();
         // offsets 3..=6 compacted away; the next batch starts at 7
         let b = p.begin_batch(Some(8)).unwrap();
@@ -249,12 +313,64 @@ mod tests {
 
     #[test]
     fn later_spans_do_not_pass_an_earlier_unfinished_one() {
-        let mut p = PartitionOffsets::starting_at(0);
+        let mut p = fresh(0);
         let a = p.begin_batch(Some(4)).unwrap();
         let b = p.begin_batch(Some(9)).unwrap();
         p.settle(a, [2], false);
         p.settle(b, [], false);
         assert_eq!(p.watermark(), 2);
+    }
+
+    /// The sequence of issue 13: a partition leaves with outputs unacked, comes back
+    /// to the same member, and the old ack arrives. It must not release the new
+    /// assignment's span of the same number.
+    #[test]
+    fn a_late_ack_of_an_earlier_assignment_releases_nothing() {
+        let mut tracker = OffsetTracker::default();
+        let old = tracker.start("t", 0, 0);
+        let old_span = tracker.current("t", 0, old).unwrap().begin_batch(Some(9)).unwrap();
+        tracker.current("t", 0, old).unwrap().settle(old_span, [], true);
+        tracker.remove("t", 0);
+
+        let new = tracker.start("t", 0, 0);
+        assert_ne!(old, new);
+        let p = tracker.current("t", 0, new).unwrap();
+        let new_span = p.begin_batch(Some(9)).unwrap();
+        p.settle(new_span, [4], true);
+        assert!(tracker.current("t", 0, old).is_none(), "the old epoch finds nothing");
+        let p = tracker.get_mut("t", 0).unwrap();
+        p.release(old_span);
+        p.finish(4);
+        assert_eq!(p.watermark(), 0, "the new span is still held for its own outputs");
+        p.release(new_span);
+        assert_eq!(p.watermark(), 10);
+    }
+
+    #[test]
+    fn settling_a_dropped_span_changes_nothing() {
+        let mut p = fresh(0);
+        let a = p.begin_batch(Some(4)).unwrap();
+        p.settle(a, [], false);
+        assert_eq!(p.watermark(), 5);
+        p.settle(a, [2], false);
+        p.settle(a, [], true);
+        assert_eq!(p.watermark(), 5);
+        assert!(!p.has_holds());
+        assert_eq!(p.begin_batch(None), None, "a batch of redeliveries only opens no span");
+        assert_eq!(p.watermark(), 5);
+    }
+
+    #[test]
+    fn dead_letters_in_flight_are_holds_for_the_revoke_drain() {
+        let mut p = fresh(0);
+        let a = p.begin_batch(Some(4)).unwrap();
+        p.settle(a, [3], false);
+        assert!(!p.has_holds());
+        p.dead_letter_sent(3);
+        assert!(p.has_holds(), "the revoke must wait for the dead letter");
+        p.finish(3);
+        assert!(!p.has_holds());
+        assert_eq!(p.watermark(), 5);
     }
 
     /// One step of a random history.
@@ -263,18 +379,31 @@ mod tests {
         /// Deliver `n` new records (with `skip` offsets missing before them) and
         /// settle them with these unfinished positions, optionally held for acks.
         Batch { skip: u8, n: u8, unfinished: Vec<u8>, held: bool },
+        /// A batch of redeliveries only: no new span.
+        Redeliveries,
         /// Finish the k-th open offset.
         Finish(u8),
+        /// Finish the k-th delivered offset, whatever its state (finished already,
+        /// or inside a span still held).
+        FinishAny(u8),
         /// Release the k-th held span.
         Release(u8),
+        /// Release the k-th span released before, again.
+        ReleaseAgain(u8),
+        /// Release a span number of an earlier assignment.
+        ReleaseStale(u8),
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            (0u8..3, 1u8..20, prop::collection::vec(0u8..20, 0..4), any::<bool>())
+            4 => (0u8..3, 1u8..20, prop::collection::vec(0u8..20, 0..4), any::<bool>())
                 .prop_map(|(skip, n, unfinished, held)| Step::Batch { skip, n, unfinished, held }),
-            any::<u8>().prop_map(Step::Finish),
-            any::<u8>().prop_map(Step::Release),
+            1 => Just(Step::Redeliveries),
+            2 => any::<u8>().prop_map(Step::Finish),
+            1 => any::<u8>().prop_map(Step::FinishAny),
+            2 => any::<u8>().prop_map(Step::Release),
+            1 => any::<u8>().prop_map(Step::ReleaseAgain),
+            1 => any::<u8>().prop_map(Step::ReleaseStale),
         ]
     }
 
@@ -282,11 +411,13 @@ mod tests {
         /// The bookmark never passes an unfinished record and always reaches the
         /// first unfinished one: checked against a naive model of every offset.
         #[test]
-        fn watermark_is_the_first_unfinished_offset(steps in prop::collection::vec(step(), 1..60)) {
-            let mut p = PartitionOffsets::starting_at(100);
+        fn watermark_is_the_first_unfinished_offset(steps in prop::collection::vec(step(), 1..80)) {
+            let mut p = PartitionOffsets::starting_at(Epoch(2), 100);
             // model: offset -> finished?; skipped offsets do not exist
             let mut model: Vec<(i64, bool)> = Vec::new();
-            let mut held: Vec<(SpanId, Vec<i64>)> = Vec::new();
+            // held spans: id, their offsets, and which of them are open
+            let mut held: Vec<(SpanId, Vec<i64>, Vec<i64>)> = Vec::new();
+            let mut released: Vec<SpanId> = Vec::new();
             let mut next = 100i64;
             let mut last_watermark = 100;
             for s in steps {
@@ -302,10 +433,10 @@ mod tests {
                         }
                         p.settle(span, open.clone(), keep);
                         if keep {
-                            let finished: Vec<i64> = offsets.iter().copied().filter(|o| !open.contains(o)).collect();
-                            held.push((span, finished));
+                            held.push((span, offsets, open));
                         }
                     }
+                    Step::Redeliveries => prop_assert_eq!(p.begin_batch(None), None),
                     Step::Finish(k) => {
                         let open: Vec<i64> = p.open_offsets().collect();
                         if !open.is_empty() {
@@ -314,13 +445,35 @@ mod tests {
                             model.iter_mut().filter(|(m, _)| *m == o).for_each(|e| e.1 = true);
                         }
                     }
-                    Step::Release(k) => {
-                        if !held.is_empty() {
-                            let (span, finished) = held.remove(usize::from(k) % held.len());
-                            p.release(span);
-                            model.iter_mut().filter(|(m, _)| finished.contains(m)).for_each(|e| e.1 = true);
+                    Step::FinishAny(k) => {
+                        if !model.is_empty() {
+                            let o = model[usize::from(k) % model.len()].0;
+                            // Open in a held span: finished for itself, the span still holds.
+                            let in_held_open = held.iter_mut().find(|(_, _, open)| open.contains(&o));
+                            match in_held_open {
+                                Some((_, _, open)) => open.retain(|&x| x != o),
+                                None if p.open_offsets().any(|x| x == o) => {
+                                    model.iter_mut().filter(|(m, _)| *m == o).for_each(|e| e.1 = true);
+                                }
+                                None => {}
+                            }
+                            p.finish(o);
                         }
                     }
+                    Step::Release(k) => {
+                        if !held.is_empty() {
+                            let (span, offsets, open) = held.remove(usize::from(k) % held.len());
+                            p.release(span);
+                            released.push(span);
+                            model.iter_mut().filter(|(m, _)| offsets.contains(m) && !open.contains(m)).for_each(|e| e.1 = true);
+                        }
+                    }
+                    Step::ReleaseAgain(k) => {
+                        if !released.is_empty() {
+                            p.release(released[usize::from(k) % released.len()]);
+                        }
+                    }
+                    Step::ReleaseStale(k) => p.release(SpanId { epoch: Epoch(1), n: u64::from(k) % 16 }),
                 }
                 // The bookmark may stop anywhere between the last existing finished
                 // offset and the first unfinished one: offsets in between do not exist.

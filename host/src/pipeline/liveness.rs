@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::kafka::context::Shared;
+use super::shared::Shared;
 
 const RUNNING: u8 = 0;
 const STOPPED: u8 = 1;

@@ -1,25 +1,43 @@
 //! A pipeline: one consumer group member running one processor over its input
 //! topics, on a thread of its own.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`worker`] | the loop: fetch, dispatch, commit, shut down |
+//! | [`intake`] | serving rebalances and errors, taking records into batches |
+//! | [`run`] | one batch through the guest, within its time limit, split around faults |
+//! | [`settle`] | what each record's outcome means (pure, property-tested) |
+//! | [`failure`] | dead letters, halts, rewinds and backoff |
+//! | [`partition`] | per-partition state of the loop |
+//! | [`shared`] | what the loop shares with Kafka's callbacks: offsets, commits, events |
+//! | [`stats`], [`liveness`] | what metrics, the status page and health checks read |
 
+mod failure;
+mod intake;
 pub mod liveness;
-pub mod partition;
+mod partition;
+pub mod run;
+pub mod settle;
+pub mod shared;
 pub mod stats;
-pub mod verdict;
-pub mod worker;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+pub use failure::backoff;
+pub use shared::Shared;
+
 use crate::config::PipelineConfig;
 use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::commit::Committer;
-use crate::kafka::context::{FerryContext, Shared};
+use crate::kafka::context::FerryContext;
 use crate::kafka::fetch::{FetchQueue, FetchRoute};
 use crate::kafka::output::{AckContext, OutputProducer};
 use crate::registry::ProcessorSlot;
@@ -45,13 +63,12 @@ impl Pipeline {
         config: PipelineConfig,
         sandbox: Sandbox,
         slot: ProcessorSlot,
-        shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let shared = Arc::new(Shared::new(&config.name));
         let route = FetchRoute::default();
         let consumer: BaseConsumer<FerryContext> = consumer_config(brokers, &config.group, kafka, &config.kafka)
-            .create_with_context(FerryContext { shared: shared.clone(), route: route.clone() })
+            .create_with_context(FerryContext { listener: shared.clone(), route: route.clone() })
             .with_context(|| format!("failed to create the consumer of pipeline {}", config.name))?;
         // Before subscribing, so that every assignment is routed to it.
         let fetch = FetchQueue::new(&consumer, &route)
@@ -75,13 +92,12 @@ impl Pipeline {
             };
         let component = slot.current();
         shared.stats.set_version(component.digest());
-        let instance = ProcessorInstance::new(
-            sandbox.clone(),
-            component,
-            &config.name,
-            Arc::new(config.grants()),
-            config.limits(),
-        );
+        let provisions = config.provisions();
+        shared.stats.set_guest_log(provisions.log.clone());
+        let wants_headers = component.wants_headers();
+        let instance =
+            ProcessorInstance::new(sandbox.clone(), component, &config.name, provisions.clone(), config.limits());
+        let runtime = sandbox.runtime().clone();
         let worker = worker::Worker {
             config: config.clone(),
             fetch,
@@ -91,8 +107,11 @@ impl Pipeline {
             sandbox,
             slot: slot.clone(),
             instance,
+            provisions,
             partitions: BTreeMap::new(),
             batch: Batch { topic: String::new(), partition: 0, count: 0, records: Vec::new() },
+            wants_headers,
+            client_errors: RepeatedErrors::default(),
             last_commit: Instant::now(),
             batch_finished: false,
         };
@@ -102,7 +121,7 @@ impl Pipeline {
                 let mark = liveness::ThreadMark(shared.clone());
                 move || {
                     let _mark = mark;
-                    worker.run(&shutdown)
+                    worker.run(&runtime)
                 }
             })
             .context("failed to spawn the pipeline thread")?;

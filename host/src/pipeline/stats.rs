@@ -2,13 +2,14 @@
 //! callbacks, read by metrics, the status page and the demo.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::liveness::Liveness;
 use crate::kafka::tracker::TopicPartition;
-use crate::sandbox::GuestFault;
+use crate::sandbox::{GuestFault, TenantLog};
+use crate::sync::lock;
 
 /// Upper bounds of the batch latency histogram buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 12] =
@@ -82,10 +83,7 @@ pub struct PipelineStats {
     recent: Mutex<VecDeque<FailureNote>>,
     version: Mutex<String>,
     liveness: Liveness,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    guest_log: Mutex<Option<Arc<TenantLog>>>,
 }
 
 impl PipelineStats {
@@ -195,6 +193,11 @@ impl PipelineStats {
         *lock(&self.version) = digest.to_owned();
     }
 
+    /// The pipeline's guest log, whose counters metrics show.
+    pub fn set_guest_log(&self, log: Arc<TenantLog>) {
+        *lock(&self.guest_log) = Some(log);
+    }
+
     /// Whether the pipeline thread is alive and turning (for `/healthz`, `/readyz`).
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
@@ -213,12 +216,13 @@ impl PipelineStats {
             partitions: lock(&self.partitions).clone(),
             recent: lock(&self.recent).iter().cloned().collect(),
             version: lock(&self.version).clone(),
+            guest_log_lines: lock(&self.guest_log).as_ref().map_or((0, 0), |l| (l.written(), l.dropped())),
         }
     }
 }
 
 /// Per-batch counts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchCounts {
     /// Processed records.
     pub processed: u64,
@@ -251,4 +255,6 @@ pub struct StatsSnapshot {
     pub recent: Vec<FailureNote>,
     /// Running component digest.
     pub version: String,
+    /// Guest log lines written and dropped by the rate limit, since start.
+    pub guest_log_lines: (u64, u64),
 }

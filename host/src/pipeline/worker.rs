@@ -1,35 +1,41 @@
-//! The loop of one pipeline: poll records, batch them per partition, run them
-//! through the guest, apply the failure policy, produce outputs, and commit what is
-//! finished.
+//! The loop of one pipeline: take records in (`intake`), batch them per partition,
+//! run each batch through the guest (`run`), settle what each record's outcome
+//! means (`settle`), publish the outputs of processed records, apply the failure
+//! policy (`failure`), and commit what is finished.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 
-use ferry_sdk::wire::BatchEncoder;
-
-use super::partition::{Admission, PartitionState};
-use super::stats::BatchCounts;
-use super::verdict::{Verdict, run_batch};
-use crate::config::{CommitPolicy, FailurePolicy, OnFailure, PipelineConfig};
-use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT, Shared};
-use crate::kafka::fetch::{Delivered, FetchQueue, Fetched};
-use crate::kafka::output::{self, AckGroup, Outgoing, OutputProducer};
+use super::failure::{GivenUp, backoff};
+use super::partition::PartitionState;
+use super::run::run_batch;
+use super::settle::{Fate, settle};
+use super::shared::Shared;
+use crate::config::{CommitPolicy, PipelineConfig};
+use crate::kafka::client_log::RepeatedErrors;
+use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
+use crate::kafka::fetch::FetchQueue;
+use crate::kafka::output::{self, AckGroup, Outgoing, OutputProducer, Settled};
+use crate::kafka::tracker::TopicPartition;
 use crate::registry::ProcessorSlot;
-use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
+use crate::runtime::Runtime;
+use crate::sandbox::{Batch, Emitted, ProcessorInstance, Provisions, Sandbox, short};
 
 /// How long shutdown waits for in-flight outputs before its final commit.
-const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a single poll blocks, so timers and shutdown are noticed.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a single wait blocks, so timers and shutdown are noticed.
 const MAX_POLL: Duration = Duration::from_millis(50);
 /// How often, at most, the loop collects the results of earlier commits between
 /// commits (a poll of the commit queue per record is a measurable cost).
 const COMMIT_RESULTS_EVERY: Duration = Duration::from_millis(1);
+/// With per-batch commits, how often offsets finished by late acknowledgements (no
+/// batch ran since) are committed anyway.
+const PER_BATCH_LATE_ACKS_EVERY: Duration = Duration::from_millis(50);
+/// Most records taken from the fetch queue in one turn of the loop.
+const FETCH_MAX: usize = 1024;
 
 /// Everything one pipeline thread owns.
 pub struct Worker {
@@ -42,17 +48,21 @@ pub struct Worker {
     pub(super) sandbox: Sandbox,
     pub(super) slot: ProcessorSlot,
     pub(super) instance: ProcessorInstance,
-    pub(super) partitions: BTreeMap<(String, i32), PartitionState>,
+    pub(super) provisions: Provisions,
+    pub(super) partitions: BTreeMap<TopicPartition, PartitionState>,
     /// The batch passed to the guest; its buffer is reused across batches.
     pub(super) batch: Batch,
+    /// Whether batches carry headers (the running processor imports `headers`).
+    pub(super) wants_headers: bool,
+    pub(super) client_errors: RepeatedErrors,
     pub(super) last_commit: Instant,
     /// A batch finished since the last commit (for the per-batch policy).
     pub(super) batch_finished: bool,
 }
 
 impl Worker {
-    /// Runs until `shutdown` is set, then drains and commits.
-    pub fn run(mut self, shutdown: &AtomicBool) {
+    /// Runs until the runtime is asked to stop, then drains and commits.
+    pub fn run(mut self, runtime: &Runtime) {
         let batch_size = self.config.batch_size;
         let max_wait = Duration::from_millis(self.config.max_wait_ms);
         // Records arrive up to FETCH_MAX at a time (kafka::fetch), so per-turn work is
@@ -63,7 +73,7 @@ impl Worker {
         let mut now = Instant::now();
         let mut next_due: Option<Instant> = None;
         let mut results_polled = now;
-        while !shutdown.load(Ordering::Relaxed) {
+        while !runtime.stopping() {
             self.serve_events(&mut next_due);
             self.rewind_due_retries(now);
             let fetched = self.fetch.fetch(FETCH_MAX);
@@ -71,10 +81,10 @@ impl Worker {
             // Partitions revoked while this fetch is being worked through: their
             // remaining records belong to the next owner, who reads them from the
             // committed offset.
-            let mut gone: Vec<(String, i32)> = Vec::new();
+            let mut gone: Vec<TopicPartition> = Vec::new();
             let mut at = 0;
             while at < taken {
-                let (run, full) = take_run(&mut self.partitions, &fetched, at, &mut next_due, &self.config, &gone);
+                let (run, full) = self.take_run(&fetched, at, &mut next_due, &gone);
                 at += run;
                 if let Some(full) = full {
                     self.dispatch(&full);
@@ -103,7 +113,7 @@ impl Worker {
                     self.dispatch(&key);
                 }
                 now = Instant::now();
-                next_due = self.partitions.values().filter_map(|s| s.first_buffered_at).min().map(|t| t + max_wait);
+                next_due = self.partitions.values().filter_map(|s| s.first_buffered_at()).min().map(|t| t + max_wait);
             }
             self.maybe_commit(now, &mut results_polled);
             if taken == 0 && !self.fetch.consumer_events_waiting() {
@@ -114,172 +124,122 @@ impl Worker {
         self.shut_down();
     }
 
-    /// Serves the consumer's own queue: rebalances (whose callbacks run here),
-    /// errors, and records of a partition that could not be routed to the fetch
-    /// queue (none are expected); then applies what callbacks reported. Returns the
-    /// partitions revoked.
-    fn serve_events(&mut self, next_due: &mut Option<Instant>) -> Vec<(String, i32)> {
-        for _ in 0..CONSUMER_EVENTS_PER_TURN {
-            if !self.fetch.consumer_events_waiting() {
-                break;
-            }
-            let full = match self.consumer.poll(Duration::ZERO) {
-                Some(Ok(message)) => {
-                    // SAFETY: `message` outlives `delivered`, which is used only in this arm.
-                    let delivered = unsafe { Delivered::from_raw(message.ptr()) };
-                    let key = partition_key(delivered);
-                    let state = partition_state(&mut self.partitions, &key);
-                    take_record(state, delivered, next_due, &self.config).then_some(key)
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(pipeline = %self.config.name, %error, "consumer error");
-                    None
-                }
-                None => None,
-            };
-            if let Some(key) = full {
-                self.dispatch(&key);
-            }
-        }
-        self.handle_events()
-    }
-
     fn poll_timeout(&self, max_wait: Duration, now: Instant) -> Duration {
         self.partitions
             .values()
-            .filter_map(|s| s.first_buffered_at.map(|t| (t + max_wait).saturating_duration_since(now)))
-            .chain(self.partitions.values().filter_map(|s| s.retry_due.map(|t| t.saturating_duration_since(now))))
+            .filter_map(|s| s.first_buffered_at().map(|t| (t + max_wait).saturating_duration_since(now)))
+            .chain(self.partitions.values().filter_map(|s| s.retry_due().map(|t| t.saturating_duration_since(now))))
             .fold(MAX_POLL, Duration::min)
     }
 
-    /// Applies what the rebalance and delivery callbacks reported.
-    fn handle_events(&mut self) -> Vec<(String, i32)> {
-        let events = self.shared.take_events();
-        for key in &events.revoked {
-            // Buffered records of a revoked partition were never processed: the next
-            // owner reads them from the committed offset.
-            self.partitions.remove(key);
-        }
-        for (topic, partition) in events.delivery_failed {
-            self.halt(&topic, partition, "output records could not be delivered".to_owned());
-        }
-        events.revoked
-    }
-
-    /// Runs the buffered batch of one partition through the guest.
-    fn dispatch(&mut self, key: &(String, i32)) {
+    /// Runs the buffered batch of one partition through the guest and settles it.
+    pub(super) fn dispatch(&mut self, key: &TopicPartition) {
         self.refresh_processor();
         let Some(state) = self.partitions.get_mut(key) else { return };
-        if state.offsets.is_empty() {
+        if !state.has_buffered() {
             return;
         }
         let started = Instant::now();
-        let offsets = std::mem::take(&mut state.offsets);
+        let epoch = state.epoch();
+        let taken = state.take_batch(std::mem::take(&mut self.batch.records));
+        let offsets = taken.offsets;
         // One span per batch: every event below (faults, dead letters, guest logs) carries it.
         let _batch_span = tracing::info_span!(
             "batch",
             pipeline = %self.config.name,
-            topic = %state.topic,
-            partition = state.partition,
+            topic = %key.0,
+            partition = key.1,
             first_offset = offsets[0],
             last_offset = offsets[offsets.len() - 1],
             records = offsets.len()
         )
         .entered();
-        let old_position = state.position;
-        let last_new = offsets.iter().rev().copied().find(|&o| old_position.is_none_or(|p| o >= p));
-        if let Some(last) = last_new {
-            state.position = Some(last + 1);
-        }
-        state.first_buffered_at = None;
-        let span = self.shared.tracker().entry(&state.topic, state.partition, offsets[0]).begin_batch(last_new);
+        let span = self
+            .shared
+            .tracker()
+            .current(&key.0, key.1, epoch)
+            .expect("a partition with state is tracked")
+            .begin_batch(taken.last_new);
+        self.batch.topic.clone_from(&key.0);
+        self.batch.partition = key.1;
+        self.batch.count = taken.count;
+        self.batch.records = taken.records;
 
-        // Hand the encoded records to the guest without copying them again.
-        let encoder = std::mem::take(&mut state.encoder);
-        self.batch.topic.clone_from(&state.topic);
-        self.batch.partition = state.partition;
-        self.batch.count = encoder.count();
-        self.batch.records = encoder.into_bytes();
         let run = run_batch(&mut self.instance, &mut self.batch, &offsets);
         for fault in &run.faults {
             self.shared.stats.fault(fault);
-            self.shared.stats.note(
-                &self.batch.topic,
-                self.batch.partition,
-                None,
-                &fault.kind().to_string(),
-                &fault.to_string(),
-            );
-            tracing::warn!(pipeline = %self.config.name, topic = %self.batch.topic, partition = self.batch.partition, %fault, "guest fault");
+            self.shared.stats.note(&key.0, key.1, None, &fault.kind().to_string(), &fault.to_string());
+            tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %fault, "guest fault");
         }
-
-        let config = self.config.clone();
-        let policy = &config.failure;
         let state = self.partitions.get_mut(key).expect("partition still assigned");
-        let mut counts = BatchCounts::default();
+        let settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
+        let is_new = |offset: i64| taken.old_position.is_none_or(|p| offset >= p);
+
+        // Outputs belong to their records: only those of processed ones go out.
+        let done: HashSet<i64> =
+            offsets.iter().zip(&settlement.fates).filter(|(_, f)| f.is_done()).map(|(o, _)| *o).collect();
+        let all_done = settlement.all_done();
+        let publish: Vec<Emitted> =
+            run.outputs.into_iter().filter(|e| e.source.map_or(all_done, |source| done.contains(&source))).collect();
         let mut unfinished_new = Vec::new();
         let mut redelivered_done = Vec::new();
         let mut given_up = Vec::new();
-        for (&offset, verdict) in offsets.iter().zip(&run.verdicts) {
-            let is_new = old_position.is_none_or(|p| offset >= p);
-            let reason = match verdict {
-                Verdict::Processed => {
-                    counts.processed += 1;
-                    if !is_new {
+        let mut needs_backoff = 0;
+        for (&offset, fate) in offsets.iter().zip(settlement.fates) {
+            match fate {
+                Fate::Done => {
+                    state.forget_retry(offset);
+                    if !is_new(offset) {
                         redelivered_done.push(offset);
                     }
-                    state.forget_retry(offset);
-                    continue;
                 }
-                Verdict::Retry(reason) => reason.clone(),
-                Verdict::Fault(fault) => format!("guest fault: {fault}"),
-                Verdict::Reject(reason) => {
-                    counts.failed += 1;
-                    if is_new {
+                Fate::Again { attempts, backoff } => {
+                    state.schedule_retry(offset, attempts);
+                    if backoff {
+                        needs_backoff = needs_backoff.max(attempts);
+                    }
+                    if is_new(offset) {
                         unfinished_new.push(offset);
                     }
-                    let attempts = state.forget_retry(offset) + 1;
-                    given_up.push((offset, reason.clone(), attempts));
-                    continue;
                 }
-            };
-            counts.retried += 1;
-            if is_new {
-                unfinished_new.push(offset);
+                Fate::GiveUp { reason, attempts } => {
+                    state.forget_retry(offset);
+                    if is_new(offset) {
+                        unfinished_new.push(offset);
+                    }
+                    given_up.push((offset, reason, attempts));
+                }
             }
-            let attempts = state.attempts.entry(offset).or_insert(0);
-            *attempts += 1;
-            if *attempts >= policy.max_attempts {
-                let attempts = *attempts;
-                state.attempts.remove(&offset);
-                state.retry.remove(&offset);
-                given_up.push((offset, format!("{reason} (after {attempts} attempts)"), attempts));
-            } else {
-                state.retry.insert(offset);
-            }
+        }
+        if let Some(isolation) = settlement.isolate {
+            state.isolate(isolation);
         }
 
         // Settle before sending anything: an ack may arrive at once on another thread.
-        let topic = state.topic.clone();
-        let partition = state.partition;
-        let has_outputs = !run.outputs.is_empty();
         {
             let mut tracker = self.shared.tracker();
-            let offsets_state = tracker.get_mut(&topic, partition).expect("tracked");
+            let tracked = tracker.current(&key.0, key.1, epoch).expect("tracked");
             if let Some(span) = span {
-                offsets_state.settle(span, unfinished_new, has_outputs);
+                tracked.settle(span, unfinished_new, !publish.is_empty());
             }
-            if !has_outputs {
+            if publish.is_empty() {
                 for &offset in &redelivered_done {
-                    offsets_state.finish(offset);
+                    tracked.finish(offset);
                 }
             }
         }
-        if has_outputs {
+        if !publish.is_empty() {
             let producer = self.producer.as_ref().expect("a pipeline with output topics has a producer");
-            let group =
-                AckGroup::new(self.shared.clone(), &topic, partition, span, redelivered_done, run.outputs.len());
-            for record in &run.outputs {
+            let settled = Settled {
+                topic: key.0.clone(),
+                partition: key.1,
+                epoch,
+                span,
+                offsets: redelivered_done,
+                failed: false,
+            };
+            let group = AckGroup::new(self.shared.clone(), settled, publish.len());
+            for Emitted { record, .. } in &publish {
                 let outgoing = Outgoing {
                     topic: &record.topic,
                     key: record.key.as_deref(),
@@ -290,104 +250,32 @@ impl Worker {
             }
         }
 
-        for (offset, reason, attempts) in given_up {
-            self.give_up(key, offset, &reason, attempts, &offsets);
+        if !given_up.is_empty() {
+            // Dead letters carry the records' content, read from the batch buffer.
+            let buffer = std::mem::take(&mut self.batch.records);
+            let records: Vec<_> = ferry_sdk::wire::decode(&buffer, self.batch.count)
+                .collect::<Result<_, _>>()
+                .expect("the host encoded this batch");
+            for (offset, reason, attempts) in &given_up {
+                let index = offsets.binary_search(offset).expect("offset of this batch");
+                let given = GivenUp { offset: *offset, reason, attempts: *attempts, record: Some(records[index]) };
+                self.give_up(key, given);
+            }
+            drop(records);
+            self.batch.records = buffer;
         }
-        let Some(state) = self.partitions.get_mut(key) else { return };
-        state.encoder = BatchEncoder::from_vec(std::mem::take(&mut self.batch.records));
-        if state.halted.is_none() && !state.retry.is_empty() && state.retry_due.is_none() {
-            let attempts = state.retry.iter().filter_map(|o| state.attempts.get(o)).max().copied().unwrap_or(1);
-            let delay = backoff(policy, attempts);
-            state.retry_due = Some(Instant::now() + delay);
-            state.discard_buffer();
-            let _ = self.consumer.pause(&single(&topic, partition, Offset::Invalid));
-        }
-        let position = state.position.unwrap_or(offsets[offsets.len() - 1] + 1);
-        self.shared.stats.batch(&topic, partition, position, counts, started.elapsed());
-        let failures = counts.retried + counts.failed;
-        self.slot.observe(self.instance.component(), counts.processed + failures, failures);
+        let delay = if needs_backoff > 0 { backoff(&self.config.failure, needs_backoff) } else { Duration::ZERO };
+        self.schedule_rewind(key, delay);
+        let position = offsets[offsets.len() - 1] + 1;
+        self.shared.stats.batch(&key.0, key.1, position, settlement.counts, started.elapsed());
+        let failures = settlement.counts.retried + settlement.counts.failed;
+        self.slot.observe(self.instance.component(), settlement.counts.processed + failures, failures);
         // Committed by `maybe_commit`, right after this batch or the others that
         // finish in the same turn of the loop (one request for all of them).
         self.batch_finished = true;
     }
 
-    /// Applies the end of the road to a record: dead-letter it or halt the partition.
-    fn give_up(&mut self, key: &(String, i32), offset: i64, reason: &str, attempts: u32, batch_offsets: &[i64]) {
-        let (topic, partition) = key;
-        match self.config.failure.on_failure {
-            OnFailure::DeadLetter => {
-                let dlq = self.config.failure.dead_letter_topic.as_deref().expect("validated");
-                let index = batch_offsets.binary_search(&offset).expect("offset of this batch");
-                let record = ferry_sdk::wire::decode(&self.batch.records, self.batch.count)
-                    .nth(index)
-                    .and_then(Result::ok)
-                    .expect("the host encoded this batch");
-                let attempts = attempts.to_string();
-                let partition_text = partition.to_string();
-                let offset_text = offset.to_string();
-                let digest = self.instance.component().digest().to_owned();
-                let mut headers: Vec<(&str, Option<&[u8]>)> = record.headers().collect();
-                headers.extend([
-                    ("ferry.reason", Some(reason.as_bytes())),
-                    ("ferry.pipeline", Some(self.config.name.as_bytes())),
-                    ("ferry.component", Some(digest.as_bytes())),
-                    ("ferry.attempts", Some(attempts.as_bytes())),
-                    ("ferry.topic", Some(topic.as_bytes())),
-                    ("ferry.partition", Some(partition_text.as_bytes())),
-                    ("ferry.offset", Some(offset_text.as_bytes())),
-                ]);
-                let producer = self.producer.as_ref().expect("a pipeline with a dead-letter topic has a producer");
-                let group = AckGroup::new(self.shared.clone(), topic, *partition, None, vec![offset], 1);
-                output::send(producer, Outgoing { topic: dlq, key: record.key, value: record.value, headers }, &group);
-                self.shared.stats.dead_lettered(topic, *partition);
-                self.shared.stats.note(topic, *partition, Some(offset), "dead-letter", reason);
-                tracing::warn!(pipeline = %self.config.name, %topic, partition, offset, reason, "record dead-lettered");
-            }
-            OnFailure::Halt => {
-                self.halt(topic, *partition, format!("offset {offset}: {reason}"));
-            }
-        }
-    }
-
-    /// Pauses a partition for good (until it is reassigned) and reports why.
-    fn halt(&mut self, topic: &str, partition: i32, reason: String) {
-        let key = (topic.to_owned(), partition);
-        let state = self.partitions.entry(key).or_insert_with(|| PartitionState::new(topic, partition));
-        if state.halted.is_some() {
-            return;
-        }
-        state.discard_buffer();
-        state.retry.clear();
-        state.retry_due = None;
-        let _ = self.consumer.pause(&single(topic, partition, Offset::Invalid));
-        self.shared.stats.halted(topic, partition, &reason);
-        self.shared.stats.note(topic, partition, None, "halt", &reason);
-        tracing::error!(pipeline = %self.config.name, %topic, partition, %reason, "partition halted; nothing past it is committed");
-        state.halted = Some(reason);
-    }
-
-    /// Rewinds paused partitions whose retry backoff ended (at `now`) to their first
-    /// retry.
-    fn rewind_due_retries(&mut self, now: Instant) {
-        for state in self.partitions.values_mut() {
-            if state.retry_due.is_none_or(|due| due > now) {
-                continue;
-            }
-            state.retry_due = None;
-            let Some(&first) = state.retry.first() else { continue };
-            let list = single(&state.topic, state.partition, Offset::Invalid);
-            if let Err(error) =
-                self.consumer.seek(&state.topic, state.partition, Offset::Offset(first), Duration::from_secs(5))
-            {
-                tracing::warn!(pipeline = %self.config.name, %error, "seek for retry failed; retrying later");
-                state.retry_due = Some(now + Duration::from_millis(self.config.failure.backoff_initial_ms));
-                continue;
-            }
-            let _ = self.consumer.resume(&list);
-        }
-    }
-
-    fn maybe_commit(&mut self, now: Instant, results_polled: &mut Instant) {
+    pub(super) fn maybe_commit(&mut self, now: Instant, results_polled: &mut Instant) {
         match self.config.commit {
             CommitPolicy::Interval { interval_ms }
                 if now.saturating_duration_since(self.last_commit) >= Duration::from_millis(interval_ms) =>
@@ -400,7 +288,7 @@ impl Worker {
             // the loop). Per-batch commits also pick up offsets finished by late acks.
             CommitPolicy::PerBatch
                 if (self.batch_finished && self.shared.poll_commits() == 0)
-                    || now.saturating_duration_since(self.last_commit) >= Duration::from_millis(50) =>
+                    || now.saturating_duration_since(self.last_commit) >= PER_BATCH_LATE_ACKS_EVERY =>
             {
                 self.last_commit = now;
                 self.batch_finished = false;
@@ -417,17 +305,30 @@ impl Worker {
     /// Switches to a newly deployed version at this batch boundary.
     fn refresh_processor(&mut self) {
         let current = self.slot.current();
-        if !Arc::ptr_eq(&current, self.instance.component()) {
-            tracing::info!(pipeline = %self.config.name, from = %short(self.instance.component().digest()), to = %short(current.digest()), "switching processor version");
-            self.shared.stats.set_version(current.digest());
-            self.instance = ProcessorInstance::new(
-                self.sandbox.clone(),
-                current,
-                &self.config.name,
-                Arc::new(self.config.grants()),
-                self.config.limits(),
-            );
+        if Arc::ptr_eq(&current, self.instance.component()) {
+            return;
         }
+        tracing::info!(pipeline = %self.config.name, from = %short(self.instance.component().digest()), to = %short(current.digest()), "switching processor version");
+        self.shared.stats.set_version(current.digest());
+        if current.wants_headers() != self.wants_headers {
+            // Buffered records were encoded for the other version: read them again,
+            // in order, through the rewind a retry uses.
+            self.wants_headers = current.wants_headers();
+            let keys: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+            for key in keys {
+                if let Some(state) = self.partitions.get_mut(&key) {
+                    state.requeue_buffer();
+                }
+                self.schedule_rewind(&key, Duration::ZERO);
+            }
+        }
+        self.instance = ProcessorInstance::new(
+            self.sandbox.clone(),
+            current,
+            &self.config.name,
+            self.provisions.clone(),
+            self.config.limits(),
+        );
     }
 
     /// Stops taking records, waits for in-flight outputs, commits, leaves the group.
@@ -436,8 +337,8 @@ impl Worker {
         for state in self.partitions.values_mut() {
             state.discard_buffer();
         }
-        if let Some(producer) = &self.producer {
-            let _ = rdkafka::producer::Producer::flush(producer, SHUTDOWN_DRAIN_TIMEOUT);
+        if !self.shared.drain(None, SHUTDOWN_DRAIN_TIMEOUT) {
+            tracing::warn!(pipeline = %self.config.name, "shutdown: outputs still in flight; committing what is finished");
         }
         self.shared.commit_sync(&self.consumer, None, SYNC_COMMIT_TIMEOUT);
         self.shared.close_committer();
@@ -445,139 +346,5 @@ impl Worker {
         drop(self.fetch);
         // Dropping the consumer leaves the group; its final revoke commits nothing new.
         drop(self.consumer);
-    }
-}
-
-/// Most records taken from the fetch queue in one turn of the loop.
-const FETCH_MAX: usize = 1024;
-/// Most events served from the consumer's own queue in one turn (it holds
-/// rebalances and errors, a handful at a time).
-const CONSUMER_EVENTS_PER_TURN: usize = 16;
-
-/// Takes the run of records of one partition that starts at `fetched[start]`
-/// (librdkafka delivers a partition's records in runs), up to the record that fills
-/// its batch. Returns how many messages it went through, and the partition whose
-/// batch is full. A message carrying an error, or a run of a partition in `gone`, is
-/// passed over.
-fn take_run(
-    partitions: &mut BTreeMap<(String, i32), PartitionState>,
-    fetched: &Fetched,
-    start: usize,
-    next_due: &mut Option<Instant>,
-    config: &PipelineConfig,
-    gone: &[(String, i32)],
-) -> (usize, Option<(String, i32)>) {
-    let mut run = fetched.iter_from(start);
-    let first = run.next().expect("start is within the fetch");
-    if let Some(error) = first.error() {
-        tracing::warn!(pipeline = %config.name, topic = %first.topic(), partition = first.partition(), %error, "consumer error");
-        return (1, None);
-    }
-    // Within one fetch every message is alive, so equal topic handles mean one topic.
-    let (handle, partition) = (first.topic_handle(), first.partition());
-    let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
-    let key = partition_key(first);
-    if gone.contains(&key) {
-        return (1 + run.take_while(same).count(), None);
-    }
-    let state = partition_state(partitions, &key);
-    let mut taken = 0;
-    for delivered in std::iter::once(first).chain(run.take_while(same)) {
-        taken += 1;
-        if take_record(state, delivered, next_due, config) {
-            return (taken, Some(key));
-        }
-    }
-    (taken, None)
-}
-
-/// The key of `delivered`'s partition.
-fn partition_key(delivered: Delivered<'_>) -> (String, i32) {
-    (delivered.topic().into_owned(), delivered.partition())
-}
-
-/// The state of a partition, created on its first record.
-fn partition_state<'p>(
-    partitions: &'p mut BTreeMap<(String, i32), PartitionState>,
-    key: &(String, i32),
-) -> &'p mut PartitionState {
-    if !partitions.contains_key(key) {
-        partitions.insert(key.clone(), PartitionState::new(&key.0, key.1));
-    }
-    partitions.get_mut(key).expect("just inserted")
-}
-
-/// Headers read in one pass into a stack array; records with more fall back to a
-/// vector.
-const INLINE_HEADERS: usize = 16;
-
-/// Buffers one record in its partition's batch; true when that fills the batch.
-fn take_record(
-    state: &mut PartitionState,
-    delivered: Delivered<'_>,
-    next_due: &mut Option<Instant>,
-    config: &PipelineConfig,
-) -> bool {
-    let offset = delivered.offset();
-    if state.admit(offset) != Admission::Take {
-        return false;
-    }
-    let (timestamp, key, value) = (delivered.timestamp_ms(), delivered.key(), delivered.value());
-    let mut inline: [(&[u8], Option<&[u8]>); INLINE_HEADERS] = [(&[], None); INLINE_HEADERS];
-    let (mut count, mut all_utf8, mut more) = (0, true, false);
-    for header in delivered.headers() {
-        if count == INLINE_HEADERS {
-            more = true;
-            break;
-        }
-        all_utf8 &= std::str::from_utf8(header.0).is_ok();
-        inline[count] = header;
-        count += 1;
-    }
-    if all_utf8 && !more {
-        // SAFETY: every name was just checked.
-        let headers =
-            inline[..count].iter().map(|&(name, value)| (unsafe { std::str::from_utf8_unchecked(name) }, value));
-        state.encoder.push(offset, timestamp, key, value, headers);
-    } else {
-        // Kafka header names are meant to be UTF-8; a producer that broke that still
-        // gets its record through, with the invalid bytes replaced.
-        let headers: Vec<(Cow<'_, str>, Option<&[u8]>)> =
-            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
-        state.encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_ref(), *v)));
-    }
-    state.offsets.push(offset);
-    if state.first_buffered_at.is_none() {
-        let due = *state.first_buffered_at.insert(Instant::now()) + Duration::from_millis(config.max_wait_ms);
-        *next_due = Some(next_due.map_or(due, |d| d.min(due)));
-    }
-    state.offsets.len() >= config.batch_size
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(12)]
-}
-
-fn single(topic: &str, partition: i32, offset: Offset) -> TopicPartitionList {
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, offset).expect("valid offset");
-    list
-}
-
-/// Exponential backoff for the given attempt count, capped.
-pub fn backoff(policy: &FailurePolicy, attempts: u32) -> Duration {
-    let factor = 1u64 << attempts.saturating_sub(1).min(30);
-    Duration::from_millis(policy.backoff_initial_ms.saturating_mul(factor).min(policy.backoff_max_ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let policy = FailurePolicy { backoff_initial_ms: 100, backoff_max_ms: 1000, ..FailurePolicy::default() };
-        let ms: Vec<u128> = (1..=6).map(|a| backoff(&policy, a).as_millis()).collect();
-        assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000]);
     }
 }

@@ -7,7 +7,6 @@
 //! and checking a new version happens before that, on the caller's thread
 //! ([`deploy::deploy`]), never on the processing path.
 
-pub mod deploy;
 mod probation;
 
 use std::collections::VecDeque;
@@ -236,12 +235,12 @@ impl ProcessorSlot {
     }
 
     /// The lock that serializes deploys of this slot.
-    fn deploy_lock(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn deploy_lock(&self) -> MutexGuard<'_, ()> {
         lock(&self.inner.deploying)
     }
 
     /// Notes a refused deploy.
-    fn rejected(&self, digest: &str, detail: String) {
+    pub(crate) fn rejected(&self, digest: &str, detail: String) {
         self.record("reject", digest, detail);
     }
 

@@ -9,36 +9,9 @@ use wasmtime::component::Component;
 
 use super::bindings::ProcessorPre;
 use super::cache::ArtifactSource;
+use super::capability::{self, Capability, Grants, HANDLER_EXPORT, Imported};
 use super::engine::Sandbox;
-use super::guest_state::{Grants, GuestState};
-
-/// The export a processor must provide.
-pub const HANDLER_EXPORT: &str = "ferry:processor/handler@0.1.0";
-const LOG_IMPORT: &str = "ferry:processor/log@0.1.0";
-const OUTPUT_IMPORT: &str = "ferry:processor/output@0.1.0";
-const TYPES_IMPORT: &str = "ferry:processor/types@0.1.0";
-
-/// Something a component imports from the host.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Capability {
-    /// `ferry:processor/log`: write to the host's logs.
-    Log,
-    /// `ferry:processor/output`: produce records to allowed topics.
-    Output,
-    /// A WASI interface. ferry provides them with nothing behind them: no files,
-    /// no network, no environment; clocks and randomness work.
-    Wasi(String),
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Capability::Log => f.write_str(LOG_IMPORT),
-            Capability::Output => f.write_str(OUTPUT_IMPORT),
-            Capability::Wasi(name) => f.write_str(name),
-        }
-    }
-}
+use super::guest_state::GuestState;
 
 /// Why a component cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -71,13 +44,8 @@ pub enum LoadError {
     #[error("the component imports `{0}`, which ferry does not provide")]
     UnknownImport(String),
     /// It imports a capability its pipeline was not granted.
-    #[error("the component imports capability `{capability}`, which this pipeline does not grant{hint}")]
-    NotGranted {
-        /// The capability.
-        capability: Capability,
-        /// How to grant it.
-        hint: &'static str,
-    },
+    #[error("the component imports capability `{}`, which this pipeline does not grant{}", .0.capability, .0.hint)]
+    NotGranted(capability::NotGranted),
 }
 
 /// What `ferry check` reports about a component.
@@ -115,7 +83,7 @@ impl ProcessorComponent {
     /// Compiles and checks `bytes` for a pipeline with these grants.
     pub fn load(sandbox: &Sandbox, bytes: &[u8], grants: &Grants) -> Result<Self, LoadError> {
         let (component, inspection, artifact) = compile_and_inspect(sandbox, bytes)?;
-        check_grants(&inspection.capabilities, grants)?;
+        capability::check_grants(&inspection.capabilities, grants).map_err(LoadError::NotGranted)?;
         let pre = sandbox.linker().instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let Inspection { digest, size, capabilities } = inspection;
@@ -125,7 +93,13 @@ impl ProcessorComponent {
     /// Whether a pipeline with `grants` may run this component (a compiled
     /// component can serve several pipelines; each checks its own grants).
     pub fn check_grants(&self, grants: &Grants) -> Result<(), LoadError> {
-        check_grants(&self.capabilities, grants)
+        capability::check_grants(&self.capabilities, grants).map_err(LoadError::NotGranted)
+    }
+
+    /// Whether the processor reads record headers (imports `headers`): only then
+    /// does the host read them from Kafka and put them in batches.
+    pub fn wants_headers(&self) -> bool {
+        self.capabilities.contains(&Capability::Headers)
     }
 
     /// sha256 of the component bytes, hex: the version's identity.
@@ -147,28 +121,6 @@ impl ProcessorComponent {
     pub fn artifact(&self) -> ArtifactSource {
         self.artifact
     }
-}
-
-/// Refuses capabilities the pipeline did not grant, naming the config field.
-fn check_grants(capabilities: &[Capability], grants: &Grants) -> Result<(), LoadError> {
-    for capability in capabilities {
-        match capability {
-            Capability::Output if grants.output_topics.is_empty() => {
-                return Err(LoadError::NotGranted {
-                    capability: capability.clone(),
-                    hint: " (list the topics it may write to in the pipeline's `output_topics`)",
-                });
-            }
-            Capability::Log if !grants.log => {
-                return Err(LoadError::NotGranted {
-                    capability: capability.clone(),
-                    hint: " (set `allow_log = true`)",
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// sha256 of component bytes, hex: how ferry names a version.
@@ -203,18 +155,21 @@ fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, In
     let engine = sandbox.engine();
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    if let Some(other) = exports.iter().find(|e| e.starts_with("ferry:processor/handler@") && *e != HANDLER_EXPORT) {
+        return Err(LoadError::WrongWorld(format!(
+            "it exports `{other}`, but this host runs {HANDLER_EXPORT}: rebuild it with the current ferry SDK"
+        )));
+    }
     if !exports.iter().any(|e| e == HANDLER_EXPORT) {
         let exports = if exports.is_empty() { "none".to_owned() } else { exports.join(", ") };
         return Err(LoadError::MissingExport { exports });
     }
     let mut capabilities = Vec::new();
     for (name, _) in ty.imports(engine) {
-        match name {
-            LOG_IMPORT => capabilities.push(Capability::Log),
-            OUTPUT_IMPORT => capabilities.push(Capability::Output),
-            TYPES_IMPORT => {}
-            wasi if wasi.starts_with("wasi:") => capabilities.push(Capability::Wasi(wasi.to_owned())),
-            other => return Err(LoadError::UnknownImport(other.to_owned())),
+        match capability::classify(name) {
+            Some(Imported::Capability(capability)) => capabilities.push(capability),
+            Some(Imported::Types) => {}
+            None => return Err(LoadError::UnknownImport(name.to_owned())),
         }
     }
     capabilities.sort();

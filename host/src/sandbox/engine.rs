@@ -1,5 +1,6 @@
-//! The one [`Engine`] of a host: its configuration, the epoch ticker that enforces
-//! time limits, and the linker every component is checked and instantiated against.
+//! The one [`Engine`] of a host: its configuration, the epoch ticker that makes
+//! running guests yield, the linker every component is checked and instantiated
+//! against, and the runtime guests run on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,15 +9,20 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::Processor;
 use super::cache::ArtifactCache;
+use super::capability;
 use super::guest_state::GuestState;
+use crate::runtime::Runtime;
 
-/// How often the epoch advances: the resolution of per-batch time limits.
+/// How often the epoch advances: how often a computing guest yields, so its
+/// deadline (and shutdown) can stop it.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Stack room for host code (WASI, ferry's capabilities) above the guest's own
+/// stack on the fiber a guest runs on.
+const HOST_STACK_ROOM: usize = 1 << 20;
 
 /// Host-wide sandbox settings. Per-tenant limits live in [`super::Limits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +43,7 @@ impl Default for SandboxSettings {
     }
 }
 
-/// The shared engine and linker.
+/// The shared engine, linker and runtime.
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Inner>,
@@ -48,6 +54,7 @@ struct Inner {
     linker: Linker<GuestState>,
     settings: SandboxSettings,
     cache: Option<ArtifactCache>,
+    runtime: Runtime,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -58,18 +65,19 @@ impl Drop for Inner {
 }
 
 impl Sandbox {
-    /// Builds the engine (pooling allocator, epoch interruption) and starts its ticker.
+    /// Builds the engine (pooling allocator, epoch interruption) with a runtime of its
+    /// own (tools and tests; a host passes its own with [`Self::with_runtime`]).
     pub fn new(settings: SandboxSettings) -> anyhow::Result<Self> {
+        Self::with_runtime(settings, Runtime::new()?)
+    }
+
+    /// Builds the engine, running guests on `runtime`, and starts its ticker.
+    pub fn with_runtime(settings: SandboxSettings, runtime: Runtime) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(&settings))
             .map_err(anyhow::Error::from)
             .context("failed to create the wasmtime engine")?;
         let mut linker = Linker::<GuestState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("failed to link WASI")?;
-        Processor::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
-            .map_err(anyhow::Error::from)
-            .context("failed to link ferry capabilities")?;
+        capability::link(&mut linker).context("failed to link the host's capabilities")?;
         // The cache only saves time: a host whose cache is unusable still runs.
         let cache = settings.cache_dir.as_deref().and_then(|dir| {
             ArtifactCache::open(dir, &engine, &settings)
@@ -78,7 +86,7 @@ impl Sandbox {
         });
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
-        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, cache, ticker_stop }) })
+        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, cache, runtime, ticker_stop }) })
     }
 
     /// The engine.
@@ -88,6 +96,11 @@ impl Sandbox {
 
     pub(crate) fn linker(&self) -> &Linker<GuestState> {
         &self.inner.linker
+    }
+
+    /// The runtime guests run on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
     }
 
     /// The settings the engine was built with.
@@ -106,6 +119,8 @@ fn engine_config(settings: &SandboxSettings) -> Config {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.max_wasm_stack(settings.max_wasm_stack);
+    // Guests run on fibers of this size: their own stack plus room for host calls.
+    config.async_stack_size(settings.max_wasm_stack + HOST_STACK_ROOM);
     // Instances come from a pool of pre-reserved slots: instantiation is a few
     // microseconds, and a slot's memory is reset before it is reused.
     let mut pool = PoolingAllocationConfig::new();
@@ -119,13 +134,14 @@ fn engine_config(settings: &SandboxSettings) -> Config {
     pool.max_component_instance_size(1 << 20);
     pool.max_core_instance_size(1 << 20);
     pool.table_elements(100_000);
-    pool.total_stacks(0);
+    // One fiber stack per live instance, plus the self-tests of deploys.
+    pool.total_stacks(settings.max_instances);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] so running guests notice their
-/// deadline. Stops when the engine is dropped.
+/// Advances the engine's epoch every [`EPOCH_TICK`] so running guests yield. Stops
+/// when the engine is dropped.
 fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
     thread::Builder::new()
         .name("ferry-epoch".into())

@@ -30,9 +30,14 @@ pub enum GuestFault {
     /// The instance could not be created (start function trapped, pool exhausted).
     #[error("guest could not be instantiated: {0}")]
     Instantiate(String),
+    /// The host is shutting down and stopped the call: not the guest's fault, and
+    /// nothing of the batch counts as done.
+    #[error("the host stopped the call to shut down")]
+    Cancelled,
 }
 
 /// The short kind name used in logs and metrics labels.
+#[allow(missing_docs, reason = "the names say it; `GuestFault` documents each")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
     Panic,
@@ -42,6 +47,7 @@ pub enum FaultKind {
     BadReturn,
     Trap,
     Instantiate,
+    Cancelled,
 }
 
 impl fmt::Display for FaultKind {
@@ -54,6 +60,7 @@ impl fmt::Display for FaultKind {
             FaultKind::BadReturn => "bad_return",
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
+            FaultKind::Cancelled => "cancelled",
         })
     }
 }
@@ -69,6 +76,7 @@ impl GuestFault {
             GuestFault::BadReturn(_) => FaultKind::BadReturn,
             GuestFault::Trap(_) => FaultKind::Trap,
             GuestFault::Instantiate(_) => FaultKind::Instantiate,
+            GuestFault::Cancelled => FaultKind::Cancelled,
         }
     }
 

@@ -1,32 +1,50 @@
 //! One tenant's live instance: runs batches under its limits, and is discarded and
 //! rebuilt from the pre-instantiated component whenever it faults.
+//!
+//! Every call into a guest is a future on ferry's runtime, raced against the batch's
+//! deadline and against shutdown. A guest that computes yields at every epoch tick;
+//! a guest that waits (a sleep, a poll, blocking I/O) waits in an async host call. In
+//! both cases the deadline wins the race: the call is dropped, which unwinds the
+//! guest, and the instance is thrown away. Nothing a guest does can hold its thread
+//! past its deadline.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{Batch, OutputRecord, Processor};
+use super::bindings::{Batch, Processor, TopicPartition};
+use super::capability::log::TenantLabel;
+use super::capability::output::Emitted;
 use super::component::ProcessorComponent;
-use super::engine::{EPOCH_TICK, Sandbox};
+use super::engine::Sandbox;
 use super::fault::GuestFault;
-use super::guest_state::{Grants, GuestState, Limits, TenantLabel};
+use super::guest_state::{GuestState, Limits, Provisions};
 use super::reply::Reply;
 
 struct Live {
     store: Store<GuestState>,
     bindings: Processor,
+    /// Partitions this instance was told about with `assigned`.
+    told: Vec<(String, i32)>,
 }
 
 /// A tenant's processor, instantiated on demand.
 pub struct ProcessorInstance {
     sandbox: Sandbox,
     component: Arc<ProcessorComponent>,
-    grants: Arc<Grants>,
+    provisions: Provisions,
     limits: Limits,
     label: TenantLabel,
     live: Option<Live>,
     instantiations: u64,
+}
+
+/// Why a guest call did not return.
+enum Stopped {
+    Deadline,
+    Shutdown,
 }
 
 impl ProcessorInstance {
@@ -36,11 +54,11 @@ impl ProcessorInstance {
         sandbox: Sandbox,
         component: Arc<ProcessorComponent>,
         pipeline: &str,
-        grants: Arc<Grants>,
+        provisions: Provisions,
         limits: Limits,
     ) -> Self {
         let label = TenantLabel { pipeline: pipeline.into(), digest: component.digest().into() };
-        Self { sandbox, component, grants, limits, label, live: None, instantiations: 0 }
+        Self { sandbox, component, provisions, limits, label, live: None, instantiations: 0 }
     }
 
     /// The component this instance runs.
@@ -48,31 +66,54 @@ impl ProcessorInstance {
         &self.component
     }
 
+    /// The limits it runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// How many times a fresh instance was created (the first time included).
     pub fn instantiations(&self) -> u64 {
         self.instantiations
     }
 
-    /// Processes `batch`, whose records have these `offsets` (ascending). Returns the
-    /// validated reply and the output records the guest emitted.
+    /// The deadline of a call starting now.
+    pub fn deadline_from_now(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.limits.time_per_batch_ms)
+    }
+
+    /// Processes `batch`, whose records have these `offsets` (ascending), before
+    /// `deadline`. Returns the validated reply and the records the guest emitted.
     ///
     /// On any fault the instance is discarded and the next call starts fresh.
-    pub fn process(&mut self, batch: &Batch, offsets: &[i64]) -> Result<(Reply, Vec<OutputRecord>), GuestFault> {
-        let time_limit_ms = self.limits.time_per_batch_ms;
+    pub fn process(
+        &mut self,
+        batch: &Batch,
+        offsets: &[i64],
+        deadline: Instant,
+    ) -> Result<(Reply, Vec<Emitted>), GuestFault> {
+        let limit_ms = self.limits.time_per_batch_ms;
         let memory_limit = self.limits.memory_bytes;
-        let live = self.live()?;
-        live.store.data_mut().limiter.hit = false;
-        live.store.data_mut().outputs.clear();
-        live.store.set_epoch_deadline(deadline_ticks(time_limit_ms));
-        let result = live.bindings.ferry_processor_handler().call_process(&mut live.store, batch);
+        let sandbox = self.sandbox.clone();
+        let live = self.live(deadline)?;
+        if !live.told.iter().any(|(t, p)| *p == batch.partition && *t == batch.topic) {
+            let partition = TopicPartition { topic: batch.topic.clone(), partition: batch.partition };
+            let handler = live.bindings.ferry_processor_handler();
+            let told = run_until(&sandbox, deadline, handler.call_assigned(&mut live.store, &partition));
+            if let Err(fault) = settle_call(told, live, memory_limit, limit_ms) {
+                self.live = None;
+                return Err(fault);
+            }
+            live.told.push((batch.topic.clone(), batch.partition));
+        }
         let state = live.store.data_mut();
-        let outputs = std::mem::take(&mut state.outputs);
-        let memory_hit = state.limiter.hit.then_some(memory_limit);
-        let high_water = state.limiter.high_water;
-        let reply = match result {
-            Ok(result) => Reply::validate(result, offsets).map_err(GuestFault::BadReturn),
-            Err(error) => Err(GuestFault::classify(&error, memory_hit, time_limit_ms)),
-        };
+        state.limiter.hit = false;
+        state.output.begin(offsets);
+        let handler = live.bindings.ferry_processor_handler();
+        let result = run_until(&sandbox, deadline, handler.call_process(&mut live.store, batch));
+        let outputs = live.store.data_mut().output.take();
+        let high_water = live.store.data().limiter.high_water;
+        let reply = settle_call(result, live, memory_limit, limit_ms)
+            .and_then(|result| Reply::validate(result, offsets).map_err(GuestFault::BadReturn));
         // Wasm memory never shrinks: start over once a guest has grown large, and
         // never reuse an instance after it faulted.
         if reply.is_err() || high_water > memory_limit / 2 {
@@ -81,17 +122,32 @@ impl ProcessorInstance {
         Ok((reply?, outputs))
     }
 
-    /// Runs the guest's self-test (used before a new version goes live).
-    pub fn self_test(&mut self) -> Result<Result<(), String>, GuestFault> {
-        let time_limit_ms = self.limits.time_per_batch_ms;
-        let live = self.live()?;
-        live.store.set_epoch_deadline(deadline_ticks(time_limit_ms));
-        let result = live.bindings.ferry_processor_handler().call_self_test(&mut live.store);
-        let memory_hit = live.store.data().limiter.hit.then_some(self.limits.memory_bytes);
-        result.map_err(|error| {
+    /// Tells the live instance, if it was told about the partition, that it is gone.
+    pub fn revoked(&mut self, topic: &str, partition: i32) {
+        let Some(live) = self.live.as_mut() else { return };
+        let Some(at) = live.told.iter().position(|(t, p)| *p == partition && t == topic) else { return };
+        live.told.swap_remove(at);
+        let deadline = Instant::now() + Duration::from_millis(self.limits.time_per_batch_ms);
+        let tp = TopicPartition { topic: topic.to_owned(), partition };
+        let handler = live.bindings.ferry_processor_handler();
+        let result = run_until(&self.sandbox, deadline, handler.call_revoked(&mut live.store, &tp));
+        if let Err(fault) = settle_call(result, live, self.limits.memory_bytes, self.limits.time_per_batch_ms) {
+            tracing::warn!(pipeline = &*self.label.pipeline, topic, partition, %fault, "guest fault while told of a revoke");
             self.live = None;
-            GuestFault::classify(&error, memory_hit, time_limit_ms)
-        })
+        }
+    }
+
+    /// Runs the guest's self-test (before a version goes live) on a fresh instance.
+    pub fn self_test(&mut self) -> Result<Result<(), String>, GuestFault> {
+        let deadline = self.deadline_from_now();
+        let sandbox = self.sandbox.clone();
+        let (memory_limit, limit_ms) = (self.limits.memory_bytes, self.limits.time_per_batch_ms);
+        let live = self.live(deadline)?;
+        let handler = live.bindings.ferry_processor_handler();
+        let result = run_until(&sandbox, deadline, handler.call_self_test(&mut live.store));
+        let verdict = settle_call(result, live, memory_limit, limit_ms);
+        self.live = None;
+        verdict
     }
 
     /// Drops the live instance, if any, returning its slot to the pool.
@@ -99,31 +155,63 @@ impl ProcessorInstance {
         self.live = None;
     }
 
-    fn live(&mut self) -> Result<&mut Live, GuestFault> {
+    fn live(&mut self, deadline: Instant) -> Result<&mut Live, GuestFault> {
         if self.live.is_none() {
             let started = Instant::now();
-            let state = GuestState::new(self.grants.clone(), self.limits, self.label.clone());
+            let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
             let mut store = Store::new(self.sandbox.engine(), state);
             store.limiter(|state| &mut state.limiter);
-            // The deadline also covers start functions run during instantiation.
-            store.set_epoch_deadline(deadline_ticks(self.limits.time_per_batch_ms));
-            let bindings = self
-                .component
-                .pre
-                .instantiate(&mut store)
-                .map_err(|e| GuestFault::Instantiate(super::sanitize(&format!("{e:#}"), 300)))?;
+            // Yield at every tick: computing guests give the runtime a chance to
+            // check their deadline (set before anything runs, start functions too).
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+            let instantiated = run_until(&self.sandbox, deadline, self.component.pre.instantiate_async(&mut store));
+            let bindings = match instantiated {
+                Ok(Ok(bindings)) => bindings,
+                Ok(Err(e)) => return Err(GuestFault::Instantiate(super::sanitize(&format!("{e:#}"), 300))),
+                Err(Stopped::Deadline) => return Err(GuestFault::Timeout(self.limits.time_per_batch_ms)),
+                Err(Stopped::Shutdown) => return Err(GuestFault::Cancelled),
+            };
             self.instantiations += 1;
             tracing::debug!(
                 pipeline = &*self.label.pipeline,
                 micros = started.elapsed().as_micros() as u64,
                 "instantiated processor"
             );
-            self.live = Some(Live { store, bindings });
+            self.live = Some(Live { store, bindings, told: Vec::new() });
         }
         Ok(self.live.as_mut().expect("just instantiated"))
     }
 }
 
-fn deadline_ticks(time_limit_ms: u64) -> u64 {
-    (time_limit_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+/// Turns the end of a guest call into its value or a classified fault.
+fn settle_call<T>(
+    result: Result<wasmtime::Result<T>, Stopped>,
+    live: &Live,
+    memory_limit: u64,
+    limit_ms: u64,
+) -> Result<T, GuestFault> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            let memory_hit = live.store.data().limiter.hit.then_some(memory_limit);
+            Err(GuestFault::classify(&error, memory_hit, limit_ms))
+        }
+        Err(Stopped::Deadline) => Err(GuestFault::Timeout(limit_ms)),
+        Err(Stopped::Shutdown) => Err(GuestFault::Cancelled),
+    }
+}
+
+/// Runs a guest call on the runtime until it returns, `deadline` passes, or the host
+/// stops. A call that does not return is dropped, which unwinds the guest.
+fn run_until<F: Future>(sandbox: &Sandbox, deadline: Instant, call: F) -> Result<F::Output, Stopped> {
+    let runtime = sandbox.runtime();
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            output = call => Ok(output),
+            () = tokio::time::sleep_until(deadline.into()) => Err(Stopped::Deadline),
+            () = runtime.stopped() => Err(Stopped::Shutdown),
+        }
+    })
 }

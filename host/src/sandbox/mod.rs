@@ -1,9 +1,11 @@
 //! The WebAssembly sandbox: one wasmtime [`Engine`](wasmtime::Engine) for the whole
-//! host, components loaded and checked off the hot path, and per-tenant instances
-//! that are thrown away whenever they trap.
+//! host, components loaded and checked off the hot path, the capabilities a
+//! processor may import, and per-tenant instances that are thrown away whenever they
+//! fault.
 
 mod bindings;
 mod cache;
+pub mod capability;
 mod component;
 mod engine;
 mod fault;
@@ -14,10 +16,13 @@ mod text;
 
 pub use bindings::{Batch, BatchResult, Failure, Header, OutputRecord, Status};
 pub use cache::{ArtifactCache, ArtifactSource, default_cache_dir, engine_key};
-pub use component::{Capability, LoadError, ProcessorComponent, digest_of, inspect};
+pub use capability::log::{LogRate, TenantLog};
+pub use capability::output::{Emitted, OutputLimits};
+pub use capability::{Capability, Disposition, Grants};
+pub use component::{LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::{Sandbox, SandboxSettings};
-pub use fault::GuestFault;
-pub use guest_state::{Grants, Limits};
+pub use fault::{FaultKind, GuestFault};
+pub use guest_state::{Limits, Provisions};
 pub use instance::ProcessorInstance;
 pub use reply::{Outcome, Reply};
-pub use text::sanitize;
+pub use text::{sanitize, short};

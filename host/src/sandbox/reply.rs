@@ -1,22 +1,40 @@
-//! Validation of what a guest returns. Nothing a guest says is trusted until it
-//! passed here: a wrong count, an offset outside the batch or a duplicate is a guest
-//! error, never a commit.
+//! Validation of what a guest returns, and what happened to each record. Nothing a
+//! guest says is trusted until it passed here: a wrong count, an offset outside the
+//! batch or a duplicate is a guest error, never a commit.
 
 use super::bindings::{BatchResult, Status};
+use super::fault::GuestFault;
 use super::text::sanitize;
 
 /// Longest failure reason kept, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
-/// The host's view of one record's outcome.
+/// What happened to one record: the one type the host uses for it (the WIT
+/// `status` is its wire form).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome<'a> {
-    /// Finished.
+pub enum Outcome {
+    /// Finished by the guest.
     Processed,
-    /// Try again later.
-    Retry(&'a str),
-    /// Never going to work.
-    Reject(&'a str),
+    /// The guest asked to try again later.
+    Retry(String),
+    /// The guest rejected it for good.
+    Reject(String),
+    /// The guest faulted on it (alone, or on every record of a part that could not
+    /// be split further).
+    Fault(GuestFault),
+    /// It was in a call of several records that ran out of time: which of them held
+    /// the guest up is not known yet.
+    Suspect,
+    /// The guest never got to it in full: time ran out earlier in its batch, or the
+    /// host is shutting down.
+    Untried,
+}
+
+impl Outcome {
+    /// Whether the record is done.
+    pub fn is_processed(&self) -> bool {
+        matches!(self, Outcome::Processed)
+    }
 }
 
 /// A validated batch result: exactly one status per record of the batch.
@@ -54,12 +72,6 @@ impl Reply {
         Ok(Self { statuses, reasons })
     }
 
-    /// A reply where every record has the same failure (used when a whole batch is
-    /// given up on).
-    pub fn all(count: usize, status: Status, reason: &str) -> Self {
-        Self { statuses: vec![status; count], reasons: (0..count).map(|i| (i, reason.to_owned())).collect() }
-    }
-
     /// Number of records.
     pub fn len(&self) -> usize {
         self.statuses.len()
@@ -75,23 +87,20 @@ impl Reply {
         self.reasons.is_empty() && self.statuses.iter().all(|s| *s == Status::Processed)
     }
 
-    /// The outcome of the record at `index`.
-    pub fn outcome(&self, index: usize) -> Outcome<'_> {
-        let reason = || {
-            self.reasons
-                .binary_search_by_key(&index, |(i, _)| *i)
-                .map_or("no reason given", |at| self.reasons[at].1.as_str())
-        };
-        match self.statuses[index] {
-            Status::Processed => Outcome::Processed,
-            Status::Retry => Outcome::Retry(reason()),
-            Status::Reject => Outcome::Reject(reason()),
-        }
-    }
-
-    /// Indexes of records that were not processed, ascending.
-    pub fn unfinished(&self) -> impl Iterator<Item = usize> + '_ {
-        self.statuses.iter().enumerate().filter(|(_, s)| **s != Status::Processed).map(|(i, _)| i)
+    /// The outcome of every record, in batch order.
+    pub fn into_outcomes(self) -> impl Iterator<Item = Outcome> {
+        let mut reasons = self.reasons.into_iter().peekable();
+        self.statuses.into_iter().enumerate().map(move |(index, status)| {
+            let mut reason = || match reasons.next_if(|(i, _)| *i == index) {
+                Some((_, reason)) => reason,
+                None => "no reason given".to_owned(),
+            };
+            match status {
+                Status::Processed => Outcome::Processed,
+                Status::Retry => Outcome::Retry(reason()),
+                Status::Reject => Outcome::Reject(reason()),
+            }
+        })
     }
 }
 
@@ -109,11 +118,17 @@ mod tests {
 
     #[test]
     fn accepts_one_status_per_record() {
-        let r =
-            Reply::validate(result(vec![Status::Processed, Status::Retry], vec![(11, "later")]), &[10, 11]).unwrap();
-        assert_eq!(r.outcome(0), Outcome::Processed);
-        assert_eq!(r.outcome(1), Outcome::Retry("later"));
-        assert_eq!(r.unfinished().collect::<Vec<_>>(), vec![1]);
+        let r = Reply::validate(
+            result(vec![Status::Processed, Status::Retry, Status::Reject], vec![(11, "later")]),
+            &[10, 11, 12],
+        )
+        .unwrap();
+        assert!(!r.all_processed());
+        let outcomes: Vec<_> = r.into_outcomes().collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Processed, Outcome::Retry("later".into()), Outcome::Reject("no reason given".into())]
+        );
     }
 
     #[test]
@@ -135,6 +150,6 @@ mod tests {
     #[test]
     fn sanitizes_reasons() {
         let r = Reply::validate(result(vec![Status::Reject], vec![(1, "bad\x1b[2J")]), &[1]).unwrap();
-        assert_eq!(r.outcome(0), Outcome::Reject("bad\u{fffd}[2J"));
+        assert_eq!(r.into_outcomes().next(), Some(Outcome::Reject("bad\u{fffd}[2J".into())));
     }
 }

@@ -1,4 +1,4 @@
-//! Making guest-provided text safe to print.
+//! Making guest-provided text safe to print, and short digests for logs.
 
 /// Truncates `text` to at most `max_chars` characters and replaces control
 /// characters (terminal escapes, carriage returns, NULs) with `�`, so a tenant cannot
@@ -13,6 +13,11 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
         out.push(if c.is_control() && c != '\t' { '\u{fffd}' } else { c });
     }
     out
+}
+
+/// The first 12 hex digits of a digest: enough to tell versions apart in logs.
+pub fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
 }
 
 #[cfg(test)]

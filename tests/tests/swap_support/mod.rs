@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_host::cli_deploy::{self, Answer, Request};
 use ferry_host::config::Config;
+use ferry_host::deploy::client::{self, Answer, Request};
 use ferry_host::host::Host;
 use ferry_host::sandbox::digest_of;
 use ferry_tests::guest;
@@ -87,7 +87,7 @@ pub fn admin_url(host: &Host) -> String {
 
 /// Sends one admin request with the right token.
 pub fn admin(host: &Host, request: Request<'_>) -> Answer {
-    cli_deploy::call(&admin_url(host), PIPELINE, TOKEN, request).expect("admin server answers")
+    client::call(&admin_url(host), PIPELINE, TOKEN, request).expect("admin server answers")
 }
 
 /// The answer's JSON body.

@@ -39,10 +39,18 @@ const OFFSET_GAUGES: [(&str, &str, PartitionValue); 5] = [
 
 type PipelineValue = fn(&PipelineFigures) -> u64;
 
-const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 3] = [
+const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 5] = [
     ("ferry_instance_recycles_total", "Guest instances thrown away after a fault.", |p| p.stats.recycles),
     ("ferry_rebalances_total", "Rebalances that took partitions from this member.", |p| p.stats.rebalances),
     ("ferry_commit_failures_total", "Offset commits that failed or timed out.", |p| p.stats.commit_failures),
+    ("ferry_guest_log_lines_total", "Guest log lines written (log calls, stdout and stderr).", |p| {
+        p.stats.guest_log_lines.0
+    }),
+    (
+        "ferry_guest_log_lines_dropped_total",
+        "Guest log lines dropped by the pipeline's rate limit ([pipeline.logs]).",
+        |p| p.stats.guest_log_lines.1,
+    ),
 ];
 
 /// Renders the exposition.

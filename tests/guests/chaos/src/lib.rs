@@ -1,60 +1,109 @@
-//! Test guest: misbehaves on request. Each record's value (UTF-8) picks what happens:
+//! Test guest: misbehaves on request, as a hostile tenant would. Each record's value
+//! (UTF-8) picks what happens:
 //!
 //! | value | behaviour |
 //! | --- | --- |
-//! | `loop` | spins forever (epoch deadline) |
+//! | `loop` | spins forever (a computing guest past its deadline) |
 //! | `oom` | allocates 1 MiB chunks forever, touching every page (memory cap) |
 //! | `recurse` | unbounded recursion (stack limit) |
 //! | `panic` | `panic!` (trap) |
 //! | `retry` | `Retry("asked to retry")` |
 //! | `reject` | `Reject("asked to reject")` |
 //! | `emit:<topic>` | emits the record's key and value to `<topic>`; `Retry` if refused |
+//! | `emit-then:<topic>:<retry\|reject\|panic>` | emits to `<topic>`, then ends that way |
+//! | `bomb:<topic>` | emits records of 900 KiB to `<topic>` until the host refuses one, then `Processed` |
 //! | `log:<message>` | logs `<message>` at info level |
+//! | `logflood:<n>` | logs `n` lines |
+//! | `print:<n>` | prints `n` lines of 4 KiB to stdout |
 //! | `sleep:<ms>` | busy-waits that many milliseconds, then `Processed` |
+//! | `block:<ms>` | logs `blocking for <ms> ms`, `std::thread::sleep`s that long (a blocking WASI clock wait), then `Processed` |
+//! | `poll` | logs, then waits on a pollable that never fires (`wasi:io/poll`) |
 //! | anything else | `Processed` |
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ferry_sdk::{Context, Outcome, Processor, Record};
+use ferry_sdk::{Context, Error, Output, Processor, Record};
 
 /// The chaos processor.
 #[derive(Debug, Default)]
 pub struct Chaos;
 
 impl Processor for Chaos {
-    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         let command = record.value().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
         if let Some(topic) = command.strip_prefix("emit:") {
-            return match ctx.emit(topic, record.key(), record.value()) {
-                Ok(()) => Outcome::Processed,
-                Err(e) => Outcome::Retry(format!("emit refused: {e}")),
+            return emit(record, topic, ctx);
+        }
+        if let Some(rest) = command.strip_prefix("emit-then:") {
+            let (topic, end) = rest.rsplit_once(':').unwrap_or((rest, "retry"));
+            emit(record, topic, ctx)?;
+            return match end {
+                "reject" => Err(Error::reject("emitted, then rejected")),
+                "panic" => panic!("chaos: emitted, then panicked"),
+                _ => Err(Error::retry("emitted, then asked to retry")),
             };
+        }
+        if let Some(topic) = command.strip_prefix("bomb:") {
+            let chunk = vec![0x42u8; 900 << 10];
+            while ctx.emit_value(topic, &chunk).is_ok() {}
+            return Ok(());
         }
         if let Some(message) = command.strip_prefix("log:") {
             ctx.info(message);
-            return Outcome::Processed;
+            return Ok(());
+        }
+        if let Some(n) = command.strip_prefix("logflood:") {
+            for i in 0..number(n)? {
+                ctx.info(&format!("flood line {i}"));
+            }
+            return Ok(());
+        }
+        if let Some(n) = command.strip_prefix("print:") {
+            let line = "x".repeat(4095);
+            for _ in 0..number(n)? {
+                println!("{line}");
+            }
+            return Ok(());
         }
         if let Some(ms) = command.strip_prefix("sleep:") {
-            let Ok(ms) = ms.trim().parse::<u64>() else {
-                return Outcome::reject(format!("bad sleep duration {ms:?}"));
-            };
-            busy_wait(Duration::from_millis(ms));
-            return Outcome::Processed;
+            busy_wait(Duration::from_millis(number(ms)?));
+            return Ok(());
+        }
+        if let Some(ms) = command.strip_prefix("block:") {
+            let ms = number(ms)?;
+            ctx.info(&format!("blocking for {ms} ms"));
+            std::thread::sleep(Duration::from_millis(ms));
+            return Ok(());
         }
         match command {
             "loop" => spin(),
             "oom" => hog(),
             "recurse" => {
                 black_box(recurse(black_box(0)));
-                Outcome::Processed
+                Ok(())
             }
             "panic" => panic!("chaos: asked to panic at offset {}", record.offset()),
-            "retry" => Outcome::retry("asked to retry"),
-            "reject" => Outcome::reject("asked to reject"),
-            _ => Outcome::Processed,
+            "poll" => {
+                ctx.info("polling a pollable that never fires");
+                let never = wasi::clocks::monotonic_clock::subscribe_instant(u64::MAX);
+                wasi::io::poll::poll(&[&never]);
+                Ok(())
+            }
+            "retry" => Err(Error::retry("asked to retry")),
+            "reject" => Err(Error::reject("asked to reject")),
+            _ => Ok(()),
         }
     }
+}
+
+fn emit(record: &Record<'_>, topic: &str, ctx: &mut Context) -> Result<(), Error> {
+    let out = Output::to(topic).optional_key(record.key()).optional_value(record.value());
+    ctx.emit(out).map_err(|e| Error::retry(format!("emit refused: {e}")))
+}
+
+fn number(text: &str) -> Result<u64, Error> {
+    text.trim().parse().map_err(|_| Error::reject(format!("not a number: {text:?}")))
 }
 
 fn spin() -> ! {

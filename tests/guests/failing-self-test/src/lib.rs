@@ -1,15 +1,15 @@
 //! Test guest: implements the processor world and imports nothing it needs a grant
 //! for, but its self-test fails, so the host must refuse to deploy it.
 
-use ferry_sdk::{Context, Outcome, Processor, Record};
+use ferry_sdk::{Context, Error, Processor, Record};
 
 /// Processes everything; refuses to go live.
 #[derive(Debug, Default)]
 pub struct FailingSelfTest;
 
 impl Processor for FailingSelfTest {
-    fn process(&mut self, _record: &Record<'_>, _ctx: &mut Context) -> Outcome {
-        Outcome::Processed
+    fn process(&mut self, _record: &Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
+        Ok(())
     }
 
     fn self_test(&mut self) -> Result<(), String> {

@@ -5,7 +5,7 @@
 //! The SDK always reports a record's own offset, so this guest implements the
 //! generated handler directly, through the SDK's hidden bindings.
 
-use ferry_sdk::__bindings::exports::ferry::processor::handler::{Batch, BatchResult, Guest};
+use ferry_sdk::__bindings::exports::ferry::processor::handler::{Batch, BatchResult, Guest, TopicPartition};
 use ferry_sdk::__bindings::ferry::processor::types::{Failure, Status};
 use ferry_sdk::wire;
 
@@ -24,6 +24,10 @@ impl Guest for ForeignOffsets {
         }
         BatchResult { statuses, failures }
     }
+
+    fn assigned(_: TopicPartition) {}
+
+    fn revoked(_: TopicPartition) {}
 
     fn self_test() -> Result<(), String> {
         Ok(())

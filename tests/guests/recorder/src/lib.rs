@@ -6,14 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_sdk::{Context, Outcome, Processor, Record};
+use ferry_sdk::{Context, Error, Output, Processor, Record, ResultExt};
 
 /// The recorder.
 #[derive(Debug, Default)]
 pub struct Recorder;
 
 impl Processor for Recorder {
-    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         let value = record.value().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
         if let Some(ms) =
             value.strip_prefix("slow:").and_then(|rest| rest.split(';').next()).and_then(|ms| ms.parse().ok())
@@ -24,10 +24,7 @@ impl Processor for Recorder {
             }
         }
         let seen = format!("{}/{}/{}", record.topic(), record.partition(), record.offset());
-        match ctx.emit_with_headers("seen", record.key(), Some(seen.as_bytes()), record.headers()) {
-            Ok(()) => Outcome::Processed,
-            Err(error) => Outcome::Retry(format!("could not report: {error}")),
-        }
+        ctx.emit(Output::to("seen").optional_key(record.key()).value(&seen).headers(record.headers())).transient()
     }
 }
 

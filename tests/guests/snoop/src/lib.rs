@@ -10,7 +10,7 @@
 use std::cell::UnsafeCell;
 use std::hint::black_box;
 
-use ferry_sdk::{Batch, Context, Outcome, Processor, Record};
+use ferry_sdk::{Batch, Context, Error, Outcome, Processor, Record};
 
 /// Size of the scanned region.
 pub const REGION_BYTES: usize = 16 << 20;
@@ -47,8 +47,8 @@ impl Snoop {
 }
 
 impl Processor for Snoop {
-    fn process(&mut self, _record: &Record<'_>, _ctx: &mut Context) -> Outcome {
-        Outcome::Processed
+    fn process(&mut self, _record: &Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
+        Ok(())
     }
 
     fn process_batch(&mut self, batch: &Batch<'_>, _ctx: &mut Context) -> Vec<Outcome> {

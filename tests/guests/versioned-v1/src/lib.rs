@@ -12,7 +12,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_sdk::{Batch, Context, Outcome, Processor, Record};
+use ferry_sdk::{Batch, Context, Error, Outcome, Processor, Record, ResultExt};
 
 /// Which build this is: `v1`, `v2`, ...
 const TAG: &str = match env!("CARGO_PKG_NAME").as_bytes() {
@@ -27,24 +27,21 @@ const TAG: &str = match env!("CARGO_PKG_NAME").as_bytes() {
 pub struct Versioned;
 
 impl Processor for Versioned {
-    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Outcome {
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         tag(record, record.offset(), ctx)
     }
 
     fn process_batch(&mut self, batch: &Batch<'_>, ctx: &mut Context) -> Vec<Outcome> {
         let first = batch.iter().next().map_or(-1, |r| r.offset());
-        batch.iter().map(|record| tag(&record, first, ctx)).collect()
+        batch.iter().map(|record| ctx.for_record(&record, |ctx| tag(&record, first, ctx)).into()).collect()
     }
 }
 
-fn tag(record: &Record<'_>, batch_first: i64, ctx: &mut Context) -> Outcome {
+fn tag(record: &Record<'_>, batch_first: i64, ctx: &mut Context) -> Result<(), Error> {
     let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
     let partition = record.partition().to_string();
     let entry = format!("{partition}:{}:{TAG}:{batch_first}:{micros}", record.offset());
-    match ctx.emit("ledger", Some(partition.as_bytes()), Some(entry.as_bytes())) {
-        Ok(()) => Outcome::Processed,
-        Err(error) => Outcome::Retry(format!("could not write the ledger: {error}")),
-    }
+    ctx.emit_kv("ledger", &partition, &entry).transient()
 }
 
 ferry_sdk::export_processor!(Versioned);

@@ -128,6 +128,8 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_instance_recycles_total", "counter"),
         ("ferry_rebalances_total", "counter"),
         ("ferry_commit_failures_total", "counter"),
+        ("ferry_guest_log_lines_total", "counter"),
+        ("ferry_guest_log_lines_dropped_total", "counter"),
         ("ferry_component_info", "gauge"),
         ("ferry_pipeline_up", "gauge"),
         ("ferry_poll_loop_age_seconds", "gauge"),
@@ -170,6 +172,7 @@ fn every_family_is_present_and_matches_the_stats() {
     assert_eq!(get("ferry_instance_recycles_total", &pipeline), 3.0);
     assert_eq!(get("ferry_rebalances_total", &pipeline), 1.0);
     assert_eq!(get("ferry_commit_failures_total", &pipeline), 1.0);
+    assert_eq!(get("ferry_guest_log_lines_dropped_total", &pipeline), 0.0);
     assert_eq!(get("ferry_component_info", &[("pipeline", "p-1"), ("digest", "abc123")]), 1.0);
     assert_eq!(get("ferry_pipeline_up", &pipeline), 1.0);
 }

@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tiny_http::Method;
 
-use super::{AdminState, Authorization, MAX_BODY_BYTES, PipelineView, Reply};
-use crate::registry::deploy::{DeployError, deploy};
+use super::{DeployError, MAX_COMPONENT_BYTES, deploy};
+use crate::admin::{AdminState, Authorization, PipelineView, Reply};
 use crate::registry::{Event, Origin, Version};
 
 /// Serves the deploy endpoints.
@@ -44,7 +44,7 @@ fn put_component(state: &AdminState, view: &PipelineView, body: &[u8]) -> Reply 
     if body.is_empty() {
         return Reply::text(400, "the request body must be the component (.wasm)\n");
     }
-    match deploy(&state.sandbox, &view.config, &view.slot, body, MAX_BODY_BYTES, Origin::AdminApi) {
+    match deploy(&state.sandbox, &view.config, &view.slot, body, MAX_COMPONENT_BYTES, Origin::AdminApi) {
         Ok(deployed) => Reply::json(
             200,
             &json!({

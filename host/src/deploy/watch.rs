@@ -19,9 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::admin::MAX_BODY_BYTES;
+use super::{MAX_COMPONENT_BYTES, deploy};
 use crate::config::PipelineConfig;
-use crate::registry::deploy::deploy;
 use crate::registry::{Origin, ProcessorSlot};
 use crate::sandbox::Sandbox;
 
@@ -141,7 +140,7 @@ impl DirWatch {
     }
 
     fn deploy_file(&self, path: &Path) {
-        let bytes = match read_capped(path, MAX_BODY_BYTES) {
+        let bytes = match read_capped(path, MAX_COMPONENT_BYTES) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(
@@ -154,7 +153,14 @@ impl DirWatch {
             }
         };
         // `deploy` logs and records the outcome either way.
-        let _ = deploy(&self.sandbox, &self.config, &self.slot, &bytes, MAX_BODY_BYTES, Origin::Watch(path.to_owned()));
+        let _ = deploy(
+            &self.sandbox,
+            &self.config,
+            &self.slot,
+            &bytes,
+            MAX_COMPONENT_BYTES,
+            Origin::Watch(path.to_owned()),
+        );
     }
 
     /// The `*.wasm` regular files of the directory, but hidden ones.

@@ -4,15 +4,29 @@
 //! the directory watcher), never on a pipeline thread: a slow compile or a failing
 //! component costs the pipeline nothing, and a refused one leaves the running version
 //! exactly as it was.
+//!
+//! | module | how a version arrives |
+//! |---|---|
+//! | [`http`] | the admin API: `PUT /api/pipelines/{name}/component`, versions, rollback |
+//! | [`client`] | `ferry deploy`, the admin API's command-line client |
+//! | [`watch`] | a pipeline's `deploy_dir` |
+
+pub mod client;
+pub mod http;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Origin, ProcessorSlot};
 use crate::config::PipelineConfig;
+use crate::registry::{Origin, ProcessorSlot};
 use crate::sandbox::{
     ArtifactSource, Capability, GuestFault, LoadError, ProcessorComponent, ProcessorInstance, Sandbox, digest_of,
 };
+
+/// Largest component accepted (upload body or watched file), in bytes. Python and
+/// JavaScript components are tens of MiB.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
 /// Why a deploy was refused. The running version is untouched in every case.
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +135,14 @@ fn prepare(
     if bytes.len() > limit {
         return Err(DeployError::TooLarge { size: bytes.len(), limit });
     }
-    let grants = Arc::new(pipeline.grants());
-    let component = Arc::new(ProcessorComponent::load(sandbox, bytes, &grants)?);
-    let mut instance =
-        ProcessorInstance::new(sandbox.clone(), component.clone(), &pipeline.name, grants, pipeline.limits());
+    let component = Arc::new(ProcessorComponent::load(sandbox, bytes, &pipeline.grants())?);
+    let mut instance = ProcessorInstance::new(
+        sandbox.clone(),
+        component.clone(),
+        &pipeline.name,
+        pipeline.provisions(),
+        pipeline.limits(),
+    );
     match instance.self_test() {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => return Err(DeployError::SelfTestFailed(crate::sandbox::sanitize(&reason, 500))),

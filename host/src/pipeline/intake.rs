@@ -1,0 +1,250 @@
+//! Taking records in: serving the consumer's own queue (rebalances, errors), and
+//! taking fetched records into their partition's batch, in runs (librdkafka delivers
+//! a partition's records in runs, so one map lookup serves many records).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::config::PipelineConfig;
+use crate::kafka::fetch::{Delivered, Fetched};
+use crate::kafka::tracker::TopicPartition;
+
+use super::partition::{Admission, PartitionState};
+use super::shared::Shared;
+use super::worker::Worker;
+
+/// Most events served from the consumer's own queue in one turn (it holds
+/// rebalances and errors, a handful at a time).
+const CONSUMER_EVENTS_PER_TURN: usize = 16;
+/// Headers read in one pass into a stack array; records with more fall back to a
+/// vector.
+const INLINE_HEADERS: usize = 16;
+
+impl Worker {
+    /// Serves the consumer's own queue: rebalances (whose callbacks run here),
+    /// errors, and records of a partition that could not be routed to the fetch
+    /// queue (none are expected); then applies what callbacks reported. Returns the
+    /// partitions revoked.
+    ///
+    /// The consumer is polled at least once per call, events or not: a poll is what
+    /// tells librdkafka the application is alive (`max.poll.interval.ms`), and one
+    /// fetch can keep the loop busy through many batches.
+    pub(super) fn serve_events(&mut self, next_due: &mut Option<Instant>) -> Vec<TopicPartition> {
+        for served in 0..CONSUMER_EVENTS_PER_TURN {
+            if served > 0 && !self.fetch.consumer_events_waiting() {
+                break;
+            }
+            let full = match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => {
+                    let delivered = Delivered::of(&message);
+                    let key = partition_key(delivered);
+                    // Field by field: `message` borrows the consumer meanwhile.
+                    let mut intake = Intake {
+                        partitions: &mut self.partitions,
+                        shared: &self.shared,
+                        config: &self.config,
+                        wants_headers: self.wants_headers,
+                    };
+                    intake.take_one(&key, delivered, next_due).then_some(key)
+                }
+                Some(Err(error)) => {
+                    self.client_errors.consumer_error(&self.config.name, &error.to_string());
+                    None
+                }
+                None => None,
+            };
+            if let Some(key) = full {
+                self.dispatch(&key);
+            }
+        }
+        self.handle_events()
+    }
+
+    /// Applies what the rebalance and delivery callbacks reported.
+    fn handle_events(&mut self) -> Vec<TopicPartition> {
+        let events = self.shared.take_events();
+        for (topic, partition) in &events.revoked {
+            // Buffered records of a revoked partition were never processed: the next
+            // owner reads them from the committed offset.
+            self.partitions.remove(&(topic.clone(), *partition));
+            self.instance.revoked(topic, *partition);
+        }
+        for (key, epoch) in events.delivery_failed {
+            // Only the assignment the outputs belonged to: a late failure of an
+            // earlier one says nothing about this one.
+            if self.partitions.get(&key).is_some_and(|state| state.epoch() == epoch) {
+                self.halt(&key, "output records could not be delivered".to_owned());
+            }
+        }
+        events.revoked
+    }
+
+    /// Takes the run of records of one partition that starts at `fetched[start]`, up
+    /// to the record that fills its batch. Returns how many messages it went through,
+    /// and the partition whose batch is full. A run of a partition in `gone` (revoked
+    /// during this fetch) is passed over.
+    pub(super) fn take_run(
+        &mut self,
+        fetched: &Fetched,
+        start: usize,
+        next_due: &mut Option<Instant>,
+        gone: &[TopicPartition],
+    ) -> (usize, Option<TopicPartition>) {
+        let mut run = fetched.iter_from(start);
+        let first = run.next().expect("start is within the fetch");
+        if first.error().is_some() {
+            let key = partition_key(first);
+            if !gone.contains(&key) {
+                self.take_error(key, first);
+            }
+            return (1, None);
+        }
+        // Within one fetch every message is alive, so equal topic handles mean one topic.
+        let (handle, partition) = (first.topic_handle(), first.partition());
+        let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
+        let key = partition_key(first);
+        if gone.contains(&key) {
+            return (1 + run.take_while(same).count(), None);
+        }
+        let mut intake = self.intake();
+        let mut taken = 0;
+        for delivered in std::iter::once(first).chain(run.take_while(same)) {
+            taken += 1;
+            if intake.take_one(&key, delivered, next_due) {
+                return (taken, Some(key));
+            }
+        }
+        (taken, None)
+    }
+
+    /// What taking a record needs: fields apart from the consumer, whose messages
+    /// may be borrowed meanwhile.
+    fn intake(&mut self) -> Intake<'_> {
+        Intake {
+            partitions: &mut self.partitions,
+            shared: &self.shared,
+            config: &self.config,
+            wants_headers: self.wants_headers,
+        }
+    }
+
+    /// A message that carries an error: an unreadable record is given up on like a
+    /// rejected one; anything else is logged (once per kind, then summarized).
+    fn take_error(&mut self, key: TopicPartition, delivered: Delivered<'_>) {
+        let error = delivered.error().expect("an error message");
+        if delivered.is_unreadable_record() {
+            let offset = delivered.offset();
+            self.intake().state_for(&key, offset);
+            // Keep offset order: what was buffered before it goes to the guest first.
+            self.dispatch(&key);
+            self.unreadable(&key, offset, &format!("the record could not be read from Kafka: {error}"));
+        } else {
+            self.client_errors.consumer_error(&self.config.name, &format!("{}[{}]: {error}", key.0, key.1));
+        }
+    }
+}
+
+/// Taking records into their partitions' batches.
+struct Intake<'w> {
+    partitions: &'w mut BTreeMap<TopicPartition, PartitionState>,
+    shared: &'w Shared,
+    config: &'w PipelineConfig,
+    wants_headers: bool,
+}
+
+impl Intake<'_> {
+    /// Buffers one record in its partition's batch; true when that fills the batch.
+    fn take_one(&mut self, key: &TopicPartition, delivered: Delivered<'_>, next_due: &mut Option<Instant>) -> bool {
+        let offset = delivered.offset();
+        let state = self.state_for(key, offset);
+        let gone = state.vanished_before(offset);
+        let epoch = state.epoch();
+        if !gone.is_empty() {
+            self.vanished(key, epoch, &gone);
+        }
+        let wants_headers = self.wants_headers;
+        let (batch_size, max_wait) = (self.config.batch_size, Duration::from_millis(self.config.max_wait_ms));
+        let state = self.partitions.get_mut(key).expect("just looked up");
+        if state.admit(offset) != Admission::Take {
+            return false;
+        }
+        let mut first_at = None;
+        let full = state.buffer(
+            offset,
+            batch_size,
+            |encoder| encode(encoder, delivered, wants_headers),
+            || *first_at.insert(Instant::now()),
+        );
+        if let Some(at) = first_at {
+            let due = at + max_wait;
+            *next_due = Some(next_due.map_or(due, |d| d.min(due)));
+        }
+        full
+    }
+
+    /// The state of a partition, created (with a new tracking epoch) on the first
+    /// record after its assignment.
+    fn state_for(&mut self, key: &TopicPartition, first_offset: i64) -> &mut PartitionState {
+        if !self.partitions.contains_key(key) {
+            let epoch = self.shared.tracker().start(&key.0, key.1, first_offset);
+            self.partitions.insert(key.clone(), PartitionState::new(epoch));
+        }
+        self.partitions.get_mut(key).expect("just inserted")
+    }
+
+    /// Retry offsets that a redelivery pass went past: retention or compaction removed
+    /// them from the log during the backoff. Nobody can process them any more, so
+    /// they no longer hold the bookmark.
+    fn vanished(&self, key: &TopicPartition, epoch: crate::kafka::tracker::Epoch, offsets: &[i64]) {
+        if let Some(tracked) = self.shared.tracker().current(&key.0, key.1, epoch) {
+            for &offset in offsets {
+                tracked.finish(offset);
+            }
+        }
+        for &offset in offsets {
+            self.shared.stats.note(&key.0, key.1, Some(offset), "vanished", "gone from the log before its retry");
+        }
+        tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, ?offsets, "records awaiting a retry are gone from the log (retention or compaction); moving on");
+    }
+}
+
+/// The key of `delivered`'s partition.
+fn partition_key(delivered: Delivered<'_>) -> TopicPartition {
+    (delivered.topic().into_owned(), delivered.partition())
+}
+
+/// Appends `delivered` to the batch being built, with its headers only when the
+/// processor reads them (asking librdkafka for headers allocates per record).
+fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>, wants_headers: bool) {
+    let (offset, timestamp, key, value) =
+        (delivered.offset(), delivered.timestamp_ms(), delivered.key(), delivered.value());
+    if !wants_headers {
+        encoder.push(offset, timestamp, key, value, []);
+        return;
+    }
+    let mut inline: [(&str, Option<&[u8]>); INLINE_HEADERS] = [("", None); INLINE_HEADERS];
+    let mut count = 0;
+    let mut fits = true;
+    for (name, value) in delivered.headers() {
+        match std::str::from_utf8(name) {
+            Ok(name) if count < INLINE_HEADERS => {
+                inline[count] = (name, value);
+                count += 1;
+            }
+            _ => {
+                fits = false;
+                break;
+            }
+        }
+    }
+    if fits {
+        encoder.push(offset, timestamp, key, value, inline[..count].iter().copied());
+    } else {
+        // Many headers, or a name that is not UTF-8 (Kafka means them to be, but does
+        // not check): the record still gets through, invalid bytes replaced.
+        let headers: Vec<(Cow<'_, str>, Option<&[u8]>)> =
+            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
+        encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_ref(), *v)));
+    }
+}

@@ -1,0 +1,256 @@
+//! What a pipeline's thread shares with the Kafka callbacks that run elsewhere: the
+//! offset tracker, the committer, events for the loop, and the stats. Rebalance
+//! callbacks run on the pipeline thread inside `poll`; delivery reports run on the
+//! producer's thread.
+//!
+//! On revoke it waits briefly for the revoked partitions' outputs and dead letters,
+//! commits their finished offsets synchronously (bounded), and forgets them: a
+//! member never commits for a partition it no longer owns, and a lost assignment is
+//! not committed at all.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::stats::PipelineStats;
+use crate::kafka::commit::{CommitResult, Committer};
+use crate::kafka::context::{FerryContext, RebalanceListener, SYNC_COMMIT_TIMEOUT};
+use crate::kafka::output::{AckListener, Settled};
+use crate::kafka::tracker::{Epoch, OffsetTracker, TopicPartition};
+use crate::sync::lock;
+
+/// How long a revoke waits for in-flight outputs and dead letters before it commits
+/// what is done.
+const REVOKE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the revoke drain looks again.
+const DRAIN_POLL: Duration = Duration::from_millis(2);
+
+/// Things callbacks tell the pipeline loop.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Partitions revoked since the loop last looked.
+    pub revoked: Vec<TopicPartition>,
+    /// Partitions assigned since the loop last looked.
+    pub assigned: Vec<TopicPartition>,
+    /// Output records of this assignment could not be delivered: halt it.
+    pub delivery_failed: Vec<(TopicPartition, Epoch)>,
+}
+
+/// State shared by the pipeline loop and the Kafka callbacks.
+pub struct Shared {
+    /// Pipeline name, for logs.
+    pub pipeline: String,
+    tracker: Mutex<OffsetTracker>,
+    committer: Mutex<Option<Committer>>,
+    events: Mutex<Events>,
+    /// Counters and gauges for metrics and the status page.
+    pub stats: PipelineStats,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("pipeline", &self.pipeline).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Fresh state for `pipeline`.
+    pub fn new(pipeline: &str) -> Self {
+        Self {
+            pipeline: pipeline.to_owned(),
+            tracker: Mutex::default(),
+            committer: Mutex::default(),
+            events: Mutex::default(),
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// The offset tracker. Never hold it across `poll` or a wait.
+    pub fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        lock(&self.tracker)
+    }
+
+    /// Takes what callbacks reported since the last call.
+    pub fn take_events(&self) -> Events {
+        std::mem::take(&mut *lock(&self.events))
+    }
+
+    /// Installs the commit queue (once the consumer exists).
+    pub fn set_committer(&self, committer: Committer) {
+        *lock(&self.committer) = Some(committer);
+    }
+
+    /// Destroys the commit queue. librdkafka cannot destroy a client while a queue
+    /// of it is alive, so this must happen before the consumer is dropped; later
+    /// commit attempts (the final revoke) are no-ops.
+    pub fn close_committer(&self) {
+        lock(&self.committer).take();
+    }
+
+    /// Sends an asynchronous commit of every partition whose bookmark moved.
+    pub fn commit_async<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let list = self.commit_list(None);
+        let mut committer = lock(&self.committer);
+        let Some(committer) = committer.as_mut() else { return };
+        let results = committer.poll(Duration::ZERO);
+        self.apply(results);
+        if let Some(list) = list
+            && let Err(error) = committer.send(consumer, &list)
+        {
+            tracing::warn!(pipeline = %self.pipeline, %error, "commit request failed");
+        }
+    }
+
+    /// Collects results of earlier commits without waiting; returns how many commit
+    /// requests are still waiting for theirs.
+    pub fn poll_commits(&self) -> usize {
+        let (results, in_flight) = match lock(&self.committer).as_mut() {
+            Some(committer) => (committer.poll(Duration::ZERO), committer.in_flight()),
+            None => return 0,
+        };
+        self.apply(results);
+        in_flight
+    }
+
+    /// Commits the finished offsets of `only` (or of every partition) and waits up
+    /// to `timeout` for the broker's answer.
+    pub fn commit_sync<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[TopicPartition]>,
+        timeout: Duration,
+    ) {
+        let Some(list) = self.commit_list(only) else { return };
+        let results = match lock(&self.committer).as_mut() {
+            Some(committer) => committer.commit_and_wait(consumer, &list, timeout),
+            None => return,
+        };
+        match results {
+            Ok(results) => self.apply(results),
+            Err(error) => {
+                self.stats.commit_failed();
+                tracing::warn!(pipeline = %self.pipeline, %error, "synchronous commit did not complete");
+            }
+        }
+    }
+
+    fn commit_list(&self, only: Option<&[TopicPartition]>) -> Option<TopicPartitionList> {
+        let tracker = self.tracker();
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in tracker.commit_candidates() {
+            if only.is_none_or(|only| only.iter().any(|(t, p)| t == &topic && *p == partition)) {
+                list.add_partition_offset(&topic, partition, Offset::Offset(offset)).expect("valid offset");
+            }
+        }
+        (list.count() > 0).then_some(list)
+    }
+
+    fn apply(&self, results: Vec<CommitResult>) {
+        if results.is_empty() {
+            return;
+        }
+        let mut tracker = self.tracker();
+        for result in results {
+            for (topic, partition, offset) in &result.committed {
+                if let Some(p) = tracker.get_mut(topic, *partition) {
+                    p.mark_committed(*offset);
+                }
+                self.stats.committed(topic, *partition, *offset);
+            }
+            if !result.errors.is_empty() {
+                self.stats.commit_failed();
+                tracing::warn!(pipeline = %self.pipeline, errors = ?result.errors, "commit failed; will retry with the next commit");
+            }
+        }
+    }
+
+    /// Whether anything of these partitions awaits the broker.
+    fn holds_any(&self, partitions: &[TopicPartition]) -> bool {
+        let tracker = self.tracker();
+        partitions.iter().any(|(t, p)| tracker.get(t, *p).is_some_and(|p| p.has_holds()))
+    }
+
+    /// Waits up to `timeout` for every output and dead letter in flight (all
+    /// partitions, or `only`); returns whether they all arrived.
+    pub fn drain(&self, only: Option<&[TopicPartition]>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let waiting = match only {
+                Some(partitions) => self.holds_any(partitions),
+                None => self.tracker().iter().any(|(_, p)| p.has_holds()),
+            };
+            if !waiting {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(DRAIN_POLL);
+        }
+    }
+}
+
+impl RebalanceListener for Shared {
+    fn revoking(&self, consumer: &BaseConsumer<FerryContext>, revoked: Vec<TopicPartition>, lost: bool) {
+        self.stats.rebalanced();
+        if lost {
+            // Another member may already own them: committing now could move its
+            // bookmark backwards. Forget them; what was not committed is redelivered.
+            tracing::warn!(pipeline = %self.pipeline, partitions = ?revoked, "assignment lost; not committing");
+        } else {
+            if !self.drain(Some(&revoked), REVOKE_DRAIN_TIMEOUT) {
+                tracing::warn!(pipeline = %self.pipeline, partitions = ?revoked, "revoke: outputs still in flight after {} s; committing what is finished", REVOKE_DRAIN_TIMEOUT.as_secs());
+            }
+            self.commit_sync(consumer, Some(&revoked), SYNC_COMMIT_TIMEOUT);
+        }
+        let mut tracker = self.tracker();
+        for (topic, partition) in &revoked {
+            tracker.remove(topic, *partition);
+            self.stats.revoked(topic, *partition);
+        }
+        drop(tracker);
+        tracing::info!(pipeline = %self.pipeline, partitions = ?revoked, "partitions revoked");
+        lock(&self.events).revoked.extend(revoked);
+    }
+
+    fn assigned(&self, partitions: &[TopicPartition]) {
+        self.stats.liveness().joined();
+        for (topic, partition) in partitions {
+            self.stats.assigned(topic, *partition);
+        }
+        tracing::info!(pipeline = %self.pipeline, ?partitions, "partitions assigned");
+        lock(&self.events).assigned.extend_from_slice(partitions);
+    }
+
+    fn rebalance_error(&self, error: &str) {
+        tracing::warn!(pipeline = %self.pipeline, %error, "rebalance error");
+    }
+}
+
+impl AckListener for Shared {
+    fn settled(&self, group: Settled) {
+        let Settled { topic, partition, epoch, span, offsets, failed } = group;
+        let mut tracker = self.tracker();
+        // The partition may have been revoked (and even given back) meanwhile: then
+        // this belongs to an assignment that is over, and touches nothing.
+        let Some(p) = tracker.current(&topic, partition, epoch) else { return };
+        if failed {
+            // Never commit past records whose outputs are not safe: keep the span
+            // held and halt the partition; a restart redelivers from the commit.
+            for &offset in &offsets {
+                p.dead_letter_failed(offset);
+            }
+            drop(tracker);
+            lock(&self.events).delivery_failed.push(((topic, partition), epoch));
+            return;
+        }
+        if let Some(span) = span {
+            p.release(span);
+        }
+        for &offset in &offsets {
+            p.finish(offset);
+        }
+    }
+}

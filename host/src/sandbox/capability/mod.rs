@@ -1,0 +1,167 @@
+//! What a processor can import, one module per capability (in the manner of Spin's
+//! factors): each owns its WIT import name, its host implementation and state, its
+//! grant check and its piece of configuration. Adding a capability means adding a
+//! module here and a line to [`link`], [`Capability`] and [`classify`].
+//!
+//! | import | module | granted by |
+//! |---|---|---|
+//! | `ferry:processor/log` | [`log`] | `allow_log` (stdout and stderr always reach the logs, rate-limited alike) |
+//! | `ferry:processor/output` | [`output`] | `output_topics` |
+//! | `ferry:processor/settings` | [`settings`] | always (read-only) |
+//! | `ferry:processor/headers` | [`headers`] | always (it only asks for data) |
+//! | `wasi:*` | [`wasi`] | linked with nothing behind it: see [`wasi::disposition`] |
+
+pub mod headers;
+pub mod log;
+pub mod output;
+pub mod settings;
+pub mod wasi;
+
+use std::fmt;
+
+use wasmtime::component::Linker;
+
+use super::guest_state::GuestState;
+
+/// The package every ferry import and export belongs to.
+pub const PACKAGE: &str = "ferry:processor";
+/// The version of the contract this host implements.
+pub const VERSION: &str = "0.2.0";
+/// The export a processor must provide.
+pub const HANDLER_EXPORT: &str = "ferry:processor/handler@0.2.0";
+/// The type-only interface every processor imports.
+const TYPES_IMPORT: &str = "ferry:processor/types@0.2.0";
+
+/// Something a component imports from the host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capability {
+    /// `ferry:processor/log`: write to the host's logs.
+    Log,
+    /// `ferry:processor/output`: produce records to granted topics.
+    Output,
+    /// `ferry:processor/settings`: read the pipeline's settings.
+    Settings,
+    /// `ferry:processor/headers`: receive record headers.
+    Headers,
+    /// A WASI interface, linked with nothing behind it.
+    Wasi(String),
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::Log => f.write_str(log::IMPORT),
+            Capability::Output => f.write_str(output::IMPORT),
+            Capability::Settings => f.write_str(settings::IMPORT),
+            Capability::Headers => f.write_str(headers::IMPORT),
+            Capability::Wasi(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Capability {
+    /// What this host gives the import, for `ferry check`.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Capability::Log => Disposition::Linked("to the host's logs, rate-limited (needs allow_log)"),
+            Capability::Output => Disposition::Linked("produces to the pipeline's output_topics (needs a grant)"),
+            Capability::Settings => Disposition::Linked("the pipeline's [pipeline.settings], read-only"),
+            Capability::Headers => Disposition::Linked("batches carry record headers"),
+            Capability::Wasi(name) => wasi::disposition(name).expect("only known WASI imports are capabilities"),
+        }
+    }
+}
+
+/// What an import gets on this host. (Imports ferry does not provide at all are
+/// refused when the component is loaded.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Linked for real.
+    Linked(&'static str),
+    /// Linked with nothing behind it: calls return without effect or fail cleanly,
+    /// and waits end at the batch deadline.
+    Inert {
+        /// What a call does here.
+        what: &'static str,
+        /// Whether every meaningful use fails here (worth a warning: a processor
+        /// that depends on it cannot work).
+        only_fails: bool,
+    },
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disposition::Linked(what) => write!(f, "linked: {what}"),
+            Disposition::Inert { what, .. } => write!(f, "inert: {what}"),
+        }
+    }
+}
+
+/// How a component import name is served, or `None` when ferry does not provide it.
+pub fn classify(import: &str) -> Option<Imported> {
+    Some(match import {
+        log::IMPORT => Imported::Capability(Capability::Log),
+        output::IMPORT => Imported::Capability(Capability::Output),
+        settings::IMPORT => Imported::Capability(Capability::Settings),
+        headers::IMPORT => Imported::Capability(Capability::Headers),
+        TYPES_IMPORT => Imported::Types,
+        wasi if wasi::disposition(wasi).is_some() => Imported::Capability(Capability::Wasi(wasi.to_owned())),
+        _ => return None,
+    })
+}
+
+/// A recognised import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Imported {
+    /// A capability.
+    Capability(Capability),
+    /// The shared type definitions (nothing to grant).
+    Types,
+}
+
+/// What a pipeline allows its processor to do beyond pure computation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Topics the processor may emit output records to. Empty: no `output` capability.
+    pub output_topics: std::collections::BTreeSet<String>,
+    /// Whether the processor may log through the `log` capability.
+    pub log: bool,
+}
+
+/// Why a capability is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotGranted {
+    /// The capability.
+    pub capability: Capability,
+    /// How to grant it.
+    pub hint: &'static str,
+}
+
+/// Refuses capabilities the pipeline did not grant, naming the config field.
+pub fn check_grants(capabilities: &[Capability], grants: &Grants) -> Result<(), NotGranted> {
+    for capability in capabilities {
+        let refused = match capability {
+            Capability::Output => output::check_grant(grants),
+            Capability::Log => log::check_grant(grants),
+            _ => None,
+        };
+        if let Some(hint) = refused {
+            return Err(NotGranted { capability: capability.clone(), hint });
+        }
+    }
+    Ok(())
+}
+
+/// Links every capability (and WASI) into `linker`.
+pub(crate) fn link(linker: &mut Linker<GuestState>) -> anyhow::Result<()> {
+    wasi::link(linker)?;
+    use super::bindings::ferry::processor as wit;
+    use wasmtime::component::HasSelf;
+    wit::types::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
+    wit::log::add_to_linker::<GuestState, HasSelf<log::LogState>>(linker, |s| &mut s.log)?;
+    wit::output::add_to_linker::<GuestState, HasSelf<output::OutputState>>(linker, |s| &mut s.output)?;
+    wit::settings::add_to_linker::<GuestState, HasSelf<settings::SettingsState>>(linker, |s| &mut s.settings)?;
+    wit::headers::add_to_linker::<GuestState, HasSelf<headers::HeadersState>>(linker, |s| &mut s.headers)?;
+    Ok(())
+}
