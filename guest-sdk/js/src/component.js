@@ -1,0 +1,85 @@
+/**
+ * Adapts the bindings componentize-js generates to `Guest`. Only the entry module
+ * the build script writes imports this: it passes the `ferry:processor/*`
+ * interfaces the project declares (the others are absent from its world, so
+ * their capabilities are refused) and exports what this returns as `handler`.
+ * @module
+ */
+
+import { EmitError, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource } from './context.js';
+import { Guest } from './guest.js';
+import { exportedProcessor } from './processor.js';
+
+/**
+ * The host's refusal, from the error a failed import call throws (`payload` is
+ * the WIT `emit-error` variant).
+ * @param {unknown} error
+ */
+function emitError(error) {
+  const payload = /** @type {{tag?: string, val?: any} | undefined} */ (/** @type {any} */ (error)?.payload);
+  switch (payload?.tag) {
+    case 'topic-not-allowed':
+      return new TopicNotAllowed(payload.val);
+    case 'too-large':
+      return new TooLarge(Number(payload.val));
+    case 'too-many':
+      return new TooMany();
+    case 'over-budget':
+      return new OverBudget(Number(payload.val));
+    case 'unknown-source':
+      return new UnknownSource(BigInt(payload.val));
+    default:
+      return new EmitError(`the host refused the output: ${String(error)}`);
+  }
+}
+
+/**
+ * The `handler` export for the processor given to `exportProcessor`.
+ * @param {{settings: any, output?: any, log?: any, headers?: any}} bindings
+ */
+export function makeHandler({ settings, output, log, headers }) {
+  const guest = new Guest(exportedProcessor(), {
+    entries: () => settings.entries(),
+    emit: output
+      ? (source, out) => {
+          const record = {
+            topic: out.topic,
+            key: out.key ?? undefined,
+            value: out.value ?? undefined,
+            headers: out.headers.map(([name, value]) => ({ name, value: value ?? undefined })),
+          };
+          try {
+            output.emit(source ?? undefined, record);
+          } catch (error) {
+            throw emitError(error);
+          }
+        }
+      : null,
+    log: log ? (level, message) => log.log(level, message) : null,
+    headersEnabled: headers ? () => headers.enabled() : null,
+  });
+
+  return {
+    /** @param {{topic: string, partition: number, count: number, records: Uint8Array}} batch */
+    process(batch) {
+      const results = guest.process(batch.topic, batch.partition, batch.count, batch.records);
+      return {
+        statuses: results.map(([, outcome]) => outcome.status),
+        failures: results.filter(([, outcome]) => !outcome.isProcessed).map(([offset, outcome]) => ({ offset, reason: outcome.reason })),
+      };
+    },
+    /** @param {{topic: string, partition: number}} partition */
+    assigned(partition) {
+      guest.assigned(partition.topic, partition.partition);
+    },
+    /** @param {{topic: string, partition: number}} partition */
+    revoked(partition) {
+      guest.revoked(partition.topic, partition.partition);
+    },
+    selfTest() {
+      const error = guest.selfTest();
+      // componentize-js turns a thrown value into the `err` of result<_, string>.
+      if (error !== null) throw error;
+    },
+  };
+}

@@ -1,0 +1,140 @@
+/**
+ * Runs a processor behind the component's exports. Free of generated bindings
+ * (`component.js` adapts them), so it is unit-tested natively with a fake host.
+ * @module
+ */
+
+import { missing } from './capabilities.js';
+import { Context } from './context.js';
+import { Fault } from './processor.js';
+import { Batch, TopicPartition } from './record.js';
+import { Settings } from './settings.js';
+
+/**
+ * The host's functions as the component imports them; `null` for a capability the
+ * project does not declare (its interface is not imported).
+ * @typedef {object} Host
+ * @property {() => Array<[string, string]>} entries
+ * @property {((source: bigint | null, output: import('./context.js').WireOutput) => void) | null} emit
+ * @property {((level: string, message: string) => void) | null} log
+ * @property {(() => boolean) | null} headersEnabled
+ */
+
+/**
+ * One component instance's processor: constructed when the entry module is
+ * evaluated (so at build time, into the snapshot) and configured on first use.
+ */
+export class Guest {
+  #cls;
+  #host;
+  #processor;
+  #configured = false;
+  #headersAsked = false;
+  #sink;
+
+  /**
+   * @param {new () => import('./processor.js').Processor} cls
+   * @param {Host} host
+   */
+  constructor(cls, host) {
+    this.#cls = cls;
+    this.#host = host;
+    this.#processor = new cls();
+    this.#sink = {
+      /** @type {(source: bigint | null, output: import('./context.js').WireOutput) => void} */
+      emit(source, output) {
+        if (host.emit === null) throw missing('output');
+        host.emit(source, output);
+      },
+      /** @type {(level: string, message: string) => void} */
+      log(level, message) {
+        if (host.log === null) throw missing('log');
+        host.log(level, message);
+      },
+    };
+  }
+
+  /** The instance's processor, configured with the pipeline's settings. */
+  processor() {
+    if (!this.#configured) {
+      try {
+        this.#processor.configure(new Settings(this.#host.entries()));
+      } catch (error) {
+        throw new Fault(`ferry-sdk: the processor refused its settings: ${messageOf(error)}`);
+      }
+      this.#configured = true;
+    }
+    return this.#processor;
+  }
+
+  /** Asks the host for headers once; the import is what makes it send them. */
+  #headerGate = () => {
+    if (this.#headersAsked) return;
+    if (this.#host.headersEnabled === null) throw missing('headers');
+    this.#host.headersEnabled();
+    this.#headersAsked = true;
+  };
+
+  /**
+   * Runs one batch; returns `[offset, outcome]` pairs. The outcome count is not
+   * checked here: the host validates it (offset -1 past the batch's end).
+   * @param {string} topic
+   * @param {number} partition
+   * @param {number} count
+   * @param {Uint8Array} records
+   * @returns {Array<[bigint, import('./processor.js').Outcome]>}
+   */
+  process(topic, partition, count, records) {
+    let batch;
+    try {
+      batch = new Batch(topic, partition, count, records, this.#headerGate);
+    } catch (error) {
+      throw new Fault(`ferry-sdk: the host sent a corrupt batch: ${messageOf(error)}`);
+    }
+    const outcomes = this.processor().processBatch(batch, new Context(this.#sink));
+    if (!Array.isArray(outcomes)) throw new Fault('processBatch must return an array of outcomes');
+    const offsets = batch.records().map((record) => record.offset);
+    return outcomes.map((outcome, i) => [i < offsets.length ? offsets[i] : -1n, outcome]);
+  }
+
+  /**
+   * @param {string} topic
+   * @param {number} partition
+   */
+  assigned(topic, partition) {
+    this.processor().assigned(new TopicPartition(topic, partition));
+  }
+
+  /**
+   * @param {string} topic
+   * @param {number} partition
+   */
+  revoked(topic, partition) {
+    this.processor().revoked(new TopicPartition(topic, partition));
+  }
+
+  /**
+   * Runs the self-test on a fresh, configured processor; the error, if any.
+   * @returns {string | null}
+   */
+  selfTest() {
+    let processor;
+    try {
+      processor = new this.#cls();
+      processor.configure(new Settings(this.#host.entries()));
+    } catch (error) {
+      return `ferry-sdk: the processor refused its settings: ${messageOf(error)}`;
+    }
+    try {
+      processor.selfTest();
+    } catch (error) {
+      return messageOf(error);
+    }
+    return null;
+  }
+}
+
+/** @param {unknown} error */
+function messageOf(error) {
+  return error instanceof Error ? error.message || error.name : String(error);
+}

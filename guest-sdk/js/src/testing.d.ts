@@ -1,0 +1,67 @@
+import type { Batch, Data, LevelName, Outcome, Processor } from './index.js';
+
+/** A batch built in a test; every method returns the batch, for chaining. */
+export declare class TestBatch {
+  constructor(topic?: string, partition?: number);
+  readonly topic: string;
+  readonly partition: number;
+  atOffset(offset: number | bigint): this;
+  timestamp(timestampMs: number | null): this;
+  record(key: Data, value: Data, headers?: Iterable<[string, Data | null]>): this;
+  valueOnly(value: Data): this;
+  tombstone(key: Data): this;
+  raw(key: Data | null, value: Data | null, headers?: Iterable<[string, Data | null]>): this;
+  readonly length: number;
+  batch(headerGate?: () => void): Batch;
+}
+
+/** A record the processor emitted. */
+export declare class Emitted {
+  /** The offset of the record it belongs to; `null`: the whole batch. */
+  readonly source: bigint | null;
+  readonly topic: string;
+  readonly key: Uint8Array | null;
+  readonly value: Uint8Array | null;
+  readonly headers: Array<[string, Uint8Array | null]>;
+  keyText(): string | null;
+  valueText(): string | null;
+}
+
+/** A line the processor logged. */
+export interface LogLine {
+  level: LevelName;
+  message: string;
+}
+
+/** What one batch did. */
+export declare class Run {
+  /** One outcome per record, in batch order. */
+  readonly outcomes: Outcome[];
+  /** Outputs the host would publish: of processed records, and the batch's own if all were. */
+  readonly emitted: Emitted[];
+  /** Outputs the host would drop, because their record was not processed. */
+  readonly dropped: Emitted[];
+  readonly logs: LogLine[];
+  allProcessed(): boolean;
+}
+
+/** A stand-in host with the real one's default limits; configuration methods chain. */
+export declare class Harness {
+  allowTopic(topic: string): this;
+  denyAllTopics(): this;
+  maxEmits(count: number): this;
+  maxRecordBytes(size: number): this;
+  batchOutputBytes(size: number): this;
+  setting(key: string, value: string): this;
+  capabilities(...names: Array<'log' | 'output' | 'headers'>): this;
+  declaredBy(projectDir: string): this;
+  readonly settings: import('./index.js').Settings;
+  processor<P extends Processor>(cls: new () => P): P;
+  selfTest(cls: new () => Processor): void;
+  revoke(processor: Processor, topic: string, partition: number): void;
+  run(processor: Processor, batch: TestBatch): Run;
+  runEach(processor: Processor, batch: TestBatch): Run;
+}
+
+/** Runs one batch under the host's default limits, with every topic allowed. */
+export declare function run(processor: Processor, batch: TestBatch): Run;

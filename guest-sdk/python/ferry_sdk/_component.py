@@ -1,0 +1,108 @@
+"""Adapts the bindings componentize-py generates to :class:`ferry_sdk._guest.Guest`.
+
+Only a component imports this module (``wit_world`` exists only there): the build
+script's entry module does ``from ferry_sdk._component import Handler`` after
+importing the tenant's module. Interfaces the project does not declare are absent
+from its world, so their modules are missing here and the SDK refuses their use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Optional
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import settings as wit_settings
+from wit_world.imports import types
+
+from . import context as ferry_context
+from ._guest import Guest, Host
+from .context import Level, WireOutput
+from .processor import Status, exported_processor
+
+
+def _optional(name: str) -> Optional[ModuleType]:
+    try:
+        return importlib.import_module(f"wit_world.imports.{name}")
+    except ImportError:
+        return None
+
+
+_log = _optional("log")
+_output = _optional("output")
+_headers = _optional("headers")
+
+
+def _emit_error(error: object) -> ferry_context.EmitError:
+    assert _output is not None
+    if isinstance(error, _output.EmitError_TopicNotAllowed):
+        return ferry_context.TopicNotAllowed(error.value)
+    if isinstance(error, _output.EmitError_TooLarge):
+        return ferry_context.TooLarge(error.value)
+    if isinstance(error, _output.EmitError_TooMany):
+        return ferry_context.TooMany()
+    if isinstance(error, _output.EmitError_OverBudget):
+        return ferry_context.OverBudget(error.value)
+    if isinstance(error, _output.EmitError_UnknownSource):
+        return ferry_context.UnknownSource(error.value)
+    return ferry_context.EmitError(f"the host refused the output: {error!r}")
+
+
+def _emit(source: Optional[int], output: WireOutput) -> None:
+    assert _output is not None
+    headers = [types.Header(name, value) for name, value in output.headers]
+    try:
+        _output.emit(source, _output.OutputRecord(output.topic, output.key, output.value, headers))
+    except Err as error:
+        raise _emit_error(error.value) from None
+
+
+def _wit_levels() -> dict[Level, object]:
+    assert _log is not None
+    return {level: getattr(_log.Level, level.name) for level in Level}
+
+
+_LEVELS = _wit_levels() if _log is not None else {}
+
+
+def _write_log(level: Level, message: str) -> None:
+    assert _log is not None
+    _log.log(_LEVELS[level], message)
+
+
+_STATUS = {Status.PROCESSED: types.Status.PROCESSED, Status.RETRY: types.Status.RETRY, Status.REJECT: types.Status.REJECT}
+
+#: Built when the entry module is imported, that is at build time: the processor
+#: object is part of the pre-initialised snapshot.
+_GUEST = Guest(
+    exported_processor(),
+    Host(
+        entries=wit_settings.entries,
+        emit=_emit if _output is not None else None,
+        log=_write_log if _log is not None else None,
+        headers_enabled=_headers.enabled if _headers is not None else None,
+    ),
+)
+
+
+class Handler(exports.Handler):
+    """The component's ``ferry:processor/handler`` export."""
+
+    def process(self, batch: types.Batch) -> types.BatchResult:
+        results = _GUEST.process(batch.topic, batch.partition, batch.count, batch.records)
+        statuses = [_STATUS[outcome.status] for _, outcome in results]
+        failures = [types.Failure(offset, outcome.reason) for offset, outcome in results if not outcome.is_processed]
+        return types.BatchResult(statuses, failures)
+
+    def assigned(self, partition: types.TopicPartition) -> None:
+        _GUEST.assigned(partition.topic, partition.partition)
+
+    def revoked(self, partition: types.TopicPartition) -> None:
+        _GUEST.revoked(partition.topic, partition.partition)
+
+    def self_test(self) -> None:
+        error = _GUEST.self_test()
+        if error is not None:
+            raise Err(error)

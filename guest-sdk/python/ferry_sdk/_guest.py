@@ -1,0 +1,111 @@
+"""Runs a processor behind the component's exports. Free of generated bindings
+(``_component`` adapts them), so it is unit-tested natively with a fake host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple, Type
+
+from . import capabilities
+from .context import Context, Level, WireOutput
+from .processor import Fault, Outcome, Processor
+from .record import Batch, TopicPartition
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Host:
+    """The host's functions as the component imports them; ``None`` for a
+    capability the project does not declare (its interface is not imported)."""
+
+    entries: Callable[[], Sequence[Tuple[str, str]]]
+    emit: Optional[Callable[[Optional[int], WireOutput], None]]
+    log: Optional[Callable[[Level, str], None]]
+    headers_enabled: Optional[Callable[[], bool]]
+
+
+class _HostSink:
+    """A context's emits and logs, straight to the host."""
+
+    __slots__ = ("_host",)
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def emit(self, source: Optional[int], output: WireOutput) -> None:
+        if self._host.emit is None:
+            raise capabilities.missing("output")
+        self._host.emit(source, output)
+
+    def log(self, level: Level, message: str) -> None:
+        if self._host.log is None:
+            raise capabilities.missing("log")
+        self._host.log(level, message)
+
+
+class Guest:
+    """One component instance's processor: constructed when the module is imported
+    (so at build time, into the snapshot) and configured on first use."""
+
+    def __init__(self, cls: Type[Processor], host: Host) -> None:
+        self._cls = cls
+        self._host = host
+        self._sink = _HostSink(host)
+        self._processor = cls()
+        self._configured = False
+        self._headers_asked = False
+
+    def _configure(self, processor: Processor) -> Processor:
+        try:
+            processor.configure(Settings(self._host.entries()))
+        except Exception as error:
+            raise Fault(f"ferry-sdk: the processor refused its settings: {error}") from error
+        return processor
+
+    def processor(self) -> Processor:
+        """The instance's processor, configured with the pipeline's settings."""
+        if not self._configured:
+            self._configure(self._processor)
+            self._configured = True
+        return self._processor
+
+    def _header_gate(self) -> None:
+        """Asks the host for headers once; the import is what makes it send them."""
+        if self._headers_asked:
+            return
+        if self._host.headers_enabled is None:
+            raise capabilities.missing("headers")
+        self._host.headers_enabled()
+        self._headers_asked = True
+
+    def process(self, topic: str, partition: int, count: int, records: bytes) -> List[Tuple[int, Outcome]]:
+        """Runs one batch; returns ``(offset, outcome)`` pairs. The outcome count is
+        not checked here: the host validates it (offset -1 past the batch's end)."""
+        try:
+            batch = Batch(topic, partition, count, records, self._header_gate)
+        except ValueError as error:
+            raise Fault(f"ferry-sdk: the host sent a corrupt batch: {error}") from error
+        outcomes = self.processor().process_batch(batch, Context(self._sink))
+        offsets = [record.offset for record in batch]
+        return [(offsets[i] if i < len(offsets) else -1, outcome) for i, outcome in enumerate(outcomes)]
+
+    def assigned(self, topic: str, partition: int) -> None:
+        """A partition's batches are coming."""
+        self.processor().assigned(TopicPartition(topic, partition))
+
+    def revoked(self, topic: str, partition: int) -> None:
+        """A partition is gone."""
+        self.processor().revoked(TopicPartition(topic, partition))
+
+    def self_test(self) -> Optional[str]:
+        """Runs the self-test on a fresh, configured processor; the error, if any."""
+        try:
+            processor = self._cls()
+            processor.configure(Settings(self._host.entries()))
+        except Exception as error:
+            return f"ferry-sdk: the processor refused its settings: {error}"
+        try:
+            processor.self_test()
+        except Exception as error:
+            return str(error) or type(error).__name__
+        return None

@@ -1,0 +1,327 @@
+"""Unit-test a processor natively with pytest: no host, no WebAssembly.
+
+Build a batch with :class:`TestBatch`, run it with a :class:`Harness` (which
+enforces the host's default limits, the topics you grant, the settings you give and,
+if told, the capabilities the project declares) and look at the outcomes, the
+outputs the host would publish and the log lines::
+
+    from ferry_sdk.testing import Harness, TestBatch
+
+    batch = TestBatch("in", 0).record("k", "v").value_only("w")
+    run = Harness().allow_topic("echo").run(Echo(), batch)
+    assert run.all_processed()
+    assert run.emitted[1].value_str() == "w"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Set, Tuple, Type, TypeVar
+
+from . import capabilities as caps
+from . import limits
+from .context import Context, Data, Level, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource, WireOutput, to_bytes
+from .processor import Outcome, Processor, outcome_of
+from .record import Batch, TopicPartition
+from .settings import Settings
+from .wire import BatchEncoder
+
+__all__ = ["TestBatch", "Emitted", "LogLine", "Run", "Harness", "run"]
+
+P = TypeVar("P", bound=Processor)
+
+
+def _optional_bytes(data: Optional[Data]) -> Optional[bytes]:
+    return None if data is None else to_bytes(data)
+
+
+class TestBatch:
+    """A batch built in a test. Offsets start at 0 and go up by one per record
+    unless :meth:`at_offset` says otherwise; records have no timestamp unless
+    :meth:`timestamp` sets one. Every method returns the batch, for chaining."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, topic: str = "in", partition: int = 0) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._next_offset = 0
+        self._timestamp_ms: Optional[int] = None
+        self._encoder = BatchEncoder()
+
+    def at_offset(self, offset: int) -> "TestBatch":
+        """Gives the next record this offset (later ones follow from it)."""
+        self._next_offset = offset
+        return self
+
+    def timestamp(self, timestamp_ms: Optional[int]) -> "TestBatch":
+        """Gives the following records this timestamp (``None`` for none)."""
+        self._timestamp_ms = timestamp_ms
+        return self
+
+    def record(self, key: Data, value: Data, headers: Iterable[Tuple[str, Optional[Data]]] = ()) -> "TestBatch":
+        """Adds a record with a key, a value and optionally headers."""
+        return self.raw(key, value, headers)
+
+    def value_only(self, value: Data) -> "TestBatch":
+        """Adds a record with a value and no key."""
+        return self.raw(None, value)
+
+    def tombstone(self, key: Data) -> "TestBatch":
+        """Adds a record with a key and no value."""
+        return self.raw(key, None)
+
+    def raw(
+        self, key: Optional[Data], value: Optional[Data], headers: Iterable[Tuple[str, Optional[Data]]] = ()
+    ) -> "TestBatch":
+        """Adds a record where anything may be absent."""
+        self._encoder.push(
+            self._next_offset,
+            self._timestamp_ms,
+            _optional_bytes(key),
+            _optional_bytes(value),
+            [(name, _optional_bytes(v)) for name, v in headers],
+        )
+        self._next_offset += 1
+        return self
+
+    def __len__(self) -> int:
+        return self._encoder.count
+
+    def batch(self) -> Batch:
+        """The batch as the processor sees it."""
+        return Batch(self.topic, self.partition, self._encoder.count, self._encoder.bytes())
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """A record the processor emitted."""
+
+    #: The offset of the record it belongs to; ``None``: the whole batch.
+    source: Optional[int]
+    topic: str
+    key: Optional[bytes]
+    value: Optional[bytes]
+    headers: Tuple[Tuple[str, Optional[bytes]], ...]
+
+    def key_str(self) -> Optional[str]:
+        """The key as UTF-8, if present and valid."""
+        return _text(self.key)
+
+    def value_str(self) -> Optional[str]:
+        """The value as UTF-8, if present and valid."""
+        return _text(self.value)
+
+
+def _text(data: Optional[bytes]) -> Optional[str]:
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A line the processor logged (the real host truncates and sanitizes it)."""
+
+    level: Level
+    message: str
+
+
+@dataclass
+class Run:
+    """What one batch did."""
+
+    #: One outcome per record, in batch order.
+    outcomes: List[Outcome]
+    #: Outputs the host would publish, in emit order: those of processed records,
+    #: and the batch's own if every record was processed. Refused emits are in
+    #: neither list.
+    emitted: List[Emitted] = field(default_factory=list)
+    #: Outputs the host would drop, because their record was not processed.
+    dropped: List[Emitted] = field(default_factory=list)
+    #: Log lines, in order.
+    logs: List[LogLine] = field(default_factory=list)
+
+    def all_processed(self) -> bool:
+        """True when every record was processed."""
+        return all(outcome.is_processed for outcome in self.outcomes)
+
+
+class _MemorySink:
+    """The host's per-batch checks, in the host's order, recording in memory."""
+
+    def __init__(self, harness: "Harness", offsets: Set[int]) -> None:
+        self._harness = harness
+        self._offsets = offsets
+        self.emitted: List[Emitted] = []
+        self.emitted_bytes = 0
+        self.logs: List[LogLine] = []
+
+    def emit(self, source: Optional[int], output: WireOutput) -> None:
+        harness = self._harness
+        harness._require("output")
+        if harness._allowed_topics is not None and output.topic not in harness._allowed_topics:
+            raise TopicNotAllowed(output.topic)
+        if source is not None and source not in self._offsets:
+            raise UnknownSource(source)
+        if len(self.emitted) >= harness._max_emits:
+            raise TooMany()
+        size = output.size()
+        if size > harness._max_record_bytes:
+            raise TooLarge(harness._max_record_bytes)
+        if self.emitted_bytes + size > harness._batch_bytes:
+            raise OverBudget(harness._batch_bytes)
+        self.emitted_bytes += size
+        self.emitted.append(Emitted(source, output.topic, output.key, output.value, output.headers))
+
+    def log(self, level: Level, message: str) -> None:
+        self._harness._require("log")
+        self.logs.append(LogLine(level, message))
+
+
+class Harness:
+    """A stand-in host: the limits the real one enforces per batch (its defaults
+    unless changed), the topics the pipeline grants, its settings, the capabilities
+    the project declares, and the partition lifecycle calls. Configuration methods
+    return the harness, for chaining."""
+
+    def __init__(self) -> None:
+        #: ``None``: every topic is allowed.
+        self._allowed_topics: Optional[Set[str]] = None
+        #: ``None``: every capability is available.
+        self._capabilities: Optional[frozenset[str]] = None
+        self._max_emits = limits.MAX_OUTPUTS_PER_BATCH
+        self._max_record_bytes = limits.MAX_OUTPUT_BYTES
+        self._batch_bytes = limits.OUTPUT_BYTES_PER_BATCH
+        self._settings: dict[str, str] = {}
+        #: Partitions the processor was told about, as the host tracks them.
+        self._told: Set[TopicPartition] = set()
+
+    def allow_topic(self, topic: str) -> "Harness":
+        """Allows emitting to ``topic``. Once any topic is allowed, emits to others
+        raise :class:`~ferry_sdk.TopicNotAllowed`, as on a host whose pipeline lists
+        only these ``output_topics``."""
+        if self._allowed_topics is None:
+            self._allowed_topics = set()
+        self._allowed_topics.add(topic)
+        return self
+
+    def deny_all_topics(self) -> "Harness":
+        """Refuses every emit: as if the pipeline had no output topic."""
+        self._allowed_topics = set()
+        return self
+
+    def max_emits(self, count: int) -> "Harness":
+        """Allows at most ``count`` outputs per batch (then :class:`~ferry_sdk.TooMany`)."""
+        self._max_emits = count
+        return self
+
+    def max_record_bytes(self, size: int) -> "Harness":
+        """Refuses outputs larger than ``size`` bytes (:class:`~ferry_sdk.TooLarge`)."""
+        self._max_record_bytes = size
+        return self
+
+    def batch_output_bytes(self, size: int) -> "Harness":
+        """Refuses emits once a batch's outputs exceed ``size`` bytes
+        (:class:`~ferry_sdk.OverBudget`)."""
+        self._batch_bytes = size
+        return self
+
+    def setting(self, key: str, value: str) -> "Harness":
+        """Sets one of the pipeline's settings."""
+        self._settings[key] = value
+        return self
+
+    def capabilities(self, *names: str) -> "Harness":
+        """Makes only these capabilities available, as in a component whose project
+        declares exactly these: using another raises
+        :class:`~ferry_sdk.CapabilityError`."""
+        self._capabilities = caps.validate(names)
+        return self
+
+    def declared_by(self, project_dir: str | Path) -> "Harness":
+        """:meth:`capabilities` as the project's ``pyproject.toml`` declares them."""
+        self._capabilities = caps.declared(project_dir)
+        return self
+
+    @property
+    def settings(self) -> Settings:
+        """The settings processors get from this harness."""
+        return Settings(self._settings)
+
+    def _require(self, capability: str) -> None:
+        if self._capabilities is not None and capability not in self._capabilities:
+            raise caps.missing(capability)
+
+    def processor(self, cls: Type[P]) -> P:
+        """A fresh processor, configured with this harness's settings, as the host
+        makes one for a new instance (raises what ``configure`` raises)."""
+        processor = cls()
+        processor.configure(self.settings)
+        return processor
+
+    def self_test(self, cls: Type[Processor]) -> None:
+        """Runs ``self_test`` on a fresh, configured processor, as the host does
+        before a deploy (raises what it raises)."""
+        self.processor(cls).self_test()
+
+    def revoke(self, processor: Processor, topic: str, partition: int) -> None:
+        """Tells ``processor`` that ``topic``/``partition`` was revoked (if it was
+        told about it), as the host does when the partition moves away."""
+        tp = TopicPartition(topic, partition)
+        if tp in self._told:
+            self._told.discard(tp)
+            processor.revoked(tp)
+
+    def run(self, processor: Processor, batch: TestBatch) -> Run:
+        """Runs one batch through ``processor``, which keeps its state for the next
+        run. The first batch of a partition is preceded by ``assigned``. Raises
+        ``AssertionError`` if ``process_batch`` returns the wrong number of
+        outcomes (the host refuses such an answer)."""
+        view, sink, ctx = self._start(processor, batch)
+        outcomes = processor.process_batch(view, ctx)
+        if len(outcomes) != len(view):
+            raise AssertionError(
+                f"process_batch returned {len(outcomes)} outcomes for a batch of {len(view)} records; "
+                "the host refuses such an answer"
+            )
+        return self._finish(view, outcomes, sink)
+
+    def run_each(self, processor: Processor, batch: TestBatch) -> Run:
+        """Runs each record through ``process`` directly, bypassing an overridden
+        ``process_batch``; useful to check that the two agree."""
+        view, sink, ctx = self._start(processor, batch)
+        outcomes = []
+        for record in view:
+            with ctx.for_record(record):
+                outcomes.append(outcome_of(lambda: processor.process(record, ctx)))
+        return self._finish(view, outcomes, sink)
+
+    def _start(self, processor: Processor, batch: TestBatch) -> Tuple[Batch, _MemorySink, Context]:
+        tp = TopicPartition(batch.topic, batch.partition)
+        if tp not in self._told:
+            self._told.add(tp)
+            processor.assigned(tp)
+        view = Batch(
+            batch.topic, batch.partition, len(batch), batch._encoder.bytes(), lambda: self._require("headers")
+        )
+        sink = _MemorySink(self, {record.offset for record in view})
+        return view, sink, Context(sink)
+
+    @staticmethod
+    def _finish(view: Batch, outcomes: List[Outcome], sink: _MemorySink) -> Run:
+        """Splits what was emitted into published and dropped, as the host does."""
+        processed = {record.offset for record, outcome in zip(view, outcomes) if outcome.is_processed}
+        everything = len(processed) == len(view)
+        run = Run(outcomes=list(outcomes), logs=sink.logs)
+        for out in sink.emitted:
+            published = everything if out.source is None else out.source in processed
+            (run.emitted if published else run.dropped).append(out)
+        return run
+
+
+def run(processor: Processor, batch: TestBatch) -> Run:
+    """Runs one batch under the host's default limits, with every topic allowed."""
+    return Harness().run(processor, batch)

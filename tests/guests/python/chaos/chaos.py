@@ -1,0 +1,107 @@
+"""Test guest: misbehaves on request, like the Rust guest in tests/guests/chaos.
+Each record's value (UTF-8) picks what happens:
+
+=================  =========================================================
+value              behaviour
+=================  =========================================================
+``loop``           spins forever (epoch deadline)
+``oom``            allocates 1 MiB chunks forever, touching every page
+                   (memory cap; CPython raises MemoryError, a fault: trap)
+``recurse``        unbounded Python recursion: RecursionError at CPython's
+                   limit, which the SDK treats as a fault (trap)
+``recurse-native`` recursion in C (``repr`` of a deeply nested list) with the
+                   recursion limit lifted: the interpreter's C stack
+``panic``          raises ``ferry_sdk.Fault`` (trap, like a Rust panic)
+``throw``          same as ``panic``
+``sleep``          ``time.sleep(120)``: a blocking WASI wait the epoch
+                   deadline cannot interrupt; the host must bound it
+``sleep:<ms>``     busy-waits that many milliseconds, then processed
+``retry``          ``Retry("asked to retry")``
+``reject``         ``Reject("asked to reject")``
+``emit:<topic>``   emits the record's key and value to ``<topic>``; ``Retry``
+                   if refused
+``log:<message>``  logs ``<message>`` at info level
+anything else      processed
+=================  =========================================================
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ferry_sdk import Context, EmitError, Fault, Output, Processor, Record, Reject, Retry, export_processor
+
+
+def spin() -> None:
+    n = 0
+    while True:
+        n += 1
+
+
+def hog() -> None:
+    chunks = []
+    while True:
+        chunk = bytearray(1 << 20)
+        chunk[::4096] = b"\xa5" * ((1 << 20) // 4096)  # touch every page
+        chunks.append(chunk)
+
+
+def recurse(depth: int) -> int:
+    return recurse(depth + 1) * 3 + depth
+
+
+def recurse_native() -> None:
+    sys.setrecursionlimit(1 << 30)
+    nested: list[object] = []
+    for _ in range(10_000_000):
+        nested = [nested]
+    repr(nested)
+
+
+def busy_wait(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+class Chaos(Processor):
+    """The chaos processor."""
+
+    def process(self, record: Record, ctx: Context) -> None:
+        command = (record.value or b"").decode("utf-8", "replace")
+        if command.startswith("emit:"):
+            try:
+                ctx.emit(Output(command[5:], key=record.key, value=record.value))
+            except EmitError as error:
+                raise Retry(f"emit refused: {error}") from error
+            return
+        if command.startswith("log:"):
+            ctx.info(command[4:])
+            return
+        if command.startswith("sleep:"):
+            try:
+                ms = int(command[6:].strip())
+            except ValueError:
+                raise Reject(f"bad sleep duration {command[6:]!r}") from None
+            busy_wait(ms / 1000)
+            return
+        if command == "loop":
+            spin()
+        elif command == "oom":
+            hog()
+        elif command == "recurse":
+            recurse(0)
+        elif command == "recurse-native":
+            recurse_native()
+        elif command in ("panic", "throw"):
+            raise Fault(f"chaos: asked to {command} at offset {record.offset}")
+        elif command == "sleep":
+            time.sleep(120)
+        elif command == "retry":
+            raise Retry("asked to retry")
+        elif command == "reject":
+            raise Reject("asked to reject")
+
+
+export_processor(Chaos)

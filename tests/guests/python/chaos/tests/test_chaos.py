@@ -1,0 +1,45 @@
+"""The chaos guest's harmless commands natively, and that its hostile ones escape
+the SDK as faults (those that end at all)."""
+
+from pathlib import Path
+
+import pytest
+
+from chaos import Chaos
+from ferry_sdk import Fault, Level, Outcome
+from ferry_sdk.testing import Harness, LogLine, TestBatch
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def harness() -> Harness:
+    return Harness().allow_topic("out").declared_by(PROJECT)
+
+
+def test_harmless_commands() -> None:
+    batch = (
+        TestBatch("in", 0)
+        .record("k", "retry")
+        .value_only("reject")
+        .record("k", "emit:out")
+        .value_only("emit:elsewhere")
+        .value_only("log:hello")
+        .value_only("sleep:1")
+        .value_only("sleep:x")
+        .value_only("anything")
+    )
+    run = harness().run(Chaos(), batch)
+    assert run.outcomes[:2] == [Outcome.retry("asked to retry"), Outcome.reject("asked to reject")]
+    assert run.outcomes[2] == Outcome.processed()
+    assert run.outcomes[3].reason.startswith('emit refused: topic "elsewhere" is not allowed')
+    assert run.outcomes[4:6] == [Outcome.processed(), Outcome.processed()]
+    assert run.outcomes[6] == Outcome.reject("bad sleep duration 'x'")
+    assert run.outcomes[7] == Outcome.processed()
+    assert [(e.topic, e.key, e.value) for e in run.emitted] == [("out", b"k", b"emit:out")]
+    assert run.logs == [LogLine(Level.INFO, "hello")]
+
+
+@pytest.mark.parametrize("command,error", [("panic", Fault), ("throw", Fault), ("recurse", RecursionError)])
+def test_faults_escape(command: str, error: type) -> None:
+    with pytest.raises(error):
+        harness().run(Chaos(), TestBatch().value_only(command))
