@@ -24,6 +24,10 @@ pub fn consumer_config(
         // librdkafka's default (1 s) idles a partition's fetcher whenever its local
         // queue is full, which stalls a pipeline that is briefly behind (BENCHMARKS.md).
         .set("fetch.queue.backoff.ms", "10")
+        // A partition rewound for a retry (pause, seek, resume) joins the broker's
+        // next fetch, which waits for the one in flight: librdkafka's 500 ms long
+        // poll made every retry cost half a second or more.
+        .set("fetch.wait.max.ms", "100")
         // Records fetched ahead, all partitions together: a term of the host's memory
         // formula (docs/operators.md); librdkafka's default is 64 MiB.
         .set("queued.max.messages.kbytes", QUEUE_KBYTES);

@@ -1,18 +1,20 @@
 //! The end of the road for records, and the way back for retries: dead letters,
-//! halts, rewinds after a backoff, and records that are gone or unreadable.
+//! halts, unreadable records, pausing a partition while its retries wait, and
+//! restarting a partition from its bookmark.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 
+use super::partition::PartitionState;
 use super::worker::Worker;
 use crate::config::{FailurePolicy, OnFailure};
 use crate::kafka::context::list_of;
 use crate::kafka::output::{self, AckGroup, Outgoing, Settled};
 use crate::kafka::tracker::TopicPartition;
 
-/// How long a rewind's seek may take before it is tried again.
+/// How long a restart's seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exponential backoff for the given attempt count, capped.
@@ -109,29 +111,52 @@ impl Worker {
         self.give_up(key, GivenUp { offset, reason, attempts: 1, record: None });
     }
 
-    /// Pauses a partition with records to deliver again, until its rewind is due.
-    pub(super) fn schedule_rewind(&mut self, key: &TopicPartition, delay: Duration) {
+    /// Records of `key` wait for another try at `due`: the partition is paused
+    /// meanwhile, so nothing newer is fetched past them.
+    pub(super) fn schedule_retries(&mut self, key: &TopicPartition, due: Instant) {
         let Some(state) = self.partitions.get_mut(key) else { return };
-        if !state.needs_rewind() {
+        if !state.awaits_retries() {
             return;
         }
-        state.pause_until(Instant::now() + delay);
+        state.retry_at(due);
         let _ = self.consumer.pause(&list_of(std::slice::from_ref(key)));
     }
 
-    /// Rewinds paused partitions whose retry backoff ended (at `now`) to their first
-    /// retry, and resumes them.
-    pub(super) fn rewind_due_retries(&mut self, now: Instant) {
-        let retry_later = Duration::from_millis(self.config.failure.backoff_initial_ms);
-        for (key, state) in self.partitions.iter_mut() {
-            let Some(first) = state.rewind_due(now) else { continue };
-            if let Err(error) = self.consumer.seek(&key.0, key.1, Offset::Offset(first), SEEK_TIMEOUT) {
-                tracing::warn!(pipeline = %self.config.name, %error, "seek for retry failed; retrying later");
-                state.rewind_failed(now + retry_later);
-                continue;
+    /// Runs the retries that are due (at `now`), one batch per partition per turn,
+    /// and resumes partitions that have none left.
+    pub(super) fn dispatch_due_retries(&mut self, now: Instant) {
+        let due: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.retry_due().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.dispatch_retries(&key, now);
+            if self.partitions.get(&key).is_some_and(|s| !s.awaits_retries()) {
+                let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
             }
-            let _ = self.consumer.resume(&list_of(std::slice::from_ref(key)));
         }
+    }
+
+    /// Starts a partition over from its first unfinished record, as a new owner would:
+    /// its buffer and retries are dropped, its tracking begins anew, and the consumer
+    /// reads from there again (what was finished after that point is processed
+    /// again: at-least-once). Records of it still in the fetch being worked through
+    /// are passed over.
+    pub(super) fn restart_partition(&mut self, key: &TopicPartition) {
+        let Some(epoch) = self.partitions.get(key).map(PartitionState::epoch) else { return };
+        let Some(from) = self.shared.tracker().current(&key.0, key.1, epoch).map(|p| p.watermark()) else { return };
+        if let Err(error) = self.consumer.seek(&key.0, key.1, Offset::Offset(from), SEEK_TIMEOUT) {
+            // Going on from where the consumer is would skip [from, position): stop.
+            self.halt(key, format!("could not restart at offset {from}: {error}"));
+            return;
+        }
+        self.partitions.remove(key);
+        self.shared.tracker().remove(&key.0, key.1);
+        self.restarted.push(key.clone());
+        let _ = self.consumer.resume(&list_of(std::slice::from_ref(key)));
+        tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, from, "partition restarted from its first unfinished record");
     }
 }
 

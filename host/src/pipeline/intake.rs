@@ -49,6 +49,7 @@ impl Worker {
                     intake.take_one(&key, delivered, next_due).then_some(key)
                 }
                 Some(Err(error)) => {
+                    self.shared.stats.consumer_error();
                     self.client_errors.consumer_error(&self.config.name, &error.to_string());
                     None
                 }
@@ -140,6 +141,7 @@ impl Worker {
             self.dispatch(&key);
             self.unreadable(&key, offset, &format!("the record could not be read from Kafka: {error}"));
         } else {
+            self.shared.stats.consumer_error();
             self.client_errors.consumer_error(&self.config.name, &format!("{}[{}]: {error}", key.0, key.1));
         }
     }
@@ -157,12 +159,7 @@ impl Intake<'_> {
     /// Buffers one record in its partition's batch; true when that fills the batch.
     fn take_one(&mut self, key: &TopicPartition, delivered: Delivered<'_>, next_due: &mut Option<Instant>) -> bool {
         let offset = delivered.offset();
-        let state = self.state_for(key, offset);
-        let gone = state.vanished_before(offset);
-        let epoch = state.epoch();
-        if !gone.is_empty() {
-            self.vanished(key, epoch, &gone);
-        }
+        self.state_for(key, offset);
         let wants_headers = self.wants_headers;
         let (batch_size, max_wait) = (self.config.batch_size, Duration::from_millis(self.config.max_wait_ms));
         let state = self.partitions.get_mut(key).expect("just looked up");
@@ -191,21 +188,6 @@ impl Intake<'_> {
             self.partitions.insert(key.clone(), PartitionState::new(epoch));
         }
         self.partitions.get_mut(key).expect("just inserted")
-    }
-
-    /// Retry offsets that a redelivery pass went past: retention or compaction removed
-    /// them from the log during the backoff. Nobody can process them any more, so
-    /// they no longer hold the bookmark.
-    fn vanished(&self, key: &TopicPartition, epoch: crate::kafka::tracker::Epoch, offsets: &[i64]) {
-        if let Some(tracked) = self.shared.tracker().current(&key.0, key.1, epoch) {
-            for &offset in offsets {
-                tracked.finish(offset);
-            }
-        }
-        for &offset in offsets {
-            self.shared.stats.note(&key.0, key.1, Some(offset), "vanished", "gone from the log before its retry");
-        }
-        tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, ?offsets, "records awaiting a retry are gone from the log (retention or compaction); moving on");
     }
 }
 

@@ -112,6 +112,7 @@ impl Pipeline {
             batch: Batch { topic: String::new(), partition: 0, count: 0, records: Vec::new() },
             wants_headers,
             client_errors: RepeatedErrors::default(),
+            restarted: Vec::new(),
             last_commit: Instant::now(),
             batch_finished: false,
         };

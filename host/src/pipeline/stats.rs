@@ -75,6 +75,7 @@ pub struct PipelineStats {
     timeline: Mutex<Timeline>,
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
+    consumer_errors: AtomicU64,
     recycles: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
@@ -119,6 +120,11 @@ impl PipelineStats {
     /// A commit failed.
     pub fn commit_failed(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The consumer reported an error (a broker down, a partition error, ...).
+    pub fn consumer_error(&self) {
+        self.consumer_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records processed over all partitions since start: one atomic read, for
@@ -209,6 +215,7 @@ impl PipelineStats {
             batches: self.batches.load(Ordering::Relaxed),
             rebalances: self.rebalances.load(Ordering::Relaxed),
             commit_failures: self.commit_failures.load(Ordering::Relaxed),
+            consumer_errors: self.consumer_errors.load(Ordering::Relaxed),
             recycles: self.recycles.load(Ordering::Relaxed),
             latency_buckets: self.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -241,6 +248,8 @@ pub struct StatsSnapshot {
     pub rebalances: u64,
     /// Commits that failed or timed out.
     pub commit_failures: u64,
+    /// Errors the consumer reported.
+    pub consumer_errors: u64,
     /// Instances discarded after a fault.
     pub recycles: u64,
     /// Batch latency histogram counts, per [`LATENCY_BUCKETS_US`] plus +Inf.
