@@ -57,11 +57,9 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration)
     broker.create_topic("dlq", 1);
     let dir = tempfile::tempdir().unwrap();
     let config = || {
-        let extra = format!(
-            "commit = {{ policy = \"interval\", interval_ms = 100 }}\n\
-             failure = {{ on_failure = \"dead-letter\", dead_letter_topic = \"dlq\", max_attempts = 3, backoff_initial_ms = 10 }}"
-        );
-        let text = recorder_config(broker, &group, "in", &extra).replace(
+        let extra = "commit = { policy = \"interval\", interval_ms = 100 }\n\
+             failure = { on_failure = \"dead-letter\", dead_letter_topic = \"dlq\", max_attempts = 3, backoff_initial_ms = 10 }";
+        let text = recorder_config(broker, &group, "in", extra).replace(
             "kafka = { \"session.timeout.ms\" = \"6000\" }",
             &format!(
                 "kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\" }}"
