@@ -111,32 +111,45 @@ impl Worker {
         self.give_up(key, GivenUp { offset, reason, attempts: 1, record: None });
     }
 
-    /// Records of `key` wait for another try at `due`: the partition is paused
-    /// meanwhile, so nothing newer is fetched past them.
+    /// Records of `key` wait for another try at `due` (newer ones are buffered
+    /// meanwhile, not processed).
     pub(super) fn schedule_retries(&mut self, key: &TopicPartition, due: Instant) {
         let Some(state) = self.partitions.get_mut(key) else { return };
-        if !state.awaits_retries() {
-            return;
+        if state.awaits_retries() {
+            state.retry_at(due);
         }
-        state.retry_at(due);
-        let _ = self.consumer.pause(&list_of(std::slice::from_ref(key)));
+    }
+
+    /// Pauses partitions whose backlog behind pending retries grew too large.
+    pub(super) fn pause_backlogs(&mut self) {
+        let batch_size = self.config.batch_size;
+        let full: Vec<TopicPartition> = self
+            .partitions
+            .iter_mut()
+            .filter_map(|(k, s)| s.needs_backlog_pause(batch_size).then(|| k.clone()))
+            .collect();
+        if !full.is_empty() {
+            let _ = self.consumer.pause(&list_of(&full));
+        }
     }
 
     /// Runs the retries that are due (at `now`), one batch per partition per turn,
-    /// and resumes partitions that have none left.
-    pub(super) fn dispatch_due_retries(&mut self, now: Instant) {
+    /// and resumes partitions that have none left. Returns whether it ran any.
+    pub(super) fn dispatch_due_retries(&mut self, now: Instant) -> bool {
         let due: Vec<TopicPartition> = self
             .partitions
             .iter()
             .filter(|(_, s)| s.retry_due().is_some_and(|d| d <= now))
             .map(|(k, _)| k.clone())
             .collect();
+        let ran = !due.is_empty();
         for key in due {
             self.dispatch_retries(&key, now);
-            if self.partitions.get(&key).is_some_and(|s| !s.awaits_retries()) {
+            if self.partitions.get_mut(&key).is_some_and(|s| s.end_backlog_pause()) {
                 let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
             }
         }
+        ran
     }
 
     /// Starts a partition over from its first unfinished record, as a new owner would:

@@ -3,8 +3,11 @@
 //!
 //! Records to try again are kept here, encoded, not read again from Kafka: a retry
 //! costs no seek and no fetch, cannot find its record gone from the log (retention,
-//! compaction), and works while the brokers are unreachable. While any wait, the
-//! partition is paused: nothing newer is processed past a record that is not done.
+//! compaction), and works while the brokers are unreachable. While any wait, newer
+//! records are buffered but not processed: nothing passes a record that is not done.
+//! Only a backlog of [`BACKLOG_BATCHES`] batches pauses the partition in librdkafka
+//! (a pause costs a refetch, and a resume up to a second before fetching starts
+//! again, so short backoffs never pause).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -13,6 +16,10 @@ use ferry_sdk::wire::{BatchEncoder, RawRecord};
 
 use super::settle::Isolation;
 use crate::kafka::tracker::Epoch;
+
+/// How many batches' worth of records may wait behind pending retries before the
+/// partition is paused.
+pub const BACKLOG_BATCHES: usize = 4;
 
 /// One assigned partition, from the pipeline loop's point of view. Created with its
 /// first record after each assignment; dropped when the partition is revoked.
@@ -38,6 +45,8 @@ pub struct PartitionState {
     isolation: Option<Isolation>,
     /// Why the partition is halted (paused until it is reassigned), if it is.
     halted: Option<String>,
+    /// Paused because too much waits behind pending retries.
+    backlogged: bool,
 }
 
 /// What to do with a record just delivered by the consumer.
@@ -63,7 +72,29 @@ impl PartitionState {
             retry_due: None,
             isolation: None,
             halted: None,
+            backlogged: false,
         }
+    }
+
+    /// Whether the records waiting behind pending retries call for a pause now
+    /// (once: it is remembered until [`Self::take_backlog_pause`] ends it).
+    pub fn needs_backlog_pause(&mut self, batch_size: usize) -> bool {
+        let needed = !self.backlogged
+            && self.halted.is_none()
+            && !self.retries.is_empty()
+            && self.offsets.len() >= BACKLOG_BATCHES * batch_size;
+        self.backlogged |= needed;
+        needed
+    }
+
+    /// Whether the partition was paused for its backlog and can resume now (no
+    /// retries pending); the pause is forgotten.
+    pub fn end_backlog_pause(&mut self) -> bool {
+        let resume = self.backlogged && self.retries.is_empty();
+        if resume {
+            self.backlogged = false;
+        }
+        resume
     }
 
     /// The tracker's assignment this state belongs to.

@@ -78,7 +78,10 @@ impl Worker {
         let mut results_polled = now;
         while !runtime.stopping() {
             self.serve_events(&mut next_due);
-            self.dispatch_due_retries(now);
+            if self.dispatch_due_retries(now) {
+                // Records buffered while retries waited may go now.
+                next_due = self.earliest_due(max_wait);
+            }
             self.restarted.clear();
             let fetched = self.fetch.fetch(FETCH_MAX);
             let taken = fetched.len();
@@ -103,6 +106,7 @@ impl Worker {
                 }
             }
             self.fetch.recycle(fetched);
+            self.pause_backlogs();
             now = Instant::now();
             self.shared.stats.liveness().turned(now);
             // A full batch was dispatched as its last record arrived, so only time
@@ -118,7 +122,7 @@ impl Worker {
                     self.dispatch(&key);
                 }
                 now = Instant::now();
-                next_due = self.partitions.values().filter_map(|s| s.buffered_since()).min().map(|t| t + max_wait);
+                next_due = self.earliest_due(max_wait);
             }
             self.maybe_commit(now, &mut results_polled);
             if taken == 0 && !self.fetch.consumer_events_waiting() {
@@ -127,6 +131,11 @@ impl Worker {
             }
         }
         self.shut_down();
+    }
+
+    /// When the earliest buffered batch becomes due by time.
+    fn earliest_due(&self, max_wait: Duration) -> Option<Instant> {
+        self.partitions.values().filter_map(|s| s.buffered_since()).min().map(|t| t + max_wait)
     }
 
     fn poll_timeout(&self, max_wait: Duration, now: Instant) -> Duration {
