@@ -59,19 +59,72 @@ impl Default for SandboxConfig {
 }
 
 /// The admin HTTP server.
+///
+/// Its bearer token (needed by every mutating call) comes from, first found wins:
+/// the `FERRY_ADMIN_TOKEN` environment variable (when not empty), the file named by
+/// `token_file`, then `token`. Setting both `token_file` and `token` is an error.
+/// With none, mutating calls are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to bind; loopback unless you mean it.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
-    /// Bearer token for mutating calls; `FERRY_ADMIN_TOKEN` overrides it.
+    /// Bearer token for mutating calls, written into the config.
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace ignored), relative to
+    /// the config file; keeps the token out of the config and the process list.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
+
+/// The environment variable that overrides the configured admin token (the host's)
+/// and supplies it to `ferry deploy`.
+pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
 
 fn default_admin_listen() -> String {
     "127.0.0.1:9464".into()
+}
+
+impl AdminConfig {
+    /// The bearer token, from [`ADMIN_TOKEN_ENV`], `token_file` or `token` (first
+    /// found wins); `None` when there is none.
+    pub fn bearer_token(&self) -> anyhow::Result<Option<String>> {
+        self.bearer_token_with(std::env::var(ADMIN_TOKEN_ENV).ok())
+    }
+
+    /// [`Self::bearer_token`] with the environment variable's value given.
+    fn bearer_token_with(&self, from_env: Option<String>) -> anyhow::Result<Option<String>> {
+        if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        if let Some(path) = &self.token_file {
+            return read_token_file(path).context("admin.token_file").map(Some);
+        }
+        Ok(self.token.clone())
+    }
+}
+
+/// Reads a bearer token from `path`: its whole content, surrounding whitespace
+/// removed. Warns when other users may read the file.
+pub fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the admin token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", path.display());
+    }
+    if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("the admin token in {} must be one line without spaces", path.display());
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "the admin token file is readable by other users; chmod 600 it");
+    }
+    Ok(token.to_owned())
 }
 
 /// One pipeline: input topics, a consumer group, a processor, and its policies.
@@ -263,6 +316,9 @@ impl Config {
         if let Some(dir) = config.sandbox.cache_dir.as_mut().filter(|d| d.is_relative() && !d.as_os_str().is_empty()) {
             *dir = base.join(&*dir);
         }
+        if let Some(file) = config.admin.as_mut().and_then(|a| a.token_file.as_mut()).filter(|f| f.is_relative()) {
+            *file = base.join(&*file);
+        }
         Ok(config)
     }
 
@@ -288,6 +344,12 @@ impl Config {
                 .listen
                 .parse::<std::net::SocketAddr>()
                 .with_context(|| format!("admin.listen: `{}` is not an address like 127.0.0.1:9464", admin.listen))?;
+            if admin.token.is_some() && admin.token_file.is_some() {
+                bail!("admin.token_file: set either admin.token or admin.token_file, not both");
+            }
+            if admin.token.as_deref().is_some_and(|t| t.trim().is_empty() || t.chars().any(char::is_whitespace)) {
+                bail!("admin.token: must be non-empty and without spaces");
+            }
         }
         if self.pipelines.is_empty() {
             bail!("pipeline: define at least one [[pipeline]]");
@@ -560,5 +622,55 @@ mod tests {
         assert_eq!(provisions.settings.get("output_topic").map(String::as_str), Some("payouts"));
         assert_eq!(c.pipelines[0].logs.lines_per_sec, 5);
         assert_eq!(c.pipelines[0].logs.bytes_per_sec, LogRate::default().bytes_per_sec);
+    }
+
+    fn with_admin(admin: &str) -> Config {
+        Config::parse(&GOOD.replace("[kafka]", &format!("[admin]\n{admin}\n[kafka]"))).unwrap()
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_environment_then_the_file_then_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let inline = with_admin("token = \"inline\"").admin.unwrap();
+        let in_file = with_admin(&format!("token_file = \"{}\"", file.display())).admin.unwrap();
+        let none = with_admin("listen = \"127.0.0.1:0\"").admin.unwrap();
+
+        let env = || Some(" from-env\n".to_owned());
+        assert_eq!(inline.bearer_token_with(env()).unwrap().as_deref(), Some("from-env"));
+        assert_eq!(in_file.bearer_token_with(env()).unwrap().as_deref(), Some("from-env"));
+        assert_eq!(in_file.bearer_token_with(None).unwrap().as_deref(), Some("from-file"));
+        assert_eq!(in_file.bearer_token_with(Some(String::new())).unwrap().as_deref(), Some("from-file"));
+        assert_eq!(inline.bearer_token_with(None).unwrap().as_deref(), Some("inline"));
+        assert_eq!(none.bearer_token_with(None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_bad_admin_token_source_is_refused_by_name() {
+        let e = error_of(&GOOD.replace("[kafka]", "[admin]\ntoken = \"t\"\ntoken_file = \"f\"\n[kafka]"));
+        assert!(e.contains("admin.token_file") && e.contains("not both"), "{e}");
+        let e = error_of(&GOOD.replace("[kafka]", "[admin]\ntoken = \"\"\n[kafka]"));
+        assert!(e.contains("admin.token"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let admin = with_admin(&format!("token_file = \"{}\"", empty.display())).admin.unwrap();
+        let e = format!("{:#}", admin.bearer_token_with(None).unwrap_err());
+        assert!(e.contains("admin.token_file") && e.contains("is empty"), "{e}");
+        let missing = with_admin("token_file = \"/nonexistent/ferry-token\"").admin.unwrap();
+        let e = format!("{:#}", missing.bearer_token_with(None).unwrap_err());
+        assert!(e.contains("/nonexistent/ferry-token"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_token_file_is_read_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "s3cret").unwrap();
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(&config, GOOD.replace("[kafka]", "[admin]\ntoken_file = \"admin.token\"\n[kafka]")).unwrap();
+        let admin = Config::load(&config).unwrap().admin.unwrap();
+        assert_eq!(admin.bearer_token_with(None).unwrap().as_deref(), Some("s3cret"));
     }
 }

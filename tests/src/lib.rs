@@ -457,13 +457,27 @@ impl FerryProcess {
 
     /// The most memory the process ever held resident (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status_field("VmHWM") * 1024
+    }
+
+    /// The memory the process holds resident now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_field("VmRSS") * 1024
+    }
+
+    /// The number of threads the process runs now (`Threads`).
+    pub fn threads(&self) -> u64 {
+        self.status_field("Threads")
+    }
+
+    /// A numeric field of `/proc/<pid>/status` (kB for memory fields).
+    fn status_field(&self, name: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("the process runs");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmHWM in /proc/<pid>/status")
-            * 1024
+            .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
     }
 
     /// Sends SIGTERM and waits for the process to exit, returning how it exited.

@@ -157,6 +157,28 @@ fn ferry_deploy_prints_the_answer_and_fails_on_refusal() {
     let back = ferry(TOKEN, &["--rollback"]);
     assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
     assert_eq!(deployed(&host), v1.digest);
+
+    // The token can come from a file instead, which wins over the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let from_file = ferry("wrong", &["--token-file", token_file.to_str().unwrap(), "--versions"]);
+    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+
+    // Never from an argument (it would show in `ps` and shell history).
+    let argument = ferry(TOKEN, &["--token", TOKEN, "--versions"]);
+    let stderr = String::from_utf8_lossy(&argument.stderr);
+    assert!(!argument.status.success() && stderr.contains("--token"), "{stderr}");
+    let none = Command::new(ferry_bin())
+        .args(["deploy", "--admin", &url, "--pipeline", PIPELINE, "--versions"])
+        .env_remove("FERRY_ADMIN_TOKEN")
+        .output()
+        .expect("ferry runs");
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && stderr.contains("FERRY_ADMIN_TOKEN") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
     stop(host);
 }
 

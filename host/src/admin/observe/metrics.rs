@@ -7,6 +7,8 @@
 
 use super::exposition::{Exposition, Kind, seconds};
 use super::figures::{PartitionFigures, PipelineFigures};
+use crate::admin::limits::MAX_CONNECTIONS;
+use crate::admin::traffic::TrafficSnapshot;
 use crate::pipeline::liveness::ThreadState;
 use crate::pipeline::stats::LATENCY_BUCKETS_US;
 
@@ -92,6 +94,23 @@ pub fn render(pipelines: &[PipelineFigures]) -> String {
         e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
     }
     pipeline_state(&mut e, pipelines);
+    e.finish()
+}
+
+/// Renders the admin server's own figures (appended to [`render`]'s).
+pub fn render_server(traffic: &TrafficSnapshot) -> String {
+    let mut e = Exposition::default();
+    let help = format!("Admin server connections open now (at most {MAX_CONNECTIONS}).");
+    e.family("ferry_admin_connections", Kind::Gauge, &help);
+    e.sample("ferry_admin_connections", &[], traffic.open);
+    let name = "ferry_admin_connections_refused_total";
+    e.family(name, Kind::Counter, "Admin connections closed as soon as accepted because the limit was reached.");
+    e.sample(name, &[], traffic.refused_connections);
+    let name = "ferry_admin_requests_refused_total";
+    e.family(name, Kind::Counter, "Admin requests refused before their work, by reason.");
+    for (why, count) in &traffic.refused {
+        e.sample(name, &[("reason", why.label())], count);
+    }
     e.finish()
 }
 
