@@ -3,6 +3,7 @@
 //! read back from Kafka.
 
 pub mod checker;
+pub mod raw_produce;
 pub mod scenarios;
 
 use std::collections::HashMap;

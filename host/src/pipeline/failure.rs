@@ -93,22 +93,35 @@ impl Worker {
 
     /// A record that exists but cannot be read: no guest can see it, so it is given
     /// up on at once (dead-lettered without content, or halting the partition).
-    pub(super) fn unreadable(&mut self, key: &TopicPartition, offset: i64, reason: &str) {
+    ///
+    /// librdkafka cannot read past such a record (it reports the same batch again on
+    /// every fetch), so after a dead letter the consumer is moved past it. The error
+    /// names the batch's first offset: when it comes again, the next record of the
+    /// batch is the unreadable one, until the consumer is past the batch.
+    pub(super) fn unreadable(&mut self, key: &TopicPartition, batch_offset: i64, reason: &str) {
         let Some(state) = self.partitions.get(key) else { return };
         let epoch = state.epoch();
         // A span of its own, open at this offset: the bookmark stops here until the
         // dead letter is acknowledged.
-        {
+        let offset = {
             let mut tracker = self.shared.tracker();
             let Some(tracked) = tracker.current(&key.0, key.1, epoch) else { return };
-            if offset < tracked.position() {
-                return;
-            }
+            let offset = batch_offset.max(tracked.position());
             let span = tracked.begin_batch(Some(offset)).expect("a new offset");
             tracked.settle(span, [offset], false);
-        }
+            offset
+        };
         self.shared.stats.note(&key.0, key.1, Some(offset), "unreadable", reason);
         self.give_up(key, GivenUp { offset, reason, attempts: 1, record: None });
+        if let Some(state) = self.partitions.get_mut(key)
+            && !state.is_halted()
+        {
+            state.skip_to(offset + 1);
+            self.restarted.push(key.clone());
+            if let Err(error) = self.consumer.seek(&key.0, key.1, Offset::Offset(offset + 1), SEEK_TIMEOUT) {
+                self.halt(key, format!("could not move past unreadable offset {offset}: {error}"));
+            }
+        }
     }
 
     /// Records of `key` wait for another try at `due` (newer ones are buffered

@@ -138,7 +138,12 @@ impl Worker {
             let offset = delivered.offset();
             self.intake().state_for(&key, offset);
             // Keep offset order: what was buffered before it goes to the guest first.
+            // If it cannot go yet (retries pending), librdkafka reports the error again
+            // (it cannot read past the record), and it is handled then.
             self.dispatch(&key);
+            if self.partitions.get(&key).is_some_and(PartitionState::has_buffered) {
+                return;
+            }
             self.unreadable(&key, offset, &format!("the record could not be read from Kafka: {error}"));
         } else {
             self.shared.stats.consumer_error();

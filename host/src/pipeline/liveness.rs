@@ -74,6 +74,11 @@ impl Liveness {
 
     /// A copy, as of now.
     pub fn snapshot(&self) -> LivenessSnapshot {
+        self.snapshot_at(Instant::now())
+    }
+
+    /// A copy, as of `now`.
+    fn snapshot_at(&self, now: Instant) -> LivenessSnapshot {
         let thread = match self.state.load(Ordering::Relaxed) {
             RUNNING => ThreadState::Running,
             STOPPED => ThreadState::Stopped,
@@ -81,7 +86,7 @@ impl Liveness {
         };
         let since_last_turn = match self.last_turn.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(self.origin.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
+            ms => Some(now.saturating_duration_since(self.origin).saturating_sub(Duration::from_millis(ms - 1))),
         };
         LivenessSnapshot { thread, joined: self.joined.load(Ordering::Relaxed), since_last_turn }
     }
@@ -107,10 +112,12 @@ mod tests {
             l.snapshot(),
             LivenessSnapshot { thread: ThreadState::Running, joined: false, since_last_turn: None }
         );
-        l.turned(Instant::now());
+        let turn = l.origin + Duration::from_millis(1500);
+        l.turned(turn);
         l.joined();
-        let s = l.snapshot();
-        assert!(s.joined && s.since_last_turn.is_some_and(|d| d < Duration::from_secs(5)));
+        let s = l.snapshot_at(turn + Duration::from_secs(3));
+        assert!(s.joined);
+        assert_eq!(s.since_last_turn, Some(Duration::from_secs(3)));
         l.ended(true);
         assert_eq!(l.snapshot().thread, ThreadState::Died);
     }

@@ -286,6 +286,22 @@ impl PartitionState {
         true
     }
 
+    /// Whether the partition is halted.
+    pub fn is_halted(&self) -> bool {
+        self.halted.is_some()
+    }
+
+    /// Whether records are buffered.
+    pub fn has_buffered(&self) -> bool {
+        !self.offsets.is_empty()
+    }
+
+    /// Moves the position to `offset`: what lies before it was dealt with without
+    /// the guest (an unreadable record).
+    pub fn skip_to(&mut self, offset: i64) {
+        self.position = Some(self.position.map_or(offset, |p| p.max(offset)));
+    }
+
     /// Drops buffered records (they are delivered again to the next owner).
     pub fn discard_buffer(&mut self) {
         self.encoder.clear();

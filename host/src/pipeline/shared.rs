@@ -254,3 +254,46 @@ impl AckListener for Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(epoch: Epoch, offsets: Vec<i64>, failed: bool) -> Settled {
+        Settled { topic: "t".into(), partition: 0, epoch, span: None, offsets, failed }
+    }
+
+    /// Issue 13's third path: a delivery failure of an earlier assignment arrives
+    /// after the partition came back; it must neither halt the new assignment nor
+    /// leave anything behind for it.
+    #[test]
+    fn a_late_failure_of_an_earlier_assignment_reports_nothing() {
+        let shared = Shared::new("p");
+        let old = shared.tracker().start("t", 0, 0);
+        shared.tracker().remove("t", 0);
+        let new = shared.tracker().start("t", 0, 0);
+        shared.settled(settled(old, vec![3], true));
+        assert!(shared.take_events().delivery_failed.is_empty(), "nothing to halt");
+        shared.settled(settled(new, vec![3], true));
+        assert_eq!(shared.take_events().delivery_failed, [(("t".to_owned(), 0), new)]);
+    }
+
+    /// Issue 13's sixth path: a dead letter in flight holds the revoke's drain.
+    #[test]
+    fn the_drain_waits_for_dead_letters_in_flight() {
+        let shared = Shared::new("p");
+        let epoch = shared.tracker().start("t", 0, 0);
+        {
+            let mut tracker = shared.tracker();
+            let p = tracker.current("t", 0, epoch).unwrap();
+            let span = p.begin_batch(Some(4)).unwrap();
+            p.settle(span, [2], false);
+            p.dead_letter_sent(2);
+        }
+        let partitions = [("t".to_owned(), 0)];
+        assert!(!shared.drain(Some(&partitions), Duration::ZERO), "the dead letter is still in flight");
+        shared.settled(settled(epoch, vec![2], false));
+        assert!(shared.drain(Some(&partitions), Duration::ZERO));
+        assert_eq!(shared.tracker().get("t", 0).unwrap().commit_candidate(), Some(5));
+    }
+}

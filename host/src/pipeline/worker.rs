@@ -93,6 +93,7 @@ impl Worker {
             while at < taken {
                 let (run, full) = self.take_run(&fetched, at, &mut next_due, &gone);
                 at += run;
+                gone.append(&mut self.restarted);
                 if let Some(full) = full {
                     self.dispatch(&full);
                     // A batch may take up to the guest's time limit, and a fetch can
