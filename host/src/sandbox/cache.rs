@@ -111,7 +111,7 @@ impl ArtifactCache {
         if path.is_file() {
             // SAFETY: `path` is in a directory that `open` created or verified to be
             // owned by this user and writable by no one else, and files get there only
-            // through `store`: the output of `Engine::precompile_component`, written in
+            // through `store`: the output of `Component::serialize`, written in
             // full and fsynced under a temporary name, then renamed into place. So the
             // file is complete wasmtime output, and it never changes while mapped (a
             // replacement is a new inode). It was made for this engine's configuration
@@ -127,10 +127,8 @@ impl ArtifactCache {
                 }
             }
         }
-        let artifact = engine.precompile_component(bytes)?;
-        // SAFETY: `artifact` was produced a moment ago by this engine's
-        // `precompile_component`, which is exactly what `deserialize` requires.
-        let component = unsafe { Component::deserialize(engine, &artifact)? };
+        let component = Component::new(engine, bytes)?;
+        let artifact = component.serialize()?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = self.store(&path, &artifact) {
             let error = format!("{error:#}");
