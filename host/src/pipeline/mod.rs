@@ -119,7 +119,7 @@ impl Pipeline {
         let thread = std::thread::Builder::new()
             .name(format!("ferry-{}", config.name))
             .spawn({
-                let mark = liveness::ThreadMark(shared.clone());
+                let mark = shared::ThreadMark(shared.clone());
                 move || {
                     let _mark = mark;
                     worker.run(&runtime)

@@ -8,7 +8,7 @@
 //! member never commits for a partition it no longer owns, and a lost assignment is
 //! not committed at all.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
@@ -255,9 +255,19 @@ impl AckListener for Shared {
     }
 }
 
+/// Held by the pipeline thread: marks it ended when dropped, also while unwinding.
+pub struct ThreadMark(pub Arc<Shared>);
+
+impl Drop for ThreadMark {
+    fn drop(&mut self) {
+        self.0.stats.liveness().ended(std::thread::panicking());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::liveness::ThreadState;
 
     fn settled(epoch: Epoch, offsets: Vec<i64>, failed: bool) -> Settled {
         Settled { topic: "t".into(), partition: 0, epoch, span: None, offsets, failed }
@@ -295,5 +305,19 @@ mod tests {
         shared.settled(settled(epoch, vec![2], false));
         assert!(shared.drain(Some(&partitions), Duration::ZERO));
         assert_eq!(shared.tracker().get("t", 0).unwrap().commit_candidate(), Some(5));
+    }
+
+    #[test]
+    fn a_panicking_thread_is_marked_dead() {
+        let shared = Arc::new(Shared::new("p"));
+        let mark = ThreadMark(shared.clone());
+        let _ = std::thread::spawn(move || {
+            let _mark = mark;
+            panic!("boom");
+        })
+        .join();
+        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Died);
+        drop(ThreadMark(shared.clone()));
+        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Stopped);
     }
 }
