@@ -337,16 +337,7 @@ pub fn check(
         .copied()
         .collect();
 
-    // Backwards commits, per partition, in time order.
-    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-    for s in samples {
-        if let Some(&before) = last.get(&s.partition)
-            && s.committed < before
-        {
-            report.backwards_commits.push(format!("partition {}: {before} then {}", s.partition, s.committed));
-        }
-        last.insert(s.partition, s.committed.max(*last.get(&s.partition).unwrap_or(&i64::MIN)));
-    }
+    report.backwards_commits = backwards_commits(samples);
 
     // Outputs of deliveries that did not end processed.
     for p in &published {
@@ -543,4 +534,19 @@ mod tests {
         assert_ne!(ledger.deliveries[0].session, ledger.deliveries[1].session);
         assert_eq!(ledger.outcomes[&1], "processed");
     }
+}
+
+/// Committed offsets that moved back, per partition, in time order.
+pub fn backwards_commits(samples: &[Sample]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for s in samples {
+        if let Some(&before) = last.get(&s.partition)
+            && s.committed < before
+        {
+            found.push(format!("partition {}: {before} then {}", s.partition, s.committed));
+        }
+        last.insert(s.partition, s.committed.max(*last.get(&s.partition).unwrap_or(&i64::MIN)));
+    }
+    found
 }

@@ -3,6 +3,8 @@
 //! read back from Kafka.
 
 pub mod checker;
+pub mod exactly_once;
+pub mod raw_log;
 pub mod raw_produce;
 pub mod scenarios;
 
@@ -521,10 +523,10 @@ pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     path
 }
 
-/// A `seen` ledger entry written by the recorder guest: (topic, partition, offset).
+/// The input record a `seen` output of the recorder guest names: (topic,
+/// partition, offset), from `<incarnation>/<topic>/<partition>/<offset>/<nonce>`.
 pub fn parse_seen(value: &str) -> (String, i32, i64) {
-    let mut parts = value.rsplitn(3, '/');
-    let offset = parts.next().and_then(|o| o.parse().ok()).expect("offset");
-    let partition = parts.next().and_then(|p| p.parse().ok()).expect("partition");
-    (parts.next().expect("topic").to_owned(), partition, offset)
+    let parts: Vec<&str> = value.split('/').collect();
+    assert_eq!(parts.len(), 5, "a seen value: {value}");
+    (parts[1].to_owned(), parts[2].parse().expect("partition"), parts[3].parse().expect("offset"))
 }

@@ -59,3 +59,19 @@ pub fn producer_config(brokers: &str, global: &BTreeMap<String, String>) -> Clie
     config.set("bootstrap.servers", brokers);
     config
 }
+
+/// A producer config for one partition's transactions (exactly-once): the output
+/// producer's, with the transaction timeout. librdkafka makes it idempotent, with
+/// `acks=all`.
+pub fn transactional_producer_config(
+    brokers: &str,
+    global: &BTreeMap<String, String>,
+    transaction_timeout_ms: u64,
+) -> ClientConfig {
+    let mut config = producer_config(brokers, global);
+    let timeout = transaction_timeout_ms.to_string();
+    // librdkafka wants a record's delivery to end (one way or the other) within the
+    // transaction that carries it.
+    config.set("transaction.timeout.ms", &timeout).set("message.timeout.ms", &timeout);
+    config
+}

@@ -75,6 +75,8 @@ pub struct PipelineStats {
     timeline: Mutex<Timeline>,
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
+    transactions_committed: AtomicU64,
+    transactions_aborted: AtomicU64,
     consumer_errors: AtomicU64,
     recycles: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -120,6 +122,17 @@ impl PipelineStats {
     /// A commit failed.
     pub fn commit_failed(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition's transaction committed (exactly-once).
+    pub fn transaction_committed(&self) {
+        self.transactions_committed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition's transaction was aborted, or its producer given up on
+    /// (exactly-once): its records are processed again from the committed offset.
+    pub fn transaction_aborted(&self) {
+        self.transactions_aborted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The consumer reported an error (a broker down, a partition error, ...).
@@ -215,6 +228,8 @@ impl PipelineStats {
             batches: self.batches.load(Ordering::Relaxed),
             rebalances: self.rebalances.load(Ordering::Relaxed),
             commit_failures: self.commit_failures.load(Ordering::Relaxed),
+            transactions_committed: self.transactions_committed.load(Ordering::Relaxed),
+            transactions_aborted: self.transactions_aborted.load(Ordering::Relaxed),
             consumer_errors: self.consumer_errors.load(Ordering::Relaxed),
             recycles: self.recycles.load(Ordering::Relaxed),
             latency_buckets: self.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
@@ -248,6 +263,10 @@ pub struct StatsSnapshot {
     pub rebalances: u64,
     /// Commits that failed or timed out.
     pub commit_failures: u64,
+    /// Transactions committed (exactly-once pipelines).
+    pub transactions_committed: u64,
+    /// Transactions aborted or lost with their producer (exactly-once pipelines).
+    pub transactions_aborted: u64,
     /// Errors the consumer reported.
     pub consumer_errors: u64,
     /// Instances discarded after a fault.
