@@ -109,3 +109,42 @@ pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &
     verdict.lost = all.iter().filter(|i| !results.contains_key(i)).copied().collect();
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(partition: i32, offset: i64, value: &str, headers: &[(&str, &str)]) -> Read {
+        Read {
+            partition,
+            offset,
+            key: String::new(),
+            value: value.to_owned(),
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn finds_duplicates_losses_and_strangers() {
+        let inputs: Vec<Read> = (0..4).map(|o| read(0, o, "x", &[])).collect();
+        let seen = vec![
+            read(0, 0, "a/in/0/0/1", &[]),
+            read(0, 1, "b/in/0/0/2", &[]),
+            read(0, 2, "a/in/0/2/3", &[]),
+            read(0, 3, "a/in/0/9/4", &[]),
+        ];
+        let letters = vec![read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "0"), ("ferry.offset", "2")])];
+        let verdict = judge_reads("in", &inputs, &seen, &letters);
+        assert_eq!(verdict.duplicates, BTreeMap::from([((0, 0), 2), ((0, 2), 2)]));
+        assert_eq!(verdict.lost, BTreeSet::from([(0, 1), (0, 3)]));
+        assert_eq!(verdict.unknown, BTreeSet::from([(0, 9)]));
+    }
+
+    #[test]
+    fn one_result_per_input_passes() {
+        let inputs: Vec<Read> = (0..2).map(|o| read(1, o, "x", &[])).collect();
+        let seen = vec![read(0, 0, "a/in/1/0/1", &[])];
+        let letters = vec![read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "1"), ("ferry.offset", "1")])];
+        judge_reads("in", &inputs, &seen, &letters).assert_exactly_once();
+    }
+}

@@ -496,6 +496,19 @@ impl FerryProcess {
         }
     }
 
+    /// Stops the process in its tracks (SIGSTOP): a member that froze, as a long
+    /// GC pause or a suspended VM would freeze it. [`Self::resume`] lets it go on.
+    pub fn freeze(&self) {
+        let status = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "SIGSTOP delivered");
+    }
+
+    /// Lets a frozen process go on (SIGCONT), unaware of the time that passed.
+    pub fn resume(&self) {
+        let status = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "SIGCONT delivered");
+    }
+
     /// Kills the process with SIGKILL: no drain, no final commit.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -103,7 +103,12 @@ impl ProducerContext for TxnContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, message)) = result {
+        let Err((error, message)) = result else { return };
+        // An aborted transaction purges what it had queued: that is the abort, not a
+        // record the broker refused.
+        let purged =
+            matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight));
+        if !purged {
             use rdkafka::Message as _;
             tracing::warn!(%error, topic = message.topic(), "transactional output record was not delivered");
             self.delivery_failed.store(true, Ordering::Relaxed);
@@ -231,8 +236,8 @@ impl TxnProducer {
         let mut offsets = TopicPartitionList::new();
         offsets.add_partition_offset(topic, partition, Offset::Offset(offset)).expect("a valid offset");
         let result = self
-            .retrying(|p| p.send_offsets_to_transaction(&offsets, group, timeout))
-            .and_then(|()| self.retrying(|p| p.commit_transaction(timeout)));
+            .retrying("send_offsets_to_transaction", |p| p.send_offsets_to_transaction(&offsets, group, timeout))
+            .and_then(|()| self.retrying("commit_transaction", |p| p.commit_transaction(timeout)));
         match result {
             Ok(()) => {
                 self.open = false;
@@ -250,20 +255,30 @@ impl TxnProducer {
     }
 
     /// Aborts the open transaction, if any: none of its outputs is ever visible.
+    /// Tried once: an abort that does not go through in time leaves the transaction
+    /// to the broker's timeout, and the caller makes a new producer, whose
+    /// initialization aborts it anyway.
     pub fn abort(&mut self, timeout: Duration) -> Result<(), String> {
         if !std::mem::replace(&mut self.open, false) {
             return Ok(());
         }
-        self.retrying(|p| p.abort_transaction(timeout)).map_err(|(_, error)| error.to_string())
+        let started = std::time::Instant::now();
+        let result = self.producer.abort_transaction(timeout);
+        tracing::debug!(id = %self.id, took_us = started.elapsed().as_micros() as u64, ?result, "abort_transaction");
+        result.map_err(|error| error.to_string())
     }
 
     fn retrying(
         &self,
+        what: &str,
         call: impl Fn(&ThreadedProducer<TxnContext>) -> Result<(), KafkaError>,
     ) -> Result<(), (ErrorClass, KafkaError)> {
         let mut attempts = 0;
         loop {
-            match call(&self.producer) {
+            let started = std::time::Instant::now();
+            let result = call(&self.producer);
+            tracing::debug!(id = %self.id, what, took_us = started.elapsed().as_micros() as u64, ?result, "transactional call");
+            match result {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     let class = class_of(&error);
@@ -284,6 +299,7 @@ mod tests {
     #[test]
     fn fencing_is_fatal_whatever_the_flags_say() {
         for code in [
+            RDKafkaErrorCode::Fenced,
             RDKafkaErrorCode::ProducerFenced,
             RDKafkaErrorCode::InvalidProducerEpoch,
             RDKafkaErrorCode::InvalidProducerIdMapping,

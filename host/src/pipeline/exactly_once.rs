@@ -179,7 +179,11 @@ impl Worker {
                 transactions.halt(key);
             }
         }
-        self.shared.stats.note(&key.0, key.1, None, "transaction", recovery.reason());
+        let kind = match recovery {
+            Recovery::Rewind(_) => "transaction-aborted",
+            Recovery::Recreate(_) => "producer-replaced",
+        };
+        self.shared.stats.note(&key.0, key.1, None, kind, recovery.reason());
         tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, reason = recovery.reason(), recreate = matches!(recovery, Recovery::Recreate(_)), "transaction not committed; the partition starts again from its committed offset");
         let _ = self.consumer.pause(&list_of(std::slice::from_ref(key)));
         self.partitions.remove(key);

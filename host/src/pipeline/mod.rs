@@ -42,7 +42,7 @@ use crate::config::PipelineConfig;
 use crate::kafka::client::{consumer_config, producer_config, transactional_producer_config};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::commit::Committer;
-use crate::kafka::context::FerryContext;
+use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
 use crate::kafka::fetch::{FetchQueue, FetchRoute};
 use crate::kafka::output::{AckContext, OutputProducer};
 use crate::registry::ProcessorSlot;
@@ -77,7 +77,8 @@ impl Pipeline {
             let reset_to_latest =
                 matches!(consumer_config.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
             let producers = transactional_producer_config(brokers, kafka, config.transaction_timeout_ms);
-            let call_timeout = Duration::from_millis(config.transaction_timeout_ms);
+            // Bounded well inside the host's 15 s shutdown, and a revoke's wait.
+            let call_timeout = Duration::from_millis(config.transaction_timeout_ms).min(SYNC_COMMIT_TIMEOUT);
             let transactions = Transactions::new(
                 producers,
                 &config.transactional_id_prefix,

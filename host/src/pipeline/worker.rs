@@ -14,6 +14,7 @@ use super::partition::{PartitionState, TakenBatch};
 use super::run::run_batch;
 use super::settle::{Fate, settle};
 use super::shared::Shared;
+use super::transactions::LAST_ABORT_TIMEOUT;
 use crate::config::{CommitPolicy, PipelineConfig};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
@@ -408,11 +409,10 @@ impl Worker {
         self.shared.commit_sync(&self.consumer, None, SYNC_COMMIT_TIMEOUT);
         self.commit_transactions(None);
         if let Some(mut transactions) = self.shared.transactions() {
-            let timeout = transactions.call_timeout;
             for key in transactions.keys() {
                 if let Some(mut producer) = transactions.remove(&key) {
                     // What did not commit above must never become visible.
-                    let _ = producer.abort(timeout);
+                    let _ = producer.abort(LAST_ABORT_TIMEOUT);
                 }
             }
         }
