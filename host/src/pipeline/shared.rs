@@ -125,13 +125,14 @@ impl Shared {
                 failed.push(FailedTransaction { key, recovery, delivery_failed: false });
                 continue;
             };
+            let started = Instant::now();
             match producer.commit(&key.0, key.1, offset, &group, timeout) {
                 Ok(()) => {
                     if let Some(p) = self.tracker().current(&key.0, key.1, epoch) {
                         p.mark_committed(offset);
                     }
                     self.stats.committed(&key.0, key.1, offset);
-                    self.stats.transaction_committed();
+                    self.stats.transaction_committed(started.elapsed());
                 }
                 Err(recovery) => {
                     self.stats.transaction_aborted();

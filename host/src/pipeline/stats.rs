@@ -76,6 +76,7 @@ pub struct PipelineStats {
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
     transactions_committed: AtomicU64,
+    transaction_commit_us: AtomicU64,
     transactions_aborted: AtomicU64,
     consumer_errors: AtomicU64,
     recycles: AtomicU64,
@@ -124,9 +125,10 @@ impl PipelineStats {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A partition's transaction committed (exactly-once).
-    pub fn transaction_committed(&self) {
+    /// A partition's transaction committed (exactly-once), its commit taking `took`.
+    pub fn transaction_committed(&self, took: Duration) {
         self.transactions_committed.fetch_add(1, Ordering::Relaxed);
+        self.transaction_commit_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// A partition's transaction was aborted, or its producer given up on
@@ -229,6 +231,7 @@ impl PipelineStats {
             rebalances: self.rebalances.load(Ordering::Relaxed),
             commit_failures: self.commit_failures.load(Ordering::Relaxed),
             transactions_committed: self.transactions_committed.load(Ordering::Relaxed),
+            transaction_commit_us: self.transaction_commit_us.load(Ordering::Relaxed),
             transactions_aborted: self.transactions_aborted.load(Ordering::Relaxed),
             consumer_errors: self.consumer_errors.load(Ordering::Relaxed),
             recycles: self.recycles.load(Ordering::Relaxed),
@@ -265,6 +268,8 @@ pub struct StatsSnapshot {
     pub commit_failures: u64,
     /// Transactions committed (exactly-once pipelines).
     pub transactions_committed: u64,
+    /// Time spent committing them (sending the offsets and committing), in µs.
+    pub transaction_commit_us: u64,
     /// Transactions aborted or lost with their producer (exactly-once pipelines).
     pub transactions_aborted: u64,
     /// Errors the consumer reported.
