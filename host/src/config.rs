@@ -697,6 +697,31 @@ mod tests {
     }
 
     #[test]
+    fn exactly_once_is_refused_where_it_cannot_hold() {
+        let eos = GOOD.replace("group = \"g\"", "group = \"g\"\ndelivery = \"exactly-once\"");
+        let config = Config::parse(&eos).unwrap();
+        assert!(config.pipelines[0].exactly_once());
+        assert_eq!(config.pipelines[0].transaction_timeout_ms, 10_000);
+        let nothing_written = eos
+            .replace("output_topics = [\"commissions\"]", "")
+            .replace("failure = { on_failure = \"dead-letter\", dead_letter_topic = \"orders.dlq\" }", "");
+        let e = error_of(&nothing_written);
+        assert!(e.contains("pipeline `orders`.delivery") && e.contains("writes nothing"), "{e}");
+        let short =
+            eos.replace("delivery", "transaction_timeout_ms = 20000\nlimits = { time_per_batch_ms = 30000 }\ndelivery");
+        let e = error_of(&short);
+        assert!(e.contains("transaction_timeout_ms: 20000 ms would let the broker abort"), "{e}");
+        let e = error_of(
+            &eos.replace("\"security.protocol\" = \"plaintext\"", "\"isolation.level\" = \"read_uncommitted\""),
+        );
+        assert!(e.contains("isolation.level") && e.contains("read_committed"), "{e}");
+        let e = error_of(&eos.replace("delivery", "transactional_id_prefix = \"a b\"\ndelivery"));
+        assert!(e.contains("transactional_id_prefix"), "{e}");
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\ndelivery = \"exactly-twice\""));
+        assert!(e.contains("exactly-twice"), "{e}");
+    }
+
+    #[test]
     fn settings_and_log_rates_reach_the_processor() {
         let c = Config::parse(&GOOD.replace(
             "group = \"g\"",

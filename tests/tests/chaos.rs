@@ -188,6 +188,11 @@ fn chaos_eager_on_tansu() {
 }
 
 #[test]
-fn chaos_exactly_once_on_tansu() {
+fn chaos_exactly_once_eager_on_tansu() {
     run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::ExactlyOnce);
+}
+
+#[test]
+fn chaos_exactly_once_cooperative_sticky_on_tansu() {
+    run(&Tansu::start(), "cooperative-sticky", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::ExactlyOnce);
 }
