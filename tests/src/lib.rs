@@ -329,10 +329,13 @@ pub fn lag(brokers: &str, group: &str, topic: &str) -> Vec<PartitionLag> {
 /// process log to stderr too (child processes always log to `target/test-logs`).
 pub fn in_process_logs() {
     if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_test_writer()
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let targets: tracing_subscriber::filter::Targets =
+            filter.parse().expect("FERRY_TEST_LOG holds target=level directives");
+        let _ = tracing_subscriber::registry()
+            .with(targets)
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
             .try_init();
     }
 }
