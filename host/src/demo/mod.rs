@@ -4,8 +4,11 @@
 //! processor computes a commission per order and emits it to `commissions`;
 //! malformed orders are rejected and dead-lettered to `orders.dlq`. The demo shows
 //! progress, then the bookmark of every partition: log end, committed offset, lag.
+//!
+//! The progress line is [`progress`]'s: redrawn on a terminal, plain lines otherwise.
 
-use std::io::Write as _;
+pub mod progress;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,13 +21,14 @@ use crate::config::Config;
 use crate::host::Host;
 use crate::kafka::offsets;
 use crate::kafka::output::send_when_room;
+use progress::Progress;
 
 /// Options of `ferry demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// How many orders to produce.
-    #[arg(long, default_value_t = 20_000)]
-    pub records: usize,
+    #[arg(long)]
+    pub records: Option<usize>,
     /// The orders processor component (built from examples/orders when omitted).
     #[arg(long)]
     pub component: Option<PathBuf>,
@@ -32,6 +36,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
 }
+
+/// Orders of the classic demo.
+const DEMO_RECORDS: usize = 20_000;
 
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "ferry-demo";
@@ -52,13 +59,18 @@ fn order(i: usize) -> String {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let component = match args.component {
-        Some(path) => path,
+    let component = match &args.component {
+        Some(path) => path.clone(),
         None => {
             eprintln!("building the orders example processor (examples/orders) for wasm32-wasip2...");
             crate::devtools::build_guest("ferry-example-orders")?
         }
     };
+    seed(&component, args.records.unwrap_or(DEMO_RECORDS), Duration::from_secs(args.timeout_secs))
+}
+
+/// The seed's commission pipeline over `records` orders, to lag 0.
+fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("failed to start the embedded broker")?;
     for (topic, partitions) in [("orders", PARTITIONS), ("commissions", PARTITIONS), ("orders.dlq", 1)] {
         cluster.create_topic(topic, partitions, 1).with_context(|| format!("failed to create topic {topic}"))?;
@@ -66,8 +78,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let brokers = cluster.bootstrap_servers();
     println!("embedded broker (librdkafka mock cluster) at {brokers}");
 
-    produce_orders(&brokers, args.records)?;
-    println!("produced {} orders to `orders` ({PARTITIONS} partitions)", args.records);
+    produce_orders(&brokers, records)?;
+    println!("produced {records} orders to `orders` ({PARTITIONS} partitions)");
 
     let config = Config::parse(&format!(
         r#"
@@ -89,6 +101,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = host.shutdown_flag();
     let started = Instant::now();
     let topics = vec!["orders".to_owned()];
+    let mut progress = Progress::stdout();
     let mut rows;
     loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -98,23 +111,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         rows = offsets::show(&brokers, &Default::default(), GROUP, &topics)?;
         let committed: i64 = rows.iter().map(|r| r.committed.unwrap_or(0)).sum();
         let width = 30;
-        let filled = (committed as usize * width / args.records.max(1)).min(width);
-        print!(
-            "\r[{}{}] committed {committed}/{} · processed {done} · dead-lettered {dead}   ",
+        let filled = (committed as usize * width / records.max(1)).min(width);
+        let line = format!(
+            "[{}{}] committed {committed}/{records} · processed {done} · dead-lettered {dead}",
             "#".repeat(filled),
             "-".repeat(width - filled),
-            args.records
         );
-        std::io::stdout().flush().ok();
         if rows.iter().all(|r| r.lag() == 0) {
+            progress.finish(&line);
             break;
         }
-        if started.elapsed() > Duration::from_secs(args.timeout_secs) {
-            println!();
-            bail!("the pipeline did not catch up within {} s:\n{}", args.timeout_secs, offsets::table(&rows));
+        progress.show(&line);
+        if started.elapsed() > patience {
+            progress.interrupt();
+            bail!("the pipeline did not catch up within {} s:\n{}", patience.as_secs(), offsets::table(&rows));
         }
     }
-    println!("\ncaught up in {:.2} s\n", started.elapsed().as_secs_f64());
+    println!("caught up in {:.2} s\n", started.elapsed().as_secs_f64());
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     host.wait();
 
@@ -125,8 +138,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (commissions, dead_letters) = (written("commissions")?, written("orders.dlq")?);
     println!("commissions written: {commissions}");
     println!("dead letters (malformed orders): {dead_letters}");
-    if commissions + dead_letters != args.records as i64 {
-        bail!("expected {} commissions + dead letters, found {}", args.records, commissions + dead_letters);
+    if commissions + dead_letters != records as i64 {
+        bail!("expected {records} commissions + dead letters, found {}", commissions + dead_letters);
     }
     println!("every order accounted for: lag 0 on every partition.");
     Ok(())
