@@ -1,16 +1,18 @@
 //! The producer for output records and dead letters, and the acknowledgements that
 //! let input offsets be committed only after what they produced is safe.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::client_log::ClientLog;
 use super::tracker::{Epoch, SpanId};
 
 /// What becomes finished once every record of one group is acknowledged: a span of
@@ -80,7 +82,25 @@ impl AckGroup {
 /// Routes delivery reports to their [`AckGroup`].
 pub struct AckContext;
 
-impl ClientContext for AckContext {}
+/// The log state of every output producer of the process. They all write to the
+/// brokers of one config, so a broker outage is told once for all of them.
+static PRODUCERS: LazyLock<ClientLog> = LazyLock::new(ClientLog::default);
+
+/// librdkafka's words about the producer go to [`PRODUCERS`]: once per change of
+/// state, not once per retry.
+impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        PRODUCERS.log(&"output producer", level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        PRODUCERS.error(&"output producer", &error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        PRODUCERS.statistics(&"output producer", statistics);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<Arc<AckGroup>>;

@@ -31,6 +31,9 @@ pub fn unready(p: &PipelineFigures) -> Option<String> {
         ThreadState::Stopped => return Some(format!("pipeline {name}: stopped (shutting down)")),
         ThreadState::Running => {}
     }
+    if let Some(down) = &p.stats.brokers_down {
+        return Some(format!("pipeline {name}: {down}; ferry keeps trying to reach them"));
+    }
     if !l.joined {
         return Some(format!("pipeline {name}: not in consumer group {} yet (no assignment received)", p.config.group));
     }
@@ -123,6 +126,18 @@ mod tests {
         let p = [pipeline(ThreadState::Stopped, true, Some(0))];
         assert_eq!(answer(&healthz(&p)).0, 200);
         assert!(answer(&readyz(&p)).1.contains("shutting down"));
+    }
+
+    #[test]
+    fn unreachable_brokers_are_why_it_is_not_ready() {
+        let mut p = pipeline(ThreadState::Running, false, Some(0));
+        p.stats.brokers_down = Some(crate::kafka::client_log::BrokersDown {
+            since: std::time::Instant::now(),
+            why: "1/1 brokers are down".to_owned(),
+        });
+        let (status, body) = answer(&readyz(&[p]));
+        assert_eq!(status, 503);
+        assert!(body.contains("pipeline p: no Kafka broker reachable for 0 s (1/1 brokers are down)"), "{body}");
     }
 
     #[test]
