@@ -5,9 +5,24 @@
 //! malformed orders are rejected and dead-lettered to `orders.dlq`. The demo shows
 //! progress, then the bookmark of every partition: log end, committed offset, lag.
 //!
-//! The progress line is [`progress`]'s: redrawn on a terminal, plain lines otherwise.
+//! `ferry demo --story` plays the seed's two stories live instead: a member of a
+//! group crashes and the other takes over from the bookmarks ([`story`]), and the
+//! two commit policies side by side through a crash ([`policies`]).
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`progress`] | the progress line: redrawn on a terminal, plain lines otherwise |
+//! | [`flow`] | the embedded broker and orders arriving at a steady pace |
+//! | [`member`] | a `ferry run` child process (a group member that can be SIGKILLed) |
+//! | [`ledger`] | what the brokers hold: bookmark tables, commissions read back by order id |
+//! | [`story`], [`policies`] | the two stories |
 
+mod flow;
+mod ledger;
+mod member;
+mod policies;
 pub mod progress;
+mod story;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,9 +41,16 @@ use progress::Progress;
 /// Options of `ferry demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// How many orders to produce.
+    /// Play the seed's stories live: a member crashes (SIGKILL) and the other takes
+    /// over from the bookmarks; then interval and per-batch commits through a crash.
+    #[arg(long)]
+    pub story: bool,
+    /// How many orders to produce (per story with --story).
     #[arg(long)]
     pub records: Option<usize>,
+    /// With --story: orders per second arriving while the members run.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u32,
     /// The orders processor component (built from examples/orders when omitted).
     #[arg(long)]
     pub component: Option<PathBuf>,
@@ -39,6 +61,8 @@ pub struct DemoArgs {
 
 /// Orders of the classic demo.
 const DEMO_RECORDS: usize = 20_000;
+/// Orders of each story.
+const STORY_RECORDS: usize = 10_000;
 
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "ferry-demo";
@@ -57,7 +81,7 @@ fn order(i: usize) -> String {
     }
 }
 
-/// Runs the demo.
+/// Runs the demo, or with `--story` the stories.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let component = match &args.component {
         Some(path) => path.clone(),
@@ -66,6 +90,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             crate::devtools::build_guest("ferry-example-orders")?
         }
     };
+    if args.story {
+        let story = story::Settings {
+            // Member configs live in a scratch directory: a relative path would not resolve.
+            component: std::path::absolute(&component)
+                .with_context(|| format!("failed to resolve {}", component.display()))?,
+            records: args.records.unwrap_or(STORY_RECORDS),
+            rate: args.rate.max(1),
+            patience: Duration::from_secs(args.timeout_secs),
+        };
+        story::run(&story)?;
+        return policies::run(&story);
+    }
     seed(&component, args.records.unwrap_or(DEMO_RECORDS), Duration::from_secs(args.timeout_secs))
 }
 
