@@ -67,17 +67,18 @@ pub fn ensure_wasm_target(root: &Path) -> anyhow::Result<()> {
         eprintln!(
             "the {WASM_TARGET} target is missing: adding it (rustup target add {WASM_TARGET}), once per toolchain"
         );
-        let output = Command::new("rustup")
-            .current_dir(root)
-            .args(["target", "add", WASM_TARGET])
-            .output()
-            .map_err(|error| missing_tool(error, "rustup", &format!("add the {WASM_TARGET} target")))
-            .with_context(|| {
-                format!(
-                    "the {WASM_TARGET} target is not installed; add it to your Rust toolchain \
-                     (with rustup: `rustup target add {WASM_TARGET}`), or give a built component with --component"
-                )
-            })?;
+        let output = match Command::new("rustup").current_dir(root).args(["target", "add", WASM_TARGET]).output() {
+            Ok(output) => output,
+            Err(error) if error.kind() == ErrorKind::NotFound => bail!(
+                "the {WASM_TARGET} target is not installed for this Rust toolchain, and `rustup` is not on PATH to \
+                 add it: add the target the way this Rust was installed, or install Rust with rustup (https://rustup.rs)"
+            ),
+            Err(error) => {
+                return Err(
+                    anyhow::Error::new(error).context(format!("failed to run `rustup target add {WASM_TARGET}`"))
+                );
+            }
+        };
         if !output.status.success() {
             bail!(
                 "`rustup target add {WASM_TARGET}` failed ({}):\n{}",

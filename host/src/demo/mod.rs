@@ -87,7 +87,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => {
             eprintln!("building the orders example processor (examples/orders) for wasm32-wasip2...");
-            crate::devtools::build_guest("ferry-example-orders")?
+            crate::devtools::build_guest("ferry-example-orders").context(
+                "failed to build the orders example processor (`--component <file.wasm>` runs one built elsewhere)",
+            )?
         }
     };
     if args.story {
