@@ -44,7 +44,8 @@ fn a_dead_broker_is_told_once_then_summarized_and_readyz_says_why() {
     let answer = get(admin, "/readyz");
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert!(
-        answer.body.contains("pipeline orders: no Kafka broker reachable for")
+        answer.body.contains("pipeline orders: not in consumer group orders yet")
+            && answer.body.contains("no Kafka broker reachable for")
             && answer.body.contains("brokers are down"),
         "/readyz explains: {}",
         answer.body

@@ -115,10 +115,10 @@ impl ClientLog {
     }
 }
 
-/// Who keeps a client's [`ClientLog`] and names the client in its lines (a
-/// pipeline keeps its consumer's, for its health checks).
+/// Who keeps a client's [`ClientLog`] (a pipeline keeps its consumer's, for its
+/// health checks).
 pub trait ClientLogOwner {
-    /// The client's name in log lines.
+    /// The owner's name, for the client's log lines (the pipeline's).
     fn client_name(&self) -> &str;
     /// Its log state.
     fn client_log(&self) -> &ClientLog;
@@ -314,6 +314,9 @@ impl Statistics {
     }
 }
 
+/// How many distinct texts are remembered.
+const MAX_DISTINCT: usize = 1024;
+
 /// Repeating errors, by their text: the first occurrence is logged, then a summary
 /// at most every [`SUMMARY_EVERY`] while it repeats.
 #[derive(Debug, Default)]
@@ -349,6 +352,10 @@ impl RepeatedErrors {
     fn report(&mut self, error: &str, now: Instant) -> Vec<Said> {
         match self.seen.get_mut(error) {
             None => {
+                if self.seen.len() >= MAX_DISTINCT {
+                    // Texts that never repeat would grow the map forever.
+                    self.seen.clear();
+                }
                 self.seen.insert(error.to_owned(), Seen { since_summary: 0, summarized_at: now });
                 vec![Said::First { text: error.to_owned() }]
             }
