@@ -125,6 +125,19 @@ impl BatchEncoder {
         }
     }
 
+    /// Appends one record already in the wire encoding: exactly the bytes
+    /// [`push`](Self::push) wrote for it (see [`RawRecord::encoded`]), for a host that
+    /// keeps records aside and batches them again.
+    ///
+    /// # Panics
+    ///
+    /// If `record` is not exactly one well-formed record.
+    pub fn push_encoded(&mut self, record: &[u8]) {
+        validate(record, 1).expect("ferry wire: push_encoded takes exactly one encoded record");
+        self.count = self.count.checked_add(1).expect("ferry wire: more than u32::MAX records in one batch");
+        self.buf.extend_from_slice(record);
+    }
+
     /// How many records were pushed since the last [`clear`](Self::clear).
     pub fn count(&self) -> u32 {
         self.count
@@ -229,6 +242,14 @@ pub struct RawRecord<'a> {
 }
 
 impl<'a> RawRecord<'a> {
+    /// The record in the wire encoding, on its own (for
+    /// [`BatchEncoder::push_encoded`]).
+    pub fn encoded(&self) -> Vec<u8> {
+        let mut encoder = BatchEncoder::new();
+        encoder.push(self.offset, self.timestamp_ms, self.key, self.value, self.headers());
+        encoder.into_bytes()
+    }
+
     /// The headers in wire order. They were checked when the record was decoded.
     pub fn headers(&self) -> Headers<'a> {
         Headers { rest: self.headers, remaining: self.header_count }

@@ -59,19 +59,72 @@ impl Default for SandboxConfig {
 }
 
 /// The admin HTTP server.
+///
+/// Its bearer token (needed by every mutating call) comes from, first found wins:
+/// the `FERRY_ADMIN_TOKEN` environment variable (when not empty), the file named by
+/// `token_file`, then `token`. Setting both `token_file` and `token` is an error.
+/// With none, mutating calls are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to bind; loopback unless you mean it.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
-    /// Bearer token for mutating calls; `FERRY_ADMIN_TOKEN` overrides it.
+    /// Bearer token for mutating calls, written into the config.
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace ignored), relative to
+    /// the config file; keeps the token out of the config and the process list.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
+
+/// The environment variable that overrides the configured admin token (the host's)
+/// and supplies it to `ferry deploy`.
+pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
 
 fn default_admin_listen() -> String {
     "127.0.0.1:9464".into()
+}
+
+impl AdminConfig {
+    /// The bearer token, from [`ADMIN_TOKEN_ENV`], `token_file` or `token` (first
+    /// found wins); `None` when there is none.
+    pub fn bearer_token(&self) -> anyhow::Result<Option<String>> {
+        self.bearer_token_with(std::env::var(ADMIN_TOKEN_ENV).ok())
+    }
+
+    /// [`Self::bearer_token`] with the environment variable's value given.
+    fn bearer_token_with(&self, from_env: Option<String>) -> anyhow::Result<Option<String>> {
+        if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        if let Some(path) = &self.token_file {
+            return read_token_file(path).context("admin.token_file").map(Some);
+        }
+        Ok(self.token.clone())
+    }
+}
+
+/// Reads a bearer token from `path`: its whole content, surrounding whitespace
+/// removed. Warns when other users may read the file.
+pub fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the admin token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", path.display());
+    }
+    if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("the admin token in {} must be one line without spaces", path.display());
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "the admin token file is readable by other users; chmod 600 it");
+    }
+    Ok(token.to_owned())
 }
 
 /// One pipeline: input topics, a consumer group, a processor, and its policies.
@@ -97,6 +150,19 @@ pub struct PipelineConfig {
     /// When finished offsets are committed.
     #[serde(default)]
     pub commit: CommitPolicy,
+    /// What a crash or rebalance may do to outputs: publish some again
+    /// (`at-least-once`), or never (`exactly-once`: outputs, dead letters and input
+    /// offsets are committed in one Kafka transaction per partition).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// With exactly-once: the broker aborts a transaction left open this long (a
+    /// member that died mid-transaction). It must outlast a batch and a commit interval.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// With exactly-once: the start of every `transactional.id`, which is
+    /// `<prefix>.<group>.<topic>.<partition>`. Principals need Write on these ids.
+    #[serde(default = "default_transactional_id_prefix")]
+    pub transactional_id_prefix: String,
     /// Topics the processor may write output records to (the `output` capability).
     #[serde(default)]
     pub output_topics: Vec<String>,
@@ -128,6 +194,12 @@ pub struct PipelineConfig {
     pub auto_rollback: Option<AutoRollback>,
 }
 
+fn default_transaction_timeout_ms() -> u64 {
+    10_000
+}
+fn default_transactional_id_prefix() -> String {
+    "ferry".to_owned()
+}
 fn default_batch_size() -> usize {
     500
 }
@@ -136,6 +208,19 @@ fn default_max_wait_ms() -> u64 {
 }
 fn yes() -> bool {
     true
+}
+
+/// The delivery guarantee of a pipeline's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Outputs are published before the input offset is committed: a crash in
+    /// between publishes them again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, dead letters and the input offset of a partition are committed in one
+    /// transaction: `read_committed` readers see each processed record's outputs once.
+    ExactlyOnce,
 }
 
 /// When finished offsets are committed. Revokes and shutdowns always commit.
@@ -263,6 +348,9 @@ impl Config {
         if let Some(dir) = config.sandbox.cache_dir.as_mut().filter(|d| d.is_relative() && !d.as_os_str().is_empty()) {
             *dir = base.join(&*dir);
         }
+        if let Some(file) = config.admin.as_mut().and_then(|a| a.token_file.as_mut()).filter(|f| f.is_relative()) {
+            *file = base.join(&*file);
+        }
         Ok(config)
     }
 
@@ -288,6 +376,12 @@ impl Config {
                 .listen
                 .parse::<std::net::SocketAddr>()
                 .with_context(|| format!("admin.listen: `{}` is not an address like 127.0.0.1:9464", admin.listen))?;
+            if admin.token.is_some() && admin.token_file.is_some() {
+                bail!("admin.token_file: set either admin.token or admin.token_file, not both");
+            }
+            if admin.token.as_deref().is_some_and(|t| t.trim().is_empty() || t.chars().any(char::is_whitespace)) {
+                bail!("admin.token: must be non-empty and without spaces");
+            }
         }
         if self.pipelines.is_empty() {
             bail!("pipeline: define at least one [[pipeline]]");
@@ -319,6 +413,46 @@ impl Config {
 }
 
 impl PipelineConfig {
+    /// Whether this pipeline commits through transactions.
+    pub fn exactly_once(&self) -> bool {
+        self.delivery == Delivery::ExactlyOnce
+    }
+
+    fn validate_exactly_once(&self, at: &str, global_kafka: &BTreeMap<String, String>) -> anyhow::Result<()> {
+        if self.output_topics.is_empty() && self.failure.dead_letter_topic.is_none() {
+            bail!(
+                "{at}.delivery: exactly-once covers what a pipeline writes to Kafka, and this one writes nothing \
+                 (no output_topics, no dead-letter topic); use at-least-once"
+            );
+        }
+        check_transactional_prefix(at, &self.transactional_id_prefix)?;
+        let field = format!("{at}.transaction_timeout_ms");
+        in_range(&field, self.transaction_timeout_ms, 1_000, 900_000)
+            .context("the broker's transaction.max.timeout.ms is 900000 by default")?;
+        let interval = match self.commit {
+            CommitPolicy::Interval { interval_ms } => interval_ms,
+            CommitPolicy::PerBatch => 0,
+        };
+        let needed = self.limits.time_per_batch_ms + interval;
+        if self.transaction_timeout_ms <= needed {
+            bail!(
+                "{field}: {} ms would let the broker abort a transaction that is still in use: a transaction stays \
+                 open for up to a batch ({} ms) plus a commit interval ({interval} ms); raise it above {needed} ms",
+                self.transaction_timeout_ms,
+                self.limits.time_per_batch_ms
+            );
+        }
+        for (key, value) in global_kafka.iter().chain(&self.kafka) {
+            if key == "isolation.level" && value != "read_committed" {
+                bail!(
+                    "{at}.kafka.isolation.level: exactly-once reads its input with read_committed, so that records \
+                     of aborted upstream transactions never reach the processor; `{value}` is not allowed"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate(
         &self,
         at: &str,
@@ -338,6 +472,9 @@ impl PipelineConfig {
         in_range(&format!("{at}.max_wait_ms"), self.max_wait_ms, 0, 60_000)?;
         if let CommitPolicy::Interval { interval_ms } = self.commit {
             in_range(&format!("{at}.commit.interval_ms"), interval_ms, 10, 3_600_000)?;
+        }
+        if self.delivery == Delivery::ExactlyOnce {
+            self.validate_exactly_once(at, global_kafka)?;
         }
         for topic in &self.output_topics {
             if self.inputs.contains(topic) {
@@ -454,6 +591,16 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn check_transactional_prefix(at: &str, prefix: &str) -> anyhow::Result<()> {
+    if prefix.is_empty()
+        || prefix.len() > 100
+        || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("{at}.transactional_id_prefix: `{prefix}` must be 1-100 letters, digits, `-`, `_` or `.`");
+    }
+    Ok(())
+}
+
 fn check_topic_name(at: &str, topic: &str) -> anyhow::Result<()> {
     let valid = !topic.is_empty()
         && topic.len() <= 249
@@ -560,5 +707,55 @@ mod tests {
         assert_eq!(provisions.settings.get("output_topic").map(String::as_str), Some("payouts"));
         assert_eq!(c.pipelines[0].logs.lines_per_sec, 5);
         assert_eq!(c.pipelines[0].logs.bytes_per_sec, LogRate::default().bytes_per_sec);
+    }
+
+    fn with_admin(admin: &str) -> Config {
+        Config::parse(&GOOD.replace("[kafka]", &format!("[admin]\n{admin}\n[kafka]"))).unwrap()
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_environment_then_the_file_then_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let inline = with_admin("token = \"inline\"").admin.unwrap();
+        let in_file = with_admin(&format!("token_file = \"{}\"", file.display())).admin.unwrap();
+        let none = with_admin("listen = \"127.0.0.1:0\"").admin.unwrap();
+
+        let env = || Some(" from-env\n".to_owned());
+        assert_eq!(inline.bearer_token_with(env()).unwrap().as_deref(), Some("from-env"));
+        assert_eq!(in_file.bearer_token_with(env()).unwrap().as_deref(), Some("from-env"));
+        assert_eq!(in_file.bearer_token_with(None).unwrap().as_deref(), Some("from-file"));
+        assert_eq!(in_file.bearer_token_with(Some(String::new())).unwrap().as_deref(), Some("from-file"));
+        assert_eq!(inline.bearer_token_with(None).unwrap().as_deref(), Some("inline"));
+        assert_eq!(none.bearer_token_with(None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_bad_admin_token_source_is_refused_by_name() {
+        let e = error_of(&GOOD.replace("[kafka]", "[admin]\ntoken = \"t\"\ntoken_file = \"f\"\n[kafka]"));
+        assert!(e.contains("admin.token_file") && e.contains("not both"), "{e}");
+        let e = error_of(&GOOD.replace("[kafka]", "[admin]\ntoken = \"\"\n[kafka]"));
+        assert!(e.contains("admin.token"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let admin = with_admin(&format!("token_file = \"{}\"", empty.display())).admin.unwrap();
+        let e = format!("{:#}", admin.bearer_token_with(None).unwrap_err());
+        assert!(e.contains("admin.token_file") && e.contains("is empty"), "{e}");
+        let missing = with_admin("token_file = \"/nonexistent/ferry-token\"").admin.unwrap();
+        let e = format!("{:#}", missing.bearer_token_with(None).unwrap_err());
+        assert!(e.contains("/nonexistent/ferry-token"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_token_file_is_read_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "s3cret").unwrap();
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(&config, GOOD.replace("[kafka]", "[admin]\ntoken_file = \"admin.token\"\n[kafka]")).unwrap();
+        let admin = Config::load(&config).unwrap().admin.unwrap();
+        assert_eq!(admin.bearer_token_with(None).unwrap().as_deref(), Some("s3cret"));
     }
 }

@@ -77,6 +77,8 @@ impl Host {
     /// Loads every component (failing before anything consumes) and starts the
     /// pipelines.
     pub fn start(config: &Config) -> anyhow::Result<Self> {
+        // Read before anything starts, so a missing token file fails the start cleanly.
+        let admin_token = config.admin.as_ref().map(|admin| admin.bearer_token()).transpose()?.flatten();
         let runtime = Runtime::new()?;
         let sandbox = Sandbox::with_runtime(config.sandbox_settings(), runtime)?;
         let mut slots = Vec::new();
@@ -98,14 +100,17 @@ impl Host {
         }
         let admin = match &config.admin {
             Some(admin) => {
-                let token =
-                    std::env::var("FERRY_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| admin.token.clone());
                 let views = pipelines
                     .iter()
                     .map(|p| PipelineView { config: p.config.clone(), shared: p.shared.clone(), slot: p.slot.clone() })
                     .collect();
                 let broker_view = BrokerView::start(&config.brokers, &config.kafka, &config.pipelines);
-                let state = Arc::new(AdminState { pipelines: views, sandbox: sandbox.clone(), token, broker_view });
+                let state = Arc::new(AdminState {
+                    pipelines: views,
+                    sandbox: sandbox.clone(),
+                    token: admin_token,
+                    broker_view,
+                });
                 Some(admin::serve(&admin.listen, state)?)
             }
             None => None,

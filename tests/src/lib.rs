@@ -2,6 +2,10 @@
 //! embedded mock cluster and a real Tansu process), `ferry` processes, and ledgers
 //! read back from Kafka.
 
+pub mod checker;
+pub mod exactly_once;
+pub mod raw_log;
+pub mod raw_produce;
 pub mod scenarios;
 
 use std::collections::HashMap;
@@ -111,6 +115,61 @@ impl Broker for Embedded {
 
     fn create_topic(&self, name: &str, partitions: i32) {
         self.cluster.create_topic(name, partitions, 1).expect("topic created");
+    }
+}
+
+/// The embedded mock cluster in a process of its own (`src/bin/mock-broker.rs`), for
+/// tests that kill and restart members around a broker that stays.
+pub struct MockBrokerProcess {
+    child: Child,
+    commands: std::process::ChildStdin,
+    answers: std::io::BufReader<std::process::ChildStdout>,
+    brokers: String,
+}
+
+impl MockBrokerProcess {
+    /// Starts it and waits until it listens.
+    pub fn start() -> Self {
+        ferry_bin();
+        let bin = ferry_bin().with_file_name("mock-broker");
+        let mut child = Command::new(bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mock-broker starts");
+        let commands = child.stdin.take().expect("piped");
+        let mut answers = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut answers, &mut line).expect("mock-broker answers");
+        let brokers = line.trim().strip_prefix("bootstrap ").expect("bootstrap line").to_owned();
+        Self { child, commands, answers, brokers }
+    }
+
+    fn command(&mut self, command: &str) -> String {
+        use std::io::Write as _;
+        writeln!(self.commands, "{command}").expect("mock-broker reads");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.answers, &mut line).expect("mock-broker answers");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for MockBrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker for std::sync::Mutex<MockBrokerProcess> {
+    fn brokers(&self) -> String {
+        self.lock().unwrap_or_else(|p| p.into_inner()).brokers.clone()
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let answer = self.lock().unwrap_or_else(|p| p.into_inner()).command(&format!("topic {name} {partitions}"));
+        assert_eq!(answer, "ok", "creating topic {name}");
     }
 }
 
@@ -325,18 +384,52 @@ pub fn lag(brokers: &str, group: &str, topic: &str) -> Vec<PartitionLag> {
     offsets::show(brokers, &Default::default(), group, &[topic.to_owned()]).expect("offsets")
 }
 
-/// With `FERRY_TEST_LOG` set (a `RUST_LOG` filter), hosts started inside the test
-/// process log to stderr too (child processes always log to `target/test-logs`).
+/// What hosts started inside the test process logged that the checker reads (guest
+/// lines and assignment changes), kept in memory: child processes log to files in
+/// `target/test-logs`, which the checker reads the same way. With `FERRY_TEST_LOG`
+/// set (a `RUST_LOG` filter), everything it selects goes to stderr too.
 pub fn in_process_logs() {
-    if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
+        let filter =
+            std::env::var("FERRY_TEST_LOG").map(|f| format!("{f},{CAPTURED}")).unwrap_or_else(|_| CAPTURED.to_owned());
         let targets: tracing_subscriber::filter::Targets =
             filter.parse().expect("FERRY_TEST_LOG holds target=level directives");
         let _ = tracing_subscriber::registry()
             .with(targets)
-            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(|| CaptureWriter))
             .try_init();
+    });
+}
+
+/// The targets the in-process capture keeps.
+const CAPTURED: &str = "ferry::guest=info,ferry_host::pipeline::shared=info";
+
+fn capture() -> &'static Mutex<Vec<u8>> {
+    static CAPTURE: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    CAPTURE.get_or_init(Mutex::default)
+}
+
+/// Everything captured from hosts in this test process so far.
+pub fn captured_log() -> String {
+    String::from_utf8_lossy(&capture().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        capture().lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        if std::env::var_os("FERRY_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -370,13 +463,27 @@ impl FerryProcess {
 
     /// The most memory the process ever held resident (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status_field("VmHWM") * 1024
+    }
+
+    /// The memory the process holds resident now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_field("VmRSS") * 1024
+    }
+
+    /// The number of threads the process runs now (`Threads`).
+    pub fn threads(&self) -> u64 {
+        self.status_field("Threads")
+    }
+
+    /// A numeric field of `/proc/<pid>/status` (kB for memory fields).
+    fn status_field(&self, name: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("the process runs");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmHWM in /proc/<pid>/status")
-            * 1024
+            .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
     }
 
     /// Sends SIGTERM and waits for the process to exit, returning how it exited.
@@ -419,10 +526,10 @@ pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     path
 }
 
-/// A `seen` ledger entry written by the recorder guest: (topic, partition, offset).
+/// The input record a `seen` output of the recorder guest names: (topic,
+/// partition, offset), from `<incarnation>/<topic>/<partition>/<offset>/<nonce>`.
 pub fn parse_seen(value: &str) -> (String, i32, i64) {
-    let mut parts = value.rsplitn(3, '/');
-    let offset = parts.next().and_then(|o| o.parse().ok()).expect("offset");
-    let partition = parts.next().and_then(|p| p.parse().ok()).expect("partition");
-    (parts.next().expect("topic").to_owned(), partition, offset)
+    let parts: Vec<&str> = value.split('/').collect();
+    assert_eq!(parts.len(), 5, "a seen value: {value}");
+    (parts[1].to_owned(), parts[2].parse().expect("partition"), parts[3].parse().expect("offset"))
 }

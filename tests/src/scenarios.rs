@@ -1,31 +1,37 @@
-//! The seed's offset scenarios, each checked against an independent ledger: the
-//! records produced, and what the recorder guest reported seeing (its `seen` topic).
+//! The seed's offset scenarios, each judged by the independent checker
+//! ([`crate::checker`]): the records produced, what the recorder guest was handed and
+//! published, and the committed offsets sampled while the scenario ran.
 //! `tests/offsets.rs` runs them on the embedded broker, `tests/real_broker.rs` on
 //! Tansu.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use ferry_host::config::Config;
 use ferry_host::host::Host;
 
+use crate::checker::{CommitSampler, Report, check};
 use crate::*;
 
-/// A pipeline config for the recorder guest.
-fn recorder_config(broker: &dyn Broker, group: &str, topic: &str, extra: &str) -> String {
+/// A pipeline config for the recorder guest, as one member incarnation: the
+/// pipeline is named after it (unique), and the guest tags its ledger with it.
+pub fn recorder_config(broker: &dyn Broker, group: &str, topic: &str, extra: &str) -> String {
+    let incarnation = format!("{group}.{}", unique("rec"));
     format!(
         r#"
         brokers = "{brokers}"
         [kafka]
         {properties}
         [[pipeline]]
-        name = "recorder"
+        name = "{incarnation}"
         inputs = ["{topic}"]
         group = "{group}"
         component = "{component}"
         batch_size = 50
         max_wait_ms = 10
         output_topics = ["seen"]
+        settings = {{ incarnation = "{incarnation}" }}
+        logs = {{ lines_per_sec = 100000, bytes_per_sec = 67108864 }}
         kafka = {{ "session.timeout.ms" = "6000" }}
         {extra}
         "#,
@@ -35,42 +41,35 @@ fn recorder_config(broker: &dyn Broker, group: &str, topic: &str, extra: &str) -
     )
 }
 
-/// offset -> how many times the guest saw it, per partition of `topic`.
-fn seen_counts(brokers: &str, topic: &str) -> BTreeMap<(i32, i64), usize> {
-    let mut counts = BTreeMap::new();
-    for read in read_all(brokers, "seen") {
-        let (t, partition, offset) = parse_seen(&read.value);
-        if t == topic {
-            *counts.entry((partition, offset)).or_default() += 1;
-        }
-    }
-    counts
-}
-
 fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
-/// Clean run: 0 lost, 0 duplicates, committed = log end.
+/// The checker's verdict on `group`'s run over `topic`, from these process logs
+/// (plus what hosts in this process logged).
+fn judge(brokers: &str, topic: &str, group: &str, mut logs: Vec<String>, sampler: CommitSampler) -> Report {
+    logs.push(captured_log());
+    let report = check(brokers, topic, group, None, &logs, &sampler.stop());
+    report.assert_sound();
+    report
+}
+
+/// Clean run: every record processed once, nothing else, committed = log end.
 pub fn clean_run(broker: &dyn Broker, per_partition: usize) {
     let brokers = broker.brokers();
     broker.create_topic("orders", 4);
     broker.create_topic("seen", 1);
     produce(&brokers, "orders", 4, &values("order-", 4 * per_partition));
-
+    let sampler = CommitSampler::start(&brokers, "clean", "orders");
     let config = Config::parse(&recorder_config(broker, "clean", "orders", "")).unwrap();
     let host = Host::start(&config).unwrap();
     wait_until("lag 0 on every partition", || lag(&brokers, "clean", "orders").iter().all(|p| p.lag() == 0));
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
 
-    let seen = seen_counts(&brokers, "orders");
-    assert_eq!(seen.len(), 4 * per_partition, "lost records");
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "duplicates in a clean run: {:?}",
-        seen.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
-    );
+    let report = judge(&brokers, "orders", "clean", Vec::new(), sampler);
+    assert_eq!(report.processed, 4 * per_partition, "every record processed");
+    assert!(report.allowed_duplicates.is_empty(), "a clean run has no duplicates:\n{}", report.summary());
     for p in lag(&brokers, "clean", "orders") {
         assert_eq!(p.committed, Some(p.log_end), "partition {} committed = log end", p.partition);
         assert_eq!(p.log_end, per_partition as i64);
@@ -85,33 +84,41 @@ pub fn crash_before_commit(broker: &dyn Broker) {
     broker.create_topic("seen", 1);
     let dir = tempfile::tempdir().unwrap();
     // Interval commits every 10 minutes: only a clean shutdown or revoke commits.
-    let config = write_config(
-        dir.path(),
-        &recorder_config(broker, "crash", "orders", "commit = { policy = \"interval\", interval_ms = 600000 }"),
-    );
+    let config = || {
+        write_config(
+            dir.path(),
+            &recorder_config(broker, "crash", "orders", "commit = { policy = \"interval\", interval_ms = 600000 }"),
+        )
+    };
+    let sampler = CommitSampler::start(&brokers, "crash", "orders");
+    let mut logs = Vec::new();
+    let published = || read_all(&brokers, "seen").len();
 
     produce(&brokers, "orders", 1, &values("a", 4));
-    let mut first = FerryProcess::start(&config);
-    wait_until("consumer-1 saw 0-3", || seen_counts(&brokers, "orders").len() == 4);
+    let mut first = FerryProcess::start(&config());
+    wait_until("consumer-1 processed 0-3", || published() == 4);
     first.terminate();
+    logs.push(first.log_text());
     assert_eq!(lag(&brokers, "crash", "orders")[0].committed, Some(4), "a clean stop commits 4");
 
     produce(&brokers, "orders", 1, &values("b", 4));
-    let mut second = FerryProcess::start(&config);
-    wait_until("consumer-2 saw 4-7", || seen_counts(&brokers, "orders").len() == 8);
+    let mut second = FerryProcess::start(&config());
+    wait_until("consumer-2 processed 4-7", || published() == 8);
     second.kill9();
+    logs.push(second.log_text());
     assert_eq!(lag(&brokers, "crash", "orders")[0].committed, Some(4), "the crash committed nothing");
 
     produce(&brokers, "orders", 1, &values("c", 2));
-    let mut third = FerryProcess::start(&config);
-    wait_until("consumer-3 saw 4-9", || seen_counts(&brokers, "orders").values().sum::<usize>() == 14);
+    let mut third = FerryProcess::start(&config());
+    wait_until("consumer-3 processed 4-9", || published() == 14);
     third.terminate();
+    logs.push(third.log_text());
     assert_eq!(lag(&brokers, "crash", "orders")[0].lag(), 0, "a clean stop commits the log end");
 
-    let seen = seen_counts(&brokers, "orders");
-    let expected: BTreeMap<(i32, i64), usize> =
-        (0..10).map(|o| ((0, o), if (4..8).contains(&o) { 2 } else { 1 })).collect();
-    assert_eq!(seen, expected, "nothing lost; duplicates exactly the uncommitted window 4-7");
+    let report = judge(&brokers, "orders", "crash", logs, sampler);
+    let again: BTreeSet<(i32, i64, usize)> = report.allowed_duplicates.iter().copied().collect();
+    let expected: BTreeSet<(i32, i64, usize)> = (4..8).map(|o| (0, o, 2)).collect();
+    assert_eq!(again, expected, "duplicates exactly the uncommitted window 4-7:\n{}", report.summary());
 }
 
 /// The seed's rebalance case, with eager and cooperative assignment: 4 partitions,
@@ -123,33 +130,30 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
     broker.create_topic("seen", 1);
     let group = format!("rebalance-{strategy}");
     produce(&brokers, "orders", 4, &(0..400).map(|i| format!("{i}")).collect::<Vec<_>>());
+    let sampler = CommitSampler::start(&brokers, &group, "orders");
     let extra = format!(
         "commit = {{ policy = \"interval\", interval_ms = 100 }}\n\
          kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\" }}"
     );
     // Small batches, so commits land while the slow stream is still flowing.
-    let text = recorder_config(broker, &group, "orders", "")
-        .replace("kafka = { \"session.timeout.ms\" = \"6000\" }", &extra)
-        .replace("batch_size = 50", "batch_size = 5");
+    let text = |broker: &dyn Broker| {
+        recorder_config(broker, &group, "orders", "")
+            .replace("kafka = { \"session.timeout.ms\" = \"6000\" }", &extra)
+            .replace("batch_size = 50", "batch_size = 5")
+    };
     // The survivor starts first and owns all four partitions; the victim joins and
     // takes two of them.
-    let survivor = Host::start(&Config::parse(&text).unwrap()).unwrap();
+    let survivor = Host::start(&Config::parse(&text(broker)).unwrap()).unwrap();
     let stats = || survivor.pipelines[0].shared.stats.snapshot();
     let assigned = |s: &ferry_host::pipeline::stats::StatsSnapshot| -> BTreeSet<i32> {
         s.partitions.iter().filter(|(_, p)| p.assigned).map(|((_, p), _)| *p).collect()
     };
     wait_until("the survivor owns all four partitions", || assigned(&stats()).len() == 4);
-    // The handover below starts from a known bookmark: everything so far committed (the
-    // embedded broker refuses commits while its group settles, so this can take a few
-    // intervals). Otherwise the victim may legitimately re-read records the survivor
-    // processed but could not commit yet, and re-commit them before the bookmark is read.
-    wait_until("the survivor committed the first 400 records", || {
-        lag(&brokers, &group, "orders").iter().all(|p| p.lag() == 0)
-    });
     let dir = tempfile::tempdir().unwrap();
-    let mut victim = FerryProcess::start(&write_config(dir.path(), &text));
+    let mut victim = FerryProcess::start(&write_config(dir.path(), &text(broker)));
     wait_until("two members with two partitions each", || assigned(&stats()).len() == 2);
     let victims: Vec<i32> = (0..4).filter(|p| !assigned(&stats()).contains(p)).collect();
+    assert_eq!(victims.len(), 2, "the victim owns the other two partitions");
     let handed_over = lag(&brokers, &group, "orders");
     // Now a slow stream, so the victim dies mid-way.
     produce(&brokers, "orders", 4, &(400..400 + slow).map(|i| format!("slow:{slow_ms};{i}")).collect::<Vec<_>>());
@@ -160,38 +164,18 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
         })
     });
     victim.kill9();
-    let at_kill: BTreeMap<i32, i64> =
-        lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.committed.unwrap())).collect();
-    let seen_before_kill = read_all(&brokers, "seen").len();
-    assert_eq!(victims.len(), 2, "the victim owned the other two partitions");
-    let log_ends: BTreeMap<i32, i64> =
-        lag(&brokers, &group, "orders").iter().map(|p| (p.partition, p.log_end)).collect();
-    let unfinished: Vec<i32> = victims.iter().copied().filter(|p| at_kill[p] < log_ends[p]).collect();
-    assert!(!unfinished.is_empty(), "the victim was killed mid-stream");
+    let victim_log = victim.log_text();
 
     wait_until("the survivor owns all four partitions", || assigned(&stats()).len() == 4);
     wait_until("lag 0 everywhere", || lag(&brokers, &group, "orders").iter().all(|p| p.lag() == 0));
     survivor.shutdown_flag().store(true, Ordering::Relaxed);
     survivor.wait();
 
-    let ledger = read_all(&brokers, "seen");
-    let after: Vec<(i32, i64)> =
-        ledger[seen_before_kill..].iter().map(|r| parse_seen(&r.value)).map(|(_, p, o)| (p, o)).collect();
-    for &p in &unfinished {
-        let resumed = after.iter().filter(|(q, _)| *q == p).map(|(_, o)| *o).min().expect("survivor took over");
-        assert_eq!(resumed, at_kill[&p], "partition {p} resumed at its committed offset");
-    }
-    let seen = seen_counts(&brokers, "orders");
-    assert_eq!(seen.len(), 400 + slow, "nothing lost");
-    // At-least-once: a record is seen twice only if it was past the bookmark when its
-    // partition changed hands. (The embedded broker refuses commits while a rebalance
-    // is in progress, so the handover itself can redeliver the uncommitted tail.)
-    for (&(p, o), &n) in &seen {
-        if n > 1 {
-            let bookmark = handed_over.iter().find(|h| h.partition == p).and_then(|h| h.committed).unwrap_or(0);
-            assert!(o >= bookmark, "duplicate {p}/{o} below the bookmark {bookmark} it had when partitions moved");
-        }
-    }
+    // The checker holds every duplicate to the bookmark of the assignment that
+    // processed it again: the survivor resumed each of the victim's partitions at
+    // its committed offset, or it would report them.
+    let report = judge(&brokers, "orders", &group, vec![victim_log], sampler);
+    assert_eq!(report.processed, 400 + slow, "nothing lost:\n{}", report.summary());
 }
 
 /// Record 5 is never finished, 6-9 are: the commit stays at 5.
@@ -234,27 +218,25 @@ pub fn sigkill_mid_stream(broker: &dyn Broker, count: usize, slow_ms: u64) {
     broker.create_topic("seen", 1);
     let records: Vec<String> = (0..count).map(|i| format!("slow:{slow_ms};{i}")).collect();
     produce(&brokers, "orders", 2, &records);
+    let sampler = CommitSampler::start(&brokers, "kill", "orders");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        // Small batches, so commits land while the slow stream is still flowing.
-        &recorder_config(broker, "kill", "orders", "commit = { policy = \"interval\", interval_ms = 100 }")
-            .replace("batch_size = 50", "batch_size = 5"),
-    );
-    let mut first = FerryProcess::start(&config);
+    // Small batches, so commits land while the slow stream is still flowing.
+    let config = || {
+        write_config(
+            dir.path(),
+            &recorder_config(broker, "kill", "orders", "commit = { policy = \"interval\", interval_ms = 100 }")
+                .replace("batch_size = 50", "batch_size = 5"),
+        )
+    };
+    let mut first = FerryProcess::start(&config());
     wait_until("some records committed", || {
         lag(&brokers, "kill", "orders").iter().map(|p| p.committed.unwrap_or(0)).sum::<i64>() >= count as i64 / 6
     });
     first.kill9();
-    let at_kill = lag(&brokers, "kill", "orders");
-    assert!(at_kill.iter().any(|p| p.lag() > 0), "killed mid-stream");
-    let mut second = FerryProcess::start(&config);
+    assert!(lag(&brokers, "kill", "orders").iter().any(|p| p.lag() > 0), "killed mid-stream");
+    let mut second = FerryProcess::start(&config());
     wait_until("caught up", || lag(&brokers, "kill", "orders").iter().all(|p| p.lag() == 0));
     second.terminate();
-    let seen = seen_counts(&brokers, "orders");
-    assert_eq!(seen.len(), count, "nothing lost");
-    for ((p, o), n) in seen {
-        let committed = at_kill.iter().find(|l| l.partition == p).unwrap().committed.unwrap_or(0);
-        assert!(n == 1 || o >= committed, "only uncommitted records are redelivered ({p}/{o} seen {n} times)");
-    }
+    let report = judge(&brokers, "orders", "kill", vec![first.log_text(), second.log_text()], sampler);
+    assert_eq!(report.processed, count, "nothing lost:\n{}", report.summary());
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use ferry_host::deploy::client::{self, Request};
 use ferry_host::host::Host;
-use ferry_tests::{Broker as _, Embedded, ferry_bin, lag, produce, wait_until};
+use ferry_tests::{Broker as _, Embedded, ferry_bin, lag, produce, read_all, wait_until};
 use swap_support::*;
 
 /// A broker with `input` and `ledger` (2 partitions each) and one host on it. Bind
@@ -92,6 +92,12 @@ fn the_admin_api_deploys_lists_and_rolls_back_and_refuses_bad_components() {
     assert_eq!(ferry_caps, ["ferry:processor/output@0.2.0", "ferry:processor/settings@0.2.0"]);
     assert_eq!(deployed(&host), v2.digest);
 
+    // Records produced now are processed by v2, which tags them in the ledger.
+    produce(&brokers, "input", 2, &values("a", 50));
+    wait_until("lag 0", || lag(&brokers, "api", "input").iter().all(|p| p.lag() == 0));
+    assert_eq!(running(&host), v2.digest);
+    assert_eq!(tags(&brokers), ["v2".to_owned()].into(), "every record of the first 50 went through v2");
+
     let versions = json(&admin(&host, Request::Versions));
     assert_eq!(versions["current"]["digest"], v2.digest.as_str());
     assert_eq!(versions["current"]["origin"], "admin-api");
@@ -112,11 +118,19 @@ fn the_admin_api_deploys_lists_and_rolls_back_and_refuses_bad_components() {
     assert_eq!(versions["current"]["origin"], "rollback");
     assert_eq!(versions["previous"]["digest"], v2.digest.as_str());
 
-    // The pipeline really runs what the slot says once records flow.
+    // The pipeline really runs what the slot says once records flow: v1 again.
     produce(&brokers, "input", 2, &values("r", 50));
     wait_until("lag 0", || lag(&brokers, "api", "input").iter().all(|p| p.lag() == 0));
     assert_eq!(running(&host), v1.digest);
+    assert_eq!(tags(&brokers), ["v1".to_owned(), "v2".to_owned()].into(), "after the rollback, v1 tags the ledger");
+    let ledger = read_all(&brokers, "ledger");
+    assert_eq!(ledger.len(), 100, "each record once");
     stop(host);
+}
+
+/// The builds that tagged the ledger (`<partition>:<offset>:<tag>:...`).
+fn tags(brokers: &str) -> std::collections::BTreeSet<String> {
+    read_all(brokers, "ledger").iter().map(|r| r.value.split(':').nth(2).expect("a tag").to_owned()).collect()
 }
 
 #[test]
@@ -157,6 +171,28 @@ fn ferry_deploy_prints_the_answer_and_fails_on_refusal() {
     let back = ferry(TOKEN, &["--rollback"]);
     assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
     assert_eq!(deployed(&host), v1.digest);
+
+    // The token can come from a file instead, which wins over the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let from_file = ferry("wrong", &["--token-file", token_file.to_str().unwrap(), "--versions"]);
+    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+
+    // Never from an argument (it would show in `ps` and shell history).
+    let argument = ferry(TOKEN, &["--token", TOKEN, "--versions"]);
+    let stderr = String::from_utf8_lossy(&argument.stderr);
+    assert!(!argument.status.success() && stderr.contains("--token"), "{stderr}");
+    let none = Command::new(ferry_bin())
+        .args(["deploy", "--admin", &url, "--pipeline", PIPELINE, "--versions"])
+        .env_remove("FERRY_ADMIN_TOKEN")
+        .output()
+        .expect("ferry runs");
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && stderr.contains("FERRY_ADMIN_TOKEN") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
     stop(host);
 }
 

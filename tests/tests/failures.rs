@@ -2,12 +2,12 @@
 //! nothing lost: poison records, retries, dead letters, halts, broker faults, and
 //! tenants that cannot hurt each other.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferry_host::config::Config;
 use ferry_host::host::Host;
+use ferry_tests::checker::{CommitSampler, Report, check};
 use ferry_tests::*;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -99,16 +99,12 @@ fn retryable_records_back_off_then_go_to_the_dead_letter_topic() {
     let broker = Embedded::start();
     let brokers = broker.brokers();
     broker.create_topic("in", 1);
+    broker.create_topic("seen", 1);
     broker.create_topic("dlq", 1);
     produce(&brokers, "in", 1, &["fine".into(), "retry".into(), "fine".into()]);
-    let host = start(
-        &brokers,
-        &chaos_pipeline(
-            "retries",
-            "in",
-            r#"on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 4, backoff_initial_ms = 20, backoff_max_ms = 40"#,
-        ),
-    );
+    let failure = r#"failure = { on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 4, backoff_initial_ms = 20, backoff_max_ms = 40 }"#;
+    let sampler = CommitSampler::start(&brokers, "retries", "in");
+    let host = start(&brokers, &format!("{}{failure}", recorder_pipeline("retries", "in")));
     wait_until("committed to the log end", || caught_up(&brokers, "retries", "in"));
     let stats = host.pipelines[0].shared.stats.snapshot();
     stop(host);
@@ -119,6 +115,39 @@ fn retryable_records_back_off_then_go_to_the_dead_letter_topic() {
     let partition = &stats.partitions[&("in".to_owned(), 0)];
     assert_eq!(partition.retried, 4, "four attempts, each marked retry");
     assert_eq!(partition.processed, 2, "the neighbours were processed once each");
+    // Each attempt came after the backoff: 20 ms, then 40 (doubled), then 40 (capped).
+    let times = ferry_tests::checker::delivery_times(&[captured_log()], "retries", "in", 0, 1);
+    assert_eq!(times.len(), 4, "four deliveries of the retried record");
+    for (gap, at_least) in times.windows(2).zip([20, 40, 40]) {
+        let gap = gap[1].duration_since(gap[0]).unwrap();
+        assert!(
+            gap >= Duration::from_millis(at_least),
+            "a retry came {gap:?} after the last attempt, before its {at_least} ms backoff"
+        );
+    }
+    let report = check(&brokers, "in", "retries", Some("dlq"), &[captured_log()], &sampler.stop());
+    report.assert_sound();
+}
+
+/// Records awaiting another try are kept in memory, not read again from Kafka: a
+/// retry works while the broker is down, and cannot find its record gone from the
+/// log (retention or compaction during the backoff).
+#[test]
+fn a_retry_needs_neither_the_log_nor_the_broker() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    broker.create_topic("seen", 1);
+    produce(&brokers, "in", 1, &["fine".into(), "retry-once".into()]);
+    let failure = r#"failure = { max_attempts = 3, backoff_initial_ms = 1000, backoff_max_ms = 1000 }"#;
+    let host = start(&brokers, &format!("{}{failure}", recorder_pipeline("memory", "in")));
+    let outcomes = || ferry_tests::checker::outcomes(&[captured_log()], "memory", "in", 0, 1);
+    wait_until("the first attempt asked for a retry", || outcomes() == ["retry"]);
+    broker.cluster().broker_down(1).unwrap();
+    wait_until("the retry processed the record with the broker down", || outcomes() == ["retry", "processed"]);
+    broker.cluster().broker_up(1).unwrap();
+    wait_until("committed to the log end", || caught_up(&brokers, "memory", "in"));
+    stop(host);
 }
 
 #[test]
@@ -164,18 +193,17 @@ fn commit_errors_never_lose_records_and_the_commit_catches_up() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
         ],
     );
+    let sampler = CommitSampler::start(&brokers, "commit-errors", "in");
     let host = start(&brokers, &recorder_pipeline("commit-errors", "in"));
     wait_until("committed to the log end despite the errors", || caught_up(&brokers, "commit-errors", "in"));
     let stats = host.pipelines[0].shared.stats.snapshot();
     stop(host);
     assert!(stats.commit_failures >= 1, "the injected errors were seen and reported");
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for r in read_all(&brokers, "seen") {
-        *seen.entry(r.value).or_default() += 1;
-    }
-    assert_eq!(seen.len(), 400, "nothing lost");
+    let report = checked(&brokers, "commit-errors", "in", sampler);
+    assert_eq!(report.processed, 400, "every record processed:\n{}", report.summary());
 }
 
+/// A recorder pipeline (the independent checker's ledger), named and grouped `name`.
 fn recorder_pipeline(name: &str, topic: &str) -> String {
     format!(
         r#"
@@ -187,11 +215,20 @@ fn recorder_pipeline(name: &str, topic: &str) -> String {
         batch_size = 20
         max_wait_ms = 5
         output_topics = ["seen"]
+        settings = {{ incarnation = "{name}" }}
+        logs = {{ lines_per_sec = 100000, bytes_per_sec = 67108864 }}
         commit = {{ policy = "interval", interval_ms = 50 }}
         kafka = {{ "session.timeout.ms" = "6000" }}
         "#,
         guest("ferry-guest-recorder").display()
     )
+}
+
+/// The independent checker's verdict on recorder pipeline `name` over `topic`.
+fn checked(brokers: &str, name: &str, topic: &str, sampler: CommitSampler) -> Report {
+    let report = check(brokers, topic, name, None, &[captured_log()], &sampler.stop());
+    report.assert_sound();
+    report
 }
 
 #[test]
@@ -201,15 +238,20 @@ fn broker_down_and_back_loses_nothing_and_shutdown_does_not_hang() {
     broker.create_topic("in", 1);
     broker.create_topic("seen", 1);
     produce(&brokers, "in", 1, &(0..100).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    let sampler = CommitSampler::start(&brokers, "outage", "in");
     let host = start(&brokers, &recorder_pipeline("outage", "in"));
     wait_until("first records committed", || lag(&brokers, "outage", "in")[0].committed.is_some_and(|c| c > 0));
+    let errors_before = host.pipelines[0].shared.stats.snapshot().consumer_errors;
     broker.cluster().broker_down(1).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let second_half = produce_later(&brokers);
+    wait_until("the consumer noticed the outage", || {
+        host.pipelines[0].shared.stats.snapshot().consumer_errors > errors_before
+    });
     broker.cluster().broker_up(1).unwrap();
-    produce(&brokers, "in", 1, &(0..100).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    second_half.join().expect("the second half was produced");
     wait_until("caught up after the outage", || caught_up(&brokers, "outage", "in"));
-    let seen = read_all(&brokers, "seen").into_iter().map(|r| r.value).collect::<std::collections::BTreeSet<_>>();
-    assert_eq!(seen.len(), 200, "nothing lost");
+    let report = checked(&brokers, "outage", "in", sampler);
+    assert_eq!(report.processed, 200, "every record processed:\n{}", report.summary());
 
     // With the broker down, a shutdown's commit gives up after its bound instead of
     // blocking forever.
@@ -223,18 +265,27 @@ fn broker_down_and_back_loses_nothing_and_shutdown_does_not_hang() {
     broker.cluster().broker_up(1).unwrap();
 }
 
+/// While the broker is down, produce the outage's second half from a thread: the
+/// producer queues until the broker is back.
+fn produce_later(brokers: &str) -> std::thread::JoinHandle<()> {
+    let brokers = brokers.to_owned();
+    std::thread::spawn(move || produce(&brokers, "in", 1, &(0..100).map(|i| format!("b{i}")).collect::<Vec<_>>()))
+}
+
 #[test]
-fn added_latency_slows_but_does_not_break_the_pipeline() {
+fn added_latency_loses_nothing_and_keeps_commit_round_trips_serial() {
     let broker = Embedded::start();
     let brokers = broker.brokers();
     broker.create_topic("in", 2);
     broker.create_topic("seen", 1);
     broker.cluster().broker_round_trip_time(1, Duration::from_millis(50)).unwrap();
     produce(&brokers, "in", 2, &(0..200).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    let sampler = CommitSampler::start(&brokers, "latency", "in");
     let host = start(&brokers, &recorder_pipeline("latency", "in"));
     wait_until("caught up with 50 ms round trips", || caught_up(&brokers, "latency", "in"));
     stop(host);
-    assert_eq!(read_all(&brokers, "seen").len(), 200);
+    let report = checked(&brokers, "latency", "in", sampler);
+    assert_eq!(report.processed, 200, "every record processed:\n{}", report.summary());
 }
 
 #[test]
@@ -257,6 +308,7 @@ fn a_hostile_tenant_does_not_stop_the_others() {
         recorder_pipeline("healthy", "healthy"),
     ]
     .join("\n");
+    let sampler = CommitSampler::start(&brokers, "healthy", "healthy");
     let host = start(&brokers, &pipelines);
     wait_until("the healthy tenant caught up", || caught_up(&brokers, "healthy", "healthy"));
     for name in ["looping", "bombing", "trapping"] {
@@ -269,7 +321,8 @@ fn a_hostile_tenant_does_not_stop_the_others() {
             && faults(2).get("panic").is_some_and(|&n| n > 2)
     });
     stop(host);
-    assert_eq!(read_all(&brokers, "seen").len(), 300);
+    let report = checked(&brokers, "healthy", "healthy", sampler);
+    assert_eq!(report.processed, 300, "every healthy record processed:\n{}", report.summary());
 }
 
 #[test]
@@ -281,11 +334,12 @@ fn huge_binary_and_empty_records_are_processed_and_committed() {
     // An empty value, a 512 KiB value, control characters and NULs.
     let values = vec![String::new(), "x".repeat(512 << 10), "\u{0}\u{1}\u{1b}[2J binary".to_owned()];
     produce(&brokers, "in", 1, &values);
+    let sampler = CommitSampler::start(&brokers, "sizes", "in");
     let host = start(&brokers, &recorder_pipeline("sizes", "in"));
     wait_until("caught up", || caught_up(&brokers, "sizes", "in"));
     stop(host);
-    let seen: Vec<String> = read_all(&brokers, "seen").into_iter().map(|r| r.value).collect();
-    assert_eq!(seen, ["in/0/0", "in/0/1", "in/0/2"]);
+    let report = checked(&brokers, "sizes", "in", sampler);
+    assert_eq!((report.processed, report.deliveries), (3, 3), "each record processed once:\n{}", report.summary());
 }
 
 #[test]
@@ -335,7 +389,15 @@ fn pipelines_running_one_component_share_it_and_each_checks_its_grants() {
     produce(&brokers, "in-b", 1, &["b".to_owned()]);
     wait_until("both caught up", || caught_up(&brokers, "share-a", "in-a") && caught_up(&brokers, "share-b", "in-b"));
     stop(host);
-    assert_eq!(read_all(&brokers, "seen").len(), 2);
+    let published: std::collections::BTreeSet<String> = read_all(&brokers, "seen")
+        .into_iter()
+        .map(|r| r.value.split('/').take(2).collect::<Vec<_>>().join("/"))
+        .collect();
+    assert_eq!(
+        published,
+        ["share-a/in-a".to_owned(), "share-b/in-b".to_owned()].into(),
+        "each pipeline processed its record"
+    );
 
     // The same component in a pipeline that does not grant `output` is refused by name.
     let ungranted = recorder_pipeline("share-c", "in-a").replace("output_topics = [\"seen\"]", "");

@@ -11,7 +11,7 @@ use ferry_host::kafka::offsets;
 use observe_support::{Exposition, config, get, produce, toml_path, values, wait_for};
 use rdkafka::mocking::MockCluster;
 
-const FAMILIES: [(&str, &str); 18] = [
+const FAMILIES: [(&str, &str); 21] = [
     ("ferry_records_processed_total", "counter"),
     ("ferry_records_failed_total", "counter"),
     ("ferry_records_retried_total", "counter"),
@@ -30,6 +30,9 @@ const FAMILIES: [(&str, &str); 18] = [
     ("ferry_pipeline_up", "gauge"),
     ("ferry_poll_loop_age_seconds", "gauge"),
     ("ferry_log_end_age_seconds", "gauge"),
+    ("ferry_admin_connections", "gauge"),
+    ("ferry_admin_connections_refused_total", "counter"),
+    ("ferry_admin_requests_refused_total", "counter"),
 ];
 
 fn pipeline(component: &std::path::Path, group: &str) -> String {

@@ -10,7 +10,7 @@ use ferry_host::sandbox::{
     Sandbox, SandboxSettings,
 };
 use ferry_sdk::wire::BatchEncoder;
-use ferry_tests::{ferry_bin, guest};
+use ferry_tests::{Broker as _, Embedded, ferry_bin, guest, lag, produce, wait_until};
 
 fn sandbox() -> Sandbox {
     Sandbox::new(SandboxSettings { max_instances: 32, ..SandboxSettings::default() }).unwrap()
@@ -117,6 +117,37 @@ fn invalid_results_are_guest_errors_never_commits() {
     let fault = run(&mut instance(&sandbox, "ferry-guest-foreign-offsets"), &["a", "b"]).unwrap_err();
     assert!(matches!(&fault, GuestFault::BadReturn(m) if m.contains("not in the batch")), "{fault:?}");
     assert_eq!(run(&mut instance(&sandbox, "ferry-example-passthrough"), &["a"]).unwrap(), ["processed"]);
+
+    // In a pipeline: the partition halts on the guest's answers, and nothing is
+    // ever committed past them.
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    produce(&brokers, "in", 1, &["a".to_owned(), "b".to_owned(), "c".to_owned()]);
+    let config = ferry_host::config::Config::parse(&format!(
+        r#"
+        brokers = "{brokers}"
+        [[pipeline]]
+        name = "bad"
+        inputs = ["in"]
+        group = "bad"
+        component = "{}"
+        max_wait_ms = 10
+        commit = {{ policy = "per-batch" }}
+        failure = {{ on_failure = "halt", max_attempts = 2, backoff_initial_ms = 5 }}
+        "#,
+        guest("ferry-guest-bad-count").display()
+    ))
+    .unwrap();
+    let host = ferry_host::host::Host::start(&config).unwrap();
+    let halted = || {
+        host.pipelines[0].shared.stats.snapshot().partitions.get(&("in".to_owned(), 0)).and_then(|p| p.halted.clone())
+    };
+    wait_until("the partition halted on the invalid answers", || halted().is_some());
+    assert!(halted().unwrap().contains("invalid result"), "{:?}", halted());
+    host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
+    host.wait();
+    assert_eq!(lag(&brokers, "bad", "in")[0].committed.unwrap_or(0), 0, "nothing committed past an invalid answer");
 }
 
 #[test]

@@ -18,14 +18,16 @@ mod health;
 mod metrics;
 mod status;
 
-use tiny_http::Method;
+use http::Method;
 
 pub use self::broker_view::BrokerView;
+use super::traffic::Traffic;
 use super::{AdminState, Reply};
 
-/// Serves the read-only endpoints.
-pub fn route(state: &AdminState, method: &Method, path: &str) -> Option<Reply> {
-    if !matches!(method, Method::Get | Method::Head) {
+/// Serves the read-only endpoints; `traffic` is the server's own figures for
+/// `/metrics`.
+pub fn route(state: &AdminState, traffic: &Traffic, method: &Method, path: &str) -> Option<Reply> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
         return None;
     }
     let reply = match path {
@@ -34,7 +36,8 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Option<Reply> {
         "/metrics" => Reply {
             status: 200,
             content_type: exposition::CONTENT_TYPE,
-            body: metrics::render(&figures::gather(state)).into_bytes(),
+            body: (metrics::render(&figures::gather(state)) + &metrics::render_server(&traffic.snapshot()))
+                .into_bytes(),
         },
         "/api/status" => Reply::json(200, &status::document(&figures::gather(state))),
         "/" | "/index.html" => {

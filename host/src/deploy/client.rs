@@ -4,12 +4,18 @@
 //! The host does all the checking; this is a thin blocking HTTP client, so what an
 //! operator sees is exactly what the API said. Anything but a 2xx is an error and a
 //! non-zero exit.
+//!
+//! The bearer token comes from `--token-file PATH` or, without it, the
+//! `FERRY_ADMIN_TOKEN` environment variable; never from an argument, where it would
+//! show in `ps` and shell history.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use ureq::Agent;
+
+use crate::config::{ADMIN_TOKEN_ENV, read_token_file};
 
 /// A compile plus self-test of a large component can take a while on a busy host.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -23,9 +29,11 @@ pub struct DeployArgs {
     /// The pipeline to deploy to.
     #[arg(long)]
     pub pipeline: String,
-    /// The admin bearer token.
-    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// A file holding the admin bearer token. Without it the token is read from
+    /// the FERRY_ADMIN_TOKEN environment variable. (There is no `--token`: a token on
+    /// the command line leaks into `ps` and shell history.)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// Go back to the previous version instead of deploying.
     #[arg(long, conflicts_with_all = ["versions", "component"])]
     pub rollback: bool,
@@ -104,9 +112,22 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
         Request::Deploy(&bytes)
     };
-    let answer = call(&args.admin, &args.pipeline, &args.token, request)?.success()?;
+    let token = token(args.token_file.as_deref(), std::env::var(ADMIN_TOKEN_ENV).ok())?;
+    let answer = call(&args.admin, &args.pipeline, &token, request)?.success()?;
     println!("{}", pretty(&answer.body));
     Ok(())
+}
+
+/// The token from `file` when given, else from the environment variable's value
+/// `from_env`.
+fn token(file: Option<&std::path::Path>, from_env: Option<String>) -> anyhow::Result<String> {
+    if let Some(file) = file {
+        return read_token_file(file).context("--token-file");
+    }
+    match from_env.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+        Some(token) => Ok(token),
+        None => bail!("no admin token: set {ADMIN_TOKEN_ENV} or pass --token-file PATH"),
+    }
 }
 
 /// JSON answers indented for people; anything else as it came.
@@ -115,4 +136,28 @@ fn pretty(body: &str) -> String {
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or_else(|| body.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_wins_over_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(token(Some(&file), Some("from-env".into())).unwrap(), "from-file");
+        assert_eq!(token(None, Some(" from-env\n".into())).unwrap(), "from-env");
+    }
+
+    #[test]
+    fn without_a_token_the_error_says_where_to_put_one() {
+        for from_env in [None, Some(String::new())] {
+            let error = token(None, from_env).unwrap_err().to_string();
+            assert!(error.contains("FERRY_ADMIN_TOKEN") && error.contains("--token-file"), "{error}");
+        }
+        let error = format!("{:#}", token(Some(std::path::Path::new("/nonexistent/t")), None).unwrap_err());
+        assert!(error.contains("--token-file") && error.contains("/nonexistent/t"), "{error}");
+    }
 }

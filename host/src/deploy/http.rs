@@ -1,4 +1,4 @@
-//! Endpoints that change the host, all behind the bearer token:
+//! The deploy endpoints of the admin API, as plain `http` requests and responses:
 //!
 //! - `PUT /api/pipelines/{name}/component`: body = the component's bytes. 200 with the
 //!   new version, or 422 with the reason it was refused (the running version is then
@@ -7,69 +7,114 @@
 //!   recent events.
 //! - `POST /api/pipelines/{name}/rollback`: back to the previous version (409 if none).
 //!
-//! The deploy is compiled and checked on this request's thread; the pipeline takes
-//! the new version up at its next batch boundary.
+//! This module knows nothing of sockets or tokens: the admin server checks the bearer
+//! token and reads the body (at most [`MAX_COMPONENT_BYTES`]) before it hands a
+//! request under [`PREFIX`] to [`DeployApi::handle`]. Handling blocks (a deploy
+//! compiles and self-tests the component, a rollback waits for a deploy in progress),
+//! so it must run where blocking is allowed; the pipeline takes a new version up at
+//! its next batch boundary.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use tiny_http::Method;
 
 use super::{DeployError, MAX_COMPONENT_BYTES, deploy};
-use crate::admin::{AdminState, Authorization, PipelineView, Reply};
-use crate::registry::{Event, Origin, Version};
+use crate::config::PipelineConfig;
+use crate::registry::{Event, Origin, ProcessorSlot, Version};
+use crate::sandbox::Sandbox;
 
-/// Serves the deploy endpoints.
-pub fn route(state: &AdminState, method: &Method, path: &str, body: &[u8], auth: Authorization) -> Option<Reply> {
-    let rest = path.strip_prefix("/api/pipelines/")?;
-    if let Some(refusal) = auth.refusal() {
-        return Some(refusal);
-    }
-    let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(view) = state.pipelines.iter().find(|p| p.config.name == name) else {
-        return Some(Reply::text(404, format!("no pipeline named `{name}`\n")));
-    };
-    Some(match (method, action) {
-        (Method::Put, "component") => put_component(state, view, body),
-        (Method::Get, "versions") => Reply::json(200, &versions(view)),
-        (Method::Post, "rollback") => rollback(view),
-        (_, "component") => Reply::text(405, "use PUT with the component as the body\n"),
-        (_, "versions") => Reply::text(405, "use GET\n"),
-        (_, "rollback") => Reply::text(405, "use POST\n"),
-        _ => Reply::text(404, format!("no route for {method} {path}\n")),
-    })
+/// The path prefix of every deploy endpoint.
+pub const PREFIX: &str = "/api/pipelines/";
+
+/// The deploy endpoints of one host: its pipelines' slots and the engine that checks
+/// what is uploaded.
+#[derive(Clone)]
+pub struct DeployApi {
+    sandbox: Sandbox,
+    targets: Vec<Target>,
 }
 
-fn put_component(state: &AdminState, view: &PipelineView, body: &[u8]) -> Reply {
-    if body.is_empty() {
-        return Reply::text(400, "the request body must be the component (.wasm)\n");
+/// A pipeline that can be deployed to.
+#[derive(Clone)]
+struct Target {
+    config: Arc<PipelineConfig>,
+    slot: ProcessorSlot,
+}
+
+impl DeployApi {
+    /// The endpoints for `pipelines`, checking uploads with `sandbox`.
+    pub fn new(sandbox: Sandbox, pipelines: impl IntoIterator<Item = (Arc<PipelineConfig>, ProcessorSlot)>) -> Self {
+        let targets = pipelines.into_iter().map(|(config, slot)| Target { config, slot }).collect();
+        Self { sandbox, targets }
     }
-    match deploy(&state.sandbox, &view.config, &view.slot, body, MAX_COMPONENT_BYTES, Origin::AdminApi) {
-        Ok(deployed) => Reply::json(
-            200,
-            &json!({
-                "pipeline": view.config.name,
-                "digest": deployed.digest,
-                "switched": deployed.switched,
-                "replaced": deployed.replaced,
-                "capabilities": deployed.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "artifact": deployed.artifact.map(|a| a.as_str()),
-                "prepare_ms": deployed.prepared_in.as_secs_f64() * 1e3,
-                "note": if deployed.switched {
-                    "deployed; the pipeline switches at its next batch boundary"
+
+    /// Whether `path` is one of the deploy endpoints' (everything under [`PREFIX`]).
+    pub fn serves(path: &str) -> bool {
+        path.starts_with(PREFIX)
+    }
+
+    /// Answers one authorized request whose body has been read. Blocks: call it where
+    /// blocking is allowed (a `spawn_blocking` task, a plain thread).
+    pub fn handle(&self, request: &Request<Bytes>) -> Response<Bytes> {
+        let path = request.uri().path();
+        let method = request.method();
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return text(StatusCode::NOT_FOUND, format!("no route for {method} {path}\n"));
+        };
+        let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(target) = self.targets.iter().find(|t| t.config.name == name) else {
+            return text(StatusCode::NOT_FOUND, format!("no pipeline named `{name}`\n"));
+        };
+        match (method, action) {
+            (&Method::PUT, "component") => self.put_component(target, request.body()),
+            (&Method::GET, "versions") => json_response(StatusCode::OK, &versions(target)),
+            (&Method::POST, "rollback") => rollback(target),
+            (_, "component") => text(StatusCode::METHOD_NOT_ALLOWED, "use PUT with the component as the body\n"),
+            (_, "versions") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+            (_, "rollback") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+            _ => text(StatusCode::NOT_FOUND, format!("no route for {method} {path}\n")),
+        }
+    }
+
+    fn put_component(&self, view: &Target, body: &[u8]) -> Response<Bytes> {
+        if body.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "the request body must be the component (.wasm)\n");
+        }
+        match deploy(&self.sandbox, &view.config, &view.slot, body, MAX_COMPONENT_BYTES, Origin::AdminApi) {
+            Ok(deployed) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "pipeline": view.config.name,
+                    "digest": deployed.digest,
+                    "switched": deployed.switched,
+                    "replaced": deployed.replaced,
+                    "capabilities": deployed.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "artifact": deployed.artifact.map(|a| a.as_str()),
+                    "prepare_ms": deployed.prepared_in.as_secs_f64() * 1e3,
+                    "note": if deployed.switched {
+                        "deployed; the pipeline switches at its next batch boundary"
+                    } else {
+                        "this version is already running; nothing changed"
+                    },
+                }),
+            ),
+            Err(error) => {
+                let status = if matches!(error, DeployError::TooLarge { .. }) {
+                    StatusCode::PAYLOAD_TOO_LARGE
                 } else {
-                    "this version is already running; nothing changed"
-                },
-            }),
-        ),
-        Err(error) => {
-            let status = if matches!(error, DeployError::TooLarge { .. }) { 413 } else { 422 };
-            Reply::json(status, &json!({ "pipeline": view.config.name, "error": error.to_string() }))
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                json_response(status, &json!({ "pipeline": view.config.name, "error": error.to_string() }))
+            }
         }
     }
 }
 
-fn versions(view: &PipelineView) -> Value {
+fn versions(view: &Target) -> Value {
     let versions = view.slot.versions();
     json!({
         "pipeline": view.config.name,
@@ -85,16 +130,16 @@ fn versions(view: &PipelineView) -> Value {
     })
 }
 
-fn rollback(view: &PipelineView) -> Reply {
+fn rollback(view: &Target) -> Response<Bytes> {
     match view.slot.rollback(Origin::Rollback) {
         Some((from, to)) => {
             tracing::info!(pipeline = %view.config.name, %from, %to, "rolled back by an operator");
-            Reply::json(
-                200,
+            json_response(
+                StatusCode::OK,
                 &json!({ "pipeline": view.config.name, "from": from, "to": to, "versions": versions(view) }),
             )
         }
-        None => Reply::text(409, "there is no previous version to roll back to\n"),
+        None => text(StatusCode::CONFLICT, "there is no previous version to roll back to\n"),
     }
 }
 
@@ -116,4 +161,21 @@ fn event_json(event: &Event) -> Value {
 
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A plain-text response.
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Bytes> {
+    respond(status, "text/plain; charset=utf-8", Bytes::from(body.into()))
+}
+
+/// A JSON response.
+fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
+    respond(status, "application/json", Bytes::from(value.to_string()))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
 }

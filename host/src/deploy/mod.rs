@@ -1,13 +1,18 @@
 //! Deploying a new version: compile and check it, run its self-test, then switch.
 //!
-//! Everything here runs on the thread that asked for the deploy (an admin request,
-//! the directory watcher), never on a pipeline thread: a slow compile or a failing
-//! component costs the pipeline nothing, and a refused one leaves the running version
-//! exactly as it was.
+//! Everything here blocks and runs on the thread that asked for the deploy (the admin
+//! server's `spawn_blocking` task for a request, the directory watcher's thread),
+//! never on a pipeline thread or the runtime's worker: a slow compile or a failing
+//! component costs the pipelines nothing, and a refused one leaves the running
+//! version exactly as it was.
+//!
+//! This module owns the limit on what it accepts ([`MAX_COMPONENT_BYTES`]) and knows
+//! nothing of the admin server: [`http`] speaks plain `http` requests and responses,
+//! and the admin server routes authorized requests to it.
 //!
 //! | module | how a version arrives |
 //! |---|---|
-//! | [`http`] | the admin API: `PUT /api/pipelines/{name}/component`, versions, rollback |
+//! | [`http`] | the admin API's endpoints: `PUT /api/pipelines/{name}/component`, versions, rollback |
 //! | [`client`] | `ferry deploy`, the admin API's command-line client |
 //! | [`watch`] | a pipeline's `deploy_dir` |
 

@@ -28,6 +28,10 @@ pub fn consumer_config(
         // librdkafka's default (1 s) idles a partition's fetcher whenever its local
         // queue is full, which stalls a pipeline that is briefly behind (BENCHMARKS.md).
         .set("fetch.queue.backoff.ms", "10")
+        // A partition rewound for a retry (pause, seek, resume) joins the broker's
+        // next fetch, which waits for the one in flight: librdkafka's 500 ms long
+        // poll made every retry cost half a second or more.
+        .set("fetch.wait.max.ms", "100")
         // Records fetched ahead, all partitions together: a term of the host's memory
         // formula (docs/operators.md); librdkafka's default is 64 MiB.
         .set("queued.max.messages.kbytes", QUEUE_KBYTES)
@@ -59,5 +63,21 @@ pub fn producer_config(brokers: &str, global: &BTreeMap<String, String>) -> Clie
         config.set(key, value);
     }
     config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// A producer config for one partition's transactions (exactly-once): the output
+/// producer's, with the transaction timeout. librdkafka makes it idempotent, with
+/// `acks=all`.
+pub fn transactional_producer_config(
+    brokers: &str,
+    global: &BTreeMap<String, String>,
+    transaction_timeout_ms: u64,
+) -> ClientConfig {
+    let mut config = producer_config(brokers, global);
+    let timeout = transaction_timeout_ms.to_string();
+    // librdkafka wants a record's delivery to end (one way or the other) within the
+    // transaction that carries it.
+    config.set("transaction.timeout.ms", &timeout).set("message.timeout.ms", &timeout);
     config
 }

@@ -14,6 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::client_log::ClientLog;
 use super::tracker::{Epoch, SpanId};
+use crate::sync::lock;
 
 /// What becomes finished once every record of one group is acknowledged: a span of
 /// an assignment, and single offsets (redeliveries, dead letters) of it.
@@ -70,7 +71,7 @@ impl AckGroup {
             self.failed.store(true, Ordering::Relaxed);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let taken = self.settled.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let taken = lock(&self.settled).take();
             if let Some(mut settled) = taken {
                 settled.failed = self.failed.load(Ordering::Relaxed);
                 self.listener.settled(settled);

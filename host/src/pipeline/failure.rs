@@ -1,18 +1,21 @@
 //! The end of the road for records, and the way back for retries: dead letters,
-//! halts, rewinds after a backoff, and records that are gone or unreadable.
+//! halts, unreadable records, pausing a partition while its retries wait, and
+//! restarting a partition from its bookmark.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 
+use super::partition::PartitionState;
 use super::worker::Worker;
 use crate::config::{FailurePolicy, OnFailure};
 use crate::kafka::context::list_of;
 use crate::kafka::output::{self, AckGroup, Outgoing, Settled};
 use crate::kafka::tracker::TopicPartition;
+use crate::sandbox::{Header, OutputRecord};
 
-/// How long a rewind's seek may take before it is tried again.
+/// How long a restart's seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exponential backoff for the given attempt count, capped.
@@ -55,6 +58,28 @@ impl Worker {
             ("ferry.partition", Some(partition_text.as_bytes())),
             ("ferry.offset", Some(offset_text.as_bytes())),
         ]);
+        self.shared.stats.dead_lettered(topic, *partition);
+        self.shared.stats.note(topic, *partition, Some(offset), "dead-letter", reason);
+        tracing::warn!(pipeline = %self.config.name, %topic, partition, offset, reason, "record dead-lettered");
+        if self.config.exactly_once() {
+            // The dead letter is the record's output: it waits for the watermark, and
+            // the record counts as finished (the transaction covers the delivery).
+            let letter = OutputRecord {
+                topic: dlq.to_owned(),
+                key: record.and_then(|r| r.key).map(<[u8]>::to_vec),
+                value: record.and_then(|r| r.value).map(<[u8]>::to_vec),
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| Header { name: (*name).to_owned(), value: value.map(<[u8]>::to_vec) })
+                    .collect(),
+            };
+            if let Some(tracked) = self.shared.tracker().current(topic, *partition, epoch) {
+                tracked.finish(offset);
+            }
+            self.hold_output(key, offset, letter);
+            self.release_outputs(key);
+            return;
+        }
         if let Some(tracked) = self.shared.tracker().current(topic, *partition, epoch) {
             tracked.dead_letter_sent(offset);
         }
@@ -71,9 +96,6 @@ impl Worker {
         let outgoing =
             Outgoing { topic: dlq, key: record.and_then(|r| r.key), value: record.and_then(|r| r.value), headers };
         output::send(producer, outgoing, &group);
-        self.shared.stats.dead_lettered(topic, *partition);
-        self.shared.stats.note(topic, *partition, Some(offset), "dead-letter", reason);
-        tracing::warn!(pipeline = %self.config.name, %topic, partition, offset, reason, "record dead-lettered");
     }
 
     /// Pauses a partition for good (until it is reassigned) and reports why.
@@ -91,47 +113,96 @@ impl Worker {
 
     /// A record that exists but cannot be read: no guest can see it, so it is given
     /// up on at once (dead-lettered without content, or halting the partition).
-    pub(super) fn unreadable(&mut self, key: &TopicPartition, offset: i64, reason: &str) {
+    ///
+    /// librdkafka cannot read past such a record (it reports the same batch again on
+    /// every fetch), so after a dead letter the consumer is moved past it. The error
+    /// names the batch's first offset: when it comes again, the next record of the
+    /// batch is the unreadable one, until the consumer is past the batch.
+    pub(super) fn unreadable(&mut self, key: &TopicPartition, batch_offset: i64, reason: &str) {
         let Some(state) = self.partitions.get(key) else { return };
         let epoch = state.epoch();
         // A span of its own, open at this offset: the bookmark stops here until the
         // dead letter is acknowledged.
-        {
+        let offset = {
             let mut tracker = self.shared.tracker();
             let Some(tracked) = tracker.current(&key.0, key.1, epoch) else { return };
-            if offset < tracked.position() {
-                return;
-            }
+            let offset = batch_offset.max(tracked.position());
             let span = tracked.begin_batch(Some(offset)).expect("a new offset");
             tracked.settle(span, [offset], false);
-        }
+            offset
+        };
         self.shared.stats.note(&key.0, key.1, Some(offset), "unreadable", reason);
         self.give_up(key, GivenUp { offset, reason, attempts: 1, record: None });
+        if let Some(state) = self.partitions.get_mut(key)
+            && !state.is_halted()
+        {
+            state.skip_to(offset + 1);
+            self.restarted.push(key.clone());
+            if let Err(error) = self.consumer.seek(&key.0, key.1, Offset::Offset(offset + 1), SEEK_TIMEOUT) {
+                self.halt(key, format!("could not move past unreadable offset {offset}: {error}"));
+            }
+        }
     }
 
-    /// Pauses a partition with records to deliver again, until its rewind is due.
-    pub(super) fn schedule_rewind(&mut self, key: &TopicPartition, delay: Duration) {
+    /// Records of `key` wait for another try at `due` (newer ones are buffered
+    /// meanwhile, not processed).
+    pub(super) fn schedule_retries(&mut self, key: &TopicPartition, due: Instant) {
         let Some(state) = self.partitions.get_mut(key) else { return };
-        if !state.needs_rewind() {
+        if state.awaits_retries() {
+            state.retry_at(due);
+        }
+    }
+
+    /// Pauses partitions whose backlog behind pending retries grew too large.
+    pub(super) fn pause_backlogs(&mut self) {
+        let batch_size = self.config.batch_size;
+        let full: Vec<TopicPartition> = self
+            .partitions
+            .iter_mut()
+            .filter_map(|(k, s)| s.needs_backlog_pause(batch_size).then(|| k.clone()))
+            .collect();
+        if !full.is_empty() {
+            let _ = self.consumer.pause(&list_of(&full));
+        }
+    }
+
+    /// Runs the retries that are due (at `now`), one batch per partition per turn,
+    /// and resumes partitions that have none left. Returns whether it ran any.
+    pub(super) fn dispatch_due_retries(&mut self, now: Instant) -> bool {
+        let due: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.retry_due().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let ran = !due.is_empty();
+        for key in due {
+            self.dispatch_retries(&key, now);
+            if self.partitions.get_mut(&key).is_some_and(|s| s.end_backlog_pause()) {
+                let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
+            }
+        }
+        ran
+    }
+
+    /// Starts a partition over from its first unfinished record, as a new owner would:
+    /// its buffer and retries are dropped, its tracking begins anew, and the consumer
+    /// reads from there again (what was finished after that point is processed
+    /// again: at-least-once). Records of it still in the fetch being worked through
+    /// are passed over.
+    pub(super) fn restart_partition(&mut self, key: &TopicPartition) {
+        let Some(epoch) = self.partitions.get(key).map(PartitionState::epoch) else { return };
+        let Some(from) = self.shared.tracker().current(&key.0, key.1, epoch).map(|p| p.watermark()) else { return };
+        if let Err(error) = self.consumer.seek(&key.0, key.1, Offset::Offset(from), SEEK_TIMEOUT) {
+            // Going on from where the consumer is would skip [from, position): stop.
+            self.halt(key, format!("could not restart at offset {from}: {error}"));
             return;
         }
-        state.pause_until(Instant::now() + delay);
-        let _ = self.consumer.pause(&list_of(std::slice::from_ref(key)));
-    }
-
-    /// Rewinds paused partitions whose retry backoff ended (at `now`) to their first
-    /// retry, and resumes them.
-    pub(super) fn rewind_due_retries(&mut self, now: Instant) {
-        let retry_later = Duration::from_millis(self.config.failure.backoff_initial_ms);
-        for (key, state) in self.partitions.iter_mut() {
-            let Some(first) = state.rewind_due(now) else { continue };
-            if let Err(error) = self.consumer.seek(&key.0, key.1, Offset::Offset(first), SEEK_TIMEOUT) {
-                tracing::warn!(pipeline = %self.config.name, %error, "seek for retry failed; retrying later");
-                state.rewind_failed(now + retry_later);
-                continue;
-            }
-            let _ = self.consumer.resume(&list_of(std::slice::from_ref(key)));
-        }
+        self.partitions.remove(key);
+        self.shared.tracker().remove(&key.0, key.1);
+        self.restarted.push(key.clone());
+        let _ = self.consumer.resume(&list_of(std::slice::from_ref(key)));
+        tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, from, "partition restarted from its first unfinished record");
     }
 }
 

@@ -39,6 +39,9 @@ impl Worker {
                 Some(Ok(message)) => {
                     let delivered = Delivered::of(&message);
                     let key = partition_key(delivered);
+                    if !self.accepts(&key) {
+                        continue;
+                    }
                     // Field by field: `message` borrows the consumer meanwhile.
                     let mut intake = Intake {
                         partitions: &mut self.partitions,
@@ -49,6 +52,7 @@ impl Worker {
                     intake.take_one(&key, delivered, next_due).then_some(key)
                 }
                 Some(Err(error)) => {
+                    self.shared.stats.consumer_error();
                     self.client_errors.consumer_error(&self.config.name, &error.to_string());
                     None
                 }
@@ -64,6 +68,7 @@ impl Worker {
     /// Applies what the rebalance and delivery callbacks reported.
     fn handle_events(&mut self) -> Vec<TopicPartition> {
         let events = self.shared.take_events();
+        self.pause_until_ready(&events.assigned);
         for (topic, partition) in &events.revoked {
             // Buffered records of a revoked partition were never processed: the next
             // owner reads them from the committed offset.
@@ -95,7 +100,7 @@ impl Worker {
         let first = run.next().expect("start is within the fetch");
         if first.error().is_some() {
             let key = partition_key(first);
-            if !gone.contains(&key) {
+            if !gone.contains(&key) && self.accepts(&key) {
                 self.take_error(key, first);
             }
             return (1, None);
@@ -104,7 +109,9 @@ impl Worker {
         let (handle, partition) = (first.topic_handle(), first.partition());
         let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
         let key = partition_key(first);
-        if gone.contains(&key) {
+        if gone.contains(&key) || !self.accepts(&key) {
+            // Revoked during this fetch, or (exactly-once) not ready: the records are
+            // read again from the committed offset.
             return (1 + run.take_while(same).count(), None);
         }
         let mut intake = self.intake();
@@ -137,9 +144,15 @@ impl Worker {
             let offset = delivered.offset();
             self.intake().state_for(&key, offset);
             // Keep offset order: what was buffered before it goes to the guest first.
+            // If it cannot go yet (retries pending), librdkafka reports the error again
+            // (it cannot read past the record), and it is handled then.
             self.dispatch(&key);
+            if self.partitions.get(&key).is_some_and(PartitionState::has_buffered) {
+                return;
+            }
             self.unreadable(&key, offset, &format!("the record could not be read from Kafka: {error}"));
         } else {
+            self.shared.stats.consumer_error();
             self.client_errors.consumer_error(&self.config.name, &format!("{}[{}]: {error}", key.0, key.1));
         }
     }
@@ -157,12 +170,7 @@ impl Intake<'_> {
     /// Buffers one record in its partition's batch; true when that fills the batch.
     fn take_one(&mut self, key: &TopicPartition, delivered: Delivered<'_>, next_due: &mut Option<Instant>) -> bool {
         let offset = delivered.offset();
-        let state = self.state_for(key, offset);
-        let gone = state.vanished_before(offset);
-        let epoch = state.epoch();
-        if !gone.is_empty() {
-            self.vanished(key, epoch, &gone);
-        }
+        self.state_for(key, offset);
         let wants_headers = self.wants_headers;
         let (batch_size, max_wait) = (self.config.batch_size, Duration::from_millis(self.config.max_wait_ms));
         let state = self.partitions.get_mut(key).expect("just looked up");
@@ -191,21 +199,6 @@ impl Intake<'_> {
             self.partitions.insert(key.clone(), PartitionState::new(epoch));
         }
         self.partitions.get_mut(key).expect("just inserted")
-    }
-
-    /// Retry offsets that a redelivery pass went past: retention or compaction removed
-    /// them from the log during the backoff. Nobody can process them any more, so
-    /// they no longer hold the bookmark.
-    fn vanished(&self, key: &TopicPartition, epoch: crate::kafka::tracker::Epoch, offsets: &[i64]) {
-        if let Some(tracked) = self.shared.tracker().current(&key.0, key.1, epoch) {
-            for &offset in offsets {
-                tracked.finish(offset);
-            }
-        }
-        for &offset in offsets {
-            self.shared.stats.note(&key.0, key.1, Some(offset), "vanished", "gone from the log before its retry");
-        }
-        tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, ?offsets, "records awaiting a retry are gone from the log (retention or compaction); moving on");
     }
 }
 

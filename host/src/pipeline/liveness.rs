@@ -1,11 +1,8 @@
 //! Whether a pipeline thread is alive, has joined its group, and keeps turning its
 //! loop: the facts behind the admin server's `/healthz` and `/readyz`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use super::shared::Shared;
 
 const RUNNING: u8 = 0;
 const STOPPED: u8 = 1;
@@ -74,6 +71,11 @@ impl Liveness {
 
     /// A copy, as of now.
     pub fn snapshot(&self) -> LivenessSnapshot {
+        self.snapshot_at(Instant::now())
+    }
+
+    /// A copy, as of `now`.
+    fn snapshot_at(&self, now: Instant) -> LivenessSnapshot {
         let thread = match self.state.load(Ordering::Relaxed) {
             RUNNING => ThreadState::Running,
             STOPPED => ThreadState::Stopped,
@@ -81,18 +83,9 @@ impl Liveness {
         };
         let since_last_turn = match self.last_turn.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(self.origin.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
+            ms => Some(now.saturating_duration_since(self.origin).saturating_sub(Duration::from_millis(ms - 1))),
         };
         LivenessSnapshot { thread, joined: self.joined.load(Ordering::Relaxed), since_last_turn }
-    }
-}
-
-/// Held by the pipeline thread: marks it ended when dropped, also while unwinding.
-pub struct ThreadMark(pub Arc<Shared>);
-
-impl Drop for ThreadMark {
-    fn drop(&mut self) {
-        self.0.stats.liveness().ended(std::thread::panicking());
     }
 }
 
@@ -107,25 +100,13 @@ mod tests {
             l.snapshot(),
             LivenessSnapshot { thread: ThreadState::Running, joined: false, since_last_turn: None }
         );
-        l.turned(Instant::now());
+        let turn = l.origin + Duration::from_millis(1500);
+        l.turned(turn);
         l.joined();
-        let s = l.snapshot();
-        assert!(s.joined && s.since_last_turn.is_some_and(|d| d < Duration::from_secs(5)));
+        let s = l.snapshot_at(turn + Duration::from_secs(3));
+        assert!(s.joined);
+        assert_eq!(s.since_last_turn, Some(Duration::from_secs(3)));
         l.ended(true);
         assert_eq!(l.snapshot().thread, ThreadState::Died);
-    }
-
-    #[test]
-    fn a_panicking_thread_is_marked_dead() {
-        let shared = Arc::new(Shared::new("p"));
-        let mark = ThreadMark(shared.clone());
-        let _ = std::thread::spawn(move || {
-            let _mark = mark;
-            panic!("boom");
-        })
-        .join();
-        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Died);
-        drop(ThreadMark(shared.clone()));
-        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Stopped);
     }
 }

@@ -1,13 +1,27 @@
 //! What the pipeline loop keeps per assigned partition: the batch being assembled,
-//! where new records start, and the retry, isolation and halt state.
+//! where new records start, records awaiting another try, and the halt state.
+//!
+//! Records to try again are kept here, encoded, not read again from Kafka: a retry
+//! costs no seek and no fetch, cannot find its record gone from the log (retention,
+//! compaction), and works while the brokers are unreachable. While any wait, newer
+//! records are buffered but not processed: nothing passes a record that is not done.
+//! Only a backlog of [`BACKLOG_BATCHES`] batches pauses the partition in librdkafka
+//! (a pause costs a refetch, and a resume up to a second before fetching starts
+//! again, so short backoffs never pause).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use ferry_sdk::wire::BatchEncoder;
+use ferry_sdk::wire::{BatchEncoder, RawRecord};
 
+use super::held::Held;
 use super::settle::Isolation;
 use crate::kafka::tracker::Epoch;
+use crate::sandbox::OutputRecord;
+
+/// How many batches' worth of records may wait behind pending retries before the
+/// partition is paused.
+pub const BACKLOG_BATCHES: usize = 4;
 
 /// One assigned partition, from the pipeline loop's point of view. Created with its
 /// first record after each assignment; dropped when the partition is revoked.
@@ -20,29 +34,31 @@ pub struct PartitionState {
     offsets: Vec<i64>,
     /// When the first buffered record arrived (for `max_wait_ms`).
     first_buffered_at: Option<Instant>,
-    /// Offset after the last new record handed to the guest: anything below it is a
-    /// redelivery, wanted only if it awaits a retry.
+    /// Offset after the last new record handed to the guest: anything below it was
+    /// delivered before.
     position: Option<i64>,
-    /// Offsets to deliver again, and how many attempts each was charged.
-    retry: BTreeSet<i64>,
+    /// Records to hand to the guest again, encoded, by offset.
+    retries: BTreeMap<i64, Vec<u8>>,
+    /// Attempts each record was charged so far.
     attempts: HashMap<i64, u32>,
-    /// While paused for a retry: when the partition is rewound to its first retry.
+    /// When the records awaiting another try are due.
     retry_due: Option<Instant>,
-    /// A redelivery pass is under way (the partition was rewound and has not reached
-    /// its position again): a retry offset the pass goes past is gone from the log.
-    rewinding: bool,
     /// Smaller batches over a range that timed out together.
     isolation: Option<Isolation>,
     /// Why the partition is halted (paused until it is reassigned), if it is.
     halted: Option<String>,
+    /// Paused because too much waits behind pending retries.
+    backlogged: bool,
+    /// Exactly-once: outputs of finished records above the watermark.
+    held: Held<OutputRecord>,
 }
 
 /// What to do with a record just delivered by the consumer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// Buffer it for the next batch.
+    /// Buffer it for a batch.
     Take,
-    /// Already finished, in flight, or not wanted now.
+    /// Delivered before, already buffered, or the partition is halted.
     Skip,
 }
 
@@ -55,13 +71,35 @@ impl PartitionState {
             offsets: Vec::new(),
             first_buffered_at: None,
             position: None,
-            retry: BTreeSet::new(),
+            retries: BTreeMap::new(),
             attempts: HashMap::new(),
             retry_due: None,
-            rewinding: false,
             isolation: None,
             halted: None,
+            backlogged: false,
+            held: Held::default(),
         }
+    }
+
+    /// Whether the records waiting behind pending retries call for a pause now
+    /// (once: it is remembered until [`Self::take_backlog_pause`] ends it).
+    pub fn needs_backlog_pause(&mut self, batch_size: usize) -> bool {
+        let needed = !self.backlogged
+            && self.halted.is_none()
+            && !self.retries.is_empty()
+            && self.offsets.len() >= BACKLOG_BATCHES * batch_size;
+        self.backlogged |= needed;
+        needed
+    }
+
+    /// Whether the partition was paused for its backlog and can resume now (no
+    /// retries pending); the pause is forgotten.
+    pub fn end_backlog_pause(&mut self) -> bool {
+        let resume = self.backlogged && self.retries.is_empty();
+        if resume {
+            self.backlogged = false;
+        }
+        resume
     }
 
     /// The tracker's assignment this state belongs to.
@@ -69,42 +107,19 @@ impl PartitionState {
         self.epoch
     }
 
-    /// Decides whether a delivered record belongs in the next batch.
+    /// Decides whether a delivered record belongs in the buffer.
     pub fn admit(&self, offset: i64) -> Admission {
-        if self.halted.is_some() || self.retry_due.is_some() {
-            // Paused: whatever still arrives is delivered again after the rewind.
+        if self.halted.is_some()
+            || self.offsets.last().is_some_and(|&last| offset <= last)
+            || self.position.is_some_and(|position| offset < position)
+        {
             return Admission::Skip;
         }
-        if self.offsets.last().is_some_and(|&last| offset <= last) {
-            return Admission::Skip;
-        }
-        match self.position {
-            Some(position) if offset < position && !self.retry.contains(&offset) => Admission::Skip,
-            _ => Admission::Take,
-        }
+        Admission::Take
     }
 
-    /// During a redelivery pass, the retry offsets below `offset` that were neither
-    /// delivered nor are waiting in the buffer: the log no longer holds them
-    /// (retention or compaction removed them during the backoff). They are
-    /// forgotten here and returned, for the caller to finish.
-    pub fn vanished_before(&mut self, offset: i64) -> Vec<i64> {
-        if !self.rewinding || self.retry_due.is_some() {
-            return Vec::new();
-        }
-        if self.position.is_none_or(|p| offset >= p) {
-            self.rewinding = false;
-        }
-        let gone: Vec<i64> =
-            self.retry.range(..offset).copied().filter(|o| self.offsets.binary_search(o).is_err()).collect();
-        for o in &gone {
-            self.retry.remove(o);
-            self.attempts.remove(o);
-        }
-        gone
-    }
-
-    /// Buffers one record (already encoded by `push`); true when the batch is full.
+    /// Buffers one record (encoded by `push`); true when the batch is full and may
+    /// go to the guest (never while retries are pending: nothing newer passes them).
     pub fn buffer(
         &mut self,
         offset: i64,
@@ -117,50 +132,108 @@ impl PartitionState {
         if self.first_buffered_at.is_none() {
             self.first_buffered_at = Some(now());
         }
-        self.offsets.len() >= self.batch_limit(batch_size)
+        self.retries.is_empty() && self.offsets.len() >= self.batch_limit(batch_size, self.offsets[0])
     }
 
-    /// The most records the next batch may hold: smaller over a range that is being
-    /// isolated.
-    fn batch_limit(&self, batch_size: usize) -> usize {
-        match (self.isolation, self.offsets.first()) {
-            (Some(iso), Some(&first)) if first <= iso.last => iso.batch_size.min(batch_size),
+    /// The most records a batch starting at `first` may hold: smaller over a range
+    /// that is being isolated.
+    fn batch_limit(&self, batch_size: usize, first: i64) -> usize {
+        match self.isolation {
+            Some(iso) if first <= iso.last => iso.batch_size.min(batch_size),
             _ => batch_size,
         }
     }
 
-    /// When the first buffered record arrived, if any is buffered.
-    pub fn first_buffered_at(&self) -> Option<Instant> {
-        self.first_buffered_at
+    /// When the buffered batch can become due by time, if it can.
+    pub fn buffered_since(&self) -> Option<Instant> {
+        self.first_buffered_at.filter(|_| self.retries.is_empty())
     }
 
     /// Whether the buffered batch should go to the guest now.
     pub fn is_due(&self, batch_size: usize, max_wait: Duration, now: Instant) -> bool {
         !self.offsets.is_empty()
-            && (self.offsets.len() >= self.batch_limit(batch_size)
+            && self.retries.is_empty()
+            && (self.offsets.len() >= self.batch_limit(batch_size, self.offsets[0])
                 || self.first_buffered_at.is_some_and(|t| now.duration_since(t) >= max_wait))
     }
 
-    /// Takes the buffered batch: its offsets, its encoded records and count, and the
-    /// last offset of a record new to this assignment (not a redelivery), moving the
-    /// position past it.
-    pub fn take_batch(&mut self, reuse: Vec<u8>) -> TakenBatch {
-        let offsets = std::mem::take(&mut self.offsets);
-        let encoder = std::mem::replace(&mut self.encoder, BatchEncoder::from_vec(reuse));
-        self.first_buffered_at = None;
+    /// Whether buffered records can go to the guest (none await a retry).
+    pub fn can_dispatch_buffer(&self) -> bool {
+        !self.offsets.is_empty() && self.retries.is_empty() && self.halted.is_none()
+    }
+
+    /// Takes the buffered batch (up to the batch limit): its offsets, its encoded
+    /// records and count, and the last offset new to this assignment, moving the
+    /// position past it. What does not fit stays buffered.
+    pub fn take_batch(&mut self, batch_size: usize, reuse: Vec<u8>) -> TakenBatch {
+        let limit = self.batch_limit(batch_size, self.offsets[0]);
+        let taken = if self.offsets.len() <= limit {
+            self.first_buffered_at = None;
+            let offsets = std::mem::take(&mut self.offsets);
+            let encoder = std::mem::replace(&mut self.encoder, BatchEncoder::from_vec(reuse));
+            (offsets, encoder)
+        } else {
+            // More arrived than one batch holds (while retries were pending): split.
+            let rest = self.offsets.split_off(limit);
+            let offsets = std::mem::replace(&mut self.offsets, rest);
+            let all = std::mem::replace(&mut self.encoder, BatchEncoder::from_vec(reuse));
+            let records: Vec<RawRecord<'_>> = ferry_sdk::wire::decode(all.bytes(), all.count())
+                .collect::<Result<_, _>>()
+                .expect("the host encoded this buffer");
+            let mut head = BatchEncoder::with_capacity(all.bytes().len());
+            for record in &records[..limit] {
+                head.push_encoded(&record.encoded());
+            }
+            for record in &records[limit..] {
+                self.encoder.push_encoded(&record.encoded());
+            }
+            (offsets, head)
+        };
+        let (offsets, encoder) = taken;
         let old_position = self.position;
         let last_new = offsets.iter().rev().copied().find(|&o| old_position.is_none_or(|p| o >= p));
         if let Some(last) = last_new {
             self.position = Some(last + 1);
         }
+        self.leave_isolation(offsets.last().copied());
+        TakenBatch { count: encoder.count(), records: encoder.into_bytes(), offsets, old_position, last_new }
+    }
+
+    /// If retries are due at `now`: the next batch of them (up to the batch limit),
+    /// all redeliveries.
+    pub fn take_due_retries(&mut self, batch_size: usize, now: Instant) -> Option<TakenBatch> {
+        if self.halted.is_some() || self.retry_due.is_none_or(|due| due > now) {
+            return None;
+        }
+        let first = *self.retries.keys().next()?;
+        let limit = self.batch_limit(batch_size, first);
+        let offsets: Vec<i64> = self.retries.keys().take(limit).copied().collect();
+        let mut encoder = BatchEncoder::new();
+        for offset in &offsets {
+            encoder.push_encoded(&self.retries.remove(offset).expect("a key just listed"));
+        }
+        if self.retries.is_empty() {
+            self.retry_due = None;
+        }
+        self.leave_isolation(offsets.last().copied());
+        Some(TakenBatch {
+            count: encoder.count(),
+            records: encoder.into_bytes(),
+            offsets,
+            old_position: self.position,
+            last_new: None,
+        })
+    }
+
+    /// Ends the isolation of a range once a batch went past it and nothing in it
+    /// awaits another try.
+    fn leave_isolation(&mut self, last_taken: Option<i64>) {
         if let Some(iso) = self.isolation
-            && offsets.last().is_some_and(|&last| last >= iso.last)
-            && self.retry.range(iso.first..=iso.last).next().is_none()
+            && last_taken.is_some_and(|last| last >= iso.last)
+            && self.retries.range(iso.first..=iso.last).next().is_none()
         {
-            // Past the range, and nothing in it awaits another try.
             self.isolation = None;
         }
-        TakenBatch { count: encoder.count(), records: encoder.into_bytes(), offsets, old_position, last_new }
     }
 
     /// Attempts record `offset` was charged so far.
@@ -168,21 +241,20 @@ impl PartitionState {
         if self.attempts.is_empty() { 0 } else { self.attempts.get(&offset).copied().unwrap_or(0) }
     }
 
-    /// Forgets the retry state of a record that is finished one way or the other.
+    /// Forgets what was kept for a record that is finished one way or the other.
     /// Free when nothing awaits a retry, which is the common case.
     pub fn forget_retry(&mut self, offset: i64) {
-        if self.retry.is_empty() && self.attempts.is_empty() {
+        if self.attempts.is_empty() {
             return;
         }
-        self.retry.remove(&offset);
         self.attempts.remove(&offset);
     }
 
-    /// Marks `offset` for another delivery, charged `attempts` so far.
-    pub fn schedule_retry(&mut self, offset: i64, attempts: u32) {
-        self.retry.insert(offset);
+    /// Keeps `record` to hand to the guest again, charged `attempts` so far.
+    pub fn keep_for_retry(&mut self, record: &RawRecord<'_>, attempts: u32) {
+        self.retries.insert(record.offset, record.encoded());
         if attempts > 0 {
-            self.attempts.insert(offset, attempts);
+            self.attempts.insert(record.offset, attempts);
         }
     }
 
@@ -191,37 +263,17 @@ impl PartitionState {
         self.isolation = Some(isolation);
     }
 
-    /// Whether records await another delivery and no rewind is scheduled yet.
-    pub fn needs_rewind(&self) -> bool {
-        self.halted.is_none() && !self.retry.is_empty() && self.retry_due.is_none()
+    /// Whether records await another try (the partition is paused meanwhile).
+    pub fn awaits_retries(&self) -> bool {
+        !self.retries.is_empty()
     }
 
-    /// Schedules the rewind at `due`: the partition is paused meanwhile (the caller
-    /// pauses the consumer) and its buffer dropped (delivered again after the rewind).
-    pub fn pause_until(&mut self, due: Instant) {
-        self.retry_due = Some(due);
-        self.discard_buffer();
+    /// Sets when the records kept for another try are due (the earliest wins).
+    pub fn retry_at(&mut self, due: Instant) {
+        self.retry_due = Some(self.retry_due.map_or(due, |d| d.min(due)));
     }
 
-    /// If the rewind is due at `now`: the offset to seek to (the first retry), and
-    /// the pass begins.
-    pub fn rewind_due(&mut self, now: Instant) -> Option<i64> {
-        if self.retry_due.is_none_or(|due| due > now) {
-            return None;
-        }
-        self.retry_due = None;
-        let first = *self.retry.first()?;
-        self.rewinding = true;
-        Some(first)
-    }
-
-    /// The rewind could not be done (the seek failed): try again at `due`.
-    pub fn rewind_failed(&mut self, due: Instant) {
-        self.retry_due = Some(due);
-        self.rewinding = false;
-    }
-
-    /// When the rewind is due, if one is scheduled.
+    /// When the retries are due, if any wait.
     pub fn retry_due(&self) -> Option<Instant> {
         self.retry_due
     }
@@ -232,38 +284,43 @@ impl PartitionState {
             return false;
         }
         self.discard_buffer();
-        self.retry.clear();
+        self.retries.clear();
         self.attempts.clear();
         self.retry_due = None;
-        self.rewinding = false;
         self.halted = Some(reason);
         true
     }
 
-    /// Drops buffered records (they are delivered again after a rewind or to the
-    /// next owner).
-    pub fn discard_buffer(&mut self) {
-        self.encoder.clear();
-        self.offsets.clear();
-        self.first_buffered_at = None;
-    }
-
-    /// Gives the buffered records up to be delivered again (as uncharged retries),
-    /// for example to encode them differently.
-    pub fn requeue_buffer(&mut self) {
-        for &offset in &self.offsets {
-            self.retry.insert(offset);
-        }
-        self.discard_buffer();
+    /// Whether the partition is halted.
+    pub fn is_halted(&self) -> bool {
+        self.halted.is_some()
     }
 
     /// Whether records are buffered.
     pub fn has_buffered(&self) -> bool {
         !self.offsets.is_empty()
     }
+
+    /// Moves the position to `offset`: what lies before it was dealt with without
+    /// the guest (an unreadable record).
+    pub fn skip_to(&mut self, offset: i64) {
+        self.position = Some(self.position.map_or(offset, |p| p.max(offset)));
+    }
+
+    /// Exactly-once: the outputs waiting for the watermark.
+    pub fn held_mut(&mut self) -> &mut Held<OutputRecord> {
+        &mut self.held
+    }
+
+    /// Drops buffered records (they are delivered again to the next owner).
+    pub fn discard_buffer(&mut self) {
+        self.encoder.clear();
+        self.offsets.clear();
+        self.first_buffered_at = None;
+    }
 }
 
-/// A batch taken from a partition's buffer.
+/// A batch taken from a partition: buffered records, or records kept for a retry.
 pub struct TakenBatch {
     /// Records in the batch.
     pub count: u32,
@@ -288,20 +345,30 @@ mod tests {
     fn fill(p: &mut PartitionState, offsets: impl IntoIterator<Item = i64>, batch_size: usize) -> Vec<bool> {
         offsets
             .into_iter()
-            .map(|o| p.buffer(o, batch_size, |e| e.push(o, None, None, None, []), Instant::now))
+            .map(|o| p.buffer(o, batch_size, |e| e.push(o, None, None, Some(b"v"), []), Instant::now))
             .collect()
     }
 
+    fn raw(offset: i64) -> Vec<u8> {
+        let mut e = BatchEncoder::new();
+        e.push(offset, None, Some(b"k"), Some(b"v"), []);
+        e.into_bytes()
+    }
+
+    fn keep(p: &mut PartitionState, offset: i64, attempts: u32) {
+        let bytes = raw(offset);
+        let record = ferry_sdk::wire::decode(&bytes, 1).next().unwrap().unwrap();
+        p.keep_for_retry(&record, attempts);
+    }
+
     #[test]
-    fn redeliveries_are_taken_only_when_awaiting_retry() {
+    fn delivered_records_are_not_taken_again() {
         let mut p = state();
         assert_eq!(p.admit(0), Admission::Take);
         fill(&mut p, 0..10, 100);
-        let taken = p.take_batch(Vec::new());
+        let taken = p.take_batch(100, Vec::new());
         assert_eq!((taken.old_position, taken.last_new), (None, Some(9)));
-        p.schedule_retry(5, 1);
         assert_eq!(p.admit(4), Admission::Skip);
-        assert_eq!(p.admit(5), Admission::Take);
         assert_eq!(p.admit(10), Admission::Take);
         fill(&mut p, [10], 100);
         assert_eq!(p.admit(10), Admission::Skip, "already buffered");
@@ -311,23 +378,28 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_the_log_no_longer_holds_is_noticed_by_the_pass() {
+    fn retries_come_from_memory_before_anything_newer() {
         let mut p = state();
-        fill(&mut p, 0..10, 100);
-        p.take_batch(Vec::new());
-        p.schedule_retry(3, 1);
-        p.schedule_retry(7, 1);
-        p.pause_until(Instant::now());
-        assert_eq!(p.rewind_due(Instant::now()), Some(3));
-        // Compaction removed 3: the pass starts at 5.
-        assert_eq!(p.vanished_before(5), [3]);
-        assert_eq!(p.admit(5), Admission::Skip);
-        assert_eq!(p.vanished_before(7), Vec::<i64>::new());
-        assert_eq!(p.admit(7), Admission::Take);
-        fill(&mut p, [7], 100);
-        assert_eq!(p.vanished_before(8), Vec::<i64>::new(), "7 is buffered, not gone");
-        assert_eq!(p.attempts(7), 1);
-        assert_eq!(p.attempts(3), 0, "forgotten");
+        fill(&mut p, 0..4, 4);
+        p.take_batch(4, Vec::new());
+        keep(&mut p, 1, 1);
+        keep(&mut p, 3, 0);
+        let now = Instant::now();
+        p.retry_at(now + Duration::from_secs(1));
+        assert!(p.awaits_retries());
+        // New records are buffered meanwhile, but do not go out.
+        assert_eq!(fill(&mut p, 4..8, 4), [false; 4]);
+        assert!(!p.is_due(4, Duration::ZERO, now), "nothing passes a pending retry");
+        assert!(p.take_due_retries(4, now).is_none(), "not due yet");
+        let retried = p.take_due_retries(4, now + Duration::from_secs(1)).unwrap();
+        assert_eq!(retried.offsets, [1, 3]);
+        assert_eq!((retried.old_position, retried.last_new), (Some(4), None), "redeliveries only");
+        let records: Vec<_> =
+            ferry_sdk::wire::decode(&retried.records, retried.count).map(|r| r.unwrap().offset).collect();
+        assert_eq!(records, [1, 3]);
+        assert_eq!(p.attempts(1), 1);
+        assert!(!p.awaits_retries());
+        assert!(p.is_due(4, Duration::from_secs(60), now), "the buffer may go now");
     }
 
     #[test]
@@ -335,11 +407,29 @@ mod tests {
         let mut p = state();
         p.isolate(Isolation { first: 0, last: 5, batch_size: 2 });
         assert_eq!(fill(&mut p, [0, 1], 100), [false, true]);
-        p.take_batch(Vec::new());
+        p.take_batch(100, Vec::new());
         assert_eq!(fill(&mut p, [2, 3], 100), [false, true]);
-        p.take_batch(Vec::new());
+        p.take_batch(100, Vec::new());
         assert_eq!(fill(&mut p, [4, 5], 100), [false, true]);
-        p.take_batch(Vec::new());
+        p.take_batch(100, Vec::new());
         assert_eq!(fill(&mut p, [6, 7, 8], 100), [false, false, false], "past the range: full batches again");
+    }
+
+    #[test]
+    fn a_buffer_that_grew_past_a_batch_is_split() {
+        let mut p = state();
+        fill(&mut p, 0..2, 2);
+        p.take_batch(2, Vec::new());
+        keep(&mut p, 0, 1);
+        p.retry_at(Instant::now());
+        fill(&mut p, 2..7, 2);
+        p.take_due_retries(2, Instant::now()).unwrap();
+        let first = p.take_batch(2, Vec::new());
+        assert_eq!(first.offsets, [2, 3]);
+        let decoded: Vec<_> = ferry_sdk::wire::decode(&first.records, first.count).map(|r| r.unwrap().offset).collect();
+        assert_eq!(decoded, [2, 3]);
+        let second = p.take_batch(2, Vec::new());
+        assert_eq!(second.offsets, [4, 5]);
+        assert_eq!(p.take_batch(2, Vec::new()).offsets, [6]);
     }
 }

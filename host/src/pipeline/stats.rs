@@ -76,6 +76,9 @@ pub struct PipelineStats {
     timeline: Mutex<Timeline>,
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
+    transactions_committed: AtomicU64,
+    transactions_aborted: AtomicU64,
+    consumer_errors: AtomicU64,
     recycles: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
@@ -122,6 +125,22 @@ impl PipelineStats {
     /// A commit failed.
     pub fn commit_failed(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition's transaction committed (exactly-once).
+    pub fn transaction_committed(&self) {
+        self.transactions_committed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition's transaction was aborted, or its producer given up on
+    /// (exactly-once): its records are processed again from the committed offset.
+    pub fn transaction_aborted(&self) {
+        self.transactions_aborted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The consumer reported an error (a broker down, a partition error, ...).
+    pub fn consumer_error(&self) {
+        self.consumer_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records processed over all partitions since start: one atomic read, for
@@ -217,6 +236,9 @@ impl PipelineStats {
             batches: self.batches.load(Ordering::Relaxed),
             rebalances: self.rebalances.load(Ordering::Relaxed),
             commit_failures: self.commit_failures.load(Ordering::Relaxed),
+            transactions_committed: self.transactions_committed.load(Ordering::Relaxed),
+            transactions_aborted: self.transactions_aborted.load(Ordering::Relaxed),
+            consumer_errors: self.consumer_errors.load(Ordering::Relaxed),
             recycles: self.recycles.load(Ordering::Relaxed),
             latency_buckets: self.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
@@ -250,6 +272,12 @@ pub struct StatsSnapshot {
     pub rebalances: u64,
     /// Commits that failed or timed out.
     pub commit_failures: u64,
+    /// Transactions committed (exactly-once pipelines).
+    pub transactions_committed: u64,
+    /// Transactions aborted or lost with their producer (exactly-once pipelines).
+    pub transactions_aborted: u64,
+    /// Errors the consumer reported.
+    pub consumer_errors: u64,
     /// Instances discarded after a fault.
     pub recycles: u64,
     /// Batch latency histogram counts, per [`LATENCY_BUCKETS_US`] plus +Inf.

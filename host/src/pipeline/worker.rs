@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 
 use super::failure::{GivenUp, backoff};
-use super::partition::PartitionState;
+use super::partition::{PartitionState, TakenBatch};
 use super::run::run_batch;
 use super::settle::{Fate, settle};
 use super::shared::Shared;
@@ -55,6 +55,9 @@ pub struct Worker {
     /// Whether batches carry headers (the running processor imports `headers`).
     pub(super) wants_headers: bool,
     pub(super) client_errors: RepeatedErrors,
+    /// Partitions restarted from their bookmark during the current fetch: the rest
+    /// of their records in it are stale.
+    pub(super) restarted: Vec<TopicPartition>,
     pub(super) last_commit: Instant,
     /// A batch finished since the last commit (for the per-batch policy).
     pub(super) batch_finished: bool,
@@ -75,7 +78,12 @@ impl Worker {
         let mut results_polled = now;
         while !runtime.stopping() {
             self.serve_events(&mut next_due);
-            self.rewind_due_retries(now);
+            self.prepare_transactions(now);
+            if self.dispatch_due_retries(now) {
+                // Records buffered while retries waited may go now.
+                next_due = self.earliest_due(max_wait);
+            }
+            self.restarted.clear();
             let fetched = self.fetch.fetch(FETCH_MAX);
             let taken = fetched.len();
             // Partitions revoked while this fetch is being worked through: their
@@ -86,6 +94,7 @@ impl Worker {
             while at < taken {
                 let (run, full) = self.take_run(&fetched, at, &mut next_due, &gone);
                 at += run;
+                gone.append(&mut self.restarted);
                 if let Some(full) = full {
                     self.dispatch(&full);
                     // A batch may take up to the guest's time limit, and a fetch can
@@ -94,10 +103,12 @@ impl Worker {
                     now = Instant::now();
                     self.shared.stats.liveness().turned(now);
                     gone.extend(self.serve_events(&mut next_due));
+                    gone.append(&mut self.restarted);
                     self.maybe_commit(now, &mut results_polled);
                 }
             }
             self.fetch.recycle(fetched);
+            self.pause_backlogs();
             now = Instant::now();
             self.shared.stats.liveness().turned(now);
             // A full batch was dispatched as its last record arrived, so only time
@@ -113,7 +124,7 @@ impl Worker {
                     self.dispatch(&key);
                 }
                 now = Instant::now();
-                next_due = self.partitions.values().filter_map(|s| s.first_buffered_at()).min().map(|t| t + max_wait);
+                next_due = self.earliest_due(max_wait);
             }
             self.maybe_commit(now, &mut results_polled);
             if taken == 0 && !self.fetch.consumer_events_waiting() {
@@ -124,10 +135,15 @@ impl Worker {
         self.shut_down();
     }
 
+    /// When the earliest buffered batch becomes due by time.
+    fn earliest_due(&self, max_wait: Duration) -> Option<Instant> {
+        self.partitions.values().filter_map(|s| s.buffered_since()).min().map(|t| t + max_wait)
+    }
+
     fn poll_timeout(&self, max_wait: Duration, now: Instant) -> Duration {
         self.partitions
             .values()
-            .filter_map(|s| s.first_buffered_at().map(|t| (t + max_wait).saturating_duration_since(now)))
+            .filter_map(|s| s.buffered_since().map(|t| (t + max_wait).saturating_duration_since(now)))
             .chain(self.partitions.values().filter_map(|s| s.retry_due().map(|t| t.saturating_duration_since(now))))
             .fold(MAX_POLL, Duration::min)
     }
@@ -136,13 +152,28 @@ impl Worker {
     pub(super) fn dispatch(&mut self, key: &TopicPartition) {
         self.refresh_processor();
         let Some(state) = self.partitions.get_mut(key) else { return };
-        if !state.has_buffered() {
+        if !state.can_dispatch_buffer() {
             return;
         }
+        let taken = state.take_batch(self.config.batch_size, std::mem::take(&mut self.batch.records));
+        self.run_and_settle(key, taken);
+    }
+
+    /// Runs the due retries of one partition through the guest and settles them.
+    pub(super) fn dispatch_retries(&mut self, key: &TopicPartition, now: Instant) {
+        self.refresh_processor();
+        let Some(state) = self.partitions.get_mut(key) else { return };
+        let Some(taken) = state.take_due_retries(self.config.batch_size, now) else { return };
+        self.run_and_settle(key, taken);
+    }
+
+    /// Runs a batch taken from `key` through the guest; publishes the outputs of
+    /// processed records, keeps records to try again, gives up on the rest, and
+    /// tells the tracker.
+    fn run_and_settle(&mut self, key: &TopicPartition, taken: TakenBatch) {
         let started = Instant::now();
-        let epoch = state.epoch();
-        let taken = state.take_batch(std::mem::take(&mut self.batch.records));
-        let offsets = taken.offsets;
+        let epoch = self.partitions[key].epoch();
+        let TakenBatch { count, records, offsets, old_position, last_new } = taken;
         // One span per batch: every event below (faults, dead letters, guest logs) carries it.
         let _batch_span = tracing::info_span!(
             "batch",
@@ -159,11 +190,11 @@ impl Worker {
             .tracker()
             .current(&key.0, key.1, epoch)
             .expect("a partition with state is tracked")
-            .begin_batch(taken.last_new);
+            .begin_batch(last_new);
         self.batch.topic.clone_from(&key.0);
         self.batch.partition = key.1;
-        self.batch.count = taken.count;
-        self.batch.records = taken.records;
+        self.batch.count = count;
+        self.batch.records = records;
 
         let run = run_batch(&mut self.instance, &mut self.batch, &offsets);
         for fault in &run.faults {
@@ -173,7 +204,7 @@ impl Worker {
         }
         let state = self.partitions.get_mut(key).expect("partition still assigned");
         let settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
-        let is_new = |offset: i64| taken.old_position.is_none_or(|p| offset >= p);
+        let is_new = |offset: i64| old_position.is_none_or(|p| offset >= p);
 
         // Outputs belong to their records: only those of processed ones go out.
         let done: HashSet<i64> =
@@ -184,7 +215,8 @@ impl Worker {
         let mut unfinished_new = Vec::new();
         let mut redelivered_done = Vec::new();
         let mut given_up = Vec::new();
-        let mut needs_backoff = 0;
+        let mut again = Vec::new();
+        let mut needs_backoff = None;
         for (&offset, fate) in offsets.iter().zip(settlement.fates) {
             match fate {
                 Fate::Done => {
@@ -194,9 +226,11 @@ impl Worker {
                     }
                 }
                 Fate::Again { attempts, backoff } => {
-                    state.schedule_retry(offset, attempts);
+                    again.push((offset, attempts));
                     if backoff {
-                        needs_backoff = needs_backoff.max(attempts);
+                        needs_backoff = needs_backoff.max(Some(attempts));
+                    } else {
+                        needs_backoff = needs_backoff.max(Some(0));
                     }
                     if is_new(offset) {
                         unfinished_new.push(offset);
@@ -215,20 +249,29 @@ impl Worker {
             state.isolate(isolation);
         }
 
+        // Exactly-once: outputs wait for the watermark instead of acks (the
+        // transaction's commit covers their delivery).
+        let exactly_once = self.config.exactly_once();
+        let await_acks = !publish.is_empty() && !exactly_once;
         // Settle before sending anything: an ack may arrive at once on another thread.
         {
             let mut tracker = self.shared.tracker();
             let tracked = tracker.current(&key.0, key.1, epoch).expect("tracked");
             if let Some(span) = span {
-                tracked.settle(span, unfinished_new, !publish.is_empty());
+                tracked.settle(span, unfinished_new, await_acks);
             }
-            if publish.is_empty() {
+            if !await_acks {
                 for &offset in &redelivered_done {
                     tracked.finish(offset);
                 }
             }
         }
-        if !publish.is_empty() {
+        if exactly_once {
+            let last = offsets[offsets.len() - 1];
+            for Emitted { source, record } in publish {
+                self.hold_output(key, source.unwrap_or(last), record);
+            }
+        } else if !publish.is_empty() {
             let producer = self.producer.as_ref().expect("a pipeline with output topics has a producer");
             let settled = Settled {
                 topic: key.0.clone(),
@@ -250,22 +293,33 @@ impl Worker {
             }
         }
 
-        if !given_up.is_empty() {
-            // Dead letters carry the records' content, read from the batch buffer.
+        if !given_up.is_empty() || !again.is_empty() {
+            // Records kept for another try, and dead letters, carry their content,
+            // read from the batch buffer.
             let buffer = std::mem::take(&mut self.batch.records);
             let records: Vec<_> = ferry_sdk::wire::decode(&buffer, self.batch.count)
                 .collect::<Result<_, _>>()
                 .expect("the host encoded this batch");
+            let record_at = |offset: &i64| records[offsets.binary_search(offset).expect("offset of this batch")];
+            if let Some(state) = self.partitions.get_mut(key) {
+                for (offset, attempts) in &again {
+                    state.keep_for_retry(&record_at(offset), *attempts);
+                }
+            }
             for (offset, reason, attempts) in &given_up {
-                let index = offsets.binary_search(offset).expect("offset of this batch");
-                let given = GivenUp { offset: *offset, reason, attempts: *attempts, record: Some(records[index]) };
+                let given = GivenUp { offset: *offset, reason, attempts: *attempts, record: Some(record_at(offset)) };
                 self.give_up(key, given);
             }
             drop(records);
             self.batch.records = buffer;
         }
-        let delay = if needs_backoff > 0 { backoff(&self.config.failure, needs_backoff) } else { Duration::ZERO };
-        self.schedule_rewind(key, delay);
+        if exactly_once {
+            self.release_outputs(key);
+        }
+        if let Some(attempts) = needs_backoff {
+            let delay = if attempts == 0 { Duration::ZERO } else { backoff(&self.config.failure, attempts) };
+            self.schedule_retries(key, Instant::now() + delay);
+        }
         let position = offsets[offsets.len() - 1] + 1;
         self.shared.stats.batch(&key.0, key.1, position, settlement.counts, started.elapsed());
         let failures = settlement.counts.retried + settlement.counts.failed;
@@ -276,6 +330,20 @@ impl Worker {
     }
 
     pub(super) fn maybe_commit(&mut self, now: Instant, results_polled: &mut Instant) {
+        if self.config.exactly_once() {
+            let due = match self.config.commit {
+                CommitPolicy::Interval { interval_ms } => {
+                    now.saturating_duration_since(self.last_commit) >= Duration::from_millis(interval_ms)
+                }
+                CommitPolicy::PerBatch => self.batch_finished,
+            };
+            if due {
+                self.last_commit = now;
+                self.batch_finished = false;
+                self.commit_transactions(None);
+            }
+            return;
+        }
         match self.config.commit {
             CommitPolicy::Interval { interval_ms }
                 if now.saturating_duration_since(self.last_commit) >= Duration::from_millis(interval_ms) =>
@@ -311,15 +379,12 @@ impl Worker {
         tracing::info!(pipeline = %self.config.name, from = %short(self.instance.component().digest()), to = %short(current.digest()), "switching processor version");
         self.shared.stats.set_version(current.digest());
         if current.wants_headers() != self.wants_headers {
-            // Buffered records were encoded for the other version: read them again,
-            // in order, through the rewind a retry uses.
+            // Buffered and retried records were encoded for the other version: read
+            // them again from Kafka, from each partition's first unfinished record.
             self.wants_headers = current.wants_headers();
             let keys: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
             for key in keys {
-                if let Some(state) = self.partitions.get_mut(&key) {
-                    state.requeue_buffer();
-                }
-                self.schedule_rewind(&key, Duration::ZERO);
+                self.restart_partition(&key);
             }
         }
         self.instance = ProcessorInstance::new(
@@ -341,6 +406,16 @@ impl Worker {
             tracing::warn!(pipeline = %self.config.name, "shutdown: outputs still in flight; committing what is finished");
         }
         self.shared.commit_sync(&self.consumer, None, SYNC_COMMIT_TIMEOUT);
+        self.commit_transactions(None);
+        if let Some(mut transactions) = self.shared.transactions() {
+            let timeout = transactions.call_timeout;
+            for key in transactions.keys() {
+                if let Some(mut producer) = transactions.remove(&key) {
+                    // What did not commit above must never become visible.
+                    let _ = producer.abort(timeout);
+                }
+            }
+        }
         self.shared.close_committer();
         // librdkafka cannot destroy a client while a queue of it is alive.
         drop(self.fetch);

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::engine::SandboxSettings;
+use super::settings::SandboxSettings;
 
 /// Bumped when the layout or the key changes, so old entries are simply never read.
 const CACHE_FORMAT: &str = "ferry-artifact-cache-v1";
@@ -111,7 +111,7 @@ impl ArtifactCache {
         if path.is_file() {
             // SAFETY: `path` is in a directory that `open` created or verified to be
             // owned by this user and writable by no one else, and files get there only
-            // through `store`: the output of `Engine::precompile_component`, written in
+            // through `store`: the output of `Component::serialize`, written in
             // full and fsynced under a temporary name, then renamed into place. So the
             // file is complete wasmtime output, and it never changes while mapped (a
             // replacement is a new inode). It was made for this engine's configuration
@@ -127,10 +127,8 @@ impl ArtifactCache {
                 }
             }
         }
-        let artifact = engine.precompile_component(bytes)?;
-        // SAFETY: `artifact` was produced a moment ago by this engine's
-        // `precompile_component`, which is exactly what `deserialize` requires.
-        let component = unsafe { Component::deserialize(engine, &artifact)? };
+        let component = Component::new(engine, bytes)?;
+        let artifact = component.serialize()?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = self.store(&path, &artifact) {
             let error = format!("{error:#}");
@@ -208,8 +206,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
             bail!("{} belongs to uid {}, not to this user (uid {me})", dir.display(), meta.uid());
         }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each suite uses its own subset
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use ferry_host::config::Config;
@@ -37,16 +38,24 @@ pub struct HostSpec<'a> {
     pub group: &'a str,
     pub component: &'a Path,
     pub cache_dir: &'a Path,
-    /// Serve the admin API (on a free port) with [`TOKEN`].
+    /// Serve the admin API (on a free port) with [`TOKEN`], read from a token file
+    /// in `cache_dir`.
     pub admin: bool,
     /// More pipeline settings, TOML lines.
     pub extra: &'a str,
 }
 
-/// The config of a host running [`PIPELINE`] over `input`, writing to `ledger`.
+/// The config of a host running [`PIPELINE`] over `input`, writing to `ledger`
+/// (and, with the admin API, its token file).
 pub fn config(spec: &HostSpec<'_>) -> Config {
-    let admin =
-        if spec.admin { format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n") } else { String::new() };
+    let admin = if spec.admin {
+        let token_file = spec.cache_dir.join("admin.token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file written");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("token file private");
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n", token_file.display())
+    } else {
+        String::new()
+    };
     let text = format!(
         r#"
         brokers = "{brokers}"

@@ -7,6 +7,8 @@
 
 use super::exposition::{Exposition, Kind, seconds};
 use super::figures::{PartitionFigures, PipelineFigures};
+use crate::admin::limits::MAX_CONNECTIONS;
+use crate::admin::traffic::TrafficSnapshot;
 use crate::pipeline::liveness::ThreadState;
 use crate::pipeline::stats::LATENCY_BUCKETS_US;
 
@@ -39,10 +41,18 @@ const OFFSET_GAUGES: [(&str, &str, PartitionValue); 5] = [
 
 type PipelineValue = fn(&PipelineFigures) -> u64;
 
-const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 5] = [
+const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 7] = [
     ("ferry_instance_recycles_total", "Guest instances thrown away after a fault.", |p| p.stats.recycles),
     ("ferry_rebalances_total", "Rebalances that took partitions from this member.", |p| p.stats.rebalances),
     ("ferry_commit_failures_total", "Offset commits that failed or timed out.", |p| p.stats.commit_failures),
+    ("ferry_transactions_committed_total", "Partition transactions committed (exactly-once).", |p| {
+        p.stats.transactions_committed
+    }),
+    (
+        "ferry_transactions_aborted_total",
+        "Partition transactions aborted, or lost with a fenced producer (exactly-once); their records run again.",
+        |p| p.stats.transactions_aborted,
+    ),
     ("ferry_guest_log_lines_total", "Guest log lines written (log calls, stdout and stderr).", |p| {
         p.stats.guest_log_lines.0
     }),
@@ -92,6 +102,23 @@ pub fn render(pipelines: &[PipelineFigures]) -> String {
         e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
     }
     pipeline_state(&mut e, pipelines);
+    e.finish()
+}
+
+/// Renders the admin server's own figures (appended to [`render`]'s).
+pub fn render_server(traffic: &TrafficSnapshot) -> String {
+    let mut e = Exposition::default();
+    let help = format!("Admin server connections open now (at most {MAX_CONNECTIONS}).");
+    e.family("ferry_admin_connections", Kind::Gauge, &help);
+    e.sample("ferry_admin_connections", &[], traffic.open);
+    let name = "ferry_admin_connections_refused_total";
+    e.family(name, Kind::Counter, "Admin connections closed as soon as accepted because the limit was reached.");
+    e.sample(name, &[], traffic.refused_connections);
+    let name = "ferry_admin_requests_refused_total";
+    e.family(name, Kind::Counter, "Admin requests refused before their work, by reason.");
+    for (why, count) in &traffic.refused {
+        e.sample(name, &[("reason", why.label())], count);
+    }
     e.finish()
 }
 

@@ -1,0 +1,213 @@
+//! One admin connection: HTTP/1.1 with hyper on ferry's runtime, as a task that
+//! costs no thread while it waits, closed when it stalls or the server stops.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use super::limits::{HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS, MAX_READ_BUFFER_BYTES, STALL_TIMEOUT};
+use super::request::{self, Served};
+
+/// Serves `stream` until the client leaves, a timeout closes it, or `stop` turns
+/// true. `permit` is its place under the connection limit, given back at the end.
+pub async fn serve(
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    served: Arc<Served>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _open = served.traffic.opened();
+    let progress = Arc::new(Progress::new());
+    let io = TokioIo::new(Tracked { inner: stream, progress: progress.clone() });
+    let handler_progress = progress.clone();
+    let handler_served = served.clone();
+    let service = service_fn(move |request| {
+        let busy = handler_progress.busy();
+        let served = handler_served.clone();
+        async move {
+            let _busy = busy;
+            request::handle(&served, request).await
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_READ_BUFFER_BYTES)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "admin connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !stopping => {
+                // Idle connections close now; a request being answered finishes first.
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = progress.stalled(STALL_TIMEOUT) => {
+                tracing::debug!("closing an admin connection that stalled");
+                break;
+            }
+        }
+    }
+    drop(permit);
+}
+
+/// When a connection last moved a byte, and how many of its requests are being
+/// worked on (a deploy may compute for a while without any byte moving).
+struct Progress {
+    started: Instant,
+    /// Milliseconds from `started` to the last byte read or written.
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+/// A request being worked on; the connection cannot stall meanwhile.
+struct Busy(Arc<Progress>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { started: Instant::now(), last_ms: AtomicU64::new(0), busy: AtomicUsize::new(0) }
+    }
+
+    fn moved(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Completes once no byte moved for `limit` while no request was being worked on.
+    /// Wakes about once per `limit`, not per byte.
+    async fn stalled(&self, limit: Duration) {
+        loop {
+            let quiet = self.quiet_for();
+            if quiet >= limit && self.busy.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            tokio::time::sleep(limit.saturating_sub(quiet).max(limit / 4)).await;
+        }
+    }
+}
+
+/// A stream that notes every byte it moves in its [`Progress`].
+struct Tracked {
+    inner: TcpStream,
+    progress: Arc<Progress>,
+}
+
+impl Tracked {
+    fn note<T>(&self, polled: Poll<io::Result<T>>, moved: bool) -> Poll<io::Result<T>> {
+        if moved {
+            self.progress.moved();
+        }
+        polled
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let moved = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        self.note(polled, moved)
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.note(polled, moved)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.note(polled, moved)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+    }
+
+    #[test]
+    fn a_quiet_connection_with_no_request_in_progress_stalls() {
+        let progress = Progress::new();
+        runtime().block_on(progress.stalled(Duration::from_millis(10)));
+        assert!(progress.quiet_for() >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_request_in_progress_holds_the_stall_off_until_it_ends() {
+        let progress = Arc::new(Progress::new());
+        let busy = progress.busy();
+        let runtime = runtime();
+        let ended = runtime.block_on(async {
+            let watch = progress.stalled(Duration::from_millis(10));
+            tokio::pin!(watch);
+            // The watchdog looks several times while the request is in progress.
+            for _ in 0..4 {
+                tokio::select! {
+                    () = &mut watch => return false,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+            drop(busy);
+            watch.await;
+            true
+        });
+        assert!(ended, "the watchdog fired while a request was in progress");
+    }
+}

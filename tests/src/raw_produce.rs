@@ -1,0 +1,94 @@
+//! A corrupt record batch, written with a hand-made Produce request: what a broker
+//! disk error or a buggy producer leaves in a log, which no client library will
+//! write on purpose. The embedded broker stores batches as they come.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+
+/// Appends one record batch (one record with `value`) whose CRC is wrong to
+/// `topic`/`partition` on the broker at `address` (`host:port`, the partition's
+/// leader), and waits for the broker's answer.
+pub fn produce_corrupt_batch(address: &str, topic: &str, partition: i32, value: &[u8]) {
+    let batch = record_batch(value, 0xdead_beef);
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional_id: null
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks: all
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout ms
+    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    string(&mut body, topic);
+    body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    body.extend_from_slice(&partition.to_be_bytes());
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(&batch);
+
+    let mut request = Vec::new();
+    request.extend_from_slice(&0i16.to_be_bytes()); // api key: Produce
+    request.extend_from_slice(&3i16.to_be_bytes()); // version 3 (record batches v2)
+    request.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    string(&mut request, "ferry-tests-raw");
+    request.extend_from_slice(&body);
+
+    let mut stream = TcpStream::connect(address).expect("the broker listens");
+    stream.write_all(&(request.len() as i32).to_be_bytes()).unwrap();
+    stream.write_all(&request).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("the broker answers");
+    let mut answer = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut answer).unwrap();
+    // correlation id, topics (1), name, partitions (1), partition, error code
+    let name_len = i16::from_be_bytes([answer[8], answer[9]]) as usize;
+    let at = 10 + name_len + 4 + 4;
+    let error = i16::from_be_bytes([answer[at], answer[at + 1]]);
+    assert_eq!(error, 0, "the broker refused the raw batch (error code {error})");
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A v2 record batch of one record, with `crc` in place of its real CRC-32C.
+fn record_batch(value: &[u8], crc: u32) -> Vec<u8> {
+    let mut record = Vec::new();
+    record.push(0); // attributes
+    varint(&mut record, 0); // timestamp delta
+    varint(&mut record, 0); // offset delta
+    varint(&mut record, -1); // no key
+    varint(&mut record, value.len() as i64);
+    record.extend_from_slice(value);
+    varint(&mut record, 0); // no headers
+    let mut records = Vec::new();
+    varint(&mut records, record.len() as i64);
+    records.extend_from_slice(&record);
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut after_crc = Vec::new();
+    after_crc.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression
+    after_crc.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    after_crc.extend_from_slice(&now.to_be_bytes()); // first timestamp
+    after_crc.extend_from_slice(&now.to_be_bytes()); // max timestamp
+    after_crc.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    after_crc.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    after_crc.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    after_crc.extend_from_slice(&1i32.to_be_bytes()); // records
+    after_crc.extend_from_slice(&records);
+
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset (the broker assigns it)
+    let length = 4 + 1 + 4 + after_crc.len(); // leader epoch, magic, crc, the rest
+    batch.extend_from_slice(&(length as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&crc.to_be_bytes());
+    batch.extend_from_slice(&after_crc);
+    batch
+}

@@ -1,0 +1,193 @@
+//! Chaos: three `ferry run` members of one group, on a broker in a process of its
+//! own, killed (SIGKILL) and stopped (SIGTERM) and restarted at random for a minute
+//! while records stream in, with a guest that retries, rejects and panics on some
+//! of them. The independent checker judges the run: nothing lost, lag 0 at the end,
+//! duplicates only where a crash or revoke allows them, commits never backwards,
+//! no skipped or out-of-order deliveries within an assignment, no output of an
+//! unprocessed delivery. The seed is printed; `FERRY_CHAOS_SEED` replays one.
+
+use std::time::{Duration, Instant};
+
+use ferry_tests::checker::{CommitSampler, backwards_commits, check};
+use ferry_tests::exactly_once::judge;
+use ferry_tests::scenarios::recorder_config;
+use ferry_tests::*;
+
+const MEMBERS: usize = 3;
+const PARTITIONS: i32 = 4;
+/// One kill, stop or restart every this long: about 20 a minute.
+const EVENT_EVERY: Duration = Duration::from_secs(3);
+/// Tansu needs seconds to settle its group after each change (its first assignment
+/// alone can take 20 s): at the mock's pace its group never settles, so it gets one
+/// event every 8 s.
+const TANSU_EVENT_EVERY: Duration = Duration::from_secs(8);
+
+/// A small deterministic generator (xorshift), so a failing run can be replayed.
+struct Dice(u64);
+
+impl Dice {
+    fn seeded() -> Self {
+        let seed = std::env::var("FERRY_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        eprintln!("chaos seed: {seed} (FERRY_CHAOS_SEED={seed} replays it)");
+        Dice(seed)
+    }
+
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % sides
+    }
+}
+
+/// What record `i` asks of the recorder: mostly nothing, sometimes a retry (that
+/// ends in a dead letter), a reject or a panic.
+fn value(i: usize) -> String {
+    match i {
+        i if i % 97 == 13 => format!("retry {i}"),
+        i if i % 89 == 7 => format!("reject {i}"),
+        i if i % 101 == 31 => format!("panic {i}"),
+        i if i % 53 == 5 => format!("flaky {i}"),
+        i => format!("r{i}"),
+    }
+}
+
+/// The delivery guarantee a chaos run holds ferry to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Promise {
+    /// Judged by the at-least-once checker (duplicates only where allowed).
+    AtLeastOnce,
+    /// Judged from the `read_committed` view: every record exactly once.
+    ExactlyOnce,
+}
+
+fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration, every: Duration, promise: Promise) {
+    let brokers = broker.brokers();
+    let group = unique("chaos");
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("seen", 1);
+    broker.create_topic("dlq", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let delivery = match promise {
+            Promise::AtLeastOnce => "",
+            Promise::ExactlyOnce => "delivery = \"exactly-once\"\n",
+        };
+        let extra = format!(
+            "{delivery}commit = {{ policy = \"interval\", interval_ms = 100 }}\n\
+             failure = {{ on_failure = \"dead-letter\", dead_letter_topic = \"dlq\", max_attempts = 3, backoff_initial_ms = 10 }}"
+        );
+        let text = recorder_config(broker, &group, "in", &extra).replace(
+            "kafka = { \"session.timeout.ms\" = \"6000\" }",
+            &format!(
+                "kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\" }}"
+            ),
+        );
+        write_config(dir.path(), &text)
+    };
+    let sampler = CommitSampler::start(&brokers, &group, "in");
+    let mut dice = Dice::seeded();
+    let mut members: Vec<Option<FerryProcess>> = (0..MEMBERS).map(|_| Some(FerryProcess::start(&config()))).collect();
+    let mut logs = Vec::new();
+    let (mut kills, mut stops, mut starts) = (0, 0, 0);
+
+    // Records stream in over the first two thirds of the run.
+    let producer = {
+        let brokers = brokers.clone();
+        let chunks = 20;
+        let pause = chaos_for * 2 / 3 / chunks as u32;
+        std::thread::spawn(move || {
+            let per_chunk = records.div_ceil(chunks);
+            for chunk in 0..chunks {
+                let range = (chunk * per_chunk).min(records)..((chunk + 1) * per_chunk).min(records);
+                let values: Vec<String> = range.map(value).collect();
+                produce(&brokers, "in", PARTITIONS, &values);
+                std::thread::sleep(pause);
+            }
+        })
+    };
+
+    let started = Instant::now();
+    while started.elapsed() < chaos_for {
+        std::thread::sleep(every);
+        let slot = dice.roll(MEMBERS as u64) as usize;
+        match members[slot].take() {
+            Some(mut member) => {
+                if dice.roll(2) == 0 {
+                    member.kill9();
+                    kills += 1;
+                } else {
+                    let status = member.terminate_and_wait();
+                    assert!(status.success(), "a member exited with {status} after SIGTERM");
+                    stops += 1;
+                }
+                logs.push(member.log_text());
+                // Usually back at once; sometimes the group carries on without it.
+                if dice.roll(3) > 0 {
+                    members[slot] = Some(FerryProcess::start(&config()));
+                    starts += 1;
+                }
+            }
+            None => {
+                members[slot] = Some(FerryProcess::start(&config()));
+                starts += 1;
+            }
+        }
+    }
+    producer.join().expect("the producer finished");
+    for slot in members.iter_mut().filter(|m| m.is_none()) {
+        *slot = Some(FerryProcess::start(&config()));
+        starts += 1;
+    }
+    wait_until("lag 0 on every partition", || lag(&brokers, &group, "in").iter().all(|p| p.lag() == 0));
+    for mut member in members.into_iter().flatten() {
+        assert!(member.terminate_and_wait().success(), "a member failed to stop cleanly");
+        logs.push(member.log_text());
+    }
+    let samples = sampler.stop();
+    eprintln!("{strategy}: {kills} SIGKILL, {stops} SIGTERM, {starts} starts");
+    match promise {
+        Promise::AtLeastOnce => {
+            let report = check(&brokers, "in", &group, Some("dlq"), &logs, &samples);
+            eprintln!("{}", report.summary());
+            report.assert_sound();
+            assert_eq!(report.finished, records, "every record finished:\n{}", report.summary());
+        }
+        Promise::ExactlyOnce => {
+            let inputs = read_all(&brokers, "in");
+            assert_eq!(inputs.len(), records);
+            let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
+            eprintln!("{}", verdict.summary());
+            verdict.assert_exactly_once();
+            let backwards = backwards_commits(&samples);
+            assert!(backwards.is_empty(), "committed offsets moved back: {backwards:?}");
+        }
+    }
+    let expected = (chaos_for.as_secs() / every.as_secs()) as usize / 2;
+    assert!(kills + stops >= expected, "the run was chaotic enough ({kills} kills, {stops} stops)");
+}
+
+#[test]
+fn chaos_eager_on_a_broker_process() {
+    let broker = std::sync::Mutex::new(MockBrokerProcess::start());
+    run(&broker, "range", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce);
+}
+
+#[test]
+fn chaos_cooperative_sticky_on_a_broker_process() {
+    let broker = std::sync::Mutex::new(MockBrokerProcess::start());
+    run(&broker, "cooperative-sticky", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce);
+}
+
+#[test]
+fn chaos_eager_on_tansu() {
+    // Tansu fetches slowly: fewer records, the same chaos.
+    run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::AtLeastOnce);
+}
+
+#[test]
+fn chaos_exactly_once_on_tansu() {
+    run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::ExactlyOnce);
+}
