@@ -500,6 +500,21 @@ fn timestamp(line: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
 }
 
+/// Committed offsets that moved back, per partition, in time order.
+pub fn backwards_commits(samples: &[Sample]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for s in samples {
+        if let Some(&before) = last.get(&s.partition)
+            && s.committed < before
+        {
+            found.push(format!("partition {}: {before} then {}", s.partition, s.committed));
+        }
+        last.insert(s.partition, s.committed.max(*last.get(&s.partition).unwrap_or(&i64::MIN)));
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,19 +549,4 @@ mod tests {
         assert_ne!(ledger.deliveries[0].session, ledger.deliveries[1].session);
         assert_eq!(ledger.outcomes[&1], "processed");
     }
-}
-
-/// Committed offsets that moved back, per partition, in time order.
-pub fn backwards_commits(samples: &[Sample]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-    for s in samples {
-        if let Some(&before) = last.get(&s.partition)
-            && s.committed < before
-        {
-            found.push(format!("partition {}: {before} then {}", s.partition, s.committed));
-        }
-        last.insert(s.partition, s.committed.max(*last.get(&s.partition).unwrap_or(&i64::MIN)));
-    }
-    found
 }
