@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -122,6 +122,14 @@ pub trait ClientLogOwner {
     fn client_name(&self) -> &str;
     /// Its log state.
     fn client_log(&self) -> &ClientLog;
+}
+
+/// The log state of every producer of the process (outputs and dead letters,
+/// transactions). They all write to the brokers of one config, so a broker outage
+/// is told once for all of them.
+pub fn producers() -> &'static ClientLog {
+    static PRODUCERS: LazyLock<ClientLog> = LazyLock::new(ClientLog::default);
+    &PRODUCERS
 }
 
 /// A pipeline's consumer, as log lines name it.

@@ -1,8 +1,8 @@
 //! The producer for output records and dead letters, and the acknowledgements that
 //! let input offsets be committed only after what they produced is safe.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::client_log::ClientLog;
+use super::client_log;
 use super::tracker::{Epoch, SpanId};
 use crate::sync::lock;
 
@@ -83,23 +83,19 @@ impl AckGroup {
 /// Routes delivery reports to their [`AckGroup`].
 pub struct AckContext;
 
-/// The log state of every output producer of the process. They all write to the
-/// brokers of one config, so a broker outage is told once for all of them.
-static PRODUCERS: LazyLock<ClientLog> = LazyLock::new(ClientLog::default);
-
-/// librdkafka's words about the producer go to [`PRODUCERS`]: once per change of
-/// state, not once per retry.
+/// librdkafka's words about the producer go to the producers' [`ClientLog`](client_log::ClientLog): once
+/// per change of state, not once per retry.
 impl ClientContext for AckContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        PRODUCERS.log(&"output producer", level, facility, message);
+        client_log::producers().log(&"output producer", level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        PRODUCERS.error(&"output producer", &error, reason);
+        client_log::producers().error(&"output producer", &error, reason);
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
-        PRODUCERS.statistics(&"output producer", statistics);
+        client_log::producers().statistics(&"output producer", statistics);
     }
 }
 
