@@ -391,12 +391,15 @@ pub fn lag(brokers: &str, group: &str, topic: &str) -> Vec<PartitionLag> {
 pub fn in_process_logs() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
         let filter =
             std::env::var("FERRY_TEST_LOG").map(|f| format!("{f},{CAPTURED}")).unwrap_or_else(|_| CAPTURED.to_owned());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(|| CaptureWriter)
+        let targets: tracing_subscriber::filter::Targets =
+            filter.parse().expect("FERRY_TEST_LOG holds target=level directives");
+        let _ = tracing_subscriber::registry()
+            .with(targets)
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(|| CaptureWriter))
             .try_init();
     });
 }

@@ -8,6 +8,10 @@ use rdkafka::ClientConfig;
 /// each: 32 MiB.
 pub const QUEUE_KBYTES: &str = "32768";
 
+/// How often librdkafka reports its brokers' states: how soon ferry notices that
+/// brokers it lost answer again ([`client_log`](super::client_log)).
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// A consumer config for `group`: auto-commit and auto offset store off, because
 /// ferry decides what is committed; everything else passes through.
 pub fn consumer_config(
@@ -30,7 +34,8 @@ pub fn consumer_config(
         .set("fetch.wait.max.ms", "100")
         // Records fetched ahead, all partitions together: a term of the host's memory
         // formula (docs/operators.md); librdkafka's default is 64 MiB.
-        .set("queued.max.messages.kbytes", QUEUE_KBYTES);
+        .set("queued.max.messages.kbytes", QUEUE_KBYTES)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (key, value) in global.iter().chain(overrides) {
         config.set(key, value);
     }
@@ -52,7 +57,8 @@ pub fn producer_config(brokers: &str, global: &BTreeMap<String, String>) -> Clie
         .set("message.timeout.ms", "60000")
         // Outputs waiting for the broker: a term of the memory formula. When it is
         // full the pipeline waits (librdkafka's default is 1 GiB).
-        .set("queue.buffering.max.kbytes", QUEUE_KBYTES);
+        .set("queue.buffering.max.kbytes", QUEUE_KBYTES)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (key, value) in global {
         config.set(key, value);
     }

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use super::client_log;
 use super::output::{Outgoing, send_when_room};
 
 /// How many times a call whose outcome librdkafka calls retriable (a timeout, a
@@ -97,7 +99,21 @@ pub struct TxnContext {
     delivery_failed: Arc<AtomicBool>,
 }
 
-impl ClientContext for TxnContext {}
+/// librdkafka's words about the producer go to the producers' client log: once per
+/// change of state, not once per retry.
+impl ClientContext for TxnContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client_log::producers().log(&"transactional producer", level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log::producers().error(&"transactional producer", &error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        client_log::producers().statistics(&"transactional producer", statistics);
+    }
+}
 
 impl ProducerContext for TxnContext {
     type DeliveryOpaque = ();

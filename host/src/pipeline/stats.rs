@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::liveness::Liveness;
+use crate::kafka::client_log::{BrokersDown, ClientLog, ClientLogOwner};
 use crate::kafka::tracker::TopicPartition;
 use crate::sandbox::{GuestFault, TenantLog};
 use crate::sync::lock;
@@ -88,6 +89,8 @@ pub struct PipelineStats {
     version: Mutex<String>,
     liveness: Liveness,
     guest_log: Mutex<Option<Arc<TenantLog>>>,
+    /// What librdkafka said about the consumer, and whether its brokers are down.
+    client_log: ClientLog,
 }
 
 impl PipelineStats {
@@ -224,6 +227,11 @@ impl PipelineStats {
         &self.liveness
     }
 
+    /// The consumer's log state: written by its context, read for `brokers_down`.
+    pub fn client_log(&self) -> &ClientLog {
+        &self.client_log
+    }
+
     /// A consistent copy of everything.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -242,6 +250,7 @@ impl PipelineStats {
             recent: lock(&self.recent).iter().cloned().collect(),
             version: lock(&self.version).clone(),
             guest_log_lines: lock(&self.guest_log).as_ref().map_or((0, 0), |l| (l.written(), l.dropped())),
+            brokers_down: self.client_log.brokers_down(),
         }
     }
 }
@@ -290,4 +299,17 @@ pub struct StatsSnapshot {
     pub version: String,
     /// Guest log lines written and dropped by the rate limit, since start.
     pub guest_log_lines: (u64, u64),
+    /// Since when, and why, the consumer reaches no broker, if it does not.
+    pub brokers_down: Option<BrokersDown>,
+}
+
+/// The consumer context finds the pipeline's client log through the pipeline.
+impl ClientLogOwner for super::Shared {
+    fn client_name(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn client_log(&self) -> &ClientLog {
+        self.stats.client_log()
+    }
 }
