@@ -65,7 +65,8 @@ pub(crate) fn classify(code: RDKafkaErrorCode, fatal: bool, retriable: bool, req
     use RDKafkaErrorCode as C;
     let fenced = matches!(
         code,
-        C::ProducerFenced
+        C::Fenced
+            | C::ProducerFenced
             | C::InvalidProducerEpoch
             | C::InvalidProducerIdMapping
             | C::TransactionalIdAuthorizationFailed
