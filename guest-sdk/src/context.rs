@@ -210,6 +210,9 @@ impl Context {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
+            if !self.sink.policy.log_granted {
+                crate::testing::refuse_ungranted("log");
+            }
             self.sink.logs.push(crate::testing::LogLine { level, message: message.to_owned() });
         }
     }
@@ -290,6 +293,11 @@ pub(crate) mod native {
         pub(crate) max_emits: usize,
         pub(crate) max_record_bytes: usize,
         pub(crate) batch_bytes: usize,
+        /// Whether the pipeline grants the `output` capability at all (lists an
+        /// output topic): a component that emits is refused at load time otherwise.
+        pub(crate) output_granted: bool,
+        /// Whether the pipeline grants the `log` capability (`allow_log`).
+        pub(crate) log_granted: bool,
     }
 
     #[derive(Debug)]
@@ -304,6 +312,9 @@ pub(crate) mod native {
 
     impl Sink {
         pub(crate) fn emit(&mut self, source: Option<i64>, out: &Output<'_>) -> Result<(), EmitError> {
+            if !self.policy.output_granted {
+                crate::testing::refuse_ungranted("output");
+            }
             if let Some(allowed) = &self.policy.allowed_topics
                 && !allowed.contains(out.topic)
             {
