@@ -43,6 +43,10 @@ pub enum Command {
     },
     /// Run the seed's commission example on an embedded broker (no Kafka needed).
     Demo(crate::demo::DemoArgs),
+    /// Create a processor project (Rust, Python or JavaScript) that builds anywhere.
+    New(crate::tenant::new::NewArgs),
+    /// Build a processor project into a component, and check it.
+    Build(crate::tenant::build::BuildArgs),
     /// Run a component on sample records in the real sandbox, with a pipeline's
     /// grants, limits and settings; compare the report with a golden file.
     Test(crate::tenant::trial::TestArgs),
@@ -127,7 +131,7 @@ pub fn main() -> ExitCode {
     // The demo and the tenant's tools print their own progress; keep the logs to
     // errors unless asked.
     let default_filter = match cli.command {
-        Command::Demo(_) | Command::Test(_) => "error",
+        Command::Demo(_) | Command::New(_) | Command::Build(_) | Command::Test(_) => "error",
         _ => "info,librdkafka=warn,rdkafka=warn",
     };
     init_tracing(cli.log_format, default_filter);
@@ -160,6 +164,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(args),
+        Command::New(args) => crate::tenant::new::run(args),
+        Command::Build(args) => crate::tenant::build::run(args),
         Command::Test(args) => crate::tenant::trial::run(args),
         Command::Check { component } => check(&component),
         Command::Deploy(args) => crate::deploy::client::run(args),

@@ -34,3 +34,43 @@ pub fn build_guest(package: &str) -> anyhow::Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// Makes sure the Rust toolchain that cargo uses in `dir` (its `rust-toolchain.toml`,
+/// or the default) can build for `wasm32-wasip2`, adding the target with rustup when
+/// it is missing: rustup adds the targets a `rust-toolchain.toml` lists only when it
+/// installs the toolchain itself.
+pub fn ensure_wasm32_wasip2(dir: &Path) -> anyhow::Result<()> {
+    if wasm32_wasip2_installed(dir)? {
+        return Ok(());
+    }
+    eprintln!("the wasm32-wasip2 target is missing: adding it (rustup target add wasm32-wasip2)");
+    let status = Command::new("rustup")
+        .current_dir(dir)
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+        .context("failed to run `rustup target add wasm32-wasip2` (is rustup on PATH?)")?;
+    if !status.success() || !wasm32_wasip2_installed(dir)? {
+        bail!("`rustup target add wasm32-wasip2` failed ({status}); add the target to the toolchain you build with");
+    }
+    Ok(())
+}
+
+/// Whether the `rustc` cargo would use in `dir` has the target's standard library.
+fn wasm32_wasip2_installed(dir: &Path) -> anyhow::Result<bool> {
+    let output = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .current_dir(dir)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .context("failed to run rustc (is Rust installed? https://rustup.rs)")?;
+    if !output.status.success() {
+        bail!(
+            "`rustc --print target-libdir --target wasm32-wasip2` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let has_std = std::fs::read_dir(libdir)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+        .unwrap_or(false);
+    Ok(has_std)
+}
