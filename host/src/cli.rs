@@ -50,6 +50,9 @@ pub enum Command {
     /// Run a component on sample records in the real sandbox, with a pipeline's
     /// grants, limits and settings; compare the report with a golden file.
     Test(crate::tenant::trial::TestArgs),
+    /// Run a project's pipelines on a local host with an embedded broker, send them
+    /// sample records and print what they write.
+    Dev(crate::tenant::dev::DevArgs),
     /// Check that a component implements the processor world; list its capabilities.
     Check {
         /// The component.
@@ -132,6 +135,9 @@ pub fn main() -> ExitCode {
     // errors unless asked.
     let default_filter = match cli.command {
         Command::Demo(_) | Command::New(_) | Command::Build(_) | Command::Test(_) => "error",
+        Command::Dev(_) => {
+            "warn,ferry::guest=trace,ferry_host::deploy=info,ferry_host::registry=info,librdkafka=error,rdkafka=error"
+        }
         _ => "info,librdkafka=warn,rdkafka=warn",
     };
     init_tracing(cli.log_format, default_filter);
@@ -167,6 +173,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::New(args) => crate::tenant::new::run(args),
         Command::Build(args) => crate::tenant::build::run(args),
         Command::Test(args) => crate::tenant::trial::run(args),
+        Command::Dev(args) => crate::tenant::dev::run(args),
         Command::Check { component } => check(&component),
         Command::Deploy(args) => crate::deploy::client::run(args),
         Command::Offsets { command } => match command {

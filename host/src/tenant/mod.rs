@@ -6,9 +6,11 @@
 //! | [`new`] | `ferry new NAME [--lang rust\|python\|js]`: a project that builds anywhere |
 //! | [`build`] | `ferry build [DIR]`: its component, for any language |
 //! | [`trial`] | `ferry test`: the component on sample records in the real sandbox, with a golden file |
+//! | [`dev`] | `ferry dev`: a local host on an embedded broker, sending the samples and printing the outputs |
 //! | [`records`] | the sample-record format (JSON lines) those commands read and print |
 
 pub mod build;
+pub mod dev;
 mod diff;
 pub mod new;
 pub mod records;
