@@ -62,6 +62,8 @@ mod pipeline;
 mod processor;
 mod record;
 mod settings;
+#[cfg(not(target_arch = "wasm32"))]
+mod sink;
 
 pub mod limits;
 pub mod wire;

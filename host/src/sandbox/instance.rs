@@ -21,7 +21,7 @@ use super::component::ProcessorComponent;
 use super::engine::Sandbox;
 use super::fault::GuestFault;
 use super::guest_state::{GuestState, Limits, Provisions};
-use super::reply::Reply;
+use super::reply::BatchReply;
 
 struct Live {
     store: Store<GuestState>,
@@ -90,7 +90,7 @@ impl ProcessorInstance {
         batch: &Batch,
         offsets: &[i64],
         deadline: Instant,
-    ) -> Result<(Reply, Vec<Emitted>), GuestFault> {
+    ) -> Result<(BatchReply, Vec<Emitted>), GuestFault> {
         let limit_ms = self.limits.time_per_batch_ms;
         let memory_limit = self.limits.memory_bytes;
         let sandbox = self.sandbox.clone();
@@ -113,7 +113,7 @@ impl ProcessorInstance {
         let outputs = live.store.data_mut().output.take();
         let high_water = live.store.data().limiter.high_water;
         let reply = settle_call(result, live, memory_limit, limit_ms)
-            .and_then(|result| Reply::validate(result, offsets).map_err(GuestFault::BadReturn));
+            .and_then(|result| BatchReply::validate(result, offsets).map_err(GuestFault::BadReturn));
         // Wasm memory never shrinks: start over once a guest has grown large, and
         // never reuse an instance after it faulted.
         if reply.is_err() || high_water > memory_limit / 2 {

@@ -84,7 +84,7 @@ fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
     let workspace_root =
         PathBuf::from(metadata["workspace_root"].as_str().context("cargo metadata has no workspace_root")?);
     check_guest_profile(&workspace_root.join("Cargo.toml"))?;
-    crate::devtools::ensure_wasm32_wasip2(dir)?;
+    crate::devtools::ensure_wasm_target(dir)?;
     let status = Command::new("cargo")
         .args(["build", "--lib", "--profile", "guest", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(&manifest)
