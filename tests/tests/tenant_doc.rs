@@ -4,9 +4,12 @@
 //! outputs, in Rust, and in Python and JavaScript where their toolchains are
 //! installed (scripts/test.sh installs them).
 //!
-//! How the page is read is described in the comment at its top. Nothing is timed:
-//! background output is waited for line by line, with a ceiling only for a broken
-//! build.
+//! How the page is read is described in the comment at its top. Every fenced block
+//! is either run, checked, written to a file or a known kind of illustration: a
+//! block of any other kind (```bash, ```console, ...) fails the test, so a command
+//! the test does not run cannot appear on the page. Nothing is timed: background
+//! output is waited for line by line, with [`PATIENCE`] only as the ceiling for a
+//! broken build.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -14,11 +17,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_tests::{PATIENCE, free_port, wait_until};
+
 /// The admin address the page uses; each run replaces it with a free port.
 const PAGE_ADMIN: &str = "127.0.0.1:9464";
-/// The most a background command may take to print what the page says it prints
-/// (a Python component compiles for seconds on a busy machine).
-const CEILING: Duration = Duration::from_secs(300);
+/// Languages of blocks that only illustrate (unless they have `file=`).
+const ILLUSTRATIONS: &[&str] = &["rust", "toml", "json", "python", "js", "text"];
+/// Set by scripts/test.sh (which installs every toolchain): a section is never
+/// skipped for a missing toolchain, it fails.
+const REQUIRE_ALL: &str = "FERRY_DOC_TEST_ALL_LANGUAGES";
 
 #[derive(Debug)]
 enum Item {
@@ -59,6 +66,17 @@ fn parse(page: &str) -> Vec<Item> {
         }
     }
     items
+}
+
+/// Whether the test knows what to do with a block of this info string (the same
+/// kinds as the `match` in the test).
+fn known(info: &str) -> bool {
+    match info.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["sh"] | ["sh", "fails" | "background"] | ["text", "stdout" | "stderr" | "background"] => true,
+        [_, file] => file.starts_with("file="),
+        [language] => ILLUSTRATIONS.contains(language),
+        _ => false,
+    }
 }
 
 /// Whether `line` holds `pattern`, where `...` stands for any text.
@@ -145,7 +163,7 @@ impl Background {
                 return;
             }
             let ended = self.child.try_wait().expect("waitable");
-            if ended.is_some() || started.elapsed() > CEILING {
+            if ended.is_some() || started.elapsed() > PATIENCE {
                 panic!(
                     "docs/tenants.md line {line}: `{}` did not print\n  {}\n({}); it printed:\n{}\nand on stderr:\n{}",
                     self.command,
@@ -164,14 +182,12 @@ impl Background {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
         assert!(killed.success(), "could not signal `{}`", self.command);
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("waitable") {
-                break status;
-            }
-            assert!(started.elapsed() < CEILING, "`{}` did not stop after SIGINT", self.command);
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let mut status = None;
+        wait_until(&format!("`{}` to stop after SIGINT", self.command), || {
+            status = self.child.try_wait().expect("waitable");
+            status.is_some()
+        });
+        let status = status.expect("it stopped");
         assert!(status.success(), "`{}` ended with {status} after SIGINT; stderr:\n{}", self.command, self.stderr.lock().unwrap());
     }
 }
@@ -273,10 +289,6 @@ fn installed(need: &str, checkout: &Path) -> Result<(), String> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn every_command_in_tenants_md_works() {
     let checkout = ferry_host::devtools::workspace_root();
@@ -319,11 +331,17 @@ fn every_command_in_tenants_md_works() {
             }
             Item::Needs(need) => {
                 if let Err(missing) = installed(need, &checkout) {
+                    assert!(
+                        std::env::var_os(REQUIRE_ALL).is_none(),
+                        "{REQUIRE_ALL} is set, and docs/tenants.md needs {missing}"
+                    );
                     eprintln!("docs/tenants.md: skipping this section: it needs {missing}");
                     skipping = Some(missing);
                 }
             }
-            Item::Block { .. } if skipping.is_some() => {}
+            Item::Block { info, line, .. } if skipping.is_some() => {
+                assert!(known(info), "docs/tenants.md line {line}: a ```{info} block the test would not run");
+            }
             Item::Block { info, text, line } => {
                 let words: Vec<&str> = info.split_whitespace().collect();
                 match words.as_slice() {
@@ -348,7 +366,11 @@ fn every_command_in_tenants_md_works() {
                         let path = session.cwd.join(&file["file=".len()..]);
                         std::fs::write(&path, session.localize(text)).unwrap();
                     }
-                    _ => {}
+                    [language] if ILLUSTRATIONS.contains(language) => {}
+                    _ => panic!(
+                        "docs/tenants.md line {line}: a ```{info} block: the test does not know what to do \
+                         with it (commands go in ```sh blocks; illustrations are {ILLUSTRATIONS:?})"
+                    ),
                 }
             }
         }
@@ -367,4 +389,10 @@ fn the_page_reader_finds_blocks_markers_and_patterns() {
     assert!(matches("digest: sha256:abc", "digest: sha256:..."));
     assert!(matches("[u] now running 0123 (rollback from 4567)", "[u] now running ... (rollback from ...)"));
     assert!(!matches("[u] now running 0123 (deployed from watch:x)", "[u] now running ... (rollback from ...)"));
+    for info in ["sh", "sh fails", "sh background", "text stdout", "text background", "rust file=src/lib.rs", "toml"] {
+        assert!(known(info), "{info}");
+    }
+    for info in ["", "bash", "console", "shell", "sh later", "text elsewhere"] {
+        assert!(!known(info), "{info}");
+    }
 }
