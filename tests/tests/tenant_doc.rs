@@ -188,7 +188,12 @@ impl Background {
             status.is_some()
         });
         let status = status.expect("it stopped");
-        assert!(status.success(), "`{}` ended with {status} after SIGINT; stderr:\n{}", self.command, self.stderr.lock().unwrap());
+        assert!(
+            status.success(),
+            "`{}` ended with {status} after SIGINT; stderr:\n{}",
+            self.command,
+            self.stderr.lock().unwrap()
+        );
     }
 }
 
@@ -359,7 +364,8 @@ fn every_command_in_tenants_md_works() {
                     }
                     ["text", "background"] => {
                         let expected = session.localize(text);
-                        let background = session.background.as_mut().unwrap_or_else(|| panic!("line {line}: nothing runs"));
+                        let background =
+                            session.background.as_mut().unwrap_or_else(|| panic!("line {line}: nothing runs"));
                         background.wait_for(&expected, *line);
                     }
                     [_, file] if file.starts_with("file=") => {
