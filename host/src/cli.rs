@@ -20,6 +20,7 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
     pub log_format: LogFormat,
+    #[allow(missing_docs)] // a doc comment here would become clap's help text
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,6 +65,7 @@ pub enum Command {
     Deploy(crate::deploy::client::DeployArgs),
     /// Show or reset a consumer group's committed offsets.
     Offsets {
+        #[allow(missing_docs)]
         #[command(subcommand)]
         command: OffsetsCommand,
     },
@@ -74,12 +76,14 @@ pub enum Command {
 pub enum OffsetsCommand {
     /// Committed offset, log end and lag per partition.
     Show {
+        #[allow(missing_docs)]
         #[command(flatten)]
         target: GroupTarget,
     },
     /// Move the group's bookmark (for a replay after a fix). Refused while the group
     /// has active members.
     Reset {
+        #[allow(missing_docs)]
         #[command(flatten)]
         target: GroupTarget,
         /// earliest, latest, an offset, or ts:<milliseconds since the epoch>.

@@ -21,6 +21,8 @@
 //! below `pipeline` knows it exists). `docs/architecture.md` follows one record from
 //! poll to commit.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -65,13 +65,17 @@ pub fn first_by(ledger: &[Processed], tag: u8, since: u64) -> Option<u64> {
     ledger[from..].iter().find(|p| p.tag == tag).map(|p| p.micros)
 }
 
-/// The longest time, in µs, without any record processed, among gaps that overlap
-/// `[from, to]`.
+/// The longest time, in µs, without any record processed inside `[from, to]`.
+///
+/// Each gap is clipped to the window: a gap that spans the window's edge counts only
+/// for its part inside. (Counting whole overlapping gaps put the gap that spans a
+/// deploy request into both the baseline window before the request and the pause
+/// window after it, so the two read the same.)
 pub fn longest_gap(ledger: &[Processed], from: u64, to: u64) -> u64 {
     ledger
         .windows(2)
-        .filter(|w| w[1].micros >= from && w[0].micros <= to)
-        .map(|w| w[1].micros - w[0].micros)
+        .filter(|w| w[1].micros > from && w[0].micros < to)
+        .map(|w| w[1].micros.min(to) - w[0].micros.max(from))
         .max()
         .unwrap_or(0)
 }

@@ -191,7 +191,7 @@ fn run(v1: &Path, v2: &Path, cache: bool) -> anyhow::Result<Vec<Measured>> {
                 answer_ms: ms(s.answered - s.requested),
                 first_ms: ms(first - s.requested),
                 pause_ms: ms(ledger::longest_gap(&ledger, s.requested, first + AFTER_FIRST)),
-                baseline_ms: ms(ledger::longest_gap(&ledger, s.requested - window, s.requested - 1)),
+                baseline_ms: ms(ledger::longest_gap(&ledger, s.requested - window, s.requested)),
             })
         })
         .collect()

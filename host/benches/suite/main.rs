@@ -16,7 +16,7 @@ mod scaling;
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 const SECTIONS: [&str; 6] = ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once"];
 
@@ -25,8 +25,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     match args.first().map(String::as_str) {
         Some("child-memory") => {
-            let count = args.get(1).context("child-memory COUNT COMPONENT")?.parse()?;
-            return memory::child(count, &PathBuf::from(args.get(2).context("component path")?));
+            let [count, component, brokers, prefix] = &args[1..] else {
+                bail!("child-memory COUNT COMPONENT BROKERS TOPIC-PREFIX")
+            };
+            return memory::child(count.parse()?, &PathBuf::from(component), brokers, prefix);
         }
         Some("child-cores") => {
             let cpus = args.get(1).context("child-cores CPUS COMPONENT")?;

@@ -1,7 +1,9 @@
 //! Section 4: resident memory of idle pipelines. Each measurement runs in a child
 //! process of its own (this binary, re-executed) so one does not inherit the
-//! other's heap.
+//! other's heap; the embedded broker runs in the parent, so the child's RSS is the
+//! host's alone.
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,24 +46,14 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The child's side: a host with `count` passthrough pipelines, each on a topic of
-/// its own; prints one `MEMORY` line.
-pub fn child(count: usize, component: &Path) -> anyhow::Result<()> {
-    let broker = Broker::start()?;
-    let shape = Shape { value_len: 100 };
-    let prefix = unique("mem");
-    let topics: Vec<Topic> = (0..count).map(|i| Topic { name: format!("{prefix}-{i}"), partitions: 1 }).collect();
-    for topic in &topics {
-        broker.create(&topic.name, 1)?;
-    }
-    let pipelines: Vec<(Vec<Topic>, u64)> = topics.iter().map(|t| (vec![t.clone()], RECORDS)).collect();
-    let (config, _) = e2e::config(
-        broker.brokers(),
-        &e2e::kafka_from_env(),
-        component,
-        &pipelines.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
-        e2e::Setup::PerBatch,
-    )?;
+/// The child's side: a host with `count` passthrough pipelines on `brokers` (the
+/// parent's embedded broker, so its memory is not counted here), pipeline `i` on topic
+/// `<prefix>-<i>`. Prints a `JOINED` line once every pipeline has joined, then waits
+/// for the parent's records to be committed and prints one `MEMORY` line.
+pub fn child(count: usize, component: &Path, brokers: &str, prefix: &str) -> anyhow::Result<()> {
+    let topics = topics(count, prefix);
+    let pipelines: Vec<Vec<Topic>> = topics.iter().map(|t| vec![t.clone()]).collect();
+    let (config, _) = e2e::config(brokers, &e2e::kafka_from_env(), component, &pipelines, e2e::Setup::PerBatch)?;
     std::thread::sleep(Duration::from_millis(500));
     let (before, threads_before) = (proc_status("VmRSS"), proc_status("Threads"));
 
@@ -69,12 +61,10 @@ pub fn child(count: usize, component: &Path) -> anyhow::Result<()> {
     wait("every pipeline to join", || host.pipelines.iter().all(|p| p.shared.stats.liveness().snapshot().joined))?;
     std::thread::sleep(Duration::from_secs(1));
     let joined = proc_status("VmRSS");
+    println!("JOINED");
+    std::io::stdout().flush()?;
 
-    for topic in &topics {
-        broker.produce(&topic.name, 1, RECORDS, shape)?;
-    }
-    broker.flush()?;
-    wait("every pipeline to commit its records", || {
+    wait("every pipeline to commit the parent's records", || {
         host.pipelines.iter().all(|p| {
             p.shared.stats.snapshot().partitions.values().map(|s| s.committed.unwrap_or(0)).sum::<i64>()
                 >= RECORDS as i64
@@ -88,20 +78,42 @@ pub fn child(count: usize, component: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The parent's side: runs a child for `count` pipelines and reads its line.
+fn topics(count: usize, prefix: &str) -> Vec<Topic> {
+    (0..count).map(|i| Topic { name: format!("{prefix}-{i}"), partitions: 1 }).collect()
+}
+
+/// The parent's side: starts the embedded broker here, runs a child host for `count`
+/// pipelines against it, writes each pipeline's records once the child has joined,
+/// and reads the child's line.
 pub fn measure(count: usize, component: &Path) -> anyhow::Result<Sample> {
-    let exe = std::env::current_exe()?;
-    let output = Command::new(exe)
+    let broker = Broker::start()?;
+    let prefix = unique("mem");
+    let topics = topics(count, &prefix);
+    for topic in &topics {
+        broker.create(&topic.name, 1)?;
+    }
+    let mut child = Command::new(std::env::current_exe()?)
         .args(["child-memory", &count.to_string()])
         .arg(component)
+        .args([broker.brokers(), &prefix])
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .context("failed to run the memory child")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("MEMORY "))
-        .with_context(|| format!("the memory child printed no result ({})", output.status))?;
+    let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+    let mut result = None;
+    while let Some(line) = lines.next().transpose()? {
+        if line == "JOINED" {
+            for topic in &topics {
+                broker.produce(&topic.name, 1, RECORDS, Shape { value_len: 100 })?;
+            }
+            broker.flush()?;
+        } else if line.starts_with("MEMORY ") {
+            result = Some(line);
+        }
+    }
+    let status = child.wait()?;
+    let line = result.with_context(|| format!("the memory child printed no result ({status})"))?;
     let n: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
     let [pipelines, before, joined, live, threads_before, threads_live] = n[..] else {
         bail!("bad memory line {line:?}")

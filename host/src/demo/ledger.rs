@@ -48,12 +48,15 @@ struct Stored {
     value: Vec<u8>,
 }
 
-/// Every record of `topic` up to its current log end.
+/// Every record of `topic` up to its current log end, as a `read_committed` reader
+/// sees it (records written outside transactions are always visible; those of
+/// aborted transactions never are).
 fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<Stored>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "ferry-demo-reader")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
         .create()
         .context("failed to create a reader")?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).with_context(|| format!("no metadata for {topic}"))?;
@@ -85,10 +88,26 @@ fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<Stored>> {
                 }
             }
             Some(Err(error)) => bail!("failed to read {topic}: {error}"),
-            None => {}
+            None => {
+                // Transaction markers and aborted records are never handed out, so
+                // the last offsets of a partition may never arrive: the consumer's
+                // position past them says it is read.
+                let position = consumer.position()?;
+                ends.retain(|&partition, &mut end| {
+                    position
+                        .find_partition(topic, partition)
+                        .and_then(|p| p.offset().to_raw())
+                        .is_none_or(|at| at < end)
+                });
+            }
         }
     }
     Ok(out)
+}
+
+/// How many records of `topic` a `read_committed` reader sees.
+pub fn visible_records(brokers: &str, topic: &str) -> anyhow::Result<usize> {
+    Ok(read_topic(brokers, topic)?.len())
 }
 
 /// Where each order sits in `topic`: order id → (partition, offset).

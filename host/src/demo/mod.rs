@@ -45,6 +45,11 @@ pub struct DemoArgs {
     /// over from the bookmarks; then interval and per-batch commits through a crash.
     #[arg(long)]
     pub story: bool,
+    /// Run the commission pipeline with `delivery = "exactly-once"`: commissions,
+    /// dead letters and the input offsets commit in one transaction, and the demo ends
+    /// by reading the commissions back with `read_committed`.
+    #[arg(long, conflicts_with = "story")]
+    pub exactly_once: bool,
     /// How many orders to produce (per story with --story).
     #[arg(long)]
     pub records: Option<usize>,
@@ -104,11 +109,40 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         story::run(&story)?;
         return policies::run(&story);
     }
-    seed(&component, args.records.unwrap_or(DEMO_RECORDS), Duration::from_secs(args.timeout_secs))
+    let delivery = if args.exactly_once { Delivery::ExactlyOnce } else { Delivery::AtLeastOnce };
+    seed(&component, args.records.unwrap_or(DEMO_RECORDS), Duration::from_secs(args.timeout_secs), delivery)
+}
+
+/// How the demo's pipeline delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// Every order `i` below `records` that is well formed.
+fn valid_orders(records: usize) -> usize {
+    (0..records).filter(|&i| serde_json::from_str::<serde_json::Value>(&order(i)).is_ok()).count()
+}
+
+/// The bookmark of every partition of `orders`. Under exactly-once the offsets travel
+/// inside each transaction (`TxnOffsetCommit`), which the embedded broker accepts but
+/// does not keep, so the committed offsets shown are the ones ferry committed in its
+/// transactions (its own stats); a real broker would report the same through
+/// `ferry offsets show`.
+fn bookmarks(host: &Host, brokers: &str, delivery: Delivery) -> anyhow::Result<Vec<offsets::PartitionLag>> {
+    let mut rows = offsets::show(brokers, &Default::default(), GROUP, &["orders".to_owned()])?;
+    if delivery == Delivery::ExactlyOnce {
+        let stats = host.pipelines[0].shared.stats.snapshot();
+        for row in &mut rows {
+            row.committed = stats.partitions.get(&(row.topic.clone(), row.partition)).and_then(|p| p.committed);
+        }
+    }
+    Ok(rows)
 }
 
 /// The seed's commission pipeline over `records` orders, to lag 0.
-fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyhow::Result<()> {
+fn seed(component: &std::path::Path, records: usize, patience: Duration, delivery: Delivery) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("failed to start the embedded broker")?;
     for (topic, partitions) in [("orders", PARTITIONS), ("commissions", PARTITIONS), ("orders.dlq", 1)] {
         cluster.create_topic(topic, partitions, 1).with_context(|| format!("failed to create topic {topic}"))?;
@@ -132,13 +166,20 @@ fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyh
         commit = {{ policy = "interval", interval_ms = 200 }}
         output_topics = ["commissions"]
         failure = {{ on_failure = "dead-letter", dead_letter_topic = "orders.dlq", max_attempts = 3 }}
+        delivery = "{delivery}"
         "#,
         component = component.display().to_string().replace('\\', "\\\\"),
+        delivery = match delivery {
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::ExactlyOnce => "exactly-once",
+        },
     ))?;
+    if delivery == Delivery::ExactlyOnce {
+        println!("exactly-once: commissions, dead letters and offsets commit in one transaction every 200 ms");
+    }
     let host = Host::start(&config)?;
     let shutdown = host.shutdown_flag();
     let started = Instant::now();
-    let topics = vec!["orders".to_owned()];
     let mut progress = Progress::stdout();
     let mut rows;
     loop {
@@ -146,7 +187,7 @@ fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyh
         let stats = host.pipelines[0].shared.stats.snapshot();
         let done: u64 = stats.partitions.values().map(|p| p.processed + p.dead_lettered).sum();
         let dead: u64 = stats.partitions.values().map(|p| p.dead_lettered).sum();
-        rows = offsets::show(&brokers, &Default::default(), GROUP, &topics)?;
+        rows = bookmarks(&host, &brokers, delivery)?;
         let committed: i64 = rows.iter().map(|r| r.committed.unwrap_or(0)).sum();
         let width = 30;
         let filled = (committed as usize * width / records.max(1)).min(width);
@@ -170,6 +211,9 @@ fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyh
     host.wait();
 
     println!("{}", offsets::table(&rows));
+    if delivery == Delivery::ExactlyOnce {
+        return read_back_committed(&brokers, records);
+    }
     let written = |topic: &str| -> anyhow::Result<i64> {
         Ok(offsets::show(&brokers, &Default::default(), GROUP, &[topic.to_owned()])?.iter().map(|r| r.log_end).sum())
     };
@@ -180,6 +224,34 @@ fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyh
         bail!("expected {records} commissions + dead letters, found {}", commissions + dead_letters);
     }
     println!("every order accounted for: lag 0 on every partition.");
+    Ok(())
+}
+
+/// Exactly-once's proof: what a `read_committed` reader sees is one commission per
+/// valid order and one dead letter per malformed one, no more, no less.
+fn read_back_committed(brokers: &str, records: usize) -> anyhow::Result<()> {
+    let valid = valid_orders(records);
+    let commissions = ledger::commissions(brokers, "commissions")?;
+    let read: u32 = commissions.values().sum();
+    let duplicated = commissions.values().filter(|&&n| n > 1).count();
+    let dead_letters = ledger::visible_records(brokers, "orders.dlq")?;
+    println!(
+        "commissions read back with read_committed: {read} for {} orders (valid orders: {valid})",
+        commissions.len()
+    );
+    println!("dead letters read back with read_committed: {dead_letters} (malformed orders: {})", records - valid);
+    if read as usize != valid || commissions.len() != valid || duplicated > 0 {
+        bail!(
+            "expected one commission for each of the {valid} valid orders; read {read} for {} orders",
+            commissions.len()
+        );
+    }
+    if dead_letters != records - valid {
+        bail!("expected {} dead letters, read {dead_letters}", records - valid);
+    }
+    println!(
+        "exactly once: every valid order has one commission, every malformed one dead letter; lag 0 on every partition."
+    );
     Ok(())
 }
 

@@ -116,9 +116,13 @@ pub type OutputProducer = ThreadedProducer<AckContext>;
 
 /// An output record to send.
 pub struct Outgoing<'a> {
+    /// Destination topic.
     pub topic: &'a str,
+    /// Key, if any.
     pub key: Option<&'a [u8]>,
+    /// Value, if any.
     pub value: Option<&'a [u8]>,
+    /// Headers in order; a `None` value is a null header.
     pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
 }
 

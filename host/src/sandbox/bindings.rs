@@ -2,12 +2,18 @@
 //! functions: a guest runs as a future the host can stop at its deadline, whatever it
 //! is doing (computing, or waiting in a WASI call).
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "processor",
-    exports: { default: async },
-    additional_derives: [PartialEq, Eq],
-});
+// Generated code: its docs come from the WIT file, where it has them.
+#[allow(missing_docs)]
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "processor",
+        exports: { default: async },
+        additional_derives: [PartialEq, Eq],
+    });
+}
 
-pub use ferry::processor::output::{EmitError, OutputRecord};
-pub use ferry::processor::types::{Batch, BatchResult, Failure, Header, Status, TopicPartition};
+pub use generated::*;
+
+pub use generated::ferry::processor::output::{EmitError, OutputRecord};
+pub use generated::ferry::processor::types::{Batch, BatchResult, Failure, Header, Status, TopicPartition};
