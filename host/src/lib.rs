@@ -21,19 +21,19 @@
 //! below `pipeline` knows it exists). `docs/architecture.md` follows one record from
 //! poll to commit.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod demo;
+pub(crate) mod demo;
 pub mod deploy;
 pub mod devtools;
 pub mod host;
 pub mod kafka;
 pub mod pipeline;
 pub mod registry;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod sandbox;
 mod sync;
 pub mod tenant;

@@ -8,7 +8,7 @@ use super::Reply;
 
 /// The result of checking a request's bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Authorization {
+pub(crate) enum Authorization {
     /// The right token.
     Granted,
     /// Missing or wrong token.
@@ -19,7 +19,7 @@ pub enum Authorization {
 
 impl Authorization {
     /// Checks the `Authorization: Bearer <token>` header against `token`.
-    pub fn check(token: Option<&str>, headers: &HeaderMap) -> Self {
+    pub(crate) fn check(token: Option<&str>, headers: &HeaderMap) -> Self {
         let Some(token) = token else { return Authorization::NoTokenConfigured };
         let presented = headers
             .get(AUTHORIZATION)
@@ -34,7 +34,7 @@ impl Authorization {
     }
 
     /// `None` when granted, else the refusal to send.
-    pub fn refusal(self) -> Option<Reply> {
+    pub(crate) fn refusal(self) -> Option<Reply> {
         match self {
             Authorization::Granted => None,
             Authorization::Denied => Some(Reply::text(401, "missing or wrong bearer token")),

@@ -20,7 +20,7 @@ use super::request::{self, Served};
 
 /// Serves `stream` until the client leaves, a timeout closes it, or `stop` turns
 /// true. `permit` is its place under the connection limit, given back at the end.
-pub async fn serve(
+pub(crate) async fn serve(
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
     served: Arc<Served>,

@@ -26,7 +26,7 @@ use super::{AdminState, Reply};
 
 /// Serves the read-only endpoints; `traffic` is the server's own figures for
 /// `/metrics`.
-pub fn route(state: &AdminState, traffic: &Traffic, method: &Method, path: &str) -> Option<Reply> {
+pub(crate) fn route(state: &AdminState, traffic: &Traffic, method: &Method, path: &str) -> Option<Reply> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return None;
     }

@@ -23,7 +23,7 @@ use crate::deploy::http::DeployApi;
 use crate::runtime::Runtime;
 
 /// What every request of one server shares.
-pub struct Served {
+pub(crate) struct Served {
     /// The pipelines and the token.
     pub state: Arc<AdminState>,
     /// The deploy endpoints.
@@ -40,7 +40,7 @@ pub struct Served {
 
 impl Served {
     /// Shared state for a server over `state`.
-    pub fn new(state: Arc<AdminState>, runtime: Runtime) -> Self {
+    pub(crate) fn new(state: Arc<AdminState>, runtime: Runtime) -> Self {
         let deploy = Arc::new(DeployApi::new(
             state.sandbox.clone(),
             state.pipelines.iter().map(|p| (p.config.clone(), p.slot.clone())),
@@ -58,10 +58,10 @@ impl Served {
 
 /// The response body: always complete in memory, so it goes out with a
 /// `Content-Length`, never chunked.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// Answers one request.
-pub async fn handle(served: &Served, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(served: &Served, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let Ok(_turn) = served.requests.clone().try_acquire_owned() else {
         served.traffic.refused(Refusal::Busy);
         return Ok(busy("the admin server is answering too many requests; try again\n"));

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why the server refused a request before doing its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Missing or wrong bearer token, or no token configured (401, 403).
     Unauthorized,
     /// Too many requests at once, or no deploy turn in time (503).
@@ -18,10 +18,10 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every kind, in the order of the metric's samples.
-    pub const ALL: [Refusal; 4] = [Refusal::Unauthorized, Refusal::Busy, Refusal::TooLarge, Refusal::Timeout];
+    pub(crate) const ALL: [Refusal; 4] = [Refusal::Unauthorized, Refusal::Busy, Refusal::TooLarge, Refusal::Timeout];
 
     /// The `reason` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Refusal::Unauthorized => "unauthorized",
             Refusal::Busy => "busy",
@@ -33,7 +33,7 @@ impl Refusal {
 
 /// Counters shared by the accept loop, the connections and the request handlers.
 #[derive(Debug, Default)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     open: AtomicU64,
     refused_connections: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
@@ -41,7 +41,7 @@ pub struct Traffic {
 
 /// The counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrafficSnapshot {
+pub(crate) struct TrafficSnapshot {
     /// Connections open now.
     pub open: u64,
     /// Connections closed at once because the limit was reached.
@@ -52,23 +52,23 @@ pub struct TrafficSnapshot {
 
 impl Traffic {
     /// Counts a connection as open until the guard is dropped.
-    pub fn opened(&self) -> OpenConnection<'_> {
+    pub(crate) fn opened(&self) -> OpenConnection<'_> {
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenConnection(self)
     }
 
     /// Counts a connection closed at once for the limit.
-    pub fn refused_connection(&self) {
+    pub(crate) fn refused_connection(&self) {
         self.refused_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused request.
-    pub fn refused(&self, why: Refusal) {
+    pub(crate) fn refused(&self, why: Refusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters now.
-    pub fn snapshot(&self) -> TrafficSnapshot {
+    pub(crate) fn snapshot(&self) -> TrafficSnapshot {
         TrafficSnapshot {
             open: self.open.load(Ordering::Relaxed),
             refused_connections: self.refused_connections.load(Ordering::Relaxed),
@@ -81,7 +81,7 @@ impl Traffic {
 }
 
 /// An open connection, counted until dropped.
-pub struct OpenConnection<'a>(&'a Traffic);
+pub(crate) struct OpenConnection<'a>(&'a Traffic);
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {

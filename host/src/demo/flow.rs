@@ -15,7 +15,7 @@ use crate::kafka::output::send_when_room;
 
 /// librdkafka's mock cluster, in this process; members in other processes reach it
 /// over loopback.
-pub struct Broker {
+pub(crate) struct Broker {
     _cluster: MockCluster<'static, DefaultProducerContext>,
     /// Bootstrap servers.
     pub brokers: String,
@@ -23,7 +23,7 @@ pub struct Broker {
 
 impl Broker {
     /// Starts a one-broker cluster with `topics` (name, partitions).
-    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
+    pub(crate) fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
         let cluster = MockCluster::new(1).context("failed to start the embedded broker")?;
         for (topic, partitions) in topics {
             cluster.create_topic(topic, *partitions, 1).with_context(|| format!("failed to create topic {topic}"))?;
@@ -34,7 +34,7 @@ impl Broker {
 }
 
 /// Order `i` of a story: well-formed, so that every order becomes a commission.
-pub fn order(i: usize) -> (String, String) {
+pub(crate) fn order(i: usize) -> (String, String) {
     let agents = ["alice", "bob", "carol", "dave", "erin"];
     let id = format!("o-{i}");
     let value = format!(
@@ -46,7 +46,7 @@ pub fn order(i: usize) -> (String, String) {
 }
 
 /// Orders being produced by a thread of their own.
-pub struct Flow {
+pub(crate) struct Flow {
     sent: Arc<AtomicUsize>,
     count: usize,
     thread: JoinHandle<anyhow::Result<()>>,
@@ -55,7 +55,7 @@ pub struct Flow {
 impl Flow {
     /// Produces `count` orders to `topic` at `rate` per second, order `i` to
     /// partition `i % partitions` (so the bookmark tables stay easy to read).
-    pub fn start(brokers: &str, topic: &str, partitions: i32, count: usize, rate: u32) -> anyhow::Result<Self> {
+    pub(crate) fn start(brokers: &str, topic: &str, partitions: i32, count: usize, rate: u32) -> anyhow::Result<Self> {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("linger.ms", "5")
@@ -90,17 +90,17 @@ impl Flow {
     }
 
     /// Orders handed to the producer so far.
-    pub fn sent(&self) -> usize {
+    pub(crate) fn sent(&self) -> usize {
         self.sent.load(Ordering::Relaxed)
     }
 
     /// Whether at least `part` of the orders were sent.
-    pub fn past(&self, part: f64) -> bool {
+    pub(crate) fn past(&self, part: f64) -> bool {
         self.sent() as f64 >= self.count as f64 * part
     }
 
     /// Waits until every order is acknowledged by the broker.
-    pub fn finish(self) -> anyhow::Result<usize> {
+    pub(crate) fn finish(self) -> anyhow::Result<usize> {
         self.thread.join().map_err(|_| anyhow!("the orders thread panicked"))??;
         Ok(self.count)
     }

@@ -15,17 +15,17 @@ use crate::kafka::offsets::{self, PartitionLag};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bookmarks of `group` on every partition of `topic`.
-pub fn bookmarks(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Vec<PartitionLag>> {
+pub(crate) fn bookmarks(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Vec<PartitionLag>> {
     offsets::show(brokers, &Default::default(), group, &[topic.to_owned()])
 }
 
 /// The committed offset of each partition (0 when there is none yet).
-pub fn committed(rows: &[PartitionLag]) -> BTreeMap<i32, i64> {
+pub(crate) fn committed(rows: &[PartitionLag]) -> BTreeMap<i32, i64> {
     rows.iter().map(|r| (r.partition, r.committed.unwrap_or(0))).collect()
 }
 
 /// A bookmark table with the owner of each partition.
-pub fn table(rows: &[PartitionLag], owner: impl Fn(i32) -> String) -> String {
+pub(crate) fn table(rows: &[PartitionLag], owner: impl Fn(i32) -> String) -> String {
     let mut out = format!("  {:<10} {:<26} {:>8} {:>10} {:>6}\n", "partition", "owner", "log end", "bookmark", "lag");
     for r in rows {
         let bookmark = r.committed.map_or("-".to_owned(), |c| c.to_string());
@@ -106,12 +106,12 @@ fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<Stored>> {
 }
 
 /// How many records of `topic` a `read_committed` reader sees.
-pub fn visible_records(brokers: &str, topic: &str) -> anyhow::Result<usize> {
+pub(crate) fn visible_records(brokers: &str, topic: &str) -> anyhow::Result<usize> {
     Ok(read_topic(brokers, topic)?.len())
 }
 
 /// Where each order sits in `topic`: order id → (partition, offset).
-pub fn orders(brokers: &str, topic: &str) -> anyhow::Result<HashMap<String, (i32, i64)>> {
+pub(crate) fn orders(brokers: &str, topic: &str) -> anyhow::Result<HashMap<String, (i32, i64)>> {
     #[derive(serde::Deserialize)]
     struct Order {
         id: String,
@@ -125,7 +125,7 @@ pub fn orders(brokers: &str, topic: &str) -> anyhow::Result<HashMap<String, (i32
 }
 
 /// How many commissions in `topic` carry each order id.
-pub fn commissions(brokers: &str, topic: &str) -> anyhow::Result<HashMap<String, u32>> {
+pub(crate) fn commissions(brokers: &str, topic: &str) -> anyhow::Result<HashMap<String, u32>> {
     #[derive(serde::Deserialize)]
     struct Commission {
         order_id: String,
@@ -141,7 +141,7 @@ pub fn commissions(brokers: &str, topic: &str) -> anyhow::Result<HashMap<String,
 
 /// Orders processed more than once, by input partition: (count, lowest and highest
 /// offset). Fails if an order has no commission at all: nothing may be lost.
-pub fn duplicates(
+pub(crate) fn duplicates(
     orders: &HashMap<String, (i32, i64)>,
     commissions: &HashMap<String, u32>,
 ) -> anyhow::Result<BTreeMap<i32, (usize, i64, i64)>> {

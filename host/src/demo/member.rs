@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 /// A `ferry run` child process.
-pub struct Member {
+pub(crate) struct Member {
     /// What the story calls it.
     pub name: String,
     child: Child,
@@ -20,7 +20,7 @@ pub struct Member {
 }
 
 /// A loopback address no one listens on (bound, then released for the child).
-pub fn free_address() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_address() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
     listener.local_addr().context("failed to find a free port")
 }
@@ -29,7 +29,7 @@ impl Member {
     /// Writes `config` (a ferry config without an `[admin]` table) to `dir` and
     /// starts `ferry run` on it, its admin server on a free loopback port and its
     /// log in `dir`.
-    pub fn start(dir: &Path, name: &str, config: &str) -> anyhow::Result<Self> {
+    pub(crate) fn start(dir: &Path, name: &str, config: &str) -> anyhow::Result<Self> {
         let admin = free_address()?;
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, format!("{config}\n[admin]\nlisten = \"{admin}\"\n"))
@@ -48,13 +48,13 @@ impl Member {
     }
 
     /// Its process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits until its `/readyz` answers 200 (it joined its group and got
     /// partitions), failing if it exits or `patience` runs out.
-    pub fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -76,7 +76,7 @@ impl Member {
     }
 
     /// Kills it with SIGKILL and reaps it.
-    pub fn kill(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().with_context(|| format!("failed to kill {}", self.name))?;
         self.child.wait().with_context(|| format!("failed to reap {}", self.name))?;
         Ok(())

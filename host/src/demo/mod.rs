@@ -21,7 +21,7 @@ mod flow;
 mod ledger;
 mod member;
 mod policies;
-pub mod progress;
+pub(crate) mod progress;
 mod story;
 
 use std::path::PathBuf;
@@ -87,7 +87,7 @@ fn order(i: usize) -> String {
 }
 
 /// Runs the demo, or with `--story` the stories.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let component = match &args.component {
         Some(path) => path.clone(),
         None => {

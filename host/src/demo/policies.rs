@@ -24,7 +24,7 @@ struct Side {
 }
 
 /// Plays the story.
-pub fn run(settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
     println!("\n=== Story 2: commit policies side by side, through a crash ===\n");
     let sides = [
         Side {

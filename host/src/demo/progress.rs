@@ -6,10 +6,10 @@ use std::io::{IsTerminal as _, Write};
 use std::time::{Duration, Instant};
 
 /// How often a progress line is written when the output is not a terminal.
-pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// A progress display on `out`.
-pub struct Progress<W: Write> {
+pub(crate) struct Progress<W: Write> {
     out: W,
     terminal: bool,
     /// When the last plain line was written.
@@ -20,7 +20,7 @@ pub struct Progress<W: Write> {
 
 impl Progress<std::io::Stdout> {
     /// Progress on stdout, redrawn in place only if stdout is a terminal.
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         let out = std::io::stdout();
         let terminal = out.is_terminal();
         Self::new(out, terminal)
@@ -29,18 +29,18 @@ impl Progress<std::io::Stdout> {
 
 impl<W: Write> Progress<W> {
     /// Progress on `out`; `terminal` says whether it can be redrawn in place.
-    pub fn new(out: W, terminal: bool) -> Self {
+    pub(crate) fn new(out: W, terminal: bool) -> Self {
         Self { out, terminal, last_plain: None, drawn: false }
     }
 
     /// Shows the current state.
-    pub fn show(&mut self, line: &str) {
+    pub(crate) fn show(&mut self, line: &str) {
         self.show_at(line, Instant::now());
     }
 
     /// Shows the current state as of `now`: redrawn on a terminal; otherwise written
     /// if the last line is [`PLAIN_EVERY`] old (or there was none).
-    pub fn show_at(&mut self, line: &str, now: Instant) {
+    pub(crate) fn show_at(&mut self, line: &str, now: Instant) {
         if self.terminal {
             // Carriage return, the line, then erase whatever a longer line left.
             let _ = write!(self.out, "\r{line}\x1b[K");
@@ -53,7 +53,7 @@ impl<W: Write> Progress<W> {
     }
 
     /// Ends the display with the final state, always written, on a line of its own.
-    pub fn finish(&mut self, line: &str) {
+    pub(crate) fn finish(&mut self, line: &str) {
         if self.terminal {
             let _ = writeln!(self.out, "\r{line}\x1b[K");
         } else {
@@ -64,7 +64,7 @@ impl<W: Write> Progress<W> {
     }
 
     /// Leaves the redrawn line on screen so that other output starts on a new line.
-    pub fn interrupt(&mut self) {
+    pub(crate) fn interrupt(&mut self) {
         if self.drawn {
             let _ = writeln!(self.out);
             self.drawn = false;

@@ -19,7 +19,7 @@ use crate::host::Host;
 
 /// What both stories run on.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The orders processor component.
     pub component: PathBuf,
     /// Orders per story.
@@ -110,7 +110,7 @@ fn list(partitions: &[i32]) -> String {
 }
 
 /// Plays the story.
-pub fn run(settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
     println!("\n=== Story 1: a member crashes, the other takes over from the bookmarks ===\n");
     let broker = Broker::start(&[("orders", PARTITIONS), ("commissions", PARTITIONS)])?;
     let brokers = &broker.brokers;

@@ -28,12 +28,12 @@ use crate::registry::{Event, Origin, ProcessorSlot, Version};
 use crate::sandbox::Sandbox;
 
 /// The path prefix of every deploy endpoint.
-pub const PREFIX: &str = "/api/pipelines/";
+pub(crate) const PREFIX: &str = "/api/pipelines/";
 
 /// The deploy endpoints of one host: its pipelines' slots and the engine that checks
 /// what is uploaded.
 #[derive(Clone)]
-pub struct DeployApi {
+pub(crate) struct DeployApi {
     sandbox: Sandbox,
     targets: Vec<Target>,
 }
@@ -47,19 +47,22 @@ struct Target {
 
 impl DeployApi {
     /// The endpoints for `pipelines`, checking uploads with `sandbox`.
-    pub fn new(sandbox: Sandbox, pipelines: impl IntoIterator<Item = (Arc<PipelineConfig>, ProcessorSlot)>) -> Self {
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        pipelines: impl IntoIterator<Item = (Arc<PipelineConfig>, ProcessorSlot)>,
+    ) -> Self {
         let targets = pipelines.into_iter().map(|(config, slot)| Target { config, slot }).collect();
         Self { sandbox, targets }
     }
 
     /// Whether `path` is one of the deploy endpoints' (everything under [`PREFIX`]).
-    pub fn serves(path: &str) -> bool {
+    pub(crate) fn serves(path: &str) -> bool {
         path.starts_with(PREFIX)
     }
 
     /// Answers one authorized request whose body has been read. Blocks: call it where
     /// blocking is allowed (a `spawn_blocking` task, a plain thread).
-    pub fn handle(&self, request: &Request<Bytes>) -> Response<Bytes> {
+    pub(crate) fn handle(&self, request: &Request<Bytes>) -> Response<Bytes> {
         let path = request.uri().path();
         let method = request.method();
         let Some(rest) = path.strip_prefix(PREFIX) else {

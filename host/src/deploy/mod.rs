@@ -17,8 +17,8 @@
 //! | [`watch`] | a pipeline's `deploy_dir` |
 
 pub mod client;
-pub mod http;
-pub mod watch;
+pub(crate) mod http;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -25,10 +25,10 @@ use crate::registry::{Origin, ProcessorSlot};
 use crate::sandbox::Sandbox;
 
 /// How often each directory is looked at.
-pub const POLL: Duration = Duration::from_millis(500);
+pub(crate) const POLL: Duration = Duration::from_millis(500);
 
 /// The watcher threads of a host; stopped when dropped.
-pub struct DeployWatcher {
+pub(crate) struct DeployWatcher {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -36,7 +36,7 @@ pub struct DeployWatcher {
 impl DeployWatcher {
     /// Starts one thread per pipeline that has a `deploy_dir` (creating the directory
     /// if needed).
-    pub fn start(
+    pub(crate) fn start(
         sandbox: &Sandbox,
         pipelines: impl IntoIterator<Item = (Arc<PipelineConfig>, ProcessorSlot)>,
     ) -> anyhow::Result<Self> {

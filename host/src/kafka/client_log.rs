@@ -27,7 +27,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::sync::lock;
 
 /// How often a repeating error, or a lasting broker outage, is summarized.
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a single broker's connection error waits for librdkafka's "all brokers
 /// down" (which follows at once when it was the last broker) before it is logged
@@ -117,7 +117,7 @@ impl ClientLog {
 
 /// Who keeps a client's [`ClientLog`] (a pipeline keeps its consumer's, for its
 /// health checks).
-pub trait ClientLogOwner {
+pub(crate) trait ClientLogOwner {
     /// The owner's name, for the client's log lines (the pipeline's).
     fn client_name(&self) -> &str;
     /// Its log state.
@@ -127,13 +127,13 @@ pub trait ClientLogOwner {
 /// The log state of every producer of the process (outputs and dead letters,
 /// transactions). They all write to the brokers of one config, so a broker outage
 /// is told once for all of them.
-pub fn producers() -> &'static ClientLog {
+pub(crate) fn producers() -> &'static ClientLog {
     static PRODUCERS: LazyLock<ClientLog> = LazyLock::new(ClientLog::default);
     &PRODUCERS
 }
 
 /// A pipeline's consumer, as log lines name it.
-pub struct ConsumerOf<'a>(pub &'a str);
+pub(crate) struct ConsumerOf<'a>(pub &'a str);
 
 impl Display for ConsumerOf<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -328,7 +328,7 @@ const MAX_DISTINCT: usize = 1024;
 /// Repeating errors, by their text: the first occurrence is logged, then a summary
 /// at most every [`SUMMARY_EVERY`] while it repeats.
 #[derive(Debug, Default)]
-pub struct RepeatedErrors {
+pub(crate) struct RepeatedErrors {
     seen: HashMap<String, Seen>,
 }
 
@@ -341,7 +341,7 @@ struct Seen {
 impl RepeatedErrors {
     /// A consumer error of `pipeline`, as its loop polled it: logged the first time,
     /// then counted. An error the consumer's context just reported is not told twice.
-    pub fn consumer_error(&mut self, pipeline: &str, error: &str) {
+    pub(crate) fn consumer_error(&mut self, pipeline: &str, error: &str) {
         if just_reported(error) {
             return;
         }

@@ -17,7 +17,7 @@ use super::tracker::TopicPartition;
 
 /// What the pipeline does when partitions come and go (and where its consumer's
 /// log state lives).
-pub trait RebalanceListener: ClientLogOwner + Send + Sync {
+pub(crate) trait RebalanceListener: ClientLogOwner + Send + Sync {
     /// Partitions are about to be revoked (`lost`: the group already gave them to
     /// another member, so nothing may be committed for them).
     fn revoking(&self, consumer: &BaseConsumer<FerryContext>, partitions: Vec<TopicPartition>, lost: bool);
@@ -28,7 +28,7 @@ pub trait RebalanceListener: ClientLogOwner + Send + Sync {
 }
 
 /// The consumer context of a pipeline.
-pub struct FerryContext {
+pub(crate) struct FerryContext {
     /// The pipeline.
     pub listener: Arc<dyn RebalanceListener>,
     /// Where assigned partitions' records go (the pipeline's fetch queue).
@@ -63,7 +63,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 /// The same partitions, for pause and resume calls.
-pub fn list_of(partitions: &[TopicPartition]) -> TopicPartitionList {
+pub(crate) fn list_of(partitions: &[TopicPartition]) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
     for (topic, partition) in partitions {
         list.add_partition_offset(topic, *partition, Offset::Invalid).expect("valid offset");
@@ -104,4 +104,4 @@ impl ConsumerContext for FerryContext {
 }
 
 /// What a member commits for partitions, and how long a revoke may take.
-pub const SYNC_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const SYNC_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

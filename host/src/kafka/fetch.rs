@@ -34,7 +34,7 @@ use rdkafka::error::RDKafkaErrorCode;
 /// Where assigned partitions' records are routed: shared between the [`FetchQueue`]
 /// and the rebalance callback, and emptied when the queue is destroyed.
 #[derive(Clone, Default)]
-pub struct FetchRoute(Arc<Mutex<Option<RawQueue>>>);
+pub(crate) struct FetchRoute(Arc<Mutex<Option<RawQueue>>>);
 
 /// A raw queue pointer that may cross threads (librdkafka queues are thread-safe).
 #[derive(Clone, Copy)]
@@ -47,7 +47,7 @@ unsafe impl Send for RawQueue {}
 impl FetchRoute {
     /// Routes the records of `topic`/`partition` to the fetch queue. Call it before
     /// the partition is assigned (in `pre_rebalance`), every time it is assigned.
-    pub fn route<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, topic: &str, partition: i32) {
+    pub(crate) fn route<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, topic: &str, partition: i32) {
         let target = lock(&self.0);
         let Some(RawQueue(target)) = *target else { return };
         let Ok(topic_c) = CString::new(topic) else { return };
@@ -67,7 +67,7 @@ impl FetchRoute {
 }
 
 /// The pipeline's queue of fetched records, and its wake-up signal.
-pub struct FetchQueue {
+pub(crate) struct FetchQueue {
     queue: *mut rd::rd_kafka_queue_t,
     /// The consumer's own queue (rebalances, errors), watched for wake-ups only.
     consumer_queue: *mut rd::rd_kafka_queue_t,
@@ -86,7 +86,7 @@ unsafe impl Send for FetchQueue {}
 
 impl FetchQueue {
     /// Creates the fetch queue of `consumer` and makes `route` point at it.
-    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, route: &FetchRoute) -> std::io::Result<Self> {
+    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, route: &FetchRoute) -> std::io::Result<Self> {
         let (wake_rx, wake_tx) = UnixStream::pair()?;
         let wake_tx = Arc::new(wake_tx);
         wake_rx.set_nonblocking(true)?;
@@ -109,7 +109,7 @@ impl FetchQueue {
 
     /// Takes up to `max` fetched records (and partition errors) without waiting.
     /// Give the result back with [`Self::recycle`] (or drop it), before the consumer.
-    pub fn fetch(&mut self, max: usize) -> Fetched {
+    pub(crate) fn fetch(&mut self, max: usize) -> Fetched {
         let mut messages = std::mem::take(&mut self.spare);
         messages.reserve(max);
         // SAFETY: the array has room for `max` pointers; librdkafka fills the first
@@ -121,24 +121,24 @@ impl FetchQueue {
     }
 
     /// The signal that wakes [`Self::wait`], for other queues of this consumer.
-    pub fn wake_signal(&self) -> Arc<UnixStream> {
+    pub(crate) fn wake_signal(&self) -> Arc<UnixStream> {
         self.wake_tx.clone()
     }
 
     /// Destroys the messages of a fetch and keeps its array for the next one.
-    pub fn recycle(&mut self, mut fetched: Fetched) {
+    pub(crate) fn recycle(&mut self, mut fetched: Fetched) {
         fetched.destroy_messages();
         self.spare = std::mem::take(&mut fetched.messages);
     }
 
     /// Whether the consumer's own queue holds events (rebalances, errors) to serve.
-    pub fn consumer_events_waiting(&self) -> bool {
+    pub(crate) fn consumer_events_waiting(&self) -> bool {
         // SAFETY: valid queue handle.
         unsafe { rd::rd_kafka_queue_length(self.consumer_queue) > 0 }
     }
 
     /// Sleeps until either queue receives something or `timeout` passes.
-    pub fn wait(&mut self, timeout: Duration) {
+    pub(crate) fn wait(&mut self, timeout: Duration) {
         if !timeout.is_zero() {
             let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
             let mut fd = libc::pollfd { fd: self.wake_rx.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -166,23 +166,18 @@ impl Drop for FetchQueue {
 
 /// The messages of one [`FetchQueue::fetch`], destroyed on drop (which must come
 /// before the consumer's).
-pub struct Fetched {
+pub(crate) struct Fetched {
     messages: Vec<*mut rd::rd_kafka_message_t>,
 }
 
 impl Fetched {
     /// How many messages were taken.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.messages.len()
     }
 
-    /// Whether nothing was taken.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
     /// The messages from index `start` on, in the order librdkafka delivered them.
-    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = Delivered<'_>> {
+    pub(crate) fn iter_from(&self, start: usize) -> impl Iterator<Item = Delivered<'_>> {
         // SAFETY: every pointer is a live message owned by `self`, borrowed here.
         self.messages[start..].iter().map(|&m| unsafe { Delivered::from_raw(m) })
     }
@@ -203,7 +198,7 @@ impl Drop for Fetched {
 
 /// One delivered message (a record, or a partition error), read in place.
 #[derive(Clone, Copy)]
-pub struct Delivered<'m> {
+pub(crate) struct Delivered<'m> {
     message: &'m rd::rd_kafka_message_t,
 }
 
@@ -216,7 +211,7 @@ impl<'m> Delivered<'m> {
     }
 
     /// A view of a message rdkafka's `poll` returned.
-    pub fn of(message: &'m rdkafka::message::BorrowedMessage<'_>) -> Self {
+    pub(crate) fn of(message: &'m rdkafka::message::BorrowedMessage<'_>) -> Self {
         // SAFETY: the borrowed message is alive (and its pointer valid) for `'m`.
         unsafe { Self::from_raw(message.ptr()) }
     }
@@ -225,7 +220,7 @@ impl<'m> Delivered<'m> {
     /// offset but cannot be read (a corrupt batch, a failed decompression): a record
     /// nobody can process, which must be dead-lettered or halt the partition, never
     /// committed past in silence.
-    pub fn is_unreadable_record(&self) -> bool {
+    pub(crate) fn is_unreadable_record(&self) -> bool {
         use rd::rd_kafka_resp_err_t as E;
         self.message.offset >= 0
             && !self.message.rkt.is_null()
@@ -239,19 +234,19 @@ impl<'m> Delivered<'m> {
     }
 
     /// The error this message carries instead of a record, if any.
-    pub fn error(&self) -> Option<RDKafkaErrorCode> {
+    pub(crate) fn error(&self) -> Option<RDKafkaErrorCode> {
         (self.message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
             .then(|| RDKafkaErrorCode::from(self.message.err))
     }
 
     /// The topic's librdkafka handle: equal handles mean the same topic, so callers
     /// can skip reading the name again.
-    pub fn topic_handle(&self) -> *const rd::rd_kafka_topic_t {
+    pub(crate) fn topic_handle(&self) -> *const rd::rd_kafka_topic_t {
         self.message.rkt
     }
 
     /// The topic name.
-    pub fn topic(&self) -> Cow<'m, str> {
+    pub(crate) fn topic(&self) -> Cow<'m, str> {
         if self.message.rkt.is_null() {
             return Cow::Borrowed("");
         }
@@ -260,17 +255,17 @@ impl<'m> Delivered<'m> {
     }
 
     /// The partition.
-    pub fn partition(&self) -> i32 {
+    pub(crate) fn partition(&self) -> i32 {
         self.message.partition
     }
 
     /// The offset.
-    pub fn offset(&self) -> i64 {
+    pub(crate) fn offset(&self) -> i64 {
         self.message.offset
     }
 
     /// The record's timestamp in ms, if it has one.
-    pub fn timestamp_ms(&self) -> Option<i64> {
+    pub(crate) fn timestamp_ms(&self) -> Option<i64> {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: live message.
         let ms = unsafe { rd::rd_kafka_message_timestamp(self.message, &mut kind) };
@@ -278,13 +273,13 @@ impl<'m> Delivered<'m> {
     }
 
     /// The key, if any.
-    pub fn key(&self) -> Option<&'m [u8]> {
+    pub(crate) fn key(&self) -> Option<&'m [u8]> {
         // SAFETY: librdkafka keeps key/key_len consistent for the message's life.
         unsafe { bytes(self.message.key.cast(), self.message.key_len) }
     }
 
     /// The value, if any.
-    pub fn value(&self) -> Option<&'m [u8]> {
+    pub(crate) fn value(&self) -> Option<&'m [u8]> {
         // SAFETY: as for the key.
         unsafe { bytes(self.message.payload.cast(), self.message.len) }
     }
@@ -292,7 +287,7 @@ impl<'m> Delivered<'m> {
     /// The record's headers in order, names as raw bytes (Kafka means them to be
     /// UTF-8 but does not check). librdkafka parses them on first access and keeps
     /// them with the message.
-    pub fn headers(&self) -> impl Iterator<Item = (&'m [u8], Option<&'m [u8]>)> + 'm {
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'m [u8], Option<&'m [u8]>)> + 'm {
         let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
         // SAFETY: live message; the parsed list belongs to the message and is freed
         // with it.

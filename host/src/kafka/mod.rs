@@ -2,11 +2,11 @@
 //! rebalances, batch consumption, bounded commits, the output producer, and the offset tracker.
 
 pub mod client;
-pub mod client_log;
-pub mod commit;
-pub mod context;
-pub mod fetch;
+pub(crate) mod client_log;
+pub(crate) mod commit;
+pub(crate) mod context;
+pub(crate) mod fetch;
 pub mod offsets;
 pub mod output;
-pub mod tracker;
-pub mod transaction;
+pub(crate) mod tracker;
+pub(crate) mod transaction;

@@ -204,7 +204,7 @@ impl PartitionOffsets {
 }
 
 /// A topic-partition this member owns.
-pub type TopicPartition = (String, i32);
+pub(crate) type TopicPartition = (String, i32);
 
 /// The offsets of every partition this member currently owns.
 #[derive(Debug, Default)]

@@ -50,7 +50,7 @@ impl Recovery {
 /// How a failed call is recovered from, by librdkafka's classification of the error.
 /// Pure, so it can be tested without a broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// Call it again: the outcome is not known yet.
     Retry,
     /// Abort the transaction and go on with this producer.
@@ -61,7 +61,7 @@ pub enum ErrorClass {
 
 /// Classifies a transactional error. Fencing and a forgotten producer id are fatal
 /// whatever librdkafka's flags say: this producer must never write again.
-pub fn classify(code: RDKafkaErrorCode, fatal: bool, retriable: bool, requires_abort: bool) -> ErrorClass {
+pub(crate) fn classify(code: RDKafkaErrorCode, fatal: bool, retriable: bool, requires_abort: bool) -> ErrorClass {
     use RDKafkaErrorCode as C;
     let fenced = matches!(
         code,
@@ -95,7 +95,7 @@ fn class_of(error: &KafkaError) -> ErrorClass {
 /// Notes delivery failures: a transaction with one cannot commit (librdkafka fails
 /// the commit), and a failure that comes back after a rewind is not worth retrying.
 #[derive(Default)]
-pub struct TxnContext {
+pub(crate) struct TxnContext {
     delivery_failed: Arc<AtomicBool>,
 }
 

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 /// Outputs of finished records, by the offset of the record they belong to.
 #[derive(Debug)]
-pub struct Held<T> {
+pub(crate) struct Held<T> {
     by_offset: BTreeMap<i64, Vec<T>>,
 }
 
@@ -32,19 +32,19 @@ impl<T> Default for Held<T> {
 
 impl<T> Held<T> {
     /// Holds `item` for the record at `offset`, after any held for it before.
-    pub fn hold(&mut self, offset: i64, item: T) {
+    pub(crate) fn hold(&mut self, offset: i64, item: T) {
         self.by_offset.entry(offset).or_default().push(item);
     }
 
     /// Takes everything held for records below `watermark`, in offset order (and, per
     /// record, in the order held).
-    pub fn release_below(&mut self, watermark: i64) -> Vec<T> {
+    pub(crate) fn release_below(&mut self, watermark: i64) -> Vec<T> {
         let kept = self.by_offset.split_off(&watermark);
         std::mem::replace(&mut self.by_offset, kept).into_values().flatten().collect()
     }
 
     /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_offset.is_empty()
     }
 }

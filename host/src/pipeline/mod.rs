@@ -17,13 +17,13 @@ mod exactly_once;
 mod failure;
 mod held;
 mod intake;
-pub mod liveness;
+pub(crate) mod liveness;
 mod partition;
 pub mod run;
-pub mod settle;
+pub(crate) mod settle;
 pub mod shared;
 pub mod stats;
-pub mod transactions;
+pub(crate) mod transactions;
 mod worker;
 
 use std::collections::BTreeMap;

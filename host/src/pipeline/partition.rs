@@ -21,11 +21,11 @@ use crate::sandbox::OutputRecord;
 
 /// How many batches' worth of records may wait behind pending retries before the
 /// partition is paused.
-pub const BACKLOG_BATCHES: usize = 4;
+pub(crate) const BACKLOG_BATCHES: usize = 4;
 
 /// One assigned partition, from the pipeline loop's point of view. Created with its
 /// first record after each assignment; dropped when the partition is revoked.
-pub struct PartitionState {
+pub(crate) struct PartitionState {
     /// The tracker's assignment this state belongs to.
     epoch: Epoch,
     /// Records waiting to be handed to the guest, already in wire format.
@@ -55,7 +55,7 @@ pub struct PartitionState {
 
 /// What to do with a record just delivered by the consumer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Buffer it for a batch.
     Take,
     /// Delivered before, already buffered, or the partition is halted.
@@ -64,7 +64,7 @@ pub enum Admission {
 
 impl PartitionState {
     /// State for a partition whose tracking started under `epoch`.
-    pub fn new(epoch: Epoch) -> Self {
+    pub(crate) fn new(epoch: Epoch) -> Self {
         Self {
             epoch,
             encoder: BatchEncoder::new(),
@@ -83,7 +83,7 @@ impl PartitionState {
 
     /// Whether the records waiting behind pending retries call for a pause now
     /// (once: it is remembered until [`Self::take_backlog_pause`] ends it).
-    pub fn needs_backlog_pause(&mut self, batch_size: usize) -> bool {
+    pub(crate) fn needs_backlog_pause(&mut self, batch_size: usize) -> bool {
         let needed = !self.backlogged
             && self.halted.is_none()
             && !self.retries.is_empty()
@@ -94,7 +94,7 @@ impl PartitionState {
 
     /// Whether the partition was paused for its backlog and can resume now (no
     /// retries pending); the pause is forgotten.
-    pub fn end_backlog_pause(&mut self) -> bool {
+    pub(crate) fn end_backlog_pause(&mut self) -> bool {
         let resume = self.backlogged && self.retries.is_empty();
         if resume {
             self.backlogged = false;
@@ -103,12 +103,12 @@ impl PartitionState {
     }
 
     /// The tracker's assignment this state belongs to.
-    pub fn epoch(&self) -> Epoch {
+    pub(crate) fn epoch(&self) -> Epoch {
         self.epoch
     }
 
     /// Decides whether a delivered record belongs in the buffer.
-    pub fn admit(&self, offset: i64) -> Admission {
+    pub(crate) fn admit(&self, offset: i64) -> Admission {
         if self.halted.is_some()
             || self.offsets.last().is_some_and(|&last| offset <= last)
             || self.position.is_some_and(|position| offset < position)
@@ -120,7 +120,7 @@ impl PartitionState {
 
     /// Buffers one record (encoded by `push`); true when the batch is full and may
     /// go to the guest (never while retries are pending: nothing newer passes them).
-    pub fn buffer(
+    pub(crate) fn buffer(
         &mut self,
         offset: i64,
         batch_size: usize,
@@ -145,12 +145,12 @@ impl PartitionState {
     }
 
     /// When the buffered batch can become due by time, if it can.
-    pub fn buffered_since(&self) -> Option<Instant> {
+    pub(crate) fn buffered_since(&self) -> Option<Instant> {
         self.first_buffered_at.filter(|_| self.retries.is_empty())
     }
 
     /// Whether the buffered batch should go to the guest now.
-    pub fn is_due(&self, batch_size: usize, max_wait: Duration, now: Instant) -> bool {
+    pub(crate) fn is_due(&self, batch_size: usize, max_wait: Duration, now: Instant) -> bool {
         !self.offsets.is_empty()
             && self.retries.is_empty()
             && (self.offsets.len() >= self.batch_limit(batch_size, self.offsets[0])
@@ -158,14 +158,14 @@ impl PartitionState {
     }
 
     /// Whether buffered records can go to the guest (none await a retry).
-    pub fn can_dispatch_buffer(&self) -> bool {
+    pub(crate) fn can_dispatch_buffer(&self) -> bool {
         !self.offsets.is_empty() && self.retries.is_empty() && self.halted.is_none()
     }
 
     /// Takes the buffered batch (up to the batch limit): its offsets, its encoded
     /// records and count, and the last offset new to this assignment, moving the
     /// position past it. What does not fit stays buffered.
-    pub fn take_batch(&mut self, batch_size: usize, reuse: Vec<u8>) -> TakenBatch {
+    pub(crate) fn take_batch(&mut self, batch_size: usize, reuse: Vec<u8>) -> TakenBatch {
         let limit = self.batch_limit(batch_size, self.offsets[0]);
         let taken = if self.offsets.len() <= limit {
             self.first_buffered_at = None;
@@ -201,7 +201,7 @@ impl PartitionState {
 
     /// If retries are due at `now`: the next batch of them (up to the batch limit),
     /// all redeliveries.
-    pub fn take_due_retries(&mut self, batch_size: usize, now: Instant) -> Option<TakenBatch> {
+    pub(crate) fn take_due_retries(&mut self, batch_size: usize, now: Instant) -> Option<TakenBatch> {
         if self.halted.is_some() || self.retry_due.is_none_or(|due| due > now) {
             return None;
         }
@@ -237,13 +237,13 @@ impl PartitionState {
     }
 
     /// Attempts record `offset` was charged so far.
-    pub fn attempts(&self, offset: i64) -> u32 {
+    pub(crate) fn attempts(&self, offset: i64) -> u32 {
         if self.attempts.is_empty() { 0 } else { self.attempts.get(&offset).copied().unwrap_or(0) }
     }
 
     /// Forgets what was kept for a record that is finished one way or the other.
     /// Free when nothing awaits a retry, which is the common case.
-    pub fn forget_retry(&mut self, offset: i64) {
+    pub(crate) fn forget_retry(&mut self, offset: i64) {
         if self.attempts.is_empty() {
             return;
         }
@@ -251,7 +251,7 @@ impl PartitionState {
     }
 
     /// Keeps `record` to hand to the guest again, charged `attempts` so far.
-    pub fn keep_for_retry(&mut self, record: &RawRecord<'_>, attempts: u32) {
+    pub(crate) fn keep_for_retry(&mut self, record: &RawRecord<'_>, attempts: u32) {
         self.retries.insert(record.offset, record.encoded());
         if attempts > 0 {
             self.attempts.insert(record.offset, attempts);
@@ -259,27 +259,27 @@ impl PartitionState {
     }
 
     /// Delivers records of this range in smaller batches from now on.
-    pub fn isolate(&mut self, isolation: Isolation) {
+    pub(crate) fn isolate(&mut self, isolation: Isolation) {
         self.isolation = Some(isolation);
     }
 
     /// Whether records await another try (the partition is paused meanwhile).
-    pub fn awaits_retries(&self) -> bool {
+    pub(crate) fn awaits_retries(&self) -> bool {
         !self.retries.is_empty()
     }
 
     /// Sets when the records kept for another try are due (the earliest wins).
-    pub fn retry_at(&mut self, due: Instant) {
+    pub(crate) fn retry_at(&mut self, due: Instant) {
         self.retry_due = Some(self.retry_due.map_or(due, |d| d.min(due)));
     }
 
     /// When the retries are due, if any wait.
-    pub fn retry_due(&self) -> Option<Instant> {
+    pub(crate) fn retry_due(&self) -> Option<Instant> {
         self.retry_due
     }
 
     /// Halts the partition (paused until it is reassigned); false if it already was.
-    pub fn halt(&mut self, reason: String) -> bool {
+    pub(crate) fn halt(&mut self, reason: String) -> bool {
         if self.halted.is_some() {
             return false;
         }
@@ -292,28 +292,28 @@ impl PartitionState {
     }
 
     /// Whether the partition is halted.
-    pub fn is_halted(&self) -> bool {
+    pub(crate) fn is_halted(&self) -> bool {
         self.halted.is_some()
     }
 
     /// Whether records are buffered.
-    pub fn has_buffered(&self) -> bool {
+    pub(crate) fn has_buffered(&self) -> bool {
         !self.offsets.is_empty()
     }
 
     /// Moves the position to `offset`: what lies before it was dealt with without
     /// the guest (an unreadable record).
-    pub fn skip_to(&mut self, offset: i64) {
+    pub(crate) fn skip_to(&mut self, offset: i64) {
         self.position = Some(self.position.map_or(offset, |p| p.max(offset)));
     }
 
     /// Exactly-once: the outputs waiting for the watermark.
-    pub fn held_mut(&mut self) -> &mut Held<OutputRecord> {
+    pub(crate) fn held_mut(&mut self) -> &mut Held<OutputRecord> {
         &mut self.held
     }
 
     /// Drops buffered records (they are delivered again to the next owner).
-    pub fn discard_buffer(&mut self) {
+    pub(crate) fn discard_buffer(&mut self) {
         self.encoder.clear();
         self.offsets.clear();
         self.first_buffered_at = None;
@@ -321,7 +321,7 @@ impl PartitionState {
 }
 
 /// A batch taken from a partition: buffered records, or records kept for a retry.
-pub struct TakenBatch {
+pub(crate) struct TakenBatch {
     /// Records in the batch.
     pub count: u32,
     /// The records, encoded.

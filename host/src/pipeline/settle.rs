@@ -16,7 +16,7 @@ use super::stats::BatchCounts;
 
 /// What becomes of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// Finished: its outputs are published.
     Done,
     /// To be delivered again. `attempts` counts the attempts charged so far;
@@ -38,14 +38,14 @@ pub enum Fate {
 
 impl Fate {
     /// Whether the record is finished for the bookmark (done).
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self, Fate::Done)
     }
 }
 
 /// The settlement of one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settlement {
+pub(crate) struct Settlement {
     /// One fate per record, in batch order.
     pub fates: Vec<Fate>,
     /// Counts for stats.
@@ -57,7 +57,7 @@ pub struct Settlement {
 
 /// Smaller batches over a range of offsets that timed out together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Isolation {
+pub(crate) struct Isolation {
     /// First offset of the range.
     pub first: i64,
     /// Last offset of the range.
@@ -68,7 +68,7 @@ pub struct Isolation {
 
 impl Settlement {
     /// Whether every record is done.
-    pub fn all_done(&self) -> bool {
+    pub(crate) fn all_done(&self) -> bool {
         self.fates.iter().all(Fate::is_done)
     }
 }
@@ -76,7 +76,7 @@ impl Settlement {
 /// Settles a batch: `outcomes[i]` is what happened to the record at `offsets[i]`,
 /// `attempts_before(o)` how many attempts record `o` was charged before, and
 /// `max_attempts` the pipeline's limit.
-pub fn settle(
+pub(crate) fn settle(
     offsets: &[i64],
     outcomes: &[Outcome],
     attempts_before: impl Fn(i64) -> u32,

@@ -19,12 +19,12 @@ use crate::kafka::transaction::{Recovery, StartError, TxnProducer};
 /// fenced: long enough for the consumer to hear that the partition moved (a few
 /// heartbeats), so that a member that was stopped does not take it back from its
 /// new owner, only to be fenced again.
-pub const REFENCE_PAUSE: Duration = Duration::from_secs(5);
+pub(crate) const REFENCE_PAUSE: Duration = Duration::from_secs(5);
 /// How long an abort may take where one that does not go through changes nothing
 /// (the partition is leaving, or the host is): the next owner's producer aborts it.
-pub const LAST_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const LAST_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a failed initialization waits before the next attempt.
-pub const INIT_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const INIT_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Partition {

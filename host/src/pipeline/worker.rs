@@ -39,7 +39,7 @@ const PER_BATCH_LATE_ACKS_EVERY: Duration = Duration::from_millis(50);
 const FETCH_MAX: usize = 1024;
 
 /// Everything one pipeline thread owns.
-pub struct Worker {
+pub(crate) struct Worker {
     pub(super) config: Arc<PipelineConfig>,
     /// Declared before the consumer: its queues must go first.
     pub(super) fetch: FetchQueue,
@@ -66,7 +66,7 @@ pub struct Worker {
 
 impl Worker {
     /// Runs until the runtime is asked to stop, then drains and commits.
-    pub fn run(mut self, runtime: &Runtime) {
+    pub(crate) fn run(mut self, runtime: &Runtime) {
         let batch_size = self.config.batch_size;
         let max_wait = Duration::from_millis(self.config.max_wait_ms);
         // Records arrive up to FETCH_MAX at a time (kafka::fetch), so per-turn work is

@@ -44,7 +44,7 @@ impl AutoRollback {
 
 /// What the probation concluded after a batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ProbationVerdict {
+pub(crate) enum ProbationVerdict {
     /// Keep counting.
     Undecided,
     /// It handled enough records within its failure budget.
@@ -55,27 +55,27 @@ pub enum ProbationVerdict {
 
 /// One version on probation.
 #[derive(Debug)]
-pub struct Probation {
+pub(crate) struct Probation {
     component: Arc<ProcessorComponent>,
     tally: Tally,
 }
 
 impl Probation {
-    pub fn new(component: Arc<ProcessorComponent>, policy: AutoRollback) -> Self {
+    pub(crate) fn new(component: Arc<ProcessorComponent>, policy: AutoRollback) -> Self {
         Self { component, tally: Tally { policy, records: 0, failures: 0 } }
     }
 
     /// Whether batches run on `ran` count towards this probation.
-    pub fn watches(&self, ran: &Arc<ProcessorComponent>) -> bool {
+    pub(crate) fn watches(&self, ran: &Arc<ProcessorComponent>) -> bool {
         Arc::ptr_eq(&self.component, ran)
     }
 
     /// Adds one batch's counts.
-    pub fn observe(&mut self, records: u64, failures: u64) -> ProbationVerdict {
+    pub(crate) fn observe(&mut self, records: u64, failures: u64) -> ProbationVerdict {
         self.tally.observe(records, failures)
     }
 
-    pub fn view(&self) -> ProbationView {
+    pub(crate) fn view(&self) -> ProbationView {
         ProbationView { policy: self.tally.policy, records: self.tally.records, failures: self.tally.failures }
     }
 }

@@ -13,7 +13,9 @@ mod generated {
     });
 }
 
-pub use generated::*;
+pub(crate) use generated::*;
 
-pub use generated::ferry::processor::output::{EmitError, OutputRecord};
-pub use generated::ferry::processor::types::{Batch, BatchResult, Failure, Header, Status, TopicPartition};
+pub(crate) use generated::ferry::processor::output::EmitError;
+pub use generated::ferry::processor::output::OutputRecord;
+pub(crate) use generated::ferry::processor::types::TopicPartition;
+pub use generated::ferry::processor::types::{Batch, BatchResult, Failure, Header, Status};

@@ -66,7 +66,7 @@ pub(crate) struct GuestState {
 }
 
 impl GuestState {
-    pub fn new(provisions: &Provisions, limits: Limits, label: TenantLabel) -> Self {
+    pub(crate) fn new(provisions: &Provisions, limits: Limits, label: TenantLabel) -> Self {
         let topics: Arc<BTreeSet<String>> = Arc::new(provisions.grants.output_topics.clone());
         Self {
             limiter: MemoryLimiter::new(limits.memory_bytes),

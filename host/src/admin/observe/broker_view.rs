@@ -22,7 +22,7 @@ use crate::kafka::tracker::TopicPartition;
 use crate::sync::lock;
 
 /// How often the brokers are asked.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// Longest one request of a refresh may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -4,11 +4,11 @@
 use std::fmt::{Display, Write as _};
 
 /// The content type of the format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A metric family's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Only goes up (resets when the process restarts).
     Counter,
     /// Goes up and down.
@@ -29,21 +29,21 @@ impl Kind {
 
 /// Text being written.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     out: String,
 }
 
 impl Exposition {
     /// Starts a family. Every sample written after it until the next family must
     /// belong to it (for a histogram: `_bucket`, `_sum`, `_count`).
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) {
         debug_assert!(is_metric_name(name), "bad metric name {name}");
         let _ = writeln!(self.out, "# HELP {name} {}", escape(help, false));
         let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
     }
 
     /// Writes one sample.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -60,7 +60,7 @@ impl Exposition {
     }
 
     /// The text.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.out
     }
 }
@@ -80,7 +80,7 @@ fn escape(text: &str, quote: bool) -> String {
 }
 
 /// Microseconds as a decimal number of seconds, exactly (`1500` -> `0.0015`).
-pub fn seconds(micros: u64) -> String {
+pub(crate) fn seconds(micros: u64) -> String {
     let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
     if frac == 0 {
         return whole.to_string();

@@ -14,7 +14,7 @@ use crate::pipeline::stats::{PartitionStats, StatsSnapshot};
 
 /// Everything shown about one pipeline.
 #[derive(Debug, Clone)]
-pub struct PipelineFigures {
+pub(crate) struct PipelineFigures {
     /// Its configuration.
     pub config: Arc<PipelineConfig>,
     /// Digest of the component its batches run on now.
@@ -35,7 +35,7 @@ pub struct PipelineFigures {
 
 /// One partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartitionFigures {
+pub(crate) struct PartitionFigures {
     /// Topic.
     pub topic: String,
     /// Partition.
@@ -65,7 +65,7 @@ pub struct PartitionFigures {
 }
 
 /// Reads every pipeline of `state` now.
-pub fn gather(state: &AdminState) -> Vec<PipelineFigures> {
+pub(crate) fn gather(state: &AdminState) -> Vec<PipelineFigures> {
     state
         .pipelines
         .iter()
@@ -84,7 +84,7 @@ pub fn gather(state: &AdminState) -> Vec<PipelineFigures> {
 }
 
 /// Joins a pipeline's own figures with the brokers'.
-pub fn figures(
+pub(crate) fn figures(
     config: Arc<PipelineConfig>,
     deployed: String,
     liveness: LivenessSnapshot,
@@ -104,7 +104,7 @@ pub fn figures(
 }
 
 /// One row per partition known to either side.
-pub fn merge(
+pub(crate) fn merge(
     ours: &BTreeMap<TopicPartition, PartitionStats>,
     broker: &BTreeMap<TopicPartition, BrokerPartition>,
 ) -> Vec<PartitionFigures> {

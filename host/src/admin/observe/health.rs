@@ -11,19 +11,19 @@ use crate::pipeline::liveness::ThreadState;
 /// How long a pipeline's loop may go without turning before it counts as stalled:
 /// 30 s, plus twice the batch time limit for every run a faulting batch may need
 /// (it is split in halves down to single records, and each run may use the limit).
-pub fn stall_limit(config: &PipelineConfig) -> Duration {
+pub(crate) fn stall_limit(config: &PipelineConfig) -> Duration {
     let halvings = u64::from(usize::BITS - config.batch_size.max(1).leading_zeros()) + 1;
     Duration::from_secs(30) + Duration::from_millis(config.limits.time_per_batch_ms.saturating_mul(2 * halvings))
 }
 
 /// Why a pipeline is not alive, if it is not.
-pub fn dead(p: &PipelineFigures) -> Option<String> {
+pub(crate) fn dead(p: &PipelineFigures) -> Option<String> {
     (p.liveness.thread == ThreadState::Died)
         .then(|| format!("pipeline {}: its thread died (panicked); nothing is consumed or committed", p.config.name))
 }
 
 /// Why a pipeline is not ready, if it is not.
-pub fn unready(p: &PipelineFigures) -> Option<String> {
+pub(crate) fn unready(p: &PipelineFigures) -> Option<String> {
     let name = &p.config.name;
     let l = &p.liveness;
     match l.thread {
@@ -51,12 +51,12 @@ pub fn unready(p: &PipelineFigures) -> Option<String> {
 }
 
 /// The `/healthz` answer.
-pub fn healthz(pipelines: &[PipelineFigures]) -> Reply {
+pub(crate) fn healthz(pipelines: &[PipelineFigures]) -> Reply {
     verdict(pipelines, "alive", dead)
 }
 
 /// The `/readyz` answer.
-pub fn readyz(pipelines: &[PipelineFigures]) -> Reply {
+pub(crate) fn readyz(pipelines: &[PipelineFigures]) -> Reply {
     verdict(pipelines, "ready", unready)
 }
 

@@ -64,7 +64,7 @@ const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 7] = [
 ];
 
 /// Renders the exposition.
-pub fn render(pipelines: &[PipelineFigures]) -> String {
+pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
     let mut e = Exposition::default();
     for (name, help, value) in RECORD_COUNTERS {
         e.family(name, Kind::Counter, help);
@@ -106,7 +106,7 @@ pub fn render(pipelines: &[PipelineFigures]) -> String {
 }
 
 /// Renders the admin server's own figures (appended to [`render`]'s).
-pub fn render_server(traffic: &TrafficSnapshot) -> String {
+pub(crate) fn render_server(traffic: &TrafficSnapshot) -> String {
     let mut e = Exposition::default();
     let help = format!("Admin server connections open now (at most {MAX_CONNECTIONS}).");
     e.family("ferry_admin_connections", Kind::Gauge, &help);

@@ -13,10 +13,10 @@ use super::health;
 use crate::pipeline::liveness::ThreadState;
 
 /// The page.
-pub const PAGE: &str = include_str!("status.html");
+pub(crate) const PAGE: &str = include_str!("status.html");
 
 /// The JSON document behind the page.
-pub fn document(pipelines: &[PipelineFigures]) -> Value {
+pub(crate) fn document(pipelines: &[PipelineFigures]) -> Value {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
         "now_unix_ms": now_ms,
