@@ -36,4 +36,4 @@ pub mod registry;
 pub(crate) mod runtime;
 pub mod sandbox;
 mod sync;
-pub mod tenant;
+pub(crate) mod tenant;

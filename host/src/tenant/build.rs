@@ -27,7 +27,7 @@ pub struct BuildArgs {
 }
 
 /// Runs `ferry build`.
-pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
     let component = build(&args.dir)?;
     println!("built {}", shown(&component).display());
     crate::cli::check(&shown(&component))?;
@@ -36,7 +36,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
 }
 
 /// Builds the project in `dir` and returns its component's path.
-pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     match Language::of_project(dir)? {
         Language::Rust => build_rust(dir),
         Language::Python => build_with(dir, "python3", "guest-sdk/python/build.py", python_name(dir)?),

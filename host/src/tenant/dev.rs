@@ -53,7 +53,7 @@ struct Samples {
 }
 
 /// Runs `ferry dev`.
-pub fn run(args: DevArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config)?;
     for pipeline in &config.pipelines {
         if !pipeline.component.is_file() {

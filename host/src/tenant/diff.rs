@@ -8,7 +8,7 @@ const MAX_TABLE: usize = 4_000_000;
 /// The differences between `expected` and `actual`, one line each: `-` for a line
 /// only expected, `+` for a line only in the actual text, and `@@ line N` before
 /// each run of changes (N counts lines of `expected`).
-pub fn lines(expected: &str, actual: &str) -> String {
+pub(crate) fn lines(expected: &str, actual: &str) -> String {
     let old: Vec<&str> = expected.lines().collect();
     let new: Vec<&str> = actual.lines().collect();
     if old.len().saturating_mul(new.len()) > MAX_TABLE {

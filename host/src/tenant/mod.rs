@@ -9,12 +9,12 @@
 //! | [`dev`] | `ferry dev`: a local host on an embedded broker, sending the samples and printing the outputs |
 //! | [`records`] | the sample-record format (JSON lines) those commands read and print |
 
-pub mod build;
-pub mod dev;
+pub(crate) mod build;
+pub(crate) mod dev;
 mod diff;
-pub mod new;
-pub mod records;
-pub mod trial;
+pub(crate) mod new;
+pub(crate) mod records;
+pub(crate) mod trial;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -80,7 +80,7 @@ impl Language {
 
 /// The ferry source checkout this binary was built from: where the SDKs, their
 /// templates and build scripts are. Tenant projects refer to the SDKs there.
-pub fn checkout() -> anyhow::Result<PathBuf> {
+pub(crate) fn checkout() -> anyhow::Result<PathBuf> {
     let root = crate::devtools::workspace_root();
     if root.join("guest-sdk").join("Cargo.toml").is_file() && root.join("wit").join("processor.wit").is_file() {
         return Ok(root);
@@ -94,7 +94,7 @@ pub fn checkout() -> anyhow::Result<PathBuf> {
 
 /// `path` relative to the current directory when it is inside it, for messages a
 /// person reads (and that docs show).
-pub fn shown(path: &Path) -> PathBuf {
+pub(crate) fn shown(path: &Path) -> PathBuf {
     let Ok(cwd) = std::env::current_dir() else { return path.to_path_buf() };
     for base in [Some(cwd.clone()), cwd.canonicalize().ok()].into_iter().flatten() {
         if let Ok(relative) = path.strip_prefix(&base) {

@@ -38,7 +38,7 @@ const FERRY_TOML: &str = include_str!("templates/ferry.toml");
 const SAMPLE: &str = include_str!("templates/sample.jsonl");
 
 /// Runs `ferry new`.
-pub fn run(args: NewArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: NewArgs) -> anyhow::Result<()> {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
     create(&args.name, args.lang, &dir, &checkout()?)?;
     let shown = dir.display();
@@ -56,7 +56,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 }
 
 /// Creates the project `name` in `dir` from the templates of `checkout`.
-pub fn create(name: &str, lang: Language, dir: &Path, checkout: &Path) -> anyhow::Result<()> {
+pub(crate) fn create(name: &str, lang: Language, dir: &Path, checkout: &Path) -> anyhow::Result<()> {
     check_name(name)?;
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty: choose another name or --dir", dir.display());

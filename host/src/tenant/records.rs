@@ -30,7 +30,7 @@ const FIELDS: &str = "topic, key, value, headers, partition, offset, timestamp";
 
 /// One sample record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SampleRecord {
+pub(crate) struct SampleRecord {
     /// The line it was read from (1-based).
     pub line: usize,
     /// Topic.
@@ -50,14 +50,14 @@ pub struct SampleRecord {
 }
 
 /// Reads sample records from `path`; records without a topic get `default_topic`.
-pub fn read(path: &Path, default_topic: &str) -> anyhow::Result<Vec<SampleRecord>> {
+pub(crate) fn read(path: &Path, default_topic: &str) -> anyhow::Result<Vec<SampleRecord>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("failed to read sample records {}", path.display()))?;
     parse(&text, default_topic).with_context(|| format!("{} is not valid sample input", path.display()))
 }
 
 /// Parses JSON lines of sample records.
-pub fn parse(text: &str, default_topic: &str) -> anyhow::Result<Vec<SampleRecord>> {
+pub(crate) fn parse(text: &str, default_topic: &str) -> anyhow::Result<Vec<SampleRecord>> {
     let mut records: Vec<SampleRecord> = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -174,7 +174,7 @@ fn kind(value: &Value) -> &'static str {
 
 /// `bytes` as a sample-record field: a JSON string when it is UTF-8, `null` when
 /// absent, else `{"base64":"..."}`.
-pub fn bytes_json(bytes: Option<&[u8]>) -> String {
+pub(crate) fn bytes_json(bytes: Option<&[u8]>) -> String {
     match bytes {
         None => "null".to_owned(),
         Some(bytes) => match std::str::from_utf8(bytes) {
@@ -191,7 +191,7 @@ pub fn bytes_json(bytes: Option<&[u8]>) -> String {
 /// A record as one JSON line, fields in a fixed order: `topic`, then those of
 /// `position` (`partition`, `offset`, `timestamp`) that are given, `key`, `value`,
 /// and `headers` when there are any.
-pub fn record_json<'a>(
+pub(crate) fn record_json<'a>(
     topic: &str,
     position: &[(&str, Option<i64>)],
     key: Option<&[u8]>,
@@ -218,7 +218,7 @@ pub fn record_json<'a>(
 
 impl SampleRecord {
     /// The record as a JSON line of sample input.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         record_json(
             &self.topic,
             &[

@@ -168,7 +168,7 @@ fn names(config: &Config) -> String {
 }
 
 /// Runs `ferry test`.
-pub fn run(args: TestArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
     let setup = Setup::from_args(&args)?;
     let samples = records::read(&args.input, &setup.default_topic)?;
     let bytes = std::fs::read(&setup.component).with_context(|| {
