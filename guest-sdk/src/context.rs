@@ -210,6 +210,9 @@ impl Context {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
+            if !self.sink.policy.log_granted {
+                crate::testing::refuse_ungranted("log");
+            }
             self.sink.logs.push(crate::sink::LogLine { level, message: message.to_owned() });
         }
     }

@@ -57,6 +57,8 @@
 
 mod context;
 mod partition;
+#[cfg(not(target_arch = "wasm32"))]
+mod pipeline;
 mod processor;
 mod record;
 mod settings;

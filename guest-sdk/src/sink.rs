@@ -14,6 +14,11 @@ pub(crate) struct Policy {
     pub(crate) max_emits: usize,
     pub(crate) max_record_bytes: usize,
     pub(crate) batch_bytes: usize,
+    /// Whether the pipeline grants the `output` capability at all (lists an
+    /// output topic): a component that emits is refused at load time otherwise.
+    pub(crate) output_granted: bool,
+    /// Whether the pipeline grants the `log` capability (`allow_log`).
+    pub(crate) log_granted: bool,
 }
 
 #[derive(Debug)]
@@ -28,6 +33,9 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn emit(&mut self, source: Option<i64>, out: &Output<'_>) -> Result<(), EmitError> {
+        if !self.policy.output_granted {
+            crate::testing::refuse_ungranted("output");
+        }
         if let Some(allowed) = &self.policy.allowed_topics
             && !allowed.contains(out.topic)
         {

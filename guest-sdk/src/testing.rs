@@ -27,10 +27,28 @@
 //! let run = Harness::new().allow_topic("other").run(&mut Echo, &batch);
 //! assert!(run.outcomes[0].to_string().contains("\"echo\" is not allowed"));
 //! ```
+//!
+//! In a project with a `ferry.toml`, take the grants, settings and output limits of
+//! its pipeline from there with [`Harness::from_config`], so the unit tests fail
+//! exactly where the host would refuse something, and
+//! [`Run::assert_all_processed`] to fail a test with every reason a record was not
+//! processed:
+//!
+//! ```no_run
+//! # use ferry_sdk::testing::{Harness, TestBatch};
+//! # #[derive(Default)] struct Echo;
+//! # impl ferry_sdk::Processor for Echo {
+//! #     fn process(&mut self, _: &ferry_sdk::Record<'_>, _: &mut ferry_sdk::Context) -> Result<(), ferry_sdk::Error> { Ok(()) }
+//! # }
+//! let harness = Harness::from_config("ferry.toml", "echo").unwrap();
+//! let mut echo = harness.processor::<Echo>().unwrap();
+//! harness.run(&mut echo, &TestBatch::new("in", 0).record("k", "v")).assert_all_processed();
+//! ```
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 
 pub use crate::sink::{Emitted, LogLine};
 use crate::sink::{Policy, Sink};
@@ -151,6 +169,27 @@ impl Run {
         self.outcomes.iter().all(Outcome::is_processed)
     }
 
+    /// Panics unless every record was [`Outcome::Processed`], listing each record
+    /// that was not (by its index in the batch) with its outcome and reason: the
+    /// reason the host would log, and put in a dead letter's headers.
+    #[track_caller]
+    pub fn assert_all_processed(&self) {
+        let failed: Vec<String> = self
+            .outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, outcome)| !outcome.is_processed())
+            .map(|(index, outcome)| format!("  record #{index}: {outcome}"))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} records were not processed:\n{}",
+            failed.len(),
+            self.outcomes.len(),
+            failed.join("\n")
+        );
+    }
+
     /// Splits what was emitted into published and dropped, as the host does.
     fn new(batch: &Batch<'_>, outcomes: Vec<Outcome>, sink: Sink) -> Self {
         let processed: BTreeSet<i64> =
@@ -172,6 +211,30 @@ impl fmt::Display for Outcome {
             Outcome::Reject(reason) => write!(f, "reject: {reason}"),
         }
     }
+}
+
+/// The host's words when it refuses to load a component that imports `capability`
+/// (`output` or `log`) its pipeline does not grant. Not part of the API: the host's
+/// tests check that these are its words.
+#[doc(hidden)]
+pub fn host_refusal(capability: &str) -> String {
+    let hint = match capability {
+        "output" => " (list the topics it may write to in the pipeline's `output_topics`)",
+        "log" => " (set `allow_log = true`)",
+        _ => "",
+    };
+    format!(
+        "the component imports capability `ferry:processor/{capability}@0.2.0`, which this pipeline does not grant{hint}"
+    )
+}
+
+/// Fails the test: the processor used a capability the pipeline does not grant.
+#[track_caller]
+pub(crate) fn refuse_ungranted(capability: &str) -> ! {
+    panic!(
+        "the processor uses `{capability}`, and the host would refuse to load it for this pipeline: {}",
+        host_refusal(capability)
+    )
 }
 
 /// Runs one batch under the host's default limits, with every topic allowed.
@@ -203,6 +266,8 @@ impl Default for Harness {
                 max_emits: limits::MAX_OUTPUTS_PER_BATCH,
                 max_record_bytes: limits::MAX_OUTPUT_BYTES,
                 batch_bytes: limits::OUTPUT_BYTES_PER_BATCH,
+                output_granted: true,
+                log_granted: true,
             },
             settings: Settings::default(),
             told: RefCell::default(),
@@ -214,6 +279,42 @@ impl Harness {
     /// A harness with the host's default limits and every topic allowed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A harness for the pipeline named `pipeline` in the ferry config file at
+    /// `path` (a relative path is relative to the crate's directory, where `cargo
+    /// test` runs tests): the host's default limits with the pipeline's
+    /// `[pipeline.limits]` for outputs, its settings, and its grants.
+    ///
+    /// The grants are enforced as the host enforces them:
+    ///
+    /// - an emit to a topic not in `output_topics` fails with
+    ///   [`EmitError::TopicNotAllowed`](crate::EmitError::TopicNotAllowed), the
+    ///   error the host returns;
+    /// - with no `output_topics` at all, an emit panics, and with `allow_log =
+    ///   false` so does a log call: the host would refuse to load the component (it
+    ///   imports a capability the pipeline does not grant), and the panic says so in
+    ///   the host's words.
+    ///
+    /// ```
+    /// # use ferry_sdk::testing::Harness;
+    /// let missing = Harness::from_config("no-such-ferry.toml", "p").unwrap_err();
+    /// assert!(missing.starts_with("failed to read no-such-ferry.toml"));
+    /// ```
+    pub fn from_config(path: impl AsRef<Path>, pipeline: &str) -> Result<Self, String> {
+        crate::pipeline::read(path.as_ref(), pipeline).map(Self::for_pipeline)
+    }
+
+    fn for_pipeline(config: crate::pipeline::PipelineConfig) -> Self {
+        let mut harness = Harness::new();
+        harness.policy.output_granted = !config.output_topics.is_empty();
+        harness.policy.allowed_topics = Some(config.output_topics.into_iter().collect());
+        harness.policy.log_granted = config.allow_log;
+        harness.policy.max_emits = config.max_outputs_per_batch.unwrap_or(harness.policy.max_emits);
+        harness.policy.max_record_bytes = config.max_output_bytes.unwrap_or(harness.policy.max_record_bytes);
+        harness.policy.batch_bytes = config.output_bytes_per_batch.unwrap_or(harness.policy.batch_bytes);
+        harness.settings = Settings::from_pairs(config.settings);
+        harness
     }
 
     /// Allows emitting to `topic`. Once any topic is allowed, emits to other topics
@@ -491,5 +592,73 @@ mod tests {
         harness.revoke(&mut p, "t", 0);
         harness.revoke(&mut p, "t", 7);
         assert_eq!(p.told, ["+t/0", "+t/1", "-t/0"]);
+    }
+
+    const CONFIG: &str = r#"
+        brokers = "127.0.0.1:9092"
+        [[pipeline]]
+        name = "p"
+        inputs = ["in"]
+        group = "g"
+        component = "p.wasm"
+        output_topics = ["out"]
+        allow_log = false
+        settings = { topic = "out" }
+        limits = { max_outputs_per_batch = 2 }
+    "#;
+
+    fn from_config(text: &str) -> Harness {
+        Harness::for_pipeline(crate::pipeline::parse(text, "p").unwrap())
+    }
+
+    /// Emits each value to the topic in its `to` header, or `out`; never logs.
+    #[derive(Default)]
+    struct Quiet;
+
+    impl Processor for Quiet {
+        fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+            let topic = record.header("to").map(std::str::from_utf8).transpose()?.unwrap_or("out");
+            ctx.emit(Output::to(topic).optional_value(record.value()))?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_config_grants_its_topics_settings_and_limits() {
+        let harness = from_config(CONFIG);
+        assert_eq!(harness.settings().get("topic"), Some("out"));
+        let batch = TestBatch::new("in", 0)
+            .value_only("a")
+            .record_with_headers("k", "b", [("to", "elsewhere")])
+            .value_only("c")
+            .value_only("d");
+        let run = harness.run(&mut Quiet, &batch);
+        assert_eq!(run.outcomes[0], Outcome::Processed);
+        assert_eq!(run.outcomes[1], Outcome::reject(EmitError::TopicNotAllowed("elsewhere".into()).to_string()));
+        assert_eq!(run.outcomes[2], Outcome::Processed);
+        assert_eq!(run.outcomes[3], Outcome::reject(EmitError::TooMany.to_string()), "max_outputs_per_batch = 2");
+        let failed = std::panic::catch_unwind(|| run.assert_all_processed()).unwrap_err();
+        let message = failed.downcast_ref::<String>().unwrap();
+        assert!(message.starts_with("2 of 4 records were not processed:"), "{message}");
+        assert!(
+            message.contains("record #1: reject: topic \"elsewhere\" is not allowed for this pipeline"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the processor uses `log`, and the host would refuse to load it for this pipeline: \
+                               the component imports capability `ferry:processor/log@0.2.0`, which this pipeline \
+                               does not grant (set `allow_log = true`)")]
+    fn logging_without_allow_log_fails_like_the_host() {
+        from_config(CONFIG).run(&mut Forward::default(), &TestBatch::new("in", 0).value_only("a"));
+    }
+
+    #[test]
+    #[should_panic(expected = "the component imports capability `ferry:processor/output@0.2.0`, which this pipeline \
+                               does not grant (list the topics it may write to in the pipeline's `output_topics`)")]
+    fn emitting_without_output_topics_fails_like_the_host() {
+        let config = CONFIG.replace("output_topics = [\"out\"]", "");
+        from_config(&config).run(&mut Quiet, &TestBatch::new("in", 0).value_only("a"));
     }
 }

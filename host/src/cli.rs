@@ -45,6 +45,16 @@ pub enum Command {
     },
     /// Run the seed's commission example on an embedded broker (no Kafka needed).
     Demo(crate::demo::DemoArgs),
+    /// Create a processor project (Rust, Python or JavaScript) that builds anywhere.
+    New(crate::tenant::new::NewArgs),
+    /// Build a processor project into a component, and check it.
+    Build(crate::tenant::build::BuildArgs),
+    /// Run a component on sample records in the real sandbox, with a pipeline's
+    /// grants, limits and settings; compare the report with a golden file.
+    Test(crate::tenant::trial::TestArgs),
+    /// Run a project's pipelines on a local host with an embedded broker, send them
+    /// sample records and print what they write.
+    Dev(crate::tenant::dev::DevArgs),
     /// Check that a component implements the processor world; list its capabilities.
     Check {
         /// The component.
@@ -126,9 +136,13 @@ impl GroupTarget {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own progress; keep the logs to errors unless asked.
+    // The demo and the tenant's tools print their own progress; keep the logs to
+    // errors unless asked.
     let default_filter = match cli.command {
-        Command::Demo(_) => "error",
+        Command::Demo(_) | Command::New(_) | Command::Build(_) | Command::Test(_) => "error",
+        Command::Dev(_) => {
+            "warn,ferry::guest=trace,ferry_host::deploy=info,ferry_host::registry=info,librdkafka=error,rdkafka=error"
+        }
         _ => "info,librdkafka=warn,rdkafka=warn",
     };
     init_tracing(cli.log_format, default_filter);
@@ -186,6 +200,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(args),
+        Command::New(args) => crate::tenant::new::run(args),
+        Command::Build(args) => crate::tenant::build::run(args),
+        Command::Test(args) => crate::tenant::trial::run(args),
+        Command::Dev(args) => crate::tenant::dev::run(args),
         Command::Check { component } => check(&component),
         Command::Deploy(args) => crate::deploy::client::run(args),
         Command::Offsets { command } => match command {
@@ -206,12 +224,18 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+/// `ferry check`: what a component is and what it imports (also printed by `ferry build`).
+pub(crate) fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     let sandbox = Sandbox::new(SandboxSettings { max_instances: 4, ..SandboxSettings::default() })?;
     let inspection =
         inspect(&sandbox, &bytes).with_context(|| format!("{} is not a usable processor", path.display()))?;
-    println!("{}: implements ferry:processor/processor@0.1.0", path.display());
+    println!(
+        "{}: implements {}/processor@{}",
+        path.display(),
+        crate::sandbox::capability::PACKAGE,
+        crate::sandbox::capability::VERSION
+    );
     println!("  digest: sha256:{}", inspection.digest);
     println!("  size: {} bytes", inspection.size);
     println!("  imports (what each gets on this host):");

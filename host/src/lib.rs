@@ -14,6 +14,7 @@
 //! | [`deploy`] | new versions in: the admin API endpoints, `ferry deploy`, watched directories |
 //! | [`admin`] | the HTTP server: health, metrics, the status page |
 //! | [`host`] | all of it running, and a bounded shutdown |
+//! | [`tenant`] | the tenant's tools: `ferry new`, `build`, `test`, `dev` |
 //! | [`cli`], [`demo`], [`devtools`] | the `ferry` command |
 //!
 //! Dependencies point down this table (`config` uses the sandbox's types; nothing
@@ -35,3 +36,4 @@ pub mod registry;
 pub(crate) mod runtime;
 pub mod sandbox;
 mod sync;
+pub(crate) mod tenant;

@@ -68,6 +68,19 @@ pub struct TenantLog {
     dropping: AtomicBool,
     dropped: AtomicU64,
     written: AtomicU64,
+    /// `Some` for a recording log ([`TenantLog::recording`]).
+    recorded: Option<Mutex<Vec<GuestLine>>>,
+}
+
+/// A line a guest wrote, as a recording log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLine {
+    /// `trace`, `debug`, `info`, `warn` or `error` (stdout and stderr lines are `info`).
+    pub level: &'static str,
+    /// `log` for the `log` capability, else `stdout` or `stderr`.
+    pub stream: String,
+    /// The line, sanitized and truncated as the host logs it.
+    pub message: String,
 }
 
 #[derive(Debug)]
@@ -86,7 +99,17 @@ const QUIET_BEFORE_STOP: std::time::Duration = std::time::Duration::from_secs(1)
 impl TenantLog {
     /// A fresh log for `pipeline` with this rate.
     pub fn new(pipeline: &str, rate: LogRate) -> Arc<Self> {
-        Arc::new(TenantLog {
+        Arc::new(Self::with(pipeline, rate, None))
+    }
+
+    /// A log that keeps every line in memory, in order and without a rate limit,
+    /// instead of writing it to the host's logs: what `ferry test` shows per record.
+    pub fn recording(pipeline: &str) -> Arc<Self> {
+        Arc::new(Self::with(pipeline, LogRate::default(), Some(Mutex::default())))
+    }
+
+    fn with(pipeline: &str, rate: LogRate, recorded: Option<Mutex<Vec<GuestLine>>>) -> Self {
+        TenantLog {
             pipeline: pipeline.into(),
             rate,
             bucket: Mutex::new(Bucket {
@@ -99,7 +122,14 @@ impl TenantLog {
             dropping: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
-        })
+            recorded,
+        }
+    }
+
+    /// The lines recorded since the last call (none unless [`Self::recording`]).
+    pub fn take_recorded(&self) -> Vec<GuestLine> {
+        let Some(recorded) = &self.recorded else { return Vec::new() };
+        std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Lines dropped by the rate limit since start.
@@ -116,6 +146,18 @@ impl TenantLog {
     /// for the `log` capability.
     pub fn line(&self, label: &TenantLabel, level: wit::Level, stream: Option<&str>, text: &str) {
         let message = sanitize(text, MAX_LOG_CHARS);
+        if let Some(recorded) = &self.recorded {
+            let level = match level {
+                wit::Level::Trace => "trace",
+                wit::Level::Debug => "debug",
+                wit::Level::Info => "info",
+                wit::Level::Warn => "warn",
+                wit::Level::Error => "error",
+            };
+            let line = GuestLine { level, stream: stream.unwrap_or("log").to_owned(), message };
+            recorded.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            return;
+        }
         if !self.admit(message.len(), Instant::now()) {
             return;
         }
@@ -308,5 +350,21 @@ mod tests {
         assert_eq!(log.written(), 2);
         out.write_bytes(&vec![b'x'; MAX_STDIO_LINE * 2 + 10]);
         assert_eq!(log.written(), 4, "an endless line is cut every {MAX_STDIO_LINE} bytes");
+    }
+
+    #[test]
+    fn a_recording_log_keeps_every_line_in_order() {
+        let log = TenantLog::recording("p");
+        let label = TenantLabel { pipeline: "p".into(), digest: "d".into() };
+        for i in 0..500 {
+            log.line(&label, wit::Level::Debug, None, &format!("line {i}\x1b[2J"));
+        }
+        GuestStdio::new(label, log.clone(), "stderr").write_bytes(b"panicked\n");
+        let lines = log.take_recorded();
+        assert_eq!(lines.len(), 501, "no rate limit");
+        assert_eq!(lines[0], GuestLine { level: "debug", stream: "log".into(), message: "line 0\u{fffd}[2J".into() });
+        assert_eq!(lines[500], GuestLine { level: "info", stream: "stderr".into(), message: "panicked".into() });
+        assert!(log.take_recorded().is_empty());
+        assert_eq!(log.written(), 0, "nothing reached the host's logs");
     }
 }

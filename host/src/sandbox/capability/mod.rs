@@ -165,3 +165,22 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> anyhow::Result<()> {
     wit::headers::add_to_linker::<GuestState, HasSelf<headers::HeadersState>>(linker, |s| &mut s.headers)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::LoadError;
+
+    /// `ferry_sdk::testing` refuses a processor that uses an ungranted capability
+    /// with the host's own words: these are they.
+    #[test]
+    fn the_sdk_harness_refuses_with_the_hosts_words() {
+        let no_output = Grants { output_topics: Default::default(), log: true };
+        let no_log = Grants { output_topics: ["out".to_owned()].into(), log: false };
+        for (capability, grants, name) in [(Capability::Output, no_output, "output"), (Capability::Log, no_log, "log")]
+        {
+            let refused = check_grants(&[capability], &grants).unwrap_err();
+            assert_eq!(LoadError::NotGranted(refused).to_string(), ferry_sdk::testing::host_refusal(name));
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! `ferry test`: a component on sample records, in the real sandbox, before any
+//! deploy.
+//!
+//! The component is loaded exactly as a host loads it for the pipeline (the same
+//! engine settings, grant checks, limits and settings, the self-test first), then
+//! given the records in batches as the host would: consecutive records of one
+//! partition, one record per batch unless `--batch-size` says otherwise (so every
+//! log line and fault belongs to one record). One instance serves every batch, and
+//! a fault throws it away, as on a host.
+//!
+//! The report on stdout is deterministic (no times, no digests), so it can be kept
+//! as a golden file (`--expect`): for each record its outcome, the outputs the host
+//! would publish (and those it would drop), its log lines and its fault. A record
+//! that faults in a batch of several is run again alone to find which one it was, as
+//! the host isolates a poison record. Retries are shown, not repeated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use super::records::{self, SampleRecord};
+use crate::config::Config;
+use crate::sandbox::{
+    Batch, Emitted, GuestFault, GuestLine, Limits, Outcome, ProcessorComponent, ProcessorInstance, Provisions, Sandbox,
+    SandboxSettings, TenantLog, default_cache_dir, short,
+};
+
+/// Options of `ferry test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The component (.wasm). Without it: the `component` of the pipeline in --config.
+    pub component: Option<PathBuf>,
+    /// Sample records, one JSON object per line: key, value, headers, partition,
+    /// offset, timestamp (docs/tenants.md describes the format).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// A ferry config file: run with its pipeline's grants, limits and settings.
+    /// Without it: the host's default limits, `log` granted, and the topics of
+    /// --allow-topic.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The pipeline of --config (needed when it has several).
+    #[arg(long, requires = "config")]
+    pub pipeline: Option<String>,
+    /// A setting, over the pipeline's (repeatable).
+    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+    /// Without --config: a topic the processor may emit to (repeatable).
+    #[arg(long = "allow-topic", value_name = "TOPIC", conflicts_with = "config")]
+    pub allow_topics: Vec<String>,
+    /// Most records per batch. With more than 1, log lines belong to the batch.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// A golden file: the run fails when its report differs from this file.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Write the report to the --expect file instead of comparing with it.
+    #[arg(long, requires = "expect")]
+    pub update_expect: bool,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+/// Everything a pipeline gives its processor, and where that came from.
+struct Setup {
+    pipeline: String,
+    component: PathBuf,
+    default_topic: String,
+    sandbox: SandboxSettings,
+    grants: crate::sandbox::Grants,
+    limits: Limits,
+    settings: BTreeMap<String, String>,
+    /// `--config`, for messages.
+    config: Option<PathBuf>,
+}
+
+impl Setup {
+    fn from_args(args: &TestArgs) -> anyhow::Result<Self> {
+        let mut setup = match &args.config {
+            Some(path) => {
+                let config = Config::load(path)?;
+                let pipeline = match &args.pipeline {
+                    Some(name) => config.pipelines.iter().find(|p| &p.name == name).with_context(|| {
+                        format!("{} has no pipeline `{name}`; it has {}", path.display(), names(&config))
+                    })?,
+                    None if config.pipelines.len() == 1 => &config.pipelines[0],
+                    None => bail!(
+                        "{} has several pipelines ({}): say which with --pipeline",
+                        path.display(),
+                        names(&config)
+                    ),
+                };
+                let mut sandbox = config.sandbox_settings();
+                sandbox.max_instances = 4;
+                Setup {
+                    pipeline: pipeline.name.clone(),
+                    component: pipeline.component.clone(),
+                    default_topic: pipeline.inputs[0].clone(),
+                    sandbox,
+                    grants: pipeline.grants(),
+                    limits: pipeline.limits(),
+                    settings: pipeline.settings.clone(),
+                    config: Some(path.clone()),
+                }
+            }
+            None => Setup {
+                pipeline: "test".to_owned(),
+                component: PathBuf::new(),
+                default_topic: "input".to_owned(),
+                sandbox: SandboxSettings { max_instances: 4, cache_dir: default_cache_dir(), ..Default::default() },
+                grants: crate::sandbox::Grants {
+                    output_topics: args.allow_topics.iter().cloned().collect(),
+                    log: true,
+                },
+                limits: Limits::default(),
+                settings: BTreeMap::new(),
+                config: None,
+            },
+        };
+        match (&args.component, &setup.config) {
+            (Some(component), _) => setup.component = component.clone(),
+            (None, Some(_)) => {}
+            (None, None) => bail!("give the component to test, or --config with the pipeline that runs it"),
+        }
+        setup.settings.extend(args.settings.iter().cloned());
+        Ok(setup)
+    }
+
+    /// How the component runs, for the person reading stderr.
+    fn describe(&self, component: &ProcessorComponent) -> String {
+        let mut text = format!(
+            "ferry test: {} (sha256:{}, {} bytes) as pipeline `{}`",
+            self.component.display(),
+            short(component.digest()),
+            component.size(),
+            self.pipeline
+        );
+        if let Some(config) = &self.config {
+            text += &format!(" of {}", config.display());
+        }
+        let topics: Vec<&str> = self.grants.output_topics.iter().map(String::as_str).collect();
+        let outputs =
+            if topics.is_empty() { "no output topic".to_owned() } else { format!("outputs to {}", topics.join(", ")) };
+        let log = if self.grants.log { "log allowed" } else { "no log" };
+        text += &format!(
+            "\n  grants: {outputs}; {log}\n  limits: {} MiB of memory, {} ms per batch, {} outputs per batch",
+            self.limits.memory_bytes >> 20,
+            self.limits.time_per_batch_ms,
+            self.limits.output.max_records
+        );
+        if !self.settings.is_empty() {
+            let settings: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            text += &format!("\n  settings: {}", settings.join(", "));
+        }
+        text
+    }
+}
+
+fn names(config: &Config) -> String {
+    config.pipelines.iter().map(|p| format!("`{}`", p.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// Runs `ferry test`.
+pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
+    let setup = Setup::from_args(&args)?;
+    let samples = records::read(&args.input, &setup.default_topic)?;
+    let bytes = std::fs::read(&setup.component).with_context(|| {
+        let hint = if setup.component.exists() { "" } else { " (build it first: ferry build)" };
+        format!("failed to read the component {}{hint}", setup.component.display())
+    })?;
+    let sandbox = Sandbox::new(setup.sandbox.clone())?;
+    let component = ProcessorComponent::load(&sandbox, &bytes, &setup.grants).with_context(|| {
+        let hint = if setup.config.is_none() { " (without --config, grant topics with --allow-topic)" } else { "" };
+        format!("the host would refuse {} for pipeline `{}`{hint}", setup.component.display(), setup.pipeline)
+    })?;
+    eprintln!("{}", setup.describe(&component));
+    let log = TenantLog::recording(&setup.pipeline);
+    let provisions = Provisions {
+        grants: Arc::new(setup.grants.clone()),
+        settings: Arc::new(setup.settings.clone()),
+        log: log.clone(),
+    };
+    let wants_headers = component.wants_headers();
+    let mut instance = ProcessorInstance::new(sandbox, Arc::new(component), &setup.pipeline, provisions, setup.limits);
+    let mut trial = Trial { instance: &mut instance, log: &log, wants_headers, report: Report::default() };
+    trial.self_test();
+    for batch in batches(&samples, args.batch_size as usize) {
+        trial.batch(batch);
+    }
+    let report = trial.report;
+    let text = report.text();
+    print!("{text}");
+    if let Some(expect) = &args.expect {
+        if args.update_expect {
+            std::fs::write(expect, &text).with_context(|| format!("failed to write {}", expect.display()))?;
+            eprintln!("ferry test: wrote the report to {}", expect.display());
+        } else {
+            compare(expect, &text)?;
+        }
+    }
+    report.verdict()
+}
+
+/// Fails, showing the differences, unless `expect` holds `actual`.
+fn compare(expect: &Path, actual: &str) -> anyhow::Result<()> {
+    let expected = std::fs::read_to_string(expect).with_context(|| {
+        format!("failed to read the expected report {} (write it with --update-expect)", expect.display())
+    })?;
+    if expected == actual {
+        eprintln!("ferry test: the report matches {}", expect.display());
+        return Ok(());
+    }
+    eprintln!("ferry test: the report differs from {} (- expected, + actual):", expect.display());
+    eprint!("{}", super::diff::lines(&expected, actual));
+    bail!(
+        "the report differs from {}; if the change is what you meant, accept it with --update-expect",
+        expect.display()
+    )
+}
+
+/// Consecutive records of one topic-partition, at most `size` at a time.
+fn batches(records: &[SampleRecord], size: usize) -> Vec<&[SampleRecord]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    for end in 1..=records.len() {
+        let split = end == records.len()
+            || end - start == size
+            || records[end].topic != records[start].topic
+            || records[end].partition != records[start].partition;
+        if split {
+            batches.push(&records[start..end]);
+            start = end;
+        }
+    }
+    batches
+}
+
+/// What one call into the guest did.
+struct Call {
+    result: Result<(Vec<Outcome>, Vec<Emitted>), GuestFault>,
+    logs: Vec<GuestLine>,
+}
+
+struct Trial<'a> {
+    instance: &'a mut ProcessorInstance,
+    log: &'a Arc<TenantLog>,
+    wants_headers: bool,
+    report: Report,
+}
+
+impl Trial<'_> {
+    fn self_test(&mut self) {
+        let verdict = self.instance.self_test();
+        let logs = self.log.take_recorded();
+        let line = match &verdict {
+            Ok(Ok(())) => "self-test: passed".to_owned(),
+            Ok(Err(reason)) => format!("self-test: failed: {}", crate::sandbox::sanitize(reason, 500)),
+            Err(fault) => format!("self-test: fault ({}): {fault}", fault.kind()),
+        };
+        self.report.self_test_passed = matches!(verdict, Ok(Ok(())));
+        self.report.lines.push(line);
+        self.report.logs(&logs);
+    }
+
+    fn batch(&mut self, batch: &[SampleRecord]) {
+        let call = self.call(batch);
+        if batch.len() == 1 {
+            self.report.record(&batch[0]);
+            match call.result {
+                Ok((outcomes, outputs)) => {
+                    self.report.outcome(&outcomes[0]);
+                    self.report.outputs(&outputs, outcomes[0].is_processed());
+                }
+                Err(fault) => self.report.fault(&fault),
+            }
+            self.report.logs(&call.logs);
+            return;
+        }
+        let (first, last) = (&batch[0], &batch[batch.len() - 1]);
+        self.report.lines.push(format!(
+            "batch {}[{}] offsets {}..={} ({} records)",
+            first.topic,
+            first.partition,
+            first.offset,
+            last.offset,
+            batch.len()
+        ));
+        self.report.logs(&call.logs);
+        match call.result {
+            Ok((outcomes, outputs)) => {
+                let all = outcomes.iter().all(Outcome::is_processed);
+                let (own, per_record): (Vec<_>, Vec<_>) = outputs.into_iter().partition(|o| o.source.is_none());
+                self.report.outputs(&own, all);
+                for (record, outcome) in batch.iter().zip(&outcomes) {
+                    self.report.record(record);
+                    self.report.outcome(outcome);
+                    let mine: Vec<Emitted> =
+                        per_record.iter().filter(|o| o.source == Some(record.offset)).cloned().collect();
+                    self.report.outputs(&mine, outcome.is_processed());
+                }
+            }
+            Err(fault) => {
+                self.report
+                    .lines
+                    .push(format!("  fault ({}): {fault}; running its records one at a time", fault.kind()));
+                for record in batch {
+                    self.batch(std::slice::from_ref(record));
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, batch: &[SampleRecord]) -> Call {
+        let mut encoder = ferry_sdk::wire::BatchEncoder::new();
+        for r in batch {
+            let headers = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
+            let headers: Vec<_> = if self.wants_headers { headers.collect() } else { Vec::new() };
+            encoder.push(r.offset, r.timestamp_ms, r.key.as_deref(), r.value.as_deref(), headers);
+        }
+        let wire = Batch {
+            topic: batch[0].topic.clone(),
+            partition: batch[0].partition,
+            count: encoder.count(),
+            records: encoder.into_bytes(),
+        };
+        let offsets: Vec<i64> = batch.iter().map(|r| r.offset).collect();
+        let deadline = self.instance.deadline_from_now();
+        let result = self
+            .instance
+            .process(&wire, &offsets, deadline)
+            .map(|(reply, outputs)| (reply.into_outcomes().collect(), outputs));
+        Call { result, logs: self.log.take_recorded() }
+    }
+}
+
+/// The report, line by line, and the counts behind the verdict.
+#[derive(Debug, Default)]
+struct Report {
+    lines: Vec<String>,
+    self_test_passed: bool,
+    records: usize,
+    processed: usize,
+    rejected: usize,
+    retried: usize,
+    faulted: usize,
+}
+
+impl Report {
+    fn record(&mut self, record: &SampleRecord) {
+        self.records += 1;
+        self.lines.push(format!("record {}", record.to_json()));
+    }
+
+    fn outcome(&mut self, outcome: &Outcome) {
+        let line = match outcome {
+            Outcome::Processed => {
+                self.processed += 1;
+                "processed".to_owned()
+            }
+            Outcome::Retry(reason) => {
+                self.retried += 1;
+                format!("retry: {reason}")
+            }
+            Outcome::Reject(reason) => {
+                self.rejected += 1;
+                format!("reject: {reason}")
+            }
+            Outcome::Fault(fault) => return self.fault(fault),
+            Outcome::Suspect | Outcome::Untried => {
+                self.faulted += 1;
+                "not finished: its batch ran out of time".to_owned()
+            }
+        };
+        self.lines.push(format!("  {line}"));
+    }
+
+    fn fault(&mut self, fault: &GuestFault) {
+        self.faulted += 1;
+        self.lines.push(format!("  fault ({}): {fault}", fault.kind()));
+    }
+
+    /// Outputs, as published (`kept`) or dropped by the host.
+    fn outputs(&mut self, outputs: &[Emitted], kept: bool) {
+        for output in outputs {
+            let r = &output.record;
+            let json = records::record_json(
+                &r.topic,
+                &[],
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers.iter().map(|h| (h.name.as_str(), h.value.as_deref())),
+            );
+            let verb = if kept { "output" } else { "dropped output" };
+            self.lines.push(format!("  {verb} {json}"));
+        }
+    }
+
+    fn logs(&mut self, logs: &[GuestLine]) {
+        for line in logs {
+            let source = if line.stream == "log" { format!("log {}", line.level) } else { line.stream.clone() };
+            self.lines.push(format!("  {source}: {}", line.message));
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut text = self.lines.join("\n");
+        text += &format!(
+            "\n{} records: {} processed, {} rejected, {} to retry, {} faulted\n",
+            self.records, self.processed, self.rejected, self.retried, self.faulted
+        );
+        text
+    }
+
+    fn verdict(&self) -> anyhow::Result<()> {
+        match (self.self_test_passed, self.faulted) {
+            (true, 0) => Ok(()),
+            (false, 0) => bail!("the self-test did not pass: a host refuses to deploy this version"),
+            (passed, faulted) => {
+                let also = if passed { "" } else { " (and the self-test did not pass)" };
+                bail!("{faulted} of {} records faulted{also}", self.records)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(topic: &str, partition: i32, offset: i64) -> SampleRecord {
+        SampleRecord {
+            line: 1,
+            topic: topic.into(),
+            partition,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn batches_are_runs_of_one_partition() {
+        let records = [
+            record("a", 0, 0),
+            record("a", 0, 1),
+            record("a", 0, 2),
+            record("a", 1, 0),
+            record("b", 1, 0),
+            record("a", 0, 3),
+        ];
+        let sizes = |size| batches(&records, size).iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(1), [1; 6]);
+        assert_eq!(sizes(2), [2, 1, 1, 1, 1]);
+        assert_eq!(sizes(500), [3, 1, 1, 1]);
+    }
+
+    #[test]
+    fn settings_are_key_equals_value() {
+        assert_eq!(parse_setting("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_setting("a="), Ok(("a".into(), String::new())));
+        assert!(parse_setting("=b").is_err() && parse_setting("ab").is_err());
+    }
+
+    #[test]
+    fn the_verdict_counts_faults_and_the_self_test() {
+        let mut report = Report { self_test_passed: true, ..Default::default() };
+        report.record(&record("a", 0, 0));
+        report.outcome(&Outcome::Reject("bad".into()));
+        assert!(report.verdict().is_ok(), "a reject is an outcome, not a failure of the run");
+        report.record(&record("a", 0, 1));
+        report.fault(&GuestFault::Panic("boom".into()));
+        assert_eq!(report.verdict().unwrap_err().to_string(), "1 of 2 records faulted");
+        assert_eq!(report.text().lines().last(), Some("2 records: 0 processed, 1 rejected, 0 to retry, 1 faulted"));
+        let report = Report { self_test_passed: false, ..Default::default() };
+        assert!(report.verdict().unwrap_err().to_string().starts_with("the self-test did not pass"));
+    }
+}
