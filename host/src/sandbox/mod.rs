@@ -23,6 +23,6 @@ pub use component::{LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::{Sandbox, SandboxSettings};
 pub use fault::{FaultKind, GuestFault};
 pub use guest_state::{Limits, Provisions};
-pub use instance::ProcessorInstance;
+pub use instance::{ProcessorInstance, minimum_memory_mib};
 pub use reply::{Outcome, Reply};
 pub use text::{sanitize, short};
