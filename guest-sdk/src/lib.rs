@@ -60,6 +60,8 @@ mod partition;
 mod processor;
 mod record;
 mod settings;
+#[cfg(not(target_arch = "wasm32"))]
+mod sink;
 
 pub mod limits;
 pub mod wire;

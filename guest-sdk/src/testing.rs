@@ -32,9 +32,10 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::context::native::{Policy, Sink};
+pub use crate::sink::{Emitted, LogLine};
+use crate::sink::{Policy, Sink};
 use crate::wire::BatchEncoder;
-use crate::{Batch, Context, Level, Outcome, Processor, Settings, TopicPartition, limits};
+use crate::{Batch, Context, Outcome, Processor, Settings, TopicPartition, limits};
 
 /// A batch built in a test. Offsets start at 0 and go up by one per record unless
 /// [`at_offset`](Self::at_offset) says otherwise; records have no timestamp unless
@@ -127,42 +128,6 @@ impl TestBatch {
         Batch::from_wire(&self.topic, self.partition, self.encoder.count(), self.encoder.bytes())
             .expect("TestBatch always encodes a valid batch")
     }
-}
-
-/// A record the processor emitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Emitted {
-    /// The offset of the record it belongs to; `None`: the whole batch.
-    pub source: Option<i64>,
-    /// Destination topic.
-    pub topic: String,
-    /// Key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Value, if any.
-    pub value: Option<Vec<u8>>,
-    /// Headers in the order given.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Emitted {
-    /// The key as UTF-8, if present and valid.
-    pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
-    }
-
-    /// The value as UTF-8, if present and valid.
-    pub fn value_str(&self) -> Option<&str> {
-        self.value.as_deref().and_then(|v| std::str::from_utf8(v).ok())
-    }
-}
-
-/// A line the processor logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    /// Severity.
-    pub level: Level,
-    /// The message as logged (the real host truncates and sanitizes it).
-    pub message: String,
 }
 
 /// What one batch did.
@@ -379,7 +344,7 @@ impl Harness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EmitError, Error, Output, Record};
+    use crate::{EmitError, Error, Level, Output, Record};
 
     #[derive(Default)]
     struct Forward {

@@ -1,6 +1,7 @@
 //! The `ferry` command line.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -136,14 +137,39 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr: text (coloured only on a terminal, and never with `NO_COLOR`
+/// set) or JSON. `RUST_LOG` holds `target=level` directives; without it,
+/// `default_filter` applies.
 fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => directives.parse().unwrap_or_else(|error| {
+            eprintln!("warning: RUST_LOG={directives:?} is not a list of target=level directives ({error}); using {default_filter:?}");
+            log_filter(default_filter)
+        }),
+        _ => log_filter(default_filter),
+    };
+    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer).init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
     }
+}
+
+/// A filter from `target=level` directives ferry itself wrote.
+fn log_filter(directives: &str) -> tracing_subscriber::filter::Targets {
+    directives.parse().expect("ferry's own log directives parse")
+}
+
+/// Colour codes only for a person at a terminal, and not when they asked for none
+/// (`NO_COLOR` set and not empty, <https://no-color.org>): a log file or a pipe gets
+/// plain text.
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -181,7 +207,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxSettings { max_instances: 4, ..SandboxSettings::default() })?;
     let inspection =
         inspect(&sandbox, &bytes).with_context(|| format!("{} is not a usable processor", path.display()))?;
-    println!("{}: implements ferry:processor/processor@0.1.0", path.display());
+    println!("{}: implements ferry:processor/processor@0.2.0", path.display());
     println!("  digest: sha256:{}", inspection.digest);
     println!("  size: {} bytes", inspection.size);
     println!(
@@ -209,4 +235,27 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         println!("warning: it imports {import}, which can only fail here; a processor that depends on it cannot work");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))), "an empty NO_COLOR does not count");
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(false, Some(OsStr::new("1"))));
+    }
+
+    #[test]
+    fn default_filters_parse() {
+        for directives in ["error", "info,librdkafka=warn,rdkafka=warn"] {
+            log_filter(directives);
+        }
+    }
 }

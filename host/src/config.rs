@@ -150,6 +150,19 @@ pub struct PipelineConfig {
     /// When finished offsets are committed.
     #[serde(default)]
     pub commit: CommitPolicy,
+    /// What a crash or rebalance may do to outputs: publish some again
+    /// (`at-least-once`), or never (`exactly-once`: outputs, dead letters and input
+    /// offsets are committed in one Kafka transaction per partition).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// With exactly-once: the broker aborts a transaction left open this long (a
+    /// member that died mid-transaction). It must outlast a batch and a commit interval.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// With exactly-once: the start of every `transactional.id`, which is
+    /// `<prefix>.<group>.<topic>.<partition>`. Principals need Write on these ids.
+    #[serde(default = "default_transactional_id_prefix")]
+    pub transactional_id_prefix: String,
     /// Topics the processor may write output records to (the `output` capability).
     #[serde(default)]
     pub output_topics: Vec<String>,
@@ -181,6 +194,12 @@ pub struct PipelineConfig {
     pub auto_rollback: Option<AutoRollback>,
 }
 
+fn default_transaction_timeout_ms() -> u64 {
+    10_000
+}
+fn default_transactional_id_prefix() -> String {
+    "ferry".to_owned()
+}
 fn default_batch_size() -> usize {
     500
 }
@@ -189,6 +208,19 @@ fn default_max_wait_ms() -> u64 {
 }
 fn yes() -> bool {
     true
+}
+
+/// The delivery guarantee of a pipeline's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Outputs are published before the input offset is committed: a crash in
+    /// between publishes them again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, dead letters and the input offset of a partition are committed in one
+    /// transaction: `read_committed` readers see each processed record's outputs once.
+    ExactlyOnce,
 }
 
 /// When finished offsets are committed. Revokes and shutdowns always commit.
@@ -381,6 +413,46 @@ impl Config {
 }
 
 impl PipelineConfig {
+    /// Whether this pipeline commits through transactions.
+    pub fn exactly_once(&self) -> bool {
+        self.delivery == Delivery::ExactlyOnce
+    }
+
+    fn validate_exactly_once(&self, at: &str, global_kafka: &BTreeMap<String, String>) -> anyhow::Result<()> {
+        if self.output_topics.is_empty() && self.failure.dead_letter_topic.is_none() {
+            bail!(
+                "{at}.delivery: exactly-once covers what a pipeline writes to Kafka, and this one writes nothing \
+                 (no output_topics, no dead-letter topic); use at-least-once"
+            );
+        }
+        check_transactional_prefix(at, &self.transactional_id_prefix)?;
+        let field = format!("{at}.transaction_timeout_ms");
+        in_range(&field, self.transaction_timeout_ms, 1_000, 900_000)
+            .context("the broker's transaction.max.timeout.ms is 900000 by default")?;
+        let interval = match self.commit {
+            CommitPolicy::Interval { interval_ms } => interval_ms,
+            CommitPolicy::PerBatch => 0,
+        };
+        let needed = self.limits.time_per_batch_ms + interval;
+        if self.transaction_timeout_ms <= needed {
+            bail!(
+                "{field}: {} ms would let the broker abort a transaction that is still in use: a transaction stays \
+                 open for up to a batch ({} ms) plus a commit interval ({interval} ms); raise it above {needed} ms",
+                self.transaction_timeout_ms,
+                self.limits.time_per_batch_ms
+            );
+        }
+        for (key, value) in global_kafka.iter().chain(&self.kafka) {
+            if key == "isolation.level" && value != "read_committed" {
+                bail!(
+                    "{at}.kafka.isolation.level: exactly-once reads its input with read_committed, so that records \
+                     of aborted upstream transactions never reach the processor; `{value}` is not allowed"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate(
         &self,
         at: &str,
@@ -400,6 +472,9 @@ impl PipelineConfig {
         in_range(&format!("{at}.max_wait_ms"), self.max_wait_ms, 0, 60_000)?;
         if let CommitPolicy::Interval { interval_ms } = self.commit {
             in_range(&format!("{at}.commit.interval_ms"), interval_ms, 10, 3_600_000)?;
+        }
+        if self.delivery == Delivery::ExactlyOnce {
+            self.validate_exactly_once(at, global_kafka)?;
         }
         for topic in &self.output_topics {
             if self.inputs.contains(topic) {
@@ -516,6 +591,16 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn check_transactional_prefix(at: &str, prefix: &str) -> anyhow::Result<()> {
+    if prefix.is_empty()
+        || prefix.len() > 100
+        || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("{at}.transactional_id_prefix: `{prefix}` must be 1-100 letters, digits, `-`, `_` or `.`");
+    }
+    Ok(())
+}
+
 fn check_topic_name(at: &str, topic: &str) -> anyhow::Result<()> {
     let valid = !topic.is_empty()
         && topic.len() <= 249
@@ -609,6 +694,31 @@ mod tests {
         assert!(e.contains("output_bytes_per_batch"), "{e}");
         let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nsettings = { \"\" = \"x\" }"));
         assert!(e.contains("settings: key"), "{e}");
+    }
+
+    #[test]
+    fn exactly_once_is_refused_where_it_cannot_hold() {
+        let eos = GOOD.replace("group = \"g\"", "group = \"g\"\ndelivery = \"exactly-once\"");
+        let config = Config::parse(&eos).unwrap();
+        assert!(config.pipelines[0].exactly_once());
+        assert_eq!(config.pipelines[0].transaction_timeout_ms, 10_000);
+        let nothing_written = eos
+            .replace("output_topics = [\"commissions\"]", "")
+            .replace("failure = { on_failure = \"dead-letter\", dead_letter_topic = \"orders.dlq\" }", "");
+        let e = error_of(&nothing_written);
+        assert!(e.contains("pipeline `orders`.delivery") && e.contains("writes nothing"), "{e}");
+        let short =
+            eos.replace("delivery", "transaction_timeout_ms = 20000\nlimits = { time_per_batch_ms = 30000 }\ndelivery");
+        let e = error_of(&short);
+        assert!(e.contains("transaction_timeout_ms: 20000 ms would let the broker abort"), "{e}");
+        let e = error_of(
+            &eos.replace("\"security.protocol\" = \"plaintext\"", "\"isolation.level\" = \"read_uncommitted\""),
+        );
+        assert!(e.contains("isolation.level") && e.contains("read_committed"), "{e}");
+        let e = error_of(&eos.replace("delivery", "transactional_id_prefix = \"a b\"\ndelivery"));
+        assert!(e.contains("transactional_id_prefix"), "{e}");
+        let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\ndelivery = \"exactly-twice\""));
+        assert!(e.contains("exactly-twice"), "{e}");
     }
 
     #[test]

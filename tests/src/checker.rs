@@ -337,16 +337,7 @@ pub fn check(
         .copied()
         .collect();
 
-    // Backwards commits, per partition, in time order.
-    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-    for s in samples {
-        if let Some(&before) = last.get(&s.partition)
-            && s.committed < before
-        {
-            report.backwards_commits.push(format!("partition {}: {before} then {}", s.partition, s.committed));
-        }
-        last.insert(s.partition, s.committed.max(*last.get(&s.partition).unwrap_or(&i64::MIN)));
-    }
+    report.backwards_commits = backwards_commits(samples);
 
     // Outputs of deliveries that did not end processed.
     for p in &published {
@@ -507,6 +498,21 @@ fn timestamp(line: &str) -> Option<SystemTime> {
     let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
     let secs = days * 86_400 + h * 3600 + min * 60 + s;
     Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
+/// Committed offsets that moved back, per partition, in time order.
+pub fn backwards_commits(samples: &[Sample]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for s in samples {
+        if let Some(&before) = last.get(&s.partition)
+            && s.committed < before
+        {
+            found.push(format!("partition {}: {before} then {}", s.partition, s.committed));
+        }
+        last.insert(s.partition, s.committed.max(*last.get(&s.partition).unwrap_or(&i64::MIN)));
+    }
+    found
 }
 
 #[cfg(test)]

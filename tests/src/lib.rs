@@ -3,6 +3,8 @@
 //! read back from Kafka.
 
 pub mod checker;
+pub mod exactly_once;
+pub mod raw_log;
 pub mod raw_produce;
 pub mod scenarios;
 
@@ -405,12 +407,15 @@ pub fn lag(brokers: &str, group: &str, topic: &str) -> Vec<PartitionLag> {
 pub fn in_process_logs() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
         let filter =
             std::env::var("FERRY_TEST_LOG").map(|f| format!("{f},{CAPTURED}")).unwrap_or_else(|_| CAPTURED.to_owned());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(|| CaptureWriter)
+        let targets: tracing_subscriber::filter::Targets =
+            filter.parse().expect("FERRY_TEST_LOG holds target=level directives");
+        let _ = tracing_subscriber::registry()
+            .with(targets)
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(|| CaptureWriter))
             .try_init();
     });
 }
@@ -510,6 +515,19 @@ impl FerryProcess {
         }
     }
 
+    /// Stops the process in its tracks (SIGSTOP): a member that froze, as a long
+    /// GC pause or a suspended VM would freeze it. [`Self::resume`] lets it go on.
+    pub fn freeze(&self) {
+        let status = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "SIGSTOP delivered");
+    }
+
+    /// Lets a frozen process go on (SIGCONT), unaware of the time that passed.
+    pub fn resume(&self) {
+        let status = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "SIGCONT delivered");
+    }
+
     /// Kills the process with SIGKILL: no drain, no final commit.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -537,10 +555,10 @@ pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     path
 }
 
-/// A `seen` ledger entry written by the recorder guest: (topic, partition, offset).
+/// The input record a `seen` output of the recorder guest names: (topic,
+/// partition, offset), from `<incarnation>/<topic>/<partition>/<offset>/<nonce>`.
 pub fn parse_seen(value: &str) -> (String, i32, i64) {
-    let mut parts = value.rsplitn(3, '/');
-    let offset = parts.next().and_then(|o| o.parse().ok()).expect("offset");
-    let partition = parts.next().and_then(|p| p.parse().ok()).expect("partition");
-    (parts.next().expect("topic").to_owned(), partition, offset)
+    let parts: Vec<&str> = value.split('/').collect();
+    assert_eq!(parts.len(), 5, "a seen value: {value}");
+    (parts[1].to_owned(), parts[2].parse().expect("partition"), parts[3].parse().expect("offset"))
 }

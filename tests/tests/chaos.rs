@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_tests::checker::{CommitSampler, check};
+use ferry_tests::checker::{CommitSampler, backwards_commits, check};
+use ferry_tests::exactly_once::judge;
 use ferry_tests::scenarios::recorder_config;
 use ferry_tests::*;
 
@@ -53,7 +54,16 @@ fn value(i: usize) -> String {
     }
 }
 
-fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration, every: Duration) {
+/// The delivery guarantee a chaos run holds ferry to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Promise {
+    /// Judged by the at-least-once checker (duplicates only where allowed).
+    AtLeastOnce,
+    /// Judged from the `read_committed` view: every record exactly once.
+    ExactlyOnce,
+}
+
+fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration, every: Duration, promise: Promise) {
     let brokers = broker.brokers();
     let group = unique("chaos");
     broker.create_topic("in", PARTITIONS);
@@ -61,9 +71,15 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
     broker.create_topic("dlq", 1);
     let dir = tempfile::tempdir().unwrap();
     let config = || {
-        let extra = "commit = { policy = \"interval\", interval_ms = 100 }\n\
-             failure = { on_failure = \"dead-letter\", dead_letter_topic = \"dlq\", max_attempts = 3, backoff_initial_ms = 10 }";
-        let text = recorder_config(broker, &group, "in", extra).replace(
+        let delivery = match promise {
+            Promise::AtLeastOnce => "",
+            Promise::ExactlyOnce => "delivery = \"exactly-once\"\n",
+        };
+        let extra = format!(
+            "{delivery}commit = {{ policy = \"interval\", interval_ms = 100 }}\n\
+             failure = {{ on_failure = \"dead-letter\", dead_letter_topic = \"dlq\", max_attempts = 3, backoff_initial_ms = 10 }}"
+        );
+        let text = recorder_config(broker, &group, "in", &extra).replace(
             "kafka = { \"session.timeout.ms\" = \"6000\" }",
             &format!(
                 "kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\" }}"
@@ -131,10 +147,24 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
         logs.push(member.log_text());
     }
     let samples = sampler.stop();
-    let report = check(&brokers, "in", &group, Some("dlq"), &logs, &samples);
-    eprintln!("{strategy}: {kills} SIGKILL, {stops} SIGTERM, {starts} starts\n{}", report.summary());
-    report.assert_sound();
-    assert_eq!(report.finished, records, "every record finished:\n{}", report.summary());
+    eprintln!("{strategy}: {kills} SIGKILL, {stops} SIGTERM, {starts} starts");
+    match promise {
+        Promise::AtLeastOnce => {
+            let report = check(&brokers, "in", &group, Some("dlq"), &logs, &samples);
+            eprintln!("{}", report.summary());
+            report.assert_sound();
+            assert_eq!(report.finished, records, "every record finished:\n{}", report.summary());
+        }
+        Promise::ExactlyOnce => {
+            let inputs = read_all(&brokers, "in");
+            assert_eq!(inputs.len(), records);
+            let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
+            eprintln!("{}", verdict.summary());
+            verdict.assert_exactly_once();
+            let backwards = backwards_commits(&samples);
+            assert!(backwards.is_empty(), "committed offsets moved back: {backwards:?}");
+        }
+    }
     let expected = (chaos_for.as_secs() / every.as_secs()) as usize / 2;
     assert!(kills + stops >= expected, "the run was chaotic enough ({kills} kills, {stops} stops)");
 }
@@ -142,17 +172,27 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
 #[test]
 fn chaos_eager_on_a_broker_process() {
     let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(&broker, "range", 24_000, Duration::from_secs(60), EVENT_EVERY);
+    run(&broker, "range", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce);
 }
 
 #[test]
 fn chaos_cooperative_sticky_on_a_broker_process() {
     let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(&broker, "cooperative-sticky", 24_000, Duration::from_secs(60), EVENT_EVERY);
+    run(&broker, "cooperative-sticky", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce);
 }
 
 #[test]
 fn chaos_eager_on_tansu() {
     // Tansu fetches slowly: fewer records, the same chaos.
-    run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY);
+    run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::AtLeastOnce);
+}
+
+#[test]
+fn chaos_exactly_once_eager_on_tansu() {
+    run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::ExactlyOnce);
+}
+
+#[test]
+fn chaos_exactly_once_cooperative_sticky_on_tansu() {
+    run(&Tansu::start(), "cooperative-sticky", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::ExactlyOnce);
 }

@@ -1,5 +1,6 @@
-//! `ferry offsets show` and `ferry offsets reset`, against a real group on the
-//! Tansu (the embedded mock broker does not answer DescribeGroups).
+//! `ferry offsets show` and `ferry offsets reset`, against a real group on Tansu
+//! (the embedded mock broker does not answer DescribeGroups: there, a reset is
+//! refused with an explanation).
 
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -85,4 +86,27 @@ fn show_reports_lag_and_reset_replays_only_when_the_group_is_idle() {
         "sometime",
     ]);
     assert!(!ok && text.contains("not earliest, latest"), "{text}");
+}
+
+#[test]
+fn reset_on_the_embedded_broker_is_refused_with_an_explanation() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("orders", 2);
+    produce(&brokers, "orders", 2, &(0..10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+
+    let (ok, text) =
+        ferry(&["offsets", "reset", "--brokers", &brokers, "--group", "idle", "--topic", "orders", "--to", "latest"]);
+    assert!(!ok, "refused: {text}");
+    for words in [
+        "refusing to reset the offsets of group idle",
+        "could not check that no member of the group is running",
+        "do not answer DescribeGroups",
+        "embedded mock broker",
+        "stopping every `ferry run` of group idle",
+        "UnsupportedFeature",
+    ] {
+        assert!(text.contains(words), "says {words:?}: {text}");
+    }
+    assert!(lag(&brokers, "idle", "orders").iter().all(|p| p.committed.is_none()), "nothing was committed");
 }

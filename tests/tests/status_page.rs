@@ -240,20 +240,11 @@ fn check_dom(dom: &str, kafka: &[(&str, PartitionLag)], host: &Host, addr: Socke
 }
 
 fn check_screenshot(path: &Path) {
-    let decoder =
-        png::Decoder::new(File::open(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display())));
-    let mut reader = decoder.read_info().expect("a PNG header");
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut pixels).expect("PNG image data");
-    assert_eq!((frame.width, frame.height), (1280, 900), "screenshot size");
-    assert_eq!(frame.bit_depth, png::BitDepth::Eight);
-    let channels = match frame.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        other => panic!("unexpected screenshot colour type {other:?}"),
-    };
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
+    let image = decode_png(&bytes);
+    assert_eq!((image.width, image.height), (1280, 900), "screenshot size");
     let mut counts: BTreeMap<[u8; 3], usize> = BTreeMap::new();
-    for px in pixels[..frame.buffer_size()].chunks_exact(channels) {
+    for px in image.pixels.chunks_exact(image.channels) {
         *counts.entry([px[0], px[1], px[2]]).or_default() += 1;
     }
     assert!(counts.len() > 16, "the screenshot is blank: only {} colour(s)", counts.len());
@@ -261,6 +252,79 @@ fn check_screenshot(path: &Path) {
     for (name, colour) in [("committed", DONE), ("read, not committed", INFLIGHT), ("not read (lag)", LAG)] {
         let n = counts.get(&colour).copied().unwrap_or(0);
         assert!(n > 1000, "the screenshot {} shows only {n} px of the {name} bar colour {colour:02x?}", path.display());
+    }
+}
+
+/// A decoded screenshot.
+struct Image {
+    width: u32,
+    height: u32,
+    /// 3 (RGB) or 4 (RGBA).
+    channels: usize,
+    pixels: Vec<u8>,
+}
+
+/// Decodes what Chromium writes: an 8-bit RGB or RGBA PNG, not interlaced. (A PNG
+/// is zlib data in chunks, each scanline behind a filter byte; a PNG crate would
+/// change the features of crates wasmtime shares, and build them twice.)
+fn decode_png(bytes: &[u8]) -> Image {
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG signature");
+    let (mut at, mut header, mut data) = (8, None, Vec::new());
+    while at + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let body = &bytes[at + 8..at + 8 + len];
+        match &bytes[at + 4..at + 8] {
+            b"IHDR" => header = Some(body),
+            b"IDAT" => data.extend_from_slice(body),
+            b"IEND" => break,
+            _ => {}
+        }
+        at += 12 + len; // length, type, data, CRC
+    }
+    let header = header.expect("an IHDR chunk");
+    let be = |range: std::ops::Range<usize>| u32::from_be_bytes(header[range].try_into().unwrap());
+    let (width, height) = (be(0..4), be(4..8));
+    assert_eq!((header[8], header[12]), (8, 0), "8 bits per channel, not interlaced");
+    let channels = match header[9] {
+        2 => 3,
+        6 => 4,
+        other => panic!("unexpected screenshot colour type {other}"),
+    };
+    let raw = miniz_oxide::inflate::decompress_to_vec_zlib(&data).expect("PNG image data");
+    let stride = width as usize * channels;
+    assert_eq!(raw.len(), (stride + 1) * height as usize, "PNG image data size");
+    let mut pixels = vec![0u8; stride * height as usize];
+    for y in 0..height as usize {
+        let filter = raw[y * (stride + 1)];
+        let line = &raw[y * (stride + 1) + 1..(y + 1) * (stride + 1)];
+        for x in 0..stride {
+            let left = if x >= channels { pixels[y * stride + x - channels] } else { 0 };
+            let up = if y > 0 { pixels[(y - 1) * stride + x] } else { 0 };
+            let up_left = if x >= channels && y > 0 { pixels[(y - 1) * stride + x - channels] } else { 0 };
+            let predicted = match filter {
+                0 => 0,
+                1 => left,
+                2 => up,
+                3 => ((u16::from(left) + u16::from(up)) / 2) as u8,
+                4 => paeth(left, up, up_left),
+                other => panic!("unknown PNG filter {other}"),
+            };
+            pixels[y * stride + x] = line[x].wrapping_add(predicted);
+        }
+    }
+    Image { width, height, channels, pixels }
+}
+
+/// The PNG Paeth predictor: whichever neighbour is closest to left + up − up-left.
+fn paeth(left: u8, up: u8, up_left: u8) -> u8 {
+    let p = i16::from(left) + i16::from(up) - i16::from(up_left);
+    let (dl, du, dul) = ((p - i16::from(left)).abs(), (p - i16::from(up)).abs(), (p - i16::from(up_left)).abs());
+    if dl <= du && dl <= dul {
+        left
+    } else if du <= dul {
+        up
+    } else {
+        up_left
     }
 }
 

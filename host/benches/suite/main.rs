@@ -1,6 +1,7 @@
 //! ferry's benchmark suite (issue 6), one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
-//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `polyglot` (default: all).
+//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`
+//! (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -9,6 +10,7 @@
 mod boundary;
 mod common;
 mod e2e;
+mod exactly_once;
 mod instantiate;
 mod memory;
 mod polyglot;
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-const SECTIONS: [&str; 6] = ["boundary", "e2e", "instantiate", "memory", "scaling", "polyglot"];
+const SECTIONS: [&str; 7] = ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot"];
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; flags are not ours.
@@ -141,6 +143,21 @@ fn main() -> anyhow::Result<()> {
         }
         println!("## 5. Scaling\n\n{out}");
     }
+    if wanted("exactly-once") {
+        eprintln!("exactly-once against at-least-once...");
+        let forward = common::guest("ferry-guest-forward")?;
+        let rows = exactly_once::run(&kafka, &forward)?;
+        let share =
+            rows.iter().find(|r| r.mode == exactly_once::MODES[2]).map_or(0.0, |r| r.committed / rows[0].committed);
+        println!(
+            "## 6. Exactly-once against at-least-once: 100,000 records of 100 B in 4 partitions, one output each, \
+             embedded broker\n\nMedians of 3 interleaved rounds, from the group's assignment, by ferry's own stats.\n\n{}\n\
+             Target: exactly-once at 100 ms ≥ {} × at-least-once. Measured: **{share:.2}** ({}).\n",
+            exactly_once::table(&rows),
+            exactly_once::TARGET_SHARE,
+            if share >= exactly_once::TARGET_SHARE { "met" } else { "missed" }
+        );
+    }
     if wanted("polyglot") {
         eprintln!("Rust, Python and JavaScript side by side (building the Python and JS guests)...");
         let languages = polyglot::languages()?;
@@ -166,7 +183,7 @@ fn main() -> anyhow::Result<()> {
             )?);
         }
         println!(
-            "## 6. Rust, Python and JavaScript guests\n\nThe same measures for each language's passthrough, orders \
+            "## 7. Rust, Python and JavaScript guests\n\nThe same measures for each language's passthrough, orders \
              and chaos guests, one run; end to end: {records} records of 100 B in 4 partitions, medians of 3 \
              interleaved rounds, commits after every batch, `max_wait_ms = 0`, `batch_size = {}`.\n\n{}",
             e2e::BATCH_SIZE,

@@ -8,6 +8,10 @@ use rdkafka::ClientConfig;
 /// each: 32 MiB.
 pub const QUEUE_KBYTES: &str = "32768";
 
+/// How often librdkafka reports its brokers' states: how soon ferry notices that
+/// brokers it lost answer again ([`client_log`](super::client_log)).
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// A consumer config for `group`: auto-commit and auto offset store off, because
 /// ferry decides what is committed; everything else passes through.
 pub fn consumer_config(
@@ -30,7 +34,8 @@ pub fn consumer_config(
         .set("fetch.wait.max.ms", "100")
         // Records fetched ahead, all partitions together: a term of the host's memory
         // formula (docs/operators.md); librdkafka's default is 64 MiB.
-        .set("queued.max.messages.kbytes", QUEUE_KBYTES);
+        .set("queued.max.messages.kbytes", QUEUE_KBYTES)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (key, value) in global.iter().chain(overrides) {
         config.set(key, value);
     }
@@ -52,10 +57,27 @@ pub fn producer_config(brokers: &str, global: &BTreeMap<String, String>) -> Clie
         .set("message.timeout.ms", "60000")
         // Outputs waiting for the broker: a term of the memory formula. When it is
         // full the pipeline waits (librdkafka's default is 1 GiB).
-        .set("queue.buffering.max.kbytes", QUEUE_KBYTES);
+        .set("queue.buffering.max.kbytes", QUEUE_KBYTES)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (key, value) in global {
         config.set(key, value);
     }
     config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// A producer config for one partition's transactions (exactly-once): the output
+/// producer's, with the transaction timeout. librdkafka makes it idempotent, with
+/// `acks=all`.
+pub fn transactional_producer_config(
+    brokers: &str,
+    global: &BTreeMap<String, String>,
+    transaction_timeout_ms: u64,
+) -> ClientConfig {
+    let mut config = producer_config(brokers, global);
+    let timeout = transaction_timeout_ms.to_string();
+    // librdkafka wants a record's delivery to end (one way or the other) within the
+    // transaction that carries it.
+    config.set("transaction.timeout.ms", &timeout).set("message.timeout.ms", &timeout);
     config
 }

@@ -1,11 +1,13 @@
 //! Offset commits that never block the pipeline for good.
 //!
 //! rdkafka's `commit(.., Sync)` waits without a timeout while the coordinator is
-//! unreachable, and its async commit reports results only through a callback that
-//! rdkafka reserves for auto-commits. So ferry commits through librdkafka's
-//! `rd_kafka_commit_queue` with a queue of its own: results arrive there as events,
-//! which we poll without blocking (interval commits) or with a deadline (revoke and
-//! shutdown).
+//! unreachable, and its async commit reports through `ConsumerContext::commit_callback`,
+//! which runs only inside a later `poll`. A revoke must commit the revoked
+//! partitions' finished offsets *inside* the rebalance callback, before it returns,
+//! and with a bound: neither of those can wait there. So ferry commits through
+//! librdkafka's `rd_kafka_commit_queue` with a queue of its own: results arrive
+//! there as events, which we poll without blocking (interval commits) or with a
+//! deadline (revoke and shutdown).
 
 use std::ffi::CStr;
 use std::os::unix::net::UnixStream;
@@ -96,8 +98,9 @@ impl Committer {
     }
 
     /// Sends a commit and waits up to `timeout` for its result (and for any earlier
-    /// commits still in flight). `None` if the deadline passed first: the commit may
-    /// still land later, which is safe, since it only covers finished records.
+    /// commits still in flight). An error if it could not be sent, or if the deadline
+    /// passed first: then the commit may still land later, which is safe, since it
+    /// only covers finished records.
     pub fn commit_and_wait<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,

@@ -6,14 +6,18 @@
 
 use std::sync::Arc;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::client_log::{ClientLogOwner, ConsumerOf};
 use super::fetch::FetchRoute;
 use super::tracker::TopicPartition;
 
-/// What the pipeline does when partitions come and go.
-pub trait RebalanceListener: Send + Sync {
+/// What the pipeline does when partitions come and go (and where its consumer's
+/// log state lives).
+pub trait RebalanceListener: ClientLogOwner + Send + Sync {
     /// Partitions are about to be revoked (`lost`: the group already gave them to
     /// another member, so nothing may be committed for them).
     fn revoking(&self, consumer: &BaseConsumer<FerryContext>, partitions: Vec<TopicPartition>, lost: bool);
@@ -31,7 +35,28 @@ pub struct FerryContext {
     pub route: FetchRoute,
 }
 
-impl ClientContext for FerryContext {}
+/// librdkafka's words about the consumer go to the pipeline's [`ClientLog`](super::client_log::ClientLog):
+/// once per change of state, not once per retry.
+impl ClientContext for FerryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.listener.client_log().log(&self.who(), level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.listener.client_log().error(&self.who(), &error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.listener.client_log().statistics(&self.who(), statistics);
+    }
+}
+
+impl FerryContext {
+    /// The consumer, as its log lines name it.
+    fn who(&self) -> ConsumerOf<'_> {
+        ConsumerOf(self.listener.client_name())
+    }
+}
 
 fn partitions(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
@@ -72,6 +97,7 @@ impl ConsumerContext for FerryContext {
             // Belt and braces with the resume at revoke: a member that lost its
             // assignment without a revoke callback starts every partition unpaused.
             let _ = consumer.resume(list);
+            self.listener.client_log().assigned(&self.who());
             self.listener.assigned(&partitions(list));
         }
     }

@@ -26,6 +26,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::lock;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
@@ -47,7 +48,7 @@ impl FetchRoute {
     /// Routes the records of `topic`/`partition` to the fetch queue. Call it before
     /// the partition is assigned (in `pre_rebalance`), every time it is assigned.
     pub fn route<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, topic: &str, partition: i32) {
-        let target = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let target = lock(&self.0);
         let Some(RawQueue(target)) = *target else { return };
         let Ok(topic_c) = CString::new(topic) else { return };
         // SAFETY: the client handle lives as long as `consumer`; the partition queue
@@ -102,7 +103,7 @@ impl FetchQueue {
             }
             (queue, consumer_queue)
         };
-        *route.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(RawQueue(queue));
+        *lock(&route.0) = Some(RawQueue(queue));
         Ok(Self { queue, consumer_queue, route: route.clone(), wake_rx, wake_tx, spare: Vec::new() })
     }
 
@@ -152,7 +153,7 @@ impl FetchQueue {
 
 impl Drop for FetchQueue {
     fn drop(&mut self) {
-        *self.route.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *lock(&self.route.0) = None;
         // SAFETY: created in `new`, destroyed once. Partition queues still forwarding
         // here keep the queue's memory alive; librdkafka drops what they enqueue.
         unsafe {

@@ -9,3 +9,4 @@ pub mod fetch;
 pub mod offsets;
 pub mod output;
 pub mod tracker;
+pub mod transaction;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,7 +135,7 @@ pub fn reset(
     to: ResetTo,
 ) -> anyhow::Result<Vec<(String, i32, i64)>> {
     let consumer = group_client(brokers, kafka, group)?;
-    let groups = consumer.fetch_group_list(Some(group), TIMEOUT).context("failed to describe the group")?;
+    let groups = consumer.fetch_group_list(Some(group), TIMEOUT).map_err(|error| unchecked(brokers, group, error))?;
     if let Some(g) = groups.groups().iter().find(|g| g.name() == group)
         && !g.members().is_empty()
     {
@@ -167,6 +169,30 @@ pub fn reset(
     }
     consumer.commit(&list, CommitMode::Sync).context("failed to commit the new offsets")?;
     Ok(targets)
+}
+
+/// Why a reset is refused when the group's members could not be listed: which check
+/// failed, why, and what to do, in words for someone who has never seen a
+/// DescribeGroups request.
+fn unchecked(brokers: &str, group: &str, error: KafkaError) -> anyhow::Error {
+    let refusal = format!(
+        "refusing to reset the offsets of group {group}: ferry could not check that no member of the group is \
+         running (a running member would overwrite the new bookmark with its next commit)"
+    );
+    let why_and_what = match &error {
+        KafkaError::GroupListFetch(RDKafkaErrorCode::UnsupportedFeature) => format!(
+            "The brokers at {brokers} do not answer DescribeGroups, the request that lists a group's members. \
+             librdkafka's embedded mock broker (the one `ferry demo` and ferry's tests start) is such a broker: \
+             its offsets can be shown but not safely reset. Reset against a Kafka broker that answers it \
+             (Apache Kafka, Tansu...), after stopping every `ferry run` of group {group}; on the embedded \
+             broker, start the demo again to start from scratch."
+        ),
+        _ => format!(
+            "The brokers at {brokers} did not answer the request that lists a group's members. \
+             Check that they are up and reachable (`ferry offsets show` reads the same brokers), then try again."
+        ),
+    };
+    anyhow::Error::new(error).context(format!("{refusal}.\n{why_and_what}\nThe brokers' answer"))
 }
 
 /// Renders a lag table.

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::client_log;
 use super::tracker::{Epoch, SpanId};
+use crate::sync::lock;
 
 /// What becomes finished once every record of one group is acknowledged: a span of
 /// an assignment, and single offsets (redeliveries, dead letters) of it.
@@ -68,7 +71,7 @@ impl AckGroup {
             self.failed.store(true, Ordering::Relaxed);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let taken = self.settled.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let taken = lock(&self.settled).take();
             if let Some(mut settled) = taken {
                 settled.failed = self.failed.load(Ordering::Relaxed);
                 self.listener.settled(settled);
@@ -80,7 +83,21 @@ impl AckGroup {
 /// Routes delivery reports to their [`AckGroup`].
 pub struct AckContext;
 
-impl ClientContext for AckContext {}
+/// librdkafka's words about the producer go to the producers' [`ClientLog`](client_log::ClientLog): once
+/// per change of state, not once per retry.
+impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client_log::producers().log(&"output producer", level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log::producers().error(&"output producer", &error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        client_log::producers().statistics(&"output producer", statistics);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<Arc<AckGroup>>;

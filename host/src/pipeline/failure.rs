@@ -13,6 +13,7 @@ use crate::config::{FailurePolicy, OnFailure};
 use crate::kafka::context::list_of;
 use crate::kafka::output::{self, AckGroup, Outgoing, Settled};
 use crate::kafka::tracker::TopicPartition;
+use crate::sandbox::{Header, OutputRecord};
 
 /// How long a restart's seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,6 +58,28 @@ impl Worker {
             ("ferry.partition", Some(partition_text.as_bytes())),
             ("ferry.offset", Some(offset_text.as_bytes())),
         ]);
+        self.shared.stats.dead_lettered(topic, *partition);
+        self.shared.stats.note(topic, *partition, Some(offset), "dead-letter", reason);
+        tracing::warn!(pipeline = %self.config.name, %topic, partition, offset, reason, "record dead-lettered");
+        if self.config.exactly_once() {
+            // The dead letter is the record's output: it waits for the watermark, and
+            // the record counts as finished (the transaction covers the delivery).
+            let letter = OutputRecord {
+                topic: dlq.to_owned(),
+                key: record.and_then(|r| r.key).map(<[u8]>::to_vec),
+                value: record.and_then(|r| r.value).map(<[u8]>::to_vec),
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| Header { name: (*name).to_owned(), value: value.map(<[u8]>::to_vec) })
+                    .collect(),
+            };
+            if let Some(tracked) = self.shared.tracker().current(topic, *partition, epoch) {
+                tracked.finish(offset);
+            }
+            self.hold_output(key, offset, letter);
+            self.release_outputs(key);
+            return;
+        }
         if let Some(tracked) = self.shared.tracker().current(topic, *partition, epoch) {
             tracked.dead_letter_sent(offset);
         }
@@ -73,9 +96,6 @@ impl Worker {
         let outgoing =
             Outgoing { topic: dlq, key: record.and_then(|r| r.key), value: record.and_then(|r| r.value), headers };
         output::send(producer, outgoing, &group);
-        self.shared.stats.dead_lettered(topic, *partition);
-        self.shared.stats.note(topic, *partition, Some(offset), "dead-letter", reason);
-        tracing::warn!(pipeline = %self.config.name, %topic, partition, offset, reason, "record dead-lettered");
     }
 
     /// Pauses a partition for good (until it is reassigned) and reports why.

@@ -39,6 +39,9 @@ impl Worker {
                 Some(Ok(message)) => {
                     let delivered = Delivered::of(&message);
                     let key = partition_key(delivered);
+                    if !self.accepts(&key) {
+                        continue;
+                    }
                     // Field by field: `message` borrows the consumer meanwhile.
                     let mut intake = Intake {
                         partitions: &mut self.partitions,
@@ -65,6 +68,7 @@ impl Worker {
     /// Applies what the rebalance and delivery callbacks reported.
     fn handle_events(&mut self) -> Vec<TopicPartition> {
         let events = self.shared.take_events();
+        self.pause_until_ready(&events.assigned);
         for (topic, partition) in &events.revoked {
             // Buffered records of a revoked partition were never processed: the next
             // owner reads them from the committed offset.
@@ -96,7 +100,7 @@ impl Worker {
         let first = run.next().expect("start is within the fetch");
         if first.error().is_some() {
             let key = partition_key(first);
-            if !gone.contains(&key) {
+            if !gone.contains(&key) && self.accepts(&key) {
                 self.take_error(key, first);
             }
             return (1, None);
@@ -105,7 +109,9 @@ impl Worker {
         let (handle, partition) = (first.topic_handle(), first.partition());
         let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
         let key = partition_key(first);
-        if gone.contains(&key) {
+        if gone.contains(&key) || !self.accepts(&key) {
+            // Revoked during this fetch, or (exactly-once) not ready: the records are
+            // read again from the committed offset.
             return (1 + run.take_while(same).count(), None);
         }
         let mut intake = self.intake();

@@ -1,11 +1,8 @@
 //! Whether a pipeline thread is alive, has joined its group, and keeps turning its
 //! loop: the facts behind the admin server's `/healthz` and `/readyz`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use super::shared::Shared;
 
 const RUNNING: u8 = 0;
 const STOPPED: u8 = 1;
@@ -92,15 +89,6 @@ impl Liveness {
     }
 }
 
-/// Held by the pipeline thread: marks it ended when dropped, also while unwinding.
-pub struct ThreadMark(pub Arc<Shared>);
-
-impl Drop for ThreadMark {
-    fn drop(&mut self) {
-        self.0.stats.liveness().ended(std::thread::panicking());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,19 +108,5 @@ mod tests {
         assert_eq!(s.since_last_turn, Some(Duration::from_secs(3)));
         l.ended(true);
         assert_eq!(l.snapshot().thread, ThreadState::Died);
-    }
-
-    #[test]
-    fn a_panicking_thread_is_marked_dead() {
-        let shared = Arc::new(Shared::new("p"));
-        let mark = ThreadMark(shared.clone());
-        let _ = std::thread::spawn(move || {
-            let _mark = mark;
-            panic!("boom");
-        })
-        .join();
-        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Died);
-        drop(ThreadMark(shared.clone()));
-        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Stopped);
     }
 }

@@ -10,9 +10,12 @@
 //! | [`failure`] | dead letters, halts, rewinds and backoff |
 //! | [`partition`] | per-partition state of the loop |
 //! | [`shared`] | what the loop shares with Kafka's callbacks: offsets, commits, events |
+//! | [`transactions`], `exactly_once`, `held` | exactly-once: a transactional producer per partition, outputs held until their offset can be committed with them |
 //! | [`stats`], [`liveness`] | what metrics, the status page and health checks read |
 
+mod exactly_once;
 mod failure;
+mod held;
 mod intake;
 pub mod liveness;
 mod partition;
@@ -20,24 +23,26 @@ pub mod run;
 pub mod settle;
 pub mod shared;
 pub mod stats;
+pub mod transactions;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use failure::backoff;
 pub use shared::Shared;
+use transactions::Transactions;
 
 use crate::config::PipelineConfig;
-use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::client::{consumer_config, producer_config, transactional_producer_config};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::commit::Committer;
-use crate::kafka::context::FerryContext;
+use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
 use crate::kafka::fetch::{FetchQueue, FetchRoute};
 use crate::kafka::output::{AckContext, OutputProducer};
 use crate::registry::ProcessorSlot;
@@ -65,9 +70,28 @@ impl Pipeline {
         slot: ProcessorSlot,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(&config.name));
+        let mut consumer_config = consumer_config(brokers, &config.group, kafka, &config.kafka);
+        let shared = Arc::new(if config.exactly_once() {
+            // Records of aborted upstream transactions never reach the processor.
+            consumer_config.set("isolation.level", "read_committed");
+            let reset_to_latest =
+                matches!(consumer_config.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
+            let producers = transactional_producer_config(brokers, kafka, config.transaction_timeout_ms);
+            // Bounded well inside the host's 15 s shutdown, and a revoke's wait.
+            let call_timeout = Duration::from_millis(config.transaction_timeout_ms).min(SYNC_COMMIT_TIMEOUT);
+            let transactions = Transactions::new(
+                producers,
+                &config.transactional_id_prefix,
+                &config.group,
+                call_timeout,
+                reset_to_latest,
+            );
+            Shared::exactly_once(&config.name, transactions)
+        } else {
+            Shared::new(&config.name)
+        });
         let route = FetchRoute::default();
-        let consumer: BaseConsumer<FerryContext> = consumer_config(brokers, &config.group, kafka, &config.kafka)
+        let consumer: BaseConsumer<FerryContext> = consumer_config
             .create_with_context(FerryContext { listener: shared.clone(), route: route.clone() })
             .with_context(|| format!("failed to create the consumer of pipeline {}", config.name))?;
         // Before subscribing, so that every assignment is routed to it.
@@ -80,16 +104,17 @@ impl Pipeline {
         consumer
             .subscribe(&topics)
             .with_context(|| format!("failed to subscribe pipeline {} to {topics:?}", config.name))?;
-        let producer: Option<OutputProducer> =
-            if config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none() {
-                None
-            } else {
-                Some(
-                    producer_config(brokers, kafka)
-                        .create_with_context(AckContext)
-                        .with_context(|| format!("failed to create the producer of pipeline {}", config.name))?,
-                )
-            };
+        let producer: Option<OutputProducer> = if config.exactly_once()
+            || (config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none())
+        {
+            None
+        } else {
+            Some(
+                producer_config(brokers, kafka)
+                    .create_with_context(AckContext)
+                    .with_context(|| format!("failed to create the producer of pipeline {}", config.name))?,
+            )
+        };
         let component = slot.current();
         shared.stats.set_version(component.digest());
         let provisions = config.provisions();
@@ -119,7 +144,7 @@ impl Pipeline {
         let thread = std::thread::Builder::new()
             .name(format!("ferry-{}", config.name))
             .spawn({
-                let mark = liveness::ThreadMark(shared.clone());
+                let mark = shared::ThreadMark(shared.clone());
                 move || {
                     let _mark = mark;
                     worker.run(&runtime)

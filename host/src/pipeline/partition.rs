@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use ferry_sdk::wire::{BatchEncoder, RawRecord};
 
+use super::held::Held;
 use super::settle::Isolation;
 use crate::kafka::tracker::Epoch;
+use crate::sandbox::OutputRecord;
 
 /// How many batches' worth of records may wait behind pending retries before the
 /// partition is paused.
@@ -47,6 +49,8 @@ pub struct PartitionState {
     halted: Option<String>,
     /// Paused because too much waits behind pending retries.
     backlogged: bool,
+    /// Exactly-once: outputs of finished records above the watermark.
+    held: Held<OutputRecord>,
 }
 
 /// What to do with a record just delivered by the consumer.
@@ -73,6 +77,7 @@ impl PartitionState {
             isolation: None,
             halted: None,
             backlogged: false,
+            held: Held::default(),
         }
     }
 
@@ -300,6 +305,11 @@ impl PartitionState {
     /// the guest (an unreadable record).
     pub fn skip_to(&mut self, offset: i64) {
         self.position = Some(self.position.map_or(offset, |p| p.max(offset)));
+    }
+
+    /// Exactly-once: the outputs waiting for the watermark.
+    pub fn held_mut(&mut self) -> &mut Held<OutputRecord> {
+        &mut self.held
     }
 
     /// Drops buffered records (they are delivered again to the next owner).

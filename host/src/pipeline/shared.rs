@@ -8,17 +8,19 @@
 //! member never commits for a partition it no longer owns, and a lost assignment is
 //! not committed at all.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::PipelineStats;
+use super::transactions::{LAST_ABORT_TIMEOUT, Transactions};
 use crate::kafka::commit::{CommitResult, Committer};
 use crate::kafka::context::{FerryContext, RebalanceListener, SYNC_COMMIT_TIMEOUT};
 use crate::kafka::output::{AckListener, Settled};
 use crate::kafka::tracker::{Epoch, OffsetTracker, TopicPartition};
+use crate::kafka::transaction::Recovery;
 use crate::sync::lock;
 
 /// How long a revoke waits for in-flight outputs and dead letters before it commits
@@ -38,6 +40,17 @@ pub struct Events {
     pub delivery_failed: Vec<(TopicPartition, Epoch)>,
 }
 
+/// A partition whose transaction did not commit.
+#[derive(Debug)]
+pub struct FailedTransaction {
+    /// The partition.
+    pub key: TopicPartition,
+    /// How to go on.
+    pub recovery: Recovery,
+    /// Whether an output of the transaction was not delivered (it would fail again).
+    pub delivery_failed: bool,
+}
+
 /// State shared by the pipeline loop and the Kafka callbacks.
 pub struct Shared {
     /// Pipeline name, for logs.
@@ -45,6 +58,8 @@ pub struct Shared {
     tracker: Mutex<OffsetTracker>,
     committer: Mutex<Option<Committer>>,
     events: Mutex<Events>,
+    /// The transactions of an exactly-once pipeline; `None` for at-least-once.
+    transactions: Option<Mutex<Transactions>>,
     /// Counters and gauges for metrics and the status page.
     pub stats: PipelineStats,
 }
@@ -63,8 +78,70 @@ impl Shared {
             tracker: Mutex::default(),
             committer: Mutex::default(),
             events: Mutex::default(),
+            transactions: None,
             stats: PipelineStats::default(),
         }
+    }
+
+    /// Fresh state for an exactly-once pipeline.
+    pub fn exactly_once(pipeline: &str, transactions: Transactions) -> Self {
+        Self { transactions: Some(Mutex::new(transactions)), ..Self::new(pipeline) }
+    }
+
+    /// The transactions, if the pipeline is exactly-once. Only the pipeline thread
+    /// (and the rebalance callbacks it runs) takes this lock.
+    pub fn transactions(&self) -> Option<MutexGuard<'_, Transactions>> {
+        self.transactions.as_ref().map(lock)
+    }
+
+    /// Commits the transactions of `only` (or of every ready partition): each
+    /// partition's outputs with its watermark as the committed offset. Returns the
+    /// partitions whose transaction failed, and how to recover.
+    pub fn commit_transactions<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[TopicPartition]>,
+    ) -> Vec<FailedTransaction> {
+        let Some(mut transactions) = self.transactions() else { return Vec::new() };
+        let mut failed = Vec::new();
+        let timeout = transactions.call_timeout;
+        for key in transactions.ready() {
+            if only.is_some_and(|only| !only.contains(&key)) {
+                continue;
+            }
+            // The watermark covers every output released into the transaction: they
+            // are released only below it.
+            let Some((epoch, offset, moved)) =
+                self.tracker().get(&key.0, key.1).map(|p| (p.epoch(), p.watermark(), p.commit_candidate().is_some()))
+            else {
+                continue;
+            };
+            let Some(producer) = transactions.producer(&key) else { continue };
+            if !moved && !producer.is_open() {
+                continue;
+            }
+            let Some(group) = consumer.group_metadata() else {
+                let recovery = Recovery::Rewind("the consumer has no group metadata".to_owned());
+                failed.push(FailedTransaction { key, recovery, delivery_failed: false });
+                continue;
+            };
+            let started = Instant::now();
+            match producer.commit(&key.0, key.1, offset, &group, timeout) {
+                Ok(()) => {
+                    if let Some(p) = self.tracker().current(&key.0, key.1, epoch) {
+                        p.mark_committed(offset);
+                    }
+                    self.stats.committed(&key.0, key.1, offset);
+                    self.stats.transaction_committed(started.elapsed());
+                }
+                Err(recovery) => {
+                    self.stats.transaction_aborted();
+                    let delivery_failed = producer.delivery_failed();
+                    failed.push(FailedTransaction { key, recovery, delivery_failed });
+                }
+            }
+        }
+        failed
     }
 
     /// The offset tracker. Never hold it across `poll` or a wait.
@@ -137,6 +214,10 @@ impl Shared {
     }
 
     fn commit_list(&self, only: Option<&[TopicPartition]>) -> Option<TopicPartitionList> {
+        if self.transactions.is_some() {
+            // Exactly-once: offsets move only inside transactions, with their outputs.
+            return None;
+        }
         let tracker = self.tracker();
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in tracker.commit_candidates() {
@@ -200,10 +281,21 @@ impl RebalanceListener for Shared {
             // bookmark backwards. Forget them; what was not committed is redelivered.
             tracing::warn!(pipeline = %self.pipeline, partitions = ?revoked, "assignment lost; not committing");
         } else {
+            for FailedTransaction { key, recovery, .. } in self.commit_transactions(consumer, Some(&revoked)) {
+                tracing::warn!(pipeline = %self.pipeline, topic = %key.0, partition = key.1, reason = recovery.reason(), "revoke: the last transaction did not commit; the next owner processes its records");
+            }
             if !self.drain(Some(&revoked), REVOKE_DRAIN_TIMEOUT) {
                 tracing::warn!(pipeline = %self.pipeline, partitions = ?revoked, "revoke: outputs still in flight after {} s; committing what is finished", REVOKE_DRAIN_TIMEOUT.as_secs());
             }
             self.commit_sync(consumer, Some(&revoked), SYNC_COMMIT_TIMEOUT);
+        }
+        if let Some(mut transactions) = self.transactions() {
+            for key in &revoked {
+                if let Some(mut producer) = transactions.remove(key) {
+                    // Lost, or the commit above failed: nothing of it may become visible.
+                    let _ = producer.abort(LAST_ABORT_TIMEOUT);
+                }
+            }
         }
         let mut tracker = self.tracker();
         for (topic, partition) in &revoked {
@@ -217,6 +309,12 @@ impl RebalanceListener for Shared {
 
     fn assigned(&self, partitions: &[TopicPartition]) {
         self.stats.liveness().joined();
+        if let Some(mut transactions) = self.transactions() {
+            let now = Instant::now();
+            for key in partitions {
+                transactions.assigned(key, now);
+            }
+        }
         for (topic, partition) in partitions {
             self.stats.assigned(topic, *partition);
         }
@@ -255,9 +353,19 @@ impl AckListener for Shared {
     }
 }
 
+/// Held by the pipeline thread: marks it ended when dropped, also while unwinding.
+pub struct ThreadMark(pub Arc<Shared>);
+
+impl Drop for ThreadMark {
+    fn drop(&mut self) {
+        self.0.stats.liveness().ended(std::thread::panicking());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::liveness::ThreadState;
 
     fn settled(epoch: Epoch, offsets: Vec<i64>, failed: bool) -> Settled {
         Settled { topic: "t".into(), partition: 0, epoch, span: None, offsets, failed }
@@ -295,5 +403,19 @@ mod tests {
         shared.settled(settled(epoch, vec![2], false));
         assert!(shared.drain(Some(&partitions), Duration::ZERO));
         assert_eq!(shared.tracker().get("t", 0).unwrap().commit_candidate(), Some(5));
+    }
+
+    #[test]
+    fn a_panicking_thread_is_marked_dead() {
+        let shared = Arc::new(Shared::new("p"));
+        let mark = ThreadMark(shared.clone());
+        let _ = std::thread::spawn(move || {
+            let _mark = mark;
+            panic!("boom");
+        })
+        .join();
+        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Died);
+        drop(ThreadMark(shared.clone()));
+        assert_eq!(shared.stats.liveness().snapshot().thread, ThreadState::Stopped);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::liveness::Liveness;
+use crate::kafka::client_log::{BrokersDown, ClientLog, ClientLogOwner};
 use crate::kafka::tracker::TopicPartition;
 use crate::sandbox::{GuestFault, TenantLog};
 use crate::sync::lock;
@@ -75,6 +76,9 @@ pub struct PipelineStats {
     timeline: Mutex<Timeline>,
     rebalances: AtomicU64,
     commit_failures: AtomicU64,
+    transactions_committed: AtomicU64,
+    transaction_commit_us: AtomicU64,
+    transactions_aborted: AtomicU64,
     consumer_errors: AtomicU64,
     recycles: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -85,6 +89,8 @@ pub struct PipelineStats {
     version: Mutex<String>,
     liveness: Liveness,
     guest_log: Mutex<Option<Arc<TenantLog>>>,
+    /// What librdkafka said about the consumer, and whether its brokers are down.
+    client_log: ClientLog,
 }
 
 impl PipelineStats {
@@ -120,6 +126,18 @@ impl PipelineStats {
     /// A commit failed.
     pub fn commit_failed(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition's transaction committed (exactly-once), its commit taking `took`.
+    pub fn transaction_committed(&self, took: Duration) {
+        self.transactions_committed.fetch_add(1, Ordering::Relaxed);
+        self.transaction_commit_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A partition's transaction was aborted, or its producer given up on
+    /// (exactly-once): its records are processed again from the committed offset.
+    pub fn transaction_aborted(&self) {
+        self.transactions_aborted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The consumer reported an error (a broker down, a partition error, ...).
@@ -209,12 +227,20 @@ impl PipelineStats {
         &self.liveness
     }
 
+    /// The consumer's log state: written by its context, read for `brokers_down`.
+    pub fn client_log(&self) -> &ClientLog {
+        &self.client_log
+    }
+
     /// A consistent copy of everything.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             batches: self.batches.load(Ordering::Relaxed),
             rebalances: self.rebalances.load(Ordering::Relaxed),
             commit_failures: self.commit_failures.load(Ordering::Relaxed),
+            transactions_committed: self.transactions_committed.load(Ordering::Relaxed),
+            transaction_commit_us: self.transaction_commit_us.load(Ordering::Relaxed),
+            transactions_aborted: self.transactions_aborted.load(Ordering::Relaxed),
             consumer_errors: self.consumer_errors.load(Ordering::Relaxed),
             recycles: self.recycles.load(Ordering::Relaxed),
             latency_buckets: self.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
@@ -224,6 +250,7 @@ impl PipelineStats {
             recent: lock(&self.recent).iter().cloned().collect(),
             version: lock(&self.version).clone(),
             guest_log_lines: lock(&self.guest_log).as_ref().map_or((0, 0), |l| (l.written(), l.dropped())),
+            brokers_down: self.client_log.brokers_down(),
         }
     }
 }
@@ -248,6 +275,12 @@ pub struct StatsSnapshot {
     pub rebalances: u64,
     /// Commits that failed or timed out.
     pub commit_failures: u64,
+    /// Transactions committed (exactly-once pipelines).
+    pub transactions_committed: u64,
+    /// Time spent committing them (sending the offsets and committing), in µs.
+    pub transaction_commit_us: u64,
+    /// Transactions aborted or lost with their producer (exactly-once pipelines).
+    pub transactions_aborted: u64,
     /// Errors the consumer reported.
     pub consumer_errors: u64,
     /// Instances discarded after a fault.
@@ -266,4 +299,17 @@ pub struct StatsSnapshot {
     pub version: String,
     /// Guest log lines written and dropped by the rate limit, since start.
     pub guest_log_lines: (u64, u64),
+    /// Since when, and why, the consumer reaches no broker, if it does not.
+    pub brokers_down: Option<BrokersDown>,
+}
+
+/// The consumer context finds the pipeline's client log through the pipeline.
+impl ClientLogOwner for super::Shared {
+    fn client_name(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn client_log(&self) -> &ClientLog {
+        self.stats.client_log()
+    }
 }

@@ -14,6 +14,7 @@ use super::partition::{PartitionState, TakenBatch};
 use super::run::run_batch;
 use super::settle::{Fate, settle};
 use super::shared::Shared;
+use super::transactions::LAST_ABORT_TIMEOUT;
 use crate::config::{CommitPolicy, PipelineConfig};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
@@ -78,6 +79,7 @@ impl Worker {
         let mut results_polled = now;
         while !runtime.stopping() {
             self.serve_events(&mut next_due);
+            self.prepare_transactions(now);
             if self.dispatch_due_retries(now) {
                 // Records buffered while retries waited may go now.
                 next_due = self.earliest_due(max_wait);
@@ -248,20 +250,29 @@ impl Worker {
             state.isolate(isolation);
         }
 
+        // Exactly-once: outputs wait for the watermark instead of acks (the
+        // transaction's commit covers their delivery).
+        let exactly_once = self.config.exactly_once();
+        let await_acks = !publish.is_empty() && !exactly_once;
         // Settle before sending anything: an ack may arrive at once on another thread.
         {
             let mut tracker = self.shared.tracker();
             let tracked = tracker.current(&key.0, key.1, epoch).expect("tracked");
             if let Some(span) = span {
-                tracked.settle(span, unfinished_new, !publish.is_empty());
+                tracked.settle(span, unfinished_new, await_acks);
             }
-            if publish.is_empty() {
+            if !await_acks {
                 for &offset in &redelivered_done {
                     tracked.finish(offset);
                 }
             }
         }
-        if !publish.is_empty() {
+        if exactly_once {
+            let last = offsets[offsets.len() - 1];
+            for Emitted { source, record } in publish {
+                self.hold_output(key, source.unwrap_or(last), record);
+            }
+        } else if !publish.is_empty() {
             let producer = self.producer.as_ref().expect("a pipeline with output topics has a producer");
             let settled = Settled {
                 topic: key.0.clone(),
@@ -303,6 +314,9 @@ impl Worker {
             drop(records);
             self.batch.records = buffer;
         }
+        if exactly_once {
+            self.release_outputs(key);
+        }
         if let Some(attempts) = needs_backoff {
             let delay = if attempts == 0 { Duration::ZERO } else { backoff(&self.config.failure, attempts) };
             self.schedule_retries(key, Instant::now() + delay);
@@ -317,6 +331,20 @@ impl Worker {
     }
 
     pub(super) fn maybe_commit(&mut self, now: Instant, results_polled: &mut Instant) {
+        if self.config.exactly_once() {
+            let due = match self.config.commit {
+                CommitPolicy::Interval { interval_ms } => {
+                    now.saturating_duration_since(self.last_commit) >= Duration::from_millis(interval_ms)
+                }
+                CommitPolicy::PerBatch => self.batch_finished,
+            };
+            if due {
+                self.last_commit = now;
+                self.batch_finished = false;
+                self.commit_transactions(None);
+            }
+            return;
+        }
         match self.config.commit {
             CommitPolicy::Interval { interval_ms }
                 if now.saturating_duration_since(self.last_commit) >= Duration::from_millis(interval_ms) =>
@@ -379,6 +407,15 @@ impl Worker {
             tracing::warn!(pipeline = %self.config.name, "shutdown: outputs still in flight; committing what is finished");
         }
         self.shared.commit_sync(&self.consumer, None, SYNC_COMMIT_TIMEOUT);
+        self.commit_transactions(None);
+        if let Some(mut transactions) = self.shared.transactions() {
+            for key in transactions.keys() {
+                if let Some(mut producer) = transactions.remove(&key) {
+                    // What did not commit above must never become visible.
+                    let _ = producer.abort(LAST_ABORT_TIMEOUT);
+                }
+            }
+        }
         self.shared.close_committer();
         // librdkafka cannot destroy a client while a queue of it is alive.
         drop(self.fetch);

@@ -19,6 +19,7 @@ pub use probation::AutoRollback;
 use probation::{Probation, ProbationVerdict};
 
 use crate::sandbox::ProcessorComponent;
+use crate::sync::lock;
 
 /// How many events [`ProcessorSlot::history`] keeps.
 const HISTORY: usize = 32;
@@ -129,10 +130,6 @@ struct SlotInner {
 struct Versions {
     current: Version,
     previous: Option<Version>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ProcessorSlot {

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::engine::SandboxSettings;
+use super::settings::SandboxSettings;
 
 /// Bumped when the layout or the key changes, so old entries are simply never read.
 const CACHE_FORMAT: &str = "ferry-artifact-cache-v1";
@@ -206,8 +206,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
             bail!("{} belongs to uid {}, not to this user (uid {me})", dir.display(), meta.uid());
         }

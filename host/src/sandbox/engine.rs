@@ -2,7 +2,6 @@
 //! running guests yield, the linker every component is checked and instantiated
 //! against, and the runtime guests run on.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -15,6 +14,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::cache::ArtifactCache;
 use super::capability;
 use super::guest_state::GuestState;
+use super::settings::SandboxSettings;
 use crate::runtime::Runtime;
 
 /// How often the epoch advances: how often a computing guest yields, so its
@@ -27,25 +27,6 @@ const HOST_STACK_ROOM: usize = 1 << 20;
 /// Core instances one component instance may need from the pool (see
 /// `engine_config`).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-
-/// Host-wide sandbox settings. Per-tenant limits live in [`super::Limits`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxSettings {
-    /// Largest wasm stack of any guest, in bytes. wasmtime applies it per engine.
-    pub max_wasm_stack: usize,
-    /// Largest linear memory any tenant may be given, in bytes (pool slot size).
-    pub max_memory_bytes: u64,
-    /// How many guest instances may exist at once (pool size).
-    pub max_instances: u32,
-    /// Where precompiled components are cached on disk; `None` compiles every load.
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for SandboxSettings {
-    fn default() -> Self {
-        Self { max_wasm_stack: 512 << 10, max_memory_bytes: 256 << 20, max_instances: 256, cache_dir: None }
-    }
-}
 
 /// The shared engine, linker and runtime.
 #[derive(Clone)]

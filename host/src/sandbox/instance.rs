@@ -21,7 +21,7 @@ use super::component::ProcessorComponent;
 use super::engine::Sandbox;
 use super::fault::GuestFault;
 use super::guest_state::{GuestState, Limits, Provisions};
-use super::reply::Reply;
+use super::reply::BatchReply;
 
 struct Live {
     store: Store<GuestState>,
@@ -96,7 +96,7 @@ impl ProcessorInstance {
         batch: &Batch,
         offsets: &[i64],
         deadline: Instant,
-    ) -> Result<(Reply, Vec<Emitted>), GuestFault> {
+    ) -> Result<(BatchReply, Vec<Emitted>), GuestFault> {
         let limit_ms = self.limits.time_per_batch_ms;
         let memory_limit = self.limits.memory_bytes;
         let sandbox = self.sandbox.clone();
@@ -119,7 +119,7 @@ impl ProcessorInstance {
         let outputs = live.store.data_mut().output.take();
         let high_water = live.store.data().limiter.high_water;
         let reply = settle_call(result, live, memory_limit, limit_ms)
-            .and_then(|result| Reply::validate(result, offsets).map_err(GuestFault::BadReturn));
+            .and_then(|result| BatchReply::validate(result, offsets).map_err(GuestFault::BadReturn));
         // Wasm memory never shrinks: start over once a guest has grown through half
         // of its room (the room above the memory it starts with: an interpreter's
         // snapshot alone is 9-13 MiB), and never reuse an instance after it faulted.

@@ -39,13 +39,13 @@ impl Outcome {
 
 /// A validated batch result: exactly one status per record of the batch.
 #[derive(Debug, Clone, Default)]
-pub struct Reply {
+pub struct BatchReply {
     statuses: Vec<Status>,
     /// (index into the batch, sanitized reason), sorted by index.
     reasons: Vec<(usize, String)>,
 }
 
-impl Reply {
+impl BatchReply {
     /// Checks `result` against the offsets of the batch it answers (ascending).
     pub fn validate(result: BatchResult, offsets: &[i64]) -> Result<Self, String> {
         let BatchResult { statuses, failures } = result;
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn accepts_one_status_per_record() {
-        let r = Reply::validate(
+        let r = BatchReply::validate(
             result(vec![Status::Processed, Status::Retry, Status::Reject], vec![(11, "later")]),
             &[10, 11, 12],
         )
@@ -133,23 +133,23 @@ mod tests {
 
     #[test]
     fn refuses_a_wrong_count() {
-        let err = Reply::validate(result(vec![Status::Processed], vec![]), &[1, 2]).unwrap_err();
+        let err = BatchReply::validate(result(vec![Status::Processed], vec![]), &[1, 2]).unwrap_err();
         assert!(err.contains("1 statuses for a batch of 2"), "{err}");
     }
 
     #[test]
     fn refuses_foreign_and_duplicate_offsets() {
-        let foreign = Reply::validate(result(vec![Status::Retry], vec![(99, "x")]), &[1]).unwrap_err();
+        let foreign = BatchReply::validate(result(vec![Status::Retry], vec![(99, "x")]), &[1]).unwrap_err();
         assert!(foreign.contains("offset 99"), "{foreign}");
-        let dup = Reply::validate(result(vec![Status::Retry], vec![(1, "x"), (1, "y")]), &[1]).unwrap_err();
+        let dup = BatchReply::validate(result(vec![Status::Retry], vec![(1, "x"), (1, "y")]), &[1]).unwrap_err();
         assert!(dup.contains("same offset") || dup.contains("failures for 1"), "{dup}");
-        let processed = Reply::validate(result(vec![Status::Processed], vec![(1, "x")]), &[1]).unwrap_err();
+        let processed = BatchReply::validate(result(vec![Status::Processed], vec![(1, "x")]), &[1]).unwrap_err();
         assert!(processed.contains("marked processed"), "{processed}");
     }
 
     #[test]
     fn sanitizes_reasons() {
-        let r = Reply::validate(result(vec![Status::Reject], vec![(1, "bad\x1b[2J")]), &[1]).unwrap();
+        let r = BatchReply::validate(result(vec![Status::Reject], vec![(1, "bad\x1b[2J")]), &[1]).unwrap();
         assert_eq!(r.into_outcomes().next(), Some(Outcome::Reject("bad\u{fffd}[2J".into())));
     }
 }

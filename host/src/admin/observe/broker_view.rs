@@ -19,6 +19,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::PipelineConfig;
 use crate::kafka::tracker::TopicPartition;
+use crate::sync::lock;
 
 /// How often the brokers are asked.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -109,7 +110,7 @@ impl BrokerView {
 
     /// The last refresh of `pipeline`.
     pub fn get(&self, pipeline: &str) -> PipelineLogs {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).cloned().unwrap_or_default()
+        lock(&self.cache).get(pipeline).cloned().unwrap_or_default()
     }
 }
 
@@ -129,7 +130,7 @@ fn run(mut targets: Vec<Target>, cache: &Cache, stopped: &mpsc::Receiver<()>) {
                 return;
             }
             let result = refresh(target);
-            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = lock(cache);
             let entry = cache.entry(target.pipeline.clone()).or_default();
             match result {
                 Ok(partitions) => {

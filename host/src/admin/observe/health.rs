@@ -31,8 +31,13 @@ pub fn unready(p: &PipelineFigures) -> Option<String> {
         ThreadState::Stopped => return Some(format!("pipeline {name}: stopped (shutting down)")),
         ThreadState::Running => {}
     }
+    let outage = p.stats.brokers_down.as_ref().map(|down| format!("{down}; ferry keeps trying to reach them"));
     if !l.joined {
-        return Some(format!("pipeline {name}: not in consumer group {} yet (no assignment received)", p.config.group));
+        let why = outage.map_or("no assignment received".to_owned(), |o| format!("no assignment received: {o}"));
+        return Some(format!("pipeline {name}: not in consumer group {} yet ({why})", p.config.group));
+    }
+    if let Some(outage) = outage {
+        return Some(format!("pipeline {name}: {outage}"));
     }
     let limit = stall_limit(&p.config);
     match l.since_last_turn {
@@ -123,6 +128,21 @@ mod tests {
         let p = [pipeline(ThreadState::Stopped, true, Some(0))];
         assert_eq!(answer(&healthz(&p)).0, 200);
         assert!(answer(&readyz(&p)).1.contains("shutting down"));
+    }
+
+    #[test]
+    fn unreachable_brokers_are_why_it_is_not_ready() {
+        for joined in [false, true] {
+            let mut p = pipeline(ThreadState::Running, joined, Some(0));
+            p.stats.brokers_down = Some(crate::kafka::client_log::BrokersDown {
+                since: std::time::Instant::now(),
+                why: "1/1 brokers are down".to_owned(),
+            });
+            let (status, body) = answer(&readyz(&[p]));
+            assert_eq!(status, 503);
+            assert!(body.contains("no Kafka broker reachable for 0 s (1/1 brokers are down)"), "{body}");
+            assert_eq!(body.contains("pipeline p: not in consumer group g yet"), !joined, "{body}");
+        }
     }
 
     #[test]

@@ -41,10 +41,18 @@ const OFFSET_GAUGES: [(&str, &str, PartitionValue); 5] = [
 
 type PipelineValue = fn(&PipelineFigures) -> u64;
 
-const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 5] = [
+const PIPELINE_COUNTERS: [(&str, &str, PipelineValue); 7] = [
     ("ferry_instance_recycles_total", "Guest instances thrown away after a fault.", |p| p.stats.recycles),
     ("ferry_rebalances_total", "Rebalances that took partitions from this member.", |p| p.stats.rebalances),
     ("ferry_commit_failures_total", "Offset commits that failed or timed out.", |p| p.stats.commit_failures),
+    ("ferry_transactions_committed_total", "Partition transactions committed (exactly-once).", |p| {
+        p.stats.transactions_committed
+    }),
+    (
+        "ferry_transactions_aborted_total",
+        "Partition transactions aborted, or lost with a fenced producer (exactly-once); their records run again.",
+        |p| p.stats.transactions_aborted,
+    ),
     ("ferry_guest_log_lines_total", "Guest log lines written (log calls, stdout and stderr).", |p| {
         p.stats.guest_log_lines.0
     }),

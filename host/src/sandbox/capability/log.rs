@@ -17,6 +17,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use super::Grants;
 use crate::sandbox::bindings::ferry::processor::log as wit;
 use crate::sandbox::text::{sanitize, short};
+use crate::sync::lock;
 
 /// The import name.
 pub const IMPORT: &str = "ferry:processor/log@0.2.0";
@@ -133,7 +134,7 @@ impl TenantLog {
     /// Takes a line of `bytes` from the buckets; says once when dropping starts and
     /// once when it stops.
     fn admit(&self, bytes: usize, now: Instant) -> bool {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bucket = lock(&self.bucket);
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.at = now;
         let (max_lines, max_bytes) = (f64::from(self.rate.lines_per_sec), self.rate.bytes_per_sec as f64);

@@ -128,6 +128,8 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_instance_recycles_total", "counter"),
         ("ferry_rebalances_total", "counter"),
         ("ferry_commit_failures_total", "counter"),
+        ("ferry_transactions_committed_total", "counter"),
+        ("ferry_transactions_aborted_total", "counter"),
         ("ferry_guest_log_lines_total", "counter"),
         ("ferry_guest_log_lines_dropped_total", "counter"),
         ("ferry_component_info", "gauge"),

@@ -4,8 +4,26 @@
 //! processor computes a commission per order and emits it to `commissions`;
 //! malformed orders are rejected and dead-lettered to `orders.dlq`. The demo shows
 //! progress, then the bookmark of every partition: log end, committed offset, lag.
+//!
+//! `ferry demo --story` plays the seed's two stories live instead: a member of a
+//! group crashes and the other takes over from the bookmarks ([`story`]), and the
+//! two commit policies side by side through a crash ([`policies`]).
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`progress`] | the progress line: redrawn on a terminal, plain lines otherwise |
+//! | [`flow`] | the embedded broker and orders arriving at a steady pace |
+//! | [`member`] | a `ferry run` child process (a group member that can be SIGKILLed) |
+//! | [`ledger`] | what the brokers hold: bookmark tables, commissions read back by order id |
+//! | [`story`], [`policies`] | the two stories |
 
-use std::io::Write as _;
+mod flow;
+mod ledger;
+mod member;
+mod policies;
+pub mod progress;
+mod story;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,13 +36,21 @@ use crate::config::Config;
 use crate::host::Host;
 use crate::kafka::offsets;
 use crate::kafka::output::send_when_room;
+use progress::Progress;
 
 /// Options of `ferry demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// How many orders to produce.
-    #[arg(long, default_value_t = 20_000)]
-    pub records: usize,
+    /// Play the seed's stories live: a member crashes (SIGKILL) and the other takes
+    /// over from the bookmarks; then interval and per-batch commits through a crash.
+    #[arg(long)]
+    pub story: bool,
+    /// How many orders to produce (per story with --story).
+    #[arg(long)]
+    pub records: Option<usize>,
+    /// With --story: orders per second arriving while the members run.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u32,
     /// The orders processor component (built from examples/orders when omitted).
     #[arg(long)]
     pub component: Option<PathBuf>,
@@ -32,6 +58,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
 }
+
+/// Orders of the classic demo.
+const DEMO_RECORDS: usize = 20_000;
+/// Orders of each story.
+const STORY_RECORDS: usize = 10_000;
 
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "ferry-demo";
@@ -50,15 +81,34 @@ fn order(i: usize) -> String {
     }
 }
 
-/// Runs the demo.
+/// Runs the demo, or with `--story` the stories.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let component = match args.component {
-        Some(path) => path,
+    let component = match &args.component {
+        Some(path) => path.clone(),
         None => {
             eprintln!("building the orders example processor (examples/orders) for wasm32-wasip2...");
-            crate::devtools::build_guest("ferry-example-orders")?
+            crate::devtools::build_guest("ferry-example-orders").context(
+                "failed to build the orders example processor (`--component <file.wasm>` runs one built elsewhere)",
+            )?
         }
     };
+    if args.story {
+        let story = story::Settings {
+            // Member configs live in a scratch directory: a relative path would not resolve.
+            component: std::path::absolute(&component)
+                .with_context(|| format!("failed to resolve {}", component.display()))?,
+            records: args.records.unwrap_or(STORY_RECORDS),
+            rate: args.rate.max(1),
+            patience: Duration::from_secs(args.timeout_secs),
+        };
+        story::run(&story)?;
+        return policies::run(&story);
+    }
+    seed(&component, args.records.unwrap_or(DEMO_RECORDS), Duration::from_secs(args.timeout_secs))
+}
+
+/// The seed's commission pipeline over `records` orders, to lag 0.
+fn seed(component: &std::path::Path, records: usize, patience: Duration) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("failed to start the embedded broker")?;
     for (topic, partitions) in [("orders", PARTITIONS), ("commissions", PARTITIONS), ("orders.dlq", 1)] {
         cluster.create_topic(topic, partitions, 1).with_context(|| format!("failed to create topic {topic}"))?;
@@ -66,8 +116,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let brokers = cluster.bootstrap_servers();
     println!("embedded broker (librdkafka mock cluster) at {brokers}");
 
-    produce_orders(&brokers, args.records)?;
-    println!("produced {} orders to `orders` ({PARTITIONS} partitions)", args.records);
+    produce_orders(&brokers, records)?;
+    println!("produced {records} orders to `orders` ({PARTITIONS} partitions)");
 
     let config = Config::parse(&format!(
         r#"
@@ -89,6 +139,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = host.shutdown_flag();
     let started = Instant::now();
     let topics = vec!["orders".to_owned()];
+    let mut progress = Progress::stdout();
     let mut rows;
     loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -98,23 +149,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         rows = offsets::show(&brokers, &Default::default(), GROUP, &topics)?;
         let committed: i64 = rows.iter().map(|r| r.committed.unwrap_or(0)).sum();
         let width = 30;
-        let filled = (committed as usize * width / args.records.max(1)).min(width);
-        print!(
-            "\r[{}{}] committed {committed}/{} · processed {done} · dead-lettered {dead}   ",
+        let filled = (committed as usize * width / records.max(1)).min(width);
+        let line = format!(
+            "[{}{}] committed {committed}/{records} · processed {done} · dead-lettered {dead}",
             "#".repeat(filled),
             "-".repeat(width - filled),
-            args.records
         );
-        std::io::stdout().flush().ok();
         if rows.iter().all(|r| r.lag() == 0) {
+            progress.finish(&line);
             break;
         }
-        if started.elapsed() > Duration::from_secs(args.timeout_secs) {
-            println!();
-            bail!("the pipeline did not catch up within {} s:\n{}", args.timeout_secs, offsets::table(&rows));
+        progress.show(&line);
+        if started.elapsed() > patience {
+            progress.interrupt();
+            bail!("the pipeline did not catch up within {} s:\n{}", patience.as_secs(), offsets::table(&rows));
         }
     }
-    println!("\ncaught up in {:.2} s\n", started.elapsed().as_secs_f64());
+    println!("caught up in {:.2} s\n", started.elapsed().as_secs_f64());
     shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
     host.wait();
 
@@ -125,8 +176,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (commissions, dead_letters) = (written("commissions")?, written("orders.dlq")?);
     println!("commissions written: {commissions}");
     println!("dead letters (malformed orders): {dead_letters}");
-    if commissions + dead_letters != args.records as i64 {
-        bail!("expected {} commissions + dead letters, found {}", args.records, commissions + dead_letters);
+    if commissions + dead_letters != records as i64 {
+        bail!("expected {records} commissions + dead letters, found {}", commissions + dead_letters);
     }
     println!("every order accounted for: lag 0 on every partition.");
     Ok(())

@@ -1,0 +1,181 @@
+//! Section 6: exactly-once against at-least-once, in one run on the embedded broker.
+//!
+//! The forward guest writes one output per record to a topic of its own; each run
+//! reads 100,000 records of 100 B from 4 partitions, with a fresh group and output
+//! topic. Times come from ferry's own stats, from the group's assignment: the last
+//! record processed, and the last offset committed (the embedded broker takes
+//! transactional offset commits but does not keep them, so the broker cannot be asked;
+//! ferry counts a commit only once the broker answered it). Rounds are interleaved,
+//! medians reported.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use ferry_host::config::Config;
+use ferry_host::host::Host;
+
+use crate::common::{Broker, Shape, median, toml_path, unique};
+use crate::e2e::{BATCH_SIZE, Kafka, rate};
+
+const PARTITIONS: i32 = 4;
+const PER_PARTITION: u64 = 25_000;
+const ROUNDS: usize = 3;
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The exactly-once target: at a 100 ms interval, this share of at-least-once's rate.
+pub const TARGET_SHARE: f64 = 0.7;
+
+/// A delivery mode and commit interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Exactly-once (else at-least-once).
+    pub exactly_once: bool,
+    /// The commit interval.
+    pub interval_ms: u64,
+}
+
+impl Mode {
+    fn label(self) -> String {
+        let delivery = if self.exactly_once { "exactly-once" } else { "at-least-once" };
+        format!("{delivery}, every {} ms", self.interval_ms)
+    }
+}
+
+/// The modes of one run, the at-least-once baseline first.
+pub const MODES: [Mode; 4] = [
+    Mode { exactly_once: false, interval_ms: 100 },
+    Mode { exactly_once: true, interval_ms: 10 },
+    Mode { exactly_once: true, interval_ms: 100 },
+    Mode { exactly_once: true, interval_ms: 1000 },
+];
+
+/// One mode's medians.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub mode: Mode,
+    /// Records per second to the last record processed.
+    pub processed: f64,
+    /// Records per second to the last offset committed.
+    pub committed: f64,
+    /// From the last record processed to its offset committed, ms.
+    pub tail_ms: f64,
+    /// Mean time of one partition's transaction commit (offsets and commit), ms.
+    pub commit_ms: Option<f64>,
+    /// Transactions committed in the run.
+    pub transactions: Option<f64>,
+}
+
+struct Sample {
+    processed: f64,
+    committed: f64,
+    tail_ms: f64,
+    commit_ms: Option<f64>,
+    transactions: Option<f64>,
+}
+
+/// Runs every mode `ROUNDS` times, interleaved.
+pub fn run(kafka: &Kafka, forward: &Path) -> anyhow::Result<Vec<Row>> {
+    let broker = Broker::start()?;
+    let mut samples: Vec<Vec<Sample>> = MODES.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for (mode, out) in MODES.iter().zip(&mut samples) {
+            let sample = once(&broker, kafka, forward, *mode)?;
+            eprintln!(
+                "  round {}: {}: {} processed, {} committed, tail {:.0} ms",
+                round + 1,
+                mode.label(),
+                rate(sample.processed),
+                rate(sample.committed),
+                sample.tail_ms
+            );
+            out.push(sample);
+        }
+    }
+    Ok(MODES
+        .iter()
+        .zip(samples)
+        .map(|(mode, s)| {
+            let pick = |f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
+            let pick_some =
+                |f: fn(&Sample) -> Option<f64>| s.iter().map(f).collect::<Option<Vec<_>>>().map(|mut v| median(&mut v));
+            Row {
+                mode: *mode,
+                processed: pick(|s| s.processed),
+                committed: pick(|s| s.committed),
+                tail_ms: pick(|s| s.tail_ms),
+                commit_ms: pick_some(|s| s.commit_ms),
+                transactions: pick_some(|s| s.transactions),
+            }
+        })
+        .collect())
+}
+
+fn once(broker: &Broker, kafka: &Kafka, forward: &Path, mode: Mode) -> anyhow::Result<Sample> {
+    let (input, output) = (unique("eos-in"), unique("eos-out"));
+    broker.fill(&input, PARTITIONS, PER_PARTITION, Shape { value_len: 100 })?;
+    broker.create(&output, 1)?;
+    let records = PER_PARTITION * PARTITIONS as u64;
+    let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
+    for (key, value) in kafka {
+        text.push_str(&format!("{key:?} = {value:?}\n"));
+    }
+    text.push_str(&format!(
+        "[[pipeline]]\nname = \"bench-eos\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
+         batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\noutput_topics = [{output:?}]\nsettings = {{ to = {output:?} }}\n\
+         commit = {{ policy = \"interval\", interval_ms = {} }}\n{}",
+        unique("group"),
+        toml_path(forward),
+        mode.interval_ms,
+        if mode.exactly_once { "delivery = \"exactly-once\"\n" } else { "" }
+    ));
+    let host = Host::start(&Config::parse(&text)?)?;
+    let stats = &host.pipelines[0].shared.stats;
+    let started = Instant::now();
+    let committed_at = loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let committed: i64 = stats.snapshot().partitions.values().filter_map(|p| p.committed).sum();
+        if committed >= records as i64 {
+            break Instant::now();
+        }
+        if started.elapsed() > PATIENCE {
+            bail!("{}: committed only {committed} of {records} records", mode.label());
+        }
+    };
+    let timeline = stats.timeline();
+    let assigned = timeline.first_assignment.context("never assigned")?;
+    let processed_at = timeline.last_batch.context("no batch")?;
+    let snapshot = stats.snapshot();
+    host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
+    host.wait();
+    let n = snapshot.transactions_committed;
+    Ok(Sample {
+        processed: records as f64 / (processed_at - assigned).as_secs_f64(),
+        committed: records as f64 / (committed_at - assigned).as_secs_f64(),
+        tail_ms: committed_at.saturating_duration_since(processed_at).as_secs_f64() * 1e3,
+        commit_ms: (n > 0).then(|| snapshot.transaction_commit_us as f64 / n as f64 / 1e3),
+        transactions: mode.exactly_once.then_some(n as f64),
+    })
+}
+
+/// The rows as a markdown table, each mode's rate also as a share of at-least-once's.
+pub fn table(rows: &[Row]) -> String {
+    let base = rows[0].committed;
+    let mut out = String::from(
+        "| mode | processed | committed | share of at-least-once (committed) | commit tail | transactions | \
+         mean commit |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.0} ms | {} | {} |\n",
+            row.mode.label(),
+            rate(row.processed),
+            rate(row.committed),
+            row.committed / base,
+            row.tail_ms,
+            row.transactions.map_or("–".to_owned(), |t| format!("{t:.0}")),
+            row.commit_ms.map_or("–".to_owned(), |ms| format!("{ms:.1} ms")),
+        ));
+    }
+    out
+}

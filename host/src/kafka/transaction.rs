@@ -1,0 +1,334 @@
+//! Transactional producers for exactly-once pipelines, and what their errors mean.
+//!
+//! One producer per input partition, with a `transactional.id` made of the group,
+//! the topic and the partition: the same on every member and across restarts. So
+//! the member that takes a partition over fences whoever had it before (the broker
+//! bumps the id's epoch), and the previous owner's open transaction is aborted
+//! before the new owner reads the committed offset. That holds on every broker that
+//! implements transactions (KIP-98); offsets also go with the consumer's group
+//! metadata, so brokers with KIP-447 check the group generation too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::client_log;
+use super::output::{Outgoing, send_when_room};
+
+/// How many times a call whose outcome librdkafka calls retriable (a timeout, a
+/// coordinator on the move) is repeated before the producer is given up on.
+const RETRIABLE_ATTEMPTS: u32 = 3;
+
+/// What to do after a transactional call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The transaction was aborted; the producer is fine. Process its records again
+    /// from the last committed offset.
+    Rewind(String),
+    /// The producer is done for: fenced by a newer owner of the partition, forgotten
+    /// by the broker, or in a state that cannot be known. Drop it; a new one (after
+    /// a pause) fences whoever else holds the id and reads the committed offset.
+    Recreate(String),
+}
+
+impl Recovery {
+    /// Why.
+    pub fn reason(&self) -> &str {
+        match self {
+            Recovery::Rewind(reason) | Recovery::Recreate(reason) => reason,
+        }
+    }
+}
+
+/// How a failed call is recovered from, by librdkafka's classification of the error.
+/// Pure, so it can be tested without a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Call it again: the outcome is not known yet.
+    Retry,
+    /// Abort the transaction and go on with this producer.
+    Abort,
+    /// Drop the producer.
+    Fatal,
+}
+
+/// Classifies a transactional error. Fencing and a forgotten producer id are fatal
+/// whatever librdkafka's flags say: this producer must never write again.
+pub fn classify(code: RDKafkaErrorCode, fatal: bool, retriable: bool, requires_abort: bool) -> ErrorClass {
+    use RDKafkaErrorCode as C;
+    let fenced = matches!(
+        code,
+        C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::InvalidProducerIdMapping
+            | C::TransactionalIdAuthorizationFailed
+    );
+    if fatal || fenced {
+        ErrorClass::Fatal
+    } else if requires_abort {
+        ErrorClass::Abort
+    } else if retriable {
+        ErrorClass::Retry
+    } else {
+        // Not documented as recoverable: the transaction's state is unknown.
+        ErrorClass::Fatal
+    }
+}
+
+fn class_of(error: &KafkaError) -> ErrorClass {
+    match error {
+        KafkaError::Transaction(e) => classify(e.code(), e.is_fatal(), e.is_retriable(), e.txn_requires_abort()),
+        other => match other.rdkafka_error_code() {
+            Some(code) => classify(code, false, false, false),
+            None => ErrorClass::Fatal,
+        },
+    }
+}
+
+/// Notes delivery failures: a transaction with one cannot commit (librdkafka fails
+/// the commit), and a failure that comes back after a rewind is not worth retrying.
+#[derive(Default)]
+pub struct TxnContext {
+    delivery_failed: Arc<AtomicBool>,
+}
+
+/// librdkafka's words about the producer go to the producers' client log: once per
+/// change of state, not once per retry.
+impl ClientContext for TxnContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client_log::producers().log(&"transactional producer", level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log::producers().error(&"transactional producer", &error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        client_log::producers().statistics(&"transactional producer", statistics);
+    }
+}
+
+impl ProducerContext for TxnContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let Err((error, message)) = result else { return };
+        // An aborted transaction purges what it had queued: that is the abort, not a
+        // record the broker refused.
+        let purged =
+            matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight));
+        if !purged {
+            use rdkafka::Message as _;
+            tracing::warn!(%error, topic = message.topic(), "transactional output record was not delivered");
+            self.delivery_failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why a transactional producer could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// librdkafka refused the configuration: trying again cannot help.
+    Config(String),
+    /// The broker did not initialize it (unreachable, busy settling the previous
+    /// owner's transaction, not authorized): worth another try.
+    Init(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) | StartError::Init(e) => f.write_str(e),
+        }
+    }
+}
+
+/// One partition's transactional producer.
+pub struct TxnProducer {
+    producer: ThreadedProducer<TxnContext>,
+    id: String,
+    delivery_failed: Arc<AtomicBool>,
+    /// A transaction is begun and not yet committed or aborted.
+    open: bool,
+}
+
+impl std::fmt::Debug for TxnProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnProducer").field("id", &self.id).field("open", &self.open).finish_non_exhaustive()
+    }
+}
+
+impl TxnProducer {
+    /// Creates the producer for `transactional_id` and initializes it: this fences
+    /// every earlier producer with the id, and waits until the broker has finished
+    /// (aborted, or completed a commit already decided) their open transaction.
+    pub fn start(config: &ClientConfig, transactional_id: &str, timeout: Duration) -> Result<Self, StartError> {
+        let context = TxnContext::default();
+        let delivery_failed = context.delivery_failed.clone();
+        let producer: ThreadedProducer<TxnContext> =
+            config.clone().set("transactional.id", transactional_id).create_with_context(context).map_err(|e| {
+                StartError::Config(format!("could not create the transactional producer {transactional_id}: {e}"))
+            })?;
+        let mut attempts = 0;
+        loop {
+            match producer.init_transactions(timeout) {
+                Ok(()) => break,
+                Err(error) if class_of(&error) == ErrorClass::Retry && attempts + 1 < RETRIABLE_ATTEMPTS => {
+                    attempts += 1;
+                }
+                Err(error) => {
+                    return Err(StartError::Init(format!("init_transactions of {transactional_id} failed: {error}")));
+                }
+            }
+        }
+        Ok(Self { producer, id: transactional_id.to_owned(), delivery_failed, open: false })
+    }
+
+    /// The `transactional.id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether a transaction is open.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Whether a record of the open transaction failed to be delivered.
+    pub fn delivery_failed(&self) -> bool {
+        self.delivery_failed.load(Ordering::Relaxed)
+    }
+
+    fn begin(&mut self) -> Result<(), Recovery> {
+        if self.open {
+            return Ok(());
+        }
+        self.delivery_failed.store(false, Ordering::Relaxed);
+        self.producer.begin_transaction().map_err(|e| Recovery::Recreate(format!("begin_transaction: {e}")))?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Sends `record` in the open transaction (beginning one if needed), waiting
+    /// while librdkafka's queue is full. A record librdkafka refuses (too large, for
+    /// example) would leave a hole in the transaction: the error says so, and the
+    /// caller aborts.
+    pub fn send(&mut self, record: Outgoing<'_>) -> Result<(), String> {
+        self.begin().map_err(|r| r.reason().to_owned())?;
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header { key, value: *value });
+        }
+        let mut base = BaseRecord::to(record.topic).headers(headers);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(value) = record.value {
+            base = base.payload(value);
+        }
+        send_when_room(&self.producer, base).map_err(|(error, _)| format!("output to {}: {error}", record.topic))
+    }
+
+    /// Commits the open transaction (beginning one if none is open, so that offsets
+    /// move even for records without outputs) with `offset` as the partition's
+    /// committed offset. On success the outputs and the offset are visible together;
+    /// on failure neither is, and [`Recovery`] says how to go on.
+    pub fn commit(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        group: &ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), Recovery> {
+        self.begin()?;
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset)).expect("a valid offset");
+        let result = self
+            .retrying("send_offsets_to_transaction", |p| p.send_offsets_to_transaction(&offsets, group, timeout))
+            .and_then(|()| self.retrying("commit_transaction", |p| p.commit_transaction(timeout)));
+        match result {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err((ErrorClass::Abort, error)) => match self.abort(timeout) {
+                Ok(()) => Err(Recovery::Rewind(format!("commit failed, transaction aborted: {error}"))),
+                Err(abort) => Err(Recovery::Recreate(format!("commit failed: {error}; abort failed too: {abort}"))),
+            },
+            Err((_, error)) => {
+                self.open = false;
+                Err(Recovery::Recreate(format!("commit failed: {error}")))
+            }
+        }
+    }
+
+    /// Aborts the open transaction, if any: none of its outputs is ever visible.
+    /// Tried once: an abort that does not go through in time leaves the transaction
+    /// to the broker's timeout, and the caller makes a new producer, whose
+    /// initialization aborts it anyway.
+    pub fn abort(&mut self, timeout: Duration) -> Result<(), String> {
+        if !std::mem::replace(&mut self.open, false) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let result = self.producer.abort_transaction(timeout);
+        tracing::debug!(id = %self.id, took_us = started.elapsed().as_micros() as u64, ?result, "abort_transaction");
+        result.map_err(|error| error.to_string())
+    }
+
+    fn retrying(
+        &self,
+        what: &str,
+        call: impl Fn(&ThreadedProducer<TxnContext>) -> Result<(), KafkaError>,
+    ) -> Result<(), (ErrorClass, KafkaError)> {
+        let mut attempts = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let result = call(&self.producer);
+            tracing::debug!(id = %self.id, what, took_us = started.elapsed().as_micros() as u64, ?result, "transactional call");
+            match result {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    let class = class_of(&error);
+                    attempts += 1;
+                    if class != ErrorClass::Retry || attempts >= RETRIABLE_ATTEMPTS {
+                        return Err((class, error));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_is_fatal_whatever_the_flags_say() {
+        for code in [
+            RDKafkaErrorCode::Fenced,
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+            RDKafkaErrorCode::InvalidProducerIdMapping,
+        ] {
+            assert_eq!(classify(code, false, true, true), ErrorClass::Fatal, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn abortable_before_retriable_and_unknown_is_fatal() {
+        assert_eq!(classify(RDKafkaErrorCode::MessageTimedOut, false, true, true), ErrorClass::Abort);
+        assert_eq!(classify(RDKafkaErrorCode::OperationTimedOut, false, true, false), ErrorClass::Retry);
+        assert_eq!(classify(RDKafkaErrorCode::InvalidTransactionalState, false, false, false), ErrorClass::Fatal);
+        assert_eq!(classify(RDKafkaErrorCode::OperationTimedOut, true, true, false), ErrorClass::Fatal);
+    }
+}

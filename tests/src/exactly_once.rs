@@ -1,0 +1,150 @@
+//! The exactly-once verdict: what a `read_committed` reader finds in the recorder's
+//! `seen` topic and the dead-letter topic, against every input record.
+//!
+//! Independent of ferry: it reads the logs raw ([`crate::raw_log`]), decides what
+//! is committed from the transaction markers itself, and compares sets of
+//! (partition, offset) pairs. The promise it holds ferry to: every input record
+//! has exactly one visible result, a `seen` output or a dead letter, never both,
+//! never two.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::raw_log::read_committed;
+use crate::{Read, parse_seen};
+
+/// An input record: (partition, offset).
+pub type Input = (i32, i64);
+
+/// What the committed outputs say.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Inputs with one visible `seen` output.
+    pub processed: BTreeSet<Input>,
+    /// Inputs with one visible dead letter.
+    pub dead_lettered: BTreeSet<Input>,
+    /// Inputs with more than one visible result, and how many.
+    pub duplicates: BTreeMap<Input, usize>,
+    /// Inputs with no visible result.
+    pub lost: BTreeSet<Input>,
+    /// Visible results of records that are not in the input.
+    pub unknown: BTreeSet<Input>,
+}
+
+impl Verdict {
+    /// A summary for assertion messages.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "processed {}, dead-lettered {}, duplicates {}, lost {}, unknown {}",
+            self.processed.len(),
+            self.dead_lettered.len(),
+            self.duplicates.len(),
+            self.lost.len(),
+            self.unknown.len()
+        );
+        let first = |set: &BTreeSet<Input>| set.iter().take(10).map(|i| format!("{i:?}")).collect::<Vec<_>>().join(" ");
+        if !self.duplicates.is_empty() {
+            let dups: Vec<String> = self.duplicates.iter().take(10).map(|(i, n)| format!("{i:?}x{n}")).collect();
+            let _ = writeln!(s, "  duplicates: {}", dups.join(" "));
+        }
+        if !self.lost.is_empty() {
+            let _ = writeln!(s, "  lost: {}", first(&self.lost));
+        }
+        if !self.unknown.is_empty() {
+            let _ = writeln!(s, "  unknown: {}", first(&self.unknown));
+        }
+        s
+    }
+
+    /// Panics unless every input has exactly one visible result.
+    pub fn assert_exactly_once(&self) {
+        assert!(
+            self.duplicates.is_empty() && self.lost.is_empty() && self.unknown.is_empty(),
+            "exactly-once broken:\n{}",
+            self.summary()
+        );
+    }
+}
+
+/// Judges the committed `seen` and dead-letter topics against `inputs`, every
+/// record of the input topic.
+pub fn judge(brokers: &str, input_topic: &str, inputs: &[Read], dead_letter_topic: Option<&str>) -> Verdict {
+    let seen = read_committed(brokers, "seen");
+    let letters = dead_letter_topic.map(|t| read_committed(brokers, t)).unwrap_or_default();
+    judge_reads(input_topic, inputs, &seen, &letters)
+}
+
+/// [`judge`] on records already read.
+pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &[Read]) -> Verdict {
+    let mut results: BTreeMap<Input, usize> = BTreeMap::new();
+    let mut verdict = Verdict::default();
+    for output in seen {
+        let (topic, partition, offset) = parse_seen(&output.value);
+        if topic != input_topic {
+            continue;
+        }
+        *results.entry((partition, offset)).or_default() += 1;
+        verdict.processed.insert((partition, offset));
+    }
+    for letter in letters {
+        let header = |name: &str| letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        if header("ferry.topic").as_deref() != Some(input_topic) {
+            continue;
+        }
+        let partition: i32 = header("ferry.partition").and_then(|p| p.parse().ok()).expect("ferry.partition");
+        let offset: i64 = header("ferry.offset").and_then(|o| o.parse().ok()).expect("ferry.offset");
+        *results.entry((partition, offset)).or_default() += 1;
+        verdict.dead_lettered.insert((partition, offset));
+    }
+    let all: BTreeSet<Input> = inputs.iter().map(|r| (r.partition, r.offset)).collect();
+    for (input, n) in &results {
+        if !all.contains(input) {
+            verdict.unknown.insert(*input);
+        } else if *n > 1 {
+            verdict.duplicates.insert(*input, *n);
+        }
+    }
+    verdict.lost = all.iter().filter(|i| !results.contains_key(i)).copied().collect();
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(partition: i32, offset: i64, value: &str, headers: &[(&str, &str)]) -> Read {
+        Read {
+            partition,
+            offset,
+            key: String::new(),
+            value: value.to_owned(),
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn finds_duplicates_losses_and_strangers() {
+        let inputs: Vec<Read> = (0..4).map(|o| read(0, o, "x", &[])).collect();
+        let seen = vec![
+            read(0, 0, "a/in/0/0/1", &[]),
+            read(0, 1, "b/in/0/0/2", &[]),
+            read(0, 2, "a/in/0/2/3", &[]),
+            read(0, 3, "a/in/0/9/4", &[]),
+        ];
+        let letters = vec![read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "0"), ("ferry.offset", "2")])];
+        let verdict = judge_reads("in", &inputs, &seen, &letters);
+        assert_eq!(verdict.duplicates, BTreeMap::from([((0, 0), 2), ((0, 2), 2)]));
+        assert_eq!(verdict.lost, BTreeSet::from([(0, 1), (0, 3)]));
+        assert_eq!(verdict.unknown, BTreeSet::from([(0, 9)]));
+    }
+
+    #[test]
+    fn one_result_per_input_passes() {
+        let inputs: Vec<Read> = (0..2).map(|o| read(1, o, "x", &[])).collect();
+        let seen = vec![read(0, 0, "a/in/1/0/1", &[])];
+        let letters = vec![read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "1"), ("ferry.offset", "1")])];
+        judge_reads("in", &inputs, &seen, &letters).assert_exactly_once();
+    }
+}
