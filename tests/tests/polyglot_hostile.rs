@@ -6,8 +6,8 @@
 //! ordinary exception; the other partitions carry ordinary records. The other
 //! partitions keep flowing, each hostile record ends dead-lettered (faults after
 //! their attempts, the exception at once, as a Rust reject), the faults are counted
-//! by kind, the host's peak memory stays within the budget its config implies, and
-//! SIGTERM ends the host while a guest is waiting again.
+//! by kind, `/healthz` answers 200, the host's peak memory stays within the budget
+//! its config implies, and SIGTERM ends the host while a guest is waiting again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
@@ -135,6 +135,8 @@ fn hostile_guests_are_contained(language: GuestLanguage) {
     });
     let hostile: BTreeSet<(i32, i64)> = (0..HOSTILE.len() as i64).map(|o| (0, o)).collect();
     assert_eq!(dead_lettered(&brokers), hostile, "exactly the hostile records are dead-lettered");
+    let health = get(port, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "the host stays healthy after its guest's faults: {health}");
     let kinds = faults(port);
     for kind in ["timeout", "out_of_memory", "panic"] {
         assert!(kinds.get(kind).copied().unwrap_or(0.0) >= 1.0, "{kind} faults counted: {kinds:?}");
