@@ -238,6 +238,13 @@ pub(crate) fn check(path: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("  digest: sha256:{}", inspection.digest);
     println!("  size: {} bytes", inspection.size);
+    println!(
+        "  initial linear memory: {:.1} MiB (a pipeline's limits.memory_mib must be at least {}, and at least {} \
+         to keep its instances from being replaced after most batches)",
+        inspection.initial_memory as f64 / f64::from(1 << 20),
+        crate::sandbox::minimum_memory_mib(inspection.initial_memory),
+        crate::sandbox::minimum_memory_mib(inspection.initial_memory) + 8
+    );
     println!("  imports (what each gets on this host):");
     for capability in &inspection.capabilities {
         println!("    {capability}");

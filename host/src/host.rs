@@ -14,12 +14,16 @@ use crate::deploy::watch::DeployWatcher;
 use crate::pipeline::Pipeline;
 use crate::registry::ProcessorSlot;
 use crate::runtime::Runtime;
-use crate::sandbox::{ProcessorComponent, ProcessorInstance, Sandbox, digest_of, sanitize};
+use crate::sandbox::{ProcessorComponent, ProcessorInstance, Sandbox, digest_of, minimum_memory_mib, sanitize};
 
 /// How long shutdown may take, from the signal to the process exiting, whatever the
 /// guests and the brokers are doing: guests are stopped at once, outputs get
 /// [5 s](crate::pipeline), the final commit 5 s, and leaving the group the rest.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(15);
+
+/// Room above a component's initial memory below which `limits.memory_mib` draws a
+/// warning.
+const TIGHT_MEMORY_ROOM: u64 = 8 << 20;
 
 /// Every pipeline of one config, running.
 pub struct Host {
@@ -57,6 +61,28 @@ fn load_shared(
             component
         }
     };
+    let needs = component.initial_memory();
+    if needs > pipeline.limits().memory_bytes {
+        anyhow::bail!(
+            "pipeline `{}`.limits.memory_mib: {} MiB is less than the {:.1} MiB of linear memory component {} \
+             starts with (an interpreter's pre-initialised snapshot is most of it); set it to at least {}",
+            pipeline.name,
+            pipeline.limits.memory_mib,
+            needs as f64 / f64::from(1 << 20),
+            path.display(),
+            minimum_memory_mib(needs)
+        );
+    }
+    if needs + TIGHT_MEMORY_ROOM > pipeline.limits().memory_bytes {
+        tracing::warn!(
+            pipeline = %pipeline.name,
+            memory_mib = pipeline.limits.memory_mib,
+            starts_with_mib = needs >> 20,
+            "limits.memory_mib leaves less than {} MiB above the memory the component starts with: an instance that \
+             grows through half of that room is replaced after its batch, which may be most batches",
+            TIGHT_MEMORY_ROOM >> 20
+        );
+    }
     let mut instance = ProcessorInstance::new(
         sandbox.clone(),
         component.clone(),

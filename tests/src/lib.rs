@@ -40,6 +40,22 @@ pub fn guest(package: &str) -> PathBuf {
         .clone()
 }
 
+/// Builds a Python or JavaScript processor project (a directory relative to the
+/// workspace root, such as `examples/python/orders`) with its SDK's build script,
+/// once per test process (and only when its sources changed since the last build),
+/// and returns the component's path.
+pub fn polyglot_guest(language: ferry_host::devtools::GuestLanguage, project: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(ferry_host::devtools::GuestLanguage, String), PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    built
+        .entry((language, project.to_owned()))
+        .or_insert_with(|| {
+            ferry_host::devtools::build_polyglot_guest(language, project)
+                .unwrap_or_else(|e| panic!("{} guest {project} builds: {e:#}", language.name()))
+        })
+        .clone()
+}
+
 /// The `ferry` binary, built from source once per test process.
 pub fn ferry_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

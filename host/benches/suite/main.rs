@@ -1,6 +1,7 @@
 //! ferry's benchmark suite (issue 6), one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
-//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once` (default: all).
+//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`
+//! (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -12,13 +13,14 @@ mod e2e;
 mod exactly_once;
 mod instantiate;
 mod memory;
+mod polyglot;
 mod scaling;
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 6] = ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once"];
+const SECTIONS: [&str; 7] = ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot"];
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; flags are not ours.
@@ -156,6 +158,38 @@ fn main() -> anyhow::Result<()> {
             exactly_once::table(&rows),
             exactly_once::TARGET_SHARE,
             if share >= exactly_once::TARGET_SHARE { "met" } else { "missed" }
+        );
+    }
+    if wanted("polyglot") {
+        eprintln!("Rust, Python and JavaScript side by side (building the Python and JS guests)...");
+        let languages = polyglot::languages()?;
+        let mut figures = Vec::new();
+        for language in &languages {
+            figures.push(polyglot::measure(language)?);
+        }
+        let broker = common::Broker::start()?;
+        let topic = e2e::Topic { name: common::unique("polyglot"), partitions: 4 };
+        let records = scaling::PER_PARTITION * 4;
+        broker.fill(&topic.name, topic.partitions, scaling::PER_PARTITION, common::Shape { value_len: 100 })?;
+        let members = [(vec![topic], records)];
+        for (language, figures) in languages.iter().zip(&mut figures) {
+            eprintln!("  {}: end to end...", language.name);
+            figures.e2e = Some(e2e::compare(
+                broker.brokers(),
+                &kafka,
+                &language.passthrough,
+                &members,
+                3,
+                false,
+                e2e::Setup::PerBatch,
+            )?);
+        }
+        println!(
+            "## 7. Rust, Python and JavaScript guests\n\nThe same measures for each language's passthrough, orders \
+             and chaos guests, one run; end to end: {records} records of 100 B in 4 partitions, medians of 3 \
+             interleaved rounds, commits after every batch, `max_wait_ms = 0`, `batch_size = {}`.\n\n{}",
+            e2e::BATCH_SIZE,
+            polyglot::table(&figures)
         );
     }
     Ok(())

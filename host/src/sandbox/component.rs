@@ -57,6 +57,11 @@ pub struct Inspection {
     pub size: usize,
     /// The host capabilities it imports.
     pub capabilities: Vec<Capability>,
+    /// The initial size of its largest linear memory, in bytes: what an instance
+    /// holds before it runs any code (the snapshot of a pre-initialised interpreter
+    /// is most of it). `limits.memory_mib` caps each memory, so it must be at least
+    /// this.
+    pub initial_memory: u64,
 }
 
 /// A component that passed every check, ready to instantiate.
@@ -64,6 +69,7 @@ pub struct ProcessorComponent {
     digest: String,
     size: usize,
     capabilities: Vec<Capability>,
+    initial_memory: u64,
     artifact: ArtifactSource,
     pub(crate) pre: ProcessorPre<GuestState>,
 }
@@ -86,8 +92,8 @@ impl ProcessorComponent {
         capability::check_grants(&inspection.capabilities, grants).map_err(LoadError::NotGranted)?;
         let pre = sandbox.linker().instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = ProcessorPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let Inspection { digest, size, capabilities } = inspection;
-        Ok(Self { digest, size, capabilities, artifact, pre })
+        let Inspection { digest, size, capabilities, initial_memory } = inspection;
+        Ok(Self { digest, size, capabilities, initial_memory, artifact, pre })
     }
 
     /// Whether a pipeline with `grants` may run this component (a compiled
@@ -115,6 +121,12 @@ impl ProcessorComponent {
     /// The host capabilities it imports.
     pub fn capabilities(&self) -> &[Capability] {
         &self.capabilities
+    }
+
+    /// The initial size of its largest linear memory, in bytes (see
+    /// [`Inspection::initial_memory`]).
+    pub fn initial_memory(&self) -> u64 {
+        self.initial_memory
     }
 
     /// Whether its native code was compiled for this load or came from the cache.
@@ -173,5 +185,25 @@ fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, In
         }
     }
     capabilities.sort();
-    Ok((component, Inspection { digest, size: bytes.len(), capabilities }, artifact))
+    let initial_memory = largest_initial_memory(bytes)?;
+    Ok((component, Inspection { digest, size: bytes.len(), capabilities, initial_memory }, artifact))
+}
+
+/// The largest initial size of the linear memories the component's core modules
+/// define (imported memories are defined elsewhere), in bytes. The store's limiter
+/// caps each memory on its own, from its creation on.
+fn largest_initial_memory(bytes: &[u8]) -> Result<u64, LoadError> {
+    let mut largest = 0u64;
+    // `parse_all` walks nested modules and components too.
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| LoadError::Invalid(e.to_string()))?;
+        if let wasmparser::Payload::MemorySection(memories) = payload {
+            for memory in memories {
+                let memory = memory.map_err(|e| LoadError::Invalid(e.to_string()))?;
+                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                largest = largest.max(memory.initial.saturating_mul(page));
+            }
+        }
+    }
+    Ok(largest)
 }

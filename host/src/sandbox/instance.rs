@@ -76,6 +76,12 @@ impl ProcessorInstance {
         self.instantiations
     }
 
+    /// The largest linear memory the live instance has had, in bytes (`None` when
+    /// there is no live instance).
+    pub fn memory_high_water(&self) -> Option<u64> {
+        self.live.as_ref().map(|live| live.store.data().limiter.high_water)
+    }
+
     /// The deadline of a call starting now.
     pub fn deadline_from_now(&self) -> Instant {
         Instant::now() + Duration::from_millis(self.limits.time_per_batch_ms)
@@ -114,9 +120,11 @@ impl ProcessorInstance {
         let high_water = live.store.data().limiter.high_water;
         let reply = settle_call(result, live, memory_limit, limit_ms)
             .and_then(|result| BatchReply::validate(result, offsets).map_err(GuestFault::BadReturn));
-        // Wasm memory never shrinks: start over once a guest has grown large, and
-        // never reuse an instance after it faulted.
-        if reply.is_err() || high_water > memory_limit / 2 {
+        // Wasm memory never shrinks: start over once a guest has grown through half
+        // of its room (the room above the memory it starts with: an interpreter's
+        // snapshot alone is 9-13 MiB), and never reuse an instance after it faulted.
+        let initial = self.component.initial_memory();
+        if reply.is_err() || high_water > initial + memory_limit.saturating_sub(initial) / 2 {
             self.live = None;
         }
         Ok((reply?, outputs))
@@ -157,6 +165,16 @@ impl ProcessorInstance {
 
     fn live(&mut self, deadline: Instant) -> Result<&mut Live, GuestFault> {
         if self.live.is_none() {
+            let needs = self.component.initial_memory();
+            if needs > self.limits.memory_bytes {
+                return Err(GuestFault::Instantiate(format!(
+                    "the component starts with {:.1} MiB of linear memory, more than its limit of {} MiB \
+                     (limits.memory_mib): raise it to at least {}",
+                    needs as f64 / MIB,
+                    self.limits.memory_bytes >> 20,
+                    minimum_memory_mib(needs)
+                )));
+            }
             let started = Instant::now();
             let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
             let mut store = Store::new(self.sandbox.engine(), state);
@@ -182,6 +200,14 @@ impl ProcessorInstance {
         }
         Ok(self.live.as_mut().expect("just instantiated"))
     }
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// The smallest `limits.memory_mib` an instance of a component whose largest memory
+/// starts at `initial` bytes can be created with.
+pub fn minimum_memory_mib(initial: u64) -> u64 {
+    initial.div_ceil(1 << 20).max(1)
 }
 
 /// Turns the end of a guest call into its value or a classified fault.

@@ -24,7 +24,7 @@ pub use component::{LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::Sandbox;
 pub use fault::{FaultKind, GuestFault};
 pub use guest_state::{Limits, Provisions};
-pub use instance::ProcessorInstance;
+pub use instance::{ProcessorInstance, minimum_memory_mib};
 pub use reply::{BatchReply, Outcome};
 pub use settings::SandboxSettings;
 pub use text::{sanitize, short};

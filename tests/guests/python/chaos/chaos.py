@@ -13,8 +13,13 @@ value              behaviour
                    recursion limit lifted: the interpreter's C stack
 ``panic``          raises ``ferry_sdk.Fault`` (trap, like a Rust panic)
 ``throw``          same as ``panic``
+``error``          an ordinary uncaught exception (``KeyError``): the SDK
+                   rejects the record with ``"KeyError: 'missing'"``
 ``sleep``          ``time.sleep(120)``: a blocking WASI wait the epoch
                    deadline cannot interrupt; the host must bound it
+``block:<ms>``     logs ``blocking for <ms> ms``, then sleeps that long with
+                   ``time.sleep`` (a blocking WASI wait, as the Rust guest's
+                   ``block:<ms>``), then processed
 ``sleep:<ms>``     busy-waits that many milliseconds, then processed
 ``retry``          ``Retry("asked to retry")``
 ``reject``         ``Reject("asked to reject")``
@@ -54,7 +59,9 @@ def recurse(depth: int) -> int:
 def recurse_native() -> None:
     sys.setrecursionlimit(1 << 30)
     nested: list[object] = []
-    for _ in range(10_000_000):
+    # Deep enough for any C stack (a few MiB of lists), small enough to build well
+    # within a batch's time limit and the default memory limit.
+    for _ in range(200_000):
         nested = [nested]
     repr(nested)
 
@@ -79,6 +86,14 @@ class Chaos(Processor):
         if command.startswith("log:"):
             ctx.info(command[4:])
             return
+        if command.startswith("block:"):
+            try:
+                ms = int(command[6:].strip())
+            except ValueError:
+                raise Reject(f"bad block duration {command[6:]!r}") from None
+            ctx.info(f"blocking for {ms} ms")
+            time.sleep(ms / 1000)
+            return
         if command.startswith("sleep:"):
             try:
                 ms = int(command[6:].strip())
@@ -96,6 +111,8 @@ class Chaos(Processor):
             recurse_native()
         elif command in ("panic", "throw"):
             raise Fault(f"chaos: asked to {command} at offset {record.offset}")
+        elif command == "error":
+            {}["missing"]  # noqa: B018 - the KeyError is the point
         elif command == "sleep":
             time.sleep(120)
         elif command == "retry":

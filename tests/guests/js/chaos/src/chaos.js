@@ -8,7 +8,9 @@
  * | `oom` | allocates 1 MiB buffers forever, touching every page (memory cap; SpiderMonkey's out-of-memory is a fault: trap) |
  * | `recurse` | unbounded recursion: SpiderMonkey's "too much recursion", a fault (trap) |
  * | `panic`, `throw` | throws `Fault` (trap, like a Rust panic) |
+ * | `error` | an ordinary uncaught exception (a `TypeError`): the SDK rejects the record with `"TypeError: ..."` |
  * | `sleep` | waits 120 s synchronously: `Atomics.wait` if the engine has shared memory, else a busy wait |
+ * | `block:<ms>` | logs `blocking for <ms> ms`, then waits that long as `sleep` does, then processed |
  * | `sleep:<ms>` | busy-waits that many milliseconds, then processed |
  * | `retry` | `Retry("asked to retry")` |
  * | `reject` | `Reject("asked to reject")` |
@@ -81,6 +83,13 @@ export class Chaos extends Processor {
       ctx.info(command.slice(4));
       return;
     }
+    if (command.startsWith('block:')) {
+      const ms = command.slice(6).trim();
+      if (!/^\d+$/.test(ms)) throw new Reject(`bad block duration ${JSON.stringify(ms)}`);
+      ctx.info(`blocking for ${ms} ms`);
+      blockingSleep(Number(ms));
+      return;
+    }
     if (command.startsWith('sleep:')) {
       const ms = command.slice(6).trim();
       if (!/^\d+$/.test(ms)) throw new Reject(`bad sleep duration ${JSON.stringify(ms)}`);
@@ -100,6 +109,9 @@ export class Chaos extends Processor {
       case 'panic':
       case 'throw':
         throw new Fault(`chaos: asked to ${command} at offset ${record.offset}`);
+      case 'error':
+        /** @type {any} */ (sink).missing.field = 1;
+        break;
       case 'sleep':
         blockingSleep(120_000);
         break;

@@ -21,13 +21,18 @@ test('harmless commands', () => {
     .valueOnly('log:hello')
     .valueOnly('sleep:1')
     .valueOnly('sleep:x')
-    .valueOnly('anything');
+    .valueOnly('anything')
+    .valueOnly('error')
+    .valueOnly('block:1')
+    .valueOnly('block:x');
   const run = harness().run(new Chaos(), batch);
   assert.deepEqual(run.outcomes.slice(0, 3), [Outcome.retry('asked to retry'), Outcome.reject('asked to reject'), Outcome.processed()]);
   assert.match(run.outcomes[3].reason, /^emit refused: topic "elsewhere" is not allowed/);
-  assert.deepEqual(run.outcomes.slice(4), [Outcome.processed(), Outcome.processed(), Outcome.reject('bad sleep duration "x"'), Outcome.processed()]);
+  assert.deepEqual(run.outcomes.slice(4, 8), [Outcome.processed(), Outcome.processed(), Outcome.reject('bad sleep duration "x"'), Outcome.processed()]);
+  assert.match(run.outcomes[8].reason, /^TypeError: /);
+  assert.deepEqual(run.outcomes.slice(9), [Outcome.processed(), Outcome.reject('bad block duration "x"')]);
   assert.deepEqual(run.emitted.map((e) => [e.topic, e.keyText(), e.valueText()]), [['out', 'k', 'emit:out']]);
-  assert.deepEqual(run.logs, [{ level: 'info', message: 'hello' }]);
+  assert.deepEqual(run.logs, [{ level: 'info', message: 'hello' }, { level: 'info', message: 'blocking for 1 ms' }]);
 });
 
 test('faults escape', () => {

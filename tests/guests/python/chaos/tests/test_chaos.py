@@ -27,6 +27,9 @@ def test_harmless_commands() -> None:
         .value_only("sleep:1")
         .value_only("sleep:x")
         .value_only("anything")
+        .value_only("error")
+        .value_only("block:1")
+        .value_only("block:x")
     )
     run = harness().run(Chaos(), batch)
     assert run.outcomes[:2] == [Outcome.retry("asked to retry"), Outcome.reject("asked to reject")]
@@ -35,8 +38,11 @@ def test_harmless_commands() -> None:
     assert run.outcomes[4:6] == [Outcome.processed(), Outcome.processed()]
     assert run.outcomes[6] == Outcome.reject("bad sleep duration 'x'")
     assert run.outcomes[7] == Outcome.processed()
+    assert run.outcomes[8] == Outcome.reject("KeyError: 'missing'")
+    assert run.outcomes[9] == Outcome.processed()
+    assert run.outcomes[10] == Outcome.reject("bad block duration 'x'")
     assert [(e.topic, e.key, e.value) for e in run.emitted] == [("out", b"k", b"emit:out")]
-    assert run.logs == [LogLine(Level.INFO, "hello")]
+    assert run.logs == [LogLine(Level.INFO, "hello"), LogLine(Level.INFO, "blocking for 1 ms")]
 
 
 @pytest.mark.parametrize("command,error", [("panic", Fault), ("throw", Fault), ("recurse", RecursionError)])
