@@ -38,7 +38,7 @@ pub use failure::backoff;
 pub use shared::Shared;
 use transactions::Transactions;
 
-use crate::config::PipelineConfig;
+use crate::config::{CommitPolicy, PipelineConfig};
 use crate::kafka::client::{consumer_config, producer_config, transactional_producer_config};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::commit::Committer;
@@ -47,6 +47,9 @@ use crate::kafka::fetch::{FetchQueue, FetchRoute};
 use crate::kafka::output::{AckContext, OutputProducer};
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
+
+/// The longest a transactional producer lingers (see `transactional_producer_config`).
+const TXN_LINGER_MAX: Duration = Duration::from_millis(100);
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -76,7 +79,12 @@ impl Pipeline {
             consumer_config.set("isolation.level", "read_committed");
             let reset_to_latest =
                 matches!(consumer_config.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
-            let producers = transactional_producer_config(brokers, kafka, config.transaction_timeout_ms);
+            // Half the commit interval, at most 100 ms; per-batch commits keep 5 ms.
+            let linger = match config.commit {
+                CommitPolicy::Interval { interval_ms } => Duration::from_millis(interval_ms / 2).min(TXN_LINGER_MAX),
+                CommitPolicy::PerBatch => Duration::ZERO,
+            };
+            let producers = transactional_producer_config(brokers, kafka, config.transaction_timeout_ms, linger);
             // Bounded well inside the host's 15 s shutdown, and a revoke's wait.
             let call_timeout = Duration::from_millis(config.transaction_timeout_ms).min(SYNC_COMMIT_TIMEOUT);
             let transactions = Transactions::new(
