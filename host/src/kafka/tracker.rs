@@ -63,6 +63,8 @@ impl Span {
 #[derive(Debug)]
 pub struct PartitionOffsets {
     epoch: Epoch,
+    /// The first offset delivered after assignment: where tracking began.
+    started_at: i64,
     /// The offset just after the last record ever delivered for this partition.
     position: i64,
     /// Spans in offset order, contiguous, covering `[watermark-ish, position)`.
@@ -80,6 +82,7 @@ impl PartitionOffsets {
     pub fn starting_at(epoch: Epoch, first_offset: i64) -> Self {
         Self {
             epoch,
+            started_at: first_offset,
             position: first_offset,
             spans: VecDeque::new(),
             dead_letters_in_flight: BTreeSet::new(),
@@ -91,6 +94,11 @@ impl PartitionOffsets {
     /// The assignment these offsets belong to.
     pub fn epoch(&self) -> Epoch {
         self.epoch
+    }
+
+    /// Where tracking began: the first offset delivered after assignment.
+    pub fn started_at(&self) -> i64 {
+        self.started_at
     }
 
     /// The offset after the last record delivered so far.

@@ -80,6 +80,12 @@ impl Worker {
             self.partitions.remove(&key);
             self.shared.tracker().remove(&key.0, key.1);
             self.restarted.push(key.clone());
+            // Resume first, then seek, so the seek is the last word on where
+            // fetching goes on: a resume may restart a paused partition at the
+            // application's position, which after a rewind is past the bookmark.
+            // Records of the old position fetched in between are outdated by the
+            // seek, and not taken while the partition is not ready anyway.
+            let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
             if let Err(error) = self.consumer.seek(&key.0, key.1, from, SEEK_TIMEOUT) {
                 tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "could not move to the committed offset; trying again");
                 continue;
@@ -87,13 +93,12 @@ impl Worker {
             if let Some(mut t) = self.shared.transactions() {
                 t.mark_ready(&key);
             }
-            let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
             tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, from = ?from, took_ms = started.elapsed().as_millis() as u64, "partition ready for transactions");
         }
     }
 
     /// The offset the group committed for `key`, read now; where the consumer's
-    /// reset policy says when there is none.
+    /// reset policy says when there is none (an absolute offset either way).
     fn committed_offset(&self, key: &TopicPartition) -> Result<Offset, String> {
         let list = self
             .consumer
@@ -105,10 +110,16 @@ impl Worker {
         }
         match element.map(|e| e.offset()) {
             Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
-            _ => Ok(match self.shared.transactions().is_some_and(|t| t.reset_to_latest) {
-                true => Offset::End,
-                false => Offset::Beginning,
-            }),
+            _ => {
+                // No bookmark: the reset policy's end of the log, as an offset, so
+                // the seek is exact and the log says where the partition starts.
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&key.0, key.1, COMMITTED_TIMEOUT)
+                    .map_err(|e| format!("reading the log's ends: {e}"))?;
+                let latest = self.shared.transactions().is_some_and(|t| t.reset_to_latest);
+                Ok(Offset::Offset(if latest { high } else { low }))
+            }
         }
     }
 

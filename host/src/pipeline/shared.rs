@@ -111,8 +111,12 @@ impl Shared {
             }
             // The watermark covers every output released into the transaction: they
             // are released only below it.
-            let Some((epoch, offset, moved)) =
-                self.tracker().get(&key.0, key.1).map(|p| (p.epoch(), p.watermark(), p.commit_candidate().is_some()))
+            // Moved: past the last commit, and past where tracking began (a transaction
+            // with nothing finished in it has nothing to commit).
+            let Some((epoch, offset, moved)) = self
+                .tracker()
+                .get(&key.0, key.1)
+                .map(|p| (p.epoch(), p.watermark(), p.commit_candidate().is_some_and(|w| w > p.started_at())))
             else {
                 continue;
             };
