@@ -139,6 +139,12 @@ pub struct PipelineConfig {
     pub group: String,
     /// Path of the processor component (`.wasm`). Relative to the config file.
     pub component: PathBuf,
+    /// Members of the group this process runs for the pipeline, each with its own
+    /// consumer, guest instance and thread (they share the compiled component, the
+    /// output producer and the deployed version). Partitions bound what they can do:
+    /// a worker without a partition idles.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
     /// Most records per batch handed to the guest.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -199,6 +205,9 @@ fn default_transaction_timeout_ms() -> u64 {
 }
 fn default_transactional_id_prefix() -> String {
     "ferry".to_owned()
+}
+fn default_workers() -> usize {
+    1
 }
 fn default_batch_size() -> usize {
     500
@@ -325,6 +334,9 @@ const RESERVED_KAFKA_KEYS: &[&str] = &[
 /// Producer acknowledgement settings: anything but `all` would let an output count
 /// as delivered (and its input be committed) before it is durable.
 const ACKS_KEYS: &[&str] = &["acks", "request.required.acks"];
+/// Most workers one pipeline may run: each is a thread, a consumer and a guest
+/// instance; beyond this, more processes (or hosts) are the better way to scale.
+pub const MAX_WORKERS: usize = 64;
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
 /// librdkafka's default `max.poll.interval.ms`.
@@ -398,6 +410,15 @@ impl Config {
             let at = format!("pipeline `{}`", p.name);
             p.validate(&at, s, &self.kafka)?;
         }
+        // Each worker keeps a guest instance; a deploy's self-test needs one more.
+        let instances: usize = self.pipelines.iter().map(|p| p.workers).sum();
+        if instances >= s.max_instances as usize {
+            bail!(
+                "sandbox.max_instances: the pipelines' workers keep {instances} guest instances, and a deploy's \
+                 self-test needs one more; raise sandbox.max_instances above {instances} (it is {})",
+                s.max_instances
+            );
+        }
         Ok(())
     }
 
@@ -413,6 +434,20 @@ impl Config {
 }
 
 impl PipelineConfig {
+    /// The librdkafka properties of worker `worker`'s consumer, over the `global`
+    /// ones: the pipeline's own, with a `group.instance.id` (static membership) made
+    /// unique per worker, since two members with one id fence each other.
+    pub fn worker_kafka(&self, global: &BTreeMap<String, String>, worker: usize) -> BTreeMap<String, String> {
+        let mut kafka = self.kafka.clone();
+        let static_id = self.kafka.get("group.instance.id").or(global.get("group.instance.id"));
+        if self.workers > 1
+            && let Some(id) = static_id
+        {
+            kafka.insert("group.instance.id".to_owned(), format!("{id}-{worker}"));
+        }
+        kafka
+    }
+
     /// Whether this pipeline commits through transactions.
     pub fn exactly_once(&self) -> bool {
         self.delivery == Delivery::ExactlyOnce
@@ -468,6 +503,13 @@ impl PipelineConfig {
         if self.group.trim().is_empty() {
             bail!("{at}.group: must not be empty");
         }
+        in_range(&format!("{at}.workers"), self.workers as u64, 1, MAX_WORKERS as u64).with_context(|| {
+            format!(
+                "{at}.workers is how many members of group `{}` this process runs, each on a thread of its own; \
+                 more than the input's partitions only idle",
+                self.group
+            )
+        })?;
         in_range(&format!("{at}.batch_size"), self.batch_size as u64, 1, 100_000)?;
         in_range(&format!("{at}.max_wait_ms"), self.max_wait_ms, 0, 60_000)?;
         if let CommitPolicy::Interval { interval_ms } = self.commit {
@@ -694,6 +736,29 @@ mod tests {
         assert!(e.contains("output_bytes_per_batch"), "{e}");
         let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nsettings = { \"\" = \"x\" }"));
         assert!(e.contains("settings: key"), "{e}");
+    }
+
+    #[test]
+    fn workers_are_checked_and_each_gets_its_own_static_member_id() {
+        assert_eq!(Config::parse(GOOD).unwrap().pipelines[0].workers, 1, "one worker unless asked");
+        let with = |n: &str| GOOD.replace("group = \"g\"", &format!("group = \"g\"\nworkers = {n}"));
+        assert_eq!(Config::parse(&with("4")).unwrap().pipelines[0].workers, 4);
+        for bad in ["0", "65"] {
+            let e = error_of(&with(bad));
+            assert!(e.contains(&format!("pipeline `orders`.workers: must be between 1 and 64, got {bad}")), "{e}");
+            assert!(e.contains("members of group `g`"), "{e}");
+        }
+        let e = error_of(&with("64").replace("[kafka]", "[sandbox]\nmax_instances = 64\n[kafka]"));
+        assert!(e.contains("sandbox.max_instances: the pipelines' workers keep 64 guest instances"), "{e}");
+        let statics = with("2").replace("commit = ", "kafka = { \"group.instance.id\" = \"host-a\" }\ncommit = ");
+        let pipeline = &Config::parse(&statics).unwrap().pipelines[0];
+        let global = BTreeMap::new();
+        let ids: Vec<_> = (0..2).map(|w| pipeline.worker_kafka(&global, w)["group.instance.id"].clone()).collect();
+        assert_eq!(ids, ["host-a-0", "host-a-1"], "two members may not share a static id");
+        let global = BTreeMap::from([("group.instance.id".to_owned(), "h".to_owned())]);
+        let two = Config::parse(&with("2")).unwrap();
+        assert_eq!(two.pipelines[0].worker_kafka(&global, 1)["group.instance.id"], "h-1");
+        assert_eq!(Config::parse(GOOD).unwrap().pipelines[0].worker_kafka(&global, 0).get("group.instance.id"), None);
     }
 
     #[test]

@@ -128,7 +128,11 @@ impl Host {
             Some(admin) => {
                 let views = pipelines
                     .iter()
-                    .map(|p| PipelineView { config: p.config.clone(), shared: p.shared.clone(), slot: p.slot.clone() })
+                    .map(|p| PipelineView {
+                        config: p.config.clone(),
+                        workers: p.workers.clone(),
+                        slot: p.slot.clone(),
+                    })
                     .collect();
                 let broker_view = BrokerView::start(&config.brokers, &config.kafka, &config.pipelines);
                 let state = Arc::new(AdminState {

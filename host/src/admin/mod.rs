@@ -51,8 +51,8 @@ use crate::sandbox::Sandbox;
 pub struct PipelineView {
     /// Its configuration.
     pub config: Arc<PipelineConfig>,
-    /// Its stats and offsets.
-    pub shared: Arc<Shared>,
+    /// Its workers' stats and offsets, in worker order.
+    pub workers: Vec<Arc<Shared>>,
     /// Its processor versions.
     pub slot: ProcessorSlot,
 }

@@ -1,5 +1,9 @@
-//! A pipeline: one consumer group member running one processor over its input
-//! topics, on a thread of its own.
+//! A pipeline: `workers` consumer group members (one by default) running one
+//! processor over its input topics, each on a thread of its own. Workers share the
+//! compiled component and its deployed version (the [`ProcessorSlot`]), the
+//! at-least-once output producer and the guest log's rate limit; each has its own
+//! consumer, offsets ([`Shared`]), commits and guest instance, so every offset rule
+//! holds per member exactly as it does for members in separate processes.
 //!
 //! | module | concern |
 //! |---|---|
@@ -47,24 +51,45 @@ use crate::kafka::fetch::{FetchQueue, FetchRoute};
 use crate::kafka::output::{AckContext, OutputProducer};
 use crate::registry::ProcessorSlot;
 use crate::sandbox::{Batch, ProcessorInstance, Sandbox};
+use stats::{StatsSnapshot, Timeline};
 
 /// The longest a transactional producer lingers (see `transactional_producer_config`).
 const TXN_LINGER_MAX: Duration = Duration::from_millis(100);
 
-/// A running pipeline.
+/// A running pipeline: its workers, each a member of the group with its own
+/// consumer, guest instance and thread.
 pub struct Pipeline {
     /// Its configuration.
     pub config: Arc<PipelineConfig>,
-    /// Its shared state (stats, offsets).
+    /// The first worker's shared state (stats, offsets): the pipeline's own when it
+    /// runs one worker. [`Pipeline::snapshot`] covers every worker.
     pub shared: Arc<Shared>,
-    /// Its processor versions.
+    /// Every worker's shared state, in worker order.
+    pub workers: Vec<Arc<Shared>>,
+    /// Its processor versions, shared by every worker: a deploy or rollback reaches
+    /// each at its next batch boundary.
     pub slot: ProcessorSlot,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What every worker of one pipeline shares.
+struct Common<'a> {
+    brokers: &'a str,
+    kafka: &'a BTreeMap<String, String>,
+    config: &'a Arc<PipelineConfig>,
+    sandbox: &'a Sandbox,
+    slot: &'a ProcessorSlot,
+    /// At-least-once: one producer for every worker. Each output's delivery report
+    /// finds its worker's tracker through its [`AckGroup`](crate::kafka::output::AckGroup),
+    /// which names the worker's [`Shared`].
+    producer: Option<Arc<OutputProducer>>,
+    /// One guest log, so the pipeline's log rate limit holds for all workers together.
+    provisions: &'a crate::sandbox::Provisions,
 }
 
 impl Pipeline {
-    /// Creates the consumer (and producer, if the pipeline writes anything) and
-    /// starts the pipeline thread.
+    /// Creates the consumers (and the producer, if the pipeline writes anything) and
+    /// starts one thread per worker.
     pub fn start(
         brokers: &str,
         kafka: &BTreeMap<String, String>,
@@ -73,74 +98,153 @@ impl Pipeline {
         slot: ProcessorSlot,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let mut consumer_config = consumer_config(brokers, &config.group, kafka, &config.kafka);
-        let shared = Arc::new(if config.exactly_once() {
-            // Records of aborted upstream transactions never reach the processor.
-            consumer_config.set("isolation.level", "read_committed");
-            let reset_to_latest =
-                matches!(consumer_config.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
-            // Half the commit interval, at most 100 ms; per-batch commits keep 5 ms.
-            let linger = match config.commit {
-                CommitPolicy::Interval { interval_ms } => Duration::from_millis(interval_ms / 2).min(TXN_LINGER_MAX),
-                CommitPolicy::PerBatch => Duration::ZERO,
-            };
-            let producers = transactional_producer_config(brokers, kafka, config.transaction_timeout_ms, linger);
-            // Bounded well inside the host's 15 s shutdown, and a revoke's wait.
-            let call_timeout = Duration::from_millis(config.transaction_timeout_ms).min(SYNC_COMMIT_TIMEOUT);
-            let transactions = Transactions::new(
-                producers,
-                &config.transactional_id_prefix,
-                &config.group,
-                call_timeout,
-                reset_to_latest,
-            );
-            Shared::exactly_once(&config.name, transactions)
+        let producer = if config.exactly_once()
+            || (config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none())
+        {
+            // Exactly-once: a transactional producer per partition, owned by the
+            // worker that owns the partition.
+            None
         } else {
-            Shared::new(&config.name)
-        });
+            let producer: OutputProducer = producer_config(brokers, kafka)
+                .create_with_context(AckContext)
+                .with_context(|| format!("failed to create the producer of pipeline {}", config.name))?;
+            Some(Arc::new(producer))
+        };
+        let provisions = config.provisions();
+        let common = Common {
+            brokers,
+            kafka,
+            config: &config,
+            sandbox: &sandbox,
+            slot: &slot,
+            producer,
+            provisions: &provisions,
+        };
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..config.workers {
+            let (shared, thread) = common.start_worker(index)?;
+            workers.push(shared);
+            threads.push(thread);
+        }
+        Ok(Self { config, shared: workers[0].clone(), workers, slot, threads })
+    }
+
+    /// Every worker's figures, added up into the pipeline's (see [`StatsSnapshot::merge`]).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot::merge(self.workers.iter().map(|w| w.stats.snapshot()).collect())
+    }
+
+    /// Records processed by every worker since start (one atomic read per worker).
+    pub fn processed_total(&self) -> u64 {
+        self.workers.iter().map(|w| w.stats.processed_total()).sum()
+    }
+
+    /// The first assignment and first batch of any worker, and the latest batch.
+    pub fn timeline(&self) -> Timeline {
+        Timeline::merge(self.workers.iter().map(|w| w.stats.timeline()))
+    }
+
+    /// Whether every worker received an assignment (possibly empty) from the group.
+    pub fn joined(&self) -> bool {
+        self.workers.iter().all(|w| w.stats.liveness().snapshot().joined)
+    }
+    /// Waits for every worker thread to finish (after shutdown was requested).
+    pub fn join(self) {
+        for (index, thread) in self.threads.into_iter().enumerate() {
+            if thread.join().is_err() {
+                tracing::error!(pipeline = %self.config.name, worker = index, "pipeline thread panicked");
+            }
+        }
+    }
+
+    /// Whether every worker thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+}
+
+impl Common<'_> {
+    /// Who worker `index` is, in errors.
+    fn member(&self, index: usize) -> String {
+        match self.config.workers {
+            1 => format!("pipeline {}", self.config.name),
+            _ => format!("pipeline {} (worker {index})", self.config.name),
+        }
+    }
+
+    /// Creates worker `index`'s consumer, commit queue and guest instance (and its
+    /// transactional producers, for exactly-once) and starts its thread.
+    fn start_worker(&self, index: usize) -> anyhow::Result<(Arc<Shared>, JoinHandle<()>)> {
+        let Self { brokers, kafka, config, .. } = *self;
+        let who = self.member(index);
+        let label = (config.workers > 1).then_some(index);
+        let mut consumer_config = consumer_config(brokers, &config.group, kafka, &config.worker_kafka(kafka, index));
+        let shared = Arc::new(
+            if config.exactly_once() {
+                // Records of aborted upstream transactions never reach the processor.
+                consumer_config.set("isolation.level", "read_committed");
+                let reset_to_latest =
+                    matches!(consumer_config.get("auto.offset.reset"), Some("latest" | "largest" | "end"));
+                // Half the commit interval, at most 100 ms; per-batch commits keep 5 ms.
+                let linger = match config.commit {
+                    CommitPolicy::Interval { interval_ms } => {
+                        Duration::from_millis(interval_ms / 2).min(TXN_LINGER_MAX)
+                    }
+                    CommitPolicy::PerBatch => Duration::ZERO,
+                };
+                let producers = transactional_producer_config(brokers, kafka, config.transaction_timeout_ms, linger);
+                // Bounded well inside the host's 15 s shutdown, and a revoke's wait.
+                let call_timeout = Duration::from_millis(config.transaction_timeout_ms).min(SYNC_COMMIT_TIMEOUT);
+                // The transactional id names the partition, which one member owns at
+                // a time: workers need no ids of their own.
+                let transactions = Transactions::new(
+                    producers,
+                    &config.transactional_id_prefix,
+                    &config.group,
+                    call_timeout,
+                    reset_to_latest,
+                );
+                Shared::exactly_once(&config.name, transactions)
+            } else {
+                Shared::new(&config.name)
+            }
+            .of_worker(label),
+        );
         let route = FetchRoute::default();
         let consumer: BaseConsumer<FerryContext> = consumer_config
             .create_with_context(FerryContext { listener: shared.clone(), route: route.clone() })
-            .with_context(|| format!("failed to create the consumer of pipeline {}", config.name))?;
+            .with_context(|| format!("failed to create the consumer of {who}"))?;
         // Before subscribing, so that every assignment is routed to it.
-        let fetch = FetchQueue::new(&consumer, &route)
-            .with_context(|| format!("failed to create the fetch queue of pipeline {}", config.name))?;
+        let fetch =
+            FetchQueue::new(&consumer, &route).with_context(|| format!("failed to create the fetch queue of {who}"))?;
         let mut committer = Committer::new(&consumer);
         committer.signal_to(fetch.wake_signal());
         shared.set_committer(committer);
         let topics: Vec<&str> = config.inputs.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .with_context(|| format!("failed to subscribe pipeline {} to {topics:?}", config.name))?;
-        let producer: Option<OutputProducer> = if config.exactly_once()
-            || (config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none())
-        {
-            None
-        } else {
-            Some(
-                producer_config(brokers, kafka)
-                    .create_with_context(AckContext)
-                    .with_context(|| format!("failed to create the producer of pipeline {}", config.name))?,
-            )
-        };
-        let component = slot.current();
+        consumer.subscribe(&topics).with_context(|| format!("failed to subscribe {who} to {topics:?}"))?;
+        let component = self.slot.current();
         shared.stats.set_version(component.digest());
-        let provisions = config.provisions();
-        shared.stats.set_guest_log(provisions.log.clone());
+        shared.stats.set_guest_log(self.provisions.log.clone());
         let wants_headers = component.wants_headers();
-        let instance =
-            ProcessorInstance::new(sandbox.clone(), component, &config.name, provisions.clone(), config.limits());
-        let runtime = sandbox.runtime().clone();
+        let instance = ProcessorInstance::new(
+            self.sandbox.clone(),
+            component,
+            &config.name,
+            self.provisions.clone(),
+            config.limits(),
+        );
+        let runtime = self.sandbox.runtime().clone();
         let worker = worker::Worker {
-            config: config.clone(),
+            config: (*config).clone(),
             fetch,
             consumer,
             shared: shared.clone(),
-            producer,
-            sandbox,
-            slot: slot.clone(),
+            producer: self.producer.clone(),
+            sandbox: self.sandbox.clone(),
+            slot: self.slot.clone(),
             instance,
-            provisions,
+            provisions: self.provisions.clone(),
             partitions: BTreeMap::new(),
             batch: Batch { topic: String::new(), partition: 0, count: 0, records: Vec::new() },
             wants_headers,
@@ -149,8 +253,12 @@ impl Pipeline {
             last_commit: Instant::now(),
             batch_finished: false,
         };
+        let name = match label {
+            None => format!("ferry-{}", config.name),
+            Some(index) => format!("ferry-{}-{index}", config.name),
+        };
         let thread = std::thread::Builder::new()
-            .name(format!("ferry-{}", config.name))
+            .name(name)
             .spawn({
                 let mark = shared::ThreadMark(shared.clone());
                 move || {
@@ -158,19 +266,7 @@ impl Pipeline {
                     worker.run(&runtime)
                 }
             })
-            .context("failed to spawn the pipeline thread")?;
-        Ok(Self { config, shared, slot, thread })
-    }
-
-    /// Waits for the pipeline thread to finish (after shutdown was requested).
-    pub fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!(pipeline = %self.config.name, "pipeline thread panicked");
-        }
-    }
-
-    /// Whether the pipeline thread has ended.
-    pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
+            .with_context(|| format!("failed to spawn the thread of {who}"))?;
+        Ok((shared, thread))
     }
 }

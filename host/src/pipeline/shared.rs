@@ -55,6 +55,9 @@ pub struct FailedTransaction {
 pub struct Shared {
     /// Pipeline name, for logs.
     pub pipeline: String,
+    /// Which worker of the pipeline this is, when it runs more than one (for logs
+    /// and metrics; `None` keeps one worker's logs as they were).
+    pub worker: Option<usize>,
     tracker: Mutex<OffsetTracker>,
     committer: Mutex<Option<Committer>>,
     events: Mutex<Events>,
@@ -75,12 +78,18 @@ impl Shared {
     pub fn new(pipeline: &str) -> Self {
         Self {
             pipeline: pipeline.to_owned(),
+            worker: None,
             tracker: Mutex::default(),
             committer: Mutex::default(),
             events: Mutex::default(),
             transactions: None,
             stats: PipelineStats::default(),
         }
+    }
+
+    /// The same, for worker `worker` of a pipeline that runs more than one.
+    pub fn of_worker(self, worker: Option<usize>) -> Self {
+        Self { worker, ..self }
     }
 
     /// Fresh state for an exactly-once pipeline.
@@ -283,7 +292,7 @@ impl RebalanceListener for Shared {
         if lost {
             // Another member may already own them: committing now could move its
             // bookmark backwards. Forget them; what was not committed is redelivered.
-            tracing::warn!(pipeline = %self.pipeline, partitions = ?revoked, "assignment lost; not committing");
+            tracing::warn!(pipeline = %self.pipeline, worker = self.worker, partitions = ?revoked, "assignment lost; not committing");
         } else {
             for FailedTransaction { key, recovery, .. } in self.commit_transactions(consumer, Some(&revoked)) {
                 tracing::warn!(pipeline = %self.pipeline, topic = %key.0, partition = key.1, reason = recovery.reason(), "revoke: the last transaction did not commit; the next owner processes its records");
@@ -307,7 +316,7 @@ impl RebalanceListener for Shared {
             self.stats.revoked(topic, *partition);
         }
         drop(tracker);
-        tracing::info!(pipeline = %self.pipeline, partitions = ?revoked, "partitions revoked");
+        tracing::info!(pipeline = %self.pipeline, worker = self.worker, partitions = ?revoked, "partitions revoked");
         lock(&self.events).revoked.extend(revoked);
     }
 
@@ -322,12 +331,12 @@ impl RebalanceListener for Shared {
         for (topic, partition) in partitions {
             self.stats.assigned(topic, *partition);
         }
-        tracing::info!(pipeline = %self.pipeline, ?partitions, "partitions assigned");
+        tracing::info!(pipeline = %self.pipeline, worker = self.worker, ?partitions, "partitions assigned");
         lock(&self.events).assigned.extend_from_slice(partitions);
     }
 
     fn rebalance_error(&self, error: &str) {
-        tracing::warn!(pipeline = %self.pipeline, %error, "rebalance error");
+        tracing::warn!(pipeline = %self.pipeline, worker = self.worker, %error, "rebalance error");
     }
 }
 

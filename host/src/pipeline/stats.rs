@@ -68,7 +68,19 @@ pub struct Timeline {
     pub last_batch: Option<Instant>,
 }
 
-/// All figures of one pipeline.
+impl Timeline {
+    /// The timeline of several workers together: the first assignment and first batch
+    /// of any of them, and the latest batch of all.
+    pub fn merge(timelines: impl IntoIterator<Item = Timeline>) -> Timeline {
+        timelines.into_iter().fold(Timeline::default(), |a, b| Timeline {
+            first_assignment: a.first_assignment.into_iter().chain(b.first_assignment).min(),
+            first_batch: a.first_batch.into_iter().chain(b.first_batch).min_by_key(|(at, _)| *at),
+            last_batch: a.last_batch.max(b.last_batch),
+        })
+    }
+}
+
+/// All figures of one pipeline worker (of the pipeline, when it runs one).
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     batches: AtomicU64,
@@ -303,6 +315,59 @@ pub struct StatsSnapshot {
     pub brokers_down: Option<BrokersDown>,
 }
 
+impl StatsSnapshot {
+    /// The figures of a pipeline's workers added up (in worker order): counters are
+    /// summed; a partition's offsets come from the worker that owns it now (or the
+    /// furthest, if none does); the version is the first worker's (each worker's is
+    /// in its own snapshot); the guest log, which the workers share, is counted once.
+    pub fn merge(workers: Vec<StatsSnapshot>) -> StatsSnapshot {
+        let mut workers = workers.into_iter();
+        let Some(mut total) = workers.next() else { return StatsSnapshot::default() };
+        for w in workers {
+            total.batches += w.batches;
+            total.rebalances += w.rebalances;
+            total.commit_failures += w.commit_failures;
+            total.transactions_committed += w.transactions_committed;
+            total.transaction_commit_us += w.transaction_commit_us;
+            total.transactions_aborted += w.transactions_aborted;
+            total.consumer_errors += w.consumer_errors;
+            total.recycles += w.recycles;
+            for (sum, count) in total.latency_buckets.iter_mut().zip(&w.latency_buckets) {
+                *sum += count;
+            }
+            total.latency_sum_us += w.latency_sum_us;
+            for (kind, count) in w.faults {
+                *total.faults.entry(kind).or_default() += count;
+            }
+            for (key, row) in w.partitions {
+                let sum = total.partitions.entry(key).or_default();
+                if row.assigned {
+                    sum.position = row.position;
+                    sum.halted = row.halted;
+                } else if !sum.assigned {
+                    sum.position = sum.position.max(row.position);
+                }
+                sum.assigned |= row.assigned;
+                sum.committed = sum.committed.max(row.committed);
+                sum.processed += row.processed;
+                sum.retried += row.retried;
+                sum.failed += row.failed;
+                sum.dead_lettered += row.dead_lettered;
+            }
+            total.recent.extend(w.recent);
+            total.guest_log_lines = total.guest_log_lines.max(w.guest_log_lines);
+            total.brokers_down = match (total.brokers_down.take(), w.brokers_down) {
+                (Some(a), Some(b)) => Some(if b.since < a.since { b } else { a }),
+                (a, b) => a.or(b),
+            };
+        }
+        total.recent.sort_by_key(|note| note.at_unix);
+        let excess = total.recent.len().saturating_sub(RECENT_FAILURES);
+        total.recent.drain(..excess);
+        total
+    }
+}
+
 /// The consumer context finds the pipeline's client log through the pipeline.
 impl ClientLogOwner for super::Shared {
     fn client_name(&self) -> &str {
@@ -311,5 +376,68 @@ impl ClientLogOwner for super::Shared {
 
     fn client_log(&self) -> &ClientLog {
         self.stats.client_log()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(assigned: bool, position: i64, committed: i64, processed: u64) -> PartitionStats {
+        PartitionStats {
+            assigned,
+            position: Some(position),
+            committed: Some(committed),
+            processed,
+            ..Default::default()
+        }
+    }
+
+    /// Partition 0 moved from worker 0 to worker 1: its offsets are the new owner's,
+    /// its counts both workers'.
+    #[test]
+    fn workers_add_up_and_the_owner_tells_the_offsets() {
+        let tp = |p: i32| ("t".to_owned(), p);
+        let first = StatsSnapshot {
+            batches: 3,
+            latency_buckets: vec![1, 2],
+            faults: BTreeMap::from([("panic".to_owned(), 1)]),
+            partitions: BTreeMap::from([(tp(0), row(false, 40, 40, 40)), (tp(1), row(true, 7, 5, 7))]),
+            version: "v1".to_owned(),
+            guest_log_lines: (9, 1),
+            ..Default::default()
+        };
+        let second = StatsSnapshot {
+            batches: 2,
+            latency_buckets: vec![0, 5],
+            faults: BTreeMap::from([("panic".to_owned(), 2), ("timeout".to_owned(), 1)]),
+            partitions: BTreeMap::from([(tp(0), row(true, 30, 30, 10))]),
+            version: "v2".to_owned(),
+            guest_log_lines: (9, 1),
+            ..Default::default()
+        };
+        let total = StatsSnapshot::merge(vec![first, second]);
+        assert_eq!(total.batches, 5);
+        assert_eq!(total.latency_buckets, [1, 7]);
+        assert_eq!(total.faults, BTreeMap::from([("panic".to_owned(), 3), ("timeout".to_owned(), 1)]));
+        let zero = &total.partitions[&tp(0)];
+        assert_eq!((zero.assigned, zero.position, zero.committed, zero.processed), (true, Some(30), Some(40), 50));
+        assert_eq!(total.partitions[&tp(1)], row(true, 7, 5, 7));
+        assert_eq!(total.version, "v1", "the first worker's");
+        assert_eq!(total.guest_log_lines, (9, 1), "one shared log, counted once");
+        assert_eq!(StatsSnapshot::merge(Vec::new()).batches, 0);
+    }
+
+    #[test]
+    fn timelines_take_the_first_start_and_the_latest_batch() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let a = Timeline { first_assignment: Some(later), first_batch: Some((later, 5)), last_batch: Some(later) };
+        let b = Timeline { first_assignment: Some(t0), first_batch: Some((t0, 3)), last_batch: Some(t0) };
+        let merged = Timeline::merge([a, b, Timeline::default()]);
+        assert_eq!(
+            merged,
+            Timeline { first_assignment: Some(t0), first_batch: Some((t0, 3)), last_batch: Some(later) }
+        );
     }
 }

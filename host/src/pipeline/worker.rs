@@ -45,7 +45,8 @@ pub(crate) struct Worker {
     pub(super) fetch: FetchQueue,
     pub(super) consumer: BaseConsumer<FerryContext>,
     pub(super) shared: Arc<Shared>,
-    pub(super) producer: Option<OutputProducer>,
+    /// Shared by every worker of the pipeline (at-least-once).
+    pub(super) producer: Option<Arc<OutputProducer>>,
     pub(super) sandbox: Sandbox,
     pub(super) slot: ProcessorSlot,
     pub(super) instance: ProcessorInstance,
@@ -179,6 +180,7 @@ impl Worker {
         let _batch_span = tracing::info_span!(
             "batch",
             pipeline = %self.config.name,
+            worker = self.shared.worker,
             topic = %key.0,
             partition = key.1,
             first_offset = offsets[0],
@@ -377,7 +379,7 @@ impl Worker {
         if Arc::ptr_eq(&current, self.instance.component()) {
             return;
         }
-        tracing::info!(pipeline = %self.config.name, from = %short(self.instance.component().digest()), to = %short(current.digest()), "switching processor version");
+        tracing::info!(pipeline = %self.config.name, worker = self.shared.worker, from = %short(self.instance.component().digest()), to = %short(current.digest()), "switching processor version");
         self.shared.stats.set_version(current.digest());
         if current.wants_headers() != self.wants_headers {
             // Buffered and retried records were encoded for the other version: read
@@ -399,7 +401,7 @@ impl Worker {
 
     /// Stops taking records, waits for in-flight outputs, commits, leaves the group.
     fn shut_down(mut self) {
-        tracing::info!(pipeline = %self.config.name, "shutting down: draining and committing");
+        tracing::info!(pipeline = %self.config.name, worker = self.shared.worker, "shutting down: draining and committing");
         for state in self.partitions.values_mut() {
             state.discard_buffer();
         }

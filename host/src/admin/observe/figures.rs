@@ -9,7 +9,7 @@ use super::broker_view::{BrokerPartition, PipelineLogs};
 use crate::admin::AdminState;
 use crate::config::PipelineConfig;
 use crate::kafka::tracker::TopicPartition;
-use crate::pipeline::liveness::LivenessSnapshot;
+use crate::pipeline::liveness::{LivenessSnapshot, ThreadState};
 use crate::pipeline::stats::{PartitionStats, StatsSnapshot};
 
 /// Everything shown about one pipeline.
@@ -21,16 +21,63 @@ pub(crate) struct PipelineFigures {
     pub running: String,
     /// Digest of the component deployed (taken up at the next batch).
     pub deployed: String,
-    /// Thread and loop state.
+    /// Thread and loop state of the pipeline as a whole: its least healthy worker's
+    /// (see [`worst`]).
     pub liveness: LivenessSnapshot,
-    /// Its own counters.
+    /// Its own counters, every worker's added up.
     pub stats: StatsSnapshot,
+    /// Each worker, in order (one for a pipeline with `workers = 1`).
+    pub workers: Vec<WorkerFigures>,
     /// Time since the brokers were last read, if ever.
     pub broker_age: Option<Duration>,
     /// Why the last broker read failed, if it did.
     pub broker_error: Option<String>,
     /// Every partition known to the pipeline or the brokers, in order.
     pub partitions: Vec<PartitionFigures>,
+}
+
+/// One worker of a pipeline: a member of its group with a thread of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerFigures {
+    /// Its index, from 0.
+    pub index: usize,
+    /// Digest of the component its batches run on now.
+    pub running: String,
+    /// Its thread and loop state.
+    pub liveness: LivenessSnapshot,
+    /// The partitions it owns now.
+    pub assigned: Vec<TopicPartition>,
+    /// Records it processed since start.
+    pub processed: u64,
+    /// Batches it ran since start.
+    pub batches: u64,
+}
+
+impl WorkerFigures {
+    fn of(index: usize, liveness: LivenessSnapshot, stats: &StatsSnapshot) -> Self {
+        WorkerFigures {
+            index,
+            running: stats.version.clone(),
+            liveness,
+            assigned: stats.partitions.iter().filter(|(_, p)| p.assigned).map(|(k, _)| k.clone()).collect(),
+            processed: stats.partitions.values().map(|p| p.processed).sum(),
+            batches: stats.batches,
+        }
+    }
+}
+
+/// The pipeline's state from its workers': a thread that died or stopped, a worker
+/// not in its group yet, and the oldest loop turn count for the whole pipeline.
+pub(crate) fn worst(workers: &[LivenessSnapshot]) -> LivenessSnapshot {
+    let thread = [ThreadState::Died, ThreadState::Stopped]
+        .into_iter()
+        .find(|state| workers.iter().any(|w| w.thread == *state))
+        .unwrap_or(ThreadState::Running);
+    LivenessSnapshot {
+        thread,
+        joined: workers.iter().all(|w| w.joined),
+        since_last_turn: workers.iter().filter_map(|w| w.since_last_turn).max(),
+    }
 }
 
 /// One partition.
@@ -70,20 +117,15 @@ pub(crate) fn gather(state: &AdminState) -> Vec<PipelineFigures> {
         .pipelines
         .iter()
         .map(|view| {
-            let stats = view.shared.stats.snapshot();
+            let workers = view.workers.iter().map(|w| (w.stats.liveness().snapshot(), w.stats.snapshot())).collect();
             let logs = state.broker_view.get(&view.config.name);
-            figures(
-                view.config.clone(),
-                view.slot.current().digest().to_owned(),
-                view.shared.stats.liveness().snapshot(),
-                stats,
-                &logs,
-            )
+            workers_figures(view.config.clone(), view.slot.current().digest().to_owned(), workers, &logs)
         })
         .collect()
 }
 
-/// Joins a pipeline's own figures with the brokers'.
+/// Joins the figures of a pipeline with one worker with the brokers' (for tests).
+#[cfg(test)]
 pub(crate) fn figures(
     config: Arc<PipelineConfig>,
     deployed: String,
@@ -91,6 +133,23 @@ pub(crate) fn figures(
     stats: StatsSnapshot,
     logs: &PipelineLogs,
 ) -> PipelineFigures {
+    workers_figures(config, deployed, vec![(liveness, stats)], logs)
+}
+
+/// Joins a pipeline's workers' figures, added up, with the brokers'.
+pub(crate) fn workers_figures(
+    config: Arc<PipelineConfig>,
+    deployed: String,
+    workers: Vec<(LivenessSnapshot, StatsSnapshot)>,
+    logs: &PipelineLogs,
+) -> PipelineFigures {
+    let each: Vec<WorkerFigures> = workers
+        .iter()
+        .enumerate()
+        .map(|(index, (liveness, stats))| WorkerFigures::of(index, *liveness, stats))
+        .collect();
+    let liveness = worst(&each.iter().map(|w| w.liveness).collect::<Vec<_>>());
+    let stats = StatsSnapshot::merge(workers.into_iter().map(|(_, stats)| stats).collect());
     PipelineFigures {
         config,
         running: stats.version.clone(),
@@ -98,6 +157,7 @@ pub(crate) fn figures(
         liveness,
         partitions: merge(&stats.partitions, &logs.partitions),
         stats,
+        workers: each,
         broker_age: logs.refreshed.map(|at| at.elapsed()),
         broker_error: logs.error.clone(),
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::figures::PipelineFigures;
+use super::figures::{PipelineFigures, WorkerFigures};
 use crate::admin::Reply;
 use crate::config::PipelineConfig;
 use crate::pipeline::liveness::ThreadState;
@@ -16,38 +16,60 @@ pub(crate) fn stall_limit(config: &PipelineConfig) -> Duration {
     Duration::from_secs(30) + Duration::from_millis(config.limits.time_per_batch_ms.saturating_mul(2 * halvings))
 }
 
-/// Why a pipeline is not alive, if it is not.
-pub(crate) fn dead(p: &PipelineFigures) -> Option<String> {
-    (p.liveness.thread == ThreadState::Died)
-        .then(|| format!("pipeline {}: its thread died (panicked); nothing is consumed or committed", p.config.name))
+/// How a worker is named in reasons: as its pipeline when that runs one worker.
+fn member(p: &PipelineFigures, w: &WorkerFigures) -> String {
+    match p.workers.len() {
+        1 => format!("pipeline {}", p.config.name),
+        _ => format!("pipeline {} worker {}", p.config.name, w.index),
+    }
 }
 
-/// Why a pipeline is not ready, if it is not.
+/// The reasons of every worker `check` finds fault with, one per line.
+fn of_workers(p: &PipelineFigures, check: impl Fn(&WorkerFigures) -> Option<String>) -> Option<String> {
+    let reasons: Vec<String> = p.workers.iter().filter_map(check).collect();
+    (!reasons.is_empty()).then(|| reasons.join("\n"))
+}
+
+/// Why a pipeline is not alive, if it is not: a worker thread died.
+pub(crate) fn dead(p: &PipelineFigures) -> Option<String> {
+    of_workers(p, |w| {
+        (w.liveness.thread == ThreadState::Died)
+            .then(|| format!("{}: its thread died (panicked); nothing is consumed or committed", member(p, w)))
+    })
+}
+
+/// Why a pipeline is not ready, if it is not: any of its workers is not.
 pub(crate) fn unready(p: &PipelineFigures) -> Option<String> {
-    let name = &p.config.name;
-    let l = &p.liveness;
-    match l.thread {
-        ThreadState::Died => return dead(p),
-        ThreadState::Stopped => return Some(format!("pipeline {name}: stopped (shutting down)")),
-        ThreadState::Running => {}
+    if let Some(dead) = dead(p) {
+        return Some(dead);
     }
     let outage = p.stats.brokers_down.as_ref().map(|down| format!("{down}; ferry keeps trying to reach them"));
-    if !l.joined {
-        let why = outage.map_or("no assignment received".to_owned(), |o| format!("no assignment received: {o}"));
-        return Some(format!("pipeline {name}: not in consumer group {} yet ({why})", p.config.group));
-    }
-    if let Some(outage) = outage {
-        return Some(format!("pipeline {name}: {outage}"));
-    }
     let limit = stall_limit(&p.config);
-    match l.since_last_turn {
-        Some(since) if since > limit => Some(format!(
-            "pipeline {name}: its poll loop has not turned for {} s (limit {} s)",
-            since.as_secs(),
-            limit.as_secs()
-        )),
-        _ => None,
-    }
+    of_workers(p, |w| {
+        let name = member(p, w);
+        let l = &w.liveness;
+        match l.thread {
+            ThreadState::Died => return None,
+            ThreadState::Stopped => return Some(format!("{name}: stopped (shutting down)")),
+            ThreadState::Running => {}
+        }
+        if !l.joined {
+            let why =
+                outage.as_ref().map_or("no assignment received".to_owned(), |o| format!("no assignment received: {o}"));
+            return Some(format!("{name}: not in consumer group {} yet ({why})", p.config.group));
+        }
+        if let Some(outage) = &outage {
+            return Some(format!("{name}: {outage}"));
+        }
+        match l.since_last_turn {
+            Some(since) if since > limit => Some(format!(
+                "{name}: its poll loop has not turned for {} s (limit {} s)",
+                since.as_secs(),
+                limit.as_secs()
+            )),
+            _ => None,
+        }
+    })
 }
 
 /// The `/healthz` answer.
@@ -66,7 +88,12 @@ fn verdict(pipelines: &[PipelineFigures], good: &str, check: fn(&PipelineFigures
         let mut body = format!("{good}\n");
         for p in pipelines {
             let owned = p.partitions.iter().filter(|r| r.assigned).count();
-            body.push_str(&format!("pipeline {}: {owned} partition(s) assigned\n", p.config.name));
+            body.push_str(&format!("pipeline {}: {owned} partition(s) assigned", p.config.name));
+            if p.workers.len() > 1 {
+                let each: Vec<String> = p.workers.iter().map(|w| w.assigned.len().to_string()).collect();
+                body.push_str(&format!(" ({} workers: {})", p.workers.len(), each.join(" + ")));
+            }
+            body.push('\n');
         }
         Reply::text(200, body)
     } else {
@@ -80,7 +107,7 @@ mod tests {
 
     use super::*;
     use crate::admin::observe::broker_view::PipelineLogs;
-    use crate::admin::observe::figures::figures;
+    use crate::admin::observe::figures::{figures, workers_figures};
     use crate::config::Config;
     use crate::pipeline::liveness::LivenessSnapshot;
 
@@ -143,6 +170,42 @@ mod tests {
             assert!(body.contains("no Kafka broker reachable for 0 s (1/1 brokers are down)"), "{body}");
             assert_eq!(body.contains("pipeline p: not in consumer group g yet"), !joined, "{body}");
         }
+    }
+
+    /// One stuck worker makes the pipeline unready, as a stuck pipeline does; a dead
+    /// one fails `/healthz`. Both name the worker.
+    #[test]
+    fn one_bad_worker_is_enough() {
+        let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\n\
+                    component = \"x.wasm\"\nworkers = 2";
+        let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+        let at = |thread, since: u64| {
+            (
+                LivenessSnapshot { thread, joined: true, since_last_turn: Some(Duration::from_secs(since)) },
+                Default::default(),
+            )
+        };
+        let two = |second| {
+            workers_figures(
+                config.clone(),
+                "d".into(),
+                vec![at(ThreadState::Running, 0), second],
+                &PipelineLogs::default(),
+            )
+        };
+        let fine = two(at(ThreadState::Running, 1));
+        let (status, body) = answer(&readyz(&[fine]));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("pipeline p: 0 partition(s) assigned (2 workers: 0 + 0)"), "{body}");
+        let stuck = two(at(ThreadState::Running, 10_000));
+        assert_eq!(answer(&healthz(std::slice::from_ref(&stuck))).0, 200, "stuck is alive");
+        let (status, body) = answer(&readyz(&[stuck]));
+        assert_eq!(status, 503);
+        assert!(body.contains("pipeline p worker 1: its poll loop has not turned for 10000 s"), "{body}");
+        assert!(!body.contains("worker 0"), "{body}");
+        let (status, body) = answer(&healthz(&[two(at(ThreadState::Died, 0))]));
+        assert_eq!(status, 503);
+        assert!(body.contains("pipeline p worker 1: its thread died"), "{body}");
     }
 
     #[test]

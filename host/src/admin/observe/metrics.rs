@@ -6,7 +6,7 @@
 //! partition once.
 
 use super::exposition::{Exposition, Kind, seconds};
-use super::figures::{PartitionFigures, PipelineFigures};
+use super::figures::{PartitionFigures, PipelineFigures, WorkerFigures};
 use crate::admin::limits::MAX_CONNECTIONS;
 use crate::admin::traffic::TrafficSnapshot;
 use crate::pipeline::liveness::ThreadState;
@@ -102,6 +102,7 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
         e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
     }
     pipeline_state(&mut e, pipelines);
+    worker_state(&mut e, pipelines);
     e.finish()
 }
 
@@ -153,7 +154,7 @@ fn batch_latency(e: &mut Exposition, pipelines: &[PipelineFigures]) {
 }
 
 fn pipeline_state(e: &mut Exposition, pipelines: &[PipelineFigures]) {
-    e.family("ferry_pipeline_up", Kind::Gauge, "1 while the pipeline thread runs.");
+    e.family("ferry_pipeline_up", Kind::Gauge, "1 while every worker thread of the pipeline runs.");
     for p in pipelines {
         e.sample(
             "ferry_pipeline_up",
@@ -162,7 +163,7 @@ fn pipeline_state(e: &mut Exposition, pipelines: &[PipelineFigures]) {
         );
     }
     let name = "ferry_poll_loop_age_seconds";
-    e.family(name, Kind::Gauge, "Seconds since the pipeline's poll loop last turned.");
+    e.family(name, Kind::Gauge, "Seconds since the pipeline's poll loop last turned (its slowest worker's).");
     for p in pipelines {
         if let Some(age) = p.liveness.since_last_turn {
             e.sample(name, &[("pipeline", &p.config.name)], seconds(age.as_micros() as u64));
@@ -173,6 +174,55 @@ fn pipeline_state(e: &mut Exposition, pipelines: &[PipelineFigures]) {
     for p in pipelines {
         if let Some(age) = p.broker_age {
             e.sample(name, &[("pipeline", &p.config.name)], seconds(age.as_micros() as u64));
+        }
+    }
+}
+
+/// One series per worker (`worker` = 0 .. workers-1): a stuck or dead worker, and
+/// how partitions and work spread over them.
+fn worker_state(e: &mut Exposition, pipelines: &[PipelineFigures]) {
+    let label = |p: &PipelineFigures, w: &WorkerFigures| (p.config.name.clone(), w.index.to_string());
+    let name = "ferry_worker_up";
+    e.family(name, Kind::Gauge, "1 while this worker's thread runs.");
+    for p in pipelines {
+        for w in &p.workers {
+            let (pipeline, worker) = label(p, w);
+            let up = i32::from(w.liveness.thread == ThreadState::Running);
+            e.sample(name, &[("pipeline", &pipeline), ("worker", &worker)], up);
+        }
+    }
+    let name = "ferry_worker_poll_loop_age_seconds";
+    e.family(name, Kind::Gauge, "Seconds since this worker's poll loop last turned.");
+    for p in pipelines {
+        for w in &p.workers {
+            if let Some(age) = w.liveness.since_last_turn {
+                let (pipeline, worker) = label(p, w);
+                e.sample(name, &[("pipeline", &pipeline), ("worker", &worker)], seconds(age.as_micros() as u64));
+            }
+        }
+    }
+    let name = "ferry_worker_partitions_assigned";
+    e.family(name, Kind::Gauge, "Partitions this worker owns now; a worker with none idles.");
+    for p in pipelines {
+        for w in &p.workers {
+            let (pipeline, worker) = label(p, w);
+            e.sample(name, &[("pipeline", &pipeline), ("worker", &worker)], w.assigned.len());
+        }
+    }
+    let name = "ferry_worker_records_processed_total";
+    e.family(name, Kind::Counter, "Records this worker's guest finished.");
+    for p in pipelines {
+        for w in &p.workers {
+            let (pipeline, worker) = label(p, w);
+            e.sample(name, &[("pipeline", &pipeline), ("worker", &worker)], w.processed);
+        }
+    }
+    let name = "ferry_worker_component_info";
+    e.family(name, Kind::Gauge, "The component version this worker runs (sha256 digest); always 1.");
+    for p in pipelines {
+        for w in &p.workers {
+            let (pipeline, worker) = label(p, w);
+            e.sample(name, &[("pipeline", &pipeline), ("worker", &worker), ("digest", &w.running)], 1);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::figures::{PartitionFigures, PipelineFigures};
+use super::figures::{PartitionFigures, PipelineFigures, WorkerFigures};
 use super::health;
 use crate::pipeline::liveness::ThreadState;
 
@@ -25,11 +25,7 @@ pub(crate) fn document(pipelines: &[PipelineFigures]) -> Value {
 }
 
 fn pipeline(p: &PipelineFigures) -> Value {
-    let thread = match p.liveness.thread {
-        ThreadState::Running => "running",
-        ThreadState::Stopped => "stopped",
-        ThreadState::Died => "died",
-    };
+    let thread = thread_word(p.liveness.thread);
     let unready = health::unready(p);
     json!({
         "name": p.config.name,
@@ -54,7 +50,8 @@ fn pipeline(p: &PipelineFigures) -> Value {
             "age_ms": p.broker_age.map(|d| d.as_millis() as u64),
             "error": p.broker_error,
         },
-        "partitions": p.partitions.iter().map(partition).collect::<Vec<_>>(),
+        "workers": p.workers.iter().map(worker).collect::<Vec<_>>(),
+        "partitions": p.partitions.iter().map(|r| partition(p, r)).collect::<Vec<_>>(),
         "recent": p.stats.recent.iter().rev().map(|n| json!({
             "at_unix": n.at_unix,
             "topic": n.topic,
@@ -66,10 +63,33 @@ fn pipeline(p: &PipelineFigures) -> Value {
     })
 }
 
-fn partition(r: &PartitionFigures) -> Value {
+fn thread_word(state: ThreadState) -> &'static str {
+    match state {
+        ThreadState::Running => "running",
+        ThreadState::Stopped => "stopped",
+        ThreadState::Died => "died",
+    }
+}
+
+fn worker(w: &WorkerFigures) -> Value {
+    json!({
+        "index": w.index,
+        "thread": thread_word(w.liveness.thread),
+        "joined": w.liveness.joined,
+        "poll_loop_age_ms": w.liveness.since_last_turn.map(|d| d.as_millis() as u64),
+        "running": w.running,
+        "partitions": w.assigned.iter().map(|(t, p)| json!({ "topic": t, "partition": p })).collect::<Vec<_>>(),
+        "processed": w.processed,
+        "batches": w.batches,
+    })
+}
+
+fn partition(p: &PipelineFigures, r: &PartitionFigures) -> Value {
+    let owner = p.workers.iter().find(|w| w.assigned.iter().any(|(t, n)| *t == r.topic && *n == r.partition));
     json!({
         "topic": r.topic,
         "partition": r.partition,
+        "worker": owner.map(|w| w.index),
         "assigned": r.assigned,
         "halted": r.halted,
         "log_start": r.log_start,
@@ -132,6 +152,9 @@ mod tests {
         );
         assert_eq!(p["recent"][0]["reason"], "<b>second</b>", "newest first, as data (the page sets it as text)");
         assert_eq!(p["recent"][1]["kind"], "reject");
+        assert_eq!(p["workers"][0]["partitions"][0]["partition"], 0, "one worker, which owns the partition");
+        assert_eq!(p["workers"][0]["processed"], 5);
+        assert_eq!(row["worker"], 0);
     }
 
     #[test]

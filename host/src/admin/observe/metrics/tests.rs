@@ -136,6 +136,11 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_pipeline_up", "gauge"),
         ("ferry_poll_loop_age_seconds", "gauge"),
         ("ferry_log_end_age_seconds", "gauge"),
+        ("ferry_worker_up", "gauge"),
+        ("ferry_worker_poll_loop_age_seconds", "gauge"),
+        ("ferry_worker_partitions_assigned", "gauge"),
+        ("ferry_worker_records_processed_total", "counter"),
+        ("ferry_worker_component_info", "gauge"),
     ];
     for (name, kind) in expected_types {
         assert_eq!(types.get(name).map(String::as_str), Some(kind), "family {name}\n{exposition}");
