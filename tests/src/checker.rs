@@ -9,7 +9,8 @@
 //!   outcome, and the assignment changes the member logged, from each process's log
 //!   (child processes) or the in-process capture ([`crate::captured_log`]); a
 //!   member incarnation is a pipeline name, unique per process start in the tests,
-//!   and named after its group: the group itself or `<group>.<anything>`;
+//!   and named after its group: the group itself or `<group>.<anything>`; with
+//!   `workers` > 1, each worker (its lines carry `worker=<n>`) is an incarnation;
 //! - the group's committed offsets, sampled while the scenario runs
 //!   ([`CommitSampler`]).
 //!
@@ -149,10 +150,17 @@ fn ledger(logs: &[String], group: &str, topic: &str) -> Ledger {
     for text in logs {
         for raw in text.lines() {
             let line = strip_ansi(raw);
-            let Some(pipeline) = field(&line, "pipeline") else { continue };
-            if !member_of(pipeline, group) {
+            let Some(name) = field(&line, "pipeline") else { continue };
+            if !member_of(name, group) {
                 continue;
             }
+            // Each worker of a pipeline is a member of its own: its lines (assignment
+            // changes, and the guest's, in its batch span) name it.
+            let member = match field(&line, "worker") {
+                Some(worker) => format!("{name}#{worker}"),
+                None => name.to_owned(),
+            };
+            let pipeline = member.as_str();
             if line.contains("partitions assigned") {
                 for (t, p) in partitions_in(&line) {
                     if t == topic {
@@ -548,5 +556,39 @@ mod tests {
         assert_eq!(ledger.deliveries.len(), 2);
         assert_ne!(ledger.deliveries[0].session, ledger.deliveries[1].session);
         assert_eq!(ledger.outcomes[&1], "processed");
+    }
+
+    /// Two workers of one pipeline are two members: a partition handed from worker 0
+    /// to worker 1 starts a new assignment even when worker 1's assignment is logged
+    /// before worker 0's revoke (their threads log independently).
+    #[test]
+    fn each_worker_is_a_member_of_its_own() {
+        let batch = |w: u32| format!("batch{{pipeline=a worker={w} topic=in partition=0}}: ferry::guest:");
+        let log = [
+            "2026-01-01T00:00:01Z INFO shared: partitions assigned pipeline=a worker=0 partitions=[(\"in\", 0)]"
+                .to_owned(),
+            format!(
+                "2026-01-01T00:00:02Z INFO {} ledger delivered inc=a tp=in/0 offset=0 nonce=1 pipeline=a",
+                batch(0)
+            ),
+            "2026-01-01T00:00:03Z INFO shared: partitions assigned pipeline=a worker=1 partitions=[(\"in\", 0)]"
+                .to_owned(),
+            "2026-01-01T00:00:03Z INFO shared: partitions revoked pipeline=a worker=0 partitions=[(\"in\", 0)]"
+                .to_owned(),
+            format!(
+                "2026-01-01T00:00:04Z INFO {} ledger delivered inc=a tp=in/0 offset=1 nonce=2 pipeline=a",
+                batch(1)
+            ),
+            format!(
+                "2026-01-01T00:00:05Z INFO {} ledger delivered inc=a tp=in/0 offset=2 nonce=3 pipeline=a",
+                batch(1)
+            ),
+        ]
+        .join("\n");
+        let ledger = ledger(&[log], "a", "in");
+        let members: Vec<&str> = ledger.deliveries.iter().map(|d| d.incarnation.as_str()).collect();
+        assert_eq!(members, ["a#0", "a#1", "a#1"]);
+        let sessions: Vec<usize> = ledger.deliveries.iter().map(|d| d.session).collect();
+        assert_eq!(sessions, [1, 2, 2], "worker 0's revoke does not end worker 1's assignment");
     }
 }

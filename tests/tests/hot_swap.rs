@@ -340,3 +340,90 @@ fn summary(runs: &[Run<'_>]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Issue 18: a deploy through the admin API reaches every worker of a pipeline with
+/// `workers = 2`. One host, two workers over four partitions, a steady stream; v2 is
+/// deployed while both run v1. Afterwards the ledger must show every record
+/// processed, every batch on one version, and on every partition (both workers' ones)
+/// v1 up to one offset and v2 from the next on: no v1 batch after the switch.
+#[test]
+fn a_deploy_reaches_every_worker() {
+    let (v1, v2) = (build("ferry-guest-versioned-v1"), build("ferry-guest-versioned-v2"));
+    let broker = Embedded::start();
+    broker.create_topic("input", PARTITIONS);
+    broker.create_topic("ledger", PARTITIONS);
+    let brokers = broker.brokers();
+    let cache = tempfile::tempdir().unwrap();
+    let host = start(&HostSpec {
+        brokers: &brokers,
+        group: GROUP,
+        component: &v1.path,
+        cache_dir: cache.path(),
+        admin: true,
+        extra: "workers = 2",
+    });
+    let workers = || host.pipelines[0].workers.iter().map(|w| w.stats.snapshot()).collect::<Vec<_>>();
+    let worker_processed =
+        || -> Vec<u64> { workers().iter().map(|s| s.partitions.values().map(|p| p.processed).sum()).collect() };
+
+    let streaming_done = Arc::new(AtomicBool::new(false));
+    let stream = std::thread::spawn({
+        let (brokers, done) = (brokers.clone(), streaming_done.clone());
+        move || steady_stream(&brokers, &done)
+    });
+    wait_until("both workers own partitions and process them on v1", || {
+        workers().iter().all(|s| s.partitions.values().any(|p| p.assigned && p.processed >= 200))
+    });
+    let owners: Vec<BTreeSet<i32>> = workers()
+        .iter()
+        .map(|s| s.partitions.iter().filter(|(_, p)| p.assigned).map(|((_, p), _)| *p).collect())
+        .collect();
+
+    let answer = admin(&host, Request::Deploy(&v2.bytes));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_until("every worker runs v2", || workers().iter().all(|s| s.version == v2.digest));
+    let marks = worker_processed();
+    wait_until("every worker processes on v2", || {
+        worker_processed().iter().zip(&marks).all(|(now, then)| *now >= then + 500)
+    });
+    let owners_after: Vec<BTreeSet<i32>> = workers()
+        .iter()
+        .map(|s| s.partitions.iter().filter(|(_, p)| p.assigned).map(|((_, p), _)| *p).collect())
+        .collect();
+    assert_eq!(owners, owners_after, "no rebalance between the workers around the switch");
+
+    streaming_done.store(true, Ordering::Relaxed);
+    let produced = stream.join().expect("stream thread");
+    wait_until("the workers commit the log end", || {
+        lag(&brokers, GROUP, "input").iter().all(|p| p.committed == Some(produced[&p.partition]))
+    });
+    stop(host);
+
+    let ledger: Vec<Entry> = read_all(&brokers, "ledger").iter().map(|r| parse(&r.value)).collect();
+    let seen: BTreeSet<(i32, i64)> = ledger.iter().map(|e| (e.partition, e.offset)).collect();
+    let expected: BTreeSet<(i32, i64)> = produced.iter().flat_map(|(&p, &n)| (0..n).map(move |o| (p, o))).collect();
+    assert_eq!(seen, expected, "every record processed, nothing else");
+    let mut batches: BTreeMap<(i32, i64), BTreeSet<&str>> = BTreeMap::new();
+    for e in &ledger {
+        batches.entry((e.partition, e.batch_first)).or_default().insert(&e.tag);
+    }
+    for ((partition, first), tags) in &batches {
+        assert_eq!(tags.len(), 1, "partition {partition}: the batch from {first} ran on {tags:?}");
+    }
+    for (worker, partitions) in owners.iter().enumerate() {
+        for &partition in partitions {
+            let mut entries: Vec<&Entry> = ledger.iter().filter(|e| e.partition == partition).collect();
+            entries.sort_by_key(|e| e.micros);
+            let switch = entries.iter().position(|e| e.tag == "v2").expect("the partition ran on v2");
+            let (before, after) = entries.split_at(switch);
+            assert!(before.iter().all(|e| e.tag == "v1"), "worker {worker}, partition {partition}: v2 before v1");
+            assert!(after.iter().all(|e| e.tag == "v2"), "worker {worker}, partition {partition}: v1 after the switch");
+            let last_v1 = before.iter().map(|e| e.offset).max().expect("the partition ran on v1");
+            assert_eq!(
+                after[0].offset,
+                last_v1 + 1,
+                "worker {worker}, partition {partition}: v2 takes over at the offset after v1's last"
+            );
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! The seed's offset scenarios (see `ferry_tests::scenarios`) on the embedded broker.
+//! The seed's offset scenarios (see `ferry_tests::scenarios`) on the embedded broker,
+//! with one worker per pipeline and, for crash, rebalance and gap, with two (issue 18).
 
 use ferry_tests::Embedded;
 use ferry_tests::scenarios::*;
@@ -10,22 +11,42 @@ fn clean_run_processes_each_record_once_and_commits_the_log_end() {
 
 #[test]
 fn crash_before_commit_redelivers_only_the_uncommitted_window() {
-    crash_before_commit(&Embedded::start());
+    crash_before_commit(&Embedded::start(), 1);
+}
+
+#[test]
+fn crash_before_commit_with_two_workers() {
+    crash_before_commit(&Embedded::start(), 2);
 }
 
 #[test]
 fn rebalance_eager() {
-    rebalance_after_a_member_dies(&Embedded::start(), "range", 800, 20);
+    rebalance_after_a_member_dies(&Embedded::start(), "range", 800, 20, 1);
+}
+
+#[test]
+fn rebalance_eager_with_two_workers() {
+    rebalance_after_a_member_dies(&Embedded::start(), "range", 800, 20, 2);
 }
 
 #[test]
 fn rebalance_cooperative_sticky() {
-    rebalance_after_a_member_dies(&Embedded::start(), "cooperative-sticky", 800, 20);
+    rebalance_after_a_member_dies(&Embedded::start(), "cooperative-sticky", 800, 20, 1);
+}
+
+#[test]
+fn rebalance_cooperative_sticky_with_two_workers() {
+    rebalance_after_a_member_dies(&Embedded::start(), "cooperative-sticky", 800, 20, 2);
 }
 
 #[test]
 fn a_gap_holds_the_commit_at_the_unfinished_record() {
-    gap_holds_the_commit(&Embedded::start());
+    gap_holds_the_commit(&Embedded::start(), 1);
+}
+
+#[test]
+fn a_gap_holds_the_commit_with_two_workers() {
+    gap_holds_the_commit(&Embedded::start(), 2);
 }
 
 #[test]

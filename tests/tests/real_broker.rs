@@ -12,17 +12,17 @@ fn tansu_clean_run() {
 
 #[test]
 fn tansu_crash_before_commit() {
-    crash_before_commit(&Tansu::start());
+    crash_before_commit(&Tansu::start(), 1);
 }
 
 #[test]
 fn tansu_rebalance_eager() {
-    rebalance_after_a_member_dies(&Tansu::start(), "range", 320, 100);
+    rebalance_after_a_member_dies(&Tansu::start(), "range", 320, 100, 1);
 }
 
 #[test]
 fn tansu_gap_holds_the_commit() {
-    gap_holds_the_commit(&Tansu::start());
+    gap_holds_the_commit(&Tansu::start(), 1);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! ferry's benchmark suite (issue 6), one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
-//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`
-//! (default: all).
+//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`,
+//! `workers` (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -15,12 +15,14 @@ mod instantiate;
 mod memory;
 mod polyglot;
 mod scaling;
+mod workers;
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 7] = ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot"];
+const SECTIONS: [&str; 8] =
+    ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot", "workers"];
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; flags are not ours.
@@ -190,6 +192,43 @@ fn main() -> anyhow::Result<()> {
              interleaved rounds, commits after every batch, `max_wait_ms = 0`, `batch_size = {}`.\n\n{}",
             e2e::BATCH_SIZE,
             polyglot::table(&figures)
+        );
+    }
+    if wanted("workers") {
+        eprintln!("workers: a CPU-heavy guest and the passthrough with 1 and 2 workers...");
+        let busy = common::guest("ferry-guest-busy")?;
+        let cases = [
+            workers::Case { guest: "busy (~5 µs/record)", component: &busy, workers: 1 },
+            workers::Case { guest: "busy (~5 µs/record)", component: &busy, workers: 2 },
+            workers::Case { guest: "passthrough", component: &passthrough, workers: 1 },
+            workers::Case { guest: "passthrough", component: &passthrough, workers: 2 },
+        ];
+        let figures = workers::run(&kafka, &cases)?;
+        let busy_flowing = figures.speedups(cases[0].guest, |s| s.flowing);
+        let busy_whole = figures.speedups(cases[0].guest, |s| s.from_assignment);
+        let pass_flowing = figures.speedups("passthrough", |s| s.flowing);
+        let met = |v: &[f64]| if v.iter().all(|r| *r >= workers::TARGET_SPEEDUP) { "met" } else { "missed" };
+        println!(
+            "## 8. Workers: one pipeline, 8 partitions, {} records of 100 B, 1 and 2 workers
+
+             Rates in records/s by ferry's own stats, {} interleaved rounds (every round listed), commits every              100 ms, `max_wait_ms = 0`, `batch_size = {}`.
+
+{}
+             Two workers against one, per round: busy guest {} once flowing, {} from the assignment; passthrough {}              once flowing.
+
+Target: ≥ {} × with 2 workers on the CPU-heavy guest (every round). Measured once              flowing: **{}** ({}).
+",
+            workers::PARTITIONS,
+            workers::PER_PARTITION * workers::PARTITIONS as u64,
+            busy_flowing.len(),
+            e2e::BATCH_SIZE,
+            figures.table(),
+            workers::ratios(&busy_flowing),
+            workers::ratios(&busy_whole),
+            workers::ratios(&pass_flowing),
+            workers::TARGET_SPEEDUP,
+            workers::ratios(&busy_flowing),
+            met(&busy_flowing),
         );
     }
     Ok(())

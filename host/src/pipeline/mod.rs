@@ -21,6 +21,7 @@ mod exactly_once;
 mod failure;
 mod held;
 mod intake;
+mod leave;
 pub(crate) mod liveness;
 mod partition;
 pub mod run;
@@ -85,6 +86,8 @@ struct Common<'a> {
     producer: Option<Arc<OutputProducer>>,
     /// One guest log, so the pipeline's log rate limit holds for all workers together.
     provisions: &'a crate::sandbox::Provisions,
+    /// Where the workers meet before leaving the group on shutdown.
+    gate: Arc<leave::Gate>,
 }
 
 impl Pipeline {
@@ -119,6 +122,7 @@ impl Pipeline {
             slot: &slot,
             producer,
             provisions: &provisions,
+            gate: leave::Gate::new(config.workers),
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -233,7 +237,8 @@ impl Common<'_> {
             &config.name,
             self.provisions.clone(),
             config.limits(),
-        );
+        )
+        .of_worker(label);
         let runtime = self.sandbox.runtime().clone();
         let worker = worker::Worker {
             config: (*config).clone(),
@@ -252,6 +257,7 @@ impl Common<'_> {
             restarted: Vec::new(),
             last_commit: Instant::now(),
             batch_finished: false,
+            departure: leave::Departure::at(&self.gate),
         };
         let name = match label {
             None => format!("ferry-{}", config.name),

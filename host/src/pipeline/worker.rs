@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 
 use super::failure::{GivenUp, backoff};
+use super::leave::Departure;
 use super::partition::{PartitionState, TakenBatch};
 use super::run::run_batch;
 use super::settle::{Fate, settle};
@@ -63,6 +64,8 @@ pub(crate) struct Worker {
     pub(super) last_commit: Instant,
     /// A batch finished since the last commit (for the per-batch policy).
     pub(super) batch_finished: bool,
+    /// Where it waits for the pipeline's other workers before leaving the group.
+    pub(super) departure: Departure,
 }
 
 impl Worker {
@@ -396,11 +399,13 @@ impl Worker {
             &self.config.name,
             self.provisions.clone(),
             self.config.limits(),
-        );
+        )
+        .of_worker(self.shared.worker);
     }
 
     /// Stops taking records, waits for in-flight outputs, commits, leaves the group.
     fn shut_down(mut self) {
+        let started = Instant::now();
         tracing::info!(pipeline = %self.config.name, worker = self.shared.worker, "shutting down: draining and committing");
         for state in self.partitions.values_mut() {
             state.discard_buffer();
@@ -417,6 +422,13 @@ impl Worker {
                     let _ = producer.abort(LAST_ABORT_TIMEOUT);
                 }
             }
+        }
+        // Leaving starts a rebalance, which would refuse the other workers' last
+        // commits: leave once all have committed (they drain and commit meanwhile, so
+        // this stays within the same bound).
+        let deadline = started + SHUTDOWN_DRAIN_TIMEOUT + SYNC_COMMIT_TIMEOUT;
+        if !self.departure.wait_for_the_others(deadline) {
+            tracing::warn!(pipeline = %self.config.name, worker = self.shared.worker, "shutdown: other workers still committing; leaving the group anyway");
         }
         self.shared.close_committer();
         // librdkafka cannot destroy a client while a queue of it is alive.

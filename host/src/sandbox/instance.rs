@@ -57,8 +57,15 @@ impl ProcessorInstance {
         provisions: Provisions,
         limits: Limits,
     ) -> Self {
-        let label = TenantLabel { pipeline: pipeline.into(), digest: component.digest().into() };
+        let label = TenantLabel { pipeline: pipeline.into(), worker: None, digest: component.digest().into() };
         Self { sandbox, component, provisions, limits, label, live: None, instantiations: 0 }
+    }
+
+    /// The same, run by worker `worker` of a pipeline with more than one: the guest's
+    /// log lines name it.
+    pub fn of_worker(mut self, worker: Option<usize>) -> Self {
+        self.label.worker = worker;
+        self
     }
 
     /// The component this instance runs.

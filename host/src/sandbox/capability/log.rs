@@ -54,6 +54,8 @@ pub(super) fn check_grant(grants: &Grants) -> Option<&'static str> {
 pub struct TenantLabel {
     /// The pipeline.
     pub pipeline: Arc<str>,
+    /// Which of the pipeline's workers runs it, when there is more than one.
+    pub worker: Option<usize>,
     /// The component's digest.
     pub digest: Arc<str>,
 }
@@ -162,14 +164,14 @@ impl TenantLog {
             return;
         }
         self.written.fetch_add(1, Ordering::Relaxed);
-        let (pipeline, digest) = (&*label.pipeline, short(&label.digest));
+        let (pipeline, worker, digest) = (&*label.pipeline, label.worker, short(&label.digest));
         let stream = stream.unwrap_or("log");
         match level {
-            wit::Level::Trace => tracing::trace!(target: "ferry::guest", pipeline, digest, stream, "{message}"),
-            wit::Level::Debug => tracing::debug!(target: "ferry::guest", pipeline, digest, stream, "{message}"),
-            wit::Level::Info => tracing::info!(target: "ferry::guest", pipeline, digest, stream, "{message}"),
-            wit::Level::Warn => tracing::warn!(target: "ferry::guest", pipeline, digest, stream, "{message}"),
-            wit::Level::Error => tracing::error!(target: "ferry::guest", pipeline, digest, stream, "{message}"),
+            wit::Level::Trace => tracing::trace!(target: "ferry::guest", pipeline, worker, digest, stream, "{message}"),
+            wit::Level::Debug => tracing::debug!(target: "ferry::guest", pipeline, worker, digest, stream, "{message}"),
+            wit::Level::Info => tracing::info!(target: "ferry::guest", pipeline, worker, digest, stream, "{message}"),
+            wit::Level::Warn => tracing::warn!(target: "ferry::guest", pipeline, worker, digest, stream, "{message}"),
+            wit::Level::Error => tracing::error!(target: "ferry::guest", pipeline, worker, digest, stream, "{message}"),
         }
     }
 
@@ -343,7 +345,7 @@ mod tests {
     #[test]
     fn stdio_lines_are_split_and_cut() {
         let log = TenantLog::new("p", LogRate { lines_per_sec: 1000, bytes_per_sec: 1 << 20 });
-        let label = TenantLabel { pipeline: "p".into(), digest: "d".into() };
+        let label = TenantLabel { pipeline: "p".into(), worker: None, digest: "d".into() };
         let out = GuestStdio::new(label, log.clone(), "stdout");
         out.write_bytes(b"one\ntw");
         out.write_bytes(b"o\n");
@@ -355,7 +357,7 @@ mod tests {
     #[test]
     fn a_recording_log_keeps_every_line_in_order() {
         let log = TenantLog::recording("p");
-        let label = TenantLabel { pipeline: "p".into(), digest: "d".into() };
+        let label = TenantLabel { pipeline: "p".into(), worker: None, digest: "d".into() };
         for i in 0..500 {
             log.line(&label, wit::Level::Debug, None, &format!("line {i}\x1b[2J"));
         }
