@@ -94,6 +94,13 @@ impl Broker {
     /// A one-broker mock cluster whose consumer groups form without the default
     /// 3 s initial rebalance delay (every run joins a fresh group).
     pub fn start() -> anyhow::Result<Self> {
+        Self::with_initial_rebalance_delay(0)
+    }
+
+    /// A one-broker mock cluster whose new groups wait `delay_ms` for more members
+    /// before their first assignment, as Kafka's `group.initial.rebalance.delay.ms`
+    /// (3 s by default) does: members that start together share the first one.
+    pub fn with_initial_rebalance_delay(delay_ms: i32) -> anyhow::Result<Self> {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("test.mock.num.brokers", "1")
             .set("linger.ms", "5")
@@ -109,7 +116,7 @@ impl Broker {
             if handle.is_null() {
                 bail!("the producer has no mock cluster");
             }
-            rd::rd_kafka_mock_group_initial_rebalance_delay_ms(handle, 0);
+            rd::rd_kafka_mock_group_initial_rebalance_delay_ms(handle, delay_ms);
         }
         Ok(Self { producer, brokers })
     }

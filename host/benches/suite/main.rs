@@ -209,15 +209,13 @@ fn main() -> anyhow::Result<()> {
         let pass_flowing = figures.speedups("passthrough", |s| s.flowing);
         let met = |v: &[f64]| if v.iter().all(|r| *r >= workers::TARGET_SPEEDUP) { "met" } else { "missed" };
         println!(
-            "## 8. Workers: one pipeline, 8 partitions, {} records of 100 B, 1 and 2 workers
-
-             Rates in records/s by ferry's own stats, {} interleaved rounds (every round listed), commits every              100 ms, `max_wait_ms = 0`, `batch_size = {}`.
-
-{}
-             Two workers against one, per round: busy guest {} once flowing, {} from the assignment; passthrough {}              once flowing.
-
-Target: ≥ {} × with 2 workers on the CPU-heavy guest (every round). Measured once              flowing: **{}** ({}).
-",
+            "## 8. Workers: one pipeline, {} partitions, {} records of 100 B, 1 and 2 workers\n\n\
+             Rates in records/s by ferry's own stats, {} interleaved rounds (every round listed), commits every \
+             100 ms, `max_wait_ms = 0`, `batch_size = {}`; the embedded broker waits 3 s for a new group's members \
+             (Kafka's default `group.initial.rebalance.delay.ms`), so the workers share the first assignment.\n\n{}\n\
+             Two workers against one, per round: busy guest {} once flowing, {} from the assignment; passthrough {} \
+             once flowing.\n\nTarget: ≥ {} × with 2 workers on the CPU-heavy guest (every round). Measured once \
+             flowing: **{}** ({}).\n",
             workers::PARTITIONS,
             workers::PER_PARTITION * workers::PARTITIONS as u64,
             busy_flowing.len(),
