@@ -31,6 +31,18 @@ fn value(i: usize) -> String {
 
 #[test]
 fn tansu_every_record_once_through_retries_rejects_and_panics() {
+    every_record_once(1);
+}
+
+/// The same with `workers = 2` (issue 18): each worker has the transactional
+/// producers of the partitions it owns, and a partition that moves between the
+/// workers of one process is fenced and handed over as between two processes.
+#[test]
+fn tansu_every_record_once_with_two_workers() {
+    every_record_once(2);
+}
+
+fn every_record_once(workers: usize) {
     let tansu = Tansu::start();
     let brokers = tansu.brokers();
     tansu.create_topic("in", 4);
@@ -39,9 +51,11 @@ fn tansu_every_record_once_through_retries_rejects_and_panics() {
     let values: Vec<String> = (0..200).map(value).collect();
     produce(&brokers, "in", 4, &values);
 
-    let config = Config::parse(&recorder_config(&tansu, "eos", "in", EXACTLY_ONCE)).unwrap();
+    let group = format!("eos-w{workers}");
+    let extra = format!("{EXACTLY_ONCE}\nworkers = {workers}");
+    let config = Config::parse(&recorder_config(&tansu, &group, "in", &extra)).unwrap();
     let host = Host::start(&config).unwrap();
-    wait_until("lag 0 on every partition", || lag(&brokers, "eos", "in").iter().all(|p| p.lag() == 0));
+    wait_until("lag 0 on every partition", || lag(&brokers, &group, "in").iter().all(|p| p.lag() == 0));
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
 

@@ -164,4 +164,29 @@ mod tests {
         }
         assert!(PAGE.contains("fetch(\"api/status\"") && !PAGE.contains("innerHTML"), "data goes in as text only");
     }
+
+    /// With two workers, the document lists both and says which owns each partition.
+    #[test]
+    fn the_document_lists_the_workers_and_who_owns_what() {
+        let (first, second) = (PipelineStats::default(), PipelineStats::default());
+        first.assigned("t", 0);
+        second.assigned("t", 1);
+        second.batch("t", 1, 4, BatchCounts { processed: 4, ..Default::default() }, Duration::from_millis(1));
+        let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"t\"]\ngroup = \"g\"\n\
+                    component = \"x.wasm\"\nworkers = 2";
+        let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+        let up = LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
+        let fig = crate::admin::observe::figures::workers_figures(
+            config,
+            String::new(),
+            vec![(up, first.snapshot()), (up, second.snapshot())],
+            &PipelineLogs::default(),
+        );
+        let doc = document(&[fig]);
+        let p = &doc["pipelines"][0];
+        assert_eq!(p["workers"].as_array().map(Vec::len), Some(2));
+        assert_eq!(p["workers"][1]["partitions"][0]["partition"], 1);
+        assert_eq!(p["workers"][1]["processed"], 4);
+        assert_eq!((p["partitions"][0]["worker"].as_u64(), p["partitions"][1]["worker"].as_u64()), (Some(0), Some(1)));
+    }
 }

@@ -188,3 +188,53 @@ fn every_family_is_present_and_matches_the_stats() {
 fn the_parser_reads_escaped_label_values() {
     assert_eq!(parse_labels(r#"a="x\"y\\z\n",b="""#), labels(&[("a", "x\"y\\z\n"), ("b", "")]));
 }
+
+/// Two workers: one series per worker, and the pipeline's series add them up (a
+/// partition's offsets come from the worker that owns it now).
+#[test]
+fn every_worker_has_its_series_and_the_pipeline_their_total() {
+    let (first, second) = (PipelineStats::default(), PipelineStats::default());
+    first.assigned("orders", 0);
+    first.batch("orders", 0, 5, BatchCounts { processed: 5, ..Default::default() }, Duration::from_millis(1));
+    first.set_version("v1");
+    // Partition 1 was the first worker's, and is the second's now.
+    first.assigned("orders", 1);
+    first.batch("orders", 1, 3, BatchCounts { processed: 3, ..Default::default() }, Duration::from_millis(1));
+    first.revoked("orders", 1);
+    second.assigned("orders", 1);
+    second.batch("orders", 1, 8, BatchCounts { processed: 5, ..Default::default() }, Duration::from_millis(1));
+    second.set_version("v2");
+    let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"p\"\ninputs = [\"orders\"]\ngroup = \"g\"\n\
+                component = \"x.wasm\"\nworkers = 2";
+    let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+    let up = LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
+    let stuck = LivenessSnapshot { since_last_turn: Some(Duration::from_secs(200)), ..up };
+    let fig = crate::admin::observe::figures::workers_figures(
+        config,
+        "v2".into(),
+        vec![(up, first.snapshot()), (stuck, second.snapshot())],
+        &PipelineLogs::default(),
+    );
+    let exposition = render(&[fig]);
+    let (samples, _) = parse(&exposition);
+    let get = |name: &str, l: &[(&str, &str)]| -> f64 {
+        *samples.get(&(name.to_owned(), labels(l))).unwrap_or_else(|| panic!("no {name} {l:?} in\n{exposition}"))
+    };
+    let w = |worker: &'static str| [("pipeline", "p"), ("worker", worker)];
+    assert_eq!(
+        (get("ferry_worker_records_processed_total", &w("0")), get("ferry_worker_records_processed_total", &w("1"))),
+        (8.0, 5.0)
+    );
+    assert_eq!(
+        (get("ferry_worker_partitions_assigned", &w("0")), get("ferry_worker_partitions_assigned", &w("1"))),
+        (1.0, 1.0)
+    );
+    assert_eq!(get("ferry_worker_poll_loop_age_seconds", &w("1")), 200.0);
+    assert_eq!(get("ferry_worker_up", &w("1")), 1.0);
+    assert_eq!(get("ferry_worker_component_info", &[("pipeline", "p"), ("worker", "1"), ("digest", "v2")]), 1.0);
+    let p1 = [("pipeline", "p"), ("topic", "orders"), ("partition", "1")];
+    assert_eq!(get("ferry_records_processed_total", &p1), 8.0, "both workers' records of partition 1");
+    assert_eq!(get("ferry_position_offset", &p1), 8.0, "the owner's position");
+    assert_eq!(get("ferry_poll_loop_age_seconds", &[("pipeline", "p")]), 200.0, "the slowest worker's");
+    assert_eq!(get("ferry_batch_duration_seconds_count", &[("pipeline", "p")]), 3.0);
+}
