@@ -49,12 +49,23 @@ fn every_record_once(workers: usize) {
     tansu.create_topic("seen", 1);
     tansu.create_topic("dlq", 1);
     let values: Vec<String> = (0..200).map(value).collect();
-    produce(&brokers, "in", 4, &values);
+    // With several workers, half the records wait for the first of them (which may
+    // take every partition, then hand some over), the other half come once every
+    // worker owns partitions.
+    let (early, late) = values.split_at(if workers > 1 { 100 } else { values.len() });
+    produce(&brokers, "in", 4, early);
 
     let group = format!("eos-w{workers}");
     let extra = format!("{EXACTLY_ONCE}\nworkers = {workers}");
     let config = Config::parse(&recorder_config(&tansu, &group, "in", &extra)).unwrap();
     let host = Host::start(&config).unwrap();
+    if !late.is_empty() {
+        let owners = || host.pipelines[0].workers.iter().map(|w| w.stats.snapshot()).collect::<Vec<_>>();
+        wait_until("every worker owns partitions", || {
+            owners().iter().all(|s| s.partitions.values().any(|p| p.assigned))
+        });
+        produce(&brokers, "in", 4, late);
+    }
     wait_until("lag 0 on every partition", || lag(&brokers, &group, "in").iter().all(|p| p.lag() == 0));
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();

@@ -8,6 +8,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`worker`] | the loop: fetch, dispatch, commit, shut down |
+//! | `leave` | the workers of a pipeline leave their group together, after their last commits |
 //! | [`intake`] | serving rebalances and errors, taking records into batches |
 //! | [`run`] | one batch through the guest, within its time limit, split around faults |
 //! | [`settle`] | what each record's outcome means (pure, property-tested) |
