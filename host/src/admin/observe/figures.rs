@@ -11,6 +11,7 @@ use crate::config::PipelineConfig;
 use crate::kafka::tracker::TopicPartition;
 use crate::pipeline::liveness::LivenessSnapshot;
 use crate::pipeline::stats::{PartitionStats, StatsSnapshot};
+use crate::registry::GroupStatus;
 
 /// Everything shown about one pipeline.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub(crate) struct PipelineFigures {
     pub broker_error: Option<String>,
     /// Every partition known to the pipeline or the brokers, in order.
     pub partitions: Vec<PartitionFigures>,
+    /// What a `group_deploy` pipeline knows of the components topic.
+    pub group: Option<GroupStatus>,
 }
 
 /// One partition.
@@ -72,13 +75,15 @@ pub(crate) fn gather(state: &AdminState) -> Vec<PipelineFigures> {
         .map(|view| {
             let stats = view.shared.stats.snapshot();
             let logs = state.broker_view.get(&view.config.name);
-            figures(
+            let mut figures = figures(
                 view.config.clone(),
                 view.slot.current().digest().to_owned(),
                 view.shared.stats.liveness().snapshot(),
                 stats,
                 &logs,
-            )
+            );
+            figures.group = view.slot.group_status();
+            figures
         })
         .collect()
 }
@@ -100,6 +105,7 @@ pub(crate) fn figures(
         stats,
         broker_age: logs.refreshed.map(|at| at.elapsed()),
         broker_error: logs.error.clone(),
+        group: None,
     }
 }
 
