@@ -138,18 +138,32 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
         move || stream(&brokers, &stop)
     });
     for m in &members {
-        wait_for("every member processes on v1", || if processed(m.admin) >= 50 { Ok(()) } else { Err("not yet".into()) });
+        wait_for(
+            "every member processes on v1",
+            || if processed(m.admin) >= 50 { Ok(()) } else { Err("not yet".into()) },
+        );
     }
 
     // One command for the whole group; 78 KB in 4 KiB chunks is about 20 records.
     let path = v2.path.display().to_string();
     let (ok, out) = ferry(&[
-        "deploy", "--group", "--brokers", &brokers, "--components-topic", TOPIC, "--pipeline", PIPELINE,
-        "--chunk-bytes", "4096", &path,
+        "deploy",
+        "--group",
+        "--brokers",
+        &brokers,
+        "--components-topic",
+        TOPIC,
+        "--pipeline",
+        PIPELINE,
+        "--chunk-bytes",
+        "4096",
+        &path,
     ]);
     assert!(ok && out.contains(&v2.digest), "ferry deploy --group: {out}");
     for m in &members {
-        wait_for("every member switches to v2", || running(m.admin).and_then(|d| if d == v2.digest { Ok(()) } else { Err(d) }));
+        wait_for("every member switches to v2", || {
+            running(m.admin).and_then(|d| if d == v2.digest { Ok(()) } else { Err(d) })
+        });
         let mark = processed(m.admin);
         wait_for("and processes on it", || if processed(m.admin) > mark { Ok(()) } else { Err("not yet".into()) });
     }
@@ -159,7 +173,15 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
     let versions = |expected: usize| {
         wait_for("every member reports its version", || {
             let (ok, out) = ferry(&[
-                "versions", "--group", &group, "--pipeline", PIPELINE, "--brokers", &brokers, "--components-topic", TOPIC,
+                "versions",
+                "--group",
+                &group,
+                "--pipeline",
+                PIPELINE,
+                "--brokers",
+                &brokers,
+                "--components-topic",
+                TOPIC,
             ]);
             let rows = out.lines().filter(|l| l.contains(&v2.digest[..16]) && l.contains(" ok")).count();
             if ok && rows == expected { Ok(out) } else { Err(out) }
@@ -177,19 +199,28 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
     let listing = versions(2);
     assert!(!listing.contains(&format!(" {} ", stopped.process.pid())), "withdrawn:\n{listing}");
     let restarted = start();
-    wait_for("the restarted member runs v2", || running(restarted.admin).and_then(|d| if d == v2.digest { Ok(()) } else { Err(d) }));
+    wait_for("the restarted member runs v2", || {
+        running(restarted.admin).and_then(|d| if d == v2.digest { Ok(()) } else { Err(d) })
+    });
     let log = restarted.process.log_text();
     assert!(log.contains("starting on the newest version published in the components topic"), "{log}");
     members.push(restarted);
     let mark = processed(members[2].admin);
-    wait_for("the restarted member processes", || if processed(members[2].admin) > mark { Ok(()) } else { Err("no".into()) });
+    wait_for("the restarted member processes", || {
+        if processed(members[2].admin) > mark { Ok(()) } else { Err("no".into()) }
+    });
 
     stop.store(true, Ordering::Relaxed);
     let sent = producer.join().expect("producer");
-    let per_partition = |p: i32| sent.iter().filter(|k| k[1..].parse::<i32>().unwrap() % PARTITIONS == p).count() as i64;
+    let per_partition =
+        |p: i32| sent.iter().filter(|k| k[1..].parse::<i32>().unwrap() % PARTITIONS == p).count() as i64;
     wait_for("lag 0 on every partition", || {
         let rows = lag(&brokers, &group, "input");
-        if rows.iter().all(|r| r.committed == Some(per_partition(r.partition))) { Ok(()) } else { Err(format!("{rows:?}")) }
+        if rows.iter().all(|r| r.committed == Some(per_partition(r.partition))) {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
     });
     for mut m in members {
         m.process.terminate();

@@ -97,7 +97,13 @@ fn keeps_processing(host: &Host) {
     wait_until("the running version keeps processing", || processed(host) > mark + 20);
 }
 
-fn spec<'a>(brokers: &'a str, group: &'a str, component: &'a Build, cache: &'a std::path::Path, extra: &'a str) -> HostSpec<'a> {
+fn spec<'a>(
+    brokers: &'a str,
+    group: &'a str,
+    component: &'a Build,
+    cache: &'a std::path::Path,
+    extra: &'a str,
+) -> HostSpec<'a> {
     HostSpec { brokers, group, component: &component.path, cache_dir: cache, admin: true, extra }
 }
 
@@ -155,7 +161,8 @@ fn corrupt_truncated_and_mismatched_versions_are_refused_while_the_running_one_g
 
     // 3. Intact chunks of v2, under a manifest that names another digest.
     let claimed = digest_of(b"a component the operator reviewed");
-    let mismatch = Manifest { digest: claimed.clone(), ..Manifest::describe(PIPELINE, &v2.bytes, 8192, "mallory", "deploy") };
+    let mismatch =
+        Manifest { digest: claimed.clone(), ..Manifest::describe(PIPELINE, &v2.bytes, 8192, "mallory", "deploy") };
     for (index, chunk) in split(&v2.bytes, 8192) {
         attacker.chunk(&claimed, index, chunk);
     }
@@ -219,7 +226,8 @@ fn a_host_whose_limits_fail_the_self_test_keeps_its_version_and_says_why() {
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
     let roomy = start(&spec(&brokers, "limits", &v1, cache.path(), "group_deploy = true"));
-    let tight = start(&spec(&brokers, "limits", &v1, cache.path(), "group_deploy = true\nlimits = { memory_mib = 16 }"));
+    let tight =
+        start(&spec(&brokers, "limits", &v1, cache.path(), "group_deploy = true\nlimits = { memory_mib = 16 }"));
     let stop_stream = Arc::new(AtomicBool::new(false));
     let producer = std::thread::spawn({
         let (brokers, stop) = (brokers.clone(), stop_stream.clone());

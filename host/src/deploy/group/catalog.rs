@@ -197,7 +197,8 @@ mod tests {
     #[test]
     fn member_reports_follow_their_tombstones() {
         let mut topic = Topic::new();
-        let report = MemberReport { digest: "d".into(), deployed: "d".into(), host: "h".into(), pid: 1, since_unix_ms: 2 };
+        let report =
+            MemberReport { digest: "d".into(), deployed: "d".into(), host: "h".into(), pid: 1, since_unix_ms: 2 };
         let key = Key::Member { pipeline: "p".into(), client_id: "c/1".into() };
         topic.write("p", key.clone(), Some(&report.to_json()));
         assert_eq!(topic.catalog.members().get("c/1"), Some(&report));

@@ -124,7 +124,8 @@ pub fn table(pipeline: &str, group: &str, listing: &Listing) -> String {
             }
             None => (row.client_host.clone(), "-".to_owned(), "-".to_owned(), "no report".to_owned()),
         };
-        let id = if row.consumers > 1 { format!("{} (x{})", row.client_id, row.consumers) } else { row.client_id.clone() };
+        let id =
+            if row.consumers > 1 { format!("{} (x{})", row.client_id, row.consumers) } else { row.client_id.clone() };
         out.push_str(&format!("{id:<56} {host:<24} {pid:>8} {running:<16} {state}\n"));
     }
     if listing.rows.is_empty() {
@@ -143,18 +144,16 @@ mod tests {
 
     #[test]
     fn only_live_members_are_listed_and_workers_of_a_process_share_a_row() {
-        let report = |d: &str| MemberReport {
-            digest: d.into(),
-            deployed: d.into(),
-            host: "h".into(),
-            pid: 1,
-            since_unix_ms: 0,
-        };
+        let report =
+            |d: &str| MemberReport { digest: d.into(), deployed: d.into(), host: "h".into(), pid: 1, since_unix_ms: 0 };
         let reports = BTreeMap::from([("a".to_owned(), report("v1")), ("dead".to_owned(), report("v0"))]);
         let members = [("a", "/1"), ("a", "/1"), ("b", "/2")].map(|(c, h)| (c.to_owned(), h.to_owned()));
         let rows = join(&members, &reports);
         assert_eq!(rows.len(), 2, "the dead member's report is not a member");
-        assert_eq!((rows[0].client_id.as_str(), rows[0].consumers, rows[0].report.clone()), ("a", 2, Some(report("v1"))));
+        assert_eq!(
+            (rows[0].client_id.as_str(), rows[0].consumers, rows[0].report.clone()),
+            ("a", 2, Some(report("v1")))
+        );
         assert_eq!((rows[1].client_id.as_str(), rows[1].report.clone()), ("b", None));
         let listing = Listing { published: Some("v2".into()), rows, live: true };
         let text = table("p", "g", &listing);

@@ -57,7 +57,8 @@ pub fn publish(access: &TopicAccess, pipeline: &str, bytes: &[u8], chunk_bytes: 
     let keys: Vec<String> = split(bytes, chunk_bytes)
         .map(|(index, _)| Key::Chunk { pipeline: pipeline.to_owned(), digest: manifest.digest.clone(), index }.render())
         .collect();
-    let chunks: Vec<(String, Option<&[u8]>)> = keys.into_iter().zip(split(bytes, chunk_bytes).map(|(_, c)| Some(c))).collect();
+    let chunks: Vec<(String, Option<&[u8]>)> =
+        keys.into_iter().zip(split(bytes, chunk_bytes).map(|(_, c)| Some(c))).collect();
     writer.write_all(partition, &chunks, ACK_WAIT).context("writing the chunks failed; no manifest was written")?;
     let json = manifest.to_json();
     let key = Key::Manifest { pipeline: pipeline.to_owned() }.render();
@@ -105,8 +106,7 @@ pub fn rollback(access: &TopicAccess, pipeline: &str, digest: &str) -> anyhow::R
     if let Some(gap) = (0..count).find(|i| !locations.contains_key(i)) {
         bail!("chunk {gap} of version {digest} is missing from the topic: it cannot be rolled back to");
     }
-    let expected =
-        |index| Key::Chunk { pipeline: pipeline.to_owned(), digest: digest.clone(), index };
+    let expected = |index| Key::Chunk { pipeline: pipeline.to_owned(), digest: digest.clone(), index };
     let chunks = match access.fetch(&expected, &locations, count) {
         Ok(chunks) => chunks,
         Err(FetchError::Refused(refusal)) => bail!("version {digest} cannot be rolled back to: {refusal}"),
@@ -114,7 +114,10 @@ pub fn rollback(access: &TopicAccess, pipeline: &str, digest: &str) -> anyhow::R
     };
     let bytes: Vec<u8> = chunks.values().flatten().copied().collect();
     if digest_of(&bytes) != digest {
-        bail!("the chunks of version {digest} put together have digest {}: it cannot be rolled back to", digest_of(&bytes));
+        bail!(
+            "the chunks of version {digest} put together have digest {}: it cannot be rolled back to",
+            digest_of(&bytes)
+        );
     }
     let chunk_bytes = chunks.get(&0).map_or(0, Vec::len);
     let manifest = Manifest::describe(pipeline, &bytes, chunk_bytes, &publisher(), "rollback");
@@ -124,7 +127,9 @@ pub fn rollback(access: &TopicAccess, pipeline: &str, digest: &str) -> anyhow::R
     let writer = access.writer()?;
     let partition = writer.partition_for(pipeline)?;
     let key = Key::Manifest { pipeline: pipeline.to_owned() }.render();
-    writer.write_all(partition, &[(key, Some(&manifest.to_json()))], ACK_WAIT).context("writing the manifest failed")?;
+    writer
+        .write_all(partition, &[(key, Some(&manifest.to_json()))], ACK_WAIT)
+        .context("writing the manifest failed")?;
     Ok(manifest)
 }
 

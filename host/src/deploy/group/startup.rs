@@ -121,7 +121,7 @@ fn try_entry(
     })?;
     let bytes = manifest.assemble(&chunks).map_err(|r| refused(r.to_string()))?;
     let what = format!("version {} from topic {}", manifest.digest, access.topic);
-    let component = crate::host::load_checked(sandbox, pipeline, &bytes, &what, loaded)
-        .map_err(|e| refused(format!("{e:#}")))?;
+    let component =
+        crate::host::load_checked(sandbox, pipeline, &bytes, &what, loaded).map_err(|e| refused(format!("{e:#}")))?;
     Ok((component, manifest.summary()))
 }

@@ -334,7 +334,10 @@ impl Writer {
                 return Ok(pick_partition(pipeline, count));
             }
             if started.elapsed() > TIMEOUT {
-                bail!("topic {} does not exist and was not created: create it (compacted), or grant Create", self.topic);
+                bail!(
+                    "topic {} does not exist and was not created: create it (compacted), or grant Create",
+                    self.topic
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
