@@ -116,14 +116,17 @@ pub(crate) fn load_checked(
     }
 }
 
-/// The `client.id` of a `group_deploy` pipeline's consumer: the configured one
-/// (pipeline over global), or a unique one ferry sets, so that `ferry versions
-/// --group` can tell this process's members from the others'.
+/// The `client.id` of a `group_deploy` pipeline's consumer, unique per process so
+/// that `ferry versions --group` can tell the group's members apart: the global
+/// `[kafka] client.id` (often one name for every host) becomes its prefix; a
+/// pipeline's own `kafka."client.id"` is taken as it is (it must then differ between
+/// processes).
 fn member_client_id(pipeline: &mut PipelineConfig, global: &std::collections::BTreeMap<String, String>) -> String {
-    if let Some(id) = pipeline.kafka.get("client.id").or(global.get("client.id")) {
+    if let Some(id) = pipeline.kafka.get("client.id") {
         return id.clone();
     }
-    let id = crate::deploy::group::member_client_id(&pipeline.name);
+    let prefix = global.get("client.id").map_or("ferry", String::as_str);
+    let id = crate::deploy::group::member_client_id(prefix, &pipeline.name);
     pipeline.kafka.insert("client.id".to_owned(), id.clone());
     id
 }

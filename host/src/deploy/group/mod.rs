@@ -50,10 +50,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
-/// The `client.id` ferry gives the consumer of a `group_deploy` pipeline when the
-/// config sets none: unique per process, so `ferry versions --group` can match the
-/// group's members (which the coordinator lists with their client ids) to the
-/// reports they write.
-pub(crate) fn member_client_id(pipeline: &str) -> String {
-    format!("ferry-{pipeline}-{}-{}-{}", hostname(), std::process::id(), nonce())
+/// The `client.id` ferry gives the consumer of a `group_deploy` pipeline:
+/// `<prefix>.<pipeline>.<host>.<pid>.<nonce>`, unique per process, so that
+/// `ferry versions --group` can match the group's members (which the coordinator
+/// lists with their client ids) to the reports they write.
+pub(crate) fn member_client_id(prefix: &str, pipeline: &str) -> String {
+    format!("{prefix}.{pipeline}.{}.{}.{}", hostname(), std::process::id(), nonce())
 }
