@@ -240,6 +240,7 @@ impl Host {
             std::thread::sleep(Duration::from_millis(50));
         }
         runtime.stop();
+        self._group_watcher.stop();
         let deadline = Instant::now() + SHUTDOWN_BOUND;
         let mut left = Vec::new();
         for pipeline in self.pipelines {

@@ -150,10 +150,18 @@ impl TopicAccess {
     }
 
     /// Creates the topic compacted, one partition (versions are few and small
-    /// next to the data), unless it exists. A broker that does not serve
-    /// CreateTopics (librdkafka's mock, or a principal without Create) is not an
-    /// error: the write that follows tells whether the topic is there.
+    /// next to the data), unless it exists. Existence is asked by a consumer, which
+    /// never makes a broker auto-create the topic (uncompacted). A broker that does
+    /// not serve CreateTopics (librdkafka's mock, or a principal without Create) is
+    /// not an error: the write that follows tells whether the topic is there.
     pub fn ensure_topic(&self, runtime: &crate::runtime::Runtime) {
+        match self.reader() {
+            Ok(reader) if reader.has_partitions() => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "cannot tell whether the components topic exists")
+            }
+        }
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> = match self.client_config().create() {
             Ok(admin) => admin,

@@ -33,6 +33,9 @@ const READ_WAIT: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(2);
 /// How long a member report (or its tombstone) may wait for the broker.
 const REPORT_WAIT: Duration = Duration::from_secs(5);
+/// How often the topic's partitions are looked at again once it exists: a topic
+/// that grew moves pipelines' records to partitions this reader must follow too.
+const PARTITIONS_REFRESH: Duration = Duration::from_secs(30);
 
 /// One pipeline to follow the topic for.
 pub(crate) struct Follower {
@@ -55,6 +58,12 @@ pub(crate) struct GroupWatcher {
 }
 
 impl GroupWatcher {
+    /// Asks the threads to stop (and withdraw their reports) without waiting: the
+    /// host does this when shutdown begins, so the reports go while pipelines drain.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Starts one thread per follower.
     pub(crate) fn start(followers: Vec<Follower>) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +125,8 @@ impl Follower {
                     break;
                 }
             }
-            if !self.reader.has_partitions() && looked_for_topic.elapsed() >= RETRY {
+            let every = if self.reader.has_partitions() { PARTITIONS_REFRESH } else { RETRY };
+            if looked_for_topic.elapsed() >= every {
                 looked_for_topic = Instant::now();
                 if let Err(error) = self.reader.refresh() {
                     tracing::debug!(pipeline = %name, error = %format!("{error:#}"), "the components topic is not there yet");
