@@ -6,12 +6,14 @@
 //! member switches, which the test waits for on each member's `/metrics`. Then one
 //! member is stopped and started again with the same config file (still naming v1):
 //! it comes back on v2, and says so in its log. `ferry versions --group` shows each
-//! member's version, and a stopped member's report is withdrawn.
+//! member's version, and a stopped member's report is withdrawn. v3 is published,
+//! then the group rolled back to v2 (`--digest`): every member follows.
+
 //!
 //! The ledger (every record the guest processed, tagged with the version that
 //! processed it and the first offset of its batch) must show every produced record
 //! processed, every batch on exactly one version, and each partition's versions in
-//! deploy order: v1, then v2, never back.
+//! deploy order: v1, v2, v3, v2.
 
 mod observe_support;
 mod swap_support;
@@ -60,10 +62,19 @@ struct Member {
     admin: SocketAddr,
 }
 
-fn config_text(brokers: &str, group: &str, component: &std::path::Path, admin: SocketAddr, cache: &str) -> String {
+fn config_text(
+    brokers: &str,
+    properties: &str,
+    group: &str,
+    component: &std::path::Path,
+    admin: SocketAddr,
+    cache: &str,
+) -> String {
     format!(
         r#"
         brokers = "{brokers}"
+        [kafka]
+        {properties}
         [fleet]
         components_topic = "{TOPIC}"
         [sandbox]
@@ -110,7 +121,8 @@ fn ferry(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
-    let (v1, v2) = (build("ferry-guest-versioned-v1"), build("ferry-guest-versioned-v2"));
+    let (v1, v2, v3) =
+        (build("ferry-guest-versioned-v1"), build("ferry-guest-versioned-v2"), build("ferry-guest-versioned-v3"));
     let broker = std::sync::Mutex::new(MockBrokerProcess::start());
     broker.create_topic("input", PARTITIONS);
     broker.create_topic("ledger", PARTITIONS);
@@ -121,7 +133,7 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
     let cache = dir.path().join("cache");
     let start = || {
         let admin: SocketAddr = format!("127.0.0.1:{}", ferry_tests::free_port()).parse().unwrap();
-        let text = config_text(&brokers, &group, &v1.path, admin, &cache.display().to_string());
+        let text = config_text(&brokers, "", &group, &v1.path, admin, &cache.display().to_string());
         Member { process: FerryProcess::start(&write_config(dir.path(), &text)), admin }
     };
     let mut members: Vec<Member> = (0..3).map(|_| start()).collect();
@@ -210,6 +222,60 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
         if processed(members[2].admin) > mark { Ok(()) } else { Err("no".into()) }
     });
 
+    // Rollback: v1 came from the config files, never from the topic, so it cannot be
+    // rolled back to; v2 can, once v3 was published.
+    let (ok, out) = ferry(&[
+        "deploy",
+        "--group",
+        "--brokers",
+        &brokers,
+        "--components-topic",
+        TOPIC,
+        "--pipeline",
+        PIPELINE,
+        "--digest",
+        &v1.digest[..12],
+    ]);
+    assert!(!ok && out.contains("the topic holds no chunks of a version"), "rollback to v1: {out}");
+    let path = v3.path.display().to_string();
+    let (ok, out) = ferry(&[
+        "deploy",
+        "--group",
+        "--brokers",
+        &brokers,
+        "--components-topic",
+        TOPIC,
+        "--pipeline",
+        PIPELINE,
+        &path,
+    ]);
+    assert!(ok, "{out}");
+    for m in &members {
+        wait_for("every member switches to v3", || {
+            running(m.admin).and_then(|d| if d == v3.digest { Ok(()) } else { Err(d) })
+        });
+    }
+    let (ok, out) = ferry(&[
+        "deploy",
+        "--group",
+        "--brokers",
+        &brokers,
+        "--components-topic",
+        TOPIC,
+        "--pipeline",
+        PIPELINE,
+        "--digest",
+        &v2.digest[..12],
+    ]);
+    assert!(ok && out.contains(&format!("rolled back to {}", v2.digest)), "rollback to v2: {out}");
+    for m in &members {
+        wait_for("every member rolls back to v2", || {
+            running(m.admin).and_then(|d| if d == v2.digest { Ok(()) } else { Err(d) })
+        });
+        let mark = processed(m.admin);
+        wait_for("and processes on it", || if processed(m.admin) > mark { Ok(()) } else { Err("not yet".into()) });
+    }
+
     stop.store(true, Ordering::Relaxed);
     let sent = producer.join().expect("producer");
     let per_partition =
@@ -226,12 +292,12 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
         m.process.terminate();
     }
 
-    check_ledger(&brokers, &sent, &v1.digest, &v2.digest);
+    check_ledger(&brokers, &sent);
 }
 
-/// Every produced record processed; every batch on one version; per partition, v1
-/// then v2 and never back.
-fn check_ledger(brokers: &str, sent: &BTreeSet<String>, _v1: &str, _v2: &str) {
+/// Every produced record processed; every batch on one version; per partition, the
+/// versions in deploy order: v1, v2, v3, then v2 again (the rollback).
+fn check_ledger(brokers: &str, sent: &BTreeSet<String>) {
     let inputs: BTreeMap<(i32, i64), String> =
         read_all(brokers, "input").into_iter().map(|r| ((r.partition, r.offset), r.key)).collect();
     let produced: BTreeSet<&String> = sent.iter().collect();
@@ -259,6 +325,6 @@ fn check_ledger(brokers: &str, sent: &BTreeSet<String>, _v1: &str, _v2: &str) {
     let split: Vec<_> = runs.iter().filter(|(_, tags)| tags.len() > 1).collect();
     assert!(split.is_empty(), "batches processed by more than one version: {split:?}");
     for (partition, tags) in &order {
-        assert_eq!(tags, &["v1", "v2"], "partition {partition}: versions in processing order");
+        assert_eq!(tags, &["v1", "v2", "v3", "v2"], "partition {partition}: versions in processing order");
     }
 }
