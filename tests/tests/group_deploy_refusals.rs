@@ -6,7 +6,8 @@
 //!   manifest naming a digest its chunks do not have, and a manifest that is not
 //!   one. Each is refused with its reason (slot history, status, `/metrics`) while
 //!   the running version keeps processing; a genuine version deployed afterwards
-//!   still switches. The host started on the topic's version, not its config's.
+//!   still switches. The host started on the topic's version, not its config's; a
+//!   host started after a refused manifest starts on the newest one that passes.
 //! - A version whose self-test needs more memory than one host of the group allows:
 //!   that host keeps the previous version and says why; the other switches.
 
@@ -193,6 +194,22 @@ fn corrupt_truncated_and_mismatched_versions_are_refused_while_the_running_one_g
     wait_until("v2 runs", || running(&host) == v2.digest);
     let m = metrics(&host);
     assert_eq!(m.value("ferry_group_version_info", &[("pipeline", PIPELINE), ("digest", &v2.digest)]), Some(1.0));
+    keeps_processing(&host);
+
+    // The newest manifest is refused at startup too: a host started now runs the
+    // newest one that passes (v2), not its config's component (v3), and says why.
+    let cut = Manifest::describe(PIPELINE, &v1.bytes, 1024, "mallory", "deploy");
+    let cut = Manifest { digest: digest_of(b"never uploaded"), ..cut };
+    attacker.manifest(&cut);
+    refusal(&host, 5);
+    stop(host);
+    let host = start(&spec(&brokers, "refusals", &v3, cache.path(), "group_deploy = true"));
+    assert_eq!(deployed(&host), v2.digest, "the newest version that passes its checks");
+    let group = host.pipelines[0].slot.group_status().expect("follows the topic");
+    assert_eq!(group.refused, 1, "{group:?}");
+    let why = group.last_refusal.expect("the startup refusal").detail;
+    let missing = format!("chunk 0 of {} is missing", cut.chunks);
+    assert!(why.contains("at startup") && why.contains(&missing), "{why}");
     keeps_processing(&host);
 
     stop_stream.store(true, Ordering::Relaxed);
