@@ -58,7 +58,20 @@ pub enum GroupRequest<'a> {
 
 /// Runs `ferry deploy --group`.
 pub fn deploy(target: &TopicArgs, pipeline: &str, request: GroupRequest<'_>) -> anyhow::Result<()> {
-    let (access, _) = target.resolve()?;
+    if pipeline.is_empty() || !pipeline.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        bail!("`{pipeline}` is not a pipeline name (letters, digits, `-`, `_`, `.`)");
+    }
+    let (access, config) = target.resolve()?;
+    if let Some(config) = &config {
+        match config.pipelines.iter().find(|p| p.name == pipeline) {
+            Some(p) if !p.group_deploy => eprintln!(
+                "warning: pipeline {pipeline} does not have group_deploy = true in this config: hosts running it \
+                 ignore the components topic"
+            ),
+            Some(_) => {}
+            None => eprintln!("warning: this config has no pipeline {pipeline}"),
+        }
+    }
     match request {
         GroupRequest::Publish(path, chunk_bytes) => {
             let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;

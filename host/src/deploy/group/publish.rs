@@ -107,7 +107,7 @@ pub fn rollback(access: &TopicAccess, pipeline: &str, digest: &str) -> anyhow::R
         bail!("chunk {gap} of version {digest} is missing from the topic: it cannot be rolled back to");
     }
     let expected = |index| Key::Chunk { pipeline: pipeline.to_owned(), digest: digest.clone(), index };
-    let chunks = match access.fetch(&expected, &locations, count) {
+    let chunks = match access.fetch(&expected, &locations, count, &|| false) {
         Ok(chunks) => chunks,
         Err(FetchError::Refused(refusal)) => bail!("version {digest} cannot be rolled back to: {refusal}"),
         Err(FetchError::Kafka(error)) => return Err(error.context("failed to read the chunks back")),

@@ -115,7 +115,7 @@ fn try_entry(
     let refused = |why: String| Attempt::Refused(manifest.digest.clone(), why);
     let locations = catalog.locate(manifest).map_err(|r| refused(r.to_string()))?;
     let expected = |index| Key::Chunk { pipeline: pipeline.name.clone(), digest: manifest.digest.clone(), index };
-    let chunks = access.fetch(&expected, &locations, manifest.chunks).map_err(|e| match e {
+    let chunks = access.fetch(&expected, &locations, manifest.chunks, &|| false).map_err(|e| match e {
         FetchError::Refused(r) => refused(r.to_string()),
         FetchError::Kafka(error) => Attempt::Kafka(error),
     })?;

@@ -80,12 +80,14 @@ impl TopicAccess {
 
     /// Reads the records at `locations` (one version's chunks, by index) and checks
     /// each is still the chunk it was: a chunk deleted or compacted away since is
-    /// [`Refusal::MissingChunk`]. Broker errors are `Err(Err(_))`, to be retried.
+    /// [`Refusal::MissingChunk`]. Broker errors, and `stopping()` turning true (the
+    /// host shuts down), are [`FetchError::Kafka`], to be retried.
     pub fn fetch(
         &self,
         expected: &dyn Fn(u32) -> Key,
         locations: &BTreeMap<u32, Location>,
         chunks: u32,
+        stopping: &dyn Fn() -> bool,
     ) -> Result<BTreeMap<u32, Vec<u8>>, FetchError> {
         let consumer = self.consumer().map_err(FetchError::Kafka)?;
         let mut wanted: HashMap<Location, u32> = locations.iter().map(|(i, at)| (*at, *i)).collect();
@@ -105,6 +107,9 @@ impl TopicAccess {
         let mut out = BTreeMap::new();
         let started = Instant::now();
         while !last.is_empty() {
+            if stopping() {
+                return Err(FetchError::Kafka(anyhow::anyhow!("stopped while reading chunks")));
+            }
             if started.elapsed() > FETCH_PATIENCE {
                 return Err(FetchError::Kafka(anyhow::anyhow!(
                     "reading {} chunks of topic {} took more than {} s",

@@ -137,7 +137,7 @@ impl Follower {
                 && retry_at.is_none_or(|at| Instant::now() >= at)
                 && !stop.load(Ordering::Relaxed)
             {
-                match self.apply(&entry) {
+                match self.apply(&entry, stop) {
                     Outcome::Decided => {
                         self.handled = Some(entry.at);
                         retry_at = None;
@@ -152,7 +152,7 @@ impl Follower {
     }
 
     /// Fetches, verifies and deploys the version `entry` names.
-    fn apply(&self, entry: &ManifestEntry) -> Outcome {
+    fn apply(&self, entry: &ManifestEntry, stop: &AtomicBool) -> Outcome {
         let name = &self.config.name;
         let manifest = match &entry.manifest {
             Ok(manifest) => manifest,
@@ -177,7 +177,8 @@ impl Follower {
             }
         };
         let expected = |index| Key::Chunk { pipeline: name.clone(), digest: manifest.digest.clone(), index };
-        let chunks = match self.access.fetch(&expected, &locations, manifest.chunks) {
+        let stopping = || stop.load(Ordering::Relaxed);
+        let chunks = match self.access.fetch(&expected, &locations, manifest.chunks, &stopping) {
             Ok(chunks) => chunks,
             Err(FetchError::Refused(refusal)) => {
                 self.refuse(&manifest.digest, &refusal.to_string(), false);
