@@ -6,7 +6,8 @@
 //! |---|---|
 //! | [`record`] | keys, manifests, member reports; chunking and reassembly with every check (pure) |
 //! | [`catalog`] | what the topic holds for one pipeline, and the versions to try at startup (pure) |
-//! | [`topic`] | reading (no group, no commits) and writing (acks=all) the topic |
+//! | [`topic`] | reading the topic (no group, no commits), fetching a version's chunks |
+//! | [`writer`] | writing it: one partition per pipeline, acks=all |
 //! | [`publish`] | `ferry deploy --group`: publish a version, or roll back to an earlier one |
 //! | [`startup`] | which version a host starts on, and why |
 //! | [`watch`] | a host following the topic: verify, compile, self-test, switch; member reports |
@@ -27,6 +28,7 @@ pub mod record;
 pub(crate) mod startup;
 pub mod topic;
 pub(crate) mod watch;
+pub mod writer;
 
 /// The components topic unless `[fleet] components_topic` names another.
 pub const DEFAULT_TOPIC: &str = "_ferry.components";
