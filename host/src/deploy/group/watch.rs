@@ -201,7 +201,7 @@ impl Follower {
         match deploy(&self.sandbox, &self.config, &self.slot, &bytes, MAX_COMPONENT_BYTES, origin) {
             Ok(_) => {}
             // `deploy` logged it and put it in the history.
-            Err(error) => self.refuse(&manifest.digest, &format!("group: {error}"), true),
+            Err(error) => self.refuse(&manifest.digest, &error.to_string(), true),
         }
         Outcome::Decided
     }
