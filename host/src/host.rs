@@ -15,7 +15,7 @@ use crate::deploy::group::topic::TopicAccess;
 use crate::deploy::group::watch::{Follower, GroupWatcher};
 use crate::deploy::watch::DeployWatcher;
 use crate::pipeline::Pipeline;
-use crate::registry::ProcessorSlot;
+use crate::registry::{Origin, ProcessorSlot};
 use crate::runtime::Runtime;
 use crate::sandbox::{ProcessorComponent, ProcessorInstance, Sandbox, digest_of, minimum_memory_mib, sanitize};
 
@@ -149,13 +149,15 @@ impl Host {
         };
         let mut starts: Vec<Option<Start>> = Vec::new();
         for pipeline in &config.pipelines {
-            let (component, start) = if pipeline.group_deploy {
+            let (component, origin, start) = if pipeline.group_deploy {
                 let start = startup::choose(&access, &sandbox, pipeline, &mut loaded, |loaded| {
                     load_shared(&sandbox, pipeline, loaded)
                 })?;
-                (start.component.clone(), Some(start))
+                let origin =
+                    start.manifest.clone().map_or(Origin::Startup, |m| Origin::Group(format!("at startup, {m}")));
+                (start.component.clone(), origin, Some(start))
             } else {
-                (load_shared(&sandbox, pipeline, &mut loaded)?, None)
+                (load_shared(&sandbox, pipeline, &mut loaded)?, Origin::Startup, None)
             };
             tracing::info!(
                 pipeline = %pipeline.name,
@@ -163,7 +165,7 @@ impl Host {
                 capabilities = ?component.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "loaded processor"
             );
-            slots.push(ProcessorSlot::new(component));
+            slots.push(ProcessorSlot::starting(component, origin));
             starts.push(start);
         }
         let mut pipelines = Vec::new();

@@ -127,6 +127,8 @@ fn corrupt_truncated_and_mismatched_versions_are_refused_while_the_running_one_g
     publish(&access(&brokers), PIPELINE, &v1.bytes, 4096).expect("v1 published");
     let host = start(&spec(&brokers, "refusals", &v3, cache.path(), "group_deploy = true"));
     assert_eq!(deployed(&host), v1.digest, "started on the topic's version, not the config's");
+    let started = &host.pipelines[0].slot.history()[0];
+    assert!(started.detail.starts_with("group: at startup, deploy of"), "{started:?}");
     let stop_stream = Arc::new(AtomicBool::new(false));
     let producer = std::thread::spawn({
         let (brokers, stop) = (brokers.clone(), stop_stream.clone());

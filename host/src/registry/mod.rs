@@ -153,15 +153,21 @@ struct Versions {
 impl ProcessorSlot {
     /// A slot running `component`, loaded at startup.
     pub fn new(component: Arc<ProcessorComponent>) -> Self {
+        Self::starting(component, Origin::Startup)
+    }
+
+    /// A slot running `component`, loaded at startup from `origin` (the config, or
+    /// the components topic).
+    pub fn starting(component: Arc<ProcessorComponent>, origin: Origin) -> Self {
         let started = Event {
             at: SystemTime::now(),
             action: "deploy",
             digest: component.digest().to_owned(),
-            detail: Origin::Startup.to_string(),
+            detail: origin.to_string(),
         };
         Self {
             inner: Arc::new(SlotInner {
-                versions: RwLock::new(Versions { current: Version::new(component, Origin::Startup), previous: None }),
+                versions: RwLock::new(Versions { current: Version::new(component, origin), previous: None }),
                 probation: Mutex::new(None),
                 history: Mutex::new(VecDeque::from([started])),
                 deploying: Mutex::new(()),

@@ -23,6 +23,8 @@ use crate::sandbox::{ProcessorComponent, Sandbox};
 pub(crate) struct Start {
     /// The component to run.
     pub(crate) component: Arc<ProcessorComponent>,
+    /// Where it came from: the topic's manifest in words, or `None` for the config.
+    pub(crate) manifest: Option<String>,
     /// The reader, positioned after everything read at startup.
     pub(crate) reader: Reader,
     /// What it read.
@@ -71,6 +73,7 @@ pub(crate) fn choose(
     }
     let name = &pipeline.name;
     let refused: Vec<String> = refusals.iter().map(|(digest, why)| format!("{digest}: {why}")).collect();
+    let manifest = chosen.as_ref().map(|(_, summary)| summary.clone());
     let component = match chosen {
         Some((component, summary)) => {
             if refused.is_empty() {
@@ -94,7 +97,7 @@ pub(crate) fn choose(
             component
         }
     };
-    Ok(Start { component, reader, catalog, handled, refusals })
+    Ok(Start { component, manifest, reader, catalog, handled, refusals })
 }
 
 enum Attempt {
