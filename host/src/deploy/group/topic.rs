@@ -54,8 +54,9 @@ impl TopicAccess {
         config
     }
 
-    /// A consumer that only ever assigns partitions: its group id is unique and
-    /// never joined or committed to, so readers need Read on the topic only.
+    /// A consumer that only ever assigns partitions: its group id (prefix
+    /// `ferry-components-reader-`) is unique and never joined or committed to.
+    /// (Tried without a group id: the hosts of the fleet test then never came up.)
     fn consumer(&self) -> anyhow::Result<BaseConsumer> {
         let mut config = self.client_config();
         config
