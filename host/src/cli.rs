@@ -63,6 +63,9 @@ pub enum Command {
     /// Deploy a component to a running host through its admin API (or roll back,
     /// or list versions).
     Deploy(crate::deploy::client::DeployArgs),
+    /// List every live member of a pipeline's consumer group and the component
+    /// version it runs (for `group_deploy` pipelines).
+    Versions(crate::deploy::group::command::VersionsArgs),
     /// Show or reset a consumer group's committed offsets.
     Offsets {
         #[allow(missing_docs)]
@@ -206,6 +209,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => crate::tenant::dev::run(args),
         Command::Check { component } => check(&component),
         Command::Deploy(args) => crate::deploy::client::run(args),
+        Command::Versions(args) => crate::deploy::group::command::versions(&args),
         Command::Offsets { command } => match command {
             OffsetsCommand::Show { target } => {
                 let (brokers, kafka, topics) = target.resolve()?;

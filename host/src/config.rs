@@ -29,6 +29,24 @@ pub struct Config {
     /// The pipelines this host runs.
     #[serde(rename = "pipeline", default)]
     pub pipelines: Vec<PipelineConfig>,
+    /// Group-wide deploys: where component versions are kept.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+}
+
+/// `[fleet]`: the compacted topic that holds component versions for group-wide
+/// deploys (`group_deploy = true` pipelines, `ferry deploy --group`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The topic's name.
+    pub components_topic: String,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self { components_topic: crate::deploy::group::DEFAULT_TOPIC.to_owned() }
+    }
 }
 
 /// Host-wide sandbox settings.
@@ -198,6 +216,11 @@ pub struct PipelineConfig {
     /// Roll a newly deployed version back when it fails too often at first.
     #[serde(default)]
     pub auto_rollback: Option<AutoRollback>,
+    /// Run the version published for this pipeline in the components topic
+    /// (`[fleet]`): watch it for new versions, and start on its newest valid one
+    /// (`component` then runs only while the topic has none).
+    #[serde(default)]
+    pub group_deploy: bool,
 }
 
 fn default_transaction_timeout_ms() -> u64 {
@@ -395,6 +418,7 @@ impl Config {
                 bail!("admin.token: must be non-empty and without spaces");
             }
         }
+        check_topic_name("fleet.components_topic", &self.fleet.components_topic)?;
         if self.pipelines.is_empty() {
             bail!("pipeline: define at least one [[pipeline]]");
         }
@@ -409,6 +433,13 @@ impl Config {
             }
             let at = format!("pipeline `{}`", p.name);
             p.validate(&at, s, &self.kafka)?;
+            let components = &self.fleet.components_topic;
+            if p.output_topics.contains(components) || p.failure.dead_letter_topic.as_ref() == Some(components) {
+                bail!(
+                    "{at}.output_topics: `{components}` is the components topic ([fleet]); a processor that may \
+                     write there could publish versions of any pipeline"
+                );
+            }
         }
         // Each worker keeps a guest instance; a deploy's self-test needs one more.
         let instances: usize = self.pipelines.iter().map(|p| p.workers).sum();
@@ -698,6 +729,21 @@ mod tests {
     fn the_example_config_is_valid() {
         let config = Config::parse(include_str!("../../examples/ferry.toml")).unwrap();
         assert_eq!(config.pipelines[0].failure.dead_letter_topic.as_deref(), Some("orders.dlq"));
+    }
+
+    #[test]
+    fn group_deploys_are_opt_in_and_the_components_topic_is_off_limits_to_processors() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.fleet.components_topic, "_ferry.components");
+        assert!(!c.pipelines[0].group_deploy);
+        let text = GOOD.replace("[kafka]", "[fleet]\ncomponents_topic = \"versions\"\n[kafka]");
+        let c = Config::parse(&text.replace("name = \"orders\"", "name = \"orders\"\ngroup_deploy = true")).unwrap();
+        assert_eq!(c.fleet.components_topic, "versions");
+        assert!(c.pipelines[0].group_deploy);
+        let error = error_of(&text.replace("[\"commissions\"]", "[\"versions\"]"));
+        assert!(error.contains("components topic"), "{error}");
+        let error = error_of(&GOOD.replace("[kafka]", "[fleet]\ncomponents_topic = \"a b\"\n[kafka]"));
+        assert!(error.contains("fleet.components_topic"), "{error}");
     }
 
     #[test]

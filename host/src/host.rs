@@ -10,9 +10,12 @@ use anyhow::Context as _;
 
 use crate::admin::{self, AdminServer, AdminState, BrokerView, PipelineView};
 use crate::config::{Config, PipelineConfig};
+use crate::deploy::group::startup::{self, Start};
+use crate::deploy::group::topic::TopicAccess;
+use crate::deploy::group::watch::{Follower, GroupWatcher};
 use crate::deploy::watch::DeployWatcher;
 use crate::pipeline::Pipeline;
-use crate::registry::ProcessorSlot;
+use crate::registry::{Origin, ProcessorSlot};
 use crate::runtime::Runtime;
 use crate::sandbox::{ProcessorComponent, ProcessorInstance, Sandbox, digest_of, minimum_memory_mib, sanitize};
 
@@ -35,11 +38,12 @@ pub struct Host {
     pub admin: Option<AdminServer>,
     /// Watches the pipelines' `deploy_dir`s; stops when the host is dropped.
     _watcher: DeployWatcher,
+    /// Follows the components topic for `group_deploy` pipelines; stops (and
+    /// withdraws this host's member reports) when the host is dropped.
+    _group_watcher: GroupWatcher,
 }
 
-/// Loads a pipeline's component, or reuses the compiled one another pipeline loaded
-/// from the same bytes (after checking this pipeline's grants against it), and runs
-/// its self-test with this pipeline's settings and limits.
+/// Loads a pipeline's component from its config file: see [`load_checked`].
 fn load_shared(
     sandbox: &Sandbox,
     pipeline: &PipelineConfig,
@@ -48,15 +52,29 @@ fn load_shared(
     let path = &pipeline.component;
     let bytes = std::fs::read(path)
         .with_context(|| format!("failed to read component {} for pipeline {}", path.display(), pipeline.name))?;
-    let failed = || format!("failed to load component {} for pipeline {}", path.display(), pipeline.name);
-    let component = match loaded.get(&digest_of(&bytes)) {
+    load_checked(sandbox, pipeline, &bytes, &format!("component {}", path.display()), loaded)
+}
+
+/// Loads `bytes` (`what`, in errors) for a pipeline, or reuses the compiled
+/// component another pipeline loaded from the same bytes (after checking this
+/// pipeline's grants against it), and runs its self-test with this pipeline's
+/// settings and limits.
+pub(crate) fn load_checked(
+    sandbox: &Sandbox,
+    pipeline: &PipelineConfig,
+    bytes: &[u8],
+    what: &str,
+    loaded: &mut HashMap<String, Arc<ProcessorComponent>>,
+) -> anyhow::Result<Arc<ProcessorComponent>> {
+    let failed = || format!("failed to load {what} for pipeline {}", pipeline.name);
+    let component = match loaded.get(&digest_of(bytes)) {
         Some(component) => {
             component.check_grants(&pipeline.grants()).with_context(failed)?;
             component.clone()
         }
         None => {
             let component =
-                Arc::new(ProcessorComponent::load(sandbox, &bytes, &pipeline.grants()).with_context(failed)?);
+                Arc::new(ProcessorComponent::load(sandbox, bytes, &pipeline.grants()).with_context(failed)?);
             loaded.insert(component.digest().to_owned(), component.clone());
             component
         }
@@ -64,12 +82,11 @@ fn load_shared(
     let needs = component.initial_memory();
     if needs > pipeline.limits().memory_bytes {
         anyhow::bail!(
-            "pipeline `{}`.limits.memory_mib: {} MiB is less than the {:.1} MiB of linear memory component {} \
+            "pipeline `{}`.limits.memory_mib: {} MiB is less than the {:.1} MiB of linear memory {what} \
              starts with (an interpreter's pre-initialised snapshot is most of it); set it to at least {}",
             pipeline.name,
             pipeline.limits.memory_mib,
             needs as f64 / f64::from(1 << 20),
-            path.display(),
             minimum_memory_mib(needs)
         );
     }
@@ -99,6 +116,21 @@ fn load_shared(
     }
 }
 
+/// The `client.id` of a `group_deploy` pipeline's consumer, unique per process so
+/// that `ferry versions --group` can tell the group's members apart: the global
+/// `[kafka] client.id` (often one name for every host) becomes its prefix; a
+/// pipeline's own `kafka."client.id"` is taken as it is (it must then differ between
+/// processes).
+fn member_client_id(pipeline: &mut PipelineConfig, global: &std::collections::BTreeMap<String, String>) -> String {
+    if let Some(id) = pipeline.kafka.get("client.id") {
+        return id.clone();
+    }
+    let prefix = global.get("client.id").map_or("ferry", String::as_str);
+    let id = crate::deploy::group::member_client_id(prefix, &pipeline.name);
+    pipeline.kafka.insert("client.id".to_owned(), id.clone());
+    id
+}
+
 impl Host {
     /// Loads every component (failing before anything consumes) and starts the
     /// pipelines.
@@ -110,19 +142,61 @@ impl Host {
         let mut slots = Vec::new();
         // Pipelines that run the same component share its compiled code.
         let mut loaded: HashMap<String, Arc<ProcessorComponent>> = HashMap::new();
+        let access = TopicAccess {
+            brokers: config.brokers.clone(),
+            kafka: config.kafka.clone(),
+            topic: config.fleet.components_topic.clone(),
+        };
+        let mut starts: Vec<Option<Start>> = Vec::new();
         for pipeline in &config.pipelines {
-            let component = load_shared(&sandbox, pipeline, &mut loaded)?;
+            let (component, origin, start) = if pipeline.group_deploy {
+                let start = startup::choose(&access, &sandbox, pipeline, &mut loaded, |loaded| {
+                    load_shared(&sandbox, pipeline, loaded)
+                })?;
+                let origin =
+                    start.manifest.clone().map_or(Origin::Startup, |m| Origin::Group(format!("at startup, {m}")));
+                (start.component.clone(), origin, Some(start))
+            } else {
+                (load_shared(&sandbox, pipeline, &mut loaded)?, Origin::Startup, None)
+            };
             tracing::info!(
                 pipeline = %pipeline.name,
                 digest = %component.digest(),
                 capabilities = ?component.capabilities().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "loaded processor"
             );
-            slots.push(ProcessorSlot::new(component));
+            slots.push(ProcessorSlot::starting(component, origin));
+            starts.push(start);
         }
         let mut pipelines = Vec::new();
+        let mut client_ids = Vec::new();
         for (pipeline, slot) in config.pipelines.iter().zip(slots) {
-            pipelines.push(Pipeline::start(&config.brokers, &config.kafka, pipeline.clone(), sandbox.clone(), slot)?);
+            let mut pipeline = pipeline.clone();
+            let client_id = pipeline.group_deploy.then(|| member_client_id(&mut pipeline, &config.kafka));
+            client_ids.push(client_id);
+            pipelines.push(Pipeline::start(&config.brokers, &config.kafka, pipeline, sandbox.clone(), slot)?);
+        }
+        let mut followers = Vec::new();
+        for ((pipeline, start), client_id) in pipelines.iter().zip(starts).zip(client_ids) {
+            let (Some(start), Some(client_id)) = (start, client_id) else { continue };
+            pipeline.slot.follow_group(&access.topic);
+            if let Some(Ok(manifest)) = start.catalog.newest().map(|e| &e.manifest) {
+                pipeline.slot.group_published(&manifest.digest);
+            }
+            for (digest, why) in start.refusals {
+                pipeline.slot.group_refused(&digest, format!("group, at startup: {why}"), false);
+            }
+            followers.push(Follower {
+                access: access.clone(),
+                config: pipeline.config.clone(),
+                slot: pipeline.slot.clone(),
+                shared: pipeline.shared.clone(),
+                sandbox: sandbox.clone(),
+                reader: start.reader,
+                catalog: start.catalog,
+                handled: start.handled,
+                client_id,
+            });
         }
         let admin = match &config.admin {
             Some(admin) => {
@@ -146,7 +220,8 @@ impl Host {
             None => None,
         };
         let watcher = DeployWatcher::start(&sandbox, pipelines.iter().map(|p| (p.config.clone(), p.slot.clone())))?;
-        Ok(Self { sandbox, pipelines, admin, _watcher: watcher })
+        let group_watcher = GroupWatcher::start(followers)?;
+        Ok(Self { sandbox, pipelines, admin, _watcher: watcher, _group_watcher: group_watcher })
     }
 
     /// The flag that stops every pipeline (and every guest call) when set.
@@ -171,6 +246,7 @@ impl Host {
             std::thread::sleep(Duration::from_millis(50));
         }
         runtime.stop();
+        self._group_watcher.stop();
         let deadline = Instant::now() + SHUTDOWN_BOUND;
         let mut left = Vec::new();
         for pipeline in self.pipelines {

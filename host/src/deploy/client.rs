@@ -35,13 +35,29 @@ pub struct DeployArgs {
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// Go back to the previous version instead of deploying.
-    #[arg(long, conflicts_with_all = ["versions", "component"])]
+    #[arg(long, conflicts_with_all = ["versions", "component", "group"])]
     pub rollback: bool,
-    /// Show the current and previous versions instead of deploying.
+    /// Show the current and previous versions instead of deploying (with --group:
+    /// the versions the components topic holds).
     #[arg(long, conflicts_with = "component")]
     pub versions: bool,
+    /// Deploy to every host of the pipeline's group at once, through the components
+    /// topic (Kafka ACLs decide who may), instead of one host's admin API.
+    #[arg(long, conflicts_with_all = ["token_file"])]
+    pub group: bool,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub topic: crate::deploy::group::command::TopicArgs,
+    /// With --group: roll the group back to this earlier version (its digest, or
+    /// its first 8 or more characters), whose chunks are still in the topic.
+    #[arg(long, requires = "group", conflicts_with_all = ["versions", "component"])]
+    pub digest: Option<String>,
+    /// With --group: the size of the records a component is cut into. It must stay
+    /// below the brokers' and the topic's message.max.bytes.
+    #[arg(long, requires = "group", default_value_t = crate::deploy::group::publish::default_chunk_bytes())]
+    pub chunk_bytes: usize,
     /// The component (.wasm) to deploy.
-    #[arg(required_unless_present_any = ["rollback", "versions"])]
+    #[arg(required_unless_present_any = ["rollback", "versions", "digest"])]
     pub component: Option<PathBuf>,
 }
 
@@ -102,6 +118,16 @@ pub fn call(admin: &str, pipeline: &str, token: &str, request: Request<'_>) -> a
 
 /// Runs `ferry deploy`.
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
+    if args.group {
+        use crate::deploy::group::command::{GroupRequest, deploy};
+        let request = match (&args.digest, args.versions, &args.component) {
+            (Some(digest), _, _) => GroupRequest::Rollback(digest),
+            (None, true, _) => GroupRequest::Versions,
+            (None, false, Some(path)) => GroupRequest::Publish(path, args.chunk_bytes),
+            (None, false, None) => bail!("give the component to publish, --digest to roll back, or --versions"),
+        };
+        return deploy(&args.topic, &args.pipeline, request);
+    }
     let bytes;
     let request = if args.rollback {
         Request::Rollback

@@ -15,8 +15,10 @@
 //! | [`http`] | the admin API's endpoints: `PUT /api/pipelines/{name}/component`, versions, rollback |
 //! | [`client`] | `ferry deploy`, the admin API's command-line client |
 //! | [`watch`] | a pipeline's `deploy_dir` |
+//! | [`group`] | the components topic: `ferry deploy --group`, and every host of a `group_deploy` pipeline |
 
 pub mod client;
+pub mod group;
 pub(crate) mod http;
 pub(crate) mod watch;
 

@@ -37,6 +37,8 @@ pub enum Origin {
     Rollback,
     /// Put back because the new version failed too often.
     AutoRollback,
+    /// Published to the group through the components topic; the manifest in words.
+    Group(String),
 }
 
 impl fmt::Display for Origin {
@@ -47,6 +49,7 @@ impl fmt::Display for Origin {
             Origin::Watch(path) => write!(f, "watch:{}", path.display()),
             Origin::Rollback => f.write_str("rollback"),
             Origin::AutoRollback => f.write_str("auto-rollback"),
+            Origin::Group(manifest) => write!(f, "group: {manifest}"),
         }
     }
 }
@@ -110,6 +113,19 @@ pub struct ProbationView {
     pub failures: u64,
 }
 
+/// What a pipeline that takes its versions from the components topic knows of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The topic.
+    pub topic: String,
+    /// The digest the topic's newest manifest names, once one was read.
+    pub published: Option<String>,
+    /// Versions from the topic this host refused (kept the one it ran).
+    pub refused: u64,
+    /// The latest refusal: digest (`?` when the manifest itself was unreadable) and why.
+    pub last_refusal: Option<Event>,
+}
+
 /// The running and previous version of one pipeline's processor.
 #[derive(Clone, Debug)]
 pub struct ProcessorSlot {
@@ -124,6 +140,8 @@ struct SlotInner {
     /// Held for a whole deploy, so two deploys (API and watcher) never interleave
     /// their checks and switches.
     deploying: Mutex<()>,
+    /// Set when the pipeline follows the components topic.
+    group: Mutex<Option<GroupStatus>>,
 }
 
 #[derive(Debug)]
@@ -135,18 +153,25 @@ struct Versions {
 impl ProcessorSlot {
     /// A slot running `component`, loaded at startup.
     pub fn new(component: Arc<ProcessorComponent>) -> Self {
+        Self::starting(component, Origin::Startup)
+    }
+
+    /// A slot running `component`, loaded at startup from `origin` (the config, or
+    /// the components topic).
+    pub fn starting(component: Arc<ProcessorComponent>, origin: Origin) -> Self {
         let started = Event {
             at: SystemTime::now(),
             action: "deploy",
             digest: component.digest().to_owned(),
-            detail: Origin::Startup.to_string(),
+            detail: origin.to_string(),
         };
         Self {
             inner: Arc::new(SlotInner {
-                versions: RwLock::new(Versions { current: Version::new(component, Origin::Startup), previous: None }),
+                versions: RwLock::new(Versions { current: Version::new(component, origin), previous: None }),
                 probation: Mutex::new(None),
                 history: Mutex::new(VecDeque::from([started])),
                 deploying: Mutex::new(()),
+                group: Mutex::new(None),
             }),
         }
     }
@@ -239,6 +264,36 @@ impl ProcessorSlot {
     /// Notes a refused deploy.
     pub(crate) fn rejected(&self, digest: &str, detail: String) {
         self.record("reject", digest, detail);
+    }
+
+    /// Marks the slot as following the components `topic`.
+    pub(crate) fn follow_group(&self, topic: &str) {
+        *lock(&self.inner.group) = Some(GroupStatus { topic: topic.to_owned(), ..GroupStatus::default() });
+    }
+
+    /// Notes the digest the topic's newest manifest names.
+    pub(crate) fn group_published(&self, digest: &str) {
+        if let Some(group) = lock(&self.inner.group).as_mut() {
+            group.published = Some(digest.to_owned());
+        }
+    }
+
+    /// Counts a version from the topic this host refused. `deploy` has recorded the
+    /// refusals it made itself; the others go into the history here too.
+    pub(crate) fn group_refused(&self, digest: &str, detail: String, in_history_already: bool) {
+        if !in_history_already {
+            self.rejected(digest, detail.clone());
+        }
+        if let Some(group) = lock(&self.inner.group).as_mut() {
+            group.refused += 1;
+            group.last_refusal =
+                Some(Event { at: SystemTime::now(), action: "reject", digest: digest.to_owned(), detail });
+        }
+    }
+
+    /// The slot's view of the components topic, when it follows one.
+    pub fn group_status(&self) -> Option<GroupStatus> {
+        lock(&self.inner.group).clone()
     }
 
     /// Swaps current and previous; with `only_from`, only while that is current.

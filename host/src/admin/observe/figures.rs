@@ -11,6 +11,7 @@ use crate::config::PipelineConfig;
 use crate::kafka::tracker::TopicPartition;
 use crate::pipeline::liveness::{LivenessSnapshot, ThreadState};
 use crate::pipeline::stats::{PartitionStats, StatsSnapshot};
+use crate::registry::GroupStatus;
 
 /// Everything shown about one pipeline.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub(crate) struct PipelineFigures {
     pub broker_error: Option<String>,
     /// Every partition known to the pipeline or the brokers, in order.
     pub partitions: Vec<PartitionFigures>,
+    /// What a `group_deploy` pipeline knows of the components topic.
+    pub group: Option<GroupStatus>,
 }
 
 /// One worker of a pipeline: a member of its group with a thread of its own.
@@ -119,7 +122,10 @@ pub(crate) fn gather(state: &AdminState) -> Vec<PipelineFigures> {
         .map(|view| {
             let workers = view.workers.iter().map(|w| (w.stats.liveness().snapshot(), w.stats.snapshot())).collect();
             let logs = state.broker_view.get(&view.config.name);
-            workers_figures(view.config.clone(), view.slot.current().digest().to_owned(), workers, &logs)
+            let mut figures =
+                workers_figures(view.config.clone(), view.slot.current().digest().to_owned(), workers, &logs);
+            figures.group = view.slot.group_status();
+            figures
         })
         .collect()
 }
@@ -160,6 +166,7 @@ pub(crate) fn workers_figures(
         workers: each,
         broker_age: logs.refreshed.map(|at| at.elapsed()),
         broker_error: logs.error.clone(),
+        group: None,
     }
 }
 

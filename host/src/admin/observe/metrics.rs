@@ -101,9 +101,28 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
     for p in pipelines {
         e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
     }
+    group_deploys(&mut e, pipelines);
     pipeline_state(&mut e, pipelines);
     worker_state(&mut e, pipelines);
     e.finish()
+}
+
+/// What `group_deploy` pipelines know of the components topic.
+fn group_deploys(e: &mut Exposition, pipelines: &[PipelineFigures]) {
+    let name = "ferry_group_version_info";
+    e.family(name, Kind::Gauge, "The version the components topic names for a group_deploy pipeline; always 1.");
+    for p in pipelines {
+        if let Some(published) = p.group.as_ref().and_then(|g| g.published.as_deref()) {
+            e.sample(name, &[("pipeline", &p.config.name), ("digest", published)], 1);
+        }
+    }
+    let name = "ferry_group_versions_refused_total";
+    e.family(name, Kind::Counter, "Versions from the components topic this host refused, keeping the one it ran.");
+    for p in pipelines {
+        if let Some(group) = &p.group {
+            e.sample(name, &[("pipeline", &p.config.name)], group.refused);
+        }
+    }
 }
 
 /// Renders the admin server's own figures (appended to [`render`]'s).

@@ -32,6 +32,16 @@ fn pipeline(p: &PipelineFigures) -> Value {
         "group": p.config.group,
         "inputs": p.config.inputs,
         "version": { "running": p.running, "deployed": p.deployed },
+        "group_deploy": p.group.as_ref().map(|g| json!({
+            "topic": g.topic,
+            "published": g.published,
+            "refused": g.refused,
+            "last_refusal": g.last_refusal.as_ref().map(|r| json!({
+                "at_unix_ms": r.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                "digest": r.digest,
+                "reason": r.detail,
+            })),
+        })),
         "state": {
             "thread": thread,
             "joined": p.liveness.joined,

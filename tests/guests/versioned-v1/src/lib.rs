@@ -2,8 +2,10 @@
 //! tagged with the build that processed it, so a test can tell which version handled
 //! each record in each attempt.
 //!
-//! The crates `ferry-guest-versioned-v1`, `-v2` and `-v3` all build this file; the
-//! tag is the last part of the package name, so each build has its own digest.
+//! The crates `ferry-guest-versioned-v1` to `-v4` all build this file; the tag is
+//! the last part of the package name, so each build has its own digest. v4's
+//! self-test needs 24 MiB of memory: it passes under a pipeline's default 64 MiB
+//! limit and fails under a 16 MiB one (a version one host of a group refuses).
 //!
 //! Ledger value: `<partition>:<offset>:<tag>:<first offset of the batch>:<unix µs>`,
 //! keyed by the partition so one input partition's entries stay in processing order.
@@ -19,8 +21,12 @@ const TAG: &str = match env!("CARGO_PKG_NAME").as_bytes() {
     [.., b'-', b'v', b'1'] => "v1",
     [.., b'-', b'v', b'2'] => "v2",
     [.., b'-', b'v', b'3'] => "v3",
+    [.., b'-', b'v', b'4'] => "v4",
     _ => panic!("unexpected package name"),
 };
+
+/// What v4's self-test allocates.
+const SELF_TEST_BYTES: usize = 24 << 20;
 
 /// The ledger writer.
 #[derive(Debug, Default)]
@@ -29,6 +35,16 @@ pub struct Versioned;
 impl Processor for Versioned {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         tag(record, record.offset(), ctx)
+    }
+
+    fn self_test(&mut self) -> Result<(), String> {
+        if TAG == "v4" {
+            let table = std::hint::black_box(vec![1_u8; SELF_TEST_BYTES]);
+            if table.iter().step_by(4096).any(|b| *b != 1) {
+                return Err("the table did not hold".to_owned());
+            }
+        }
+        Ok(())
     }
 
     fn process_batch(&mut self, batch: &Batch<'_>, ctx: &mut Context) -> Vec<Outcome> {

@@ -109,7 +109,13 @@ fn every_family_is_present_and_matches_the_stats() {
     let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
     let liveness =
         LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
-    let fig = figures(config, "abc123".into(), liveness, stats.snapshot(), &logs);
+    let mut fig = figures(config, "abc123".into(), liveness, stats.snapshot(), &logs);
+    fig.group = Some(crate::registry::GroupStatus {
+        topic: "_ferry.components".into(),
+        published: Some("def456".into()),
+        refused: 2,
+        last_refusal: None,
+    });
 
     let exposition = render(&[fig]);
     let (samples, types) = parse(&exposition);
@@ -133,6 +139,8 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_guest_log_lines_total", "counter"),
         ("ferry_guest_log_lines_dropped_total", "counter"),
         ("ferry_component_info", "gauge"),
+        ("ferry_group_version_info", "gauge"),
+        ("ferry_group_versions_refused_total", "counter"),
         ("ferry_pipeline_up", "gauge"),
         ("ferry_poll_loop_age_seconds", "gauge"),
         ("ferry_log_end_age_seconds", "gauge"),
@@ -153,6 +161,8 @@ fn every_family_is_present_and_matches_the_stats() {
     let p0 = [("pipeline", "p-1"), ("topic", "orders"), ("partition", "0")];
     let p1 = [("pipeline", "p-1"), ("topic", "orders"), ("partition", "1")];
     assert_eq!(get("ferry_records_processed_total", &p0), 7.0);
+    assert_eq!(get("ferry_group_version_info", &[("pipeline", "p-1"), ("digest", "def456")]), 1.0);
+    assert_eq!(get("ferry_group_versions_refused_total", &[("pipeline", "p-1")]), 2.0);
     assert_eq!(get("ferry_records_processed_total", &p1), 4.0);
     assert_eq!(get("ferry_records_retried_total", &p0), 2.0);
     assert_eq!(get("ferry_records_failed_total", &p0), 1.0);
