@@ -121,7 +121,9 @@ impl ConsumerContext for Timed {
 
 /// A plain poll loop: a consumer group member with ferry's client settings that
 /// reads `records` records of `topics` and does nothing with them (but look at their
-/// headers, when `headers`: librdkafka parses them on demand).
+/// headers, when `headers`: librdkafka parses them on demand). Never inlined: the
+/// instructions section finds the loop's thread by this function's name.
+#[inline(never)]
 pub fn bare(brokers: &str, kafka: &Kafka, topics: &[Topic], records: u64, headers: bool) -> anyhow::Result<Run> {
     let consumer: BaseConsumer<Timed> = consumer_config(brokers, &unique("bare"), kafka, &BTreeMap::new())
         .create_with_context(Timed::default())

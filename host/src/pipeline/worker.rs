@@ -207,12 +207,17 @@ impl Worker {
         let settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
         let is_new = |offset: i64| old_position.is_none_or(|p| offset >= p);
 
-        // Outputs belong to their records: only those of processed ones go out.
-        let done: HashSet<i64> =
-            offsets.iter().zip(&settlement.fates).filter(|(_, f)| f.is_done()).map(|(o, _)| *o).collect();
+        // Outputs belong to their records: only those of processed ones go out. (The
+        // set of finished offsets is built only when something was emitted and not
+        // everything finished: most batches need neither.)
         let all_done = settlement.all_done();
-        let publish: Vec<Emitted> =
-            run.outputs.into_iter().filter(|e| e.source.map_or(all_done, |source| done.contains(&source))).collect();
+        let publish: Vec<Emitted> = if run.outputs.is_empty() || all_done {
+            run.outputs
+        } else {
+            let done: HashSet<i64> =
+                offsets.iter().zip(&settlement.fates).filter(|(_, f)| f.is_done()).map(|(o, _)| *o).collect();
+            run.outputs.into_iter().filter(|e| e.source.is_some_and(|source| done.contains(&source))).collect()
+        };
         let mut unfinished_new = Vec::new();
         let mut redelivered_done = Vec::new();
         let mut given_up = Vec::new();
