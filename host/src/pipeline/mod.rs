@@ -129,7 +129,8 @@ impl Pipeline {
         shared.stats.set_guest_log(provisions.log.clone());
         let wants_headers = component.wants_headers();
         let instance =
-            ProcessorInstance::new(sandbox.clone(), component, &config.name, provisions.clone(), config.limits());
+            ProcessorInstance::new(sandbox.clone(), component, &config.name, provisions.clone(), config.limits())
+                .keep_spare();
         let runtime = sandbox.runtime().clone();
         let worker = worker::Worker {
             config: config.clone(),

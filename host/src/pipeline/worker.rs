@@ -399,7 +399,8 @@ impl Worker {
             &self.config.name,
             self.provisions.clone(),
             self.config.limits(),
-        );
+        )
+        .keep_spare();
     }
 
     /// Stops taking records, waits for in-flight outputs, commits, leaves the group.

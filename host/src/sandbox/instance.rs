@@ -1,6 +1,14 @@
 //! One tenant's live instance: runs batches under its limits, and is discarded and
 //! rebuilt from the pre-instantiated component whenever it faults.
 //!
+//! A pipeline's instance keeps a spare ([`ProcessorInstance::keep_spare`]): a second
+//! instance of the same component, with the same provisions and limits, built on a
+//! blocking thread of the runtime as soon as the previous spare goes live. After a
+//! trap or a recycle the next batch takes the spare instead of waiting for an
+//! instantiation. A spare is never told about partitions and never runs a batch
+//! until it goes live; it belongs to one [`ProcessorInstance`], so a new processor
+//! version (a new `ProcessorInstance`) never gets an old version's spare.
+//!
 //! Every call into a guest is a future on ferry's runtime, raced against the batch's
 //! deadline and against shutdown. A guest that computes yields at every epoch tick;
 //! a guest that waits (a sleep, a poll, blocking I/O) waits in an async host call. In
@@ -39,6 +47,20 @@ pub struct ProcessorInstance {
     label: TenantLabel,
     live: Option<Live>,
     instantiations: u64,
+    /// Whether a spare is kept (pipelines do; one-off self-tests and trials do not).
+    keeps_spare: bool,
+    /// The spare being built, or built and waiting.
+    spare: Option<tokio::task::JoinHandle<Option<Live>>>,
+}
+
+impl Drop for ProcessorInstance {
+    fn drop(&mut self) {
+        // A spare still being built is dropped where it runs; one that is built is
+        // dropped with its handle's output.
+        if let Some(spare) = self.spare.take() {
+            spare.abort();
+        }
+    }
 }
 
 /// Why a guest call did not return.
@@ -58,7 +80,25 @@ impl ProcessorInstance {
         limits: Limits,
     ) -> Self {
         let label = TenantLabel { pipeline: pipeline.into(), digest: component.digest().into() };
-        Self { sandbox, component, provisions, limits, label, live: None, instantiations: 0 }
+        Self {
+            sandbox,
+            component,
+            provisions,
+            limits,
+            label,
+            live: None,
+            instantiations: 0,
+            keeps_spare: false,
+            spare: None,
+        }
+    }
+
+    /// Keeps a spare instance ready from the first instantiation on, so that a fresh
+    /// instance after a fault or a recycle does not wait for an instantiation. The
+    /// spare holds a second slot of the instance pool and its own linear memory.
+    pub fn keep_spare(mut self) -> Self {
+        self.keeps_spare = true;
+        self
     }
 
     /// The component this instance runs.
@@ -164,6 +204,13 @@ impl ProcessorInstance {
     }
 
     fn live(&mut self, deadline: Instant) -> Result<&mut Live, GuestFault> {
+        if self.live.is_none()
+            && let Some(spare) = self.take_spare(deadline)
+        {
+            self.instantiations += 1;
+            self.live = Some(spare);
+            self.build_spare();
+        }
         if self.live.is_none() {
             let needs = self.component.initial_memory();
             if needs > self.limits.memory_bytes {
@@ -176,13 +223,7 @@ impl ProcessorInstance {
                 )));
             }
             let started = Instant::now();
-            let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
-            let mut store = Store::new(self.sandbox.engine(), state);
-            store.limiter(|state| &mut state.limiter);
-            // Yield at every tick: computing guests give the runtime a chance to
-            // check their deadline (set before anything runs, start functions too).
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+            let mut store = self.new_store();
             let instantiated = run_until(&self.sandbox, deadline, self.component.pre.instantiate_async(&mut store));
             let bindings = match instantiated {
                 Ok(Ok(bindings)) => bindings,
@@ -197,8 +238,65 @@ impl ProcessorInstance {
                 "instantiated processor"
             );
             self.live = Some(Live { store, bindings, told: Vec::new() });
+            self.build_spare();
         }
         Ok(self.live.as_mut().expect("just instantiated"))
+    }
+
+    /// A store for a fresh instance, under this instance's provisions and limits.
+    fn new_store(&self) -> Store<GuestState> {
+        let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
+        let mut store = Store::new(self.sandbox.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        // Yield at every tick: computing guests give the runtime a chance to
+        // check their deadline (set before anything runs, start functions too).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store
+    }
+
+    /// Starts building a spare, if this instance keeps one and has none. It is built
+    /// on a blocking thread of the runtime, within one batch's time limit, and is
+    /// simply not there if that fails (the next fresh instance is then built in
+    /// place, where a failure is reported as the fault it is).
+    fn build_spare(&mut self) {
+        if !self.keeps_spare || self.spare.is_some() {
+            return;
+        }
+        let mut store = self.new_store();
+        let component = self.component.clone();
+        let runtime = self.sandbox.runtime().clone();
+        let limit = Duration::from_millis(self.limits.time_per_batch_ms);
+        let pipeline = self.label.pipeline.clone();
+        let handle = runtime.handle().clone();
+        self.spare = Some(handle.spawn_blocking(move || {
+            let instantiated = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    result = tokio::time::timeout(limit, component.pre.instantiate_async(&mut store)) => result.ok(),
+                    () = runtime.stopped() => None,
+                }
+            });
+            match instantiated {
+                Some(Ok(bindings)) => Some(Live { store, bindings, told: Vec::new() }),
+                Some(Err(error)) => {
+                    tracing::debug!(pipeline = &*pipeline, %error, "no spare instance");
+                    None
+                }
+                None => None,
+            }
+        }));
+    }
+
+    /// The spare, once built (waiting for it if it is still being built, until
+    /// `deadline`).
+    fn take_spare(&mut self, deadline: Instant) -> Option<Live> {
+        let spare = self.spare.take()?;
+        let sandbox = self.sandbox.clone();
+        match run_until(&sandbox, deadline, spare) {
+            Ok(Ok(live)) => live,
+            _ => None,
+        }
     }
 }
 
