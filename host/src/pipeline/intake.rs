@@ -241,10 +241,14 @@ fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>,
         encoder.push(offset, timestamp, key, value, []);
         return;
     }
+    let Some(list) = delivered.take_headers() else {
+        encoder.push(offset, timestamp, key, value, []);
+        return;
+    };
     let mut inline: [(&str, Option<&[u8]>); INLINE_HEADERS] = [("", None); INLINE_HEADERS];
     let mut count = 0;
     let mut fits = true;
-    for (name, value) in delivered.headers() {
+    for (name, value) in list.iter() {
         match std::str::from_utf8(name) {
             Ok(name) if count < INLINE_HEADERS => {
                 inline[count] = (name, value);
@@ -262,7 +266,7 @@ fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>,
         // Many headers, or a name that is not UTF-8 (Kafka means them to be, but does
         // not check): the record still gets through, invalid bytes replaced.
         let headers: Vec<(Cow<'_, str>, Option<&[u8]>)> =
-            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
+            list.iter().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
         encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_ref(), *v)));
     }
 }
