@@ -66,6 +66,8 @@ pub struct Timeline {
     pub first_batch: Option<(Instant, u64)>,
     /// When the latest batch finished.
     pub last_batch: Option<Instant>,
+    /// When the latest commit result that moved an offset came back.
+    pub last_commit: Option<Instant>,
 }
 
 /// All figures of one pipeline.
@@ -120,6 +122,9 @@ impl PipelineStats {
     pub fn committed(&self, topic: &str, partition: i32, offset: i64) {
         let mut parts = lock(&self.partitions);
         let p = parts.entry((topic.to_owned(), partition)).or_default();
+        if p.committed.is_none_or(|c| offset > c) {
+            lock(&self.timeline).last_commit = Some(Instant::now());
+        }
         p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
     }
 

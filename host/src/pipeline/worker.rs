@@ -129,7 +129,10 @@ impl Worker {
             }
             self.maybe_commit(now, &mut results_polled);
             if taken == 0 && !self.fetch.consumer_events_waiting() {
-                self.fetch.wait(self.poll_timeout(max_wait, now));
+                // Nothing to do: the time to have a fresh instance ready for the batch
+                // after a trap or a recycle (at most once per instance gone live).
+                self.instance.prepare_spare();
+                self.fetch.wait(self.poll_timeout(max_wait, Instant::now()));
                 now = Instant::now();
             }
         }
