@@ -134,6 +134,13 @@ impl Worker {
                 self.instance.prepare_spare();
                 self.fetch.wait(self.poll_timeout(max_wait, Instant::now()));
                 now = Instant::now();
+                // The wait drained the wake-ups of all three queues, and librdkafka
+                // signals a queue again only once it has been served: serve the commit
+                // queue now (the next turn serves the other two), or a commit result
+                // that woke us would sit unseen, with no further wake-up, until the
+                // next look (up to MAX_POLL later), holding back the next commit.
+                results_polled = now;
+                let _ = self.shared.poll_commits();
             }
         }
         self.shut_down();
