@@ -195,7 +195,10 @@ fn main() -> anyhow::Result<()> {
             polyglot::table(&figures)
         );
     }
-    if wanted("instructions") {
+    let asked_for = |section: &str| args.iter().any(|a| a == section);
+    if wanted("instructions") && !asked_for("instructions") && !instructions::valgrind_installed() {
+        println!("## 8. Instructions per record\n\nSkipped: valgrind is not installed.\n");
+    } else if wanted("instructions") {
         eprintln!("instructions per record (valgrind --tool=callgrind, child processes)...");
         let read_headers = common::guest("ferry-guest-headers")?;
         let figures = instructions::run(&passthrough, &read_headers, 2)?;
