@@ -3,7 +3,8 @@
 # bench in release mode, then measures the boundary, end to end, instantiation,
 # memory, scaling, and Rust, Python and JavaScript guests side by side. Markdown on
 # stdout (also kept in target/bench-report.md); pass section names to run only
-# some: boundary e2e instantiate memory scaling polyglot.
+# some: boundary e2e instantiate memory scaling exactly-once polyglot instructions
+# (instructions needs valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null

@@ -442,7 +442,7 @@ impl Config {
             }
         }
         // Each worker keeps a guest instance; a deploy's self-test needs one more.
-        let instances: usize = self.pipelines.iter().map(|p| p.workers).sum();
+        let instances = self.workers();
         if instances >= s.max_instances as usize {
             bail!(
                 "sandbox.max_instances: the pipelines' workers keep {instances} guest instances, and a deploy's \
@@ -451,6 +451,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Every pipeline's workers, added up: each keeps a guest instance.
+    pub fn workers(&self) -> usize {
+        self.pipelines.iter().map(|p| p.workers).sum()
+    }
+
+    /// Whether the instance pool has room for a spare instance per worker as well,
+    /// and still one slot for a deploy's self-test: a spare must never take the slot
+    /// a live instance or a self-test needs.
+    pub fn spares_fit(&self) -> bool {
+        2 * self.workers() < self.sandbox.max_instances as usize
     }
 
     /// The sandbox settings for the engine.

@@ -168,13 +168,21 @@ impl Host {
             slots.push(ProcessorSlot::starting(component, origin));
             starts.push(start);
         }
+        let spares = config.spares_fit();
+        if !spares {
+            tracing::info!(
+                max_instances = config.sandbox.max_instances,
+                "no spare instances: sandbox.max_instances is below 2 per worker plus one for a deploy's self-test, so \
+                 an instance after a trap or a recycle is instantiated when it is needed"
+            );
+        }
         let mut pipelines = Vec::new();
         let mut client_ids = Vec::new();
         for (pipeline, slot) in config.pipelines.iter().zip(slots) {
             let mut pipeline = pipeline.clone();
             let client_id = pipeline.group_deploy.then(|| member_client_id(&mut pipeline, &config.kafka));
             client_ids.push(client_id);
-            pipelines.push(Pipeline::start(&config.brokers, &config.kafka, pipeline, sandbox.clone(), slot)?);
+            pipelines.push(Pipeline::start(&config.brokers, &config.kafka, pipeline, sandbox.clone(), slot, spares)?);
         }
         let mut followers = Vec::new();
         for ((pipeline, start), client_id) in pipelines.iter().zip(starts).zip(client_ids) {

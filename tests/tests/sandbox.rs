@@ -167,13 +167,54 @@ fn outcomes_reasons_and_emits_come_back_validated() {
 #[test]
 fn a_reused_instance_slot_starts_zeroed() {
     let sandbox = sandbox();
-    for round in 0..5 {
-        // snoop scans a 16 MiB region for non-zero bytes, then fills it with 0xAB.
-        let mut snoop = instance(&sandbox, "ferry-guest-snoop");
-        assert_eq!(run(&mut snoop, &["x"]).unwrap(), ["processed"], "round {round}");
-        snoop.recycle();
-        assert_eq!(run(&mut snoop, &["x"]).unwrap(), ["processed"], "round {round} after recycling");
+    for spare in [false, true] {
+        for round in 0..5 {
+            // snoop scans a 16 MiB region for non-zero bytes, then fills it with 0xAB.
+            let mut snoop = instance(&sandbox, "ferry-guest-snoop");
+            if spare {
+                snoop = snoop.keep_spare(true);
+            }
+            assert_eq!(run(&mut snoop, &["x"]).unwrap(), ["processed"], "round {round}, spare {spare}");
+            snoop.prepare_spare();
+            assert_eq!(snoop.has_spare(), spare, "round {round}");
+            snoop.recycle();
+            assert_eq!(run(&mut snoop, &["x"]).unwrap(), ["processed"], "round {round} after recycling, spare {spare}");
+        }
     }
+}
+
+#[test]
+fn a_spare_instance_takes_over_after_a_fault_with_the_same_limits_and_grants() {
+    let sandbox = sandbox();
+    let mut chaos = instance(&sandbox, "ferry-guest-chaos").keep_spare(true);
+    chaos.prepare_spare();
+    assert!(!chaos.has_spare(), "no spare before the first instance");
+    for round in 0..3 {
+        // Every fault hands the next batch to the spare, which must hold to the same
+        // memory and time limits, and the same grants, as the instance it replaces.
+        let spare = |chaos: &mut ProcessorInstance| {
+            chaos.prepare_spare();
+            assert!(chaos.has_spare(), "round {round}: no spare");
+        };
+        run(&mut chaos, &["fine"]).unwrap();
+        spare(&mut chaos);
+        let fault = run(&mut chaos, &["fine", "oom"]).expect_err("oom");
+        assert!(matches!(fault, GuestFault::OutOfMemory(_)), "round {round}: oom classified as {fault:?}");
+        let fault = run(&mut chaos, &["loop"]).expect_err("loop");
+        assert!(!chaos.has_spare(), "round {round}: the spare went live");
+        assert!(matches!(fault, GuestFault::Timeout(300)), "round {round}: loop classified as {fault:?}");
+        spare(&mut chaos);
+        let (outcomes, emitted) = process(&mut chaos, &["emit:out", "emit:not-granted"]).unwrap();
+        assert_eq!(outcomes[0], "processed", "round {round}");
+        assert!(outcomes[1].starts_with("retry"), "round {round}: an ungranted topic was not refused: {outcomes:?}");
+        let topics: Vec<&str> = emitted.iter().map(|e| e.record.topic.as_str()).collect();
+        assert_eq!(topics, ["out"], "round {round}");
+        // And a recycle (memory grown past half its room) hands over just the same.
+        spare(&mut chaos);
+        chaos.recycle();
+        assert_eq!(run(&mut chaos, &["fine"]).unwrap(), ["processed"], "round {round} after recycling");
+    }
+    assert_eq!(chaos.instantiations(), 1 + 3 * 3, "one fresh instance per fault and recycle, plus the first");
 }
 
 #[test]

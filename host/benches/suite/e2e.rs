@@ -67,8 +67,11 @@ pub struct Run {
     pub records: u64,
     /// Assignment to the last record received (bare) or processed (ferry).
     pub consume: Duration,
-    /// Assignment to the last offset committed (ferry only).
+    /// Assignment to the last offset committed (ferry only), as the broker shows it.
     pub commit: Option<Duration>,
+    /// Last record processed to the last commit result ferry received (ferry only):
+    /// the part of the commit tail spent in ferry and the broker, not in watching.
+    pub commit_result_tail: Option<Duration>,
     /// Records per second once flowing: from the first batch (ferry) or the first
     /// `STEADY_AFTER` records (bare) to the last record.
     pub steady: f64,
@@ -121,7 +124,9 @@ impl ConsumerContext for Timed {
 
 /// A plain poll loop: a consumer group member with ferry's client settings that
 /// reads `records` records of `topics` and does nothing with them (but look at their
-/// headers, when `headers`: librdkafka parses them on demand).
+/// headers, when `headers`: librdkafka parses them on demand). Never inlined: the
+/// instructions section finds the loop's thread by this function's name.
+#[inline(never)]
 pub fn bare(brokers: &str, kafka: &Kafka, topics: &[Topic], records: u64, headers: bool) -> anyhow::Result<Run> {
     let consumer: BaseConsumer<Timed> = consumer_config(brokers, &unique("bare"), kafka, &BTreeMap::new())
         .create_with_context(Timed::default())
@@ -155,7 +160,7 @@ pub fn bare(brokers: &str, kafka: &Kafka, topics: &[Topic], records: u64, header
     let loop_cpu = crate::common::this_thread_cpu().saturating_sub(loop_cpu) as f64 / records as f64;
     let cpu = crate::common::cpu_since(&cpu);
     let steady = steady(records - STEADY_AFTER, flowing.unwrap_or(assigned), done);
-    Ok(Run { records, consume: done - assigned, commit: None, steady, cpu, loop_cpu })
+    Ok(Run { records, consume: done - assigned, commit: None, commit_result_tail: None, steady, cpu, loop_cpu })
 }
 
 /// Several bare consumers, one per topic list, each on a thread of its own; timed
@@ -180,7 +185,15 @@ pub fn bare_parallel(brokers: &str, kafka: &Kafka, members: &[(Vec<Topic>, u64)]
     let steady = spans.iter().map(|s| s.2).sum();
     let records = members.iter().map(|m| m.1).sum::<u64>();
     let loop_cpu = spans.iter().map(|s| s.3).sum::<f64>() / records as f64;
-    Ok(Run { records, consume: last - first, commit: None, steady, cpu: Vec::new(), loop_cpu })
+    Ok(Run {
+        records,
+        consume: last - first,
+        commit: None,
+        commit_result_tail: None,
+        steady,
+        cpu: Vec::new(),
+        loop_cpu,
+    })
 }
 
 /// The ferry config of one host: one passthrough pipeline per topic list.
@@ -254,6 +267,13 @@ pub fn ferry(
                 .create()
         })
         .collect::<Result<_, _>>()?;
+    // One look each before the run: a client finds its group's coordinator and
+    // connects to it on its first look, which took up to ~55 ms and showed up as a
+    // commit tail ferry did not have (issue 19: ferry had its last commit result
+    // 0.1 ms after its last batch).
+    for (client, (topics, _)) in clients.iter().zip(pipelines) {
+        committed(client, topics)?;
+    }
     let host = Host::start(&config)?;
     let started = Instant::now();
     let cpu = crate::common::thread_cpu();
@@ -302,9 +322,19 @@ pub fn ferry(
             bail!("group {group} still lags:\n{}", offsets::table(&rows));
         }
     }
+    let last_result = host.pipelines.iter().filter_map(|p| p.shared.stats.timeline().last_commit).max();
+    let commit_result_tail = last_result.map(|at| at.saturating_duration_since(processed_at));
     host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
     host.wait();
-    Ok(Run { records, consume: processed_at - assigned, commit: Some(committed_at - assigned), steady, cpu, loop_cpu })
+    Ok(Run {
+        records,
+        consume: processed_at - assigned,
+        commit: Some(committed_at - assigned),
+        commit_result_tail,
+        steady,
+        cpu,
+        loop_cpu,
+    })
 }
 
 fn steady(records: u64, from: Instant, to: Instant) -> f64 {
@@ -389,13 +419,16 @@ pub fn compare(
         }
         let committed = f.commit_rate().expect("ferry runs commit");
         eprintln!(
-            "  round {}: bare {:.0} rec/s ({:.0} once flowing), ferry {:.0} rec/s ({:.0} once flowing), committed {:.0} rec/s",
+            "  round {}: bare {:.0} rec/s ({:.0} once flowing), ferry {:.0} rec/s ({:.0} once flowing), committed {:.0} \
+             rec/s; commit tail {:.1} ms ({:.1} ms to ferry's last commit result)",
             round + 1,
             b.rate(),
             b.steady,
             f.rate(),
             f.steady,
-            committed
+            committed,
+            (f.commit.expect("committed") - f.consume).as_secs_f64() * 1e3,
+            f.commit_result_tail.map_or(f64::NAN, |t| t.as_secs_f64() * 1e3)
         );
         r.bare.push(b.rate());
         r.ferry.push(f.rate());

@@ -1,7 +1,7 @@
 //! ferry's benchmark suite (issue 6), one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
 //! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`,
-//! `workers` (default: all).
+//! `workers`, `instructions` (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -12,6 +12,7 @@ mod common;
 mod e2e;
 mod exactly_once;
 mod instantiate;
+mod instructions;
 mod memory;
 mod polyglot;
 mod scaling;
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 8] =
-    ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot", "workers"];
+const SECTIONS: [&str; 9] =
+    ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot", "workers", "instructions"];
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; flags are not ours.
@@ -34,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             };
             return memory::child(count.parse()?, &PathBuf::from(component), brokers, prefix);
         }
+        Some("child-instructions") => return instructions::child(&args[1..]),
         Some("child-cores") => {
             let cpus = args.get(1).context("child-cores CPUS COMPONENT")?;
             return scaling::child(cpus, &PathBuf::from(args.get(2).context("component path")?));
@@ -227,6 +229,45 @@ fn main() -> anyhow::Result<()> {
             workers::TARGET_SPEEDUP,
             workers::ratios(&busy_flowing),
             met(&busy_flowing),
+        );
+    }
+    let asked_for = |section: &str| args.iter().any(|a| a == section);
+    if wanted("instructions") && !asked_for("instructions") && !instructions::valgrind_installed() {
+        println!("## 9. Instructions per record\n\nSkipped: valgrind is not installed.\n");
+    } else if wanted("instructions") {
+        eprintln!("instructions per record (valgrind --tool=callgrind, child processes)...");
+        let read_headers = common::guest("ferry-guest-headers")?;
+        let figures = instructions::run(&passthrough, &read_headers, 2)?;
+        println!(
+            "## 9. Instructions per record: {} − {} records of 100 B in 4 partitions, batch {}, embedded broker\n\n\
+             Instructions executed by the consuming thread (`valgrind --tool=callgrind --separate-threads=yes`): \
+             the run on {} records minus the run on {}, over the difference, so start-up and shutdown cancel out; \
+             each run is the median of {} such pairs. Profiles of the measured threads: `target/callgrind/`.\n\n{}",
+            instructions::LARGE,
+            instructions::SMALL,
+            e2e::BATCH_SIZE,
+            instructions::LARGE,
+            instructions::SMALL,
+            instructions::PAIRS,
+            instructions::table(&figures),
+        );
+        let ratios = instructions::ratios(&figures);
+        let list = |side: fn(&(f64, f64)) -> f64| {
+            let values: Vec<String> = ratios.iter().map(|r| format!("{:.3}", side(r))).collect();
+            values.join(", ")
+        };
+        let met = |target: f64, side: fn(&(f64, f64)) -> f64| {
+            if ratios.iter().all(|r| side(r) <= target) { "met" } else { "missed" }
+        };
+        println!(
+            "Targets: passthrough ≤ {} × the bare loop: **{}** ({}); a guest reading headers ≤ {} × the bare loop \
+             reading headers: **{}** ({}).\n",
+            instructions::TARGET_NO_HEADERS,
+            list(|r| r.0),
+            met(instructions::TARGET_NO_HEADERS, |r| r.0),
+            instructions::TARGET_HEADERS,
+            list(|r| r.1),
+            met(instructions::TARGET_HEADERS, |r| r.1),
         );
     }
     Ok(())

@@ -44,6 +44,10 @@ pub fn partitions(kafka: &Kafka, component: &Path) -> anyhow::Result<Vec<(String
             format!(", `{}={}` (librdkafka's default)", LIBRDKAFKA_FETCH_BACKOFF.0, LIBRDKAFKA_FETCH_BACKOFF.1),
         ),
     ] {
+        // FERRY_BENCH_PARTITIONS=8 (say) runs only the rows of that many partitions.
+        if std::env::var("FERRY_BENCH_PARTITIONS").is_ok_and(|only| only != partitions.to_string()) {
+            continue;
+        }
         eprintln!("scaling: {partitions} partition(s){label}");
         let topic = filled(&broker, partitions)?;
         let records = PER_PARTITION * partitions as u64;

@@ -284,22 +284,39 @@ impl<'m> Delivered<'m> {
         unsafe { bytes(self.message.payload.cast(), self.message.len) }
     }
 
-    /// The record's headers in order, names as raw bytes (Kafka means them to be
-    /// UTF-8 but does not check). librdkafka parses them on first access and keeps
-    /// them with the message.
-    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'m [u8], Option<&'m [u8]>)> + 'm {
+    /// The record's headers, parsed by librdkafka and taken from the message (see
+    /// [`HeaderList`]); `None` when it has none.
+    pub(crate) fn take_headers(&self) -> Option<HeaderList> {
         let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
-        // SAFETY: live message; the parsed list belongs to the message and is freed
-        // with it.
-        let found = unsafe { rd::rd_kafka_message_headers(self.message, &mut list) };
-        let list = (found == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(list);
+        // SAFETY: live message. librdkafka parses the headers (if not yet) and hands
+        // the list over: it is no longer the message's, and is destroyed by the
+        // HeaderList. The fields it changes lie outside `rd_kafka_message_t` (in
+        // librdkafka's own message struct), not behind the shared reference.
+        let found =
+            unsafe { rd::rd_kafka_message_detach_headers(std::ptr::from_ref(self.message).cast_mut(), &mut list) };
+        // Built only when there is a list: a HeaderList destroys what it holds.
+        (found == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && !list.is_null()).then(|| HeaderList { list })
+    }
+}
+
+/// A record's headers, owned here and freed on drop. Taken from the message as soon
+/// as they are read, librdkafka's allocations for one record are freed before the
+/// next record's are made (so the allocator reuses the same memory), instead of a
+/// whole fetch's at once when the messages are destroyed.
+pub(crate) struct HeaderList {
+    list: *mut rd::rd_kafka_headers_t,
+}
+
+impl HeaderList {
+    /// The headers in order, names as raw bytes (Kafka means them to be UTF-8 but
+    /// does not check).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + '_ {
         (0..).map_while(move |index| {
-            let list = list?;
             let mut name: *const std::ffi::c_char = std::ptr::null();
             let mut value: *const std::ffi::c_void = std::ptr::null();
             let mut len = 0usize;
-            // SAFETY: the list lives as long as the message; out-pointers are valid.
-            let err = unsafe { rd::rd_kafka_header_get_all(list, index, &mut name, &mut value, &mut len) };
+            // SAFETY: the list lives as long as `self`; out-pointers are valid.
+            let err = unsafe { rd::rd_kafka_header_get_all(self.list, index, &mut name, &mut value, &mut len) };
             if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 return None;
             }
@@ -307,6 +324,14 @@ impl<'m> Delivered<'m> {
             // are `len` bytes, NULL for a null value.
             Some((unsafe { CStr::from_ptr(name) }.to_bytes(), unsafe { bytes(value.cast(), len) }))
         })
+    }
+}
+
+impl Drop for HeaderList {
+    fn drop(&mut self) {
+        // SAFETY: detached from its message in `take_headers`, so owned here;
+        // destroyed once.
+        unsafe { rd::rd_kafka_headers_destroy(self.list) };
     }
 }
 

@@ -114,15 +114,24 @@ impl Worker {
             // read again from the committed offset.
             return (1 + run.take_while(same).count(), None);
         }
+        // One map lookup for the whole run; per record only the admission check and
+        // the encoding.
+        let (batch_size, wants_headers) = (self.config.batch_size, self.wants_headers);
+        let max_wait = Duration::from_millis(self.config.max_wait_ms);
         let mut intake = self.intake();
+        let state = intake.state_for(&key, first.offset());
         let mut taken = 0;
+        let mut full = false;
+        let mut first_at = None;
         for delivered in std::iter::once(first).chain(run.take_while(same)) {
             taken += 1;
-            if intake.take_one(&key, delivered, next_due) {
-                return (taken, Some(key));
+            if take_into(state, delivered, batch_size, wants_headers, &mut first_at) {
+                full = true;
+                break;
             }
         }
-        (taken, None)
+        note_due(first_at, max_wait, next_due);
+        (taken, full.then_some(key))
     }
 
     /// What taking a record needs: fields apart from the consumer, whose messages
@@ -169,25 +178,12 @@ struct Intake<'w> {
 impl Intake<'_> {
     /// Buffers one record in its partition's batch; true when that fills the batch.
     fn take_one(&mut self, key: &TopicPartition, delivered: Delivered<'_>, next_due: &mut Option<Instant>) -> bool {
-        let offset = delivered.offset();
-        self.state_for(key, offset);
-        let wants_headers = self.wants_headers;
-        let (batch_size, max_wait) = (self.config.batch_size, Duration::from_millis(self.config.max_wait_ms));
-        let state = self.partitions.get_mut(key).expect("just looked up");
-        if state.admit(offset) != Admission::Take {
-            return false;
-        }
+        let (batch_size, wants_headers) = (self.config.batch_size, self.wants_headers);
+        let max_wait = Duration::from_millis(self.config.max_wait_ms);
+        let state = self.state_for(key, delivered.offset());
         let mut first_at = None;
-        let full = state.buffer(
-            offset,
-            batch_size,
-            |encoder| encode(encoder, delivered, wants_headers),
-            || *first_at.insert(Instant::now()),
-        );
-        if let Some(at) = first_at {
-            let due = at + max_wait;
-            *next_due = Some(next_due.map_or(due, |d| d.min(due)));
-        }
+        let full = take_into(state, delivered, batch_size, wants_headers, &mut first_at);
+        note_due(first_at, max_wait, next_due);
         full
     }
 
@@ -199,6 +195,35 @@ impl Intake<'_> {
             self.partitions.insert(key.clone(), PartitionState::new(epoch));
         }
         self.partitions.get_mut(key).expect("just inserted")
+    }
+}
+
+/// Buffers one record in `state`'s batch (if it is admitted); true when that fills
+/// the batch. `first_at` is set when the record is the first of a batch.
+fn take_into(
+    state: &mut PartitionState,
+    delivered: Delivered<'_>,
+    batch_size: usize,
+    wants_headers: bool,
+    first_at: &mut Option<Instant>,
+) -> bool {
+    let offset = delivered.offset();
+    if state.admit(offset) != Admission::Take {
+        return false;
+    }
+    state.buffer(
+        offset,
+        batch_size,
+        |encoder| encode(encoder, delivered, wants_headers),
+        || *first_at.insert(Instant::now()),
+    )
+}
+
+/// Moves `next_due` earlier if a batch started at `first_at`.
+fn note_due(first_at: Option<Instant>, max_wait: Duration, next_due: &mut Option<Instant>) {
+    if let Some(at) = first_at {
+        let due = at + max_wait;
+        *next_due = Some(next_due.map_or(due, |d| d.min(due)));
     }
 }
 
@@ -216,10 +241,14 @@ fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>,
         encoder.push(offset, timestamp, key, value, []);
         return;
     }
+    let Some(list) = delivered.take_headers() else {
+        encoder.push(offset, timestamp, key, value, []);
+        return;
+    };
     let mut inline: [(&str, Option<&[u8]>); INLINE_HEADERS] = [("", None); INLINE_HEADERS];
     let mut count = 0;
     let mut fits = true;
-    for (name, value) in delivered.headers() {
+    for (name, value) in list.iter() {
         match std::str::from_utf8(name) {
             Ok(name) if count < INLINE_HEADERS => {
                 inline[count] = (name, value);
@@ -237,7 +266,7 @@ fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>,
         // Many headers, or a name that is not UTF-8 (Kafka means them to be, but does
         // not check): the record still gets through, invalid bytes replaced.
         let headers: Vec<(Cow<'_, str>, Option<&[u8]>)> =
-            delivered.headers().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
+            list.iter().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
         encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_ref(), *v)));
     }
 }

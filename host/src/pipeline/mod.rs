@@ -89,6 +89,8 @@ struct Common<'a> {
     provisions: &'a crate::sandbox::Provisions,
     /// Where the workers meet before leaving the group on shutdown.
     gate: Arc<leave::Gate>,
+    /// Whether each worker keeps a spare instance (the pool has room for them).
+    spares: bool,
 }
 
 impl Pipeline {
@@ -100,6 +102,7 @@ impl Pipeline {
         config: PipelineConfig,
         sandbox: Sandbox,
         slot: ProcessorSlot,
+        spares: bool,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let producer = if config.exactly_once()
@@ -124,6 +127,7 @@ impl Pipeline {
             producer,
             provisions: &provisions,
             gate: leave::Gate::new(config.workers),
+            spares,
         };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -239,7 +243,8 @@ impl Common<'_> {
             self.provisions.clone(),
             config.limits(),
         )
-        .of_worker(label);
+        .of_worker(label)
+        .keep_spare(self.spares);
         let runtime = self.sandbox.runtime().clone();
         let worker = worker::Worker {
             config: (*config).clone(),

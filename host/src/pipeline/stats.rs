@@ -66,16 +66,19 @@ pub struct Timeline {
     pub first_batch: Option<(Instant, u64)>,
     /// When the latest batch finished.
     pub last_batch: Option<Instant>,
+    /// When the latest commit result that moved an offset came back.
+    pub last_commit: Option<Instant>,
 }
 
 impl Timeline {
     /// The timeline of several workers together: the first assignment and first batch
-    /// of any of them, and the latest batch of all.
+    /// of any of them, and the latest batch and commit result of all.
     pub fn merge(timelines: impl IntoIterator<Item = Timeline>) -> Timeline {
         timelines.into_iter().fold(Timeline::default(), |a, b| Timeline {
             first_assignment: a.first_assignment.into_iter().chain(b.first_assignment).min(),
             first_batch: a.first_batch.into_iter().chain(b.first_batch).min_by_key(|(at, _)| *at),
             last_batch: a.last_batch.max(b.last_batch),
+            last_commit: a.last_commit.max(b.last_commit),
         })
     }
 }
@@ -132,6 +135,9 @@ impl PipelineStats {
     pub fn committed(&self, topic: &str, partition: i32, offset: i64) {
         let mut parts = lock(&self.partitions);
         let p = parts.entry((topic.to_owned(), partition)).or_default();
+        if p.committed.is_none_or(|c| offset > c) {
+            lock(&self.timeline).last_commit = Some(Instant::now());
+        }
         p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
     }
 
@@ -432,12 +438,27 @@ mod tests {
     fn timelines_take_the_first_start_and_the_latest_batch() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(1);
-        let a = Timeline { first_assignment: Some(later), first_batch: Some((later, 5)), last_batch: Some(later) };
-        let b = Timeline { first_assignment: Some(t0), first_batch: Some((t0, 3)), last_batch: Some(t0) };
+        let a = Timeline {
+            first_assignment: Some(later),
+            first_batch: Some((later, 5)),
+            last_batch: Some(later),
+            last_commit: None,
+        };
+        let b = Timeline {
+            first_assignment: Some(t0),
+            first_batch: Some((t0, 3)),
+            last_batch: Some(t0),
+            last_commit: Some(later),
+        };
         let merged = Timeline::merge([a, b, Timeline::default()]);
         assert_eq!(
             merged,
-            Timeline { first_assignment: Some(t0), first_batch: Some((t0, 3)), last_batch: Some(later) }
+            Timeline {
+                first_assignment: Some(t0),
+                first_batch: Some((t0, 3)),
+                last_batch: Some(later),
+                last_commit: Some(later),
+            }
         );
     }
 }

@@ -133,8 +133,18 @@ impl Worker {
             }
             self.maybe_commit(now, &mut results_polled);
             if taken == 0 && !self.fetch.consumer_events_waiting() {
-                self.fetch.wait(self.poll_timeout(max_wait, now));
+                // Nothing to do: the time to have a fresh instance ready for the batch
+                // after a trap or a recycle (at most once per instance gone live).
+                self.instance.prepare_spare();
+                self.fetch.wait(self.poll_timeout(max_wait, Instant::now()));
                 now = Instant::now();
+                // The wait drained the wake-ups of all three queues, and librdkafka
+                // signals a queue again only once it has been served: serve the commit
+                // queue now (the next turn serves the other two), or a commit result
+                // that woke us would sit unseen, with no further wake-up, until the
+                // next look (up to MAX_POLL later), holding back the next commit.
+                results_polled = now;
+                let _ = self.shared.poll_commits();
             }
         }
         self.shut_down();
@@ -212,12 +222,17 @@ impl Worker {
         let settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
         let is_new = |offset: i64| old_position.is_none_or(|p| offset >= p);
 
-        // Outputs belong to their records: only those of processed ones go out.
-        let done: HashSet<i64> =
-            offsets.iter().zip(&settlement.fates).filter(|(_, f)| f.is_done()).map(|(o, _)| *o).collect();
+        // Outputs belong to their records: only those of processed ones go out. (The
+        // set of finished offsets is built only when something was emitted and not
+        // everything finished: most batches need neither.)
         let all_done = settlement.all_done();
-        let publish: Vec<Emitted> =
-            run.outputs.into_iter().filter(|e| e.source.map_or(all_done, |source| done.contains(&source))).collect();
+        let publish: Vec<Emitted> = if run.outputs.is_empty() || all_done {
+            run.outputs
+        } else {
+            let done: HashSet<i64> =
+                offsets.iter().zip(&settlement.fates).filter(|(_, f)| f.is_done()).map(|(o, _)| *o).collect();
+            run.outputs.into_iter().filter(|e| e.source.is_some_and(|source| done.contains(&source))).collect()
+        };
         let mut unfinished_new = Vec::new();
         let mut redelivered_done = Vec::new();
         let mut given_up = Vec::new();
@@ -400,7 +415,8 @@ impl Worker {
             self.provisions.clone(),
             self.config.limits(),
         )
-        .of_worker(self.shared.worker);
+        .of_worker(self.shared.worker)
+        .keep_spare(self.instance.keeps_spare());
     }
 
     /// Stops taking records, waits for in-flight outputs, commits, leaves the group.

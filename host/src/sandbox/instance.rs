@@ -1,6 +1,14 @@
 //! One tenant's live instance: runs batches under its limits, and is discarded and
 //! rebuilt from the pre-instantiated component whenever it faults.
 //!
+//! A pipeline's instance can keep a spare ([`ProcessorInstance::keep_spare`]): a
+//! second instance of the same component, with the same provisions and limits,
+//! instantiated by [`ProcessorInstance::prepare_spare`] when the pipeline thread has
+//! nothing else to do. After a trap or a recycle the next batch takes the spare
+//! instead of waiting for an instantiation. A spare is never told about partitions and
+//! runs nothing until it goes live; it belongs to one [`ProcessorInstance`], so a new
+//! processor version (a new `ProcessorInstance`) never gets an old version's spare.
+//!
 //! Every call into a guest is a future on ferry's runtime, raced against the batch's
 //! deadline and against shutdown. A guest that computes yields at every epoch tick;
 //! a guest that waits (a sleep, a poll, blocking I/O) waits in an async host call. In
@@ -39,6 +47,13 @@ pub struct ProcessorInstance {
     label: TenantLabel,
     live: Option<Live>,
     instantiations: u64,
+    /// Whether a spare is kept (pipelines do; one-off self-tests and trials do not).
+    keeps_spare: bool,
+    /// The spare, instantiated and idle.
+    spare: Option<Live>,
+    /// The last spare could not be instantiated: no new attempt until an instance is
+    /// instantiated in place again (which reports why, as a fault).
+    spare_refused: bool,
 }
 
 /// Why a guest call did not return.
@@ -58,7 +73,54 @@ impl ProcessorInstance {
         limits: Limits,
     ) -> Self {
         let label = TenantLabel { pipeline: pipeline.into(), worker: None, digest: component.digest().into() };
-        Self { sandbox, component, provisions, limits, label, live: None, instantiations: 0 }
+        Self {
+            sandbox,
+            component,
+            provisions,
+            limits,
+            label,
+            live: None,
+            instantiations: 0,
+            keeps_spare: false,
+            spare: None,
+            spare_refused: false,
+        }
+    }
+
+    /// Keeps a spare instance (see [`Self::prepare_spare`]), so that a fresh instance
+    /// after a fault or a recycle does not wait for an instantiation. The spare holds
+    /// a second slot of the instance pool and its own linear memory.
+    pub fn keep_spare(mut self, keep: bool) -> Self {
+        self.keeps_spare = keep;
+        self
+    }
+
+    /// Whether it keeps a spare.
+    pub fn keeps_spare(&self) -> bool {
+        self.keeps_spare
+    }
+
+    /// Instantiates the spare, if this instance keeps one, has none, and has been
+    /// instantiated before (a pipeline that never ran a batch holds no spare). Call it
+    /// when the thread would otherwise wait: it takes an instantiation's time (tens
+    /// of µs), within one batch's time limit. An instantiation that fails leaves no
+    /// spare, and none is tried again until the next instance instantiated in place.
+    pub fn prepare_spare(&mut self) {
+        if !self.keeps_spare || self.spare.is_some() || self.spare_refused || self.instantiations == 0 {
+            return;
+        }
+        match self.instantiate(self.deadline_from_now()) {
+            Ok(spare) => self.spare = Some(spare),
+            Err(fault) => {
+                tracing::debug!(pipeline = &*self.label.pipeline, %fault, "no spare instance");
+                self.spare_refused = true;
+            }
+        }
+    }
+
+    /// Whether a spare is ready.
+    pub fn has_spare(&self) -> bool {
+        self.spare.is_some()
     }
 
     /// The same, run by worker `worker` of a pipeline with more than one: the guest's
@@ -172,40 +234,52 @@ impl ProcessorInstance {
 
     fn live(&mut self, deadline: Instant) -> Result<&mut Live, GuestFault> {
         if self.live.is_none() {
-            let needs = self.component.initial_memory();
-            if needs > self.limits.memory_bytes {
-                return Err(GuestFault::Instantiate(format!(
-                    "the component starts with {:.1} MiB of linear memory, more than its limit of {} MiB \
-                     (limits.memory_mib): raise it to at least {}",
-                    needs as f64 / MIB,
-                    self.limits.memory_bytes >> 20,
-                    minimum_memory_mib(needs)
-                )));
-            }
-            let started = Instant::now();
-            let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
-            let mut store = Store::new(self.sandbox.engine(), state);
-            store.limiter(|state| &mut state.limiter);
-            // Yield at every tick: computing guests give the runtime a chance to
-            // check their deadline (set before anything runs, start functions too).
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-            let instantiated = run_until(&self.sandbox, deadline, self.component.pre.instantiate_async(&mut store));
-            let bindings = match instantiated {
-                Ok(Ok(bindings)) => bindings,
-                Ok(Err(e)) => return Err(GuestFault::Instantiate(super::sanitize(&format!("{e:#}"), 300))),
-                Err(Stopped::Deadline) => return Err(GuestFault::Timeout(self.limits.time_per_batch_ms)),
-                Err(Stopped::Shutdown) => return Err(GuestFault::Cancelled),
+            let live = match self.spare.take() {
+                Some(spare) => spare,
+                None => {
+                    let started = Instant::now();
+                    let live = self.instantiate(deadline)?;
+                    self.spare_refused = false;
+                    tracing::debug!(
+                        pipeline = &*self.label.pipeline,
+                        micros = started.elapsed().as_micros() as u64,
+                        "instantiated processor"
+                    );
+                    live
+                }
             };
             self.instantiations += 1;
-            tracing::debug!(
-                pipeline = &*self.label.pipeline,
-                micros = started.elapsed().as_micros() as u64,
-                "instantiated processor"
-            );
-            self.live = Some(Live { store, bindings, told: Vec::new() });
+            self.live = Some(live);
         }
         Ok(self.live.as_mut().expect("just instantiated"))
+    }
+
+    /// A fresh instance, under this instance's provisions and limits.
+    fn instantiate(&self, deadline: Instant) -> Result<Live, GuestFault> {
+        let needs = self.component.initial_memory();
+        if needs > self.limits.memory_bytes {
+            return Err(GuestFault::Instantiate(format!(
+                "the component starts with {:.1} MiB of linear memory, more than its limit of {} MiB \
+                 (limits.memory_mib): raise it to at least {}",
+                needs as f64 / MIB,
+                self.limits.memory_bytes >> 20,
+                minimum_memory_mib(needs)
+            )));
+        }
+        let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
+        let mut store = Store::new(self.sandbox.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        // Yield at every tick: computing guests give the runtime a chance to check
+        // their deadline (set before anything runs, start functions too).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let instantiated = run_until(&self.sandbox, deadline, self.component.pre.instantiate_async(&mut store));
+        match instantiated {
+            Ok(Ok(bindings)) => Ok(Live { store, bindings, told: Vec::new() }),
+            Ok(Err(e)) => Err(GuestFault::Instantiate(super::sanitize(&format!("{e:#}"), 300))),
+            Err(Stopped::Deadline) => Err(GuestFault::Timeout(self.limits.time_per_batch_ms)),
+            Err(Stopped::Shutdown) => Err(GuestFault::Cancelled),
+        }
     }
 }
 
