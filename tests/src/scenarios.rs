@@ -168,16 +168,31 @@ fn finished(brokers: &str) -> BTreeSet<(i32, i64)> {
         .collect()
 }
 
-/// Whether each of a process's `workers` workers has partitions, per its log (the
-/// last assignment each logged; a single worker's lines name no worker).
+/// Whether each of a process's `workers` workers has partitions, per its log (what
+/// its assignments and revokes left each; a single worker's lines name no worker).
 pub fn every_worker_assigned(log: &str, workers: usize) -> bool {
-    let mut latest: std::collections::BTreeMap<String, bool> = Default::default();
-    for line in log.lines().filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked")) {
+    // Assignments add partitions and revokes remove them: with cooperative-sticky
+    // both are incremental (an empty assignment keeps what a worker owns), and with
+    // eager a revoke of everything comes before each new assignment.
+    let mut owned: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for line in log.lines() {
+        let assigned = line.contains("partitions assigned");
+        if !assigned && !line.contains("partitions revoked") {
+            continue;
+        }
         let worker = line.split(" worker=").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or("");
-        let owns = line.contains("partitions assigned") && line.contains("[(");
-        latest.insert(worker.to_owned(), owns);
+        let listed = line.split(" partitions=").nth(1).unwrap_or("");
+        let partitions = listed.split("), (").map(|p| p.trim_matches(['[', ']', '(', ')']).to_owned());
+        let mine = owned.entry(worker.to_owned()).or_default();
+        for partition in partitions.filter(|p| !p.is_empty()) {
+            if assigned {
+                mine.insert(partition);
+            } else {
+                mine.remove(&partition);
+            }
+        }
     }
-    latest.values().filter(|owns| **owns).count() == workers
+    owned.values().filter(|partitions| !partitions.is_empty()).count() == workers
 }
 
 /// The seed's rebalance case, with eager and cooperative assignment: 4 partitions,
