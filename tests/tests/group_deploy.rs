@@ -23,38 +23,14 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use ferry_host::kafka::output::send_when_room;
 use ferry_tests::{Broker as _, FerryProcess, MockBrokerProcess, ferry_bin, lag, read_all, unique, write_config};
 use observe_support::{Exposition, get, wait_for};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use swap_support::build;
+use swap_support::{build, stream};
 
 const PARTITIONS: i32 = 4;
 const PIPELINE: &str = "fleet";
 const TOPIC: &str = "fleet.components";
-
-/// Produces `k<n>` records (a burst every 10 ms) until `stop`; returns every key.
-fn stream(brokers: &str, stop: &AtomicBool) -> BTreeSet<String> {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().expect("producer");
-    let mut sent = BTreeSet::new();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) && n < 60_000 {
-        for _ in 0..10 {
-            let key = format!("k{n}");
-            let record = BaseRecord::to("input").partition(n % PARTITIONS).key(&key).payload(&key);
-            send_when_room(&producer, record).map_err(|(e, _)| e).expect("queued");
-            sent.insert(key);
-            n += 1;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    producer.flush(Duration::from_secs(60)).expect("stream acknowledged");
-    sent
-}
 
 /// A member: its config file and admin address.
 struct Member {
@@ -119,6 +95,12 @@ fn ferry(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `ferry deploy --group` for this test's pipeline and components topic, with `more`.
+fn deploy_group(brokers: &str, more: &[&str]) -> (bool, String) {
+    let args = ["deploy", "--group", "--brokers", brokers, "--components-topic", TOPIC, "--pipeline", PIPELINE];
+    ferry(&[&args[..], more].concat())
+}
+
 #[test]
 fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
     let (v1, v2, v3) =
@@ -147,7 +129,7 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
     let stop = Arc::new(AtomicBool::new(false));
     let producer = std::thread::spawn({
         let (brokers, stop) = (brokers.clone(), stop.clone());
-        move || stream(&brokers, &stop)
+        move || stream(&brokers, PARTITIONS, &stop)
     });
     for m in &members {
         wait_for(
@@ -158,19 +140,7 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
 
     // One command for the whole group; 78 KB in 4 KiB chunks is about 20 records.
     let path = v2.path.display().to_string();
-    let (ok, out) = ferry(&[
-        "deploy",
-        "--group",
-        "--brokers",
-        &brokers,
-        "--components-topic",
-        TOPIC,
-        "--pipeline",
-        PIPELINE,
-        "--chunk-bytes",
-        "4096",
-        &path,
-    ]);
+    let (ok, out) = deploy_group(&brokers, &["--chunk-bytes", "4096", &path]);
     assert!(ok && out.contains(&v2.digest), "ferry deploy --group: {out}");
     for m in &members {
         wait_for("every member switches to v2", || {
@@ -224,49 +194,17 @@ fn one_deploy_switches_every_member_and_a_restarted_member_comes_back_on_it() {
 
     // Rollback: v1 came from the config files, never from the topic, so it cannot be
     // rolled back to; v2 can, once v3 was published.
-    let (ok, out) = ferry(&[
-        "deploy",
-        "--group",
-        "--brokers",
-        &brokers,
-        "--components-topic",
-        TOPIC,
-        "--pipeline",
-        PIPELINE,
-        "--digest",
-        &v1.digest[..12],
-    ]);
+    let (ok, out) = deploy_group(&brokers, &["--digest", &v1.digest[..12]]);
     assert!(!ok && out.contains("the topic holds no chunks of a version"), "rollback to v1: {out}");
     let path = v3.path.display().to_string();
-    let (ok, out) = ferry(&[
-        "deploy",
-        "--group",
-        "--brokers",
-        &brokers,
-        "--components-topic",
-        TOPIC,
-        "--pipeline",
-        PIPELINE,
-        &path,
-    ]);
+    let (ok, out) = deploy_group(&brokers, &[&path]);
     assert!(ok, "{out}");
     for m in &members {
         wait_for("every member switches to v3", || {
             running(m.admin).and_then(|d| if d == v3.digest { Ok(()) } else { Err(d) })
         });
     }
-    let (ok, out) = ferry(&[
-        "deploy",
-        "--group",
-        "--brokers",
-        &brokers,
-        "--components-topic",
-        TOPIC,
-        "--pipeline",
-        PIPELINE,
-        "--digest",
-        &v2.digest[..12],
-    ]);
+    let (ok, out) = deploy_group(&brokers, &["--digest", &v2.digest[..12]]);
     assert!(ok && out.contains(&format!("rolled back to {}", v2.digest)), "rollback to v2: {out}");
     for m in &members {
         wait_for("every member rolls back to v2", || {

@@ -29,30 +29,10 @@ use ferry_tests::{Broker as _, Embedded, lag, read_all, wait_until};
 use observe_support::{Exposition, get, status};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use swap_support::{Build, HostSpec, PIPELINE, build, deployed, processed, running, start, stop};
+use swap_support::{Build, HostSpec, PIPELINE, build, deployed, processed, running, start, stop, stream};
 
 const PARTITIONS: i32 = 4;
 const TOPIC: &str = "_ferry.components";
-
-/// Produces a steady stream until `stop`; returns the keys.
-fn stream(brokers: &str, stop: &AtomicBool) -> BTreeSet<String> {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().expect("producer");
-    let mut sent = BTreeSet::new();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) && n < 60_000 {
-        for _ in 0..10 {
-            let key = format!("k{n}");
-            let record = BaseRecord::to("input").partition(n % PARTITIONS).key(&key).payload(&key);
-            send_when_room(&producer, record).map_err(|(e, _)| e).expect("queued");
-            sent.insert(key);
-            n += 1;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    producer.flush(Duration::from_secs(60)).expect("stream acknowledged");
-    sent
-}
 
 /// Writes raw records to the components topic, as an attacker with Write would.
 struct Attacker(ThreadedProducer<DefaultProducerContext>);
@@ -108,6 +88,15 @@ fn spec<'a>(
     HostSpec { brokers, group, component: &component.path, cache_dir: cache, admin: true, extra }
 }
 
+/// An embedded broker with the input, ledger and components topics.
+fn broker_with_topics() -> Embedded {
+    let broker = Embedded::start();
+    broker.create_topic("input", PARTITIONS);
+    broker.create_topic("ledger", PARTITIONS);
+    broker.create_topic(TOPIC, 1);
+    broker
+}
+
 fn metrics(host: &Host) -> Exposition {
     Exposition::parse(&get(host.admin.as_ref().unwrap().addr, "/metrics").body)
 }
@@ -116,10 +105,7 @@ fn metrics(host: &Host) -> Exposition {
 fn corrupt_truncated_and_mismatched_versions_are_refused_while_the_running_one_goes_on() {
     let (v1, v2, v3) =
         (build("ferry-guest-versioned-v1"), build("ferry-guest-versioned-v2"), build("ferry-guest-versioned-v3"));
-    let broker = Embedded::start();
-    broker.create_topic("input", PARTITIONS);
-    broker.create_topic("ledger", PARTITIONS);
-    broker.create_topic(TOPIC, 1);
+    let broker = broker_with_topics();
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
 
@@ -132,7 +118,7 @@ fn corrupt_truncated_and_mismatched_versions_are_refused_while_the_running_one_g
     let stop_stream = Arc::new(AtomicBool::new(false));
     let producer = std::thread::spawn({
         let (brokers, stop) = (brokers.clone(), stop_stream.clone());
-        move || stream(&brokers, &stop)
+        move || stream(&brokers, PARTITIONS, &stop)
     });
     wait_until("v1 runs", || running(&host) == v1.digest && processed(&host) > 100);
     let attacker = Attacker::new(&brokers);
@@ -238,10 +224,7 @@ fn corrupt_truncated_and_mismatched_versions_are_refused_while_the_running_one_g
 #[test]
 fn a_host_whose_limits_fail_the_self_test_keeps_its_version_and_says_why() {
     let (v1, v4) = (build("ferry-guest-versioned-v1"), build("ferry-guest-versioned-v4"));
-    let broker = Embedded::start();
-    broker.create_topic("input", PARTITIONS);
-    broker.create_topic("ledger", PARTITIONS);
-    broker.create_topic(TOPIC, 1);
+    let broker = broker_with_topics();
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
     let roomy = start(&spec(&brokers, "limits", &v1, cache.path(), "group_deploy = true"));
@@ -250,7 +233,7 @@ fn a_host_whose_limits_fail_the_self_test_keeps_its_version_and_says_why() {
     let stop_stream = Arc::new(AtomicBool::new(false));
     let producer = std::thread::spawn({
         let (brokers, stop) = (brokers.clone(), stop_stream.clone());
-        move || stream(&brokers, &stop)
+        move || stream(&brokers, PARTITIONS, &stop)
     });
     wait_until("both members process", || processed(&roomy) > 50 && processed(&tight) > 50);
 

@@ -3,14 +3,20 @@
 
 #![allow(dead_code)] // each suite uses its own subset
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use ferry_host::config::Config;
 use ferry_host::deploy::client::{self, Answer, Request};
 use ferry_host::host::Host;
+use ferry_host::kafka::output::send_when_room;
 use ferry_host::sandbox::digest_of;
 use ferry_tests::guest;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 /// The admin token of every test host.
 pub const TOKEN: &str = "swap-test-token";
@@ -123,4 +129,25 @@ pub fn deployed(host: &Host) -> String {
 pub fn stop(host: Host) {
     host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
     host.wait();
+}
+
+/// Produces `k<n>` records to `input`'s `partitions` (a burst every 10 ms) until
+/// `stop`; returns every key, for the suites to compare with what was processed.
+pub fn stream(brokers: &str, partitions: i32, stop: &AtomicBool) -> BTreeSet<String> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().expect("producer");
+    let mut sent = BTreeSet::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) && n < 60_000 {
+        for _ in 0..10 {
+            let key = format!("k{n}");
+            let record = BaseRecord::to("input").partition(n % partitions).key(&key).payload(&key);
+            send_when_room(&producer, record).map_err(|(e, _)| e).expect("queued");
+            sent.insert(key);
+            n += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    producer.flush(Duration::from_secs(60)).expect("stream acknowledged");
+    sent
 }
