@@ -76,6 +76,30 @@ pub fn judge(brokers: &str, input_topic: &str, inputs: &[Read], dead_letter_topi
     judge_reads(input_topic, inputs, &seen, &letters)
 }
 
+/// Panics unless every committed output (a `seen` record or a dead letter) is in the
+/// partition of the same number as its input's. ferry's exactly-once tests on Tansu
+/// arrange that (outputs keyed like their input, topics with as many partitions):
+/// Tansu holds back a committed transaction's offsets while another producer's
+/// transaction on the same output partition is open (see `broker_transactions.rs`),
+/// which no client can work around.
+pub fn assert_own_output_partitions(brokers: &str, input_topic: &str, dead_letter_topic: Option<&str>) {
+    let mut stray = Vec::new();
+    for output in read_committed(brokers, "seen") {
+        let (topic, partition, offset) = parse_seen(&output.value);
+        if topic == input_topic && partition != output.partition {
+            stray.push(format!("seen/{} <- {topic}/{partition}@{offset}", output.partition));
+        }
+    }
+    for letter in dead_letter_topic.map(|t| read_committed(brokers, t)).unwrap_or_default() {
+        let header = |name: &str| letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let partition: Option<i32> = header("ferry.partition").and_then(|p| p.parse().ok());
+        if header("ferry.topic").as_deref() == Some(input_topic) && partition != Some(letter.partition) {
+            stray.push(format!("dead letter {} <- {partition:?}", letter.partition));
+        }
+    }
+    assert!(stray.is_empty(), "outputs outside their input's partition: {stray:?}");
+}
+
 /// [`judge`] on records already read.
 pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &[Read]) -> Verdict {
     let mut results: BTreeMap<Input, usize> = BTreeMap::new();

@@ -310,6 +310,17 @@ pub fn free_port() -> u16 {
 /// Produces `values` (keys `k<index>`) to `topic`, round-robin over `partitions`, and
 /// waits for every acknowledgement.
 pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
+    produce_to(brokers, topic, values, |i| Some(i as i32 % partitions));
+}
+
+/// Produces `values` (keys `k<index>`) to `topic`, each in the partition librdkafka's
+/// partitioner picks for its key (as ferry's output producers pick for an output
+/// keyed like its input), and waits for every acknowledgement.
+pub fn produce_by_key(brokers: &str, topic: &str, values: &[String]) {
+    produce_to(brokers, topic, values, |_| None);
+}
+
+fn produce_to(brokers: &str, topic: &str, values: &[String], partition_of: impl Fn(usize) -> Option<i32>) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")
@@ -318,9 +329,11 @@ pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
         .create()
         .expect("producer");
     for (i, value) in values.iter().enumerate() {
-        let partition = i as i32 % partitions;
         let key = format!("k{i}");
-        let record = BaseRecord::to(topic).partition(partition).key(&key).payload(value);
+        let mut record = BaseRecord::to(topic).key(&key).payload(value);
+        if let Some(partition) = partition_of(i) {
+            record = record.partition(partition);
+        }
         if let Err((error, _)) = send_when_room(&producer, record) {
             panic!("producing to {topic} failed: {error}");
         }

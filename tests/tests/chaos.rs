@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_tests::checker::{CommitSampler, backwards_commits, check};
-use ferry_tests::exactly_once::judge;
+use ferry_tests::exactly_once::{assert_own_output_partitions, judge};
 use ferry_tests::scenarios::recorder_config;
 use ferry_tests::*;
 
@@ -67,8 +67,11 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
     let brokers = broker.brokers();
     let group = unique("chaos");
     broker.create_topic("in", PARTITIONS);
-    broker.create_topic("seen", 1);
-    broker.create_topic("dlq", 1);
+    // Exactly-once on Tansu: each input partition's outputs in their own partitions
+    // (see `assert_own_output_partitions` for why).
+    let output_partitions = if promise == Promise::ExactlyOnce { PARTITIONS } else { 1 };
+    broker.create_topic("seen", output_partitions);
+    broker.create_topic("dlq", output_partitions);
     let dir = tempfile::tempdir().unwrap();
     let config = || {
         let delivery = match promise {
@@ -103,7 +106,10 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
             for chunk in 0..chunks {
                 let range = (chunk * per_chunk).min(records)..((chunk + 1) * per_chunk).min(records);
                 let values: Vec<String> = range.map(value).collect();
-                produce(&brokers, "in", PARTITIONS, &values);
+                match promise {
+                    Promise::AtLeastOnce => produce(&brokers, "in", PARTITIONS, &values),
+                    Promise::ExactlyOnce => produce_by_key(&brokers, "in", &values),
+                }
                 std::thread::sleep(pause);
             }
         })
@@ -161,6 +167,7 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
             let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
             eprintln!("{}", verdict.summary());
             verdict.assert_exactly_once();
+            assert_own_output_partitions(&brokers, "in", Some("dlq"));
             let backwards = backwards_commits(&samples);
             assert!(backwards.is_empty(), "committed offsets moved back: {backwards:?}");
         }

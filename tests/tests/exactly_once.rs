@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use ferry_host::config::Config;
 use ferry_host::host::Host;
-use ferry_tests::exactly_once::judge;
+use ferry_tests::exactly_once::{assert_own_output_partitions, judge};
 use ferry_tests::scenarios::recorder_config;
 use ferry_tests::*;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -45,15 +45,17 @@ fn tansu_every_record_once_with_two_workers() {
 fn every_record_once(workers: usize) {
     let tansu = Tansu::start();
     let brokers = tansu.brokers();
+    // Each input partition's outputs in their own partitions (see
+    // `assert_own_output_partitions` for why, on Tansu).
     tansu.create_topic("in", 4);
-    tansu.create_topic("seen", 1);
-    tansu.create_topic("dlq", 1);
+    tansu.create_topic("seen", 4);
+    tansu.create_topic("dlq", 4);
     let values: Vec<String> = (0..200).map(value).collect();
     // With several workers, half the records wait for the first of them (which may
     // take every partition, then hand some over), the other half come once every
     // worker owns partitions.
     let (early, late) = values.split_at(if workers > 1 { 100 } else { values.len() });
-    produce(&brokers, "in", 4, early);
+    produce_by_key(&brokers, "in", early);
 
     let group = format!("eos-w{workers}");
     let extra = format!("{EXACTLY_ONCE}\nworkers = {workers}");
@@ -64,7 +66,7 @@ fn every_record_once(workers: usize) {
         wait_until("every worker owns partitions", || {
             owners().iter().all(|s| s.partitions.values().any(|p| p.assigned))
         });
-        produce(&brokers, "in", 4, late);
+        produce_by_key(&brokers, "in", late);
     }
     wait_until("lag 0 on every partition", || lag(&brokers, &group, "in").iter().all(|p| p.lag() == 0));
     host.shutdown_flag().store(true, Ordering::Relaxed);
@@ -74,6 +76,7 @@ fn every_record_once(workers: usize) {
     let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
     eprintln!("{}", verdict.summary());
     verdict.assert_exactly_once();
+    assert_own_output_partitions(&brokers, "in", Some("dlq"));
     assert!(!verdict.dead_lettered.is_empty() && !verdict.processed.is_empty(), "{}", verdict.summary());
 }
 
@@ -86,15 +89,15 @@ fn tansu_a_frozen_member_is_fenced_when_it_wakes() {
     let tansu = Tansu::start();
     let brokers = tansu.brokers();
     tansu.create_topic("in", 2);
-    tansu.create_topic("seen", 1);
-    tansu.create_topic("dlq", 1);
+    tansu.create_topic("seen", 2);
+    tansu.create_topic("dlq", 2);
     let dir = tempfile::tempdir().unwrap();
     // Long transactions: whenever it freezes, the zombie has one open with outputs.
     let zombie_extra = EXACTLY_ONCE.replace("interval_ms = 100", "interval_ms = 4000");
     let zombie =
         FerryProcess::start(&write_config(dir.path(), &recorder_config(&tansu, "zombie", "in", &zombie_extra)));
     let values: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
-    produce(&brokers, "in", 2, &values[..100]);
+    produce_by_key(&brokers, "in", &values[..100]);
     wait_until("the zombie-to-be processed records of both partitions", || {
         let log = zombie.log_text();
         log.contains("tp=in/0 offset=") && log.contains("tp=in/1 offset=")
@@ -106,13 +109,13 @@ fn tansu_a_frozen_member_is_fenced_when_it_wakes() {
     wait_until("the survivor took both partitions over", || {
         survivor.log_text().matches("partition ready for transactions").count() >= 2
     });
-    produce(&brokers, "in", 2, &values[100..200]);
+    produce_by_key(&brokers, "in", &values[100..200]);
     wait_until("the survivor processed records past the zombie's", || {
         let log = survivor.log_text();
         log.contains("tp=in/0 offset=60") && log.contains("tp=in/1 offset=60")
     });
     zombie.resume();
-    produce(&brokers, "in", 2, &values[200..]);
+    produce_by_key(&brokers, "in", &values[200..]);
     wait_until("lag 0 on every partition", || lag(&brokers, "zombie", "in").iter().all(|p| p.lag() == 0));
     let mut members = [zombie, survivor];
     for member in &mut members {
@@ -123,6 +126,7 @@ fn tansu_a_frozen_member_is_fenced_when_it_wakes() {
     let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
     eprintln!("{}", verdict.summary());
     verdict.assert_exactly_once();
+    assert_own_output_partitions(&brokers, "in", Some("dlq"));
     // The zombie's open transaction was aborted by the new owner's fencing: its
     // outputs are in the log, behind an ABORT marker, and never visible.
     let logs = ferry_tests::raw_log::read_logs(&brokers, "seen");
