@@ -50,7 +50,7 @@ impl<'a> Batch<'a> {
         Records {
             topic: self.topic,
             partition: self.partition,
-            inner: wire::decode(self.records, self.count),
+            inner: wire::decode_validated(self.records, self.count),
             remaining: self.count,
         }
     }

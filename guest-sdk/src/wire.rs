@@ -54,6 +54,8 @@ pub const HEADER_FIXED_LEN: usize = 4 + 4;
 pub struct BatchEncoder {
     buf: Vec<u8>,
     count: u32,
+    /// Where the header count of the record headers go to sits.
+    open_record: Option<usize>,
 }
 
 impl BatchEncoder {
@@ -64,7 +66,7 @@ impl BatchEncoder {
 
     /// An empty encoder whose buffer can hold `bytes` bytes without reallocating.
     pub fn with_capacity(bytes: usize) -> Self {
-        Self { buf: Vec::with_capacity(bytes), count: 0 }
+        Self { buf: Vec::with_capacity(bytes), count: 0, open_record: None }
     }
 
     /// Appends one record.
@@ -85,6 +87,19 @@ impl BatchEncoder {
     ) where
         H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     {
+        self.start_record(offset, timestamp_ms, key, value);
+        for (name, value) in headers {
+            self.push_header(name, value);
+        }
+    }
+
+    /// Appends one record without headers; [`push_header`](Self::push_header) adds
+    /// them. For a host that reads a record's headers one at a time.
+    ///
+    /// # Panics
+    ///
+    /// As [`push`](Self::push).
+    pub fn start_record(&mut self, offset: i64, timestamp_ms: Option<i64>, key: Option<&[u8]>, value: Option<&[u8]>) {
         self.count = self.count.checked_add(1).expect("ferry wire: more than u32::MAX records in one batch");
         let key_len = key.map_or(0, <[u8]>::len);
         let value_len = value.map_or(0, <[u8]>::len);
@@ -96,8 +111,8 @@ impl BatchEncoder {
         fixed[8..16].copy_from_slice(&timestamp_ms.unwrap_or(ABSENT_TIMESTAMP).to_le_bytes());
         fixed[16..20].copy_from_slice(&wire_len(key, "key").to_le_bytes());
         fixed[20..24].copy_from_slice(&wire_len(value, "value").to_le_bytes());
-        // fixed[24..28] is the header count, patched below once it is known.
-        let count_at = self.buf.len() + 24;
+        // fixed[24..28] is the header count, counted up by `push_header`.
+        self.open_record = Some(self.buf.len() + 24);
         self.buf.extend_from_slice(&fixed);
         if let Some(key) = key {
             self.buf.extend_from_slice(key);
@@ -105,23 +120,30 @@ impl BatchEncoder {
         if let Some(value) = value {
             self.buf.extend_from_slice(value);
         }
+    }
 
-        let mut header_count: u32 = 0;
-        for (name, value) in headers {
-            header_count = header_count.checked_add(1).expect("ferry wire: more than u32::MAX headers in one record");
-            let value_len = value.map_or(0, <[u8]>::len);
-            self.buf.reserve(HEADER_FIXED_LEN + name.len() + value_len);
-            let mut fixed = [0u8; HEADER_FIXED_LEN];
-            fixed[0..4].copy_from_slice(&wire_len(Some(name.as_bytes()), "header name").to_le_bytes());
-            fixed[4..8].copy_from_slice(&wire_len(value, "header value").to_le_bytes());
-            self.buf.extend_from_slice(&fixed);
-            self.buf.extend_from_slice(name.as_bytes());
-            if let Some(value) = value {
-                self.buf.extend_from_slice(value);
-            }
-        }
-        if header_count != 0 {
-            self.buf[count_at..count_at + 4].copy_from_slice(&header_count.to_le_bytes());
+    /// Appends a header to the record last started with
+    /// [`start_record`](Self::start_record) (or [`push`](Self::push)).
+    ///
+    /// # Panics
+    ///
+    /// If no record was started since the last [`clear`](Self::clear) (or the last
+    /// record came from [`push_encoded`](Self::push_encoded)), if the name or value
+    /// is 4 GiB or longer, or if the record already has `u32::MAX` headers.
+    pub fn push_header(&mut self, name: &str, value: Option<&[u8]>) {
+        let count_at = self.open_record.expect("ferry wire: push_header without a record started");
+        let count = self.buf[count_at..count_at + 4].try_into().map(u32::from_le_bytes).expect("four bytes");
+        let count = count.checked_add(1).expect("ferry wire: more than u32::MAX headers in one record");
+        self.buf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        let value_len = value.map_or(0, <[u8]>::len);
+        self.buf.reserve(HEADER_FIXED_LEN + name.len() + value_len);
+        let mut fixed = [0u8; HEADER_FIXED_LEN];
+        fixed[0..4].copy_from_slice(&wire_len(Some(name.as_bytes()), "header name").to_le_bytes());
+        fixed[4..8].copy_from_slice(&wire_len(value, "header value").to_le_bytes());
+        self.buf.extend_from_slice(&fixed);
+        self.buf.extend_from_slice(name.as_bytes());
+        if let Some(value) = value {
+            self.buf.extend_from_slice(value);
         }
     }
 
@@ -136,6 +158,7 @@ impl BatchEncoder {
         validate(record, 1).expect("ferry wire: push_encoded takes exactly one encoded record");
         self.count = self.count.checked_add(1).expect("ferry wire: more than u32::MAX records in one batch");
         self.buf.extend_from_slice(record);
+        self.open_record = None;
     }
 
     /// How many records were pushed since the last [`clear`](Self::clear).
@@ -157,6 +180,7 @@ impl BatchEncoder {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;
+        self.open_record = None;
     }
 
     /// The encoded records, giving up the encoder.
@@ -168,7 +192,7 @@ impl BatchEncoder {
     /// [`into_bytes`](Self::into_bytes) returned for the previous batch).
     pub fn from_vec(mut buf: Vec<u8>) -> Self {
         buf.clear();
-        Self { buf, count: 0 }
+        Self { buf, count: 0, open_record: None }
     }
 }
 
@@ -279,7 +303,7 @@ impl<'a> Iterator for Headers<'a> {
         // The record was validated when decoded, so this cannot fail; it is still
         // checked (safely) rather than trusted.
         let mut reader = Reader { rest: self.rest };
-        let header = reader.header(0, 0).expect("ferry wire: header changed after validation");
+        let header = reader.header_fast().expect("ferry wire: header changed after validation");
         self.rest = reader.rest;
         Some(header)
     }
@@ -298,7 +322,14 @@ impl ExactSizeIterator for Headers<'_> {}
 /// more if the buffer is corrupt: too short for a record, a header name that is not
 /// UTF-8, or bytes left over after the last record.
 pub fn decode(bytes: &[u8], count: u32) -> Records<'_> {
-    Records { reader: Reader { rest: bytes }, index: 0, count, done: false }
+    Records { reader: Reader { rest: bytes }, index: 0, count, done: false, check_names: true }
+}
+
+/// [`decode`] for a buffer [`validate`] accepted: header names were checked for UTF-8
+/// then, so stepping over a record's headers only reads (and bounds-checks) their
+/// lengths. [`Headers`] still checks each name it hands out.
+pub(crate) fn decode_validated(bytes: &[u8], count: u32) -> Records<'_> {
+    Records { check_names: false, ..decode(bytes, count) }
 }
 
 /// Checks that `bytes` holds exactly `count` well-formed records.
@@ -313,6 +344,8 @@ pub struct Records<'a> {
     index: u32,
     count: u32,
     done: bool,
+    /// Whether header names are checked for UTF-8 (not again after [`validate`]).
+    check_names: bool,
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -329,7 +362,7 @@ impl<'a> Iterator for Records<'a> {
                 extra => Some(Err(WireError::TrailingBytes { count: self.count, extra })),
             };
         }
-        let result = self.reader.record(self.index);
+        let result = self.reader.record(self.index, self.check_names);
         self.index += 1;
         if result.is_err() {
             self.done = true;
@@ -386,7 +419,69 @@ impl<'a> Reader<'a> {
         if len == ABSENT_LEN { Ok(None) } else { self.take(len as usize, record, field).map(Some) }
     }
 
-    fn record(&mut self, record: u32) -> Result<RawRecord<'a>, WireError> {
+    /// The next record. Well-formed records take [`Self::record_fast`]; anything
+    /// else is read again field by field, which says exactly what is wrong.
+    fn record(&mut self, record: u32, check_names: bool) -> Result<RawRecord<'a>, WireError> {
+        let start = self.rest;
+        if let Some(raw) = self.record_fast(check_names) {
+            return Ok(raw);
+        }
+        self.rest = start;
+        self.record_checked(record, check_names)
+    }
+
+    /// A well-formed record with one bounds check per part (the fixed fields, key,
+    /// value, each header), or `None` without saying why. Runs twice per record in
+    /// the guest (validation, then iteration), so it is kept lean.
+    #[inline]
+    fn record_fast(&mut self, check_names: bool) -> Option<RawRecord<'a>> {
+        let (fixed, rest) = self.rest.split_first_chunk::<RECORD_FIXED_LEN>()?;
+        let field = |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
+        let offset = i64::from_le_bytes(fixed[0..8].try_into().ok()?);
+        let timestamp = i64::from_le_bytes(fixed[8..16].try_into().ok()?);
+        let (key_len, value_len, header_count) = (field(16), field(20), field(24));
+        self.rest = rest;
+        let key = self.optional_fast(key_len)?;
+        let value = self.optional_fast(value_len)?;
+        let headers_start = self.rest;
+        for _ in 0..header_count {
+            let (lengths, rest) = self.rest.split_first_chunk::<HEADER_FIXED_LEN>()?;
+            let name_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
+            let value_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
+            self.rest = rest;
+            let name = self.optional_fast(name_len).flatten()?;
+            self.optional_fast(value_len)?;
+            // Header names are short and almost always ASCII: check that first.
+            if check_names && !name.is_ascii() && std::str::from_utf8(name).is_err() {
+                return None;
+            }
+        }
+        let headers_len = headers_start.len() - self.rest.len();
+        Some(RawRecord {
+            offset,
+            timestamp_ms: (timestamp != ABSENT_TIMESTAMP).then_some(timestamp),
+            key,
+            value,
+            headers: &headers_start[..headers_len],
+            header_count,
+        })
+    }
+
+    /// `Some(None)` for an absent field, `Some(Some(bytes))` for a present one,
+    /// `None` when the bytes are not there.
+    #[inline]
+    fn optional_fast(&mut self, len: u32) -> Option<Option<&'a [u8]>> {
+        if len == ABSENT_LEN {
+            return Some(None);
+        }
+        let (head, tail) = self.rest.split_at_checked(len as usize)?;
+        self.rest = tail;
+        Some(Some(head))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_checked(&mut self, record: u32, check_names: bool) -> Result<RawRecord<'a>, WireError> {
         let offset = self.i64(record, "offset")?;
         let timestamp = self.i64(record, "timestamp")?;
         let key_len = self.u32(record, "key length")?;
@@ -396,7 +491,11 @@ impl<'a> Reader<'a> {
         let value = self.optional(value_len, record, "value")?;
         let headers_start = self.rest;
         for header in 0..header_count {
-            self.header(record, header)?;
+            if check_names {
+                self.header(record, header)?;
+            } else {
+                self.skip_header(record)?;
+            }
         }
         let headers_len = headers_start.len() - self.rest.len();
         Ok(RawRecord {
@@ -407,6 +506,26 @@ impl<'a> Reader<'a> {
             headers: &headers_start[..headers_len],
             header_count,
         })
+    }
+
+    fn skip_header(&mut self, record: u32) -> Result<(), WireError> {
+        let name_len = self.u32(record, "header name length")?;
+        let value_len = self.u32(record, "header value length")?;
+        self.take(name_len as usize, record, "header name")?;
+        self.optional(value_len, record, "header value")?;
+        Ok(())
+    }
+
+    /// A well-formed header, or `None` without saying why.
+    #[inline]
+    fn header_fast(&mut self) -> Option<(&'a str, Option<&'a [u8]>)> {
+        let (lengths, rest) = self.rest.split_first_chunk::<HEADER_FIXED_LEN>()?;
+        let name_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
+        let value_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
+        self.rest = rest;
+        let name = self.optional_fast(name_len).flatten()?;
+        let value = self.optional_fast(value_len)?;
+        Some((std::str::from_utf8(name).ok()?, value))
     }
 
     fn header(&mut self, record: u32, header: u32) -> Result<(&'a str, Option<&'a [u8]>), WireError> {
@@ -552,6 +671,15 @@ mod tests {
         assert_eq!(results[1], Err(WireError::HeaderNameNotUtf8 { record: 1, header: 1 }));
     }
 
+    #[test]
+    #[should_panic(expected = "push_header without a record started")]
+    fn a_header_needs_a_record() {
+        let mut encoder = BatchEncoder::new();
+        encoder.push(1, None, None, None, []);
+        encoder.clear();
+        encoder.push_header("h", None);
+    }
+
     fn arb_bytes() -> impl Strategy<Value = Option<Vec<u8>>> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))
     }
@@ -578,6 +706,21 @@ mod tests {
             prop_assert_eq!(decoded, records);
         }
 
+        /// Headers added one at a time encode exactly as `push` encodes them.
+        #[test]
+        fn streamed_headers_encode_as_push(records in proptest::collection::vec(arb_record(), 0..10)) {
+            let mut streamed = BatchEncoder::new();
+            for (offset, ts, key, value, headers) in &records {
+                streamed.start_record(*offset, *ts, key.as_deref(), value.as_deref());
+                for (name, value) in headers {
+                    streamed.push_header(name, value.as_deref());
+                }
+            }
+            let pushed = encode(&records);
+            prop_assert_eq!(streamed.bytes(), pushed.bytes());
+            prop_assert_eq!(streamed.count() as usize, records.len());
+        }
+
         #[test]
         fn every_truncation_is_an_error(
             records in proptest::collection::vec(arb_record(), 1..6),
@@ -587,6 +730,39 @@ mod tests {
             let bytes = encoder.bytes();
             let cut = cut.index(bytes.len());
             prop_assert!(validate(&bytes[..cut], encoder.count()).is_err());
+        }
+
+        /// The lean path used for every record and the field-by-field one that
+        /// explains errors accept exactly the same records, and read them alike:
+        /// on valid batches with any byte changed, cut or not.
+        #[test]
+        fn the_fast_path_agrees_with_the_checked_one(
+            records in proptest::collection::vec(arb_record(), 1..4),
+            flip in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<proptest::sample::Index>(),
+            check_names in any::<bool>(),
+        ) {
+            let encoder = encode(&records);
+            let mut bytes = encoder.bytes().to_vec();
+            let at = flip.index(bytes.len());
+            bytes[at] = byte;
+            bytes.truncate(cut.index(bytes.len() + 1).max(1));
+            let (mut fast, mut checked) = (Reader { rest: &bytes }, Reader { rest: &bytes });
+            loop {
+                let a = fast.record_fast(check_names);
+                let b = checked.record_checked(0, check_names);
+                prop_assert_eq!(a, b.clone().ok());
+                if b.is_err() {
+                    break;
+                }
+                prop_assert_eq!(fast.rest.len(), checked.rest.len());
+                // What was accepted with names checked hands every header out.
+                let raw = a.unwrap();
+                let mut reader = Reader { rest: raw.headers };
+                let names_valid = (0..raw.header_count).all(|_| reader.header_fast().is_some());
+                prop_assert!(names_valid || !check_names);
+            }
         }
 
         #[test]

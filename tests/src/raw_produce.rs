@@ -1,6 +1,7 @@
-//! A corrupt record batch, written with a hand-made Produce request: what a broker
-//! disk error or a buggy producer leaves in a log, which no client library will
-//! write on purpose. The embedded broker stores batches as they come.
+//! Record batches written with a hand-made Produce request: a corrupt one (what a
+//! broker disk error or a buggy producer leaves in a log), and records no client
+//! library will write on purpose, such as a header name that is not UTF-8. The
+//! embedded broker stores batches as they come.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -9,7 +10,16 @@ use std::net::TcpStream;
 /// `topic`/`partition` on the broker at `address` (`host:port`, the partition's
 /// leader), and waits for the broker's answer.
 pub fn produce_corrupt_batch(address: &str, topic: &str, partition: i32, value: &[u8]) {
-    let batch = record_batch(value, 0xdead_beef);
+    send_batch(address, topic, partition, &record_batch(value, &[], Some(0xdead_beef)));
+}
+
+/// Appends one well-formed record with `value` and one header `name` = `value` given
+/// as raw bytes (rdkafka's producer API takes names as `&str`).
+pub fn produce_with_raw_header(address: &str, topic: &str, partition: i32, value: &[u8], header: (&[u8], &[u8])) {
+    send_batch(address, topic, partition, &record_batch(value, &[header], None));
+}
+
+fn send_batch(address: &str, topic: &str, partition: i32, batch: &[u8]) {
     let mut body = Vec::new();
     body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional_id: null
     body.extend_from_slice(&(-1i16).to_be_bytes()); // acks: all
@@ -19,7 +29,7 @@ pub fn produce_corrupt_batch(address: &str, topic: &str, partition: i32, value: 
     body.extend_from_slice(&1i32.to_be_bytes()); // one partition
     body.extend_from_slice(&partition.to_be_bytes());
     body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
-    body.extend_from_slice(&batch);
+    body.extend_from_slice(batch);
 
     let mut request = Vec::new();
     request.extend_from_slice(&0i16.to_be_bytes()); // api key: Produce
@@ -56,8 +66,21 @@ fn varint(out: &mut Vec<u8>, value: i64) {
     out.push(v as u8);
 }
 
-/// A v2 record batch of one record, with `crc` in place of its real CRC-32C.
-fn record_batch(value: &[u8], crc: u32) -> Vec<u8> {
+/// CRC-32C (Castagnoli), bit by bit: what a record batch's checksum is.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A v2 record batch of one record with `headers`; its checksum is `crc` if given
+/// (a wrong one), the real CRC-32C otherwise.
+fn record_batch(value: &[u8], headers: &[(&[u8], &[u8])], crc: Option<u32>) -> Vec<u8> {
     let mut record = Vec::new();
     record.push(0); // attributes
     varint(&mut record, 0); // timestamp delta
@@ -65,7 +88,13 @@ fn record_batch(value: &[u8], crc: u32) -> Vec<u8> {
     varint(&mut record, -1); // no key
     varint(&mut record, value.len() as i64);
     record.extend_from_slice(value);
-    varint(&mut record, 0); // no headers
+    varint(&mut record, headers.len() as i64);
+    for (name, value) in headers {
+        varint(&mut record, name.len() as i64);
+        record.extend_from_slice(name);
+        varint(&mut record, value.len() as i64);
+        record.extend_from_slice(value);
+    }
     let mut records = Vec::new();
     varint(&mut records, record.len() as i64);
     records.extend_from_slice(&record);
@@ -88,7 +117,16 @@ fn record_batch(value: &[u8], crc: u32) -> Vec<u8> {
     batch.extend_from_slice(&(length as i32).to_be_bytes());
     batch.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     batch.push(2); // magic
-    batch.extend_from_slice(&crc.to_be_bytes());
+    batch.extend_from_slice(&crc.unwrap_or_else(|| crc32c(&after_crc)).to_be_bytes());
     batch.extend_from_slice(&after_crc);
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    /// The check value of CRC-32C (RFC 3720).
+    #[test]
+    fn crc32c_of_the_standard_check_string() {
+        assert_eq!(super::crc32c(b"123456789"), 0xe306_9283);
+    }
 }

@@ -374,6 +374,28 @@ fn record_headers_reach_the_guest_in_order() {
     assert_eq!(seen[1].headers, pairs(&[]));
 }
 
+/// Kafka means header names to be UTF-8 but does not check. A record whose header
+/// name is not still reaches the guest, the invalid bytes replaced, with the
+/// records around it.
+#[test]
+fn a_header_name_that_is_not_utf8_reaches_the_guest_replaced() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 1);
+    broker.create_topic("seen", 1);
+    produce(&brokers, "in", 1, &["before".to_owned()]);
+    ferry_tests::raw_produce::produce_with_raw_header(&brokers, "in", 0, b"odd", (b"bad\xffname", b"v"));
+    produce(&brokers, "in", 1, &["after".to_owned()]);
+
+    let host = start(&brokers, &recorder_pipeline("odd-headers", "in"));
+    wait_until("caught up", || caught_up(&brokers, "odd-headers", "in"));
+    stop(host);
+    let seen = read_all(&brokers, "seen");
+    let offsets: Vec<i64> = seen.iter().map(|r| parse_seen(&r.value).2).collect();
+    assert_eq!(offsets, [0, 1, 2], "every record processed once");
+    assert_eq!(seen[1].headers, [("bad\u{fffd}name".to_owned(), "v".to_owned())]);
+}
+
 #[test]
 fn pipelines_running_one_component_share_it_and_each_checks_its_grants() {
     let broker = Embedded::start();

@@ -311,7 +311,9 @@ impl HeaderList {
     /// The headers in order, names as raw bytes (Kafka means them to be UTF-8 but
     /// does not check).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + '_ {
-        (0..).map_while(move |index| {
+        // SAFETY: the list lives as long as `self`.
+        let count = unsafe { rd::rd_kafka_header_cnt(self.list) };
+        (0..count).map_while(move |index| {
             let mut name: *const std::ffi::c_char = std::ptr::null();
             let mut value: *const std::ffi::c_void = std::ptr::null();
             let mut len = 0usize;

@@ -2,7 +2,6 @@
 //! taking fetched records into their partition's batch, in runs (librdkafka delivers
 //! a partition's records in runs, so one map lookup serves many records).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -17,9 +16,6 @@ use super::worker::Worker;
 /// Most events served from the consumer's own queue in one turn (it holds
 /// rebalances and errors, a handful at a time).
 const CONSUMER_EVENTS_PER_TURN: usize = 16;
-/// Headers read in one pass into a stack array; records with more fall back to a
-/// vector.
-const INLINE_HEADERS: usize = 16;
 
 impl Worker {
     /// Serves the consumer's own queue: rebalances (whose callbacks run here),
@@ -237,36 +233,17 @@ fn partition_key(delivered: Delivered<'_>) -> TopicPartition {
 fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>, wants_headers: bool) {
     let (offset, timestamp, key, value) =
         (delivered.offset(), delivered.timestamp_ms(), delivered.key(), delivered.value());
+    encoder.start_record(offset, timestamp, key, value);
     if !wants_headers {
-        encoder.push(offset, timestamp, key, value, []);
         return;
     }
-    let Some(list) = delivered.take_headers() else {
-        encoder.push(offset, timestamp, key, value, []);
-        return;
-    };
-    let mut inline: [(&str, Option<&[u8]>); INLINE_HEADERS] = [("", None); INLINE_HEADERS];
-    let mut count = 0;
-    let mut fits = true;
+    let Some(list) = delivered.take_headers() else { return };
     for (name, value) in list.iter() {
         match std::str::from_utf8(name) {
-            Ok(name) if count < INLINE_HEADERS => {
-                inline[count] = (name, value);
-                count += 1;
-            }
-            _ => {
-                fits = false;
-                break;
-            }
+            Ok(name) => encoder.push_header(name, value),
+            // A name that is not UTF-8 (Kafka means them to be, but does not check):
+            // the record still gets through, invalid bytes replaced.
+            Err(_) => encoder.push_header(&String::from_utf8_lossy(name), value),
         }
-    }
-    if fits {
-        encoder.push(offset, timestamp, key, value, inline[..count].iter().copied());
-    } else {
-        // Many headers, or a name that is not UTF-8 (Kafka means them to be, but does
-        // not check): the record still gets through, invalid bytes replaced.
-        let headers: Vec<(Cow<'_, str>, Option<&[u8]>)> =
-            list.iter().map(|(name, value)| (String::from_utf8_lossy(name), value)).collect();
-        encoder.push(offset, timestamp, key, value, headers.iter().map(|(n, v)| (n.as_ref(), *v)));
     }
 }
