@@ -37,7 +37,8 @@ fn configured<P: Processor>() -> Result<P, String> {
 
 /// Runs one batch through the processor in `slot`.
 pub fn process<P: Processor>(slot: &'static LocalKey<Slot<P>>, batch: WitBatch) -> BatchResult {
-    let view = Batch::from_wire(&batch.topic, batch.partition, batch.count, &batch.records)
+    let mut decoded = Vec::new();
+    let view = Batch::decode_into(&batch.topic, batch.partition, batch.count, &batch.records, &mut decoded)
         .unwrap_or_else(|e| panic!("ferry-sdk: the host sent a corrupt batch: {e}"));
     #[cfg(target_arch = "wasm32")]
     let mut ctx = crate::Context::new();

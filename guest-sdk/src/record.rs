@@ -15,6 +15,9 @@ pub struct Batch<'a> {
     partition: i32,
     count: u32,
     records: &'a [u8],
+    /// The records, when they were decoded while being checked (see
+    /// [`Batch::decode_into`]): iterating then does not read the buffer again.
+    decoded: Option<&'a [RawRecord<'a>]>,
 }
 
 impl<'a> Batch<'a> {
@@ -22,7 +25,24 @@ impl<'a> Batch<'a> {
     /// exactly `count` well-formed records.
     pub fn from_wire(topic: &'a str, partition: i32, count: u32, records: &'a [u8]) -> Result<Self, WireError> {
         wire::validate(records, count)?;
-        Ok(Self { topic, partition, count, records })
+        Ok(Self { topic, partition, count, records, decoded: None })
+    }
+
+    /// [`Batch::from_wire`] that keeps what checking the records decoded in `out`,
+    /// so that the batch is read once (the component's entry point, per batch).
+    pub(crate) fn decode_into(
+        topic: &'a str,
+        partition: i32,
+        count: u32,
+        records: &'a [u8],
+        out: &'a mut Vec<RawRecord<'a>>,
+    ) -> Result<Self, WireError> {
+        out.clear();
+        out.reserve(count as usize);
+        for record in wire::decode(records, count) {
+            out.push(record?);
+        }
+        Ok(Self { topic, partition, count, records, decoded: Some(out) })
     }
 
     /// The topic every record of the batch comes from.
@@ -47,12 +67,11 @@ impl<'a> Batch<'a> {
 
     /// The records, in offset order.
     pub fn iter(&self) -> Records<'a> {
-        Records {
-            topic: self.topic,
-            partition: self.partition,
-            inner: wire::decode_validated(self.records, self.count),
-            remaining: self.count,
-        }
+        let source = match self.decoded {
+            Some(decoded) => Source::Decoded(decoded.iter()),
+            None => Source::Wire(wire::decode_validated(self.records, self.count)),
+        };
+        Records { topic: self.topic, partition: self.partition, source, remaining: self.count }
     }
 }
 
@@ -80,8 +99,15 @@ impl<'a> IntoIterator for &Batch<'a> {
 pub struct Records<'a> {
     topic: &'a str,
     partition: i32,
-    inner: wire::Records<'a>,
+    source: Source<'a>,
     remaining: u32,
+}
+
+/// Where a batch's records come from: decoded already, or read from the buffer.
+#[derive(Debug, Clone)]
+enum Source<'a> {
+    Decoded(std::slice::Iter<'a, RawRecord<'a>>),
+    Wire(wire::Records<'a>),
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -92,7 +118,11 @@ impl<'a> Iterator for Records<'a> {
             return None;
         }
         self.remaining -= 1;
-        let raw = match self.inner.next() {
+        let next = match &mut self.source {
+            Source::Decoded(records) => records.next().copied().map(Ok),
+            Source::Wire(records) => records.next(),
+        };
+        let raw = match next {
             Some(Ok(raw)) => raw,
             // `Batch::from_wire` validated the buffer, so this is unreachable; it is
             // still a clean panic rather than a wild read.
@@ -197,6 +227,29 @@ impl fmt::Debug for Record<'_> {
 mod tests {
     use super::*;
     use crate::wire::BatchEncoder;
+
+    /// The entry point's batch (decoded while checked) reads as the buffer does, and
+    /// refuses what `from_wire` refuses.
+    #[test]
+    fn a_decoded_batch_reads_as_the_buffer() {
+        let mut encoder = BatchEncoder::new();
+        encoder.push(10, Some(99), Some(b"k1"), Some(b"v1"), [("a", Some(&b"1"[..])), ("b", None)]);
+        encoder.push(12, None, None, None, []);
+        let bytes = encoder.bytes();
+        let mut out = Vec::new();
+        let decoded = Batch::decode_into("t", 3, 2, bytes, &mut out).unwrap();
+        let read = Batch::from_wire("t", 3, 2, bytes).unwrap();
+        fn view<'a>(batch: &Batch<'a>) -> Vec<(&'a str, i32, RawRecord<'a>, Vec<(&'a str, Option<&'a [u8]>)>)> {
+            batch.iter().map(|r| (r.topic(), r.partition(), r.raw, r.headers().collect())).collect()
+        }
+        assert_eq!(view(&decoded), view(&read));
+        assert_eq!(decoded.iter().len(), 2);
+        for (count, cut) in [(3, bytes.len()), (1, bytes.len()), (2, bytes.len() - 1)] {
+            let mut out = Vec::new();
+            assert!(Batch::decode_into("t", 3, count, &bytes[..cut], &mut out).is_err());
+            assert!(Batch::from_wire("t", 3, count, &bytes[..cut]).is_err());
+        }
+    }
 
     #[test]
     fn views_read_the_buffer() {
