@@ -445,26 +445,35 @@ impl<'a> Reader<'a> {
         let value = self.optional_fast(value_len)?;
         let headers_start = self.rest;
         for _ in 0..header_count {
-            let (lengths, rest) = self.rest.split_first_chunk::<HEADER_FIXED_LEN>()?;
-            let name_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
-            let value_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
-            self.rest = rest;
-            let name = self.optional_fast(name_len).flatten()?;
-            self.optional_fast(value_len)?;
+            let (name, _) = self.header_bytes_fast()?;
             // Header names are short and almost always ASCII: check that first.
             if check_names && !name.is_ascii() && std::str::from_utf8(name).is_err() {
                 return None;
             }
         }
+        Some(self.finish(offset, timestamp, key, value, headers_start, header_count))
+    }
+
+    /// The record whose headers run from `headers_start` to where the reader is.
+    #[inline]
+    fn finish(
+        &self,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        headers_start: &'a [u8],
+        header_count: u32,
+    ) -> RawRecord<'a> {
         let headers_len = headers_start.len() - self.rest.len();
-        Some(RawRecord {
+        RawRecord {
             offset,
             timestamp_ms: (timestamp != ABSENT_TIMESTAMP).then_some(timestamp),
             key,
             value,
             headers: &headers_start[..headers_len],
             header_count,
-        })
+        }
     }
 
     /// `Some(None)` for an absent field, `Some(Some(bytes))` for a present one,
@@ -497,15 +506,7 @@ impl<'a> Reader<'a> {
                 self.skip_header(record)?;
             }
         }
-        let headers_len = headers_start.len() - self.rest.len();
-        Ok(RawRecord {
-            offset,
-            timestamp_ms: (timestamp != ABSENT_TIMESTAMP).then_some(timestamp),
-            key,
-            value,
-            headers: &headers_start[..headers_len],
-            header_count,
-        })
+        Ok(self.finish(offset, timestamp, key, value, headers_start, header_count))
     }
 
     fn skip_header(&mut self, record: u32) -> Result<(), WireError> {
@@ -519,13 +520,20 @@ impl<'a> Reader<'a> {
     /// A well-formed header, or `None` without saying why.
     #[inline]
     fn header_fast(&mut self) -> Option<(&'a str, Option<&'a [u8]>)> {
+        let (name, value) = self.header_bytes_fast()?;
+        Some((std::str::from_utf8(name).ok()?, value))
+    }
+
+    /// A header's name (unchecked) and value, or `None` when they are not there.
+    #[inline]
+    fn header_bytes_fast(&mut self) -> Option<(&'a [u8], Option<&'a [u8]>)> {
         let (lengths, rest) = self.rest.split_first_chunk::<HEADER_FIXED_LEN>()?;
         let name_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
         let value_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
         self.rest = rest;
         let name = self.optional_fast(name_len).flatten()?;
         let value = self.optional_fast(value_len)?;
-        Some((std::str::from_utf8(name).ok()?, value))
+        Some((name, value))
     }
 
     fn header(&mut self, record: u32, header: u32) -> Result<(&'a str, Option<&'a [u8]>), WireError> {
