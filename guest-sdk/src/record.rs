@@ -239,7 +239,8 @@ mod tests {
         let mut out = Vec::new();
         let decoded = Batch::decode_into("t", 3, 2, bytes, &mut out).unwrap();
         let read = Batch::from_wire("t", 3, 2, bytes).unwrap();
-        fn view<'a>(batch: &Batch<'a>) -> Vec<(&'a str, i32, RawRecord<'a>, Vec<(&'a str, Option<&'a [u8]>)>)> {
+        type Header<'a> = (&'a str, Option<&'a [u8]>);
+        fn view<'a>(batch: &Batch<'a>) -> Vec<(&'a str, i32, RawRecord<'a>, Vec<Header<'a>>)> {
             batch.iter().map(|r| (r.topic(), r.partition(), r.raw, r.headers().collect())).collect()
         }
         assert_eq!(view(&decoded), view(&read));
