@@ -4,6 +4,7 @@
 
 pub mod checker;
 pub mod exactly_once;
+pub mod hostile;
 pub mod raw_log;
 pub mod raw_produce;
 pub mod scenarios;

@@ -9,70 +9,19 @@
 //! bounded time, and no output of an unprocessed record is published.
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 use ferry_host::config::Config;
 use ferry_host::host::Host;
+use ferry_tests::hostile::*;
 use ferry_tests::*;
 
-const PARTITIONS: i32 = 4;
-const PER_PARTITION: usize = 30;
-const MIB: u64 = 1 << 20;
-/// The host itself (runtime, engine, librdkafka clients, the admin server), measured
-/// idle and rounded up generously: the terms of docs/operators.md's memory formula
-/// that do not depend on a pipeline's config.
-const HOST_BASE: u64 = 160 * MIB;
-
-/// A hostile pipeline's config: the limits of issue 12's report (64 MiB, 2 s per
-/// batch), dead letters after two attempts, and an admin server for /metrics.
+/// The hostile pipeline with the Rust chaos guest: issue 12's limits (64 MiB, 2 s per
+/// batch) and `extra` pipeline keys.
 fn config(brokers: &str, group: &str, admin_port: u16, extra: &str) -> String {
-    format!(
-        r#"
-        brokers = "{brokers}"
-        [admin]
-        listen = "127.0.0.1:{admin_port}"
-        [[pipeline]]
-        name = "hostile"
-        inputs = ["in"]
-        group = "{group}"
-        component = "{component}"
-        batch_size = 10
-        max_wait_ms = 10
-        output_topics = ["out"]
-        commit = {{ policy = "interval", interval_ms = 100 }}
-        limits = {{ memory_mib = 64, time_per_batch_ms = 2000 }}
-        failure = {{ on_failure = "dead-letter", dead_letter_topic = "dlq", max_attempts = 2, backoff_initial_ms = 10 }}
-        {extra}
-        "#,
-        component = guest("ferry-guest-chaos").display(),
-    )
-}
-
-/// What a pipeline with this config can make the host hold, by docs/operators.md:
-/// the guest's memory, a batch's outputs twice (the host's copy and librdkafka's),
-/// librdkafka's producer and consumer queues (ferry's defaults), and the batch buffer.
-fn budget(text: &str) -> u64 {
-    let config = Config::parse(text).unwrap();
-    let p = &config.pipelines[0];
-    let queues = 2 * 32 * MIB;
-    HOST_BASE + (p.limits.memory_mib << 20) + 2 * p.limits.output_bytes_per_batch as u64 + queues
-}
-
-/// Starts a broker with `in` (4 partitions), `out` and `dlq`, and produces
-/// `PER_PARTITION` records to each partition, the first of partition 0 being `hostile`.
-fn broker_with(hostile: &str) -> (Embedded, String) {
-    let broker = Embedded::start();
-    let brokers = broker.brokers();
-    broker.create_topic("in", PARTITIONS);
-    broker.create_topic("out", PARTITIONS);
-    broker.create_topic("dlq", 1);
-    let values: Vec<String> = (0..PARTITIONS as usize * PER_PARTITION)
-        .map(|i| if i == 0 { hostile.to_owned() } else { format!("fine {i}") })
-        .collect();
-    produce(&brokers, "in", PARTITIONS, &values);
-    (broker, brokers)
+    let component = guest("ferry-guest-chaos");
+    HostileConfig { brokers, group, admin_port, component: &component, time_per_batch_ms: 2000, cache: None, extra }
+        .text()
 }
 
 fn others_caught_up(brokers: &str, group: &str) -> bool {
@@ -81,14 +30,6 @@ fn others_caught_up(brokers: &str, group: &str) -> bool {
 
 fn all_caught_up(brokers: &str, group: &str) -> bool {
     lag(brokers, group, "in").iter().all(|p| p.lag() == 0)
-}
-
-fn get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("admin server");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
 }
 
 fn metric(port: u16, name: &str) -> f64 {
@@ -100,19 +41,11 @@ fn metric(port: u16, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
-/// The dead letters' source offsets, as (partition, offset).
-fn dead_lettered(brokers: &str) -> BTreeSet<(i32, i64)> {
-    let header = |r: &Read, name: &str| -> i64 {
-        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.parse().unwrap()).unwrap()
-    };
-    read_all(brokers, "dlq").iter().map(|r| (header(r, "ferry.partition") as i32, header(r, "ferry.offset"))).collect()
-}
-
 /// A guest that waits in host code (`wait` is a chaos command) is stopped at its
 /// deadline and dead-lettered, the other partitions flow meanwhile, memory stays in
 /// budget, and SIGTERM ends the host while a guest is waiting again.
 fn a_waiting_guest_is_contained(wait: &str, waiting_line: &str) {
-    let (_broker, brokers) = broker_with(wait);
+    let (_broker, brokers) = broker_with(&[wait]);
     let group = unique("wait");
     let port = free_port();
     let text = config(&brokers, &group, port, "");
@@ -125,7 +58,7 @@ fn a_waiting_guest_is_contained(wait: &str, waiting_line: &str) {
     assert_eq!(dead_lettered(&brokers), BTreeSet::from([(0, 0)]), "exactly the waiting record is dead-lettered");
     assert!(metric(port, "ferry_guest_faults_total{") >= 2.0, "timeouts counted");
     let peak = ferry.peak_rss();
-    assert!(peak <= budget(&text), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text) / MIB);
+    assert!(peak <= budget(&text, 0), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text, 0) / MIB);
 
     // Shutdown while a guest waits (for 120 s, or forever) ends in bounded time.
     let before = ferry.log_text().matches(waiting_line).count();
@@ -147,7 +80,7 @@ fn a_guest_polling_a_pollable_that_never_fires_is_stopped_at_its_deadline() {
 
 #[test]
 fn an_output_bomb_is_refused_at_the_batch_budget_and_memory_stays_bounded() {
-    let (_broker, brokers) = broker_with("bomb:out");
+    let (_broker, brokers) = broker_with(&["bomb:out"]);
     // Two more bombs on partition 0, so several batches try.
     produce(&brokers, "in", 1, &["bomb:out".to_owned(), "bomb:out".to_owned()]);
     let group = unique("bomb");
@@ -157,7 +90,7 @@ fn an_output_bomb_is_refused_at_the_batch_budget_and_memory_stays_bounded() {
     let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
     wait_until("everything committed", || all_caught_up(&brokers, &group));
     let peak = ferry.peak_rss();
-    assert!(peak <= budget(&text), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text) / MIB);
+    assert!(peak <= budget(&text, 0), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text, 0) / MIB);
     assert!(ferry.terminate_and_wait().success());
     // Each bomb record got what fits in one batch's 16 MiB budget, then was refused.
     let bombs = read_all(&brokers, "out").len();
@@ -168,7 +101,7 @@ fn an_output_bomb_is_refused_at_the_batch_budget_and_memory_stays_bounded() {
 
 /// Floods of guest text (`flood` is a chaos command) are rate-limited per pipeline.
 fn a_flood_is_rate_limited(flood: &str, stream: &str) {
-    let (_broker, brokers) = broker_with(flood);
+    let (_broker, brokers) = broker_with(&[flood]);
     let group = unique("flood");
     let port = free_port();
     let text = config(&brokers, &group, port, "logs = { lines_per_sec = 50, bytes_per_sec = 65536 }");
@@ -184,7 +117,7 @@ fn a_flood_is_rate_limited(flood: &str, stream: &str) {
     assert!(written < 2_000.0 && (lines as f64) <= written, "{written} lines written ({lines} in the log)");
     assert_eq!(log.matches("dropping lines").count(), 1, "one line says when dropping starts");
     let peak = ferry.peak_rss();
-    assert!(peak <= budget(&text), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text) / MIB);
+    assert!(peak <= budget(&text, 0), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text, 0) / MIB);
     assert!(ferry.terminate_and_wait().success());
 }
 
