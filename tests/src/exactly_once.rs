@@ -29,6 +29,9 @@ pub struct Verdict {
     pub lost: BTreeSet<Input>,
     /// Visible results of records that are not in the input.
     pub unknown: BTreeSet<Input>,
+    /// Visible results in an output partition of another number than their input's
+    /// (see [`Verdict::assert_own_output_partitions`]).
+    pub misplaced: Vec<String>,
 }
 
 impl Verdict {
@@ -58,6 +61,16 @@ impl Verdict {
         s
     }
 
+    /// Panics unless every committed output (a `seen` record or a dead letter) is in the
+    /// partition of the same number as its input's. ferry's exactly-once tests on Tansu
+    /// arrange that (outputs keyed like their input, topics with as many partitions):
+    /// Tansu holds back a committed transaction's offsets while another producer's
+    /// transaction on the same output partition is open (see `broker_transactions.rs`),
+    /// which no client can work around.
+    pub fn assert_own_output_partitions(&self) {
+        assert!(self.misplaced.is_empty(), "outputs outside their input's partition: {:?}", self.misplaced);
+    }
+
     /// Panics unless every input has exactly one visible result.
     pub fn assert_exactly_once(&self) {
         assert!(
@@ -76,30 +89,6 @@ pub fn judge(brokers: &str, input_topic: &str, inputs: &[Read], dead_letter_topi
     judge_reads(input_topic, inputs, &seen, &letters)
 }
 
-/// Panics unless every committed output (a `seen` record or a dead letter) is in the
-/// partition of the same number as its input's. ferry's exactly-once tests on Tansu
-/// arrange that (outputs keyed like their input, topics with as many partitions):
-/// Tansu holds back a committed transaction's offsets while another producer's
-/// transaction on the same output partition is open (see `broker_transactions.rs`),
-/// which no client can work around.
-pub fn assert_own_output_partitions(brokers: &str, input_topic: &str, dead_letter_topic: Option<&str>) {
-    let mut stray = Vec::new();
-    for output in read_committed(brokers, "seen") {
-        let (topic, partition, offset) = parse_seen(&output.value);
-        if topic == input_topic && partition != output.partition {
-            stray.push(format!("seen/{} <- {topic}/{partition}@{offset}", output.partition));
-        }
-    }
-    for letter in dead_letter_topic.map(|t| read_committed(brokers, t)).unwrap_or_default() {
-        let header = |name: &str| letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        let partition: Option<i32> = header("ferry.partition").and_then(|p| p.parse().ok());
-        if header("ferry.topic").as_deref() == Some(input_topic) && partition != Some(letter.partition) {
-            stray.push(format!("dead letter {} <- {partition:?}", letter.partition));
-        }
-    }
-    assert!(stray.is_empty(), "outputs outside their input's partition: {stray:?}");
-}
-
 /// [`judge`] on records already read.
 pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &[Read]) -> Verdict {
     let mut results: BTreeMap<Input, usize> = BTreeMap::new();
@@ -111,6 +100,9 @@ pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &
         }
         *results.entry((partition, offset)).or_default() += 1;
         verdict.processed.insert((partition, offset));
+        if output.partition != partition {
+            verdict.misplaced.push(format!("seen/{} <- {topic}/{partition}@{offset}", output.partition));
+        }
     }
     for letter in letters {
         let header = |name: &str| letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
@@ -121,6 +113,9 @@ pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &
         let offset: i64 = header("ferry.offset").and_then(|o| o.parse().ok()).expect("ferry.offset");
         *results.entry((partition, offset)).or_default() += 1;
         verdict.dead_lettered.insert((partition, offset));
+        if letter.partition != partition {
+            verdict.misplaced.push(format!("dead letter {} <- {input_topic}/{partition}@{offset}", letter.partition));
+        }
     }
     let all: BTreeSet<Input> = inputs.iter().map(|r| (r.partition, r.offset)).collect();
     for (input, n) in &results {
@@ -169,6 +164,9 @@ mod tests {
         let inputs: Vec<Read> = (0..2).map(|o| read(1, o, "x", &[])).collect();
         let seen = vec![read(0, 0, "a/in/1/0/1", &[])];
         let letters = vec![read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "1"), ("ferry.offset", "1")])];
-        judge_reads("in", &inputs, &seen, &letters).assert_exactly_once();
+        let verdict = judge_reads("in", &inputs, &seen, &letters);
+        verdict.assert_exactly_once();
+        // Both results sit in partition 0, their inputs in partition 1.
+        assert_eq!(verdict.misplaced, ["seen/0 <- in/1@0", "dead letter 0 <- in/1@1"]);
     }
 }

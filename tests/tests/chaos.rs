@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_tests::checker::{CommitSampler, backwards_commits, check};
-use ferry_tests::exactly_once::{assert_own_output_partitions, judge};
+use ferry_tests::exactly_once::judge;
 use ferry_tests::scenarios::recorder_config;
 use ferry_tests::*;
 
@@ -82,7 +82,7 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
     let group = unique("chaos");
     broker.create_topic("in", PARTITIONS);
     // Exactly-once on Tansu: each input partition's outputs in their own partitions
-    // (see `assert_own_output_partitions` for why).
+    // (see `Verdict::assert_own_output_partitions` for why).
     let output_partitions = if promise == Promise::ExactlyOnce { PARTITIONS } else { 1 };
     broker.create_topic("seen", output_partitions);
     broker.create_topic("dlq", output_partitions);
@@ -181,7 +181,7 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
             let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
             eprintln!("{}", verdict.summary());
             verdict.assert_exactly_once();
-            assert_own_output_partitions(&brokers, "in", Some("dlq"));
+            verdict.assert_own_output_partitions();
             let backwards = backwards_commits(&samples);
             assert!(backwards.is_empty(), "committed offsets moved back: {backwards:?}");
         }

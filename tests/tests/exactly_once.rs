@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use ferry_host::config::Config;
 use ferry_host::host::Host;
-use ferry_tests::exactly_once::{assert_own_output_partitions, judge};
+use ferry_tests::exactly_once::judge;
 use ferry_tests::scenarios::recorder_config;
 use ferry_tests::*;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -46,7 +46,7 @@ fn every_record_once(workers: usize) {
     let tansu = Tansu::start();
     let brokers = tansu.brokers();
     // Each input partition's outputs in their own partitions (see
-    // `assert_own_output_partitions` for why, on Tansu).
+    // `Verdict::assert_own_output_partitions` for why, on Tansu).
     tansu.create_topic("in", 4);
     tansu.create_topic("seen", 4);
     tansu.create_topic("dlq", 4);
@@ -76,7 +76,7 @@ fn every_record_once(workers: usize) {
     let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
     eprintln!("{}", verdict.summary());
     verdict.assert_exactly_once();
-    assert_own_output_partitions(&brokers, "in", Some("dlq"));
+    verdict.assert_own_output_partitions();
     assert!(!verdict.dead_lettered.is_empty() && !verdict.processed.is_empty(), "{}", verdict.summary());
 }
 
@@ -126,7 +126,7 @@ fn tansu_a_frozen_member_is_fenced_when_it_wakes() {
     let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
     eprintln!("{}", verdict.summary());
     verdict.assert_exactly_once();
-    assert_own_output_partitions(&brokers, "in", Some("dlq"));
+    verdict.assert_own_output_partitions();
     // The zombie's open transaction was aborted by the new owner's fencing: its
     // outputs are in the log, behind an ABORT marker, and never visible.
     let logs = ferry_tests::raw_log::read_logs(&brokers, "seen");
