@@ -69,7 +69,7 @@ impl<'a> Batch<'a> {
     pub fn iter(&self) -> Records<'a> {
         let source = match self.decoded {
             Some(decoded) => Source::Decoded(decoded.iter()),
-            None => Source::Wire(wire::decode_validated(self.records, self.count)),
+            None => Source::Wire(wire::decode(self.records, self.count)),
         };
         Records { topic: self.topic, partition: self.partition, source, remaining: self.count }
     }

@@ -54,7 +54,8 @@ pub const HEADER_FIXED_LEN: usize = 4 + 4;
 pub struct BatchEncoder {
     buf: Vec<u8>,
     count: u32,
-    /// Where the header count of the record headers go to sits.
+    /// Where the header count of the record last started sits (`push_header`
+    /// counts it up); `None` when there is no record to add headers to.
     open_record: Option<usize>,
 }
 
@@ -322,14 +323,7 @@ impl ExactSizeIterator for Headers<'_> {}
 /// more if the buffer is corrupt: too short for a record, a header name that is not
 /// UTF-8, or bytes left over after the last record.
 pub fn decode(bytes: &[u8], count: u32) -> Records<'_> {
-    Records { reader: Reader { rest: bytes }, index: 0, count, done: false, check_names: true }
-}
-
-/// [`decode`] for a buffer [`validate`] accepted: header names were checked for UTF-8
-/// then, so stepping over a record's headers only reads (and bounds-checks) their
-/// lengths. [`Headers`] still checks each name it hands out.
-pub(crate) fn decode_validated(bytes: &[u8], count: u32) -> Records<'_> {
-    Records { check_names: false, ..decode(bytes, count) }
+    Records { reader: Reader { rest: bytes }, index: 0, count, done: false }
 }
 
 /// Checks that `bytes` holds exactly `count` well-formed records.
@@ -344,8 +338,6 @@ pub struct Records<'a> {
     index: u32,
     count: u32,
     done: bool,
-    /// Whether header names are checked for UTF-8 (not again after [`validate`]).
-    check_names: bool,
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -362,7 +354,7 @@ impl<'a> Iterator for Records<'a> {
                 extra => Some(Err(WireError::TrailingBytes { count: self.count, extra })),
             };
         }
-        let result = self.reader.record(self.index, self.check_names);
+        let result = self.reader.record(self.index);
         self.index += 1;
         if result.is_err() {
             self.done = true;
@@ -421,20 +413,20 @@ impl<'a> Reader<'a> {
 
     /// The next record. Well-formed records take [`Self::record_fast`]; anything
     /// else is read again field by field, which says exactly what is wrong.
-    fn record(&mut self, record: u32, check_names: bool) -> Result<RawRecord<'a>, WireError> {
+    fn record(&mut self, record: u32) -> Result<RawRecord<'a>, WireError> {
         let start = self.rest;
-        if let Some(raw) = self.record_fast(check_names) {
+        if let Some(raw) = self.record_fast() {
             return Ok(raw);
         }
         self.rest = start;
-        self.record_checked(record, check_names)
+        self.record_checked(record)
     }
 
     /// A well-formed record with one bounds check per part (the fixed fields, key,
-    /// value, each header), or `None` without saying why. Runs twice per record in
-    /// the guest (validation, then iteration), so it is kept lean.
+    /// value, each header), or `None` without saying why. Runs for every record the
+    /// guest receives, so it is kept lean.
     #[inline]
-    fn record_fast(&mut self, check_names: bool) -> Option<RawRecord<'a>> {
+    fn record_fast(&mut self) -> Option<RawRecord<'a>> {
         let (fixed, rest) = self.rest.split_first_chunk::<RECORD_FIXED_LEN>()?;
         let field = |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
         let offset = i64::from_le_bytes(fixed[0..8].try_into().ok()?);
@@ -447,7 +439,7 @@ impl<'a> Reader<'a> {
         for _ in 0..header_count {
             let (name, _) = self.header_bytes_fast()?;
             // Header names are short and almost always ASCII: check that first.
-            if check_names && !name.is_ascii() && std::str::from_utf8(name).is_err() {
+            if !name.is_ascii() && std::str::from_utf8(name).is_err() {
                 return None;
             }
         }
@@ -490,7 +482,7 @@ impl<'a> Reader<'a> {
 
     #[cold]
     #[inline(never)]
-    fn record_checked(&mut self, record: u32, check_names: bool) -> Result<RawRecord<'a>, WireError> {
+    fn record_checked(&mut self, record: u32) -> Result<RawRecord<'a>, WireError> {
         let offset = self.i64(record, "offset")?;
         let timestamp = self.i64(record, "timestamp")?;
         let key_len = self.u32(record, "key length")?;
@@ -500,21 +492,9 @@ impl<'a> Reader<'a> {
         let value = self.optional(value_len, record, "value")?;
         let headers_start = self.rest;
         for header in 0..header_count {
-            if check_names {
-                self.header(record, header)?;
-            } else {
-                self.skip_header(record)?;
-            }
+            self.header(record, header)?;
         }
         Ok(self.finish(offset, timestamp, key, value, headers_start, header_count))
-    }
-
-    fn skip_header(&mut self, record: u32) -> Result<(), WireError> {
-        let name_len = self.u32(record, "header name length")?;
-        let value_len = self.u32(record, "header value length")?;
-        self.take(name_len as usize, record, "header name")?;
-        self.optional(value_len, record, "header value")?;
-        Ok(())
     }
 
     /// A well-formed header, or `None` without saying why.
@@ -749,7 +729,6 @@ mod tests {
             flip in any::<proptest::sample::Index>(),
             byte in any::<u8>(),
             cut in any::<proptest::sample::Index>(),
-            check_names in any::<bool>(),
         ) {
             let encoder = encode(&records);
             let mut bytes = encoder.bytes().to_vec();
@@ -758,18 +737,17 @@ mod tests {
             bytes.truncate(cut.index(bytes.len() + 1).max(1));
             let (mut fast, mut checked) = (Reader { rest: &bytes }, Reader { rest: &bytes });
             loop {
-                let a = fast.record_fast(check_names);
-                let b = checked.record_checked(0, check_names);
+                let a = fast.record_fast();
+                let b = checked.record_checked(0);
                 prop_assert_eq!(a, b.clone().ok());
                 if b.is_err() {
                     break;
                 }
                 prop_assert_eq!(fast.rest.len(), checked.rest.len());
-                // What was accepted with names checked hands every header out.
+                // What was accepted hands every header out.
                 let raw = a.unwrap();
                 let mut reader = Reader { rest: raw.headers };
-                let names_valid = (0..raw.header_count).all(|_| reader.header_fast().is_some());
-                prop_assert!(names_valid || !check_names);
+                prop_assert!((0..raw.header_count).all(|_| reader.header_fast().is_some()));
             }
         }
 
