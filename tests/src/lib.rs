@@ -86,10 +86,18 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Waits for `condition`, checking every 50 ms, failing with `what` after [`PATIENCE`].
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait_until_or_explain(what, condition, String::new);
+}
+
+/// [`wait_until`], and on timeout the failure also says what `explain` finds (the
+/// state that kept the condition false).
+pub fn wait_until_or_explain(what: &str, mut condition: impl FnMut() -> bool, explain: impl FnOnce() -> String) {
     let started = Instant::now();
     while !condition() {
-        assert!(started.elapsed() < PATIENCE, "timed out waiting for: {what}");
+        if started.elapsed() >= PATIENCE {
+            panic!("timed out waiting for: {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -225,13 +233,19 @@ pub fn tansu_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl Tansu {
-    /// Starts Tansu with in-memory storage and waits until it accepts connections.
+    /// Starts Tansu with in-memory storage and waits until it accepts connections. It
+    /// logs to `target/test-logs/tansu-<port>.log` (`TANSU_LOG` is its `RUST_LOG`,
+    /// `warn` unless set).
     pub fn start() -> Self {
         in_process_logs();
         let binary = tansu_binary().expect("tansu is installed");
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let logs = ferry_host::devtools::workspace_root().join("target").join("test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = std::fs::File::create(logs.join(format!("tansu-{port}.log"))).expect("tansu log file");
         let child = Command::new(binary)
+            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
             .args([
                 "broker",
                 "--listener-url",
@@ -241,8 +255,8 @@ impl Tansu {
                 "--storage-engine",
                 "memory://tansu/",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("tansu log file"))
+            .stderr(log)
             .spawn()
             .expect("tansu starts");
         let tansu = Self { child, port };
@@ -285,18 +299,10 @@ impl Broker for Tansu {
 
 /// A minimal executor for the admin client's futures (the harness is synchronous).
 fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
-    fn noop(_: *const ()) {}
-    fn clone(p: *const ()) -> RawWaker {
-        RawWaker::new(p, &VTABLE)
-    }
-    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
-    // SAFETY: the vtable functions do nothing with the (null) data pointer.
-    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
-    let mut cx = Context::from_waker(&waker);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut future = std::pin::pin!(future);
     loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
         }
         std::thread::sleep(Duration::from_millis(5));

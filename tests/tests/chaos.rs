@@ -22,6 +22,21 @@ const EVENT_EVERY: Duration = Duration::from_secs(3);
 /// event every 8 s.
 const TANSU_EVENT_EVERY: Duration = Duration::from_secs(8);
 
+/// How a run may stop a member with SIGTERM (a graceful leave).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    /// At any moment, mid-rebalance included.
+    Anytime,
+    /// Only once the group has settled: every live member in it, and stable. Tansu
+    /// (0.6.0, and its source up to 0.7.0-pre.2) loses a group whose leader leaves
+    /// while it is forming: its `LeaveGroup` of a forming group removes the member but
+    /// keeps it as the leader, so every JoinGroup answer names a departed leader, no
+    /// one is given the members to assign, and the group never forms again (every
+    /// SyncGroup ends "rebalance in progress"). `broker_groups.rs` shows it with plain
+    /// rdkafka consumers.
+    WhenSettled,
+}
+
 /// The Tansu runs take turns (the two on the mock broker still run beside them). All
 /// five at once is 15 members and five brokers on two cores, and in one such CI run
 /// Tansu never finished a cooperative-sticky rebalance after a burst of kills (three
@@ -77,7 +92,34 @@ enum Promise {
     ExactlyOnce,
 }
 
-fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration, every: Duration, promise: Promise) {
+/// Waits until `group` is stable with `live` members.
+fn wait_for_settled_group(brokers: &str, group: &str, live: usize) {
+    let client: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin consumer");
+    let last = std::cell::RefCell::new(String::new());
+    wait_until_or_explain(
+        &format!("group {group} stable with {live} members"),
+        || {
+            use rdkafka::consumer::Consumer as _;
+            let Ok(list) = client.fetch_group_list(Some(group), Duration::from_secs(5)) else { return false };
+            let Some(described) = list.groups().first() else { return false };
+            *last.borrow_mut() = format!("{} with {} members", described.state(), described.members().len());
+            described.state() == "Stable" && described.members().len() == live
+        },
+        || format!("last seen: {}", last.borrow()),
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    broker: &dyn Broker,
+    strategy: &str,
+    records: usize,
+    chaos_for: Duration,
+    every: Duration,
+    promise: Promise,
+    leaves: Leaves,
+) {
     let brokers = broker.brokers();
     let group = unique("chaos");
     broker.create_topic("in", PARTITIONS);
@@ -96,10 +138,13 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
             "{delivery}commit = {{ policy = \"interval\", interval_ms = 100 }}\n\
              failure = {{ on_failure = \"dead-letter\", dead_letter_topic = \"dlq\", max_attempts = 3, backoff_initial_ms = 10 }}"
         );
+        // `FERRY_CHAOS_KAFKA_DEBUG` (librdkafka's `debug`, e.g. `cgrp`) for a run to study.
+        let debug =
+            std::env::var("FERRY_CHAOS_KAFKA_DEBUG").map(|d| format!(", \"debug\" = \"{d}\"")).unwrap_or_default();
         let text = recorder_config(broker, &group, "in", &extra).replace(
             "kafka = { \"session.timeout.ms\" = \"6000\" }",
             &format!(
-                "kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\" }}"
+                "kafka = {{ \"session.timeout.ms\" = \"6000\", \"partition.assignment.strategy\" = \"{strategy}\"{debug} }}"
             ),
         );
         write_config(dir.path(), &text)
@@ -139,6 +184,10 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
                     member.kill9();
                     kills += 1;
                 } else {
+                    if leaves == Leaves::WhenSettled {
+                        let live = 1 + members.iter().flatten().count();
+                        wait_for_settled_group(&brokers, &group, live);
+                    }
                     let status = member.terminate_and_wait();
                     assert!(status.success(), "a member exited with {status} after SIGTERM");
                     stops += 1;
@@ -161,7 +210,11 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
         *slot = Some(FerryProcess::start(&config()));
         starts += 1;
     }
-    wait_until("lag 0 on every partition", || lag(&brokers, &group, "in").iter().all(|p| p.lag() == 0));
+    wait_until_or_explain(
+        "lag 0 on every partition",
+        || lag(&brokers, &group, "in").iter().all(|p| p.lag() == 0),
+        || stuck_report(&brokers, &group, &members),
+    );
     for mut member in members.into_iter().flatten() {
         assert!(member.terminate_and_wait().success(), "a member failed to stop cleanly");
         logs.push(member.log_text());
@@ -190,30 +243,75 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, chaos_for: Duration,
     assert!(kills + stops >= expected, "the run was chaotic enough ({kills} kills, {stops} stops)");
 }
 
+/// What a run that never reached lag 0 left behind: each partition's bookmark and log
+/// end, and what each live member last warned about.
+fn stuck_report(brokers: &str, group: &str, members: &[Option<FerryProcess>]) -> String {
+    let mut report = String::new();
+    for p in lag(brokers, group, "in") {
+        report += &format!("in/{}: committed {:?}, log end {}\n", p.partition, p.committed, p.log_end);
+    }
+    for member in members.iter().flatten() {
+        let log = member.log_text();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        let last: Vec<&str> = log.lines().rev().take(5).collect();
+        report += &format!(
+            "member {}: last warnings:\n  {}\nlast lines:\n  {}\n",
+            member.pid(),
+            warnings[warnings.len().saturating_sub(8)..].join("\n  "),
+            last.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        );
+    }
+    report
+}
+
 #[test]
 fn chaos_eager_on_a_broker_process() {
     let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(&broker, "range", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce);
+    run(&broker, "range", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce, Leaves::Anytime);
 }
 
 #[test]
 fn chaos_cooperative_sticky_on_a_broker_process() {
     let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(&broker, "cooperative-sticky", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce);
+    run(
+        &broker,
+        "cooperative-sticky",
+        24_000,
+        Duration::from_secs(60),
+        EVENT_EVERY,
+        Promise::AtLeastOnce,
+        Leaves::Anytime,
+    );
 }
 
 #[test]
 fn chaos_eager_on_tansu() {
     // Tansu fetches slowly: fewer records, the same chaos.
     tansu_turn(|| {
-        run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::AtLeastOnce)
+        run(
+            &Tansu::start(),
+            "range",
+            1_500,
+            Duration::from_secs(64),
+            TANSU_EVENT_EVERY,
+            Promise::AtLeastOnce,
+            Leaves::WhenSettled,
+        )
     });
 }
 
 #[test]
 fn chaos_exactly_once_eager_on_tansu() {
     tansu_turn(|| {
-        run(&Tansu::start(), "range", 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, Promise::ExactlyOnce)
+        run(
+            &Tansu::start(),
+            "range",
+            1_500,
+            Duration::from_secs(64),
+            TANSU_EVENT_EVERY,
+            Promise::ExactlyOnce,
+            Leaves::WhenSettled,
+        )
     });
 }
 
@@ -227,6 +325,7 @@ fn chaos_exactly_once_cooperative_sticky_on_tansu() {
             Duration::from_secs(64),
             TANSU_EVENT_EVERY,
             Promise::ExactlyOnce,
+            Leaves::WhenSettled,
         )
     });
 }
