@@ -200,14 +200,17 @@ impl Drop for Fetched {
 #[derive(Clone, Copy)]
 pub(crate) struct Delivered<'m> {
     message: &'m rd::rd_kafka_message_t,
+    /// The same message as librdkafka's pointer to its whole message struct, of which
+    /// `rd_kafka_message_t` is the public first field (see [`PrivateMessage`]).
+    whole: *const PrivateMessage,
 }
 
 impl<'m> Delivered<'m> {
     /// # Safety
-    /// `message` must be a live message that outlives `'m`.
+    /// `message` must be a live message, as librdkafka returned it, that outlives `'m`.
     unsafe fn from_raw(message: *const rd::rd_kafka_message_t) -> Self {
         // SAFETY: per the contract.
-        Self { message: unsafe { &*message } }
+        Self { message: unsafe { &*message }, whole: message.cast() }
     }
 
     /// A view of a message rdkafka's `poll` returned.
@@ -284,9 +287,42 @@ impl<'m> Delivered<'m> {
         unsafe { bytes(self.message.payload.cast(), self.message.len) }
     }
 
+    /// Calls `visit` with each of the record's headers, in order: names as raw bytes
+    /// (Kafka means them to be UTF-8 but does not check), `None` for a null value.
+    ///
+    /// Read from the record's bytes as fetched when the linked librdkafka is the one
+    /// whose message layout [`PrivateMessage`] mirrors, which is how ferry is built
+    /// (rdkafka-sys compiles it in); otherwise parsed by librdkafka's public API.
+    pub(crate) fn for_each_header(&self, mut visit: impl FnMut(&[u8], Option<&[u8]>)) {
+        if let Some(raw) = self.raw_headers() {
+            // Malformed: no headers, as librdkafka's own parse gives.
+            let _ = super::wire_headers::for_each(raw, visit);
+        } else if let Some(list) = self.take_headers() {
+            list.iter().for_each(|(name, value)| visit(name, value));
+        }
+    }
+
+    /// The record's header section as fetched, when the message layout is known.
+    fn raw_headers(&self) -> Option<&'m [u8]> {
+        if !PrivateMessage::layout_known() {
+            return None;
+        }
+        // SAFETY: every message the consumer hands out is the first field of a
+        // librdkafka `rd_kafka_msg_t` (`rd_kafka_message2msg` is this same cast), whose
+        // start `PrivateMessage` mirrors for the checked version; `whole` keeps the
+        // provenance of librdkafka's pointer. Fetched records point `binhdrs` into the
+        // fetch buffer, which the message keeps alive (the message outlives `'m`);
+        // messages that are not fetched records have it zeroed (ops are calloc'd).
+        unsafe {
+            let len = std::ptr::addr_of!((*self.whole).raw_headers_len).read();
+            let data = std::ptr::addr_of!((*self.whole).raw_headers).read();
+            bytes(data, usize::try_from(len).ok()?)
+        }
+    }
+
     /// The record's headers, parsed by librdkafka and taken from the message (see
     /// [`HeaderList`]); `None` when it has none.
-    pub(crate) fn take_headers(&self) -> Option<HeaderList> {
+    fn take_headers(&self) -> Option<HeaderList> {
         let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
         // SAFETY: live message. librdkafka parses the headers (if not yet) and hands
         // the list over: it is no longer the message's, and is destroyed by the
@@ -296,6 +332,41 @@ impl<'m> Delivered<'m> {
             unsafe { rd::rd_kafka_message_detach_headers(std::ptr::from_ref(self.message).cast_mut(), &mut list) };
         // Built only when there is a list: a HeaderList destroys what it holds.
         (found == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && !list.is_null()).then(|| HeaderList { list })
+    }
+}
+
+/// The start of librdkafka's own message struct (`rd_kafka_msg_t` in its private
+/// `rdkafka_msg.h`), up to the consumer's raw header bytes (`rkm_u.consumer.binhdrs`).
+/// Only read for [`Self::LAYOUT_VERSION`]; `tests::raw_headers_agree_with_librdkafka`
+/// compares what it gives with librdkafka's own parse.
+#[repr(C)]
+struct PrivateMessage {
+    public: rd::rd_kafka_message_t,
+    link: [*mut std::ffi::c_void; 2],
+    flags: std::ffi::c_int,
+    timestamp_type: std::ffi::c_int,
+    timestamp: i64,
+    parsed_headers: *mut rd::rd_kafka_headers_t,
+    status: std::ffi::c_int,
+    broker_id: i32,
+    /// `rkm_u.consumer.binhdrs`, an `rd_kafkap_bytes_t`: length, then pointer.
+    raw_headers_len: i32,
+    raw_headers: *const u8,
+}
+
+// The offsets a C compiler gives `rd_kafka_msg_t` of librdkafka 2.12.1 on LP64.
+const _: () = assert!(std::mem::offset_of!(PrivateMessage, raw_headers_len) == 120);
+const _: () = assert!(std::mem::offset_of!(PrivateMessage, raw_headers) == 128);
+
+impl PrivateMessage {
+    /// The librdkafka whose layout this mirrors (`rd_kafka_version()` of 2.12.1).
+    const LAYOUT_VERSION: std::ffi::c_int = 0x020c_01ff;
+
+    /// Whether the linked librdkafka is that one.
+    fn layout_known() -> bool {
+        static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // SAFETY: a plain query of a constant.
+        *KNOWN.get_or_init(|| unsafe { rd::rd_kafka_version() } == Self::LAYOUT_VERSION)
     }
 }
 
@@ -355,5 +426,79 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
     } else {
         // SAFETY: per the contract.
         Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+    type Headers = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+    /// What the test records carry: none, null and empty values, binary values, long
+    /// names and values, repeated names, many headers.
+    fn cases() -> Vec<Vec<(String, Option<Vec<u8>>)>> {
+        let many = (0..300).map(|i| (format!("h{i}"), Some(vec![i as u8; i % 7]))).collect();
+        vec![
+            vec![],
+            vec![("trace".into(), Some(b"abc".to_vec()))],
+            vec![("null".into(), None), ("empty".into(), Some(vec![])), ("".into(), Some(b"unnamed".to_vec()))],
+            vec![("bin".into(), Some((0..=255).collect())), ("bin".into(), Some(vec![0; 3]))],
+            vec![("é-ü".repeat(40), Some(vec![7; 70_000]))],
+            many,
+        ]
+    }
+
+    /// The raw read gives exactly what librdkafka's parse gives, for records fetched
+    /// from a broker: the check that `PrivateMessage` mirrors the linked librdkafka.
+    #[test]
+    fn raw_headers_agree_with_librdkafka() {
+        assert!(
+            PrivateMessage::layout_known(),
+            "librdkafka is not {:#x}: check `PrivateMessage` against its rdkafka_msg.h and update LAYOUT_VERSION",
+            PrivateMessage::LAYOUT_VERSION
+        );
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
+        let cases = cases();
+        for headers in &cases {
+            let mut list = OwnedHeaders::new();
+            for (key, value) in headers {
+                list = list.insert(Header { key, value: value.as_deref() });
+            }
+            producer.send(BaseRecord::<(), [u8]>::to("t").payload(b"v").headers(list)).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "g")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["t"]).unwrap();
+        let mut compared = 0;
+        while compared < cases.len() {
+            let Some(message) = consumer.poll(Duration::from_secs(10)) else { continue };
+            let message = message.unwrap();
+            let delivered = Delivered::of(&message);
+            let mut raw = Headers::new();
+            assert!(delivered.raw_headers().is_some(), "read in place");
+            delivered.for_each_header(|name, value| raw.push((name.to_vec(), value.map(<[u8]>::to_vec))));
+            let parsed: Headers = delivered
+                .take_headers()
+                .map(|list| list.iter().map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default();
+            let produced: Headers = cases[compared].iter().map(|(n, v)| (n.as_bytes().to_vec(), v.clone())).collect();
+            assert_eq!(raw, parsed, "record {compared}");
+            assert_eq!(raw, produced, "record {compared}");
+            compared += 1;
+        }
     }
 }

@@ -10,3 +10,4 @@ pub mod offsets;
 pub mod output;
 pub(crate) mod tracker;
 pub(crate) mod transaction;
+pub(crate) mod wire_headers;

@@ -229,7 +229,7 @@ fn partition_key(delivered: Delivered<'_>) -> TopicPartition {
 }
 
 /// Appends `delivered` to the batch being built, with its headers only when the
-/// processor reads them (asking librdkafka for headers allocates per record).
+/// processor reads them.
 fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>, wants_headers: bool) {
     let (offset, timestamp, key, value) =
         (delivered.offset(), delivered.timestamp_ms(), delivered.key(), delivered.value());
@@ -237,13 +237,10 @@ fn encode(encoder: &mut ferry_sdk::wire::BatchEncoder, delivered: Delivered<'_>,
     if !wants_headers {
         return;
     }
-    let Some(list) = delivered.take_headers() else { return };
-    for (name, value) in list.iter() {
-        match std::str::from_utf8(name) {
-            Ok(name) => encoder.push_header(name, value),
-            // A name that is not UTF-8 (Kafka means them to be, but does not check):
-            // the record still gets through, invalid bytes replaced.
-            Err(_) => encoder.push_header(&String::from_utf8_lossy(name), value),
-        }
-    }
+    delivered.for_each_header(|name, value| match std::str::from_utf8(name) {
+        Ok(name) => encoder.push_header(name, value),
+        // A name that is not UTF-8 (Kafka means them to be, but does not check): the
+        // record still gets through, invalid bytes replaced.
+        Err(_) => encoder.push_header(&String::from_utf8_lossy(name), value),
+    });
 }
