@@ -294,19 +294,20 @@ impl<'m> Delivered<'m> {
     /// whose message layout [`PrivateMessage`] mirrors, which is how ferry is built
     /// (rdkafka-sys compiles it in); otherwise parsed by librdkafka's public API.
     pub(crate) fn for_each_header(&self, mut visit: impl FnMut(&[u8], Option<&[u8]>)) {
-        if let Some(raw) = self.raw_headers() {
-            // Malformed: no headers, as librdkafka's own parse gives.
-            let _ = super::wire_headers::for_each(raw, visit);
+        if PrivateMessage::layout_known() {
+            if let Some(raw) = self.raw_headers() {
+                // Malformed: no headers, as librdkafka's own parse gives.
+                let _ = super::wire_headers::for_each(raw, visit);
+            }
         } else if let Some(list) = self.take_headers() {
             list.iter().for_each(|(name, value)| visit(name, value));
         }
     }
 
-    /// The record's header section as fetched, when the message layout is known.
+    /// The record's header section as fetched (`None` for a record without one: an
+    /// old-format record set). Only for a librdkafka whose layout is known.
     fn raw_headers(&self) -> Option<&'m [u8]> {
-        if !PrivateMessage::layout_known() {
-            return None;
-        }
+        debug_assert!(PrivateMessage::layout_known());
         // SAFETY: every message the consumer hands out is the first field of a
         // librdkafka `rd_kafka_msg_t` (`rd_kafka_message2msg` is this same cast), whose
         // start `PrivateMessage` mirrors for the checked version; `whole` keeps the
