@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -23,14 +22,14 @@ use super::{MAX_COMPONENT_BYTES, deploy};
 use crate::config::PipelineConfig;
 use crate::registry::{Origin, ProcessorSlot};
 use crate::sandbox::Sandbox;
+use crate::sync::StoppableThreads;
 
 /// How often each directory is looked at.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
 
 /// The watcher threads of a host; stopped when dropped.
 pub(crate) struct DeployWatcher {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    _threads: StoppableThreads,
 }
 
 impl DeployWatcher {
@@ -40,8 +39,7 @@ impl DeployWatcher {
         sandbox: &Sandbox,
         pipelines: impl IntoIterator<Item = (Arc<PipelineConfig>, ProcessorSlot)>,
     ) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let mut threads = StoppableThreads::default();
         for (config, slot) in pipelines {
             let Some(dir) = config.deploy_dir.clone() else { continue };
             std::fs::create_dir_all(&dir).with_context(|| {
@@ -49,10 +47,8 @@ impl DeployWatcher {
             })?;
             let mut watch = DirWatch { dir, config, slot, sandbox: sandbox.clone(), files: HashMap::new() };
             watch.skip_existing();
-            let stop = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("ferry-watch-{}", watch.config.name))
-                .spawn(move || {
+            threads
+                .spawn(format!("ferry-watch-{}", watch.config.name), move |stop| {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::park_timeout(POLL);
                         if !stop.load(Ordering::Relaxed) {
@@ -61,19 +57,8 @@ impl DeployWatcher {
                     }
                 })
                 .context("failed to spawn a deploy watcher thread")?;
-            threads.push(thread);
         }
-        Ok(Self { stop, threads })
-    }
-}
-
-impl Drop for DeployWatcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
+        Ok(Self { _threads: threads })
     }
 }
 

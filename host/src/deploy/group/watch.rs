@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -25,6 +24,7 @@ use crate::deploy::{MAX_COMPONENT_BYTES, deploy};
 use crate::pipeline::Shared;
 use crate::registry::{Origin, ProcessorSlot};
 use crate::sandbox::Sandbox;
+use crate::sync::StoppableThreads;
 
 /// How long a read waits for the next record: the watcher's pace when idle.
 const READ_WAIT: Duration = Duration::from_millis(200);
@@ -53,39 +53,25 @@ pub(crate) struct Follower {
 
 /// The follower threads of a host; stopped (and their reports withdrawn) when dropped.
 pub(crate) struct GroupWatcher {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    threads: StoppableThreads,
 }
 
 impl GroupWatcher {
     /// Asks the threads to stop (and withdraw their reports) without waiting: the
     /// host does this when shutdown begins, so the reports go while pipelines drain.
     pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.threads.stop();
     }
 
     /// Starts one thread per follower.
     pub(crate) fn start(followers: Vec<Follower>) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let mut threads = StoppableThreads::default();
         for follower in followers {
-            let stop = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("ferry-group-{}", follower.config.name))
-                .spawn(move || follower.run(&stop))
+            threads
+                .spawn(format!("ferry-group-{}", follower.config.name), move |stop| follower.run(stop))
                 .context("failed to spawn a components topic follower")?;
-            threads.push(thread);
         }
-        Ok(Self { stop, threads })
-    }
-}
-
-impl Drop for GroupWatcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+        Ok(Self { threads })
     }
 }
 
