@@ -317,10 +317,10 @@ pub fn check(
         .map(|topic| {
             read_all(brokers, topic)
                 .iter()
-                .filter(|r| header(r, "ferry.topic").as_deref() == Some(input))
+                .filter(|r| r.header("ferry.topic") == Some(input))
                 .map(|r| {
-                    let partition = header(r, "ferry.partition").and_then(|p| p.parse().ok()).expect("partition");
-                    let offset = header(r, "ferry.offset").and_then(|o| o.parse().ok()).expect("offset");
+                    let partition = r.header("ferry.partition").and_then(|p| p.parse().ok()).expect("partition");
+                    let offset = r.header("ferry.offset").and_then(|o| o.parse().ok()).expect("offset");
                     (partition, offset)
                 })
                 .collect()
@@ -434,10 +434,6 @@ pub fn check(
         }
     }
     report
-}
-
-fn header(read: &crate::Read, name: &str) -> Option<String> {
-    read.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
 /// `name=value` (or `name="value"`) in a log line.

@@ -105,12 +105,11 @@ pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &
         }
     }
     for letter in letters {
-        let header = |name: &str| letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        if header("ferry.topic").as_deref() != Some(input_topic) {
+        if letter.header("ferry.topic") != Some(input_topic) {
             continue;
         }
-        let partition: i32 = header("ferry.partition").and_then(|p| p.parse().ok()).expect("ferry.partition");
-        let offset: i64 = header("ferry.offset").and_then(|o| o.parse().ok()).expect("ferry.offset");
+        let partition: i32 = letter.header("ferry.partition").and_then(|p| p.parse().ok()).expect("ferry.partition");
+        let offset: i64 = letter.header("ferry.offset").and_then(|o| o.parse().ok()).expect("ferry.offset");
         *results.entry((partition, offset)).or_default() += 1;
         verdict.dead_lettered.insert((partition, offset));
         if letter.partition != partition {

@@ -112,8 +112,6 @@ pub fn get(port: u16, path: &str) -> String {
 
 /// The dead letters' source offsets, as (partition, offset).
 pub fn dead_lettered(brokers: &str) -> BTreeSet<(i32, i64)> {
-    let header = |r: &Read, name: &str| -> i64 {
-        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.parse().unwrap()).unwrap()
-    };
+    let header = |r: &Read, name: &str| -> i64 { r.header(name).unwrap().parse().unwrap() };
     read_all(brokers, "dlq").iter().map(|r| (header(r, "ferry.partition") as i32, header(r, "ferry.offset"))).collect()
 }

@@ -363,6 +363,13 @@ pub struct Read {
     pub headers: Vec<(String, String)>,
 }
 
+impl Read {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
 /// Everything in `topic` up to its current log end, in offset order per partition.
 pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()

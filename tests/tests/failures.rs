@@ -45,7 +45,7 @@ fn caught_up(brokers: &str, group: &str, topic: &str) -> bool {
 }
 
 fn header<'a>(read: &'a Read, name: &str) -> &'a str {
-    read.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no header {name}"))
+    read.header(name).unwrap_or_else(|| panic!("no header {name}"))
 }
 
 #[test]

@@ -124,9 +124,8 @@ fn an_unreadable_record_is_dead_lettered_not_committed_past() {
     stop(host);
     let dead = read_all(&brokers, "dlq");
     assert_eq!(dead.len(), 1, "one dead letter");
-    let header = |name: &str| dead[0].headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    assert_eq!(header("ferry.offset").as_deref(), Some("2"));
-    assert!(header("ferry.reason").is_some_and(|r| r.contains("could not be read")), "{:?}", dead[0].headers);
+    assert_eq!(dead[0].header("ferry.offset"), Some("2"));
+    assert!(dead[0].header("ferry.reason").is_some_and(|r| r.contains("could not be read")), "{:?}", dead[0].headers);
     let report = check(&brokers, "in", group, Some("dlq"), &[captured_log()], &sampler.stop());
     report.assert_sound();
     assert_eq!((report.processed, report.dead_lettered), (4, 1), "{}", report.summary());

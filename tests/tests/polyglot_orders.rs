@@ -83,8 +83,11 @@ fn pipeline(lang: &str, component: &std::path::Path) -> String {
 
 /// A dead letter's source and reason.
 fn dead_letter(read: &Read) -> ((i32, i64), String) {
-    let header = |name: &str| read.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
-    ((header("ferry.partition").parse().unwrap(), header("ferry.offset").parse().unwrap()), header("ferry.reason"))
+    let header = |name: &str| read.header(name).unwrap();
+    (
+        (header("ferry.partition").parse().unwrap(), header("ferry.offset").parse().unwrap()),
+        header("ferry.reason").to_owned(),
+    )
 }
 
 #[test]
