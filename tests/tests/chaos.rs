@@ -110,7 +110,6 @@ fn wait_for_settled_group(brokers: &str, group: &str, live: usize) {
     );
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run(
     broker: &dyn Broker,
     strategy: &str,
@@ -264,68 +263,42 @@ fn stuck_report(brokers: &str, group: &str, members: &[Option<FerryProcess>]) ->
     report
 }
 
+/// A run on librdkafka's mock broker in a process of its own: many records, an event
+/// every few seconds, graceful leaves at any moment.
+fn on_a_broker_process(strategy: &str) {
+    let broker = std::sync::Mutex::new(MockBrokerProcess::start());
+    run(&broker, strategy, 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce, Leaves::Anytime);
+}
+
+/// A run on Tansu, in its turn: it fetches slowly, so fewer records and an event every
+/// 8 s, and graceful leaves only in a settled group (see [`Leaves::WhenSettled`]).
+fn on_tansu(strategy: &str, promise: Promise) {
+    tansu_turn(|| {
+        run(&Tansu::start(), strategy, 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, promise, Leaves::WhenSettled)
+    });
+}
+
 #[test]
 fn chaos_eager_on_a_broker_process() {
-    let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(&broker, "range", 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce, Leaves::Anytime);
+    on_a_broker_process("range");
 }
 
 #[test]
 fn chaos_cooperative_sticky_on_a_broker_process() {
-    let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(
-        &broker,
-        "cooperative-sticky",
-        24_000,
-        Duration::from_secs(60),
-        EVENT_EVERY,
-        Promise::AtLeastOnce,
-        Leaves::Anytime,
-    );
+    on_a_broker_process("cooperative-sticky");
 }
 
 #[test]
 fn chaos_eager_on_tansu() {
-    // Tansu fetches slowly: fewer records, the same chaos.
-    tansu_turn(|| {
-        run(
-            &Tansu::start(),
-            "range",
-            1_500,
-            Duration::from_secs(64),
-            TANSU_EVENT_EVERY,
-            Promise::AtLeastOnce,
-            Leaves::WhenSettled,
-        )
-    });
+    on_tansu("range", Promise::AtLeastOnce);
 }
 
 #[test]
 fn chaos_exactly_once_eager_on_tansu() {
-    tansu_turn(|| {
-        run(
-            &Tansu::start(),
-            "range",
-            1_500,
-            Duration::from_secs(64),
-            TANSU_EVENT_EVERY,
-            Promise::ExactlyOnce,
-            Leaves::WhenSettled,
-        )
-    });
+    on_tansu("range", Promise::ExactlyOnce);
 }
 
 #[test]
 fn chaos_exactly_once_cooperative_sticky_on_tansu() {
-    tansu_turn(|| {
-        run(
-            &Tansu::start(),
-            "cooperative-sticky",
-            1_500,
-            Duration::from_secs(64),
-            TANSU_EVENT_EVERY,
-            Promise::ExactlyOnce,
-            Leaves::WhenSettled,
-        )
-    });
+    on_tansu("cooperative-sticky", Promise::ExactlyOnce);
 }
