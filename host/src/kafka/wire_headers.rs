@@ -69,14 +69,14 @@ fn take<'a>(rest: &mut &'a [u8], len: i64) -> Result<&'a [u8], Malformed> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use proptest::prelude::*;
 
     type Header = (Vec<u8>, Option<Vec<u8>>);
 
     /// Encodes `headers` as the record format does.
-    pub(crate) fn encode(headers: &[Header]) -> Vec<u8> {
+    fn encode(headers: &[Header]) -> Vec<u8> {
         let mut out = Vec::new();
         put_varint(&mut out, headers.len() as i64);
         for (name, value) in headers {
