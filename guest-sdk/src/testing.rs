@@ -346,7 +346,10 @@ impl Harness {
     }
 
     /// Refuses emits once a batch's outputs add up to more than `bytes`, with
-    /// [`EmitError::OverBudget`](crate::EmitError::OverBudget).
+    /// [`EmitError::OverBudget`](crate::EmitError::OverBudget). Each record counts as
+    /// the host counts it: its topic and bytes, plus
+    /// [`OUTPUT_RECORD_COST`](crate::limits::OUTPUT_RECORD_COST), plus
+    /// [`OUTPUT_HEADER_COST`](crate::limits::OUTPUT_HEADER_COST) per header.
     pub fn batch_output_bytes(mut self, bytes: u64) -> Self {
         self.policy.batch_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         self
@@ -521,9 +524,12 @@ mod tests {
         assert_eq!(run.outcomes[0], Outcome::Processed);
         assert_eq!(run.outcomes[1], Outcome::Retry(EmitError::TooLarge(4).to_string()));
 
-        let run = Harness::new().batch_output_bytes(5).run(&mut p, &batch);
+        // Each record costs its bytes, its topic and a fixed cost, as on the host.
+        let first = crate::limits::OUTPUT_RECORD_COST + "out".len() + "kv".len();
+        let budget = (first + 4) as u64;
+        let run = Harness::new().batch_output_bytes(budget).run(&mut p, &batch);
         assert_eq!(run.outcomes[0], Outcome::Processed);
-        assert_eq!(run.outcomes[1], Outcome::Retry(EmitError::OverBudget(5).to_string()));
+        assert_eq!(run.outcomes[1], Outcome::Retry(EmitError::OverBudget(budget).to_string()));
 
         let run = Harness::new().deny_all_topics().run(&mut p, &batch);
         assert!(run.emitted.is_empty());

@@ -1,4 +1,4 @@
-//! Issue 4: how much a hostile tenant slows a healthy one in the same host.
+//! Tenant isolation: how much a hostile tenant slows a healthy one in the same host.
 //!
 //! One host runs a healthy passthrough pipeline over a pre-filled topic, alone and
 //! then next to a tenant that loops, bombs its memory or traps on every batch. The

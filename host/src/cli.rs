@@ -43,7 +43,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the seed's commission example on an embedded broker (no Kafka needed).
+    /// Run the order-commission example on an embedded broker (no Kafka needed).
     Demo(crate::demo::DemoArgs),
     /// Create a processor project (Rust, Python or JavaScript) that builds anywhere.
     New(crate::tenant::new::NewArgs),
@@ -64,8 +64,15 @@ pub enum Command {
     /// or list versions).
     Deploy(crate::deploy::client::DeployArgs),
     /// List every live member of a pipeline's consumer group and the component
-    /// version it runs (for `group_deploy` pipelines).
+    /// version it runs, and who lags behind the topic (for `group_deploy`
+    /// pipelines); or prune the components topic (--prune --keep N).
     Versions(crate::deploy::group::command::VersionsArgs),
+    /// Make or show the Ed25519 keys that sign group-wide deploys.
+    Keys {
+        #[allow(missing_docs)]
+        #[command(subcommand)]
+        command: crate::deploy::group::command::KeysCommand,
+    },
     /// Show or reset a consumer group's committed offsets.
     Offsets {
         #[allow(missing_docs)]
@@ -210,6 +217,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { component } => check(&component),
         Command::Deploy(args) => crate::deploy::client::run(args),
         Command::Versions(args) => crate::deploy::group::command::versions(&args),
+        Command::Keys { command } => crate::deploy::group::command::keys(&command),
         Command::Offsets { command } => match command {
             OffsetsCommand::Show { target } => {
                 let (brokers, kafka, topics) = target.resolve()?;

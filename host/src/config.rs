@@ -35,17 +35,60 @@ pub struct Config {
 }
 
 /// `[fleet]`: the compacted topic that holds component versions for group-wide
-/// deploys (`group_deploy = true` pipelines, `ferry deploy --group`).
+/// deploys (`group_deploy = true` pipelines, `ferry deploy --group`), whose
+/// versions this host takes, and whose signatures it trusts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
     /// The topic's name.
     pub components_topic: String,
+    /// The environment (`production`, `staging`...) whose versions this host takes:
+    /// part of every record key, so environments sharing a cluster never touch each
+    /// other. Required with a `group_deploy` pipeline.
+    pub environment: Option<String>,
+    /// Public keys (`ferry-ed25519:<hex>`, from `ferry keys new`) of the publishers
+    /// whose signed versions this host runs. Empty: unsigned versions are accepted
+    /// (and the host says so loudly).
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        Self { components_topic: crate::deploy::group::DEFAULT_TOPIC.to_owned() }
+        Self {
+            components_topic: crate::deploy::group::DEFAULT_TOPIC.to_owned(),
+            environment: None,
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The trusted publisher keys.
+    pub fn trusted(&self) -> anyhow::Result<crate::deploy::group::signing::TrustedKeys> {
+        use crate::deploy::group::signing::{PublicKey, TrustedKeys};
+        let keys = self
+            .trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| PublicKey::parse(k).with_context(|| format!("fleet.trusted_keys[{i}]")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        TrustedKeys::new(keys).context("fleet.trusted_keys")
+    }
+
+    fn validate(&self, group_deploys: bool) -> anyhow::Result<()> {
+        check_topic_name("fleet.components_topic", &self.components_topic)?;
+        match &self.environment {
+            Some(env) if !crate::deploy::group::record::is_name(env) => {
+                bail!("fleet.environment: `{env}` must be non-empty and use only letters, digits, `-`, `_` and `.`")
+            }
+            None if group_deploys => bail!(
+                "fleet.environment: required with a group_deploy pipeline: name the environment whose versions \
+                 this host takes (`production`, `staging`...); hosts of different environments sharing a cluster \
+                 never take each other's versions"
+            ),
+            _ => {}
+        }
+        self.trusted().map(drop)
     }
 }
 
@@ -351,9 +394,17 @@ const RESERVED_KAFKA_KEYS: &[&str] = &[
     "metadata.broker.list",
     "group.id",
     "enable.auto.commit",
+    // The legacy, topic-level spelling of the same switch.
+    "auto.commit.enable",
     "enable.auto.offset.store",
     "transactional.id",
 ];
+/// Switches that, turned on, silently stop ferry from committing: each with why.
+const OFF_KAFKA_SWITCHES: &[(&str, &str)] = &[(
+    "delivery.report.only.error",
+    "ferry commits an input only once the broker acknowledged its outputs, and with this on librdkafka \
+     reports only failed deliveries: nothing would ever be committed",
+)];
 /// Producer acknowledgement settings: anything but `all` would let an output count
 /// as delivered (and its input be committed) before it is durable.
 const ACKS_KEYS: &[&str] = &["acks", "request.required.acks"];
@@ -418,7 +469,7 @@ impl Config {
                 bail!("admin.token: must be non-empty and without spaces");
             }
         }
-        check_topic_name("fleet.components_topic", &self.fleet.components_topic)?;
+        self.fleet.validate(self.pipelines.iter().any(|p| p.group_deploy))?;
         if self.pipelines.is_empty() {
             bail!("pipeline: define at least one [[pipeline]]");
         }
@@ -568,7 +619,9 @@ impl PipelineConfig {
         }
         let l = &self.limits;
         in_range(&format!("{at}.limits.memory_mib"), l.memory_mib, 1, sandbox.max_memory_mib)?;
-        // A batch must end well before the group gives up on a member that stopped polling.
+        // The loop polls its consumer after every guest call, so the longest it goes
+        // without a poll is one call (its time limit) plus the host's work on the
+        // result: publishing, committing, a seek. Half of max.poll.interval.ms each.
         let max_poll = self
             .kafka
             .get("max.poll.interval.ms")
@@ -579,8 +632,9 @@ impl PipelineConfig {
         in_range(&time_limit, l.time_per_batch_ms, 1, 600_000)?;
         if l.time_per_batch_ms.saturating_mul(2) > max_poll {
             bail!(
-                "{time_limit}: {} ms is more than half of max.poll.interval.ms ({max_poll} ms): a batch this long \
-                 would get this member thrown out of its group; lower it or raise max.poll.interval.ms",
+                "{time_limit}: {} ms is more than half of max.poll.interval.ms ({max_poll} ms): the consumer is \
+                 polled after every guest call, so polls can be one batch's time limit apart plus the host's own \
+                 work on it, which gets the other half; lower it or raise max.poll.interval.ms",
                 l.time_per_batch_ms
             );
         }
@@ -596,17 +650,17 @@ impl PipelineConfig {
         // What a batch can make the host hold stays below what the largest guest may
         // hold itself, so the memory formula has one term per pipeline.
         let budget_field = format!("{at}.limits.output_bytes_per_batch");
-        in_range(
-            &budget_field,
-            l.output_bytes_per_batch as u64,
-            l.max_output_bytes as u64,
-            sandbox.max_memory_mib << 20,
-        )
-        .with_context(|| {
-            format!(
-                "{budget_field} must hold at least one record of max_output_bytes and at most sandbox.max_memory_mib"
-            )
-        })?;
+        // One record of max_output_bytes, as the budget charges it (with the longest
+        // topic name).
+        let one_record = l.max_output_bytes + crate::sandbox::capability::output::RECORD_COST + 249;
+        in_range(&budget_field, l.output_bytes_per_batch as u64, one_record as u64, sandbox.max_memory_mib << 20)
+            .with_context(|| {
+                format!(
+                    "{budget_field} must hold at least one record of max_output_bytes (charged {} bytes more: \
+                     its topic and the host's own cost per record) and at most sandbox.max_memory_mib",
+                    crate::sandbox::capability::output::RECORD_COST + 249
+                )
+            })?;
         in_range(&format!("{at}.logs.lines_per_sec"), u64::from(self.logs.lines_per_sec), 1, 100_000)?;
         in_range(&format!("{at}.logs.bytes_per_sec"), self.logs.bytes_per_sec, 64, 64 << 20)?;
         for (key, value) in &self.settings {
@@ -705,6 +759,11 @@ fn check_kafka_props(at: &str, props: &BTreeMap<String, String>) -> anyhow::Resu
                 "{at}.\"{key}\": ferry sets this itself (use `brokers`, the pipeline's `group`; commits are ferry's job)"
             );
         }
+        if let Some((_, why)) = OFF_KAFKA_SWITCHES.iter().find(|(switch, _)| switch == key)
+            && !is_false(value)
+        {
+            bail!("{at}.\"{key}\" = \"{value}\": {why}; leave it out (it is off by default)");
+        }
         if ACKS_KEYS.contains(&key.as_str()) && !matches!(value.as_str(), "all" | "-1") {
             bail!(
                 "{at}.\"{key}\" = \"{value}\": ferry commits an input only once its outputs are acknowledged, \
@@ -713,6 +772,11 @@ fn check_kafka_props(at: &str, props: &BTreeMap<String, String>) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Whether librdkafka reads `value` as a boolean false (it accepts `false`, `f` and `0`).
+fn is_false(value: &str) -> bool {
+    value.eq_ignore_ascii_case("false") || value.eq_ignore_ascii_case("f") || value == "0"
 }
 
 #[cfg(test)]
@@ -748,10 +812,21 @@ mod tests {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.fleet.components_topic, "_ferry.components");
         assert!(!c.pipelines[0].group_deploy);
-        let text = GOOD.replace("[kafka]", "[fleet]\ncomponents_topic = \"versions\"\n[kafka]");
+        let text = GOOD.replace("[kafka]", "[fleet]\ncomponents_topic = \"versions\"\nenvironment = \"prod\"\n[kafka]");
         let c = Config::parse(&text.replace("name = \"orders\"", "name = \"orders\"\ngroup_deploy = true")).unwrap();
         assert_eq!(c.fleet.components_topic, "versions");
         assert!(c.pipelines[0].group_deploy);
+        assert!(c.fleet.trusted().unwrap().is_empty());
+        let unscoped = GOOD.replace("name = \"orders\"", "name = \"orders\"\ngroup_deploy = true");
+        assert!(error_of(&unscoped).contains("fleet.environment: required"));
+        let error = error_of(&text.replace("\"prod\"", "\"pro d\""));
+        assert!(error.contains("fleet.environment"), "{error}");
+        let key = crate::deploy::group::signing::SecretKey::generate().unwrap();
+        let keys = format!("trusted_keys = [\"{}\"]\n[kafka]", key.public().line());
+        let c = Config::parse(&text.replacen("[kafka]", &keys, 1)).unwrap();
+        assert_eq!(c.fleet.trusted().unwrap().ids(), [key.public().id()]);
+        let error = error_of(&text.replacen("[kafka]", "trusted_keys = [\"ferry-ed25519:00\"]\n[kafka]", 1));
+        assert!(error.contains("fleet.trusted_keys[0]"), "{error}");
         let error = error_of(&text.replace("[\"commissions\"]", "[\"versions\"]"));
         assert!(error.contains("components topic"), "{error}");
         let error = error_of(&GOOD.replace("[kafka]", "[fleet]\ncomponents_topic = \"a b\"\n[kafka]"));
@@ -794,6 +869,29 @@ mod tests {
         assert!(e.contains("output_bytes_per_batch"), "{e}");
         let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nsettings = { \"\" = \"x\" }"));
         assert!(e.contains("settings: key"), "{e}");
+    }
+
+    /// librdkafka switches that would make every commit wait forever are refused by
+    /// name, wherever they are set; turned off (their default) they pass.
+    #[test]
+    fn switches_that_stop_every_commit_are_refused_by_name() {
+        for (key, value) in [("delivery.report.only.error", "true"), ("delivery.report.only.error", "T")] {
+            let global = GOOD.replace("\"security.protocol\" = \"plaintext\"", &format!("\"{key}\" = \"{value}\""));
+            let e = error_of(&global);
+            assert!(e.contains(&format!("kafka.\"{key}\" = \"{value}\"")) && e.contains("nothing would ever"), "{e}");
+            let own = GOOD.replace("commit = ", &format!("kafka = {{ \"{key}\" = \"{value}\" }}\ncommit = "));
+            let e = error_of(&own);
+            assert!(e.contains(&format!("pipeline `orders`.kafka.\"{key}\"")), "{e}");
+        }
+        for off in ["false", "0", "F"] {
+            let text = GOOD.replace(
+                "\"security.protocol\" = \"plaintext\"",
+                &format!("\"delivery.report.only.error\" = \"{off}\""),
+            );
+            assert!(Config::parse(&text).is_ok(), "{off}");
+        }
+        let e = error_of(&GOOD.replace("\"security.protocol\" = \"plaintext\"", "\"auto.commit.enable\" = \"true\""));
+        assert!(e.contains("kafka.\"auto.commit.enable\": ferry sets this itself"), "{e}");
     }
 
     #[test]

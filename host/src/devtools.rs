@@ -24,8 +24,8 @@ pub fn workspace_root() -> PathBuf {
 /// Where guests are built: `guests/` under the workspace's target directory
 /// (`CARGO_TARGET_DIR` when set), apart from native builds so that neither waits
 /// for the other's lock.
-fn guest_target_dir(root: &Path) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+pub fn guest_target_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     target.join("guests")
 }
 
@@ -34,7 +34,7 @@ fn guest_target_dir(root: &Path) -> PathBuf {
 pub fn build_guest(package: &str) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     ensure_wasm_target(&root)?;
-    let target_dir = guest_target_dir(&root);
+    let target_dir = guest_target_dir();
     // `cargo run` and `cargo test` tell their children which cargo they are.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(&cargo)
@@ -47,11 +47,16 @@ pub fn build_guest(package: &str) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building guest {package} for {WASM_TARGET} failed ({status}); cargo's errors are above");
     }
-    let path = target_dir.join(WASM_TARGET).join("guest").join(format!("{}.wasm", package.replace('-', "_")));
+    let path = guest_path(package);
     if !path.exists() {
         bail!("guest {package} built, but {} is missing", path.display());
     }
     Ok(path)
+}
+
+/// Where [`build_guest`] puts the component of `package`.
+pub fn guest_path(package: &str) -> PathBuf {
+    guest_target_dir().join(WASM_TARGET).join("guest").join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// A guest language built by its SDK's own build script rather than cargo.
@@ -140,7 +145,7 @@ pub fn build_polyglot_guest(language: GuestLanguage, project: &str) -> anyhow::R
     }
     let digest = polyglot_inputs_digest(&root, language, &project_dir)
         .with_context(|| format!("failed to read the sources of {project}"))?;
-    let out_dir = guest_target_dir(&root).join(language.name());
+    let out_dir = guest_target_dir().join(language.name());
     std::fs::create_dir_all(&out_dir).with_context(|| format!("failed to create {}", out_dir.display()))?;
     let stem = project.trim_end_matches('/').rsplit('/').next().unwrap_or(project);
     let path = out_dir.join(format!("{stem}-{}.wasm", &digest[..16]));

@@ -10,6 +10,8 @@ use anyhow::Context as _;
 
 use crate::admin::{self, AdminServer, AdminState, BrokerView, PipelineView};
 use crate::config::{Config, PipelineConfig};
+use crate::deploy::group::catalog::Judge;
+use crate::deploy::group::record::Scope;
 use crate::deploy::group::startup::{self, Start};
 use crate::deploy::group::topic::TopicAccess;
 use crate::deploy::group::watch::{Follower, GroupWatcher};
@@ -112,7 +114,8 @@ pub(crate) fn load_checked(
         Ok(Err(reason)) => {
             Err(anyhow::anyhow!("its self-test failed: {}", sanitize(&reason, 500))).with_context(failed)
         }
-        Err(fault) => Err(anyhow::anyhow!("its self-test did not complete: {fault}")).with_context(failed),
+        // The fault stays in the chain: a group deploy tells a passing cause by it.
+        Err(fault) => Err(anyhow::Error::new(fault).context("its self-test did not complete")).with_context(failed),
     }
 }
 
@@ -131,6 +134,32 @@ fn member_client_id(pipeline: &mut PipelineConfig, global: &std::collections::BT
     id
 }
 
+/// What the start-up chose for the `group_deploy` pipelines, for their followers.
+struct GroupStarts {
+    /// Per pipeline, in config order: the start-up's choice (`None`: not
+    /// `group_deploy`).
+    starts: Vec<Option<Start>>,
+    /// Per pipeline: the consumer's client id, for `group_deploy` pipelines.
+    client_ids: Vec<Option<String>>,
+    access: TopicAccess,
+    environment: String,
+    trusted: crate::deploy::group::signing::TrustedKeys,
+}
+
+/// A start that failed after `pipelines` began consuming: stops them (each commits
+/// what it finished and leaves its group), so nothing keeps running behind the error.
+fn stop_started(pipelines: Vec<Pipeline>, error: anyhow::Error) -> anyhow::Error {
+    if pipelines.is_empty() {
+        return error;
+    }
+    let names: Vec<String> = pipelines.iter().map(|p| p.config.name.clone()).collect();
+    tracing::error!(error = %format!("{error:#}"), stopping = ?names, "the host did not start; stopping the pipelines already running");
+    for pipeline in pipelines {
+        pipeline.stop();
+    }
+    error.context(format!("the pipelines already started ({}) were stopped", names.join(", ")))
+}
+
 impl Host {
     /// Loads every component (failing before anything consumes) and starts the
     /// pipelines.
@@ -139,6 +168,10 @@ impl Host {
         let admin_token = config.admin.as_ref().map(|admin| admin.bearer_token()).transpose()?.flatten();
         let runtime = Runtime::new()?;
         let sandbox = Sandbox::with_runtime(config.sandbox_settings(), runtime)?;
+        // Each worker's instance (and its spare) keeps its pool slot whatever
+        // self-tests run meanwhile.
+        let spares = config.spares_fit();
+        sandbox.reserve_for_workers(config.workers() * if spares { 2 } else { 1 });
         let mut slots = Vec::new();
         // Pipelines that run the same component share its compiled code.
         let mut loaded: HashMap<String, Arc<ProcessorComponent>> = HashMap::new();
@@ -147,10 +180,28 @@ impl Host {
             kafka: config.kafka.clone(),
             topic: config.fleet.components_topic.clone(),
         };
+        let trusted = config.fleet.trusted()?;
+        let environment = config.fleet.environment.clone().unwrap_or_default();
+        if config.pipelines.iter().any(|p| p.group_deploy) {
+            if trusted.is_empty() {
+                tracing::warn!(topic = %access.topic, %environment,
+                    "[fleet] trusted_keys is empty: this host runs UNSIGNED versions from the components topic, so \
+                     anyone who may write that topic can deploy code to it; list the publishers' keys \
+                     (`ferry keys new`) to accept only signed versions");
+            } else {
+                tracing::info!(topic = %access.topic, %environment, keys = ?trusted.ids(),
+                    "group deploys: only versions signed by a trusted key are taken");
+            }
+        }
         let mut starts: Vec<Option<Start>> = Vec::new();
         for pipeline in &config.pipelines {
             let (component, origin, start) = if pipeline.group_deploy {
-                let start = startup::choose(&access, &sandbox, pipeline, &mut loaded, |loaded| {
+                let judge = Judge {
+                    scope: Scope::new(&environment, &pipeline.name),
+                    trusted: trusted.clone(),
+                    limit: crate::deploy::MAX_COMPONENT_BYTES,
+                };
+                let start = startup::choose(&access, judge, &sandbox, pipeline, &mut loaded, |loaded| {
                     load_shared(&sandbox, pipeline, loaded)
                 })?;
                 let origin =
@@ -168,7 +219,6 @@ impl Host {
             slots.push(ProcessorSlot::starting(component, origin));
             starts.push(start);
         }
-        let spares = config.spares_fit();
         if !spares {
             tracing::info!(
                 max_instances = config.sandbox.max_instances,
@@ -182,17 +232,35 @@ impl Host {
             let mut pipeline = pipeline.clone();
             let client_id = pipeline.group_deploy.then(|| member_client_id(&mut pipeline, &config.kafka));
             client_ids.push(client_id);
-            pipelines.push(Pipeline::start(&config.brokers, &config.kafka, pipeline, sandbox.clone(), slot, spares)?);
+            match Pipeline::start(&config.brokers, &config.kafka, pipeline, sandbox.clone(), slot, spares) {
+                Ok(pipeline) => pipelines.push(pipeline),
+                Err(error) => return Err(stop_started(pipelines, error)),
+            }
         }
+        let group = GroupStarts { starts, client_ids, access, environment, trusted };
+        Self::serve(config, sandbox, pipelines, group, admin_token)
+    }
+
+    /// The rest of [`Self::start`], once the pipelines run: group followers, the
+    /// admin server, deploy watchers. If any fails, the pipelines are stopped.
+    fn serve(
+        config: &Config,
+        sandbox: Sandbox,
+        pipelines: Vec<Pipeline>,
+        group: GroupStarts,
+        admin_token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let GroupStarts { starts, client_ids, access, environment, trusted } = group;
         let mut followers = Vec::new();
         for ((pipeline, start), client_id) in pipelines.iter().zip(starts).zip(client_ids) {
             let (Some(start), Some(client_id)) = (start, client_id) else { continue };
-            pipeline.slot.follow_group(&access.topic);
-            if let Some(Ok(manifest)) = start.catalog.newest().map(|e| &e.manifest) {
+            pipeline.slot.follow_group(&access.topic, &environment, trusted.ids());
+            if let Some(manifest) = start.catalog.newest() {
                 pipeline.slot.group_published(&manifest.digest);
             }
-            for (digest, why) in start.refusals {
-                pipeline.slot.group_refused(&digest, format!("group, at startup: {why}"), false);
+            for refused in start.refusals {
+                let detail = format!("group, at startup: {}", refused.why);
+                pipeline.slot.group_refused(&refused.digest, detail, refused.label, false);
             }
             followers.push(Follower {
                 access: access.clone(),
@@ -202,7 +270,8 @@ impl Host {
                 sandbox: sandbox.clone(),
                 reader: start.reader,
                 catalog: start.catalog,
-                handled: start.handled,
+                floor: start.floor,
+                pending: start.pending,
                 client_id,
             });
         }
@@ -223,13 +292,22 @@ impl Host {
                     token: admin_token,
                     broker_view,
                 });
-                Some(admin::serve(&admin.listen, state)?)
+                match admin::serve(&admin.listen, state) {
+                    Ok(server) => Some(server),
+                    Err(error) => return Err(stop_started(pipelines, error)),
+                }
             }
             None => None,
         };
-        let watcher = DeployWatcher::start(&sandbox, pipelines.iter().map(|p| (p.config.clone(), p.slot.clone())))?;
-        let group_watcher = GroupWatcher::start(followers)?;
-        Ok(Self { sandbox, pipelines, admin, _watcher: watcher, _group_watcher: group_watcher })
+        let watched = pipelines.iter().map(|p| (p.config.clone(), p.slot.clone()));
+        let watchers =
+            DeployWatcher::start(&sandbox, watched).and_then(|watcher| Ok((watcher, GroupWatcher::start(followers)?)));
+        match watchers {
+            Ok((watcher, group_watcher)) => {
+                Ok(Self { sandbox, pipelines, admin, _watcher: watcher, _group_watcher: group_watcher })
+            }
+            Err(error) => Err(stop_started(pipelines, error)),
+        }
     }
 
     /// The flag that stops every pipeline (and every guest call) when set.

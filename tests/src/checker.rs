@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +51,8 @@ pub struct Sample {
 /// Samples a group's committed offsets every few milliseconds until stopped.
 pub struct CommitSampler {
     stop: Arc<AtomicBool>,
+    /// The sum over partitions of the last committed offsets seen.
+    committed: Arc<AtomicI64>,
     thread: JoinHandle<Vec<Sample>>,
 }
 
@@ -58,9 +60,10 @@ impl CommitSampler {
     /// Starts sampling `group` on `topic`.
     pub fn start(brokers: &str, group: &str, topic: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicI64::new(0));
         let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
         let thread = std::thread::spawn({
-            let stop = stop.clone();
+            let (stop, total) = (stop.clone(), committed.clone());
             move || {
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -74,13 +77,20 @@ impl CommitSampler {
                         samples.extend(rows.iter().filter_map(|r| {
                             r.committed.map(|committed| Sample { at, partition: r.partition, committed })
                         }));
+                        total.store(rows.iter().filter_map(|r| r.committed).sum(), Ordering::Relaxed);
                     }
                     std::thread::sleep(Duration::from_millis(25));
                 }
                 samples
             }
         });
-        CommitSampler { stop, thread }
+        CommitSampler { stop, committed, thread }
+    }
+
+    /// The sum over partitions of the committed offsets last seen: how many records
+    /// the group has committed so far (offsets start at 0).
+    pub fn committed_total(&self) -> i64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Stops and returns every sample, oldest first.

@@ -91,14 +91,14 @@ impl HostileConfig<'_> {
 
 /// What a pipeline with this config can make the host hold, by docs/operators.md:
 /// the host, the component's compiled code when it is mapped from the artifact
-/// cache (`artifact_bytes`), the guest's memory, a batch's outputs twice (the host's
-/// copy and librdkafka's), librdkafka's producer and consumer queues (ferry's
-/// defaults).
+/// cache (`artifact_bytes`), the guest's memory and as much again for what one of its
+/// calls may copy into the host, a batch's outputs twice (the host's copy and
+/// librdkafka's), librdkafka's producer and consumer queues (ferry's defaults).
 pub fn budget(text: &str, artifact_bytes: u64) -> u64 {
     let config = Config::parse(text).unwrap();
     let p = &config.pipelines[0];
     let queues = 2 * 32 * MIB;
-    HOST_BASE + artifact_bytes + (p.limits.memory_mib << 20) + 2 * p.limits.output_bytes_per_batch as u64 + queues
+    HOST_BASE + artifact_bytes + 2 * (p.limits.memory_mib << 20) + 2 * p.limits.output_bytes_per_batch as u64 + queues
 }
 
 /// The admin server's whole answer (status line, headers, body) to `GET path`.

@@ -31,50 +31,92 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 /// broken build, not a timing assumption).
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-/// Builds a guest crate from source (once per test process) and returns its path.
+/// Builds a guest crate from source (once per test run) and returns its path.
 pub fn guest(package: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     built
         .entry(package.to_owned())
-        .or_insert_with(|| ferry_host::devtools::build_guest(package).expect("guest builds"))
+        .or_insert_with(|| {
+            once_per_run(&format!("guest-{package}"), || {
+                ferry_host::devtools::build_guest(package).expect("guest builds");
+            });
+            ferry_host::devtools::guest_path(package)
+        })
         .clone()
 }
 
 /// Builds a Python or JavaScript processor project (a directory relative to the
 /// workspace root, such as `examples/python/orders`) with its SDK's build script,
 /// once per test process (and only when its sources changed since the last build),
-/// and returns the component's path.
+/// and returns the component's path. Test processes that want the same project wait
+/// for the one that builds it instead of building it too.
 pub fn polyglot_guest(language: ferry_host::devtools::GuestLanguage, project: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<(ferry_host::devtools::GuestLanguage, String), PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     built
         .entry((language, project.to_owned()))
         .or_insert_with(|| {
+            let _turn = run_lock(&format!("{}-{}", language.name(), project.replace('/', "-")));
             ferry_host::devtools::build_polyglot_guest(language, project)
                 .unwrap_or_else(|e| panic!("{} guest {project} builds: {e:#}", language.name()))
         })
         .clone()
 }
 
-/// The `ferry` binary, built from source once per test process.
+/// The `ferry` binary, built from source once per test run.
 pub fn ferry_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = ferry_host::devtools::workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            // The same package and target selection as `cargo test --workspace`, so
-            // dependency features unify the same way and nothing is compiled twice.
-            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the ferry binary failed");
+        once_per_run("ferry-bin", || {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                // The same package and target selection as `cargo test --workspace`, so
+                // dependency features unify the same way and nothing is compiled twice.
+                .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the ferry binary failed");
+        });
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         target.join("debug").join("ferry")
     })
     .clone()
+}
+
+/// Runs `work` once per test run. Under `cargo test` a test binary is one process and
+/// the caller's own memo is enough; under `cargo nextest run` every test is a process
+/// of its own, and all of one run share `NEXTEST_RUN_ID`: the first to get here does
+/// the work while the others wait on a file lock, then find the run's id stamped and
+/// skip it. A failed `work` panics before stamping, so the next caller tries again.
+fn once_per_run(name: &str, work: impl FnOnce()) {
+    let Ok(run) = std::env::var("NEXTEST_RUN_ID") else { return work() };
+    let _turn = run_lock(name);
+    let stamp = run_dir().join(format!("{name}.run"));
+    if std::fs::read_to_string(&stamp).is_ok_and(|done| done == run) {
+        return;
+    }
+    work();
+    std::fs::write(&stamp, &run).expect("stamp written");
+}
+
+/// Holds an exclusive lock named `name` (across processes) until dropped.
+fn run_lock(name: &str) -> std::fs::File {
+    let path = run_dir().join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("lock file");
+    file.lock().expect("lock taken");
+    file
+}
+
+/// Where [`once_per_run`] keeps its locks and stamps.
+fn run_dir() -> PathBuf {
+    let root = ferry_host::devtools::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let dir = target.join("tmp").join("test-runs");
+    std::fs::create_dir_all(&dir).expect("test-runs dir");
+    dir
 }
 
 /// A name no other test uses.

@@ -1,7 +1,7 @@
 //! Record batches written with a hand-made Produce request: a corrupt one (what a
-//! broker disk error or a buggy producer leaves in a log), and records no client
-//! library will write on purpose, such as a header name that is not UTF-8. The
-//! embedded broker stores batches as they come.
+//! broker disk error or a buggy producer leaves in a log), one in a format no client
+//! knows, and records no client library will write on purpose, such as a header name
+//! that is not UTF-8. The embedded broker stores batches as they come.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -13,10 +13,55 @@ pub fn produce_corrupt_batch(address: &str, topic: &str, partition: i32, value: 
     send_batch(address, topic, partition, &record_batch(value, &[], Some(0xdead_beef)));
 }
 
+/// Appends, in one request (so that a broker sends them together, even the embedded
+/// one, which answers a fetch with one request's batches), a batch of one record
+/// with `value` at offset `first` whose CRC is wrong, then one well-formed batch per
+/// value of `after` (offsets `first + 1` on).
+pub fn produce_corrupt_batch_then(
+    address: &str,
+    topic: &str,
+    partition: i32,
+    first: i64,
+    value: &[u8],
+    after: &[&[u8]],
+) {
+    let mut request = batch_of(value, &[], Some(0xdead_beef), 1 + after.len() as i32);
+    for (i, value) in after.iter().enumerate() {
+        let mut batch = record_batch(value, &[], None);
+        batch[..8].copy_from_slice(&(first + 1 + i as i64).to_be_bytes());
+        request.extend_from_slice(&batch);
+    }
+    send_batch(address, topic, partition, &request);
+}
+
 /// Appends one well-formed record with `value` and one header `name` = `value` given
 /// as raw bytes (rdkafka's producer API takes names as `&str`).
 pub fn produce_with_raw_header(address: &str, topic: &str, partition: i32, value: &[u8], header: (&[u8], &[u8])) {
     send_batch(address, topic, partition, &record_batch(value, &[header], None));
+}
+
+/// Appends one well-formed record with `value` at offset `first`, followed, in the
+/// same request, by a record batch in a format no client knows (magic byte 3) that
+/// the broker takes to hold offsets `first + 1` to `first + unknown` (the embedded
+/// broker counts a request's records from its first batch's header). librdkafka
+/// cannot read those records: it says so once (`__NOT_IMPLEMENTED`, at `first + 1`)
+/// and moves past the batch; fetched again from inside it, it skips it in silence.
+pub fn produce_with_unknown_format_batch(
+    address: &str,
+    topic: &str,
+    partition: i32,
+    first: i64,
+    value: &[u8],
+    unknown: i32,
+) {
+    let mut request = batch_of(value, &[], None, 1 + unknown);
+    let junk = vec![0x5a_u8; 64 * (unknown as usize + 1)];
+    request.extend_from_slice(&(first + 1).to_be_bytes()); // base offset
+    request.extend_from_slice(&((4 + 1 + junk.len()) as i32).to_be_bytes()); // length
+    request.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    request.push(3); // magic: unknown
+    request.extend_from_slice(&junk);
+    send_batch(address, topic, partition, &request);
 }
 
 fn send_batch(address: &str, topic: &str, partition: i32, batch: &[u8]) {
@@ -81,6 +126,12 @@ fn crc32c(bytes: &[u8]) -> u32 {
 /// A v2 record batch of one record with `headers`; its checksum is `crc` if given
 /// (a wrong one), the real CRC-32C otherwise.
 fn record_batch(value: &[u8], headers: &[(&[u8], &[u8])], crc: Option<u32>) -> Vec<u8> {
+    batch_of(value, headers, crc, 1)
+}
+
+/// The same, with `count` in the header's record count (a client reads the records
+/// that are there; the embedded broker counts offsets by it).
+fn batch_of(value: &[u8], headers: &[(&[u8], &[u8])], crc: Option<u32>, count: i32) -> Vec<u8> {
     let mut record = Vec::new();
     record.push(0); // attributes
     varint(&mut record, 0); // timestamp delta
@@ -108,7 +159,7 @@ fn record_batch(value: &[u8], headers: &[(&[u8], &[u8])], crc: Option<u32>) -> V
     after_crc.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
     after_crc.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     after_crc.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    after_crc.extend_from_slice(&1i32.to_be_bytes()); // records
+    after_crc.extend_from_slice(&count.to_be_bytes()); // records
     after_crc.extend_from_slice(&records);
 
     let mut batch = Vec::new();

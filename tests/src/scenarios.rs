@@ -1,4 +1,4 @@
-//! The seed's offset scenarios, each judged by the independent checker
+//! The offset scenarios, each judged by the independent checker
 //! ([`crate::checker`]): the records produced, what the recorder guest was handed and
 //! published, and the committed offsets sampled while the scenario ran.
 //! `tests/offsets.rs` runs them on the embedded broker, `tests/real_broker.rs` on
@@ -76,7 +76,7 @@ pub fn clean_run(broker: &dyn Broker, per_partition: usize) {
     }
 }
 
-/// The seed's crash case: a consumer processes 0-3 and commits; the next one
+/// The crash case: a consumer processes 0-3 and commits; the next one
 /// processes 4-7 and crashes before committing; its successor resumes at 4. With
 /// `workers` > 1 each process runs that many members over as many partitions, the
 /// records spread over them, and every worker is in the group before records come.
@@ -195,7 +195,7 @@ pub fn every_worker_assigned(log: &str, workers: usize) -> bool {
     owned.values().filter(|partitions| !partitions.is_empty()).count() == workers
 }
 
-/// The seed's rebalance case, with eager and cooperative assignment: 4 partitions,
+/// The rebalance case, with eager and cooperative assignment: 4 partitions,
 /// 2 members with 2 each; one dies; the other owns all four and resumes each from
 /// its committed offset. `slow` records of `slow_ms` each keep the victim busy. With
 /// `workers` > 1, each process runs that many members: the survivor's two partitions

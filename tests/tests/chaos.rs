@@ -1,12 +1,12 @@
 //! Chaos: three `ferry run` members of one group, on a broker in a process of its
-//! own, killed (SIGKILL) and stopped (SIGTERM) and restarted at random for a minute
-//! while records stream in, with a guest that retries, rejects and panics on some
-//! of them. The independent checker judges the run: nothing lost, lag 0 at the end,
+//! own, killed (SIGKILL) and stopped (SIGTERM) and restarted at random, a set number
+//! of times at a set pace (events per minute), while records stream in, with a guest
+//! that retries, rejects and panics on some of them. The independent checker judges the run: nothing lost, lag 0 at the end,
 //! duplicates only where a crash or revoke allows them, commits never backwards,
 //! no skipped or out-of-order deliveries within an assignment, no output of an
 //! unprocessed delivery. The seed is printed; `FERRY_CHAOS_SEED` replays one.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_tests::checker::{CommitSampler, backwards_commits, check};
 use ferry_tests::exactly_once::judge;
@@ -15,12 +15,37 @@ use ferry_tests::*;
 
 const MEMBERS: usize = 3;
 const PARTITIONS: i32 = 4;
-/// One kill, stop or restart every this long: about 20 a minute.
-const EVENT_EVERY: Duration = Duration::from_secs(3);
+
+/// How hard a run shakes the group: `events` kills, stops or starts, about
+/// `per_minute` of them a minute. Before each one the group must also have committed
+/// something since the one before (or have nothing left to commit): a slow broker or
+/// a loaded machine slows the run down instead of piling events on a group that has
+/// not moved, and a fast one is not kept waiting.
+#[derive(Clone, Copy)]
+struct Intensity {
+    events: usize,
+    per_minute: u32,
+}
+
+impl Intensity {
+    /// This intensity, or the events and pace `FERRY_CHAOS_EVENTS` and
+    /// `FERRY_CHAOS_PER_MINUTE` ask for (to shake a run harder while studying it).
+    fn from_env(self) -> Self {
+        let var =
+            |name: &str| std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: a number")));
+        Intensity {
+            events: var("FERRY_CHAOS_EVENTS").map_or(self.events, |n: u32| n as usize),
+            per_minute: var("FERRY_CHAOS_PER_MINUTE").unwrap_or(self.per_minute),
+        }
+    }
+}
+
+/// On the mock broker in a process of its own: 20 events, 20 a minute.
+const ON_A_BROKER_PROCESS: Intensity = Intensity { events: 20, per_minute: 20 };
 /// Tansu needs seconds to settle its group after each change (its first assignment
-/// alone can take 20 s): at the mock's pace its group never settles, so it gets one
-/// event every 8 s.
-const TANSU_EVENT_EVERY: Duration = Duration::from_secs(8);
+/// alone can take 20 s): fewer events, and its own pace through the commits it waits
+/// for.
+const ON_TANSU: Intensity = Intensity { events: 8, per_minute: 20 };
 
 /// How a run may stop a member with SIGTERM (a graceful leave).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,7 +62,9 @@ enum Leaves {
     WhenSettled,
 }
 
-/// The Tansu runs take turns (the two on the mock broker still run beside them). All
+/// The Tansu runs take turns (the two on the mock broker still run beside them; under
+/// cargo-nextest, where each test is a process, its `tansu-chaos` test group does
+/// the same). All
 /// five at once is 15 members and five brokers on two cores, and in one such CI run
 /// Tansu never finished a cooperative-sticky rebalance after a burst of kills (three
 /// live members, no assignment for two minutes); each Tansu run alone has always
@@ -110,15 +137,8 @@ fn wait_for_settled_group(brokers: &str, group: &str, live: usize) {
     );
 }
 
-fn run(
-    broker: &dyn Broker,
-    strategy: &str,
-    records: usize,
-    chaos_for: Duration,
-    every: Duration,
-    promise: Promise,
-    leaves: Leaves,
-) {
+fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity, promise: Promise, leaves: Leaves) {
+    let intensity = intensity.from_env();
     let brokers = broker.brokers();
     let group = unique("chaos");
     broker.create_topic("in", PARTITIONS);
@@ -154,28 +174,34 @@ fn run(
     let mut logs = Vec::new();
     let (mut kills, mut stops, mut starts) = (0, 0, 0);
 
-    // Records stream in over the first two thirds of the run.
-    let producer = {
-        let brokers = brokers.clone();
-        let chunks = 20;
-        let pause = chaos_for * 2 / 3 / chunks as u32;
-        std::thread::spawn(move || {
-            let per_chunk = records.div_ceil(chunks);
-            for chunk in 0..chunks {
-                let range = (chunk * per_chunk).min(records)..((chunk + 1) * per_chunk).min(records);
-                let values: Vec<String> = range.map(value).collect();
-                match promise {
-                    Promise::AtLeastOnce => produce(&brokers, "in", PARTITIONS, &values),
-                    Promise::ExactlyOnce => produce_by_key(&brokers, "in", &values),
-                }
-                std::thread::sleep(pause);
+    // Records stream in, a chunk before each of the first two thirds of the events;
+    // the last third shakes a group that drains what is left.
+    let chunks = (intensity.events * 2 / 3).max(1);
+    let per_chunk = records.div_ceil(chunks);
+    let mean_gap = Duration::from_secs(60) / intensity.per_minute;
+    let mut produced = 0;
+    for event in 0..intensity.events {
+        if event < chunks {
+            let values: Vec<String> = (produced..(produced + per_chunk).min(records)).map(value).collect();
+            match promise {
+                Promise::AtLeastOnce => produce(&brokers, "in", PARTITIONS, &values),
+                Promise::ExactlyOnce => produce_by_key(&brokers, "in", &values),
             }
-        })
-    };
-
-    let started = Instant::now();
-    while started.elapsed() < chaos_for {
-        std::thread::sleep(every);
+            produced += values.len();
+        }
+        let before = sampler.committed_total();
+        // Between half and one and a half mean gaps.
+        std::thread::sleep(mean_gap / 2 + mean_gap * dice.roll(1000) as u32 / 1000);
+        if members.iter().any(Option::is_some) {
+            wait_until_or_explain(
+                "the group to commit something since the last chaos event",
+                || {
+                    let committed = sampler.committed_total();
+                    committed > before || committed >= produced as i64
+                },
+                || stuck_report(&brokers, &group, &members),
+            );
+        }
         let slot = dice.roll(MEMBERS as u64) as usize;
         match members[slot].take() {
             Some(mut member) => {
@@ -204,7 +230,7 @@ fn run(
             }
         }
     }
-    producer.join().expect("the producer finished");
+    assert_eq!(produced, records, "every record was produced");
     for slot in members.iter_mut().filter(|m| m.is_none()) {
         *slot = Some(FerryProcess::start(&config()));
         starts += 1;
@@ -215,8 +241,15 @@ fn run(
         || stuck_report(&brokers, &group, &members),
     );
     for mut member in members.into_iter().flatten() {
-        assert!(member.terminate_and_wait().success(), "a member failed to stop cleanly");
-        logs.push(member.log_text());
+        let status = member.terminate_and_wait();
+        let log = member.log_text();
+        let last: Vec<&str> = log.lines().rev().take(20).collect();
+        assert!(
+            status.success(),
+            "a member failed to stop cleanly ({status}); its last lines:\n  {}",
+            last.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+        );
+        logs.push(log);
     }
     let samples = sampler.stop();
     eprintln!("{strategy}: {kills} SIGKILL, {stops} SIGTERM, {starts} starts");
@@ -238,8 +271,7 @@ fn run(
             assert!(backwards.is_empty(), "committed offsets moved back: {backwards:?}");
         }
     }
-    let expected = (chaos_for.as_secs() / every.as_secs()) as usize / 2;
-    assert!(kills + stops >= expected, "the run was chaotic enough ({kills} kills, {stops} stops)");
+    assert!(kills + stops >= intensity.events / 2, "the run was chaotic enough ({kills} kills, {stops} stops)");
 }
 
 /// What a run that never reached lag 0 left behind: each partition's bookmark and log
@@ -263,19 +295,17 @@ fn stuck_report(brokers: &str, group: &str, members: &[Option<FerryProcess>]) ->
     report
 }
 
-/// A run on librdkafka's mock broker in a process of its own: many records, an event
-/// every few seconds, graceful leaves at any moment.
+/// A run on librdkafka's mock broker in a process of its own: many records, graceful
+/// leaves at any moment.
 fn on_a_broker_process(strategy: &str) {
     let broker = std::sync::Mutex::new(MockBrokerProcess::start());
-    run(&broker, strategy, 24_000, Duration::from_secs(60), EVENT_EVERY, Promise::AtLeastOnce, Leaves::Anytime);
+    run(&broker, strategy, 24_000, ON_A_BROKER_PROCESS, Promise::AtLeastOnce, Leaves::Anytime);
 }
 
-/// A run on Tansu, in its turn: it fetches slowly, so fewer records and an event every
-/// 8 s, and graceful leaves only in a settled group (see [`Leaves::WhenSettled`]).
+/// A run on Tansu, in its turn: it fetches slowly, so fewer records and events, and
+/// graceful leaves only in a settled group (see [`Leaves::WhenSettled`]).
 fn on_tansu(strategy: &str, promise: Promise) {
-    tansu_turn(|| {
-        run(&Tansu::start(), strategy, 1_500, Duration::from_secs(64), TANSU_EVENT_EVERY, promise, Leaves::WhenSettled)
-    });
+    tansu_turn(|| run(&Tansu::start(), strategy, 1_500, ON_TANSU, promise, Leaves::WhenSettled));
 }
 
 #[test]

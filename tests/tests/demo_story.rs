@@ -1,4 +1,4 @@
-//! `ferry demo`'s other modes: `--story` (the seed's two stories, end to end, with
+//! `ferry demo`'s other modes: `--story` (two crash stories, end to end, with
 //! real `ferry run` child processes killed with SIGKILL on the embedded broker) and
 //! `--exactly-once` (the orders pipeline in transactions, read back with
 //! `read_committed`).

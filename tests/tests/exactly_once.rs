@@ -34,7 +34,7 @@ fn tansu_every_record_once_through_retries_rejects_and_panics() {
     every_record_once(1);
 }
 
-/// The same with `workers = 2` (issue 18): each worker has the transactional
+/// The same with `workers = 2`: each worker has the transactional
 /// producers of the partitions it owns, and a partition that moves between the
 /// workers of one process is fenced and handed over as between two processes.
 #[test]

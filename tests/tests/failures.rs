@@ -427,3 +427,121 @@ fn pipelines_running_one_component_share_it_and_each_checks_its_grants() {
     let error = Host::start(&Config::parse(&text).unwrap()).err().expect("the second pipeline is refused");
     assert!(format!("{error:#}").contains("ferry:processor/output@0.2.0"), "{error:#}");
 }
+
+/// The names of this process's threads (`comm`, at most 15 characters).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+/// A host whose second pipeline cannot start stops the first, every worker of it,
+/// before it returns the error: nothing goes on consuming behind a failed start.
+#[test]
+fn a_failed_start_stops_the_workers_that_had_started() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", 2);
+    produce(&brokers, "in", 2, &(0..20).map(|i| format!("fine {i}")).collect::<Vec<_>>());
+    let pipeline = |name: &str, extra: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "{name}"
+            inputs = ["in"]
+            group = "{name}"
+            component = "{}"
+            {extra}
+            "#,
+            guest("ferry-example-passthrough").display()
+        )
+    };
+    let text = format!(
+        "brokers = \"{brokers}\"\n{}{}",
+        pipeline("up", "workers = 2"),
+        pipeline("broken", "kafka = { \"fetch.wait.max.ms\" = \"soon\" }")
+    );
+    let error = match Host::start(&Config::parse(&text).unwrap()) {
+        Ok(_) => panic!("a consumer with a bad property started"),
+        Err(error) => format!("{error:#}"),
+    };
+    let left: Vec<String> = thread_names().into_iter().filter(|name| name.starts_with("ferry-up")).collect();
+    assert!(left.is_empty(), "workers of the started pipeline still run: {left:?}");
+    assert!(error.contains("pipeline broken") && error.contains("fetch.wait.max.ms"), "{error}");
+    assert!(error.contains("the pipelines already started (up) were stopped"), "{error}");
+}
+
+/// Two deploys' self-tests at once, while a worker needs its first instance: the
+/// instance pool has room for the two workers and one self-test only. The workers'
+/// slots are set aside, so the worker's batch never finds the pool full (its records
+/// once were charged a fault for it and, at `max_attempts = 1`, halted the
+/// partition); a second self-test finds no slot and is refused as passing trouble.
+#[test]
+fn self_tests_never_take_the_slot_of_a_live_worker() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    for topic in ["a", "b", "out"] {
+        broker.create_topic(topic, 1);
+    }
+    let pipeline = |name: &str| {
+        format!(
+            r#"
+            [[pipeline]]
+            name = "{name}"
+            inputs = ["{name}"]
+            group = "{name}-slots"
+            component = "{}"
+            max_wait_ms = 10
+            output_topics = ["out"]
+            settings = {{ self_test_ms = "3000" }}
+            failure = {{ on_failure = "halt", max_attempts = 1 }}
+            "#,
+            guest("ferry-example-passthrough").display()
+        )
+    };
+    let text = format!("brokers = \"{brokers}\"\n[sandbox]\nmax_instances = 3\n{}{}", pipeline("a"), pipeline("b"));
+    let host = Host::start(&Config::parse(&text).unwrap()).unwrap();
+    // a's worker holds an instance; b's has none yet.
+    produce(&brokers, "a", 1, &["a0".to_owned()]);
+    wait_until("a processed its record", || caught_up(&brokers, "a-slots", "a"));
+
+    let chaos = std::fs::read(guest("ferry-guest-chaos")).unwrap();
+    let started = || captured_log().matches("chaos self-test: busy for 3000 ms").count();
+    let before = started();
+    let deploys: Vec<_> = host
+        .pipelines
+        .iter()
+        .map(|p| {
+            let (sandbox, config, slot, bytes) =
+                (host.sandbox.clone(), p.config.clone(), p.slot.clone(), chaos.clone());
+            std::thread::spawn(move || {
+                let limit = ferry_host::deploy::MAX_COMPONENT_BYTES;
+                ferry_host::deploy::deploy(
+                    &sandbox,
+                    &config,
+                    &slot,
+                    &bytes,
+                    limit,
+                    ferry_host::registry::Origin::AdminApi,
+                )
+                .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    wait_until("a self-test began", || started() > before);
+    produce(&brokers, "b", 1, &["b0".to_owned(), "b1".to_owned()]);
+    let b = || host.pipelines[1].shared.stats.snapshot().partitions.get(&("b".to_owned(), 0)).cloned();
+    wait_until("b's records are processed or halted", || {
+        caught_up(&brokers, "b-slots", "b") || b().is_some_and(|p| p.halted.is_some())
+    });
+    let halted = b().and_then(|p| p.halted);
+    let deployed: Vec<Result<_, String>> = deploys.into_iter().map(|d| d.join().unwrap()).collect();
+    stop(host);
+    assert_eq!(halted, None, "b's records were charged for the host's full pool");
+    assert!(deployed.iter().any(Result::is_ok), "{deployed:?}");
+    for refused in deployed.iter().filter_map(|d| d.as_ref().err()) {
+        assert!(refused.contains("the instance pool is full"), "{refused}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Untrusted tenants cannot stall, starve or crash the host (issue 12).
+//! Untrusted tenants cannot stall, starve or crash the host.
 //!
 //! Each case runs a real `ferry run` process (so its memory can be read from
 //! /proc) with the chaos guest on a 4-partition topic: the hostile record is the
@@ -16,8 +16,8 @@ use ferry_host::host::Host;
 use ferry_tests::hostile::*;
 use ferry_tests::*;
 
-/// The hostile pipeline with the Rust chaos guest: issue 12's limits (64 MiB, 2 s per
-/// batch) and `extra` pipeline keys.
+/// The hostile pipeline with the Rust chaos guest: the hostile suites' limits (64 MiB,
+/// 2 s per batch) and `extra` pipeline keys.
 fn config(brokers: &str, group: &str, admin_port: u16, extra: &str) -> String {
     let component = guest("ferry-guest-chaos");
     HostileConfig { brokers, group, admin_port, component: &component, time_per_batch_ms: 2000, cache: None, extra }
@@ -97,6 +97,75 @@ fn an_output_bomb_is_refused_at_the_batch_budget_and_memory_stays_bounded() {
     let per_bomb = (16 * MIB / (900 << 10)) as usize;
     assert!(bombs <= 3 * per_bomb, "{bombs} outputs for 3 bomb records; the budget allows {per_bomb} each");
     assert!(dead_lettered(&brokers).is_empty(), "a refused emit ends the bomb's loop, and it is processed");
+}
+
+/// Emits whose cost lies in their headers, written as an attacker would: records of
+/// 100,000 empty headers (once charged nothing, since only bytes were counted)
+/// emitted until refused, and one record whose thousand header names all point at
+/// the same 900 KiB of guest memory (a copy of each would be 880 MiB of host memory
+/// from 21 MiB of guest memory). With 10 s per batch, as time once was the only
+/// bound: the host's peak RSS stays within the memory formula, the alias bomb is
+/// refused, and the other partitions commit every record, their outputs all there.
+#[test]
+fn header_bombs_are_charged_per_header_and_memory_stays_bounded() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("out", PARTITIONS);
+    broker.create_topic("dlq", 1);
+    let bombs = ["headerbomb:out:100000", "aliasbomb:out:1000", "headerbomb:out:100000", "headerbomb:out:100000"];
+    let values: Vec<String> = (0..PARTITIONS as usize * PER_PARTITION)
+        .map(|i| match (i % PARTITIONS as usize, i / PARTITIONS as usize) {
+            (0, n) if n < bombs.len() => bombs[n].to_owned(),
+            (0, _) => format!("fine {i}"),
+            _ => "emit:out".to_owned(),
+        })
+        .collect();
+    produce(&brokers, "in", PARTITIONS, &values);
+    let group = unique("header-bomb");
+    let port = free_port();
+    let component = guest("ferry-guest-chaos");
+    let text = HostileConfig {
+        brokers: &brokers,
+        group: &group,
+        admin_port: port,
+        component: &component,
+        time_per_batch_ms: 10_000,
+        cache: None,
+        extra: "",
+    }
+    .text();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
+    wait_until("everything committed", || all_caught_up(&brokers, &group));
+    let peak = ferry.peak_rss();
+    assert!(ferry.terminate_and_wait().success());
+    assert!(peak <= budget(&text, 0), "peak RSS {} MiB over the budget {} MiB", peak / MIB, budget(&text, 0) / MIB);
+    let dead: Vec<String> =
+        read_all(&brokers, "dlq").iter().filter_map(|r| r.header("ferry.reason").map(str::to_owned)).collect();
+    assert!(dead.is_empty(), "every bomb record ends processed, the alias bomb refused: {dead:?}");
+    let key = |i: usize| format!("k{i}");
+    let emitters: BTreeSet<String> = (0..values.len()).filter(|&i| values[i] == "emit:out").map(key).collect();
+    let header_bombs: BTreeSet<String> =
+        (0..values.len()).filter(|&i| values[i].starts_with("headerbomb")).map(key).collect();
+    let out = read_all(&brokers, "out");
+    let plain: BTreeSet<String> = out.iter().filter(|r| r.headers.is_empty()).map(|r| r.key.clone()).collect();
+    assert_eq!(plain, emitters, "every record of the other partitions published");
+    for bomb in out.iter().filter(|r| !r.headers.is_empty()) {
+        assert!(
+            header_bombs.contains(&bomb.key) && bomb.headers.len() == 100_000,
+            "{} with {} headers",
+            bomb.key,
+            bomb.headers.len()
+        );
+    }
+    let per_batch = 16 << 20;
+    let charged = 256 + "out".len() + 100_000 * 96;
+    assert!(
+        out.len() - plain.len() <= header_bombs.len() * (per_batch / charged),
+        "{} bomb outputs",
+        out.len() - plain.len()
+    );
 }
 
 /// Floods of guest text (`flood` is a chaos command) are rate-limited per pipeline.

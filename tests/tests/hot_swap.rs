@@ -341,7 +341,7 @@ fn summary(runs: &[Run<'_>]) -> Vec<String> {
         .collect()
 }
 
-/// Issue 18: a deploy through the admin API reaches every worker of a pipeline with
+/// A deploy through the admin API reaches every worker of a pipeline with
 /// `workers = 2`. One host, two workers over four partitions, a steady stream; v2 is
 /// deployed while both run v1. Afterwards the ledger must show every record
 /// processed, every batch on one version, and on every partition (both workers' ones)

@@ -11,7 +11,7 @@ use ferry_host::kafka::offsets;
 use observe_support::{Exposition, config, get, produce, toml_path, values, wait_for};
 use rdkafka::mocking::MockCluster;
 
-const FAMILIES: [(&str, &str); 21] = [
+const FAMILIES: [(&str, &str); 23] = [
     ("ferry_records_processed_total", "counter"),
     ("ferry_records_failed_total", "counter"),
     ("ferry_records_retried_total", "counter"),
@@ -21,6 +21,7 @@ const FAMILIES: [(&str, &str); 21] = [
     ("ferry_log_end_offset", "gauge"),
     ("ferry_lag_records", "gauge"),
     ("ferry_partition_halted", "gauge"),
+    ("ferry_partition_stalled", "gauge"),
     ("ferry_batch_duration_seconds", "histogram"),
     ("ferry_guest_faults_total", "counter"),
     ("ferry_instance_recycles_total", "counter"),
@@ -31,6 +32,7 @@ const FAMILIES: [(&str, &str); 21] = [
     ("ferry_poll_loop_age_seconds", "gauge"),
     ("ferry_log_end_age_seconds", "gauge"),
     ("ferry_admin_connections", "gauge"),
+    ("ferry_admin_connections_evicted_total", "counter"),
     ("ferry_admin_connections_refused_total", "counter"),
     ("ferry_admin_requests_refused_total", "counter"),
 ];

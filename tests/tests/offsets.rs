@@ -1,5 +1,5 @@
-//! The seed's offset scenarios (see `ferry_tests::scenarios`) on the embedded broker,
-//! with one worker per pipeline and, for crash, rebalance and gap, with two (issue 18).
+//! The offset scenarios (see `ferry_tests::scenarios`) on the embedded broker, with
+//! one worker per pipeline and, for crash, rebalance and gap, with two.
 
 use ferry_tests::Embedded;
 use ferry_tests::scenarios::*;

@@ -1,5 +1,5 @@
-//! Hostile Python and JavaScript tenants cannot stall, starve or crash the host
-//! (issue 16), checked as `hostile.rs` checks the Rust chaos guest: a real
+//! Hostile Python and JavaScript tenants cannot stall, starve or crash the host,
+//! checked as `hostile.rs` checks the Rust chaos guest: a real
 //! `ferry run` process (so its memory can be read from /proc) runs the chaos guest
 //! of the language on a 4-partition topic whose partition 0 starts with a blocking
 //! sleep, an endless loop, unbounded memory, deep recursion, a fault and an

@@ -1,6 +1,6 @@
 //! The orders example in Python and in JavaScript, built from source with their
 //! SDKs' build scripts, runs through the host on the embedded broker next to the
-//! Rust example (issue 16): the same commissions, the same dead letters, lag 0 on
+//! Rust example: the same commissions, the same dead letters, lag 0 on
 //! every partition. Judged by sets: the (key, value) of every commission and the
 //! (partition, offset) of every dead letter, each against the orders produced and
 //! against the Rust example's.

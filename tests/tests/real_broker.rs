@@ -1,4 +1,4 @@
-//! The seed's offset scenarios (see `ferry_tests::scenarios`) on a real
+//! The offset scenarios (see `ferry_tests::scenarios`) on a real
 //! Kafka-protocol broker process: Tansu, started on a free loopback port. Tansu
 //! fetches slowly, so the volumes are small.
 

@@ -260,3 +260,39 @@ fn ferry_check_reports_the_world_capabilities_and_clear_errors() {
     let (ok, text) = check(&dir.path().join("missing.wasm"));
     assert!(!ok && text.contains("failed to read"), "{text}");
 }
+
+/// A batch that faults is split to isolate the faulting record, and its calls share
+/// the batch's one output budget: a record that spent it in a call that faulted
+/// finds it spent when it runs again alone (each call once got a full budget).
+#[test]
+fn the_calls_of_a_split_batch_share_one_output_budget() {
+    let sandbox = sandbox();
+    let mut chaos = instance(&sandbox, "ferry-guest-chaos");
+    // Time enough for a bomb (about 18 emits of 900 KiB) and its splits.
+    chaos = ProcessorInstance::new(
+        sandbox.clone(),
+        chaos.component().clone(),
+        "chaos",
+        Provisions::simple("chaos", Grants { output_topics: ["out".to_owned()].into(), log: true }),
+        Limits { memory_bytes: 64 << 20, time_per_batch_ms: 10_000, ..Limits::default() },
+    );
+    let (mut batch, offsets) = batch(&["bomb:out", "panic"]);
+    let run = ferry_host::pipeline::run::run_batch(&mut chaos, &mut batch, &offsets);
+    assert_eq!(run.outcomes[0], Outcome::Processed, "the bomb, alone, stops at the refusal");
+    assert!(matches!(run.outcomes[1], Outcome::Fault(GuestFault::Panic(_))), "{:?}", run.outcomes[1]);
+    assert!(run.outputs.is_empty(), "{} outputs: the first call spent the batch's budget", run.outputs.len());
+}
+
+/// A full instance pool is the host's trouble, not the guest's: the fault says so,
+/// and the pipeline tries the batch again without charging its records.
+#[test]
+fn a_full_instance_pool_is_a_fault_of_the_host() {
+    let sandbox = Sandbox::new(SandboxSettings { max_instances: 1, ..SandboxSettings::default() }).unwrap();
+    let mut holder = instance(&sandbox, "ferry-example-passthrough");
+    assert_eq!(run(&mut holder, &["x"]).unwrap(), ["processed"], "it holds the only slot");
+    let mut other = instance(&sandbox, "ferry-example-passthrough");
+    let fault = run(&mut other, &["y"]).unwrap_err();
+    assert!(matches!(fault, GuestFault::PoolFull(_)) && fault.is_the_hosts(), "{fault:?}");
+    holder.recycle();
+    assert_eq!(run(&mut other, &["y"]).unwrap(), ["processed"], "once the slot is free");
+}

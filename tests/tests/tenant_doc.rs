@@ -302,12 +302,19 @@ fn every_command_in_tenants_md_works() {
     assert!(items.iter().filter(|i| matches!(i, Item::Block { info, .. } if info == "sh")).count() >= 10);
 
     let ferry = ferry_tests::ferry_bin();
+    // The SDK and its dependencies built for wasm32 in the `guest` profile, as the
+    // page's project builds them (see the build directory below).
+    ferry_tests::guest("ferry-example-passthrough");
     let scratch = tempfile::tempdir().unwrap();
     let work = scratch.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let path = format!("{}:{}", ferry.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
     // The page's commands as a tenant types them: their own target directories, a
-    // compile cache of their own, nothing of this workspace's cargo environment.
+    // compile cache of their own, nothing of this workspace's cargo environment; but
+    // cargo's intermediate files go to the build directory of this workspace's guests.
+    // `ferry new` gives the project this checkout's Cargo.lock, so its dependencies
+    // are the guests' own, already compiled: only the project itself is built (and,
+    // once, the SDK for the project's native unit tests).
     let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| !(k.starts_with("CARGO_") && k != "CARGO_HOME") && k != "RUSTFLAGS")
         .filter(|(k, _)| k != "PATH" && k != "XDG_CACHE_HOME" && k != "NODE_TEST_CONTEXT")
@@ -315,6 +322,7 @@ fn every_command_in_tenants_md_works() {
     env.push(("PATH".into(), path));
     env.push(("XDG_CACHE_HOME".into(), scratch.path().join("cache").display().to_string()));
     env.push(("NO_COLOR".into(), "1".into()));
+    env.push(("CARGO_BUILD_BUILD_DIR".into(), ferry_host::devtools::guest_target_dir().display().to_string()));
     let mut session = Session {
         scratch: scratch.path().to_path_buf(),
         cwd: work.clone(),

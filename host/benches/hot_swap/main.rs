@@ -1,4 +1,4 @@
-//! Hot swap timing (issue 5): `cargo bench -p ferry-host --bench hot_swap`.
+//! Hot swap timing: `cargo bench -p ferry-host --bench hot_swap`.
 //!
 //! A host on the embedded broker processes a steady stream with the versioned test
 //! guest (`tests/guests/versioned-v1`, whose ledger entries carry the time each record

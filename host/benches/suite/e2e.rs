@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use ferry_host::config::Config;
 use ferry_host::host::Host;
 use ferry_host::kafka::client::consumer_config;
-use ferry_host::kafka::offsets;
+use ferry_host::kafka::{baseline, offsets};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers as _, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -163,6 +163,31 @@ pub fn bare(brokers: &str, kafka: &Kafka, topics: &[Topic], records: u64, header
     Ok(Run { records, consume: done - assigned, commit: None, commit_result_tail: None, steady, cpu, loop_cpu })
 }
 
+/// The fastest bare loop librdkafka allows (`kafka::baseline`): ferry's own batch
+/// consumption from a forwarded queue and its per-batch commit policy, with no guest
+/// and nothing else. Its commit time is when the commit result covering every record
+/// arrived (ferry's is when the broker shows it to a client outside the group, looked
+/// up every millisecond: the comparison slightly favours this loop). Never inlined:
+/// the instructions section finds the loop's thread by this function's name.
+#[inline(never)]
+pub fn bare_batch(brokers: &str, kafka: &Kafka, topics: &[Topic], records: u64) -> anyhow::Result<Run> {
+    let config = consumer_config(brokers, &unique("batch"), kafka, &BTreeMap::new());
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    let cpu = crate::common::thread_cpu();
+    let loop_cpu = crate::common::this_thread_cpu();
+    let run = baseline::consume_and_commit(&config, &names, records, STEADY_AFTER, PATIENCE)?;
+    let loop_cpu = crate::common::this_thread_cpu().saturating_sub(loop_cpu) as f64 / records as f64;
+    Ok(Run {
+        records,
+        consume: run.last_record - run.assigned,
+        commit: Some(run.last_commit - run.assigned),
+        commit_result_tail: None,
+        steady: steady(records - STEADY_AFTER, run.flowing, run.last_record),
+        cpu: crate::common::cpu_since(&cpu),
+        loop_cpu,
+    })
+}
+
 /// Several bare consumers, one per topic list, each on a thread of its own; timed
 /// from the first assignment to the last record.
 pub fn bare_parallel(brokers: &str, kafka: &Kafka, members: &[(Vec<Topic>, u64)]) -> anyhow::Result<Run> {
@@ -269,8 +294,8 @@ pub fn ferry(
         .collect::<Result<_, _>>()?;
     // One look each before the run: a client finds its group's coordinator and
     // connects to it on its first look, which took up to ~55 ms and showed up as a
-    // commit tail ferry did not have (issue 19: ferry had its last commit result
-    // 0.1 ms after its last batch).
+    // commit tail ferry did not have (ferry had its last commit result 0.1 ms after
+    // its last batch).
     for (client, (topics, _)) in clients.iter().zip(pipelines) {
         committed(client, topics)?;
     }
@@ -362,10 +387,28 @@ pub struct Comparison {
     /// rates, ferry's median per-round ratios to it (processed, once flowing), and its
     /// thread's CPU in ns per record.
     pub bare_headers: Option<[f64; 5]>,
+    /// The fastest bare loop (batch consumption, per-batch commits; when asked for):
+    /// medians of its rates and of ferry's per-round ratios to it.
+    pub bare_batch: Option<BatchBaseline>,
     /// CPU per thread in the last round: bare, then ferry.
     pub cpu: (ThreadCpu, ThreadCpu),
     /// CPU of the consuming thread(s) in ns per record: bare, then ferry.
     pub loop_cpu: (f64, f64),
+}
+
+/// The fastest bare loop's figures in a comparison (medians over rounds).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchBaseline {
+    /// Records/s to the last record received, to the last commit, and once flowing.
+    pub rate: f64,
+    pub commit_rate: f64,
+    pub steady: f64,
+    /// ferry / this loop: to the last record processed, to the last commit, once flowing.
+    pub ratio: f64,
+    pub ratio_committed: f64,
+    pub ratio_steady: f64,
+    /// CPU of its thread in ns per record.
+    pub loop_cpu: f64,
 }
 
 /// Per-round figures, collected for medians.
@@ -385,19 +428,26 @@ struct Rounds {
     ratio_headers: Vec<f64>,
     ratio_headers_steady: Vec<f64>,
     headers_cpu: Vec<f64>,
+    batch: Vec<f64>,
+    batch_committed: Vec<f64>,
+    batch_steady: Vec<f64>,
+    ratio_batch: Vec<f64>,
+    ratio_batch_committed: Vec<f64>,
+    ratio_batch_steady: Vec<f64>,
+    batch_cpu: Vec<f64>,
     bare_cpu: Vec<f64>,
     ferry_cpu: Vec<f64>,
 }
 
-/// Runs `rounds` interleaved rounds (bare, [bare reading headers,] ferry), each with
-/// fresh groups.
+/// Runs `rounds` interleaved rounds (bare, [bare reading headers, the fastest bare
+/// loop,] ferry), each with fresh groups.
 pub fn compare(
     brokers: &str,
     kafka: &Kafka,
     component: &Path,
     members: &[(Vec<Topic>, u64)],
     rounds: usize,
-    headers_baseline: bool,
+    more_baselines: bool,
     setup: Setup,
 ) -> anyhow::Result<Comparison> {
     let mut r = Rounds::default();
@@ -408,8 +458,19 @@ pub fn compare(
         } else {
             bare_parallel(brokers, kafka, members)?
         };
-        let h = if headers_baseline { Some(bare(brokers, kafka, &members[0].0, members[0].1, true)?) } else { None };
+        let h = if more_baselines { Some(bare(brokers, kafka, &members[0].0, members[0].1, true)?) } else { None };
+        let bb = if more_baselines { Some(bare_batch(brokers, kafka, &members[0].0, members[0].1)?) } else { None };
         let f = ferry(brokers, kafka, component, members, setup)?;
+        if let Some(bb) = bb {
+            let (rate, committed) = (bb.rate(), bb.commit_rate().expect("the batch loop commits"));
+            r.batch.push(rate);
+            r.batch_committed.push(committed);
+            r.batch_steady.push(bb.steady);
+            r.ratio_batch.push(f.rate() / rate);
+            r.ratio_batch_committed.push(f.commit_rate().expect("ferry runs commit") / committed);
+            r.ratio_batch_steady.push(f.steady / bb.steady);
+            r.batch_cpu.push(bb.loop_cpu);
+        }
         if let Some(h) = h {
             r.headers.push(h.rate());
             r.headers_steady.push(h.steady);
@@ -462,6 +523,15 @@ pub fn compare(
                 median(&mut r.ratio_headers_steady),
                 median(&mut r.headers_cpu),
             ]
+        }),
+        bare_batch: (!r.batch.is_empty()).then(|| BatchBaseline {
+            rate: median(&mut r.batch),
+            commit_rate: median(&mut r.batch_committed),
+            steady: median(&mut r.batch_steady),
+            ratio: median(&mut r.ratio_batch),
+            ratio_committed: median(&mut r.ratio_batch_committed),
+            ratio_steady: median(&mut r.ratio_batch_steady),
+            loop_cpu: median(&mut r.batch_cpu),
         }),
         cpu,
         loop_cpu: (median(&mut r.bare_cpu), median(&mut r.ferry_cpu)),

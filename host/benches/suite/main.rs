@@ -1,4 +1,4 @@
-//! ferry's benchmark suite (issue 6), one command: `scripts/bench.sh`, or
+//! ferry's benchmark suite, one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
 //! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`,
 //! `workers`, `instructions` (default: all).
@@ -99,6 +99,21 @@ fn main() -> anyhow::Result<()> {
                  ferry against it: {ratio:.2} ({ratio_steady:.2} once flowing).",
                 e2e::rate(rate),
                 e2e::rate(steady)
+            );
+        }
+        if let Some(b) = c.bare_batch {
+            println!(
+                "\nThe fastest bare loop librdkafka allows (`kafka::baseline`: batch consumption from a forwarded queue, \
+                 per-batch commits with one in flight, no guest): {} to the last record, {} to the last commit ({} once \
+                 flowing, {:.0} ns of CPU per record); ferry against it: **{:.2}** to the last record processed, \
+                 **{:.2}** to the last commit, {:.2} once flowing.",
+                e2e::rate(b.rate),
+                e2e::rate(b.commit_rate),
+                e2e::rate(b.steady),
+                b.loop_cpu,
+                b.ratio,
+                b.ratio_committed,
+                b.ratio_steady
             );
         }
         println!(

@@ -1,5 +1,4 @@
-//! Section 6: Rust, Python and JavaScript guests side by side (issue 16), in one
-//! run: component size, compile and cached load time, memory, fresh instance and
+//! Section 6: Rust, Python and JavaScript guests side by side, in one run: component size, compile and cached load time, memory, fresh instance and
 //! trap recovery, per-record cost at batch sizes 1, 100 and 1000, and end to end
 //! against the bare rdkafka loop.
 //!

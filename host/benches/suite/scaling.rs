@@ -165,6 +165,7 @@ pub fn cores(cpus: &str, component: &Path) -> anyhow::Result<Comparison> {
         ferry_steady,
         ratio_steady,
         bare_headers: None,
+        bare_batch: None,
         cpu: Default::default(),
         loop_cpu: (0.0, 0.0),
     })

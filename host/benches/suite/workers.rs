@@ -1,4 +1,4 @@
-//! Section 8: `workers = N` (issue 18). One pipeline over 8 partitions with 1 and 2
+//! Section 8: `workers = N`. One pipeline over 8 partitions with 1 and 2
 //! workers, in one run on the embedded broker: a CPU-heavy guest (about 5 µs of
 //! computation per record), where the guest is the work and a second worker should
 //! nearly double the rate on two cores, and the passthrough guest, where the guest

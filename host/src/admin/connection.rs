@@ -1,10 +1,12 @@
 //! One admin connection: HTTP/1.1 with hyper on ferry's runtime, as a task that
-//! costs no thread while it waits, closed when it stalls or the server stops.
+//! costs no thread while it waits, closed when it stalls, when the server stops, or
+//! when the server needs its place for a new connection while it idles.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,21 +15,80 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 
 use super::limits::{HEADER_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS, MAX_READ_BUFFER_BYTES, STALL_TIMEOUT};
 use super::request::{self, Served};
+use crate::sync::lock;
 
-/// Serves `stream` until the client leaves, a timeout closes it, or `stop` turns
-/// true. `permit` is its place under the connection limit, given back at the end.
+/// Every open connection, so that at the connection limit the one idle longest can
+/// be closed to make room for a new one ([`Connections::evict_idlest`]).
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    open: Mutex<HashMap<u64, Arc<Open>>>,
+    next: AtomicU64,
+}
+
+/// One open connection, as [`Connections`] sees it.
+#[derive(Debug)]
+struct Open {
+    progress: Arc<Progress>,
+    /// Told to close to make room.
+    evict: Notify,
+}
+
+/// A connection's place in [`Connections`], given up when dropped.
+pub(crate) struct Entry {
+    connections: Arc<Connections>,
+    id: u64,
+    open: Arc<Open>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        lock(&self.connections.open).remove(&self.id);
+    }
+}
+
+impl Connections {
+    /// Registers a new connection.
+    pub(crate) fn register(self: &Arc<Self>) -> Entry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let open = Arc::new(Open { progress: Arc::new(Progress::new()), evict: Notify::new() });
+        lock(&self.open).insert(id, open.clone());
+        Entry { connections: self.clone(), id, open }
+    }
+
+    /// Tells the connection that has moved no byte for longest, among those with no
+    /// request in progress, to close. Returns whether there was one.
+    pub(crate) fn evict_idlest(&self) -> bool {
+        let open = lock(&self.open);
+        let idlest = open
+            .values()
+            .filter(|o| o.progress.busy.load(Ordering::Relaxed) == 0)
+            .min_by_key(|o| o.progress.last_moved());
+        match idlest {
+            Some(connection) => {
+                connection.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `stream` until the client leaves, a timeout closes it, `stop` turns true,
+/// or the server needs its place while it idles. `permit` is its place under the
+/// connection limit and `entry` its registration, both given back at the end.
 pub(crate) async fn serve(
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
+    entry: Entry,
     served: Arc<Served>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _open = served.traffic.opened();
-    let progress = Arc::new(Progress::new());
+    let progress = entry.open.progress.clone();
     let io = TokioIo::new(Tracked { inner: stream, progress: progress.clone() });
     let handler_progress = progress.clone();
     let handler_served = served.clone();
@@ -66,13 +127,23 @@ pub(crate) async fn serve(
                 tracing::debug!("closing an admin connection that stalled");
                 break;
             }
+            () = entry.open.evict.notified() => {
+                // A request may have begun since it was chosen: it is answered.
+                if progress.busy.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!("closing an idle admin connection to make room for a new one");
+                    served.traffic.evicted_connection();
+                    break;
+                }
+            }
         }
     }
+    drop(entry);
     drop(permit);
 }
 
 /// When a connection last moved a byte, and how many of its requests are being
 /// worked on (a deploy may compute for a while without any byte moving).
+#[derive(Debug)]
 struct Progress {
     started: Instant,
     /// Milliseconds from `started` to the last byte read or written.
@@ -101,6 +172,11 @@ impl Progress {
     fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
+    }
+
+    /// When it last moved a byte (or opened).
+    fn last_moved(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
     fn quiet_for(&self) -> Duration {
@@ -180,6 +256,26 @@ mod tests {
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+    }
+
+    /// At the limit, the connection quiet longest with no request in progress makes
+    /// room; one answering a request is never chosen.
+    #[test]
+    fn the_idlest_connection_without_a_request_is_evicted() {
+        let connections = Arc::new(Connections::default());
+        let (answering, quiet, recent) = (connections.register(), connections.register(), connections.register());
+        std::thread::sleep(Duration::from_millis(5));
+        recent.open.progress.moved();
+        let _request = answering.open.progress.busy();
+        assert!(connections.evict_idlest());
+        let told = |entry: &Entry| {
+            runtime().block_on(async {
+                tokio::time::timeout(Duration::from_millis(1), entry.open.evict.notified()).await.is_ok()
+            })
+        };
+        assert!(told(&quiet) && !told(&answering) && !told(&recent), "the quiet one without a request");
+        drop((quiet, recent));
+        assert!(!connections.evict_idlest(), "the only one left is answering a request");
     }
 
     #[test]

@@ -1,13 +1,21 @@
 //! Everything a client can make the admin server hold, bounded. Without a token a
-//! client can hold at most [`MAX_CONNECTIONS`] connections, each for at most
+//! client can hold at most [`MAX_CONNECTIONS`] connections (and idle ones only until
+//! someone else connects), each for at most
 //! [`HEADER_TIMEOUT`] before its request is complete, with a read buffer of at most
 //! [`MAX_READ_BUFFER_BYTES`]; no request body is read before its token is checked.
 
 use std::time::Duration;
 
-/// Connections open at once. One more is closed as soon as it is accepted (and
-/// counted in `ferry_admin_connections_refused_total`).
+/// Connections open at once. At the limit, a new connection takes the place of the
+/// one that has been idle (no request in progress) longest, which is closed
+/// (`ferry_admin_connections_evicted_total`): idle connections never lock out a
+/// probe. Only when every one is answering a request is the new one closed as soon
+/// as it is accepted (`ferry_admin_connections_refused_total`).
 pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long the accept loop waits for a connection it asked to close to give its
+/// place back.
+pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Requests being answered at once (HTTP/1.1 answers a connection's requests one at
 /// a time, so this caps the work, not the connections). One more gets 503.

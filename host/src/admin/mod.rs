@@ -18,10 +18,12 @@
 //! thread (`spawn_blocking`), never on the runtime's worker.
 //!
 //! What a client can make the host hold is bounded by [`limits`]: connections
-//! ([`limits::MAX_CONNECTIONS`], any more are closed when accepted), requests being
+//! ([`limits::MAX_CONNECTIONS`]; at the limit the one idle longest makes room for a
+//! new one, so idle connections never lock out probes and metrics), requests being
 //! answered, deploys in progress, header and body sizes, and timeouts for the header
 //! block (which is also the keep-alive idle timeout), the body, and a connection that
-//! stalls. `/metrics` counts open and refused connections and refused requests.
+//! stalls. `/metrics` counts open, evicted and refused connections and refused
+//! requests.
 //!
 //! The token comes from `FERRY_ADMIN_TOKEN`, `admin.token_file` or `admin.token`
 //! (in that order; see [`crate::config::AdminConfig`]).

@@ -1,5 +1,9 @@
 //! The listening socket and its accept loop, a task on ferry's runtime: each
-//! connection under the limit becomes a task of its own, any more are closed at once.
+//! connection under the limit becomes a task of its own. At the limit a new
+//! connection takes the place of the one idle longest (no request in progress):
+//! clients that connect and send nothing, however many, cannot lock out a liveness
+//! probe or a metrics scrape. Only when every connection is answering a request is
+//! the new one closed at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +14,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::AdminState;
-use super::connection;
-use super::limits::{ACCEPT_BACKOFF, MAX_CONNECTIONS};
+use super::connection::{self, Connections};
+use super::limits::{ACCEPT_BACKOFF, EVICTION_WAIT, MAX_CONNECTIONS};
 use super::request::Served;
 use crate::runtime::Runtime;
 
@@ -58,6 +62,7 @@ pub fn serve(listen: &str, state: Arc<AdminState>) -> anyhow::Result<AdminServer
 
 async fn accept_loop(listener: TcpListener, served: Arc<Served>, mut stop: watch::Receiver<bool>) {
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::default());
     let mut refusing = false;
     loop {
         let accepted = tokio::select! {
@@ -72,12 +77,22 @@ async fn accept_loop(listener: TcpListener, served: Arc<Served>, mut stop: watch
                 continue;
             }
         };
-        let Ok(place) = places.clone().try_acquire_owned() else {
+        let place = match places.clone().try_acquire_owned() {
+            Ok(place) => Some(place),
+            // At the limit: the connection idle longest closes and gives its place
+            // (its task ends at once, so this waits only for the runtime to run it).
+            Err(_) if connections.evict_idlest() => {
+                tokio::time::timeout(EVICTION_WAIT, places.clone().acquire_owned()).await.ok().and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(place) = place else {
             if !refusing {
                 refusing = true;
                 tracing::warn!(
                     limit = MAX_CONNECTIONS,
-                    "admin connections at the limit: new ones are closed at once until one ends"
+                    "admin connections at the limit, each answering a request: new ones are closed at once until \
+                     one ends"
                 );
             }
             served.traffic.refused_connection();
@@ -86,6 +101,7 @@ async fn accept_loop(listener: TcpListener, served: Arc<Served>, mut stop: watch
         };
         refusing = false;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection::serve(stream, place, served.clone(), stop.clone()));
+        let entry = connections.register();
+        tokio::spawn(connection::serve(stream, place, entry, served.clone(), stop.clone()));
     }
 }

@@ -36,6 +36,7 @@ impl Refusal {
 pub(crate) struct Traffic {
     open: AtomicU64,
     refused_connections: AtomicU64,
+    evicted_connections: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
 }
 
@@ -46,6 +47,8 @@ pub(crate) struct TrafficSnapshot {
     pub open: u64,
     /// Connections closed at once because the limit was reached.
     pub refused_connections: u64,
+    /// Idle connections closed to make room for a new one at the limit.
+    pub evicted_connections: u64,
     /// Requests refused, by reason (every reason, in [`Refusal::ALL`] order).
     pub refused: Vec<(Refusal, u64)>,
 }
@@ -62,6 +65,11 @@ impl Traffic {
         self.refused_connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an idle connection closed to make room for a new one.
+    pub(crate) fn evicted_connection(&self) {
+        self.evicted_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a refused request.
     pub(crate) fn refused(&self, why: Refusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
@@ -72,6 +80,7 @@ impl Traffic {
         TrafficSnapshot {
             open: self.open.load(Ordering::Relaxed),
             refused_connections: self.refused_connections.load(Ordering::Relaxed),
+            evicted_connections: self.evicted_connections.load(Ordering::Relaxed),
             refused: Refusal::ALL
                 .iter()
                 .map(|&why| (why, self.refused[why as usize].load(Ordering::Relaxed)))

@@ -1,11 +1,11 @@
-//! `ferry demo`: the seed's scenario end to end on an embedded broker.
+//! `ferry demo`: an order-commission pipeline end to end on an embedded broker.
 //!
 //! Orders are produced to a 4-partition `orders` topic; the `orders` example
 //! processor computes a commission per order and emits it to `commissions`;
 //! malformed orders are rejected and dead-lettered to `orders.dlq`. The demo shows
 //! progress, then the bookmark of every partition: log end, committed offset, lag.
 //!
-//! `ferry demo --story` plays the seed's two stories live instead: a member of a
+//! `ferry demo --story` plays two crash stories live instead: a member of a
 //! group crashes and the other takes over from the bookmarks ([`story`]), and the
 //! two commit policies side by side through a crash ([`policies`]).
 //!
@@ -41,7 +41,7 @@ use progress::Progress;
 /// Options of `ferry demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Play the seed's stories live: a member crashes (SIGKILL) and the other takes
+    /// Play two crash stories live: a member crashes (SIGKILL) and the other takes
     /// over from the bookmarks; then interval and per-batch commits through a crash.
     #[arg(long)]
     pub story: bool,
@@ -141,7 +141,7 @@ fn bookmarks(host: &Host, brokers: &str, delivery: Delivery) -> anyhow::Result<V
     Ok(rows)
 }
 
-/// The seed's commission pipeline over `records` orders, to lag 0.
+/// The commission pipeline over `records` orders, to lag 0.
 fn seed(component: &std::path::Path, records: usize, patience: Duration, delivery: Delivery) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("failed to start the embedded broker")?;
     for (topic, partitions) in [("orders", PARTITIONS), ("commissions", PARTITIONS), ("orders.dlq", 1)] {

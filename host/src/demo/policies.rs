@@ -1,4 +1,4 @@
-//! The seed's second story, live: commit policies side by side. Two groups read
+//! The second story, live: commit policies side by side. Two groups read
 //! the same orders, one committing on an interval and one after every batch, each
 //! in a `ferry run` process; both are killed with SIGKILL at the same moment, and
 //! replacements finish the work. Commissions read back from the broker show how

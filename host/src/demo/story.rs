@@ -1,4 +1,4 @@
-//! The seed's first story, live: two members of a group share the four partitions
+//! The first story, live: two members of a group share the four partitions
 //! of `orders`; one of them (a `ferry run` process) is killed with SIGKILL while
 //! orders keep arriving; the other takes all four partitions and resumes each at
 //! its committed bookmark. At the end, commissions read back from the broker show
@@ -132,11 +132,6 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
         list(&a_owns),
         list(&b_owns)
     );
-    if ![[0, 3], [1, 2]].iter().any(|seed| a_owns == seed) {
-        println!(
-            "  (the seed's picture splits them 0 & 3 and 1 & 2: which two each member reads is the assignor's choice)"
-        );
-    }
 
     println!("\n{} orders arrive at {} per second...", settings.records, settings.rate);
     let flow = Flow::start(brokers, "orders", PARTITIONS, settings.records, settings.rate)?;
@@ -213,8 +208,8 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Says where the duplicates are and why, and fails if any is not where the seed
-/// says it must be: on a partition of the crashed member, at or after its bookmark.
+/// Says where the duplicates are and why, and fails if any is not where
+/// at-least-once says it must be: on a partition of the crashed member, at or after its bookmark.
 fn explain(
     duplicates: &BTreeMap<i32, (usize, i64, i64)>,
     at_crash: &BTreeMap<i32, i64>,

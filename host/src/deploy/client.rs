@@ -42,7 +42,8 @@ pub struct DeployArgs {
     #[arg(long, conflicts_with = "component")]
     pub versions: bool,
     /// Deploy to every host of the pipeline's group at once, through the components
-    /// topic (Kafka ACLs decide who may), instead of one host's admin API.
+    /// topic, instead of one host's admin API (hosts with trusted keys take only
+    /// versions signed with --sign-with).
     #[arg(long, conflicts_with_all = ["token_file"])]
     pub group: bool,
     #[allow(missing_docs)]
@@ -52,6 +53,10 @@ pub struct DeployArgs {
     /// its first 8 or more characters), whose chunks are still in the topic.
     #[arg(long, requires = "group", conflicts_with_all = ["versions", "component"])]
     pub digest: Option<String>,
+    /// With --group: sign the manifest with this secret key (`ferry keys new`).
+    /// Hosts with `[fleet] trusted_keys` take only versions signed by one of them.
+    #[arg(long, requires = "group", value_name = "KEY")]
+    pub sign_with: Option<PathBuf>,
     /// With --group: the size of the records a component is cut into. It must stay
     /// below the brokers' and the topic's message.max.bytes.
     #[arg(long, requires = "group", default_value_t = crate::deploy::group::publish::default_chunk_bytes())]
@@ -126,7 +131,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             (None, false, Some(path)) => GroupRequest::Publish(path, args.chunk_bytes),
             (None, false, None) => bail!("give the component to publish, --digest to roll back, or --versions"),
         };
-        return deploy(&args.topic, &args.pipeline, request);
+        return deploy(&args.topic, &args.pipeline, request, args.sign_with.as_deref());
     }
     let bytes;
     let request = if args.rollback {

@@ -57,6 +57,14 @@ pub enum DeployError {
     SelfTestFault(GuestFault),
 }
 
+impl DeployError {
+    /// Whether the same deploy may pass later without anything changing: its
+    /// self-test ran out of time (a loaded host) or found the instance pool full.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DeployError::SelfTestFault(fault) if fault.is_transient())
+    }
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone)]
 pub struct Deployed {

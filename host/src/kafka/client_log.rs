@@ -90,17 +90,19 @@ impl ClientLog {
         }
     }
 
-    /// librdkafka's statistics (JSON): only the brokers' states are read.
-    pub fn statistics(&self, who: &dyn Display, json: &[u8]) {
-        let up = match serde_json::from_slice::<Statistics>(json) {
-            Ok(statistics) => statistics.any_broker_up(),
+    /// librdkafka's statistics (JSON): the brokers' states are read here; where a
+    /// consumer fetches each of its partitions is returned (empty for a producer).
+    pub fn statistics(&self, who: &dyn Display, json: &[u8]) -> Vec<PartitionFetch> {
+        let statistics = match serde_json::from_slice::<Statistics>(json) {
+            Ok(statistics) => statistics,
             Err(error) => {
                 tracing::debug!(client = %who, %error, "unreadable librdkafka statistics");
-                return;
+                return Vec::new();
             }
         };
-        let said = lock(&self.state).reachability(up, Instant::now());
+        let said = lock(&self.state).reachability(statistics.any_broker_up(), Instant::now());
         say(who, said);
+        statistics.fetches()
     }
 
     /// The consumer got an assignment: the group coordinator answered.
@@ -301,11 +303,54 @@ fn strip_counters(message: &str) -> &str {
     }
 }
 
-/// The part of librdkafka's statistics that says which brokers are up.
+/// Where a consumer fetches one of its partitions, from librdkafka's statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionFetch {
+    /// The partition.
+    pub key: super::tracker::TopicPartition,
+    /// The offset librdkafka fetches next.
+    pub next_offset: i64,
+    /// The end of what it may read: the last stable offset (the high watermark when
+    /// the broker gives none).
+    pub end_offset: i64,
+    /// Records fetched and not yet taken by the application (the whole fetch queue
+    /// when it is forwarded, as ferry does).
+    pub queued: i64,
+}
+
+/// The parts of librdkafka's statistics that say which brokers are up, and where a
+/// consumer fetches.
 #[derive(Debug, serde::Deserialize)]
 struct Statistics {
     #[serde(default)]
     brokers: HashMap<String, BrokerStatistics>,
+    #[serde(default)]
+    topics: HashMap<String, TopicStatistics>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TopicStatistics {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStatistics>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PartitionStatistics {
+    partition: i32,
+    #[serde(default)]
+    desired: bool,
+    #[serde(default = "unknown")]
+    next_offset: i64,
+    #[serde(default = "unknown")]
+    hi_offset: i64,
+    #[serde(default = "unknown")]
+    ls_offset: i64,
+    #[serde(default)]
+    fetchq_cnt: i64,
+}
+
+fn unknown() -> i64 {
+    -1
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -316,6 +361,24 @@ struct BrokerStatistics {
 }
 
 impl Statistics {
+    /// The partitions the consumer fetches (assigned, with a known position).
+    fn fetches(&self) -> Vec<PartitionFetch> {
+        let mut fetches: Vec<PartitionFetch> = self
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| t.partitions.values().map(move |p| (topic, p)))
+            .filter(|(_, p)| p.desired && p.partition >= 0 && p.next_offset >= 0)
+            .map(|(topic, p)| PartitionFetch {
+                key: (topic.clone(), p.partition),
+                next_offset: p.next_offset,
+                end_offset: if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset },
+                queued: p.fetchq_cnt,
+            })
+            .collect();
+        fetches.sort_by(|a, b| a.key.cmp(&b.key));
+        fetches
+    }
+
     /// Whether a real broker (not librdkafka's internal or logical ones) is up.
     fn any_broker_up(&self) -> bool {
         self.brokers.values().any(|b| b.state == "UP" && matches!(b.source.as_str(), "configured" | "learned"))

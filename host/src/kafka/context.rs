@@ -25,6 +25,8 @@ pub(crate) trait RebalanceListener: ClientLogOwner + Send + Sync {
     fn assigned(&self, partitions: &[TopicPartition]);
     /// A rebalance failed.
     fn rebalance_error(&self, error: &str);
+    /// Where the consumer fetches its partitions now (librdkafka's statistics).
+    fn fetching(&self, partitions: Vec<super::client_log::PartitionFetch>);
 }
 
 /// The consumer context of a pipeline.
@@ -47,7 +49,8 @@ impl ClientContext for FerryContext {
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
-        self.listener.client_log().statistics(&self.who(), statistics);
+        let fetches = self.listener.client_log().statistics(&self.who(), statistics);
+        self.listener.fetching(fetches);
     }
 }
 

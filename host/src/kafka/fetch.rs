@@ -236,6 +236,18 @@ impl<'m> Delivered<'m> {
             )
     }
 
+    /// Whether the message says that records from its offset on could not be read
+    /// and were skipped, without saying which they are: a record batch in a format
+    /// librdkafka does not know (`__NOT_IMPLEMENTED`, an unsupported magic byte).
+    /// librdkafka moves its fetch position past the batch and says so once, and a
+    /// refetch from inside the batch skips it in silence: nobody can go through its
+    /// records one by one, and nothing at or past the offset may be committed.
+    pub(crate) fn is_unseen_range(&self) -> bool {
+        self.message.offset >= 0
+            && !self.message.rkt.is_null()
+            && self.message.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED
+    }
+
     /// The error this message carries instead of a record, if any.
     pub(crate) fn error(&self) -> Option<RDKafkaErrorCode> {
         (self.message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -290,9 +302,10 @@ impl<'m> Delivered<'m> {
     /// Calls `visit` with each of the record's headers, in order: names as raw bytes
     /// (Kafka means them to be UTF-8 but does not check), `None` for a null value.
     ///
-    /// Read from the record's bytes as fetched when the linked librdkafka is the one
-    /// whose message layout [`PrivateMessage`] mirrors, which is how ferry is built
-    /// (rdkafka-sys compiles it in); otherwise parsed by librdkafka's public API.
+    /// Read from the record's bytes as fetched when [`PrivateMessage`] mirrors the
+    /// librdkafka compiled in, which is how ferry is built (rdkafka-sys compiles it
+    /// from source); otherwise parsed by librdkafka's public API. A name is cut at
+    /// its first NUL byte on both paths, as librdkafka's API gives it.
     pub(crate) fn for_each_header(&self, mut visit: impl FnMut(&[u8], Option<&[u8]>)) {
         if PrivateMessage::layout_known() {
             if let Some(raw) = self.raw_headers() {
@@ -338,7 +351,8 @@ impl<'m> Delivered<'m> {
 
 /// The start of librdkafka's own message struct (`rd_kafka_msg_t` in its private
 /// `rdkafka_msg.h`), up to the consumer's raw header bytes (`rkm_u.consumer.binhdrs`).
-/// Only read for [`Self::LAYOUT_VERSION`]; `tests::raw_headers_agree_with_librdkafka`
+/// Only read when it agrees with the librdkafka compiled into ferry
+/// ([`PrivateMessage::layout_known`]); `tests::raw_headers_agree_with_librdkafka`
 /// compares what it gives with librdkafka's own parse.
 #[repr(C)]
 struct PrivateMessage {
@@ -355,19 +369,42 @@ struct PrivateMessage {
     raw_headers: *const u8,
 }
 
-// The offsets a C compiler gives `rd_kafka_msg_t` of librdkafka 2.12.1 on LP64.
-const _: () = assert!(std::mem::offset_of!(PrivateMessage, raw_headers_len) == 120);
-const _: () = assert!(std::mem::offset_of!(PrivateMessage, raw_headers) == 128);
+/// Where the librdkafka that rdkafka-sys compiled keeps a fetched record's raw header
+/// bytes, as its C compiler laid out `rd_kafka_msg_t` (read by `build.rs` from the
+/// sources compiled in).
+#[derive(Clone, Copy)]
+struct CompiledLayout {
+    /// Its `RD_KAFKA_VERSION`.
+    version: std::ffi::c_int,
+    /// `offsetof(rd_kafka_msg_t, rkm_u.consumer.binhdrs.len)`.
+    raw_headers_len: usize,
+    /// `offsetof(rd_kafka_msg_t, rkm_u.consumer.binhdrs.data)`.
+    raw_headers: usize,
+}
+
+// `COMPILED_IN`: `None` when librdkafka was not built from source (rdkafka's
+// `dynamic-linking` feature), whose private layout cannot be known.
+include!(concat!(env!("OUT_DIR"), "/librdkafka_layout.rs"));
 
 impl PrivateMessage {
-    /// The librdkafka whose layout this mirrors (`rd_kafka_version()` of 2.12.1).
-    const LAYOUT_VERSION: std::ffi::c_int = 0x020c_01ff;
-
-    /// Whether the linked librdkafka is that one.
+    /// Whether the raw header bytes can be read through this mirror: it matches the
+    /// headers of the librdkafka compiled in, and the library running is that one (a
+    /// static build always is; the check costs nothing and guards against anything
+    /// else being loaded).
     fn layout_known() -> bool {
         static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         // SAFETY: a plain query of a constant.
-        *KNOWN.get_or_init(|| unsafe { rd::rd_kafka_version() } == Self::LAYOUT_VERSION)
+        *KNOWN.get_or_init(|| Self::mirrors(COMPILED_IN.as_ref(), unsafe { rd::rd_kafka_version() }))
+    }
+
+    /// Whether the mirror can be read for messages of a librdkafka laid out as
+    /// `compiled` whose `rd_kafka_version()` is `running`.
+    fn mirrors(compiled: Option<&CompiledLayout>, running: std::ffi::c_int) -> bool {
+        compiled.is_some_and(|layout| {
+            layout.version == running
+                && layout.raw_headers_len == std::mem::offset_of!(PrivateMessage, raw_headers_len)
+                && layout.raw_headers == std::mem::offset_of!(PrivateMessage, raw_headers)
+        })
     }
 }
 
@@ -450,8 +487,26 @@ mod tests {
             vec![("null".into(), None), ("empty".into(), Some(vec![])), ("".into(), Some(b"unnamed".to_vec()))],
             vec![("bin".into(), Some((0..=255).collect())), ("bin".into(), Some(vec![0; 3]))],
             vec![("é-ü".repeat(40), Some(vec![7; 70_000]))],
+            // librdkafka's API gives names as C strings: cut at the first NUL.
+            vec![("a\0b".into(), Some(b"nul in the name".to_vec())), ("\0".into(), None)],
             many,
         ]
+    }
+
+    /// The mirror is read only for the layout and version compiled in: a librdkafka
+    /// that reports the same version but lays the struct out otherwise (a patched
+    /// build) is read through the public API.
+    #[test]
+    fn the_mirror_is_read_only_for_the_layout_compiled_in() {
+        let compiled = COMPILED_IN.as_ref().expect("build.rs read the layout compiled in");
+        let version = compiled.version;
+        assert!(PrivateMessage::mirrors(Some(compiled), version));
+        assert!(!PrivateMessage::mirrors(Some(compiled), version + 1), "another librdkafka is running");
+        let shifted = CompiledLayout { raw_headers_len: compiled.raw_headers_len + 8, ..*compiled };
+        assert!(!PrivateMessage::mirrors(Some(&shifted), version), "a patched struct");
+        let shifted = CompiledLayout { raw_headers: compiled.raw_headers - 8, ..*compiled };
+        assert!(!PrivateMessage::mirrors(Some(&shifted), version));
+        assert!(!PrivateMessage::mirrors(None, version), "nothing known (a dynamically linked librdkafka)");
     }
 
     /// The raw read gives exactly what librdkafka's parse gives, for records fetched
@@ -459,9 +514,12 @@ mod tests {
     #[test]
     fn raw_headers_agree_with_librdkafka() {
         assert!(
+            COMPILED_IN.is_some(),
+            "build.rs found no librdkafka sources to read its message layout from (see its warning)"
+        );
+        assert!(
             PrivateMessage::layout_known(),
-            "librdkafka is not {:#x}: check `PrivateMessage` against its rdkafka_msg.h and update LAYOUT_VERSION",
-            PrivateMessage::LAYOUT_VERSION
+            "`PrivateMessage` does not match the rd_kafka_msg_t of the librdkafka compiled in: update it from its rdkafka_msg.h"
         );
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("t", 1, 1).unwrap();
@@ -499,7 +557,8 @@ mod tests {
                 .take_headers()
                 .map(|list| list.iter().map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec))).collect())
                 .unwrap_or_default();
-            let produced: Headers = cases[compared].iter().map(|(n, v)| (n.as_bytes().to_vec(), v.clone())).collect();
+            let cut = |name: &str| name.split('\0').next().unwrap_or_default().as_bytes().to_vec();
+            let produced: Headers = cases[compared].iter().map(|(n, v)| (cut(n), v.clone())).collect();
             assert_eq!(raw, parsed, "record {compared}");
             assert_eq!(raw, produced, "record {compared}");
             compared += 1;

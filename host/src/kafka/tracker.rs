@@ -49,6 +49,9 @@ struct Span {
     end: i64,
     /// Reasons the whole span counts as unfinished (batch in flight, outputs unacked).
     holds: u32,
+    /// Its outputs will never be acknowledged (a delivery failed): it stays
+    /// unfinished for good, but nothing of it is in flight any more.
+    undeliverable: bool,
     /// Offsets in the span that are delivered but not finished.
     open: BTreeSet<i64>,
 }
@@ -74,6 +77,9 @@ pub struct PartitionOffsets {
     /// The last offset we committed (or learned was committed) for this partition.
     committed: Option<i64>,
     next_span: u64,
+    /// Where records this member could not see begin (a batch librdkafka skipped):
+    /// the bookmark never passes it.
+    barrier: Option<i64>,
 }
 
 impl PartitionOffsets {
@@ -88,6 +94,7 @@ impl PartitionOffsets {
             dead_letters_in_flight: BTreeSet::new(),
             committed: None,
             next_span: 0,
+            barrier: None,
         }
     }
 
@@ -120,7 +127,14 @@ impl PartitionOffsets {
         assert!(last >= self.position, "batch offsets must move forward");
         let id = SpanId { epoch: self.epoch, n: self.next_span };
         self.next_span += 1;
-        self.spans.push_back(Span { id, start: self.position, end: last + 1, holds: 1, open: BTreeSet::new() });
+        self.spans.push_back(Span {
+            id,
+            start: self.position,
+            end: last + 1,
+            holds: 1,
+            undeliverable: false,
+            open: BTreeSet::new(),
+        });
         self.position = last + 1;
         Some(id)
     }
@@ -148,6 +162,15 @@ impl PartitionOffsets {
         self.drop_finished_spans();
     }
 
+    /// Notes that a span's outputs failed to deliver: it stays held (the bookmark
+    /// never passes it; the partition's next owner processes it again), but no
+    /// acknowledgement will come for it, so a revoke's drain does not wait for it.
+    pub fn undeliverable(&mut self, span: SpanId) {
+        if let Some(s) = self.spans.iter_mut().find(|s| s.id == span) {
+            s.undeliverable = true;
+        }
+    }
+
     /// Marks a redelivered or dead-lettered offset as finished.
     pub fn finish(&mut self, offset: i64) {
         self.dead_letters_in_flight.remove(&offset);
@@ -171,7 +194,18 @@ impl PartitionOffsets {
     /// The first unfinished offset: everything before it is finished. This is the
     /// offset to commit (Kafka commits the next offset to read).
     pub fn watermark(&self) -> i64 {
-        self.spans.iter().find_map(Span::first_unfinished).unwrap_or(self.position)
+        let watermark = self.spans.iter().find_map(Span::first_unfinished).unwrap_or(self.position);
+        self.barrier.map_or(watermark, |barrier| watermark.min(barrier))
+    }
+
+    /// Records from `offset` on could not be seen (librdkafka reported that it could
+    /// not read them, and which they are is unknown): the bookmark never passes
+    /// `offset`, nor anything not yet handed to the guest (what is buffered before it
+    /// was never processed). Nothing later lifts it; the partition's next owner reads
+    /// from the bookmark.
+    pub fn bar(&mut self, offset: i64) {
+        let at = offset.min(self.position);
+        self.barrier = Some(self.barrier.map_or(at, |barrier| barrier.min(at)));
     }
 
     /// The offset to commit now, if it moved past what was committed.
@@ -194,9 +228,9 @@ impl PartitionOffsets {
 
     /// Whether anything awaits the broker or the guest: a span in flight or
     /// awaiting output acks, or a dead letter on its way. A revoke drains these
-    /// before its final commit.
+    /// before its final commit. (A span whose outputs failed awaits nothing.)
     pub fn has_holds(&self) -> bool {
-        !self.dead_letters_in_flight.is_empty() || self.spans.iter().any(|s| s.holds > 0)
+        !self.dead_letters_in_flight.is_empty() || self.spans.iter().any(|s| s.holds > 0 && !s.undeliverable)
     }
 
     fn span_of_mut(&mut self, offset: i64) -> Option<&mut Span> {
@@ -329,7 +363,7 @@ mod tests {
         assert_eq!(p.watermark(), 2);
     }
 
-    /// The sequence of issue 13: a partition leaves with outputs unacked, comes back
+    /// A partition leaves with outputs unacked, comes back
     /// to the same member, and the old ack arrives. It must not release the new
     /// assignment's span of the same number.
     #[test]
@@ -379,6 +413,39 @@ mod tests {
         p.finish(3);
         assert!(!p.has_holds());
         assert_eq!(p.watermark(), 5);
+    }
+
+    #[test]
+    fn an_undeliverable_span_holds_the_bookmark_but_awaits_nothing() {
+        let mut p = fresh(0);
+        let a = p.begin_batch(Some(4)).unwrap();
+        p.settle(a, [], true);
+        let b = p.begin_batch(Some(9)).unwrap();
+        p.settle(b, [], false);
+        assert!(p.has_holds());
+        p.undeliverable(a);
+        assert!(!p.has_holds(), "no acknowledgement will come");
+        assert_eq!(p.watermark(), 0, "its records are not finished");
+    }
+
+    #[test]
+    fn a_bar_holds_the_bookmark_at_what_was_not_seen() {
+        let mut p = fresh(0);
+        let a = p.begin_batch(Some(4)).unwrap();
+        p.settle(a, [], false);
+        // Records 5..9 were buffered, never handed to the guest, when offset 12 turned
+        // out unreadable.
+        p.bar(12);
+        assert_eq!(p.watermark(), 5, "nothing past what the guest finished");
+        let b = p.begin_batch(Some(20)).unwrap();
+        p.settle(b, [], false);
+        assert_eq!(p.watermark(), 5, "not even records finished later");
+        let mut q = fresh(0);
+        let c = q.begin_batch(Some(9)).unwrap();
+        q.settle(c, [], true);
+        q.bar(3);
+        q.release(c);
+        assert_eq!(q.watermark(), 3, "an offset already delivered holds the bookmark too");
     }
 
     /// One step of a random history.

@@ -144,6 +144,39 @@ impl Worker {
         }
     }
 
+    /// An unreadable record that waited for the retries before it, once they (and
+    /// the records buffered before it) are done. What came after it was not taken
+    /// meanwhile: the consumer is moved back to it.
+    pub(super) fn unreadable_when_due(&mut self, key: &TopicPartition) {
+        let Some(state) = self.partitions.get(key) else { return };
+        if !state.has_deferred_unreadable() || state.awaits_retries() {
+            return;
+        }
+        self.dispatch_buffered(key);
+        let Some((offset, reason)) = self.partitions.get_mut(key).and_then(|s| s.take_deferred_unreadable()) else {
+            return;
+        };
+        self.unreadable(key, offset, &reason);
+    }
+
+    /// librdkafka skipped records from `offset` on without saying which: no guest
+    /// saw them, and they cannot be dead-lettered one by one. The partition halts
+    /// there, whatever the failure policy: nothing at or past `offset` (nor anything
+    /// not yet processed before it) is ever committed by this member, and the
+    /// status page, `/metrics` and the log say why.
+    pub(super) fn unseen(&mut self, key: &TopicPartition, offset: i64, error: &str) {
+        let Some(epoch) = self.partitions.get(key).map(PartitionState::epoch) else { return };
+        if let Some(tracked) = self.shared.tracker().current(&key.0, key.1, epoch) {
+            tracked.bar(offset);
+        }
+        let reason = format!(
+            "records from offset {offset} on were skipped by the Kafka client, which could not read them ({error}); \
+             which records they are is unknown, so nothing at or past offset {offset} is committed"
+        );
+        self.shared.stats.note(&key.0, key.1, Some(offset), "unreadable", &reason);
+        self.halt(key, reason);
+    }
+
     /// Records of `key` wait for another try at `due` (newer ones are buffered
     /// meanwhile, not processed).
     pub(super) fn schedule_retries(&mut self, key: &TopicPartition, due: Instant) {
@@ -178,6 +211,7 @@ impl Worker {
         let ran = !due.is_empty();
         for key in due {
             self.dispatch_retries(&key, now);
+            self.unreadable_when_due(&key);
             if self.partitions.get_mut(&key).is_some_and(|s| s.end_backlog_pause()) {
                 let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
             }

@@ -2,15 +2,17 @@
 //! taking fetched records into their partition's batch, in runs (librdkafka delivers
 //! a partition's records in runs, so one map lookup serves many records).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::config::PipelineConfig;
+use crate::kafka::client_log::PartitionFetch;
 use crate::kafka::fetch::{Delivered, Fetched};
 use crate::kafka::tracker::TopicPartition;
 
 use super::partition::{Admission, PartitionState};
 use super::shared::Shared;
+use super::stall::StallChange;
 use super::worker::Worker;
 
 /// Most events served from the consumer's own queue in one turn (it holds
@@ -20,18 +22,19 @@ const CONSUMER_EVENTS_PER_TURN: usize = 16;
 impl Worker {
     /// Serves the consumer's own queue: rebalances (whose callbacks run here),
     /// errors, and records of a partition that could not be routed to the fetch
-    /// queue (none are expected); then applies what callbacks reported. Returns the
-    /// partitions revoked.
+    /// queue (none are expected; they are buffered, and go to the guest when due);
+    /// then applies what callbacks reported. Returns the partitions revoked. It
+    /// makes no guest call (revokes are told later, [`Worker::tell_revoked`]), so it
+    /// can run between any two.
     ///
     /// The consumer is polled at least once per call, events or not: a poll is what
-    /// tells librdkafka the application is alive (`max.poll.interval.ms`), and one
-    /// fetch can keep the loop busy through many batches.
-    pub(super) fn serve_events(&mut self, next_due: &mut Option<Instant>) -> Vec<TopicPartition> {
+    /// tells librdkafka the application is alive (`max.poll.interval.ms`).
+    pub(super) fn serve_events(&mut self) -> Vec<TopicPartition> {
         for served in 0..CONSUMER_EVENTS_PER_TURN {
             if served > 0 && !self.fetch.consumer_events_waiting() {
                 break;
             }
-            let full = match self.consumer.poll(Duration::ZERO) {
+            match self.consumer.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
                     let delivered = Delivered::of(&message);
                     let key = partition_key(delivered);
@@ -45,17 +48,17 @@ impl Worker {
                         config: &self.config,
                         wants_headers: self.wants_headers,
                     };
-                    intake.take_one(&key, delivered, next_due).then_some(key)
+                    // A full batch is due at once: the loop's next look at due
+                    // batches takes it.
+                    if intake.take_one(&key, delivered, &mut self.next_due) {
+                        self.next_due = Some(Instant::now());
+                    }
                 }
                 Some(Err(error)) => {
                     self.shared.stats.consumer_error();
                     self.client_errors.consumer_error(&self.config.name, &error.to_string());
-                    None
                 }
-                None => None,
-            };
-            if let Some(key) = full {
-                self.dispatch(&key);
+                None => {}
             }
         }
         self.handle_events()
@@ -69,7 +72,7 @@ impl Worker {
             // Buffered records of a revoked partition were never processed: the next
             // owner reads them from the committed offset.
             self.partitions.remove(&(topic.clone(), *partition));
-            self.instance.revoked(topic, *partition);
+            self.untold_revokes.push((topic.clone(), *partition));
         }
         for (key, epoch) in events.delivery_failed {
             // Only the assignment the outputs belonged to: a late failure of an
@@ -78,25 +81,52 @@ impl Worker {
                 self.halt(&key, "output records could not be delivered".to_owned());
             }
         }
+        if let Some(fetching) = events.fetching {
+            self.watch_stalls(&fetching);
+        }
         events.revoked
+    }
+
+    /// Looks for partitions that stopped advancing without an error, in a report of
+    /// where the consumer fetches ([`super::stall`]), and says so on the status
+    /// page, in `/metrics` and the log (and when they advance again).
+    fn watch_stalls(&mut self, fetching: &[PartitionFetch]) {
+        let held: HashSet<&TopicPartition> = fetching
+            .iter()
+            .map(|f| &f.key)
+            .filter(|key| self.partitions.get(*key).is_some_and(PartitionState::holds_back) || !self.accepts(key))
+            .collect();
+        let partitions = &self.partitions;
+        let changes = self.stalls.report(
+            fetching,
+            |key| partitions.get(key).map_or(0, PartitionState::taken),
+            |key| held.contains(key),
+        );
+        for change in changes {
+            match change {
+                StallChange::Stalled((topic, partition), how) => {
+                    self.shared.stats.stalled(&topic, partition, Some(&how));
+                    self.shared.stats.note(&topic, partition, None, "stalled", &how);
+                    tracing::warn!(pipeline = %self.config.name, %topic, partition, %how, "partition stopped advancing without an error");
+                }
+                StallChange::Resumed((topic, partition)) => {
+                    self.shared.stats.stalled(&topic, partition, None);
+                    tracing::info!(pipeline = %self.config.name, %topic, partition, "partition advances again");
+                }
+            }
+        }
     }
 
     /// Takes the run of records of one partition that starts at `fetched[start]`, up
     /// to the record that fills its batch. Returns how many messages it went through,
-    /// and the partition whose batch is full. A run of a partition in `gone` (revoked
-    /// during this fetch) is passed over.
-    pub(super) fn take_run(
-        &mut self,
-        fetched: &Fetched,
-        start: usize,
-        next_due: &mut Option<Instant>,
-        gone: &[TopicPartition],
-    ) -> (usize, Option<TopicPartition>) {
+    /// and the partition whose batch is full. A run of a partition in `restarted`
+    /// (revoked or restarted during this fetch) is passed over.
+    pub(super) fn take_run(&mut self, fetched: &Fetched, start: usize) -> (usize, Option<TopicPartition>) {
         let mut run = fetched.iter_from(start);
         let first = run.next().expect("start is within the fetch");
         if first.error().is_some() {
             let key = partition_key(first);
-            if !gone.contains(&key) && self.accepts(&key) {
+            if !self.restarted.contains(&key) && self.accepts(&key) {
                 self.take_error(key, first);
             }
             return (1, None);
@@ -105,7 +135,7 @@ impl Worker {
         let (handle, partition) = (first.topic_handle(), first.partition());
         let same = |d: &Delivered<'_>| d.topic_handle() == handle && d.partition() == partition && d.error().is_none();
         let key = partition_key(first);
-        if gone.contains(&key) || !self.accepts(&key) {
+        if self.restarted.contains(&key) || !self.accepts(&key) {
             // Revoked during this fetch, or (exactly-once) not ready: the records are
             // read again from the committed offset.
             return (1 + run.take_while(same).count(), None);
@@ -126,7 +156,8 @@ impl Worker {
                 break;
             }
         }
-        note_due(first_at, max_wait, next_due);
+        state.note_taken(taken);
+        note_due(first_at, max_wait, &mut self.next_due);
         (taken, full.then_some(key))
     }
 
@@ -142,20 +173,35 @@ impl Worker {
     }
 
     /// A message that carries an error: an unreadable record is given up on like a
-    /// rejected one; anything else is logged (once per kind, then summarized).
+    /// rejected one; records skipped unseen halt the partition where they begin;
+    /// anything else is logged (once per kind, then summarized).
     fn take_error(&mut self, key: TopicPartition, delivered: Delivered<'_>) {
         let error = delivered.error().expect("an error message");
+        let offset = delivered.offset();
+        if let Some(state) = self.partitions.get_mut(&key) {
+            state.note_taken(1);
+        }
         if delivered.is_unreadable_record() {
-            let offset = delivered.offset();
+            let reason = format!("the record could not be read from Kafka: {error}");
             self.intake().state_for(&key, offset);
             // Keep offset order: what was buffered before it goes to the guest first.
-            // If it cannot go yet (retries pending), librdkafka reports the error again
-            // (it cannot read past the record), and it is handled then.
-            self.dispatch(&key);
-            if self.partitions.get(&key).is_some_and(PartitionState::has_buffered) {
+            self.dispatch_buffered(&key);
+            let Some(state) = self.partitions.get_mut(&key) else { return };
+            if state.has_buffered() {
+                // It cannot go yet (retries pending). librdkafka 2.12 reports such a
+                // batch again on every fetch, but nothing promises it will (its code
+                // means to skip a corrupt batch and go on): the record waits here,
+                // and nothing after it is taken meanwhile.
+                state.defer_unreadable(offset, reason);
                 return;
             }
-            self.unreadable(&key, offset, &format!("the record could not be read from Kafka: {error}"));
+            self.unreadable(&key, offset, &reason);
+        } else if delivered.is_unseen_range() {
+            self.intake().state_for(&key, offset);
+            // What was buffered before it is processed first (unless retries hold
+            // it back: then the bookmark stops before it too).
+            self.dispatch_buffered(&key);
+            self.unseen(&key, offset, &error.to_string());
         } else {
             self.shared.stats.consumer_error();
             self.client_errors.consumer_error(&self.config.name, &format!("{}[{}]: {error}", key.0, key.1));

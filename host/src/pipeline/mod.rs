@@ -16,6 +16,7 @@
 //! | [`partition`] | per-partition state of the loop |
 //! | [`shared`] | what the loop shares with Kafka's callbacks: offsets, commits, events |
 //! | [`transactions`], `exactly_once`, `held` | exactly-once: a transactional producer per partition, outputs held until their offset can be committed with them |
+//! | `stall` | partitions that stop advancing without an error (pure, from librdkafka's statistics) |
 //! | [`stats`], [`liveness`] | what metrics, the status page and health checks read |
 
 mod exactly_once;
@@ -28,12 +29,14 @@ mod partition;
 pub mod run;
 pub(crate) mod settle;
 pub mod shared;
+mod stall;
 pub mod stats;
 pub(crate) mod transactions;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,6 +75,8 @@ pub struct Pipeline {
     /// each at its next batch boundary.
     pub slot: ProcessorSlot,
     threads: Vec<JoinHandle<()>>,
+    /// Stops this pipeline's workers alone (the host's stop flag stops them all).
+    stop: Arc<AtomicBool>,
 }
 
 /// What every worker of one pipeline shares.
@@ -87,8 +92,8 @@ struct Common<'a> {
     producer: Option<Arc<OutputProducer>>,
     /// One guest log, so the pipeline's log rate limit holds for all workers together.
     provisions: &'a crate::sandbox::Provisions,
-    /// Where the workers meet before leaving the group on shutdown.
-    gate: Arc<leave::Gate>,
+    /// Stops this pipeline's workers (see [`Pipeline::stop`]).
+    stop: &'a Arc<AtomicBool>,
     /// Whether each worker keeps a spare instance (the pool has room for them).
     spares: bool,
 }
@@ -118,6 +123,7 @@ impl Pipeline {
             Some(Arc::new(producer))
         };
         let provisions = config.provisions();
+        let stop = Arc::new(AtomicBool::new(false));
         let common = Common {
             brokers,
             kafka,
@@ -126,17 +132,45 @@ impl Pipeline {
             slot: &slot,
             producer,
             provisions: &provisions,
-            gate: leave::Gate::new(config.workers),
+            stop: &stop,
             spares,
         };
+        // Every worker's place at the gate where they leave the group together, made
+        // before any starts: the places of workers that never start are given up
+        // (dropped), so that the others do not wait for them.
+        let gate = leave::Gate::new(config.workers);
+        let mut departures = (0..config.workers).map(|_| leave::Departure::at(&gate)).collect::<Vec<_>>().into_iter();
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for index in 0..config.workers {
-            let (shared, thread) = common.start_worker(index)?;
-            workers.push(shared);
-            threads.push(thread);
+            let departure = departures.next().expect("one place per worker");
+            match common.start_worker(index, departure) {
+                Ok((shared, thread)) => {
+                    workers.push(shared);
+                    threads.push(thread);
+                }
+                Err(error) => {
+                    drop(departures);
+                    let started = threads.len();
+                    stop_workers(&stop, threads, &config.name);
+                    return Err(error.context(match started {
+                        0 => format!("pipeline {} did not start", config.name),
+                        n => format!(
+                            "pipeline {} did not start; the {n} worker(s) started before this one were stopped \
+                             (they committed what they finished and left the group)",
+                            config.name
+                        ),
+                    }));
+                }
+            }
         }
-        Ok(Self { config, shared: workers[0].clone(), workers, slot, threads })
+        Ok(Self { config, shared: workers[0].clone(), workers, slot, threads, stop })
+    }
+
+    /// Stops this pipeline alone and waits for its workers: each drains, commits and
+    /// leaves the group, as on shutdown.
+    pub fn stop(self) {
+        stop_workers(&self.stop, self.threads, &self.config.name);
     }
 
     /// Every worker's figures, added up into the pipeline's (see [`StatsSnapshot::merge`]).
@@ -173,6 +207,16 @@ impl Pipeline {
     }
 }
 
+/// Asks workers to stop (through `stop`) and waits for their threads.
+fn stop_workers(stop: &AtomicBool, threads: Vec<JoinHandle<()>>, pipeline: &str) {
+    stop.store(true, Ordering::Relaxed);
+    for (index, thread) in threads.into_iter().enumerate() {
+        if thread.join().is_err() {
+            tracing::error!(pipeline, worker = index, "pipeline thread panicked");
+        }
+    }
+}
+
 impl Common<'_> {
     /// Who worker `index` is, in errors.
     fn member(&self, index: usize) -> String {
@@ -184,7 +228,7 @@ impl Common<'_> {
 
     /// Creates worker `index`'s consumer, commit queue and guest instance (and its
     /// transactional producers, for exactly-once) and starts its thread.
-    fn start_worker(&self, index: usize) -> anyhow::Result<(Arc<Shared>, JoinHandle<()>)> {
+    fn start_worker(&self, index: usize, departure: leave::Departure) -> anyhow::Result<(Arc<Shared>, JoinHandle<()>)> {
         let Self { brokers, kafka, config, .. } = *self;
         let who = self.member(index);
         let label = (config.workers > 1).then_some(index);
@@ -261,9 +305,14 @@ impl Common<'_> {
             wants_headers,
             client_errors: RepeatedErrors::default(),
             restarted: Vec::new(),
+            untold_revokes: Vec::new(),
+            next_due: None,
+            results_polled: Instant::now(),
+            stalls: Default::default(),
             last_commit: Instant::now(),
             batch_finished: false,
-            departure: leave::Departure::at(&self.gate),
+            departure,
+            stop: self.stop.clone(),
         };
         let name = match label {
             None => format!("ferry-{}", config.name),

@@ -49,8 +49,14 @@ pub(crate) struct PartitionState {
     halted: Option<String>,
     /// Paused because too much waits behind pending retries.
     backlogged: bool,
+    /// An unreadable record met while retries were pending, and why: it is dealt with
+    /// once they are done, and nothing from it on is taken meanwhile (the consumer is
+    /// moved back to what follows it then).
+    deferred_unreadable: Option<(i64, String)>,
     /// Exactly-once: outputs of finished records above the watermark.
     held: Held<OutputRecord>,
+    /// Messages (records and errors) taken from the consumer since the assignment.
+    taken: u64,
 }
 
 /// What to do with a record just delivered by the consumer.
@@ -77,7 +83,9 @@ impl PartitionState {
             isolation: None,
             halted: None,
             backlogged: false,
+            deferred_unreadable: None,
             held: Held::default(),
+            taken: 0,
         }
     }
 
@@ -112,6 +120,7 @@ impl PartitionState {
         if self.halted.is_some()
             || self.offsets.last().is_some_and(|&last| offset <= last)
             || self.position.is_some_and(|position| offset < position)
+            || self.deferred_unreadable.as_ref().is_some_and(|(unreadable, _)| offset >= *unreadable)
         {
             return Admission::Skip;
         }
@@ -287,6 +296,7 @@ impl PartitionState {
         self.retries.clear();
         self.attempts.clear();
         self.retry_due = None;
+        self.deferred_unreadable = None;
         self.halted = Some(reason);
         true
     }
@@ -299,6 +309,41 @@ impl PartitionState {
     /// Whether records are buffered.
     pub(crate) fn has_buffered(&self) -> bool {
         !self.offsets.is_empty()
+    }
+
+    /// Remembers an unreadable record at `offset` until the retries pending before it
+    /// are done (the earliest, if several).
+    pub(crate) fn defer_unreadable(&mut self, offset: i64, reason: String) {
+        if self.deferred_unreadable.as_ref().is_none_or(|(earlier, _)| offset < *earlier) {
+            self.deferred_unreadable = Some((offset, reason));
+        }
+    }
+
+    /// The unreadable record to deal with now, if one waits and nothing before it
+    /// does (no retries pending, nothing buffered).
+    pub(crate) fn take_deferred_unreadable(&mut self) -> Option<(i64, String)> {
+        if self.retries.is_empty() && self.offsets.is_empty() { self.deferred_unreadable.take() } else { None }
+    }
+
+    /// Counts `n` messages taken from the consumer.
+    pub(crate) fn note_taken(&mut self, n: usize) {
+        self.taken += n as u64;
+    }
+
+    /// Messages taken from the consumer since the assignment.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Whether the pipeline holds the partition back itself (halted, or retries
+    /// pending), so that it does not advance for good reasons of its own.
+    pub(crate) fn holds_back(&self) -> bool {
+        self.halted.is_some() || !self.retries.is_empty()
+    }
+
+    /// Whether an unreadable record waits for the retries before it.
+    pub(crate) fn has_deferred_unreadable(&self) -> bool {
+        self.deferred_unreadable.is_some()
     }
 
     /// Moves the position to `offset`: what lies before it was dealt with without

@@ -7,10 +7,13 @@
 //! - `reject`: given up on at once (dead-lettered or halted, by policy).
 //! - part of a group that ran out of time together (a *suspect*), or never run
 //!   because time ran out before it (*untried*): delivered again at once, not counted
-//!   as an attempt. Suspects come back in smaller batches until the record that
+//!   as an attempt.
+//! - a fault of the host (no instance for the guest): delivered again after a
+//!   backoff, not counted as an attempt: healthy records are never dead-lettered or
+//!   halted for the host's trouble. Suspects come back in smaller batches until the record that
 //!   holds the guest up is alone (and is then charged for its own timeouts).
 
-use crate::sandbox::Outcome;
+use crate::sandbox::{GuestFault, Outcome};
 
 use super::stats::BatchCounts;
 
@@ -20,7 +23,8 @@ pub(crate) enum Fate {
     /// Finished: its outputs are published.
     Done,
     /// To be delivered again. `attempts` counts the attempts charged so far;
-    /// `backoff` is false for records the guest did not get to finish in time.
+    /// `backoff` is false for records the guest did not get to finish in time (a
+    /// host fault backs off without being charged).
     Again {
         /// Attempts charged so far.
         attempts: u32,
@@ -107,6 +111,7 @@ pub(crate) fn settle(
                     counts.retried += 1;
                     charge(reason.clone())
                 }
+                Outcome::Fault(GuestFault::PoolFull(_)) => Fate::Again { attempts: before, backoff: true },
                 Outcome::Fault(fault) => {
                     counts.retried += 1;
                     charge(format!("guest fault: {fault}"))
@@ -133,7 +138,6 @@ pub(crate) fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::GuestFault;
     use proptest::prelude::*;
 
     #[test]
@@ -160,6 +164,17 @@ mod tests {
         assert_eq!(s.isolate, None);
     }
 
+    /// A fault of the host (a full instance pool) is no attempt of the records: at
+    /// their last attempt they come back, after a backoff, instead of being given up.
+    #[test]
+    fn a_fault_of_the_host_backs_off_without_charging_the_records() {
+        let offsets = [7, 8];
+        let host = Outcome::Fault(GuestFault::PoolFull("instance pool full".into()));
+        let s = settle(&offsets, &[host.clone(), host], |_| 2, 3);
+        assert_eq!(s.fates, [Fate::Again { attempts: 2, backoff: true }, Fate::Again { attempts: 2, backoff: true }]);
+        assert_eq!(s.counts, BatchCounts::default(), "nothing for the version's failure rate either");
+    }
+
     #[test]
     fn records_that_ran_out_of_time_together_come_back_in_halves_uncharged() {
         let offsets = [5, 6, 7, 8, 9];
@@ -179,6 +194,7 @@ mod tests {
             Just(Outcome::Fault(GuestFault::Timeout(5))),
             Just(Outcome::Suspect),
             Just(Outcome::Untried),
+            Just(Outcome::Fault(GuestFault::PoolFull("instance pool full".into()))),
         ]
     }
 
@@ -202,11 +218,13 @@ mod tests {
                     Fate::Done => {}
                     Fate::Again { attempts, backoff } => {
                         prop_assert!(*attempts < max, "a record is delivered again only below the limit");
-                        let uncharged = matches!(outcome, Outcome::Suspect | Outcome::Untried);
-                        prop_assert_eq!(*attempts, if uncharged { b } else { b + 1 });
-                        prop_assert_eq!(*backoff, !uncharged);
+                        let untimely = matches!(outcome, Outcome::Suspect | Outcome::Untried);
+                        let hosts = matches!(outcome, Outcome::Fault(GuestFault::PoolFull(_)));
+                        prop_assert_eq!(*attempts, if untimely || hosts { b } else { b + 1 });
+                        prop_assert_eq!(*backoff, !untimely);
                     }
                     Fate::GiveUp { attempts, .. } => {
+                        prop_assert!(!matches!(outcome, Outcome::Fault(GuestFault::PoolFull(_))), "never for the host's fault");
                         prop_assert_eq!(*attempts, b + 1);
                         prop_assert!(matches!(outcome, Outcome::Reject(_)) || *attempts >= max);
                     }

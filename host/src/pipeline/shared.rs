@@ -16,6 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::PipelineStats;
 use super::transactions::{LAST_ABORT_TIMEOUT, Transactions};
+use crate::kafka::client_log::PartitionFetch;
 use crate::kafka::commit::{CommitResult, Committer};
 use crate::kafka::context::{FerryContext, RebalanceListener, SYNC_COMMIT_TIMEOUT};
 use crate::kafka::output::{AckListener, Settled};
@@ -38,6 +39,8 @@ pub struct Events {
     pub assigned: Vec<TopicPartition>,
     /// Output records of this assignment could not be delivered: halt it.
     pub delivery_failed: Vec<(TopicPartition, Epoch)>,
+    /// Where the consumer fetches its partitions, from its latest statistics.
+    pub fetching: Option<Vec<PartitionFetch>>,
 }
 
 /// A partition whose transaction did not commit.
@@ -338,6 +341,10 @@ impl RebalanceListener for Shared {
     fn rebalance_error(&self, error: &str) {
         tracing::warn!(pipeline = %self.pipeline, worker = self.worker, %error, "rebalance error");
     }
+
+    fn fetching(&self, partitions: Vec<PartitionFetch>) {
+        lock(&self.events).fetching = Some(partitions);
+    }
 }
 
 impl AckListener for Shared {
@@ -350,6 +357,10 @@ impl AckListener for Shared {
         if failed {
             // Never commit past records whose outputs are not safe: keep the span
             // held and halt the partition; a restart redelivers from the commit.
+            // Nothing more will come for it: a revoke does not wait for it.
+            if let Some(span) = span {
+                p.undeliverable(span);
+            }
             for &offset in &offsets {
                 p.dead_letter_failed(offset);
             }
@@ -384,7 +395,7 @@ mod tests {
         Settled { topic: "t".into(), partition: 0, epoch, span: None, offsets, failed }
     }
 
-    /// Issue 13's third path: a delivery failure of an earlier assignment arrives
+    /// A delivery failure of an earlier assignment arrives
     /// after the partition came back; it must neither halt the new assignment nor
     /// leave anything behind for it.
     #[test]
@@ -399,7 +410,7 @@ mod tests {
         assert_eq!(shared.take_events().delivery_failed, [(("t".to_owned(), 0), new)]);
     }
 
-    /// Issue 13's sixth path: a dead letter in flight holds the revoke's drain.
+    /// A dead letter in flight holds the revoke's drain.
     #[test]
     fn the_drain_waits_for_dead_letters_in_flight() {
         let shared = Shared::new("p");
@@ -416,6 +427,28 @@ mod tests {
         shared.settled(settled(epoch, vec![2], false));
         assert!(shared.drain(Some(&partitions), Duration::ZERO));
         assert_eq!(shared.tracker().get("t", 0).unwrap().commit_candidate(), Some(5));
+    }
+
+    /// A span whose outputs failed to deliver stays held for the bookmark, but a
+    /// revoke does not wait for acks that will never come (it used to wait its whole
+    /// drain timeout, inside the rebalance callback, on every later revoke).
+    #[test]
+    fn a_span_whose_outputs_failed_holds_the_bookmark_but_not_the_revoke() {
+        let shared = Shared::new("p");
+        let epoch = shared.tracker().start("t", 0, 0);
+        let span = {
+            let mut tracker = shared.tracker();
+            let p = tracker.current("t", 0, epoch).unwrap();
+            let span = p.begin_batch(Some(4)).unwrap();
+            p.settle(span, [], true);
+            span
+        };
+        let partitions = [("t".to_owned(), 0)];
+        assert!(!shared.drain(Some(&partitions), Duration::ZERO), "the outputs are still in flight");
+        shared.settled(Settled { span: Some(span), ..settled(epoch, vec![], true) });
+        assert_eq!(shared.take_events().delivery_failed, [(("t".to_owned(), 0), epoch)]);
+        assert!(shared.drain(Some(&partitions), Duration::ZERO), "nothing is in flight any more");
+        assert_eq!(shared.tracker().get("t", 0).unwrap().watermark(), 0, "the bookmark never passes the span");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct PartitionStats {
     pub dead_lettered: u64,
     /// Why the partition is halted, if it is.
     pub halted: Option<String>,
+    /// How it stopped advancing without an error, if it did (see `pipeline::stall`).
+    pub stalled: Option<String>,
 }
 
 /// One failure, for the status page.
@@ -116,6 +118,7 @@ impl PipelineStats {
         let p = parts.entry((topic.to_owned(), partition)).or_default();
         p.assigned = true;
         p.halted = None;
+        p.stalled = None;
     }
 
     /// A partition was revoked.
@@ -123,6 +126,7 @@ impl PipelineStats {
         if let Some(p) = lock(&self.partitions).get_mut(&(topic.to_owned(), partition)) {
             p.assigned = false;
             p.halted = None;
+            p.stalled = None;
         }
     }
 
@@ -205,6 +209,11 @@ impl PipelineStats {
     /// A partition was halted.
     pub fn halted(&self, topic: &str, partition: i32, reason: &str) {
         lock(&self.partitions).entry((topic.to_owned(), partition)).or_default().halted = Some(reason.to_owned());
+    }
+
+    /// A partition stopped advancing without an error (`Some`: how), or advances again.
+    pub fn stalled(&self, topic: &str, partition: i32, how: Option<&str>) {
+        lock(&self.partitions).entry((topic.to_owned(), partition)).or_default().stalled = how.map(str::to_owned);
     }
 
     /// A guest faulted.

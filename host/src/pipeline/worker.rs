@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
@@ -15,6 +16,7 @@ use super::partition::{PartitionState, TakenBatch};
 use super::run::run_batch;
 use super::settle::{Fate, settle};
 use super::shared::Shared;
+use super::stall::StallWatch;
 use super::transactions::LAST_ABORT_TIMEOUT;
 use crate::config::{CommitPolicy, PipelineConfig};
 use crate::kafka::client_log::RepeatedErrors;
@@ -58,14 +60,25 @@ pub(crate) struct Worker {
     /// Whether batches carry headers (the running processor imports `headers`).
     pub(super) wants_headers: bool,
     pub(super) client_errors: RepeatedErrors,
-    /// Partitions restarted from their bookmark during the current fetch: the rest
-    /// of their records in it are stale.
+    /// Partitions restarted from their bookmark, or revoked, during the current
+    /// fetch: the rest of their records in it are stale.
     pub(super) restarted: Vec<TopicPartition>,
+    /// Revoked partitions the guest has not been told of yet ([`Self::tell_revoked`]).
+    pub(super) untold_revokes: Vec<TopicPartition>,
+    /// When the earliest buffered batch can become due by time (a lower bound).
+    pub(super) next_due: Option<Instant>,
+    /// When the results of earlier commits were last collected.
+    pub(super) results_polled: Instant,
+    /// Partitions that stop advancing without an error.
+    pub(super) stalls: StallWatch,
     pub(super) last_commit: Instant,
     /// A batch finished since the last commit (for the per-batch policy).
     pub(super) batch_finished: bool,
     /// Where it waits for the pipeline's other workers before leaving the group.
     pub(super) departure: Departure,
+    /// Set to stop this pipeline alone (its start failed; the host's own stop flag
+    /// stops every pipeline).
+    pub(super) stop: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -77,48 +90,36 @@ impl Worker {
         // spread over many records, and they are taken in per-partition runs (one map
         // lookup per run). Per record: no clock read and no allocation. Batches due by
         // `max_wait_ms` are looked for only once the earliest can be due (`next_due`, a
-        // lower bound).
+        // lower bound). Every guest call, whatever makes it, is followed by
+        // `between_guest_calls`.
         let mut now = Instant::now();
-        let mut next_due: Option<Instant> = None;
-        let mut results_polled = now;
-        while !runtime.stopping() {
-            self.serve_events(&mut next_due);
+        while !runtime.stopping() && !self.stop.load(Ordering::Relaxed) {
+            self.serve_events();
+            self.tell_revoked();
             self.prepare_transactions(now);
             if self.dispatch_due_retries(now) {
                 // Records buffered while retries waited may go now.
-                next_due = self.earliest_due(max_wait);
+                self.next_due = self.earliest_due(max_wait);
             }
+            // Partitions revoked or restarted while this fetch is being worked through
+            // are listed in `restarted`: their remaining records in it are passed over
+            // (the partition's owner reads them again from the committed offset).
             self.restarted.clear();
             let fetched = self.fetch.fetch(FETCH_MAX);
             let taken = fetched.len();
-            // Partitions revoked while this fetch is being worked through: their
-            // remaining records belong to the next owner, who reads them from the
-            // committed offset.
-            let mut gone: Vec<TopicPartition> = Vec::new();
             let mut at = 0;
             while at < taken {
-                let (run, full) = self.take_run(&fetched, at, &mut next_due, &gone);
+                let (run, full) = self.take_run(&fetched, at);
                 at += run;
-                gone.append(&mut self.restarted);
                 if let Some(full) = full {
                     self.dispatch(&full);
-                    // A batch may take up to the guest's time limit, and a fetch can
-                    // fill many: keep rebalances, liveness and commits going between
-                    // batches, as the group expects of a member.
-                    now = Instant::now();
-                    self.shared.stats.liveness().turned(now);
-                    gone.extend(self.serve_events(&mut next_due));
-                    gone.append(&mut self.restarted);
-                    self.maybe_commit(now, &mut results_polled);
                 }
             }
             self.fetch.recycle(fetched);
             self.pause_backlogs();
             now = Instant::now();
             self.shared.stats.liveness().turned(now);
-            // A full batch was dispatched as its last record arrived, so only time
-            // makes a batch due here.
-            if next_due.is_some_and(|due| now >= due) {
+            if self.next_due.is_some_and(|due| now >= due) {
                 let due: Vec<_> = self
                     .partitions
                     .iter()
@@ -129,9 +130,9 @@ impl Worker {
                     self.dispatch(&key);
                 }
                 now = Instant::now();
-                next_due = self.earliest_due(max_wait);
+                self.next_due = self.earliest_due(max_wait);
             }
-            self.maybe_commit(now, &mut results_polled);
+            self.maybe_commit(now);
             if taken == 0 && !self.fetch.consumer_events_waiting() {
                 // Nothing to do: the time to have a fresh instance ready for the batch
                 // after a trap or a recycle (at most once per instance gone live).
@@ -143,11 +144,40 @@ impl Worker {
                 // queue now (the next turn serves the other two), or a commit result
                 // that woke us would sit unseen, with no further wake-up, until the
                 // next look (up to MAX_POLL later), holding back the next commit.
-                results_polled = now;
+                self.results_polled = now;
                 let _ = self.shared.poll_commits();
             }
         }
         self.shut_down();
+    }
+
+    /// What must happen after every guest call, whatever made it (a full batch, a
+    /// batch due by time, due retries, a revoke told to the guest), before the next:
+    /// a guest call takes up to its time limit, and one turn of the loop can make
+    /// many. The group expects a member to poll within `max.poll.interval.ms`, so the
+    /// consumer is served here (rebalances, errors, and the poll that says the member
+    /// is alive), the loop's liveness is noted, and finished offsets are committed by
+    /// the pipeline's policy (exactly-once: its transactions). So the longest a
+    /// member goes without a poll is one guest call, its time limit, plus the host's
+    /// work on its result. Partitions revoked here are passed over in the rest of
+    /// the fetch being worked through.
+    pub(super) fn between_guest_calls(&mut self) {
+        let now = Instant::now();
+        self.shared.stats.liveness().turned(now);
+        let revoked = self.serve_events();
+        self.restarted.extend(revoked);
+        self.maybe_commit(now);
+    }
+
+    /// Tells the guest of the partitions revoked since it was last told, one call
+    /// each, with what must happen between guest calls after each.
+    pub(super) fn tell_revoked(&mut self) {
+        while !self.untold_revokes.is_empty() {
+            let (topic, partition) = self.untold_revokes.remove(0);
+            if self.instance.revoked(&topic, partition) {
+                self.between_guest_calls();
+            }
+        }
     }
 
     /// When the earliest buffered batch becomes due by time.
@@ -165,6 +195,8 @@ impl Worker {
 
     /// Runs the buffered batch of one partition through the guest and settles it.
     pub(super) fn dispatch(&mut self, key: &TopicPartition) {
+        // The guest hears of revokes before any batch of a partition given back.
+        self.tell_revoked();
         self.refresh_processor();
         let Some(state) = self.partitions.get_mut(key) else { return };
         if !state.can_dispatch_buffer() {
@@ -174,8 +206,17 @@ impl Worker {
         self.run_and_settle(key, taken);
     }
 
+    /// Runs everything buffered for one partition through the guest, batch after
+    /// batch, unless retries pending hold it back.
+    pub(super) fn dispatch_buffered(&mut self, key: &TopicPartition) {
+        while self.partitions.get(key).is_some_and(PartitionState::can_dispatch_buffer) {
+            self.dispatch(key);
+        }
+    }
+
     /// Runs the due retries of one partition through the guest and settles them.
     pub(super) fn dispatch_retries(&mut self, key: &TopicPartition, now: Instant) {
+        self.tell_revoked();
         self.refresh_processor();
         let Some(state) = self.partitions.get_mut(key) else { return };
         let Some(taken) = state.take_due_retries(self.config.batch_size, now) else { return };
@@ -216,7 +257,11 @@ impl Worker {
         for fault in &run.faults {
             self.shared.stats.fault(fault);
             self.shared.stats.note(&key.0, key.1, None, &fault.kind().to_string(), &fault.to_string());
-            tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %fault, "guest fault");
+            if fault.is_the_hosts() {
+                tracing::error!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %fault, "host fault; the batch is tried again, its records not charged");
+            } else {
+                tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %fault, "guest fault");
+            }
         }
         let state = self.partitions.get_mut(key).expect("partition still assigned");
         let settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
@@ -249,7 +294,8 @@ impl Worker {
                 Fate::Again { attempts, backoff } => {
                     again.push((offset, attempts));
                     if backoff {
-                        needs_backoff = needs_backoff.max(Some(attempts));
+                        // A host fault is charged nothing, and backs off all the same.
+                        needs_backoff = needs_backoff.max(Some(attempts.max(1)));
                     } else {
                         needs_backoff = needs_backoff.max(Some(0));
                     }
@@ -345,12 +391,14 @@ impl Worker {
         self.shared.stats.batch(&key.0, key.1, position, settlement.counts, started.elapsed());
         let failures = settlement.counts.retried + settlement.counts.failed;
         self.slot.observe(self.instance.component(), settlement.counts.processed + failures, failures);
-        // Committed by `maybe_commit`, right after this batch or the others that
-        // finish in the same turn of the loop (one request for all of them).
+        // Committed by `maybe_commit`, right after this batch (one request for the
+        // batches that finish while one is in flight).
         self.batch_finished = true;
+        drop(_batch_span);
+        self.between_guest_calls();
     }
 
-    pub(super) fn maybe_commit(&mut self, now: Instant, results_polled: &mut Instant) {
+    pub(super) fn maybe_commit(&mut self, now: Instant) {
         if self.config.exactly_once() {
             let due = match self.config.commit {
                 CommitPolicy::Interval { interval_ms } => {
@@ -383,8 +431,8 @@ impl Worker {
                 self.batch_finished = false;
                 self.shared.commit_async(&self.consumer);
             }
-            _ if now.saturating_duration_since(*results_polled) >= COMMIT_RESULTS_EVERY => {
-                *results_polled = now;
+            _ if now.saturating_duration_since(self.results_polled) >= COMMIT_RESULTS_EVERY => {
+                self.results_polled = now;
                 let _ = self.shared.poll_commits();
             }
             _ => {}

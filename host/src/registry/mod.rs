@@ -118,12 +118,36 @@ pub struct ProbationView {
 pub struct GroupStatus {
     /// The topic.
     pub topic: String,
-    /// The digest the topic's newest manifest names, once one was read.
+    /// The environment (`[fleet] environment`) whose versions it takes.
+    pub environment: String,
+    /// Ids of the publisher keys it trusts; empty: it accepts unsigned versions.
+    pub trusted_keys: Vec<String>,
+    /// The digest the topic's newest acceptable manifest names, once one was read.
     pub published: Option<String>,
-    /// Versions from the topic this host refused (kept the one it ran).
+    /// Versions from the topic this host refused for good (kept the one it ran).
     pub refused: u64,
-    /// The latest refusal: digest (`?` when the manifest itself was unreadable) and why.
+    /// The same, by kind (`signature`, `stale`, `scope`, `integrity`, `manifest`,
+    /// `component`).
+    pub refused_by: std::collections::BTreeMap<&'static str, u64>,
+    /// The latest refusal: digest (`?` when the manifest itself was unusable) and why.
     pub last_refusal: Option<Event>,
+    /// Attempts at a version that failed for a cause that may pass.
+    pub retries: u64,
+    /// The version being tried again, while one is.
+    pub retrying: Option<Retrying>,
+}
+
+/// A version refused for a cause that may pass, tried again with backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrying {
+    /// Its digest.
+    pub digest: String,
+    /// Why the last attempt failed.
+    pub reason: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When the next one is due.
+    pub next_at: SystemTime,
 }
 
 /// The running and previous version of one pipeline's processor.
@@ -266,9 +290,15 @@ impl ProcessorSlot {
         self.record("reject", digest, detail);
     }
 
-    /// Marks the slot as following the components `topic`.
-    pub(crate) fn follow_group(&self, topic: &str) {
-        *lock(&self.inner.group) = Some(GroupStatus { topic: topic.to_owned(), ..GroupStatus::default() });
+    /// Marks the slot as following the components `topic` for `environment`,
+    /// trusting the publisher keys `trusted_keys` (ids).
+    pub(crate) fn follow_group(&self, topic: &str, environment: &str, trusted_keys: Vec<String>) {
+        *lock(&self.inner.group) = Some(GroupStatus {
+            topic: topic.to_owned(),
+            environment: environment.to_owned(),
+            trusted_keys,
+            ..GroupStatus::default()
+        });
     }
 
     /// Notes the digest the topic's newest manifest names.
@@ -278,16 +308,32 @@ impl ProcessorSlot {
         }
     }
 
-    /// Counts a version from the topic this host refused. `deploy` has recorded the
-    /// refusals it made itself; the others go into the history here too.
-    pub(crate) fn group_refused(&self, digest: &str, detail: String, in_history_already: bool) {
+    /// Counts a version from the topic this host refused for good, by `kind`.
+    /// `deploy` has recorded the refusals it made itself; the others go into the
+    /// history here too.
+    pub(crate) fn group_refused(&self, digest: &str, detail: String, kind: &'static str, in_history_already: bool) {
         if !in_history_already {
             self.rejected(digest, detail.clone());
         }
         if let Some(group) = lock(&self.inner.group).as_mut() {
             group.refused += 1;
+            *group.refused_by.entry(kind).or_default() += 1;
             group.last_refusal =
                 Some(Event { at: SystemTime::now(), action: "reject", digest: digest.to_owned(), detail });
+            if group.retrying.as_ref().is_some_and(|r| r.digest == digest) {
+                group.retrying = None;
+            }
+        }
+    }
+
+    /// Notes an attempt at a version that failed for a cause that may pass (and is
+    /// tried again), or with `None` that no version is being tried again.
+    pub(crate) fn group_retrying(&self, retrying: Option<Retrying>) {
+        if let Some(group) = lock(&self.inner.group).as_mut() {
+            if retrying.is_some() {
+                group.retries += 1;
+            }
+            group.retrying = retrying;
         }
     }
 

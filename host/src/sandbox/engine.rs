@@ -2,8 +2,8 @@
 //! running guests yield, the linker every component is checked and instantiated
 //! against, and the runtime guests run on.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -46,6 +46,29 @@ struct Inner {
     cache: Option<ArtifactCache>,
     runtime: Runtime,
     ticker_stop: Arc<AtomicBool>,
+    /// Pool slots left for instances that are not a worker's (self-tests).
+    one_offs: OneOffSlots,
+}
+
+/// The instance pool's slots for instances that belong to no worker: the self-tests
+/// of start-up and of deploys. The workers' slots are set aside
+/// ([`Sandbox::reserve_for_workers`]), so a self-test never takes the slot a live
+/// worker needs; one that finds none free fails as the pool being full (a
+/// transient fault: group deploys try again).
+#[derive(Debug)]
+struct OneOffSlots {
+    free: Mutex<usize>,
+}
+
+/// A slot for one instance that belongs to no worker; given back when dropped.
+pub(crate) struct OneOffSlot {
+    sandbox: Sandbox,
+}
+
+impl Drop for OneOffSlot {
+    fn drop(&mut self) {
+        *crate::sync::lock(&self.sandbox.inner.one_offs.free) += 1;
+    }
 }
 
 impl Drop for Inner {
@@ -76,7 +99,22 @@ impl Sandbox {
         });
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
-        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, cache, runtime, ticker_stop }) })
+        let one_offs = OneOffSlots { free: Mutex::new(settings.max_instances as usize) };
+        Ok(Self { inner: Arc::new(Inner { engine, linker, settings, cache, runtime, ticker_stop, one_offs }) })
+    }
+
+    /// Sets aside `instances` slots of the pool for the workers' instances (live and
+    /// spare); self-tests share the rest. Call it once, before anything runs.
+    pub fn reserve_for_workers(&self, instances: usize) {
+        let left = (self.inner.settings.max_instances as usize).saturating_sub(instances);
+        *crate::sync::lock(&self.inner.one_offs.free) = left;
+    }
+
+    /// A pool slot for an instance that belongs to no worker, if one is free.
+    pub(crate) fn one_off_slot(&self) -> Option<OneOffSlot> {
+        let mut free = crate::sync::lock(&self.inner.one_offs.free);
+        *free = free.checked_sub(1)?;
+        Some(OneOffSlot { sandbox: self.clone() })
     }
 
     /// The engine.

@@ -27,9 +27,15 @@ pub enum GuestFault {
     /// Any other trap (out-of-bounds access, division by zero, ...).
     #[error("guest trapped: {0}")]
     Trap(String),
-    /// The instance could not be created (start function trapped, pool exhausted).
+    /// The instance could not be created (start function trapped, memory below
+    /// what it starts with).
     #[error("guest could not be instantiated: {0}")]
     Instantiate(String),
+    /// The instance could not be created because every slot of the instance pool
+    /// is taken (`sandbox.max_instances`): not the guest's fault, and it passes. A
+    /// batch's records are tried again without being charged.
+    #[error("guest could not be instantiated now: the instance pool is full ({0})")]
+    PoolFull(String),
     /// The host is shutting down and stopped the call: not the guest's fault, and
     /// nothing of the batch counts as done.
     #[error("the host stopped the call to shut down")]
@@ -48,6 +54,7 @@ pub enum FaultKind {
     Trap,
     Instantiate,
     Cancelled,
+    Host,
 }
 
 impl fmt::Display for FaultKind {
@@ -61,6 +68,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
             FaultKind::Cancelled => "cancelled",
+            FaultKind::Host => "host",
         })
     }
 }
@@ -77,7 +85,20 @@ impl GuestFault {
             GuestFault::Trap(_) => FaultKind::Trap,
             GuestFault::Instantiate(_) => FaultKind::Instantiate,
             GuestFault::Cancelled => FaultKind::Cancelled,
+            GuestFault::PoolFull(_) => FaultKind::Host,
         }
+    }
+
+    /// Whether the host, not the guest, failed (nothing to charge the records for):
+    /// the pool was full, or the host stopped the call.
+    pub fn is_the_hosts(&self) -> bool {
+        matches!(self, GuestFault::PoolFull(_) | GuestFault::Cancelled)
+    }
+
+    /// Whether the same call may succeed later without anything changing: it ran
+    /// out of time (a loaded host), the pool was full, or the host stopped it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GuestFault::Timeout(_) | GuestFault::PoolFull(_) | GuestFault::Cancelled)
     }
 
     /// Classifies an error from a guest call. `memory_limit_hit` says whether the

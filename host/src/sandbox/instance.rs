@@ -24,7 +24,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Batch, Processor, TopicPartition};
 use super::capability::log::TenantLabel;
-use super::capability::output::Emitted;
+use super::capability::output::{Emitted, OutputUsed};
 use super::component::ProcessorComponent;
 use super::engine::Sandbox;
 use super::fault::GuestFault;
@@ -166,6 +166,19 @@ impl ProcessorInstance {
         offsets: &[i64],
         deadline: Instant,
     ) -> Result<(BatchReply, Vec<Emitted>), GuestFault> {
+        self.process_within(batch, offsets, deadline, &mut OutputUsed::default())
+    }
+
+    /// [`Self::process`] as one call of a batch that takes several (split around a
+    /// faulting record): the batch's output limits are `used` that far, and what
+    /// this call emits is added, whether it returns or faults.
+    pub fn process_within(
+        &mut self,
+        batch: &Batch,
+        offsets: &[i64],
+        deadline: Instant,
+        used: &mut OutputUsed,
+    ) -> Result<(BatchReply, Vec<Emitted>), GuestFault> {
         let limit_ms = self.limits.time_per_batch_ms;
         let memory_limit = self.limits.memory_bytes;
         let sandbox = self.sandbox.clone();
@@ -182,10 +195,11 @@ impl ProcessorInstance {
         }
         let state = live.store.data_mut();
         state.limiter.hit = false;
-        state.output.begin(offsets);
+        state.output.begin(offsets, *used);
         let handler = live.bindings.ferry_processor_handler();
         let result = run_until(&sandbox, deadline, handler.call_process(&mut live.store, batch));
-        let outputs = live.store.data_mut().output.take();
+        let outputs;
+        (outputs, *used) = live.store.data_mut().output.take();
         let high_water = live.store.data().limiter.high_water;
         let reply = settle_call(result, live, memory_limit, limit_ms)
             .and_then(|result| BatchReply::validate(result, offsets).map_err(GuestFault::BadReturn));
@@ -200,9 +214,10 @@ impl ProcessorInstance {
     }
 
     /// Tells the live instance, if it was told about the partition, that it is gone.
-    pub fn revoked(&mut self, topic: &str, partition: i32) {
-        let Some(live) = self.live.as_mut() else { return };
-        let Some(at) = live.told.iter().position(|(t, p)| *p == partition && t == topic) else { return };
+    /// Returns whether the guest was called.
+    pub fn revoked(&mut self, topic: &str, partition: i32) -> bool {
+        let Some(live) = self.live.as_mut() else { return false };
+        let Some(at) = live.told.iter().position(|(t, p)| *p == partition && t == topic) else { return false };
         live.told.swap_remove(at);
         let deadline = Instant::now() + Duration::from_millis(self.limits.time_per_batch_ms);
         let tp = TopicPartition { topic: topic.to_owned(), partition };
@@ -212,10 +227,18 @@ impl ProcessorInstance {
             tracing::warn!(pipeline = &*self.label.pipeline, topic, partition, %fault, "guest fault while told of a revoke");
             self.live = None;
         }
+        true
     }
 
-    /// Runs the guest's self-test (before a version goes live) on a fresh instance.
+    /// Runs the guest's self-test (before a version goes live) on a fresh instance,
+    /// in a pool slot no worker needs: with none free (other self-tests hold them),
+    /// it fails as the pool being full, which passes.
     pub fn self_test(&mut self) -> Result<Result<(), String>, GuestFault> {
+        let Some(_slot) = self.sandbox.one_off_slot() else {
+            return Err(GuestFault::PoolFull(
+                "every slot not kept for the pipelines' workers is taken by other self-tests".to_owned(),
+            ));
+        };
         let deadline = self.deadline_from_now();
         let sandbox = self.sandbox.clone();
         let (memory_limit, limit_ms) = (self.limits.memory_bytes, self.limits.time_per_batch_ms);
@@ -269,6 +292,10 @@ impl ProcessorInstance {
         let state = GuestState::new(&self.provisions, self.limits, self.label.clone());
         let mut store = Store::new(self.sandbox.engine(), state);
         store.limiter(|state| &mut state.limiter);
+        // What one call may copy from the guest into the host (a log line, a WASI
+        // write; `emit` reads in place): no more than the guest may hold itself, and
+        // a call that tries faults. (wasmtime's default is 128 MiB whatever the guest.)
+        store.set_hostcall_fuel(usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX));
         // Yield at every tick: computing guests give the runtime a chance to check
         // their deadline (set before anything runs, start functions too).
         store.set_epoch_deadline(1);
@@ -276,6 +303,10 @@ impl ProcessorInstance {
         let instantiated = run_until(&self.sandbox, deadline, self.component.pre.instantiate_async(&mut store));
         match instantiated {
             Ok(Ok(bindings)) => Ok(Live { store, bindings, told: Vec::new() }),
+            // The pool is the host's: every slot taken is no fault of this guest.
+            Ok(Err(e)) if e.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) => {
+                Err(GuestFault::PoolFull(super::sanitize(&format!("{e:#}"), 300)))
+            }
             Ok(Err(e)) => Err(GuestFault::Instantiate(super::sanitize(&format!("{e:#}"), 300))),
             Err(Stopped::Deadline) => Err(GuestFault::Timeout(self.limits.time_per_batch_ms)),
             Err(Stopped::Shutdown) => Err(GuestFault::Cancelled),

@@ -18,7 +18,7 @@ mod text;
 pub use bindings::{Batch, BatchResult, Failure, Header, OutputRecord, Status};
 pub use cache::{ArtifactCache, ArtifactSource, default_cache_dir, engine_key};
 pub use capability::log::{GuestLine, LogRate, TenantLog};
-pub use capability::output::{Emitted, OutputLimits};
+pub use capability::output::{Emitted, OutputLimits, OutputUsed};
 pub use capability::{Capability, Disposition, Grants};
 pub use component::{LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::Sandbox;

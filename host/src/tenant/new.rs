@@ -11,7 +11,10 @@
 //! The SDK is referred to where it is: a path dependency on the checkout's
 //! `guest-sdk` for Rust (its `wit-bindgen` comes from the registry), the checkout's
 //! Python and JavaScript SDK directories for the others. Nothing is copied, so a
-//! project built against a newer checkout gets the SDK that matches its host.
+//! project built against a newer checkout gets the SDK that matches its host. A Rust
+//! project starts with the checkout's `Cargo.lock`: its dependencies at the versions
+//! the SDK was built and tested with (cargo keeps those and drops the rest), and the
+//! same compiled dependencies as the checkout's own guests.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -82,6 +85,10 @@ pub(crate) fn create(name: &str, lang: Language, dir: &Path, checkout: &Path) ->
         .with_context(|| format!("failed to copy the template {}", template.display()))?;
     write(&dir.join("ferry.toml"), &fill(FERRY_TOML))?;
     write(&dir.join("sample.jsonl"), SAMPLE)?;
+    let lock = checkout.join("Cargo.lock");
+    if lang == Language::Rust && lock.is_file() {
+        std::fs::copy(&lock, dir.join("Cargo.lock")).with_context(|| format!("failed to copy {}", lock.display()))?;
+    }
     write_token(&dir.join("admin.token"))?;
     ignore(&dir.join(".gitignore"), &["admin.token", "deploy/", "*.wasm"])?;
     Ok(())
@@ -217,5 +224,7 @@ mod tests {
         assert!(config.contains("component = \"target/wasm32-wasip2/guest/my_proc.wasm\""), "{config}");
         let lib = std::fs::read_to_string(dir.path().join("src").join("lib.rs")).unwrap();
         assert!(lib.contains("Harness::from_config(\"ferry.toml\", \"my-proc\")"), "{lib}");
+        let lock = std::fs::read_to_string(dir.path().join("Cargo.lock")).unwrap();
+        assert_eq!(lock, std::fs::read_to_string(root.join("Cargo.lock")).unwrap(), "the checkout's versions");
     }
 }

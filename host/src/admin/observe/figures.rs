@@ -94,6 +94,8 @@ pub(crate) struct PartitionFigures {
     pub assigned: bool,
     /// Why it is halted, if it is.
     pub halted: Option<String>,
+    /// How it stopped advancing without an error, if it did.
+    pub stalled: Option<String>,
     /// Oldest retained offset.
     pub log_start: Option<i64>,
     /// Next offset to be written; never below the committed offset or position.
@@ -193,6 +195,7 @@ pub(crate) fn merge(
                 partition: key.1,
                 assigned: own.assigned,
                 halted: own.halted,
+                stalled: own.stalled,
                 log_start: b.log_start,
                 log_end,
                 position: own.position,

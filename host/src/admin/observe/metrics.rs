@@ -1,7 +1,7 @@
 //! `/metrics`: every pipeline's figures in the Prometheus text format.
 //!
 //! Record counters cover every partition this member processed since it started.
-//! Offset gauges (committed, position, log end, lag, halted) cover only the partitions
+//! Offset gauges (committed, position, log end, lag, halted, stalled) cover only the partitions
 //! this member owns now, so summing them across the members of a group counts every
 //! partition once.
 
@@ -25,7 +25,7 @@ const RECORD_COUNTERS: [(&str, &str, PartitionValue); 4] = [
     }),
 ];
 
-const OFFSET_GAUGES: [(&str, &str, PartitionValue); 5] = [
+const OFFSET_GAUGES: [(&str, &str, PartitionValue); 6] = [
     ("ferry_committed_offset", "The group's committed offset (next offset to read) of an owned partition.", |p| {
         p.committed
     }),
@@ -37,6 +37,11 @@ const OFFSET_GAUGES: [(&str, &str, PartitionValue); 5] = [
     ("ferry_partition_halted", "1 when an owned partition is halted by the failure policy.", |p| {
         Some(i64::from(p.halted.is_some()))
     }),
+    (
+        "ferry_partition_stalled",
+        "1 when an owned partition stopped advancing without an error: records wait in the log and none arrive.",
+        |p| Some(i64::from(p.stalled.is_some())),
+    ),
 ];
 
 type PipelineValue = fn(&PipelineFigures) -> u64;
@@ -107,6 +112,10 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
     e.finish()
 }
 
+/// Why a host refuses a version from the components topic: every one is exposed,
+/// at 0 until it happens, so an alert on its increase sees the first.
+const REFUSAL_REASONS: [&str; 6] = ["signature", "stale", "scope", "integrity", "manifest", "component"];
+
 /// What `group_deploy` pipelines know of the components topic.
 fn group_deploys(e: &mut Exposition, pipelines: &[PipelineFigures]) {
     let name = "ferry_group_version_info";
@@ -117,10 +126,47 @@ fn group_deploys(e: &mut Exposition, pipelines: &[PipelineFigures]) {
         }
     }
     let name = "ferry_group_versions_refused_total";
-    e.family(name, Kind::Counter, "Versions from the components topic this host refused, keeping the one it ran.");
+    e.family(
+        name,
+        Kind::Counter,
+        "Versions from the components topic this host refused for good, keeping the one it ran, by reason \
+         (signature, stale, scope, integrity, manifest, component).",
+    );
     for p in pipelines {
         if let Some(group) = &p.group {
-            e.sample(name, &[("pipeline", &p.config.name)], group.refused);
+            for reason in REFUSAL_REASONS {
+                let count = group.refused_by.get(reason).copied().unwrap_or(0);
+                e.sample(name, &[("pipeline", &p.config.name), ("reason", reason)], count);
+            }
+        }
+    }
+    let name = "ferry_group_version_retries_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Attempts at a version from the components topic that failed for a cause that may pass (tried again).",
+    );
+    for p in pipelines {
+        if let Some(group) = &p.group {
+            e.sample(name, &[("pipeline", &p.config.name)], group.retries);
+        }
+    }
+    let name = "ferry_group_version_retrying";
+    e.family(name, Kind::Gauge, "1 while a version from the components topic is being tried again.");
+    for p in pipelines {
+        if let Some(group) = &p.group {
+            e.sample(name, &[("pipeline", &p.config.name)], u64::from(group.retrying.is_some()));
+        }
+    }
+    let name = "ferry_group_unsigned_accepted";
+    e.family(
+        name,
+        Kind::Gauge,
+        "1 when this host runs unsigned versions from the components topic (no [fleet] trusted_keys).",
+    );
+    for p in pipelines {
+        if let Some(group) = &p.group {
+            e.sample(name, &[("pipeline", &p.config.name)], u64::from(group.trusted_keys.is_empty()));
         }
     }
 }
@@ -134,6 +180,9 @@ pub(crate) fn render_server(traffic: &TrafficSnapshot) -> String {
     let name = "ferry_admin_connections_refused_total";
     e.family(name, Kind::Counter, "Admin connections closed as soon as accepted because the limit was reached.");
     e.sample(name, &[], traffic.refused_connections);
+    let name = "ferry_admin_connections_evicted_total";
+    e.family(name, Kind::Counter, "Idle admin connections closed to make room for a new one at the limit.");
+    e.sample(name, &[], traffic.evicted_connections);
     let name = "ferry_admin_requests_refused_total";
     e.family(name, Kind::Counter, "Admin requests refused before their work, by reason.");
     for (why, count) in &traffic.refused {

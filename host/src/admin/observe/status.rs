@@ -1,7 +1,7 @@
 //! The live status page (`/`) and the JSON it reads every second (`/api/status`).
 //!
 //! The page is one self-contained file (no external scripts, styles or fonts): it
-//! draws each partition as the seed's diagram, a log from 0 to its end with the
+//! draws each partition as a diagram, a log from 0 to its end with the
 //! committed offset and the current position marked.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::figures::{PartitionFigures, PipelineFigures, WorkerFigures};
 use super::health;
 use crate::pipeline::liveness::ThreadState;
+use crate::registry::GroupStatus;
 
 /// The page.
 pub(crate) const PAGE: &str = include_str!("status.html");
@@ -32,16 +33,7 @@ fn pipeline(p: &PipelineFigures) -> Value {
         "group": p.config.group,
         "inputs": p.config.inputs,
         "version": { "running": p.running, "deployed": p.deployed },
-        "group_deploy": p.group.as_ref().map(|g| json!({
-            "topic": g.topic,
-            "published": g.published,
-            "refused": g.refused,
-            "last_refusal": g.last_refusal.as_ref().map(|r| json!({
-                "at_unix_ms": r.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-                "digest": r.digest,
-                "reason": r.detail,
-            })),
-        })),
+        "group_deploy": p.group.as_ref().map(group_deploy),
         "state": {
             "thread": thread,
             "joined": p.liveness.joined,
@@ -70,6 +62,35 @@ fn pipeline(p: &PipelineFigures) -> Value {
             "kind": n.kind,
             "reason": n.reason,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// What a `group_deploy` pipeline knows of the components topic: whether it runs
+/// unsigned versions, refusals (final) and the version it is trying again.
+fn group_deploy(g: &GroupStatus) -> Value {
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "topic": g.topic,
+        "environment": g.environment,
+        "trusted_keys": g.trusted_keys,
+        "unsigned_accepted": g.trusted_keys.is_empty(),
+        "published": g.published,
+        "refused": g.refused,
+        "refused_by": g.refused_by,
+        "last_refusal": g.last_refusal.as_ref().map(|r| json!({
+            "at_unix_ms": ms(r.at),
+            "digest": r.digest,
+            "reason": r.detail,
+            "final": true,
+        })),
+        "retries": g.retries,
+        "retrying": g.retrying.as_ref().map(|r| json!({
+            "digest": r.digest,
+            "reason": r.reason,
+            "attempts": r.attempts,
+            "next_at_unix_ms": ms(r.next_at),
+            "final": false,
+        })),
     })
 }
 
@@ -102,6 +123,7 @@ fn partition(p: &PipelineFigures, r: &PartitionFigures) -> Value {
         "worker": owner.map(|w| w.index),
         "assigned": r.assigned,
         "halted": r.halted,
+        "stalled": r.stalled,
         "log_start": r.log_start,
         "log_end": r.log_end,
         "position": r.position,

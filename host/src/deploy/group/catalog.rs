@@ -1,12 +1,14 @@
-//! What the components topic holds for one pipeline, as read so far: where each
-//! chunk is (not its bytes: a topic may keep many versions of a tens-of-MiB
-//! component) and the manifests in the order they were written.
+//! What the components topic holds for one pipeline of one environment, as read
+//! so far: where each chunk is (not its bytes: a topic may keep many versions of a
+//! tens-of-MiB component), every manifest with the verdict on it (shape, scope,
+//! signature), and the member reports.
 //!
 //! Pure bookkeeping; reading the topic is [`super::topic`]'s.
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::record::{Key, Manifest, MemberReport, Refusal};
+use super::record::{Key, Manifest, MemberReport, Rank, Refusal, Scope};
+use super::signing::TrustedKeys;
 
 /// Where a record is in the topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,26 +24,76 @@ pub struct Location {
 pub struct ManifestEntry {
     /// Where it was read.
     pub at: Location,
+    /// The digest its key names.
+    pub digest: String,
     /// The manifest, or why it is refused before any chunk is read.
     pub manifest: Result<Manifest, Refusal>,
 }
 
+/// What [`Catalog::add`] took in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// A manifest record, judged.
+    Manifest(ManifestEntry),
+    /// A manifest withdrawn by a tombstone.
+    Withdrawn(Key),
+    /// Anything else (chunks, reports, other pipelines' records).
+    Other,
+}
+
+/// How manifests are judged: whose they must be, who must have signed them, and
+/// the largest component accepted.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    /// The pipeline and environment.
+    pub scope: Scope,
+    /// The trusted publishers (none: unsigned versions pass).
+    pub trusted: TrustedKeys,
+    /// Largest component, in bytes.
+    pub limit: usize,
+}
+
+impl Judge {
+    /// Parses and checks a manifest record: shape, scope, signature.
+    pub fn judge(&self, key: &Key, value: &[u8]) -> Result<Manifest, Refusal> {
+        let manifest = Manifest::parse(key, value, self.limit)?;
+        self.trusted.check(&manifest)?;
+        Ok(manifest)
+    }
+}
+
 /// One pipeline's records of the components topic.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Catalog {
+    judge: Judge,
     chunks: HashMap<(String, u32), Location>,
-    /// Manifest records in reading order; a tombstone (withdrawn) is `None`.
-    manifests: Vec<Option<ManifestEntry>>,
+    /// Manifest records present (not withdrawn), by key.
+    manifests: BTreeMap<String, ManifestEntry>,
     /// Member reports by client id.
     members: BTreeMap<String, MemberReport>,
 }
 
 impl Catalog {
-    /// Takes in one record of `pipeline`'s (others are not this catalog's business):
-    /// `value` is `None` for a tombstone. Returns whether it was a manifest.
-    pub fn add(&mut self, pipeline: &str, key: &Key, value: Option<&[u8]>, at: Location, limit: usize) -> bool {
-        if key.pipeline() != pipeline {
-            return false;
+    /// An empty catalog judging manifests with `judge`.
+    pub fn new(judge: Judge) -> Self {
+        Self { judge, chunks: HashMap::new(), manifests: BTreeMap::new(), members: BTreeMap::new() }
+    }
+
+    /// Whose records it keeps.
+    pub fn scope(&self) -> &Scope {
+        &self.judge.scope
+    }
+
+    /// The judge.
+    pub fn judge(&self) -> &Judge {
+        &self.judge
+    }
+
+    /// Takes in one record (others' are not this catalog's business): `value` is
+    /// `None` for a tombstone; a chunk's value only needs to be there, not whole.
+    pub fn add(&mut self, key: &Key, value: Option<&[u8]>, at: Location) -> Added {
+        if key.scope() != &self.judge.scope {
+            return Added::Other;
         }
         match key {
             Key::Chunk { digest, index, .. } => {
@@ -49,51 +101,73 @@ impl Catalog {
                     Some(_) => self.chunks.insert((digest.clone(), *index), at),
                     None => self.chunks.remove(&(digest.clone(), *index)),
                 };
-                false
+                Added::Other
             }
-            Key::Manifest { .. } => {
-                let entry = value.map(|v| ManifestEntry { at, manifest: Manifest::parse(pipeline, v, limit) });
-                self.manifests.push(entry);
-                true
-            }
+            Key::Manifest { digest, .. } => match value {
+                Some(value) => {
+                    let entry = ManifestEntry { at, digest: digest.clone(), manifest: self.judge.judge(key, value) };
+                    self.manifests.insert(key.render(), entry.clone());
+                    Added::Manifest(entry)
+                }
+                None => {
+                    self.manifests.remove(&key.render());
+                    Added::Withdrawn(key.clone())
+                }
+            },
             Key::Member { client_id, .. } => {
                 match value.and_then(MemberReport::parse) {
                     Some(report) => self.members.insert(client_id.clone(), report),
                     None => self.members.remove(client_id),
                 };
-                false
+                Added::Other
             }
         }
     }
 
-    /// The newest manifest record, if any was read and it was not withdrawn.
-    pub fn newest(&self) -> Option<&ManifestEntry> {
-        self.manifests.last().and_then(Option::as_ref)
+    /// The acceptable manifests (shape, scope and signature good), highest rank
+    /// first, each digest once (at its highest rank): the versions to try at
+    /// startup, best first. Empty when every manifest was withdrawn or refused.
+    pub fn candidates(&self) -> Vec<&Manifest> {
+        let mut accepted: Vec<&Manifest> = self.manifests.values().filter_map(|e| e.manifest.as_ref().ok()).collect();
+        accepted.sort_by_key(|m| std::cmp::Reverse(m.rank()));
+        let mut seen = std::collections::HashSet::new();
+        accepted.retain(|m| seen.insert(m.digest.clone()));
+        accepted
     }
 
-    /// The versions to try at startup, best first: the newest manifest, then the
-    /// older ones still in the topic (not compacted away yet), newest first, each
-    /// digest once. Empty when the newest record is a tombstone: the versions were
-    /// withdrawn, and the config's component runs.
-    pub fn candidates(&self) -> Vec<&ManifestEntry> {
-        let Some(Some(_)) = self.manifests.last() else { return Vec::new() };
-        let mut seen = Vec::new();
-        let mut out = Vec::new();
-        for entry in self.manifests.iter().rev().flatten() {
-            let digest = entry.manifest.as_ref().ok().map(|m| m.digest.clone());
-            if let Some(d) = &digest {
-                if seen.contains(d) {
-                    continue;
-                }
-                seen.push(d.clone());
-            }
-            out.push(entry);
-        }
-        out
+    /// The acceptable manifest of highest rank: the version the pipeline should run.
+    pub fn newest(&self) -> Option<&Manifest> {
+        self.manifests.values().filter_map(|e| e.manifest.as_ref().ok()).max_by_key(|m| m.rank())
     }
 
-    /// Where each chunk of `manifest` is, by index; the first missing one is an error.
+    /// The highest rank of an acceptable manifest.
+    pub fn highest(&self) -> Option<Rank> {
+        self.newest().map(Manifest::rank)
+    }
+
+    /// The manifest records present, in log order, with their verdicts.
+    pub fn entries(&self) -> Vec<&ManifestEntry> {
+        let mut entries: Vec<&ManifestEntry> = self.manifests.values().collect();
+        entries.sort_by_key(|e| e.at);
+        entries
+    }
+
+    /// The keys of the manifests present, with their entries.
+    pub fn manifest_keys(&self) -> impl Iterator<Item = (&String, &ManifestEntry)> {
+        self.manifests.iter()
+    }
+
+    /// Where each chunk of `manifest` is, by index: where the manifest says, or
+    /// (a manifest without offsets) where the index partition holds its keys; the
+    /// first missing one is an error.
     pub fn locate(&self, manifest: &Manifest) -> Result<BTreeMap<u32, Location>, Refusal> {
+        if !manifest.chunk_offsets.is_empty() {
+            let partition = manifest.chunk_partition;
+            return Ok((0..)
+                .zip(&manifest.chunk_offsets)
+                .map(|(i, o)| (i, Location { partition, offset: *o }))
+                .collect());
+        }
         (0..manifest.chunks)
             .map(|index| {
                 self.chunks
@@ -128,6 +202,7 @@ impl Catalog {
 mod tests {
     use super::*;
     use crate::deploy::group::record::split;
+    use crate::deploy::group::signing::SecretKey;
 
     const LIMIT: usize = 1 << 20;
 
@@ -136,73 +211,102 @@ mod tests {
         offset: i64,
     }
 
+    fn scope() -> Scope {
+        Scope::new("prod", "p")
+    }
+
     impl Topic {
-        fn new() -> Self {
-            Self { catalog: Catalog::default(), offset: 0 }
+        fn new(trusted: TrustedKeys) -> Self {
+            Self { catalog: Catalog::new(Judge { scope: scope(), trusted, limit: LIMIT }), offset: 0 }
         }
 
-        fn write(&mut self, pipeline: &str, key: Key, value: Option<&[u8]>) -> bool {
+        fn write(&mut self, key: Key, value: Option<&[u8]>) -> Added {
             self.offset += 1;
-            self.catalog.add(pipeline, &key, value, Location { partition: 0, offset: self.offset }, LIMIT)
+            self.catalog.add(&key, value, Location { partition: 0, offset: self.offset })
         }
 
-        fn publish(&mut self, bytes: &[u8]) -> Manifest {
-            let manifest = Manifest::describe("p", bytes, 3, "me", "deploy");
-            for (index, chunk) in split(bytes, 3) {
-                let key = Key::Chunk { pipeline: "p".into(), digest: manifest.digest.clone(), index };
-                assert!(!self.write("p", key, Some(chunk)));
+        fn publish(&mut self, sequence: u64, bytes: &[u8], key: Option<&SecretKey>) -> Manifest {
+            let mut manifest = Manifest::describe(&scope(), sequence, bytes, 3, "me", "deploy");
+            if let Some(key) = key {
+                key.sign(&mut manifest);
             }
-            assert!(self.write("p", Key::Manifest { pipeline: "p".into() }, Some(&manifest.to_json())));
+            for (index, chunk) in split(bytes, 3) {
+                let key = Key::Chunk { scope: scope(), digest: manifest.digest.clone(), index };
+                assert_eq!(self.write(key, Some(chunk)), Added::Other);
+            }
+            assert!(matches!(self.write(manifest.key(), Some(&manifest.to_json())), Added::Manifest(_)));
             manifest
         }
 
-        fn digests_to_try(&self) -> Vec<Option<String>> {
-            self.catalog.candidates().iter().map(|e| e.manifest.as_ref().ok().map(|m| m.digest.clone())).collect()
+        fn digests_to_try(&self) -> Vec<String> {
+            self.catalog.candidates().iter().map(|m| m.digest.clone()).collect()
         }
     }
 
     #[test]
-    fn candidates_are_newest_first_each_once_with_refusals_kept_in_place() {
-        let mut topic = Topic::new();
+    fn candidates_go_by_rank_not_by_log_order_each_digest_once() {
+        let mut topic = Topic::new(TrustedKeys::default());
         assert!(topic.catalog.newest().is_none() && topic.digests_to_try().is_empty());
-        let v1 = topic.publish(b"version one");
-        let v2 = topic.publish(b"version two!");
-        topic.write("p", Key::Manifest { pipeline: "p".into() }, Some(b"garbage"));
-        let v1_again = topic.publish(b"version one");
+        let v1 = topic.publish(1, b"version one", None);
+        let v3 = topic.publish(3, b"version three", None);
+        // Written later, but older: a replay of sequence 2 does not outrank 3.
+        let v2 = topic.publish(2, b"version two!", None);
+        let v1_again = topic.publish(4, b"version one", None);
         assert_eq!(v1.digest, v1_again.digest);
-        assert_eq!(topic.digests_to_try(), vec![Some(v1.digest.clone()), None, Some(v2.digest.clone())]);
+        assert_eq!(topic.digests_to_try(), vec![v1.digest.clone(), v3.digest.clone(), v2.digest.clone()]);
+        assert_eq!(topic.catalog.newest().unwrap().sequence, 4);
         assert_eq!(topic.catalog.locate(&v2).unwrap().len(), v2.chunks as usize);
     }
 
     #[test]
-    fn a_withdrawn_pipeline_has_no_candidates() {
-        let mut topic = Topic::new();
-        topic.publish(b"version one");
-        topic.write("p", Key::Manifest { pipeline: "p".into() }, None);
-        assert!(topic.digests_to_try().is_empty());
+    fn with_trusted_keys_only_signed_manifests_are_candidates() {
+        let (alice, mallory) = (SecretKey::generate().unwrap(), SecretKey::generate().unwrap());
+        let mut topic = Topic::new(TrustedKeys::new([alice.public().clone()]).unwrap());
+        let good = topic.publish(1, b"reviewed", Some(&alice));
+        topic.publish(5, b"unsigned", None);
+        topic.publish(6, b"signed by mallory", Some(&mallory));
+        assert_eq!(topic.digests_to_try(), vec![good.digest.clone()]);
+        let refused: Vec<String> = topic
+            .catalog
+            .entries()
+            .iter()
+            .filter_map(|e| e.manifest.as_ref().err().map(|r| r.label().to_owned()))
+            .collect();
+        assert_eq!(refused, ["signature", "signature"]);
     }
 
     #[test]
-    fn other_pipelines_and_deleted_chunks_do_not_count() {
-        let mut topic = Topic::new();
-        let v1 = topic.publish(b"version one");
-        let q = Key::Manifest { pipeline: "q".into() };
-        assert!(!topic.write("p", q, Some(&v1.to_json())));
+    fn withdrawn_manifests_are_gone_and_other_scopes_do_not_count() {
+        let mut topic = Topic::new(TrustedKeys::default());
+        let v1 = topic.publish(1, b"version one", None);
+        let staging = Manifest { environment: "staging".into(), ..v1.clone() };
+        assert_eq!(topic.write(staging.key(), Some(&staging.to_json())), Added::Other);
+        let other = Manifest { pipeline: "q".into(), ..v1.clone() };
+        assert_eq!(topic.write(other.key(), Some(&other.to_json())), Added::Other);
         assert_eq!(topic.digests_to_try().len(), 1);
-        topic.write("p", Key::Chunk { pipeline: "p".into(), digest: v1.digest.clone(), index: 2 }, None);
+        assert!(matches!(topic.write(v1.key(), None), Added::Withdrawn(_)));
+        assert!(topic.digests_to_try().is_empty());
+        topic.write(Key::Chunk { scope: scope(), digest: v1.digest.clone(), index: 2 }, None);
         assert_eq!(topic.catalog.locate(&v1), Err(Refusal::MissingChunk { index: 2, chunks: v1.chunks }));
         assert_eq!(topic.catalog.chunks_of(&v1.digest).len(), v1.chunks as usize - 1);
     }
 
     #[test]
     fn member_reports_follow_their_tombstones() {
-        let mut topic = Topic::new();
-        let report =
-            MemberReport { digest: "d".into(), deployed: "d".into(), host: "h".into(), pid: 1, since_unix_ms: 2 };
-        let key = Key::Member { pipeline: "p".into(), client_id: "c/1".into() };
-        topic.write("p", key.clone(), Some(&report.to_json()));
+        let mut topic = Topic::new(TrustedKeys::default());
+        let report = MemberReport {
+            digest: "d".into(),
+            deployed: "d".into(),
+            host: "h".into(),
+            pid: 1,
+            since_unix_ms: 2,
+            previous: String::new(),
+            behind: None,
+        };
+        let key = Key::Member { scope: scope(), client_id: "c/1".into() };
+        topic.write(key.clone(), Some(&report.to_json()));
         assert_eq!(topic.catalog.members().get("c/1"), Some(&report));
-        topic.write("p", key, None);
+        topic.write(key, None);
         assert!(topic.catalog.members().is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! `ferry versions --group`: every live member of a pipeline's consumer group and
-//! the version it runs.
+//! `ferry versions --group`: every live member of a pipeline's consumer group, the
+//! version it runs, and how long it has lagged behind the topic's version (and why,
+//! as it reports).
 //!
 //! The group coordinator lists the live members with their `client.id`s; each
 //! ferry member writes a report keyed by its consumer's `client.id` when its
@@ -19,8 +20,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::catalog::Judge;
 use super::publish::catalog;
-use super::record::MemberReport;
+use super::record::{Manifest, MemberReport, now_unix_ms};
 use super::topic::TopicAccess;
 
 /// One row of the listing.
@@ -39,8 +41,8 @@ pub struct Row {
 /// What `ferry versions --group` found.
 #[derive(Debug, Clone)]
 pub struct Listing {
-    /// The digest the topic's newest manifest names.
-    pub published: Option<String>,
+    /// The topic's newest acceptable manifest.
+    pub published: Option<Manifest>,
     /// One row per member process.
     pub rows: Vec<Row>,
     /// False when the brokers could not list the group's members: rows are then the
@@ -63,10 +65,10 @@ pub fn join(members: &[(String, String)], reports: &BTreeMap<String, MemberRepor
     rows.into_values().collect()
 }
 
-/// Lists `group`'s members running `pipeline`, with their versions.
-pub fn list(access: &TopicAccess, group: &str, pipeline: &str) -> anyhow::Result<Listing> {
-    let catalog = catalog(access, pipeline)?;
-    let published = catalog.newest().and_then(|e| e.manifest.as_ref().ok()).map(|m| m.digest.clone());
+/// Lists `group`'s members running the pipeline of `judge`'s scope, with their versions.
+pub fn list(access: &TopicAccess, judge: Judge, group: &str) -> anyhow::Result<Listing> {
+    let catalog = catalog(access, judge, false)?;
+    let published = catalog.newest().cloned();
     let mut config = ClientConfig::new();
     for (key, value) in &access.kafka {
         config.set(key, value);
@@ -104,8 +106,17 @@ pub fn list(access: &TopicAccess, group: &str, pipeline: &str) -> anyhow::Result
 
 /// The listing as a table.
 pub fn table(pipeline: &str, group: &str, listing: &Listing) -> String {
-    let published = listing.published.as_deref().unwrap_or("none (members run their config's component)");
-    let mut out = format!("pipeline {pipeline}, group {group}: the components topic names {published}\n");
+    table_at(pipeline, group, listing, now_unix_ms())
+}
+
+/// [`table`] as seen at `now_ms`.
+fn table_at(pipeline: &str, group: &str, listing: &Listing, now_ms: u64) -> String {
+    let published = listing.published.as_ref();
+    let named = published.map_or_else(
+        || "none (members run their config's component)".to_owned(),
+        |m| format!("{} (sequence {}, published {} ago)", m.digest, m.sequence, ago(now_ms, m.published_at_unix_ms)),
+    );
+    let mut out = format!("pipeline {pipeline}, group {group}: the components topic names {named}\n");
     if !listing.live {
         out.push_str(
             "note: the brokers did not describe the group's members (DescribeGroups); these are the members' \
@@ -113,15 +124,29 @@ pub fn table(pipeline: &str, group: &str, listing: &Listing) -> String {
         );
     }
     out.push_str(&format!("{:<56} {:<24} {:>8} {:<16} {}\n", "member (client.id)", "host", "pid", "running", "state"));
+    let mut behind = 0;
     for row in &listing.rows {
         let (host, pid, running, state) = match &row.report {
             Some(r) => {
-                let state = if r.deployed != r.digest && !r.deployed.is_empty() {
-                    format!("switching to {}", short(&r.deployed))
-                } else if listing.published.as_deref().is_some_and(|p| p != r.digest) {
-                    "differs from the topic (refused? see its /metrics)".to_owned()
-                } else {
-                    "ok".to_owned()
+                let state = match published.filter(|p| p.digest != r.digest) {
+                    Some(p) => {
+                        behind += 1;
+                        let why = r.behind.as_deref().map_or_else(
+                            || {
+                                if r.deployed != r.digest {
+                                    format!("switching to {}", short(&r.deployed))
+                                } else {
+                                    "no reason reported".to_owned()
+                                }
+                            },
+                            str::to_owned,
+                        );
+                        format!("BEHIND for {}: {why}", ago(now_ms, p.published_at_unix_ms))
+                    }
+                    None if r.deployed != r.digest && !r.deployed.is_empty() => {
+                        format!("switching to {}", short(&r.deployed))
+                    }
+                    None => "ok".to_owned(),
                 };
                 (r.host.clone(), r.pid.to_string(), short(&r.digest).to_owned(), state)
             }
@@ -134,7 +159,20 @@ pub fn table(pipeline: &str, group: &str, listing: &Listing) -> String {
     if listing.rows.is_empty() {
         out.push_str("(no members)\n");
     }
+    if behind > 0 {
+        out.push_str(&format!("{behind} member(s) behind the topic's version\n"));
+    }
     out
+}
+
+/// `then` as a duration before `now`, for people: `42 s`, `3 min 20 s`, `2 h 5 min`.
+fn ago(now_ms: u64, then_ms: u64) -> String {
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
 }
 
 fn short(digest: &str) -> &str {
@@ -147,8 +185,15 @@ mod tests {
 
     #[test]
     fn only_live_members_are_listed_and_workers_of_a_process_share_a_row() {
-        let report =
-            |d: &str| MemberReport { digest: d.into(), deployed: d.into(), host: "h".into(), pid: 1, since_unix_ms: 0 };
+        let report = |d: &str| MemberReport {
+            digest: d.into(),
+            deployed: d.into(),
+            host: "h".into(),
+            pid: 1,
+            since_unix_ms: 0,
+            previous: String::new(),
+            behind: None,
+        };
         let reports = BTreeMap::from([("a".to_owned(), report("v1")), ("dead".to_owned(), report("v0"))]);
         let members = [("a", "/1"), ("a", "/1"), ("b", "/2")].map(|(c, h)| (c.to_owned(), h.to_owned()));
         let rows = join(&members, &reports);
@@ -158,8 +203,44 @@ mod tests {
             ("a", 2, Some(report("v1")))
         );
         assert_eq!((rows[1].client_id.as_str(), rows[1].report.clone()), ("b", None));
-        let listing = Listing { published: Some("v2".into()), rows, live: true };
-        let text = table("p", "g", &listing);
-        assert!(text.contains("differs from the topic") && text.contains("no report"), "{text}");
+    }
+
+    #[test]
+    fn members_behind_the_topic_show_for_how_long_and_why() {
+        use crate::deploy::group::record::Scope;
+        let published = Manifest::describe(&Scope::new("e", "p"), 3, b"v2", 1024, "me", "deploy");
+        let now = published.published_at_unix_ms + 200_000;
+        let report = |d: &str, behind: Option<&str>| MemberReport {
+            digest: d.into(),
+            deployed: d.into(),
+            host: "h".into(),
+            pid: 1,
+            since_unix_ms: 0,
+            previous: String::new(),
+            behind: behind.map(str::to_owned),
+        };
+        let rows = vec![
+            Row {
+                client_id: "a".into(),
+                client_host: "/1".into(),
+                consumers: 1,
+                report: Some(report(&published.digest, None)),
+            },
+            Row {
+                client_id: "b".into(),
+                client_host: "/2".into(),
+                consumers: 1,
+                report: Some(report("0123456789abcdef0123", Some("retrying (attempt 3): the instance pool is full"))),
+            },
+            Row { client_id: "c".into(), client_host: "/3".into(), consumers: 1, report: None },
+        ];
+        let listing = Listing { published: Some(published.clone()), rows, live: true };
+        let text = table_at("p", "g", &listing, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("sequence 3, published 3 min 20 s ago"), "{text}");
+        assert!(lines.iter().any(|l| l.starts_with("a ") && l.ends_with(" ok")), "{text}");
+        let b = lines.iter().find(|l| l.starts_with("b ")).unwrap();
+        assert!(b.contains("BEHIND for 3 min 20 s: retrying (attempt 3): the instance pool is full"), "{text}");
+        assert!(text.contains("no report") && text.contains("1 member(s) behind"), "{text}");
     }
 }

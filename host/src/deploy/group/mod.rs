@@ -1,30 +1,40 @@
 //! Group-wide deploys through Kafka itself: component versions kept in a compacted
 //! topic (`[fleet] components_topic`, default [`DEFAULT_TOPIC`]), which every host of
-//! a `group_deploy = true` pipeline follows.
+//! a `group_deploy = true` pipeline follows for its environment (`[fleet]
+//! environment`), taking only versions signed by a key it trusts (`[fleet]
+//! trusted_keys`).
 //!
 //! | module | concern |
 //! |---|---|
 //! | [`record`] | keys, manifests, member reports; chunking and reassembly with every check (pure) |
-//! | [`catalog`] | what the topic holds for one pipeline, and the versions to try at startup (pure) |
+//! | [`signing`] | publisher keys, their files, signing and verifying manifests |
+//! | [`catalog`] | what the topic holds for one pipeline of one environment, manifests judged (pure) |
 //! | [`topic`] | reading the topic (no group, no commits), fetching a version's chunks |
-//! | [`writer`] | writing it: one partition per pipeline, acks=all |
+//! | [`writer`] | writing it: one partition per pipeline and environment, acks=all |
 //! | [`publish`] | `ferry deploy --group`: publish a version, or roll back to an earlier one |
+//! | [`prune`] | `ferry versions --group --prune`: tombstones for versions no longer needed |
 //! | [`startup`] | which version a host starts on, and why |
-//! | [`watch`] | a host following the topic: verify, compile, self-test, switch; member reports |
-//! | [`command`] | the command line: `ferry deploy --group`, `ferry versions --group` |
-//! | [`members`] | `ferry versions --group`: live members of the group and the versions they run |
+//! | [`watch`] | a host following the topic: judge, verify, compile, self-test, switch, retry; member reports |
+//! | [`command`] | the command line: `ferry deploy --group`, `ferry versions --group`, `ferry keys` |
+//! | [`members`] | `ferry versions --group`: live members of the group, their versions, who lags |
 //!
 //! A version is written chunk by chunk, then its manifest once every chunk is
-//! acknowledged; a host checks chunk count, sizes and the sha256 over the whole
-//! before it compiles anything, then deploys exactly as the admin API does
-//! ([`super::deploy`]: self-test with this host's limits, probation, switch at a
-//! batch boundary). Access control is Kafka's: who may write the topic may deploy.
+//! acknowledged. The manifest carries a sequence number and is signed (Ed25519)
+//! over every field; a host takes it only if it is signed by a trusted key, for
+//! its environment and pipeline, and outranks every manifest it took before. It
+//! then checks chunk count, sizes and the sha256 over the whole before it compiles
+//! anything, and deploys exactly as the admin API does ([`super::deploy`]:
+//! self-test with this host's limits, probation, switch at a batch boundary). Who
+//! may write the topic can disturb deploys (delete records, refuse service), but
+//! without a trusted key cannot get a version running.
 
 pub mod catalog;
 pub mod command;
 pub mod members;
+pub mod prune;
 pub mod publish;
 pub mod record;
+pub mod signing;
 pub(crate) mod startup;
 pub mod topic;
 pub(crate) mod watch;

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::catalog::Catalog;
-use super::record::{DEFAULT_CHUNK_BYTES, Key, Manifest, split};
-use super::topic::{FetchError, TopicAccess};
+use super::catalog::{Catalog, Judge};
+use super::record::{DEFAULT_CHUNK_BYTES, Key, Manifest, Scope, split};
+use super::signing::{SecretKey, TrustedKeys};
+use super::topic::{FetchError, Reader, TopicAccess, Writer};
+use super::writer::INDEX_PARTITION;
 use crate::deploy::MAX_COMPONENT_BYTES;
 use crate::sandbox::{Sandbox, SandboxSettings, digest_of, inspect};
 
@@ -43,35 +45,146 @@ fn check_loadable(bytes: &[u8]) -> anyhow::Result<Sandbox> {
     Ok(sandbox)
 }
 
-/// Publishes `bytes` as `pipeline`'s version: every chunk, and once all are
-/// acknowledged, the manifest. Returns the manifest written.
-pub fn publish(access: &TopicAccess, pipeline: &str, bytes: &[u8], chunk_bytes: usize) -> anyhow::Result<Manifest> {
+/// Who publishes, and how they sign.
+pub struct Publisher<'a> {
+    /// The topic.
+    pub access: &'a TopicAccess,
+    /// The pipeline and environment.
+    pub scope: Scope,
+    /// The key to sign with; `None` publishes unsigned.
+    pub key: Option<&'a SecretKey>,
+    /// The keys whose manifests count when picking the next sequence number (the
+    /// config's `[fleet] trusted_keys`); the signing key counts too.
+    pub trusted: &'a TrustedKeys,
+}
+
+impl Publisher<'_> {
+    /// The judge of the topic's manifests: the trusted keys and the signing key;
+    /// with neither, every well-formed manifest counts.
+    fn judge(&self) -> Judge {
+        let mut trusted = self.trusted.clone();
+        if let Some(key) = self.key {
+            trusted.add(key.public().clone());
+        }
+        Judge { scope: self.scope.clone(), trusted, limit: MAX_COMPONENT_BYTES }
+    }
+
+    /// Reads what the topic holds for the scope (the index partition, or with
+    /// `all` every partition); returns the reader positioned at the end too.
+    fn read(&self, all: bool) -> anyhow::Result<(Catalog, Reader)> {
+        let reader = if all { self.access.reader_of_all()? } else { self.access.reader()? };
+        let mut catalog = Catalog::new(self.judge());
+        reader.read_to_end(|read| {
+            catalog.add(&read.key, read.value.as_deref(), read.at);
+        })?;
+        Ok((catalog, reader))
+    }
+
+    /// A manifest for `bytes`, whose chunks are at `offsets` of `partition`,
+    /// numbered after every manifest that counts, and signed.
+    fn manifest(
+        &self,
+        catalog: &Catalog,
+        bytes: &[u8],
+        chunk_bytes: usize,
+        action: &str,
+        partition: i32,
+        offsets: Vec<i64>,
+    ) -> anyhow::Result<Manifest> {
+        let sequence = match catalog.highest() {
+            None => 1,
+            Some(rank) => {
+                rank.sequence.checked_add(1).context("the topic's newest manifest has the largest sequence number")?
+            }
+        };
+        let mut manifest = Manifest::describe(&self.scope, sequence, bytes, chunk_bytes, &publisher(), action)
+            .located(partition, offsets);
+        if let Some(key) = self.key {
+            key.sign(&mut manifest);
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `manifest`, then reads on to tell whether another publisher's manifest
+    /// outranks it (two publishing at once): the error says so.
+    fn write_manifest(
+        &self,
+        writer: &Writer,
+        mut reader: Reader,
+        mut catalog: Catalog,
+        manifest: &Manifest,
+    ) -> anyhow::Result<()> {
+        write_manifest(writer, manifest)?;
+        reader.refresh()?;
+        reader.read_to_end(|read| {
+            catalog.add(&read.key, read.value.as_deref(), read.at);
+        })?;
+        match catalog.newest() {
+            Some(newest) if newest.rank() > manifest.rank() => bail!(
+                "another publisher wrote {} (digest {}) at the same time, and it outranks this one ({}): hosts run \
+                 that; publish again if this version should win",
+                newest.rank(),
+                newest.digest,
+                manifest.rank()
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes a version's chunks to the scope's chunk partition and waits for every
+/// acknowledgement. Returns the partition and each chunk's offset.
+pub fn write_chunks(
+    writer: &Writer,
+    scope: &Scope,
+    digest: &str,
+    bytes: &[u8],
+    chunk_bytes: usize,
+) -> anyhow::Result<(i32, Vec<i64>)> {
+    let partition = writer.chunk_partition(scope)?;
+    let keys: Vec<String> = split(bytes, chunk_bytes)
+        .map(|(index, _)| Key::Chunk { scope: scope.clone(), digest: digest.to_owned(), index }.render())
+        .collect();
+    let chunks: Vec<(String, Option<&[u8]>)> =
+        keys.into_iter().zip(split(bytes, chunk_bytes).map(|(_, c)| Some(c))).collect();
+    let offsets =
+        writer.write_all(partition, &chunks, ACK_WAIT).context("writing the chunks failed; no manifest was written")?;
+    Ok((partition, offsets))
+}
+
+/// Writes a manifest to the index partition and waits for the acknowledgement.
+pub fn write_manifest(writer: &Writer, manifest: &Manifest) -> anyhow::Result<()> {
+    let key = manifest.key().render();
+    writer
+        .write_all(INDEX_PARTITION, &[(key, Some(&manifest.to_json()))], ACK_WAIT)
+        .context("writing the manifest failed")?;
+    Ok(())
+}
+
+/// Publishes `bytes` as the scope's newest version: every chunk, and once all are
+/// acknowledged, the manifest (numbered after every manifest in the topic that
+/// counts, saying where the chunks are, and signed). Returns the manifest written.
+pub fn publish(publisher: &Publisher<'_>, bytes: &[u8], chunk_bytes: usize) -> anyhow::Result<Manifest> {
     if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&chunk_bytes) {
         bail!("--chunk-bytes must be between {MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES}, got {chunk_bytes}");
     }
     let sandbox = check_loadable(bytes)?;
-    access.ensure_topic(sandbox.runtime());
-    let writer = access.writer()?;
-    let partition = writer.partition_for(pipeline)?;
-    let manifest = Manifest::describe(pipeline, bytes, chunk_bytes, &publisher(), "deploy");
-    let keys: Vec<String> = split(bytes, chunk_bytes)
-        .map(|(index, _)| Key::Chunk { pipeline: pipeline.to_owned(), digest: manifest.digest.clone(), index }.render())
-        .collect();
-    let chunks: Vec<(String, Option<&[u8]>)> =
-        keys.into_iter().zip(split(bytes, chunk_bytes).map(|(_, c)| Some(c))).collect();
-    writer.write_all(partition, &chunks, ACK_WAIT).context("writing the chunks failed; no manifest was written")?;
-    let json = manifest.to_json();
-    let key = Key::Manifest { pipeline: pipeline.to_owned() }.render();
-    writer.write_all(partition, &[(key, Some(&json))], ACK_WAIT).context("writing the manifest failed")?;
+    publisher.access.ensure_topic(sandbox.runtime());
+    let (catalog, reader) = publisher.read(false)?;
+    let writer = publisher.access.writer()?;
+    let (partition, offsets) = write_chunks(&writer, &publisher.scope, &digest_of(bytes), bytes, chunk_bytes)?;
+    let manifest = publisher.manifest(&catalog, bytes, chunk_bytes, "deploy", partition, offsets)?;
+    publisher.write_manifest(&writer, reader, catalog, &manifest)?;
     Ok(manifest)
 }
 
-/// Everything the topic holds for `pipeline`.
-pub fn catalog(access: &TopicAccess, pipeline: &str) -> anyhow::Result<Catalog> {
-    let reader = access.reader()?;
-    let mut catalog = Catalog::default();
+/// Everything the topic holds for `judge`'s scope: the index partition's records,
+/// or with `all` every partition's (chunk keys included).
+pub fn catalog(access: &TopicAccess, judge: Judge, all: bool) -> anyhow::Result<Catalog> {
+    let reader = if all { access.reader_of_all()? } else { access.reader()? };
+    let mut catalog = Catalog::new(judge);
     reader.read_to_end(|read| {
-        catalog.add(pipeline, &read.key, read.value.as_deref(), read.at, MAX_COMPONENT_BYTES);
+        catalog.add(&read.key, read.value.as_deref(), read.at);
     })?;
     Ok(catalog)
 }
@@ -95,19 +208,21 @@ fn resolve(catalog: &Catalog, wanted: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Rolls `pipeline` back to the version `digest` (or a unique prefix of it): its
+/// Rolls the scope back to the version `digest` (or a unique prefix of it): its
 /// chunks, still in the topic, are read back and checked (count, sizes, digest,
-/// loadable) before its manifest is written again.
-pub fn rollback(access: &TopicAccess, pipeline: &str, digest: &str) -> anyhow::Result<Manifest> {
-    let catalog = catalog(access, pipeline)?;
+/// loadable) before a manifest naming it is written, numbered after every other
+/// (hosts take only a manifest newer than the one they run) and signed.
+pub fn rollback(publisher: &Publisher<'_>, digest: &str) -> anyhow::Result<Manifest> {
+    let (catalog, reader) = publisher.read(true)?;
     let digest = resolve(&catalog, digest)?;
     let locations = catalog.chunks_of(&digest);
     let count = locations.keys().max().map_or(0, |last| last + 1);
     if let Some(gap) = (0..count).find(|i| !locations.contains_key(i)) {
         bail!("chunk {gap} of version {digest} is missing from the topic: it cannot be rolled back to");
     }
-    let expected = |index| Key::Chunk { pipeline: pipeline.to_owned(), digest: digest.clone(), index };
-    let chunks = match access.fetch(&expected, &locations, count, &|| false) {
+    let scope = publisher.scope.clone();
+    let expected = |index| Key::Chunk { scope: scope.clone(), digest: digest.clone(), index };
+    let chunks = match publisher.access.fetch(&expected, &locations, count, &|| false) {
         Ok(chunks) => chunks,
         Err(FetchError::Refused(refusal)) => bail!("version {digest} cannot be rolled back to: {refusal}"),
         Err(FetchError::Kafka(error)) => return Err(error.context("failed to read the chunks back")),
@@ -120,29 +235,38 @@ pub fn rollback(access: &TopicAccess, pipeline: &str, digest: &str) -> anyhow::R
         );
     }
     let chunk_bytes = chunks.get(&0).map_or(0, Vec::len);
-    let manifest = Manifest::describe(pipeline, &bytes, chunk_bytes, &publisher(), "rollback");
+    let partition = locations.values().next().map_or(INDEX_PARTITION, |at| at.partition);
+    if locations.values().any(|at| at.partition != partition) {
+        bail!("the chunks of version {digest} are spread over partitions (the topic grew): publish it again instead");
+    }
+    let offsets = locations.values().map(|at| at.offset).collect();
+    let manifest = publisher.manifest(&catalog, &bytes, chunk_bytes, "rollback", partition, offsets)?;
     // The same chunks must be what this manifest describes (sizes included).
     manifest.assemble(&chunks).with_context(|| format!("version {digest} is not intact in the topic"))?;
     check_loadable(&bytes)?;
-    let writer = access.writer()?;
-    let partition = writer.partition_for(pipeline)?;
-    let key = Key::Manifest { pipeline: pipeline.to_owned() }.render();
-    writer
-        .write_all(partition, &[(key, Some(&manifest.to_json()))], ACK_WAIT)
-        .context("writing the manifest failed")?;
+    let writer = publisher.access.writer()?;
+    publisher.write_manifest(&writer, reader, catalog, &manifest)?;
     Ok(manifest)
 }
 
-/// The versions the topic holds for `pipeline`, for people: the current manifest,
-/// then every digest with chunks (size and chunk count).
+/// The versions the topic holds for a scope, for people: the current manifest,
+/// the manifests refused (and why), then every digest with chunks.
 pub fn listing(catalog: &Catalog) -> String {
     let mut out = String::new();
     match catalog.newest() {
-        Some(entry) => match &entry.manifest {
-            Ok(m) => out.push_str(&format!("current: {}\n", m.summary())),
-            Err(refusal) => out.push_str(&format!("current: an unusable manifest ({refusal})\n")),
-        },
+        Some(m) => out.push_str(&format!("current: {}\n", m.summary())),
         None => out.push_str("current: none (hosts run their config's component)\n"),
+    }
+    if catalog.judge().trusted.is_empty() {
+        out.push_str("note: no trusted keys given (--config with [fleet] trusted_keys): signatures were not checked\n");
+    }
+    let refused: Vec<_> =
+        catalog.entries().into_iter().filter_map(|e| e.manifest.as_ref().err().map(|r| (e.at, r))).collect();
+    if !refused.is_empty() {
+        out.push_str("manifests hosts refuse:\n");
+        for (at, refusal) in refused {
+            out.push_str(&format!("  at {}:{}: {refusal}\n", at.partition, at.offset));
+        }
     }
     out.push_str("versions with chunks in the topic:\n");
     for digest in catalog.digests() {

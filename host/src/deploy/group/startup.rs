@@ -1,8 +1,14 @@
-//! Which version a `group_deploy` pipeline starts on: the topic is read to its
-//! end, and the newest manifest whose chunks are intact and whose component loads
-//! and passes its self-test under this host's grants and limits wins; older
-//! manifests still in the topic are tried next; the config's `component` runs only
-//! when the topic has no usable version. The log says which, and why.
+//! Which version a `group_deploy` pipeline starts on. The topic is read to its end
+//! once, keeping the manifests (judged: shape, scope, signature) and where each
+//! chunk is, never the chunks' bytes; then only the chunks of the version to try
+//! are fetched. The acceptable manifest of highest rank whose component passes its
+//! checks and self-test under this host's grants and limits wins; lower-ranked ones
+//! are tried next; the config's `component` runs only when the topic has no usable
+//! version. The log says which, and why.
+//!
+//! A version refused for a cause that may pass (its self-test ran out of time on a
+//! loaded host, the instance pool was full) does not stop the start: the host starts
+//! on the next one, and its follower ([`super::watch`]) tries the refused one again.
 //!
 //! A topic that cannot be read fails the start: running the config's component
 //! while the group runs something newer would be a silent split.
@@ -12,14 +18,23 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::catalog::{Catalog, Location, ManifestEntry};
-use super::record::Key;
+use super::catalog::{Catalog, Judge};
+use super::record::{Key, Manifest, Rank};
 use super::topic::{FetchError, Reader, TopicAccess};
 use crate::config::PipelineConfig;
-use crate::deploy::MAX_COMPONENT_BYTES;
-use crate::sandbox::{ProcessorComponent, Sandbox};
+use crate::sandbox::{GuestFault, ProcessorComponent, Sandbox};
 
-/// What a pipeline starts on, and what its watcher carries on from.
+/// A version refused at startup.
+pub(crate) struct Refused {
+    /// Its digest (as the manifest's key names it).
+    pub(crate) digest: String,
+    /// Why.
+    pub(crate) why: String,
+    /// The kind, for metrics.
+    pub(crate) label: &'static str,
+}
+
+/// What a pipeline starts on, and what its follower carries on from.
 pub(crate) struct Start {
     /// The component to run.
     pub(crate) component: Arc<ProcessorComponent>,
@@ -29,21 +44,27 @@ pub(crate) struct Start {
     pub(crate) reader: Reader,
     /// What it read.
     pub(crate) catalog: Catalog,
-    /// The newest manifest record read: already decided on.
-    pub(crate) handled: Option<Location>,
-    /// Versions of the topic refused on the way: digest (or `?`) and why.
-    pub(crate) refusals: Vec<(String, String)>,
+    /// The highest rank of an acceptable manifest read: nothing at or below it is
+    /// taken from now on (a replay).
+    pub(crate) floor: Option<Rank>,
+    /// A version that outranks the one started on and was refused for a cause that
+    /// may pass, with the reason: the follower tries it again.
+    pub(crate) pending: Option<(Manifest, String)>,
+    /// Versions of the topic refused for good.
+    pub(crate) refusals: Vec<Refused>,
 }
 
 /// Reads the topic and picks the version `pipeline` starts on; falls back to
 /// `load_config` (the config's component).
 pub(crate) fn choose(
     access: &TopicAccess,
+    judge: Judge,
     sandbox: &Sandbox,
     pipeline: &PipelineConfig,
     loaded: &mut HashMap<String, Arc<ProcessorComponent>>,
     load_config: impl FnOnce(&mut HashMap<String, Arc<ProcessorComponent>>) -> anyhow::Result<Arc<ProcessorComponent>>,
 ) -> anyhow::Result<Start> {
+    let scope = judge.scope.clone();
     let unreadable = || {
         format!(
             "pipeline {} has group_deploy = true, and the components topic {} could not be read; \
@@ -52,79 +73,105 @@ pub(crate) fn choose(
         )
     };
     let reader = access.reader().with_context(unreadable)?;
-    let mut catalog = Catalog::default();
+    let mut catalog = Catalog::new(judge);
     reader
         .read_to_end(|read| {
-            catalog.add(&pipeline.name, &read.key, read.value.as_deref(), read.at, MAX_COMPONENT_BYTES);
+            catalog.add(&read.key, read.value.as_deref(), read.at);
         })
         .with_context(unreadable)?;
-    let handled = catalog.newest().map(|entry| entry.at);
+    let floor = catalog.highest();
     let mut refusals = Vec::new();
+    let mut pending = None;
     let mut chosen = None;
-    for entry in catalog.candidates() {
-        match try_entry(access, sandbox, pipeline, &catalog, entry, loaded) {
-            Ok((component, summary)) => {
-                chosen = Some((component, summary));
+    for manifest in catalog.candidates() {
+        match try_version(access, sandbox, pipeline, &catalog, manifest, loaded) {
+            Ok(component) => {
+                chosen = Some((component, manifest.clone()));
                 break;
             }
-            Err(Attempt::Refused(digest, why)) => refusals.push((digest, why)),
+            Err(Attempt::Final(why, label)) => refusals.push(Refused { digest: manifest.digest.clone(), why, label }),
+            Err(Attempt::Transient(why)) => {
+                tracing::warn!(pipeline = %pipeline.name, digest = %manifest.digest, reason = %why,
+                    "a version from the components topic could not be checked now; starting on an older one, and trying it again");
+                pending.get_or_insert((manifest.clone(), why));
+            }
             Err(Attempt::Kafka(error)) => return Err(error.context(unreadable())),
         }
     }
+    // Manifests refused on their own (unreadable, unsigned, another scope's) written
+    // after the version chosen: what an operator would have expected to run.
+    let chosen_at = chosen.as_ref().and_then(|(_, m)| {
+        catalog.entries().into_iter().find(|e| e.manifest.as_ref().is_ok_and(|c| c == m)).map(|e| e.at)
+    });
+    for entry in catalog.entries() {
+        if let Err(refusal) = &entry.manifest
+            && chosen_at.is_none_or(|at| entry.at > at)
+        {
+            let why = format!("manifest at {}:{}: {refusal}", entry.at.partition, entry.at.offset);
+            refusals.push(Refused { digest: entry.digest.clone(), why, label: refusal.label() });
+        }
+    }
     let name = &pipeline.name;
-    let refused: Vec<String> = refusals.iter().map(|(digest, why)| format!("{digest}: {why}")).collect();
-    let manifest = chosen.as_ref().map(|(_, summary)| summary.clone());
+    let refused: Vec<String> = refusals.iter().map(|r| format!("{}: {}", r.digest, r.why)).collect();
+    let manifest = chosen.as_ref().map(|(_, m)| m.summary());
     let component = match chosen {
-        Some((component, summary)) => {
-            if refused.is_empty() {
-                tracing::info!(pipeline = %name, digest = %component.digest(), manifest = %summary, topic = %access.topic,
+        Some((component, m)) => {
+            if refused.is_empty() && pending.is_none() {
+                tracing::info!(pipeline = %name, %scope, digest = %component.digest(), manifest = %m.summary(), topic = %access.topic,
                     "starting on the newest version published in the components topic");
             } else {
-                tracing::warn!(pipeline = %name, digest = %component.digest(), manifest = %summary, topic = %access.topic,
+                tracing::warn!(pipeline = %name, %scope, digest = %component.digest(), manifest = %m.summary(), topic = %access.topic,
                     refused = ?refused, "starting on an older version from the components topic: the newer ones were refused");
             }
             component
         }
         None => {
             let component = load_config(loaded)?;
-            if refused.is_empty() {
-                tracing::info!(pipeline = %name, digest = %component.digest(), topic = %access.topic,
+            if refused.is_empty() && pending.is_none() {
+                tracing::info!(pipeline = %name, %scope, digest = %component.digest(), topic = %access.topic,
                     "starting on the config's component: the components topic has no version of this pipeline");
             } else {
-                tracing::warn!(pipeline = %name, digest = %component.digest(), topic = %access.topic, refused = ?refused,
+                tracing::warn!(pipeline = %name, %scope, digest = %component.digest(), topic = %access.topic, refused = ?refused,
                     "starting on the config's component: every version in the components topic was refused");
             }
             component
         }
     };
-    Ok(Start { component, manifest, reader, catalog, handled, refusals })
+    Ok(Start { component, manifest, reader, catalog, floor, pending, refusals })
 }
 
 enum Attempt {
-    Refused(String, String),
+    Final(String, &'static str),
+    Transient(String),
     Kafka(anyhow::Error),
 }
 
 /// Fetches, verifies, loads and self-tests one manifest's version.
-fn try_entry(
+fn try_version(
     access: &TopicAccess,
     sandbox: &Sandbox,
     pipeline: &PipelineConfig,
     catalog: &Catalog,
-    entry: &ManifestEntry,
+    manifest: &Manifest,
     loaded: &mut HashMap<String, Arc<ProcessorComponent>>,
-) -> Result<(Arc<ProcessorComponent>, String), Attempt> {
-    let manifest = entry.manifest.as_ref().map_err(|r| Attempt::Refused("?".into(), r.to_string()))?;
-    let refused = |why: String| Attempt::Refused(manifest.digest.clone(), why);
-    let locations = catalog.locate(manifest).map_err(|r| refused(r.to_string()))?;
-    let expected = |index| Key::Chunk { pipeline: pipeline.name.clone(), digest: manifest.digest.clone(), index };
+) -> Result<Arc<ProcessorComponent>, Attempt> {
+    let refused = |r: super::record::Refusal| Attempt::Final(r.to_string(), r.label());
+    let locations = catalog.locate(manifest).map_err(refused)?;
+    let scope = catalog.scope().clone();
+    let expected = |index| Key::Chunk { scope: scope.clone(), digest: manifest.digest.clone(), index };
     let chunks = access.fetch(&expected, &locations, manifest.chunks, &|| false).map_err(|e| match e {
-        FetchError::Refused(r) => refused(r.to_string()),
+        FetchError::Refused(r) => refused(r),
         FetchError::Kafka(error) => Attempt::Kafka(error),
     })?;
-    let bytes = manifest.assemble(&chunks).map_err(|r| refused(r.to_string()))?;
+    let bytes = manifest.assemble(&chunks).map_err(refused)?;
+    drop(chunks);
     let what = format!("version {} from topic {}", manifest.digest, access.topic);
-    let component =
-        crate::host::load_checked(sandbox, pipeline, &bytes, &what, loaded).map_err(|e| refused(format!("{e:#}")))?;
-    Ok((component, manifest.summary()))
+    crate::host::load_checked(sandbox, pipeline, &bytes, &what, loaded).map_err(|error| {
+        let transient = error.chain().any(|e| e.downcast_ref::<GuestFault>().is_some_and(GuestFault::is_transient));
+        if transient {
+            Attempt::Transient(format!("{error:#}"))
+        } else {
+            Attempt::Final(format!("{error:#}"), "component")
+        }
+    })
 }

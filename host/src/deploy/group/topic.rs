@@ -1,6 +1,7 @@
-//! Reaching the components topic: a reader that follows every partition from the
-//! beginning without joining any group (it never commits), a fetch of one
-//! version's chunks by their locations, and a [`Writer`] ([`super::writer`]).
+//! Reaching the components topic: a reader that follows the index partition (or
+//! every partition) from the beginning without joining any group (it never
+//! commits), a fetch of one version's chunks by their locations, and a [`Writer`]
+//! ([`super::writer`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -13,13 +14,19 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::catalog::Location;
 use super::record::{Key, Refusal};
-use super::writer::Acks;
 pub use super::writer::Writer;
+use super::writer::{Acks, INDEX_PARTITION};
 
 /// How long a metadata, watermark or fetch request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// How long reading one version's chunks may take in all.
+/// How long a read may go without any record arriving before it gives up (a
+/// broker that answers but sends nothing). Reading a large topic takes as long as
+/// it takes, as long as records keep coming.
 const FETCH_PATIENCE: Duration = Duration::from_secs(60);
+/// What librdkafka may hold prefetched for a reader, in KiB: a reader's memory stays
+/// near this however large the topic is (its default, 64 MiB per partition, would
+/// count against a host for no gain: chunks are read once, in order).
+const QUEUED_KIB: &str = "8192";
 
 /// Where the components topic is and how to reach it.
 #[derive(Debug, Clone)]
@@ -33,7 +40,8 @@ pub struct TopicAccess {
 }
 
 /// One record read from the topic: its parsed key (unknown keys are skipped), its
-/// value (`None` for a tombstone) and where it is.
+/// value (`None` for a tombstone; empty for a chunk, whose bytes are not copied
+/// when the topic is read through) and where it is.
 #[derive(Debug)]
 pub struct Read {
     /// The key.
@@ -65,14 +73,27 @@ impl TopicAccess {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.max.messages.kbytes", QUEUED_KIB)
+            .set("fetch.max.bytes", "4194304");
         config.create().context("failed to create a reader of the components topic")
     }
 
-    /// A reader assigned to every partition of the topic from the beginning, or to
-    /// none yet when the topic does not exist (see [`Reader::refresh`]).
+    /// A reader of the index partition (manifests and member reports, see
+    /// [`super::writer`]) from the beginning, not yet assigned when the topic does
+    /// not exist (see [`Reader::refresh`]): what a host reads.
     pub fn reader(&self) -> anyhow::Result<Reader> {
-        let mut reader = Reader { consumer: self.consumer()?, topic: self.topic.clone(), partitions: Vec::new() };
+        self.reader_of(false)
+    }
+
+    /// A reader of every partition from the beginning: the index and every
+    /// version's chunks (their keys: what rollbacks and pruning need).
+    pub fn reader_of_all(&self) -> anyhow::Result<Reader> {
+        self.reader_of(true)
+    }
+
+    fn reader_of(&self, all: bool) -> anyhow::Result<Reader> {
+        let mut reader = Reader { consumer: self.consumer()?, topic: self.topic.clone(), partitions: Vec::new(), all };
         reader.refresh()?;
         Ok(reader)
     }
@@ -104,14 +125,14 @@ impl TopicAccess {
         }
         consumer.assign(&list).map_err(|e| FetchError::Kafka(e.into()))?;
         let mut out = BTreeMap::new();
-        let started = Instant::now();
+        let mut progress = Instant::now();
         while !last.is_empty() {
             if stopping() {
                 return Err(FetchError::Kafka(anyhow::anyhow!("stopped while reading chunks")));
             }
-            if started.elapsed() > FETCH_PATIENCE {
+            if progress.elapsed() > FETCH_PATIENCE {
                 return Err(FetchError::Kafka(anyhow::anyhow!(
-                    "reading {} chunks of topic {} took more than {} s",
+                    "reading {} chunks of topic {}: nothing came for {} s",
                     locations.len(),
                     self.topic,
                     FETCH_PATIENCE.as_secs()
@@ -119,6 +140,7 @@ impl TopicAccess {
             }
             let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
             let message = message.map_err(|e| FetchError::Kafka(e.into()))?;
+            progress = Instant::now();
             let at = Location { partition: message.partition(), offset: message.offset() };
             if let Some(index) = wanted.remove(&at) {
                 let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(Key::parse);
@@ -153,8 +175,8 @@ impl TopicAccess {
         Ok(Writer { producer, topic: self.topic.clone() })
     }
 
-    /// Creates the topic compacted, one partition (versions are few and small
-    /// next to the data), unless it exists. Existence is asked by a consumer, which
+    /// Creates the topic compacted, with two partitions (the index, and one for
+    /// chunks), unless it exists. Existence is asked by a consumer, which
     /// never makes a broker auto-create the topic (uncompacted). A broker that does
     /// not serve CreateTopics (librdkafka's mock, or a principal without Create) is
     /// not an error: the write that follows tells whether the topic is there.
@@ -174,9 +196,12 @@ impl TopicAccess {
                 return;
             }
         };
-        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1))
+        // Compaction only cleans closed segments: hourly segments let the chunks of
+        // pruned versions go within hours rather than the default week.
+        let topic = NewTopic::new(&self.topic, 2, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact")
-            .set("min.compaction.lag.ms", "0");
+            .set("min.compaction.lag.ms", "0")
+            .set("segment.ms", "3600000");
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
         match runtime.block_on(admin.create_topics([&topic], &options)) {
             Ok(results) => {
@@ -204,16 +229,17 @@ pub enum FetchError {
     Kafka(anyhow::Error),
 }
 
-/// A reader of the whole topic.
+/// A reader of the topic: of its index partition, or of every partition.
 pub struct Reader {
     consumer: BaseConsumer,
     topic: String,
     partitions: Vec<i32>,
+    all: bool,
 }
 
 impl Reader {
     /// Assigns partitions that appeared since the last look (the topic was created,
-    /// or grew), from the beginning.
+    /// or, for a reader of all, grew), from the beginning.
     pub fn refresh(&mut self) -> anyhow::Result<()> {
         let metadata = self
             .consumer
@@ -224,6 +250,7 @@ impl Reader {
             .iter()
             .filter(|t| t.name() == self.topic && t.error().is_none())
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .filter(|p| self.all || *p == INDEX_PARTITION)
             .collect();
         partitions.sort_unstable();
         if partitions.len() > self.partitions.len() {
@@ -265,13 +292,14 @@ impl Reader {
                 ends.insert(*partition, high);
             }
         }
-        let started = Instant::now();
+        let mut progress = Instant::now();
         while !ends.is_empty() {
-            if started.elapsed() > FETCH_PATIENCE {
-                bail!("reading topic {} to its end took more than {} s", self.topic, FETCH_PATIENCE.as_secs());
+            if progress.elapsed() > FETCH_PATIENCE {
+                bail!("reading topic {} to its end: nothing came for {} s", self.topic, FETCH_PATIENCE.as_secs());
             }
             if let Some(message) = self.consumer.poll(Duration::from_millis(100)) {
                 let message = message.with_context(|| format!("failed to read topic {}", self.topic))?;
+                progress = Instant::now();
                 let (partition, offset) = (message.partition(), message.offset());
                 if let Some(read) = read(&message) {
                     each(read);
@@ -294,9 +322,9 @@ impl Reader {
 
 fn read(message: &BorrowedMessage<'_>) -> Option<Read> {
     let key = Key::parse(std::str::from_utf8(message.key()?).ok()?)?;
-    Some(Read {
-        key,
-        value: message.payload().map(<[u8]>::to_vec),
-        at: Location { partition: message.partition(), offset: message.offset() },
-    })
+    let value = match key {
+        Key::Chunk { .. } => message.payload().map(|_| Vec::new()),
+        _ => message.payload().map(<[u8]>::to_vec),
+    };
+    Some(Read { key, value, at: Location { partition: message.partition(), offset: message.offset() } })
 }

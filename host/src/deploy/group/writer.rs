@@ -1,37 +1,62 @@
-//! Writing the components topic: every record of a pipeline to one partition, and
-//! a wait for the brokers' acknowledgement (`acks=all`) of each.
+//! Writing the components topic, and which partition each record goes to:
+//!
+//! - partition 0, the index, holds every manifest and member report (small, and the
+//!   only partition a host reads through);
+//! - chunks go to partition `1 + hash(scope) mod (n − 1)` of a topic with `n ≥ 2`
+//!   partitions (to partition 0 when it has one), and each manifest says where its
+//!   chunks are, so a host fetches exactly those records and never reads other
+//!   versions' bytes.
+//!
+//! Every write waits for the brokers' acknowledgement (`acks=all`) of each record,
+//! and returns where each record landed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use rdkafka::Message as _;
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
+use super::record::Scope;
 use crate::sync::lock;
 
 /// How long a metadata request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Counts acknowledgements and keeps the first failure.
+/// The partition of manifests and member reports.
+pub const INDEX_PARTITION: i32 = 0;
+
+/// Acknowledgements of the records of one write: the offset of each, and the first
+/// failure.
 #[derive(Default)]
 pub struct Acks {
-    state: std::sync::Mutex<(u64, Option<String>)>,
+    state: std::sync::Mutex<AckState>,
+}
+
+#[derive(Default)]
+struct AckState {
+    offsets: Vec<Option<i64>>,
+    failure: Option<String>,
 }
 
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<usize>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
         let mut state = lock(&self.state);
-        state.0 += 1;
-        if let Err((error, _)) = result
-            && state.1.is_none()
-        {
-            state.1 = Some(error.to_string());
+        match result {
+            Ok(message) => {
+                if let Some(slot) = state.offsets.get_mut(*index) {
+                    *slot = Some(message.offset());
+                }
+            }
+            Err((error, _)) => {
+                state.failure.get_or_insert_with(|| error.to_string());
+            }
         }
     }
 }
@@ -43,10 +68,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// The partition every record of `pipeline` goes to: the same for every
-    /// publisher and host (FNV-1a of the name), so a version's chunks precede its
-    /// manifest in one partition's order.
-    pub fn partition_for(&self, pipeline: &str) -> anyhow::Result<i32> {
+    /// How many partitions the topic has (waiting a while for a topic being created).
+    pub fn partitions(&self) -> anyhow::Result<usize> {
         let started = Instant::now();
         loop {
             let metadata = self
@@ -56,7 +79,7 @@ impl Writer {
                 .with_context(|| format!("failed to fetch the metadata of topic {}", self.topic))?;
             let count = metadata.topics().iter().find(|t| t.name() == self.topic).map_or(0, |t| t.partitions().len());
             if count > 0 {
-                return Ok(pick_partition(pipeline, count));
+                return Ok(count);
             }
             if started.elapsed() > TIMEOUT {
                 bail!(
@@ -68,16 +91,24 @@ impl Writer {
         }
     }
 
+    /// The partition the chunks of `scope` go to: the same for every publisher.
+    pub fn chunk_partition(&self, scope: &Scope) -> anyhow::Result<i32> {
+        Ok(chunk_partition(&scope.to_string(), self.partitions()?))
+    }
+
     /// Writes `records` (key, value or tombstone) to `partition` and waits until
-    /// every one is acknowledged; the first failure is the error.
-    pub fn write_all(&self, partition: i32, records: &[(String, Option<&[u8]>)], wait: Duration) -> anyhow::Result<()> {
-        let before = {
-            let mut state = lock(&self.producer.context().state);
-            state.1 = None;
-            state.0
-        };
-        for (key, value) in records {
-            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).partition(partition).key(key);
+    /// every one is acknowledged; the first failure is the error. Returns the offset
+    /// of each record, in order.
+    pub fn write_all(
+        &self,
+        partition: i32,
+        records: &[(String, Option<&[u8]>)],
+        wait: Duration,
+    ) -> anyhow::Result<Vec<i64>> {
+        *lock(&self.producer.context().state) = AckState { offsets: vec![None; records.len()], failure: None };
+        for (index, (key, value)) in records.iter().enumerate() {
+            let mut record: BaseRecord<'_, str, [u8], Box<usize>> =
+                BaseRecord::with_opaque_to(&self.topic, Box::new(index)).partition(partition).key(key);
             if let Some(value) = value {
                 record = record.payload(value);
             }
@@ -88,21 +119,27 @@ impl Writer {
         self.producer.flush(wait).map_err(|e: KafkaError| {
             anyhow::Error::new(e).context(format!("the brokers did not acknowledge the records within {wait:?}"))
         })?;
-        let state = lock(&self.producer.context().state);
-        if let Some(error) = &state.1 {
+        let state = std::mem::take(&mut *lock(&self.producer.context().state));
+        if let Some(error) = &state.failure {
             bail!("the brokers refused a record for topic {}: {error}", self.topic);
         }
-        if state.0 - before < records.len() as u64 {
-            bail!("not every record for topic {} was acknowledged", self.topic);
-        }
-        Ok(())
+        state
+            .offsets
+            .into_iter()
+            .collect::<Option<Vec<i64>>>()
+            .with_context(|| format!("not every record for topic {} was acknowledged", self.topic))
     }
 }
 
-/// FNV-1a of `pipeline`, modulo `partitions`.
-pub fn pick_partition(pipeline: &str, partitions: usize) -> i32 {
-    let hash = pipeline.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    (hash % partitions.max(1) as u32) as i32
+/// The chunk partition of `scope_name` in a topic of `partitions`: partition 0 is
+/// the index, so chunks go to one of the others (FNV-1a of the name), or to 0
+/// when there is no other.
+pub fn chunk_partition(scope_name: &str, partitions: usize) -> i32 {
+    if partitions <= 1 {
+        return INDEX_PARTITION;
+    }
+    let hash = scope_name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    1 + (hash % (partitions as u32 - 1)) as i32
 }
 
 #[cfg(test)]
@@ -110,10 +147,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pipeline_always_gets_the_same_partition() {
-        assert_eq!(pick_partition("orders", 1), 0);
-        assert_eq!(pick_partition("orders", 7), pick_partition("orders", 7));
-        let spread: std::collections::BTreeSet<i32> = (0..64).map(|i| pick_partition(&format!("p{i}"), 4)).collect();
-        assert_eq!(spread.len(), 4, "names spread over the partitions");
+    fn chunks_never_share_the_index_partition_unless_there_is_only_one() {
+        assert_eq!(chunk_partition("prod/orders", 1), 0);
+        assert_eq!(chunk_partition("prod/orders", 2), 1);
+        assert_eq!(chunk_partition("prod/orders", 7), chunk_partition("prod/orders", 7));
+        let spread: std::collections::BTreeSet<i32> = (0..64).map(|i| chunk_partition(&format!("e/p{i}"), 5)).collect();
+        assert_eq!(spread, [1, 2, 3, 4].into(), "names spread over the partitions but the index");
     }
 }

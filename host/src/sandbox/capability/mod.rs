@@ -160,7 +160,7 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> anyhow::Result<()> {
     use wasmtime::component::HasSelf;
     wit::types::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
     wit::log::add_to_linker::<GuestState, HasSelf<log::LogState>>(linker, |s| &mut s.log)?;
-    wit::output::add_to_linker::<GuestState, HasSelf<output::OutputState>>(linker, |s| &mut s.output)?;
+    output::link(linker)?;
     wit::settings::add_to_linker::<GuestState, HasSelf<settings::SettingsState>>(linker, |s| &mut s.settings)?;
     wit::headers::add_to_linker::<GuestState, HasSelf<headers::HeadersState>>(linker, |s| &mut s.headers)?;
     Ok(())

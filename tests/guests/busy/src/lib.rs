@@ -1,6 +1,6 @@
 //! Benchmark guest: a fixed amount of computation per record, so that the guest, not
 //! the boundary or librdkafka, is what a pipeline thread spends its time on (the
-//! `workers` section of the benchmark suite, issue 18).
+//! `workers` section of the benchmark suite).
 //!
 //! Each record costs `rounds` steps of a multiply-xorshift mix seeded by its value
 //! (setting `rounds`, default [`DEFAULT_ROUNDS`]: about 5 µs on the benchmark

@@ -12,6 +12,8 @@
 //! | `emit:<topic>` | emits the record's key and value to `<topic>`; `Retry` if refused |
 //! | `emit-then:<topic>:<retry\|reject\|panic>` | emits to `<topic>`, then ends that way |
 //! | `bomb:<topic>` | emits records of 900 KiB to `<topic>` until the host refuses one, then `Processed` |
+//! | `headerbomb:<topic>:<n>` | emits records (with the record's key) of `n` empty headers to `<topic>` until the host refuses one, then `Processed` |
+//! | `aliasbomb:<topic>:<n>` | emits one record of `n` headers all named by the same 900 KiB string (one copy in guest memory); `Processed` if the host refuses it, `Reject` if it takes it |
 //! | `log:<message>` | logs `<message>` at info level |
 //! | `logflood:<n>` | logs `n` lines |
 //! | `print:<n>` | prints `n` lines of 4 KiB to stdout |
@@ -19,17 +21,36 @@
 //! | `block:<ms>` | logs `blocking for <ms> ms`, `std::thread::sleep`s that long (a blocking WASI clock wait), then `Processed` |
 //! | `poll` | logs, then waits on a pollable that never fires (`wasi:io/poll`) |
 //! | anything else | `Processed` |
+//!
+//! With the setting `self_test_ms`, its self-test says `chaos self-test: busy for <ms> ms`
+//! on stderr and busy-waits that long.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ferry_sdk::{Context, Error, Output, Processor, Record};
+use ferry_sdk::{Context, Error, Output, Processor, Record, Settings};
 
 /// The chaos processor.
 #[derive(Debug, Default)]
-pub struct Chaos;
+pub struct Chaos {
+    /// How long its self-test takes.
+    self_test_ms: u64,
+}
 
 impl Processor for Chaos {
+    fn configure(&mut self, settings: &Settings) -> Result<(), String> {
+        self.self_test_ms = settings.get("self_test_ms").and_then(|ms| ms.parse().ok()).unwrap_or(0);
+        Ok(())
+    }
+
+    fn self_test(&mut self) -> Result<(), String> {
+        if self.self_test_ms > 0 {
+            eprintln!("chaos self-test: busy for {} ms", self.self_test_ms);
+            busy_wait(Duration::from_millis(self.self_test_ms));
+        }
+        Ok(())
+    }
+
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         let command = record.value().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
         if let Some(topic) = command.strip_prefix("emit:") {
@@ -48,6 +69,22 @@ impl Processor for Chaos {
             let chunk = vec![0x42u8; 900 << 10];
             while ctx.emit_value(topic, &chunk).is_ok() {}
             return Ok(());
+        }
+        if let Some(rest) = command.strip_prefix("headerbomb:") {
+            let (topic, n) = rest.rsplit_once(':').unwrap_or((rest, "400000"));
+            let headers: Vec<(&str, Option<&[u8]>)> = vec![("", None); number(n)? as usize];
+            let bomb = || Output::to(topic).optional_key(record.key()).headers(headers.iter().copied());
+            while ctx.emit(bomb()).is_ok() {}
+            return Ok(());
+        }
+        if let Some(rest) = command.strip_prefix("aliasbomb:") {
+            let (topic, n) = rest.rsplit_once(':').unwrap_or((rest, "1000"));
+            let name = "x".repeat(900 << 10);
+            let headers: Vec<(&str, Option<&[u8]>)> = vec![(name.as_str(), None); number(n)? as usize];
+            return match ctx.emit(Output::to(topic).optional_key(record.key()).headers(headers)) {
+                Err(_) => Ok(()),
+                Ok(()) => Err(Error::reject("the host took a record of aliased header names")),
+            };
         }
         if let Some(message) = command.strip_prefix("log:") {
             ctx.info(message);

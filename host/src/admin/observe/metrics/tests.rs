@@ -114,7 +114,9 @@ fn every_family_is_present_and_matches_the_stats() {
         topic: "_ferry.components".into(),
         published: Some("def456".into()),
         refused: 2,
-        last_refusal: None,
+        refused_by: [("signature", 1), ("stale", 1)].into(),
+        retries: 3,
+        ..Default::default()
     });
 
     let exposition = render(&[fig]);
@@ -129,6 +131,7 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_log_end_offset", "gauge"),
         ("ferry_lag_records", "gauge"),
         ("ferry_partition_halted", "gauge"),
+        ("ferry_partition_stalled", "gauge"),
         ("ferry_batch_duration_seconds", "histogram"),
         ("ferry_guest_faults_total", "counter"),
         ("ferry_instance_recycles_total", "counter"),
@@ -141,6 +144,9 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_component_info", "gauge"),
         ("ferry_group_version_info", "gauge"),
         ("ferry_group_versions_refused_total", "counter"),
+        ("ferry_group_version_retries_total", "counter"),
+        ("ferry_group_version_retrying", "gauge"),
+        ("ferry_group_unsigned_accepted", "gauge"),
         ("ferry_pipeline_up", "gauge"),
         ("ferry_poll_loop_age_seconds", "gauge"),
         ("ferry_log_end_age_seconds", "gauge"),
@@ -162,7 +168,11 @@ fn every_family_is_present_and_matches_the_stats() {
     let p1 = [("pipeline", "p-1"), ("topic", "orders"), ("partition", "1")];
     assert_eq!(get("ferry_records_processed_total", &p0), 7.0);
     assert_eq!(get("ferry_group_version_info", &[("pipeline", "p-1"), ("digest", "def456")]), 1.0);
-    assert_eq!(get("ferry_group_versions_refused_total", &[("pipeline", "p-1")]), 2.0);
+    let refused = |reason| get("ferry_group_versions_refused_total", &[("pipeline", "p-1"), ("reason", reason)]);
+    assert_eq!((refused("signature"), refused("stale"), refused("integrity")), (1.0, 1.0, 0.0));
+    assert_eq!(get("ferry_group_version_retries_total", &[("pipeline", "p-1")]), 3.0);
+    assert_eq!(get("ferry_group_version_retrying", &[("pipeline", "p-1")]), 0.0);
+    assert_eq!(get("ferry_group_unsigned_accepted", &[("pipeline", "p-1")]), 1.0);
     assert_eq!(get("ferry_records_processed_total", &p1), 4.0);
     assert_eq!(get("ferry_records_retried_total", &p0), 2.0);
     assert_eq!(get("ferry_records_failed_total", &p0), 1.0);
