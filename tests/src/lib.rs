@@ -307,6 +307,24 @@ impl Tansu {
     }
 }
 
+impl Tansu {
+    /// Freezes the broker (SIGSTOP): every connection stays open and nothing is
+    /// answered, as with a broker that hangs or a network that drops everything.
+    pub fn freeze(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a frozen broker go on (SIGCONT), with everything it held.
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill").args([which, &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
 impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -62,6 +62,20 @@ pub fn read_committed(brokers: &str, topic: &str) -> Vec<Read> {
 
 /// The visible records of one partition's log.
 pub fn committed(log: &Log) -> Vec<Read> {
+    let (mut visible, ended) = transactions(log);
+    for (marker, records) in ended {
+        if marker.commit {
+            visible.extend(records);
+        }
+    }
+    visible.sort_by_key(|r| r.offset);
+    visible
+}
+
+/// The transactions one partition's log ended: each marker with the records it
+/// closes (its producer's since that producer's previous marker); first, the records
+/// written outside transactions. Records of a transaction still open are in neither.
+pub fn transactions(log: &Log) -> (Vec<Read>, Vec<(Marker, Vec<Read>)>) {
     // Each record waits for its producer's next marker in the partition.
     let mut events: Vec<(i64, Option<&LogRecord>, Option<&Marker>)> = log
         .records
@@ -71,23 +85,20 @@ pub fn committed(log: &Log) -> Vec<Read> {
         .collect();
     events.sort_by_key(|e| e.0);
     let mut pending: HashMap<i64, Vec<Read>> = HashMap::new();
-    let mut visible = Vec::new();
+    let mut outside = Vec::new();
+    let mut ended = Vec::new();
     for (_, record, marker) in events {
         if let Some(record) = record {
             match record.transactional_producer {
                 Some(producer) => pending.entry(producer).or_default().push(record.read.clone()),
-                None => visible.push(record.read.clone()),
+                None => outside.push(record.read.clone()),
             }
         }
         if let Some(marker) = marker {
-            let done = pending.remove(&marker.producer).unwrap_or_default();
-            if marker.commit {
-                visible.extend(done);
-            }
+            ended.push((*marker, pending.remove(&marker.producer).unwrap_or_default()));
         }
     }
-    visible.sort_by_key(|r| r.offset);
-    visible
+    (outside, ended)
 }
 
 /// Every partition's log of `topic`, read to its high watermark.

@@ -4,6 +4,7 @@
 //! rejects, panics, crashes, rebalances, a member that was stopped and came back.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ferry_host::config::Config;
 use ferry_host::host::Host;
@@ -128,16 +129,85 @@ fn tansu_a_frozen_member_is_fenced_when_it_wakes() {
     verdict.assert_exactly_once();
     verdict.assert_own_output_partitions();
     // The zombie's open transaction was aborted by the new owner's fencing: its
-    // outputs are in the log, behind an ABORT marker, and never visible.
-    let logs = ferry_tests::raw_log::read_logs(&brokers, "seen");
-    let aborts: usize = logs.iter().map(|(_, log)| log.markers.iter().filter(|m| !m.commit).count()).sum();
-    assert!(aborts > 0, "the zombie's transaction was aborted");
+    // outputs are in the log, behind an ABORT marker, and never visible. Any abort
+    // will not do (the survivor's own could be one): the aborted transaction must
+    // hold outputs the zombie made, which the recorder marks with its incarnation.
     let zombie_log = members[0].log_text();
+    let incarnation = zombie_log
+        .split_once("ledger delivered inc=")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .expect("the zombie logged a delivery")
+        .to_owned();
+    let made_by_zombie = |r: &ferry_tests::Read| r.value.starts_with(&format!("{incarnation}/"));
+    let logs = ferry_tests::raw_log::read_logs(&brokers, "seen");
+    let ended: Vec<_> = logs.iter().flat_map(|(_, log)| ferry_tests::raw_log::transactions(log).1).collect();
+    assert!(
+        ended.iter().any(|(marker, records)| !marker.commit && records.iter().any(made_by_zombie)),
+        "an aborted transaction holds the zombie's outputs: {:?}",
+        ended.iter().map(|(m, r)| (m.partition, m.offset, m.commit, r.len())).collect::<Vec<_>>()
+    );
+    assert!(
+        !ended.iter().any(|(marker, records)| marker.commit
+            && records.iter().any(made_by_zombie)
+            && records.iter().any(|r| !made_by_zombie(r))),
+        "no committed transaction mixes the zombie's outputs with the survivor's"
+    );
     assert!(
         zombie_log.contains("transaction not committed") || zombie_log.contains("assignment lost"),
         "the zombie learned it was fenced or lost its partitions:\n{}",
         zombie_log.lines().filter(|l| !l.contains("ledger")).collect::<Vec<_>>().join("\n")
     );
+}
+
+/// A broker that answers nothing for longer than the transaction timeout (and so
+/// than `message.timeout.ms`: outputs in flight fail their delivery, transactions
+/// cannot commit, new records are refused while a transaction waits for its abort)
+/// is a transient fault: every partition aborts, starts again from its committed
+/// offset once the broker is back, and ends with every input record once, none
+/// halted. Eight partitions on one member, with a slow guest, so that outputs are
+/// in flight in most of them when the broker freezes; the session timeout outlasts
+/// the outage, so no rebalance hands the partitions out again (which would hide a
+/// partition that stopped for good).
+#[test]
+fn tansu_a_broker_away_past_the_transaction_timeout_stops_nothing_for_good() {
+    let tansu = Tansu::start();
+    let brokers = tansu.brokers();
+    for topic in ["in", "seen", "dlq"] {
+        tansu.create_topic(topic, 8);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let extra = EXACTLY_ONCE.to_owned()
+        + "
+transaction_timeout_ms = 5000";
+    let config = recorder_config(&tansu, "outage", "in", &extra)
+        .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"60000\"");
+    let member = FerryProcess::start(&write_config(dir.path(), &config));
+    let values: Vec<String> = (0..800).map(|i| format!("slow:10;r{i}")).collect();
+    produce_by_key(&brokers, "in", &values[..400]);
+    wait_until("the member processed records of most partitions", || {
+        let log = member.log_text();
+        (0..8).filter(|p| log.contains(&format!("tp=in/{p} offset="))).count() >= 6
+    });
+    tansu.freeze();
+    // The fault itself: the broker away for 2.5 transaction timeouts, while the
+    // guest goes on working through what was fetched.
+    std::thread::sleep(Duration::from_secs(15));
+    tansu.resume();
+    produce_by_key(&brokers, "in", &values[400..]);
+    wait_until("lag 0 on every partition", || lag(&brokers, "outage", "in").iter().all(|p| p.lag() == 0));
+    let mut member = member;
+    let log = member.log_text();
+    assert!(member.terminate_and_wait().success());
+    assert!(
+        log.contains("transaction not committed"),
+        "the outage failed transactions (else this test proves nothing):\n{}",
+        log.lines().filter(|l| !l.contains("ledger")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!log.contains("partition halted"), "no partition halted over a transient fault");
+    let inputs = read_all(&brokers, "in");
+    let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
+    eprintln!("{}", verdict.summary());
+    verdict.assert_exactly_once();
 }
 
 /// An exactly-once recorder pipeline on the embedded broker, named and grouped `name`.
@@ -167,6 +237,35 @@ fn deliveries(name: &str, offset: i64) -> usize {
     captured_log().matches(&format!("inc={name} tp=in/0 offset={offset} ")).count()
 }
 
+/// Where the recorder's view of `in`/0 broke: a delivery that does not follow the
+/// one before it (the same record again, or the next) since the guest was last told
+/// the partition was assigned or revoked. A rewind the guest is not told about shows
+/// here: after an aborted transaction it would go back to the committed offset with
+/// the aborted records still in whatever it keeps of the partition.
+fn breaks_in_what_the_guest_saw(name: &str) -> Vec<String> {
+    let tp = format!("inc={name} tp=in/0");
+    let mut last: Option<i64> = None;
+    let mut breaks = Vec::new();
+    for line in captured_log().lines().filter(|l| l.contains(&tp)) {
+        if line.contains("ledger assigned") || line.contains("ledger revoked") {
+            last = None;
+        } else if let Some(offset) = line
+            .split_once(&format!("{tp} offset="))
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|o| o.parse::<i64>().ok())
+        {
+            if let Some(before) = last
+                && offset != before
+                && offset != before + 1
+            {
+                breaks.push(format!("offset {offset} right after {before}"));
+            }
+            last = Some(offset);
+        }
+    }
+    breaks
+}
+
 /// The embedded broker cannot judge outputs (it keeps no transaction markers), but
 /// it can fail requests on demand. A transaction whose offsets the group refuses
 /// (as KIP-447 refuses a member of an old generation) is aborted, never taken for
@@ -194,6 +293,8 @@ fn embedded_a_refused_offset_commit_aborts_and_the_records_run_again() {
     });
     let notes = stats().recent;
     assert!(notes.iter().any(|n| n.kind == "transaction-aborted"), "the abort was reported: {notes:?}");
+    let breaks = breaks_in_what_the_guest_saw(&name);
+    assert!(breaks.is_empty(), "the guest was not told of the rewind: {breaks:?}");
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
 }
@@ -225,6 +326,8 @@ fn embedded_a_fenced_producer_is_replaced_and_the_records_run_again() {
         notes.iter().any(|n| n.kind == "producer-replaced"),
         "the fenced producer was replaced, not reused: {notes:?}"
     );
+    let breaks = breaks_in_what_the_guest_saw(&name);
+    assert!(breaks.is_empty(), "the guest was not told of the rewind: {breaks:?}");
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
 }

@@ -85,6 +85,62 @@ pub(crate) fn classify(code: RDKafkaErrorCode, fatal: bool, retriable: bool, req
     }
 }
 
+/// Whether an error of a record (from `produce`, or in its delivery report) will
+/// come back however often it is sent: the record itself is refused (too large,
+/// invalid, to a topic this producer may not write). Everything else (a broker
+/// away, a timeout, a transaction in an abortable state) goes away with a new
+/// transaction, or a new producer. Pure, so it can be tested without a broker.
+pub(crate) fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::BadMessage
+            | C::InvalidArgument
+            | C::InvalidTopic
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::TopicAuthorizationFailed
+    )
+}
+
+/// Why an output could not go into the open transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The record is refused for good ([`refused_for_good`]): it would be refused
+    /// again after a rewind, so the partition halts.
+    Refused(String),
+    /// The transaction, or the producer, takes no records now (librdkafka's
+    /// `__STATE` after an abortable error, `__FATAL` once fenced, a `begin` that
+    /// failed): recover as from a failed commit, and run the records again.
+    Transaction(Recovery),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Refused(reason) => f.write_str(reason),
+            SendError::Transaction(recovery) => f.write_str(recovery.reason()),
+        }
+    }
+}
+
+/// What a refused `produce` means for the transaction.
+fn send_error(topic: &str, error: &KafkaError) -> SendError {
+    let text = format!("output to {topic}: {error}");
+    match error.rdkafka_error_code() {
+        Some(code) if refused_for_good(code) => SendError::Refused(text),
+        // Fenced, or the producer failed: it must never write again.
+        Some(RDKafkaErrorCode::Fatal) => SendError::Transaction(Recovery::Recreate(text)),
+        // `__STATE` (the transaction must be aborted first) and anything else: abort
+        // and run again; an abort that fails makes a new producer.
+        _ => SendError::Transaction(Recovery::Rewind(text)),
+    }
+}
+
 /// A transactional call that failed: how to go on, and what librdkafka said.
 #[derive(Debug)]
 struct CallError {
@@ -145,11 +201,12 @@ fn class_of(error: &KafkaError) -> ErrorClass {
     }
 }
 
-/// Notes delivery failures: a transaction with one cannot commit (librdkafka fails
-/// the commit), and a failure that comes back after a rewind is not worth retrying.
+/// Notes records the broker refused for good: a transaction with any failed
+/// delivery cannot commit (librdkafka fails the commit, and ferry rewinds), but
+/// only a refusal for good would come back after the rewind, so only that halts.
 #[derive(Default)]
 pub(crate) struct TxnContext {
-    delivery_failed: Arc<AtomicBool>,
+    refused: Arc<AtomicBool>,
 }
 
 /// librdkafka's words about the producer go to the producers' client log: once per
@@ -179,8 +236,11 @@ impl ProducerContext for TxnContext {
             matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight));
         if !purged {
             use rdkafka::Message as _;
-            tracing::warn!(%error, topic = message.topic(), "transactional output record was not delivered");
-            self.delivery_failed.store(true, Ordering::Relaxed);
+            let for_good = error.rdkafka_error_code().is_some_and(refused_for_good);
+            tracing::warn!(%error, topic = message.topic(), for_good, "transactional output record was not delivered");
+            if for_good {
+                self.refused.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -190,24 +250,43 @@ impl ProducerContext for TxnContext {
 pub enum StartError {
     /// librdkafka refused the configuration: trying again cannot help.
     Config(String),
+    /// The broker refused it for good ([`init_refused_for_good`]: not authorized,
+    /// no transactions, a timeout it does not allow): trying again cannot help.
+    Refused(String),
     /// The broker did not initialize it (unreachable, busy settling the previous
-    /// owner's transaction, not authorized): worth another try.
+    /// owner's transaction): worth another try.
     Init(String),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Config(e) | StartError::Init(e) => f.write_str(e),
+            StartError::Config(e) | StartError::Refused(e) | StartError::Init(e) => f.write_str(e),
         }
     }
+}
+
+/// Whether `init_transactions` failed in a way no retry changes: the principal may
+/// not use the id or the cluster, the broker has no transactions, or it does not
+/// allow the transaction timeout. Pure, so it can be tested without a broker.
+pub(crate) fn init_refused_for_good(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::TransactionalIdAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::InvalidTransactionTimeout
+            | C::UnsupportedVersion
+            | C::SaslAuthenticationFailed
+            | C::Authentication
+    )
 }
 
 /// One partition's transactional producer.
 pub struct TxnProducer {
     producer: ThreadedProducer<TxnContext>,
     id: String,
-    delivery_failed: Arc<AtomicBool>,
+    refused: Arc<AtomicBool>,
     /// A transaction is begun and not yet committed or aborted.
     open: bool,
 }
@@ -224,7 +303,7 @@ impl TxnProducer {
     /// (aborted, or completed a commit already decided) their open transaction.
     pub fn start(config: &ClientConfig, transactional_id: &str, timeout: Duration) -> Result<Self, StartError> {
         let context = TxnContext::default();
-        let delivery_failed = context.delivery_failed.clone();
+        let refused = context.refused.clone();
         let producer: ThreadedProducer<TxnContext> =
             config.clone().set("transactional.id", transactional_id).create_with_context(context).map_err(|e| {
                 StartError::Config(format!("could not create the transactional producer {transactional_id}: {e}"))
@@ -237,11 +316,13 @@ impl TxnProducer {
                     attempts += 1;
                 }
                 Err(error) => {
-                    return Err(StartError::Init(format!("init_transactions of {transactional_id} failed: {error}")));
+                    let text = format!("init_transactions of {transactional_id} failed: {error}");
+                    let for_good = error.rdkafka_error_code().is_some_and(init_refused_for_good);
+                    return Err(if for_good { StartError::Refused(text) } else { StartError::Init(text) });
                 }
             }
         }
-        Ok(Self { producer, id: transactional_id.to_owned(), delivery_failed, open: false })
+        Ok(Self { producer, id: transactional_id.to_owned(), refused, open: false })
     }
 
     /// The `transactional.id`.
@@ -254,27 +335,28 @@ impl TxnProducer {
         self.open
     }
 
-    /// Whether a record of the open transaction failed to be delivered.
-    pub fn delivery_failed(&self) -> bool {
-        self.delivery_failed.load(Ordering::Relaxed)
+    /// Whether the broker refused a record of the open transaction for good
+    /// ([`refused_for_good`]): running the records again would fail the same way.
+    pub fn refused_for_good(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     fn begin(&mut self) -> Result<(), Recovery> {
         if self.open {
             return Ok(());
         }
-        self.delivery_failed.store(false, Ordering::Relaxed);
+        self.refused.store(false, Ordering::Relaxed);
         self.producer.begin_transaction().map_err(|e| Recovery::Recreate(format!("begin_transaction: {e}")))?;
         self.open = true;
         Ok(())
     }
 
     /// Sends `record` in the open transaction (beginning one if needed), waiting
-    /// while librdkafka's queue is full. A record librdkafka refuses (too large, for
-    /// example) would leave a hole in the transaction: the error says so, and the
-    /// caller aborts.
-    pub fn send(&mut self, record: Outgoing<'_>) -> Result<(), String> {
-        self.begin().map_err(|r| r.reason().to_owned())?;
+    /// while librdkafka's queue is full. A record that is not taken would leave a
+    /// hole in the transaction: the error says whether the record is refused for
+    /// good or the transaction takes nothing now, and the caller aborts.
+    pub fn send(&mut self, record: Outgoing<'_>) -> Result<(), SendError> {
+        self.begin().map_err(SendError::Transaction)?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(Header { key, value: *value });
@@ -286,7 +368,7 @@ impl TxnProducer {
         if let Some(value) = record.value {
             base = base.payload(value);
         }
-        send_when_room(&self.producer, base).map_err(|(error, _)| format!("output to {}: {error}", record.topic))
+        send_when_room(&self.producer, base).map_err(|(error, _)| send_error(record.topic, &error))
     }
 
     /// Commits the open transaction (beginning one if none is open, so that offsets
@@ -316,7 +398,17 @@ impl TxnProducer {
                 Ok(()) => Err(Recovery::Rewind(format!("commit failed, transaction aborted: {error}"))),
                 Err(abort) => Err(Recovery::Recreate(format!("commit failed: {error}; abort failed too: {abort}"))),
             },
-            Err((_, error)) => {
+            // Still unknown after every retry: an abort settles it, and keeps the
+            // transaction from holding back read_committed readers (the last stable
+            // offset) until the broker's timeout.
+            Err((ErrorClass::Retry, error)) => match self.abort(timeout) {
+                Ok(()) => Err(Recovery::Rewind(format!("commit did not complete, transaction aborted: {error}"))),
+                Err(abort) => {
+                    Err(Recovery::Recreate(format!("commit did not complete: {error}; abort failed: {abort}")))
+                }
+            },
+            // Fenced or failed: this producer may not even abort.
+            Err((ErrorClass::Fatal, error)) => {
                 self.open = false;
                 Err(Recovery::Recreate(format!("commit failed: {error}")))
             }
@@ -374,6 +466,45 @@ mod tests {
             RDKafkaErrorCode::InvalidProducerIdMapping,
         ] {
             assert_eq!(classify(code, false, true, true), ErrorClass::Fatal, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_refused_record_is_refused_for_good() {
+        for code in [RDKafkaErrorCode::MessageSizeTooLarge, RDKafkaErrorCode::InvalidRecord] {
+            assert!(refused_for_good(code), "{code:?}");
+            let error = KafkaError::MessageProduction(code);
+            assert!(matches!(send_error("out", &error), SendError::Refused(_)), "{code:?}");
+        }
+        // A broker away past the message timeout, a transaction in an abortable
+        // state, a producer fenced: none of them is the record's fault.
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::State,
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(!refused_for_good(code), "{code:?}");
+            let error = KafkaError::MessageProduction(code);
+            assert!(matches!(send_error("out", &error), SendError::Transaction(_)), "{code:?}");
+        }
+        let fatal = send_error("out", &KafkaError::MessageProduction(RDKafkaErrorCode::Fatal));
+        assert!(matches!(fatal, SendError::Transaction(Recovery::Recreate(_))), "{fatal:?}");
+    }
+
+    #[test]
+    fn an_init_refused_by_the_broker_is_not_retried() {
+        for code in [RDKafkaErrorCode::TransactionalIdAuthorizationFailed, RDKafkaErrorCode::ClusterAuthorizationFailed]
+        {
+            assert!(init_refused_for_good(code), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::CoordinatorLoadInProgress,
+            RDKafkaErrorCode::ConcurrentTransactions,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            assert!(!init_refused_for_good(code), "{code:?}");
         }
     }
 

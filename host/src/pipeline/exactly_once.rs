@@ -20,7 +20,7 @@ use super::worker::Worker;
 use crate::kafka::context::list_of;
 use crate::kafka::output::Outgoing;
 use crate::kafka::tracker::TopicPartition;
-use crate::kafka::transaction::{Recovery, StartError};
+use crate::kafka::transaction::{Recovery, SendError, StartError};
 use crate::sandbox::OutputRecord;
 
 /// How long reading a partition's committed offset may take.
@@ -59,6 +59,11 @@ impl Worker {
                     tracing::error!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "partition halted: librdkafka refused the transactional producer's configuration");
                     continue;
                 }
+                Some(Err(StartError::Refused(error))) => {
+                    self.shared.stats.halted(&key.0, key.1, &error);
+                    tracing::error!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "partition halted: the broker refused the transactional producer");
+                    continue;
+                }
                 Some(Err(StartError::Init(error))) => {
                     self.shared.stats.note(&key.0, key.1, None, "transaction", &error);
                     tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "could not start the partition's transactional producer; trying again");
@@ -71,7 +76,7 @@ impl Worker {
                 Err(error) => {
                     tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "could not read the committed offset; trying again");
                     if let Some(mut t) = self.shared.transactions() {
-                        t.failed(&key, &Recovery::Rewind(error), now);
+                        t.retry_later(&key, now);
                     }
                     continue;
                 }
@@ -80,6 +85,7 @@ impl Worker {
             self.partitions.remove(&key);
             self.shared.tracker().remove(&key.0, key.1);
             self.restarted.push(key.clone());
+            self.forget_in_guest(&key);
             // Resume first, then seek, so the seek is the last word on where
             // fetching goes on: a resume may restart a paused partition at the
             // application's position, which after a rewind is past the bookmark.
@@ -88,6 +94,9 @@ impl Worker {
             let _ = self.consumer.resume(&list_of(std::slice::from_ref(&key)));
             if let Err(error) = self.consumer.seek(&key.0, key.1, from, SEEK_TIMEOUT) {
                 tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "could not move to the committed offset; trying again");
+                if let Some(mut t) = self.shared.transactions() {
+                    t.retry_later(&key, now);
+                }
                 continue;
             }
             if let Some(mut t) = self.shared.transactions() {
@@ -131,9 +140,11 @@ impl Worker {
     }
 
     /// Sends the held outputs of records below the watermark into the partition's
-    /// transaction. A record the producer refuses would leave a hole in the
-    /// transaction: it is aborted and the partition halted, as at-least-once halts
-    /// on an output that cannot be delivered.
+    /// transaction. A record that is not taken would leave a hole in the
+    /// transaction: it is aborted. Where the record is refused for good the
+    /// partition halts, as at-least-once halts on an output that cannot be
+    /// delivered; where the transaction takes nothing now (an abortable state, a
+    /// fenced producer) the partition starts again from its committed offset.
     pub(super) fn release_outputs(&mut self, key: &TopicPartition) {
         let Some(state) = self.partitions.get_mut(key) else { return };
         if state.held_mut().is_empty() {
@@ -157,8 +168,10 @@ impl Worker {
                 producer.send(outgoing).err()
             })
         };
-        if let Some(error) = refused {
-            self.transaction_failed(key, Recovery::Rewind(error.clone()), true);
+        match refused {
+            Some(SendError::Refused(reason)) => self.transaction_failed(key, Recovery::Rewind(reason), true),
+            Some(SendError::Transaction(recovery)) => self.transaction_failed(key, recovery, false),
+            None => {}
         }
     }
 
@@ -166,14 +179,14 @@ impl Worker {
     /// partitions whose transaction failed.
     pub(super) fn commit_transactions(&mut self, only: Option<&[TopicPartition]>) {
         for failed in self.shared.commit_transactions(&self.consumer, only) {
-            self.transaction_failed(&failed.key, failed.recovery, failed.delivery_failed);
+            self.transaction_failed(&failed.key, failed.recovery, failed.refused_for_good);
         }
     }
 
     /// A transaction of `key` did not commit: abort what is open, drop everything
     /// this member holds of the partition, pause it, and let
     /// [`Self::prepare_transactions`] start it again from the committed offset.
-    /// With `halt` (an output that cannot be delivered, which would fail again) the
+    /// With `halt` (an output refused for good, which would be refused again) the
     /// partition stays paused at its committed offset instead, and says why.
     pub(super) fn transaction_failed(&mut self, key: &TopicPartition, recovery: Recovery, halt: bool) {
         let now = Instant::now();

@@ -50,8 +50,9 @@ pub struct FailedTransaction {
     pub key: TopicPartition,
     /// How to go on.
     pub recovery: Recovery,
-    /// Whether an output of the transaction was not delivered (it would fail again).
-    pub delivery_failed: bool,
+    /// Whether the broker refused an output of the transaction for good (it would
+    /// be refused again after a rewind): the partition halts.
+    pub refused_for_good: bool,
 }
 
 /// State shared by the pipeline loop and the Kafka callbacks.
@@ -138,7 +139,7 @@ impl Shared {
             }
             let Some(group) = consumer.group_metadata() else {
                 let recovery = Recovery::Rewind("the consumer has no group metadata".to_owned());
-                failed.push(FailedTransaction { key, recovery, delivery_failed: false });
+                failed.push(FailedTransaction { key, recovery, refused_for_good: false });
                 continue;
             };
             let started = Instant::now();
@@ -152,8 +153,8 @@ impl Shared {
                 }
                 Err(recovery) => {
                     self.stats.transaction_aborted();
-                    let delivery_failed = producer.delivery_failed();
-                    failed.push(FailedTransaction { key, recovery, delivery_failed });
+                    let refused_for_good = producer.refused_for_good();
+                    failed.push(FailedTransaction { key, recovery, refused_for_good });
                 }
             }
         }

@@ -26,6 +26,23 @@ pub(crate) const LAST_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a failed initialization waits before the next attempt.
 pub(crate) const INIT_RETRY: Duration = Duration::from_secs(1);
 
+/// The `transactional.id` of a partition of a pipeline:
+/// `<prefix>:<bytes in group>:<group>:<topic>:<partition>`.
+///
+/// It must be injective: two pipelines that share an id fence each other forever
+/// (with dots for separators, group `orders.v2` with topic `events` and group
+/// `orders` with topic `v2.events` both gave `ferry.orders.v2.events.0`). Neither a
+/// prefix (checked by the configuration) nor a topic name (Kafka's rule) holds a
+/// `:`, and the group, which may hold anything, is preceded by its length, so the
+/// id reads back one way only (the tests read it back).
+pub fn transactional_id(prefix: &str, group: &str, topic: &str, partition: i32) -> String {
+    format!("{}{topic}:{partition}", transactional_id_prefix(prefix, group))
+}
+
+fn transactional_id_prefix(prefix: &str, group: &str) -> String {
+    format!("{prefix}:{}:{group}:", group.len())
+}
+
 #[derive(Debug)]
 struct Partition {
     producer: Option<TxnProducer>,
@@ -54,11 +71,11 @@ impl std::fmt::Debug for Transactions {
 }
 
 impl Transactions {
-    /// Producers made from `config`, with ids `<prefix>.<group>.<topic>.<partition>`.
+    /// Producers made from `config`, with ids from [`transactional_id`].
     pub fn new(config: ClientConfig, prefix: &str, group: &str, call_timeout: Duration, reset_to_latest: bool) -> Self {
         Self {
             config,
-            id_prefix: format!("{prefix}.{group}."),
+            id_prefix: transactional_id_prefix(prefix, group),
             call_timeout,
             reset_to_latest,
             partitions: HashMap::new(),
@@ -67,7 +84,7 @@ impl Transactions {
 
     /// The `transactional.id` of a partition.
     pub fn id_of(&self, (topic, partition): &TopicPartition) -> String {
-        format!("{}{topic}.{partition}", self.id_prefix)
+        format!("{}{topic}:{partition}", self.id_prefix)
     }
 
     /// A partition was assigned: it waits for its producer.
@@ -96,7 +113,8 @@ impl Transactions {
 
     /// Makes sure `key` has an initialized producer (made and initialized now if it
     /// has none: this fences every earlier producer of the partition). On failure the
-    /// partition waits [`INIT_RETRY`], or for good if its configuration is refused.
+    /// partition waits [`INIT_RETRY`], or for good if its configuration or the
+    /// broker refuses it for good.
     pub fn ensure_producer(&mut self, key: &TopicPartition, now: Instant) -> Result<(), StartError> {
         let id = self.id_of(key);
         let (config, timeout) = (&self.config, self.call_timeout);
@@ -111,7 +129,7 @@ impl Transactions {
             }
             Err(error) => {
                 p.not_before = now + INIT_RETRY;
-                p.halted |= matches!(error, StartError::Config(_));
+                p.halted |= matches!(error, StartError::Config(_) | StartError::Refused(_));
                 Err(error)
             }
         }
@@ -146,6 +164,15 @@ impl Transactions {
         }
     }
 
+    /// Making `key` ready failed after its producer started (reading the committed
+    /// offset, the seek): try again after [`INIT_RETRY`], not at once.
+    pub fn retry_later(&mut self, key: &TopicPartition, now: Instant) {
+        if let Some(p) = self.partitions.get_mut(key) {
+            p.ready = false;
+            p.not_before = now + INIT_RETRY;
+        }
+    }
+
     /// `key` stays where it is, paused, until it is assigned again: after a
     /// transaction failure that would come back if its records ran again.
     pub fn halt(&mut self, key: &TopicPartition) {
@@ -158,5 +185,59 @@ impl Transactions {
     /// Every producer, for the last commit at shutdown.
     pub fn keys(&self) -> Vec<TopicPartition> {
         self.partitions.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The parts of an id, read back: `None` where it is not one [`transactional_id`] makes.
+    pub(super) fn read_back(id: &str) -> Option<(String, String, String, i32)> {
+        let (prefix, rest) = id.split_once(':')?;
+        let (length, rest) = rest.split_once(':')?;
+        let length: usize = length.parse().ok()?;
+        let group = rest.get(..length)?;
+        let (topic, partition) = rest.get(length..)?.strip_prefix(':')?.split_once(':')?;
+        Some((prefix.to_owned(), group.to_owned(), topic.to_owned(), partition.parse().ok()?))
+    }
+
+    #[test]
+    fn the_ids_that_collided_with_dots_differ() {
+        assert_ne!(
+            transactional_id("ferry", "orders.v2", "events", 0),
+            transactional_id("ferry", "orders", "v2.events", 0)
+        );
+        assert_eq!(transactional_id("ferry", "orders", "events", 3), "ferry:6:orders:events:3");
+    }
+
+    proptest! {
+        /// Every id reads back to the pipeline and partition it was made for, so no
+        /// two different ones share an id.
+        #[test]
+        fn an_id_names_one_partition_of_one_pipeline(
+            prefix in "[A-Za-z0-9._-]{1,20}",
+            group in "\\PC{0,30}",
+            topic in "[A-Za-z0-9._-]{1,30}",
+            partition in 0..100_000i32,
+        ) {
+            let id = transactional_id(&prefix, &group, &topic, partition);
+            prop_assert_eq!(read_back(&id), Some((prefix, group, topic, partition)));
+        }
+
+        /// Ids of two different partitions or pipelines differ, including where the
+        /// group holds separators.
+        #[test]
+        fn different_pipelines_get_different_ids(
+            a in ("[a-z.:]{1,6}", "[a-z.:]{1,6}", 0..3i32),
+            b in ("[a-z.:]{1,6}", "[a-z.:]{1,6}", 0..3i32),
+        ) {
+            // The topic alphabet has no `:`: keep it out of the topic, as Kafka does.
+            let (ta, tb) = (a.1.replace(':', "_"), b.1.replace(':', "_"));
+            prop_assume!((&a.0, &ta, a.2) != (&b.0, &tb, b.2));
+            prop_assert_ne!(transactional_id("p", &a.0, &ta, a.2), transactional_id("p", &b.0, &tb, b.2));
+        }
     }
 }

@@ -180,6 +180,18 @@ impl Worker {
         }
     }
 
+    /// The partition starts again from an earlier offset in this member (a rewind
+    /// after an aborted transaction, a restart from the first unfinished record):
+    /// the guest is told `revoked` before it sees any record again, then `assigned`
+    /// with the first replayed batch. So what a guest keeps of a partition always
+    /// comes from one unbroken run of its log, never from records a rewind undid
+    /// (an aborted transaction's records would otherwise count twice).
+    pub(super) fn forget_in_guest(&mut self, key: &TopicPartition) {
+        if !self.untold_revokes.contains(key) {
+            self.untold_revokes.push(key.clone());
+        }
+    }
+
     /// When the earliest buffered batch becomes due by time.
     fn earliest_due(&self, max_wait: Duration) -> Option<Instant> {
         self.partitions.values().filter_map(|s| s.buffered_since()).min().map(|t| t + max_wait)
