@@ -178,10 +178,11 @@ impl fmt::Display for TopicPartition {
 ///
 /// One instance serves every partition the pipeline owns. The host calls
 /// [`assigned`](Self::assigned) before an instance's first batch of a partition and
-/// [`revoked`](Self::revoked) when the partition moves to another member: keep
+/// [`revoked`](Self::revoked) when the partition moves to another member or starts
+/// again from its committed offset (after an aborted transaction, say): keep
 /// per-partition state in a [`PerPartition`](crate::PerPartition) (or key it by
 /// partition and drop it in `revoked`), so a partition's state never outlives its
-/// ownership.
+/// ownership, and never holds records that will be delivered again.
 pub trait Processor: Default + 'static {
     /// Handles one record: `Ok` marks it processed. Outputs emitted through `ctx`
     /// belong to this record and are published only if it ends processed.
@@ -211,7 +212,8 @@ pub trait Processor: Default + 'static {
         let _ = partition;
     }
 
-    /// A partition moved to another member: forget what was kept for it.
+    /// A partition moved to another member, or starts again from its committed
+    /// offset: forget what was kept for it.
     fn revoked(&mut self, partition: &TopicPartition) {
         let _ = partition;
     }

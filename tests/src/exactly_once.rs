@@ -32,6 +32,39 @@ pub struct Verdict {
     /// Visible results in an output partition of another number than their input's
     /// (see [`Verdict::assert_own_output_partitions`]).
     pub misplaced: Vec<String>,
+    /// Inputs whose one visible result is not the one their record asks the
+    /// recorder for ([`Class::of`]): an output for a record that always fails, a
+    /// dead letter for one that succeeds.
+    pub wrong_class: Vec<String>,
+}
+
+/// The result a record's value asks the recorder guest for, under a dead-letter
+/// failure policy (see `tests/guests/recorder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Succeeds: a `seen` output.
+    Processed,
+    /// Fails on every attempt (a reject, a panic, a retry that never succeeds): a
+    /// dead letter.
+    DeadLettered,
+    /// Either: fails on about half the attempts (`flaky`), or once per instance
+    /// (`retry-once`: a record whose attempts each meet a new instance, after traps
+    /// of its neighbours, can use them all up).
+    Either,
+}
+
+impl Class {
+    /// The class of a record with this value.
+    pub fn of(value: &str) -> Class {
+        let always_retries = value.contains("retry") && !value.contains("retry-once");
+        if value.contains("reject") || value.contains("panic") || always_retries {
+            Class::DeadLettered
+        } else if value.contains("flaky") || value.contains("retry-once") {
+            Class::Either
+        } else {
+            Class::Processed
+        }
+    }
 }
 
 impl Verdict {
@@ -40,13 +73,21 @@ impl Verdict {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "processed {}, dead-lettered {}, duplicates {}, lost {}, unknown {}",
+            "processed {}, dead-lettered {}, duplicates {}, lost {}, unknown {}, wrong class {}",
             self.processed.len(),
             self.dead_lettered.len(),
             self.duplicates.len(),
             self.lost.len(),
-            self.unknown.len()
+            self.unknown.len(),
+            self.wrong_class.len()
         );
+        if !self.wrong_class.is_empty() {
+            let _ = writeln!(
+                s,
+                "  wrong class: {}",
+                self.wrong_class.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+            );
+        }
         let first = |set: &BTreeSet<Input>| set.iter().take(10).map(|i| format!("{i:?}")).collect::<Vec<_>>().join(" ");
         if !self.duplicates.is_empty() {
             let dups: Vec<String> = self.duplicates.iter().take(10).map(|(i, n)| format!("{i:?}x{n}")).collect();
@@ -71,10 +112,14 @@ impl Verdict {
         assert!(self.misplaced.is_empty(), "outputs outside their input's partition: {:?}", self.misplaced);
     }
 
-    /// Panics unless every input has exactly one visible result.
+    /// Panics unless every input has exactly one visible result, of the class its
+    /// record asks for.
     pub fn assert_exactly_once(&self) {
         assert!(
-            self.duplicates.is_empty() && self.lost.is_empty() && self.unknown.is_empty(),
+            self.duplicates.is_empty()
+                && self.lost.is_empty()
+                && self.unknown.is_empty()
+                && self.wrong_class.is_empty(),
             "exactly-once broken:\n{}",
             self.summary()
         );
@@ -117,6 +162,19 @@ pub fn judge_reads(input_topic: &str, inputs: &[Read], seen: &[Read], letters: &
         }
     }
     let all: BTreeSet<Input> = inputs.iter().map(|r| (r.partition, r.offset)).collect();
+    for input in inputs {
+        let at = (input.partition, input.offset);
+        let (processed, dead_lettered) = (verdict.processed.contains(&at), verdict.dead_lettered.contains(&at));
+        let wrong = match Class::of(&input.value) {
+            Class::Processed => dead_lettered,
+            Class::DeadLettered => processed,
+            Class::Either => false,
+        };
+        if wrong {
+            let got = if processed { "an output" } else { "a dead letter" };
+            verdict.wrong_class.push(format!("{input_topic}/{}@{} `{}` got {got}", at.0, at.1, input.value));
+        }
+    }
     for (input, n) in &results {
         if !all.contains(input) {
             verdict.unknown.insert(*input);
@@ -159,8 +217,23 @@ mod tests {
     }
 
     #[test]
+    fn each_input_is_held_to_its_class() {
+        let inputs = vec![read(0, 0, "r0", &[]), read(0, 1, "reject 1", &[]), read(0, 2, "flaky 2", &[])];
+        let letter =
+            |offset: &str| read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "0"), ("ferry.offset", offset)]);
+        // A dead letter for a record that succeeds, an output for one that always fails.
+        let seen = vec![read(0, 0, "a/in/0/1/1", &[]), read(0, 1, "a/in/0/2/2", &[])];
+        let verdict = judge_reads("in", &inputs, &seen, &[letter("0")]);
+        assert_eq!(verdict.wrong_class.len(), 2, "{:?}", verdict.wrong_class);
+        // The right ones, and either for a flaky record.
+        let seen = vec![read(0, 0, "a/in/0/0/1", &[])];
+        let verdict = judge_reads("in", &inputs, &seen, &[letter("1"), letter("2")]);
+        verdict.assert_exactly_once();
+    }
+
+    #[test]
     fn one_result_per_input_passes() {
-        let inputs: Vec<Read> = (0..2).map(|o| read(1, o, "x", &[])).collect();
+        let inputs: Vec<Read> = vec![read(1, 0, "x", &[]), read(1, 1, "reject 1", &[])];
         let seen = vec![read(0, 0, "a/in/1/0/1", &[])];
         let letters = vec![read(0, 0, "", &[("ferry.topic", "in"), ("ferry.partition", "1"), ("ferry.offset", "1")])];
         let verdict = judge_reads("in", &inputs, &seen, &letters);

@@ -1,5 +1,6 @@
 //! Chaos: three `ferry run` members of one group, on a broker in a process of its
-//! own, killed (SIGKILL) and stopped (SIGTERM) and restarted at random, a set number
+//! own, killed (SIGKILL) and stopped (SIGTERM) and restarted at random (and, for
+//! exactly-once, frozen with SIGSTOP past their session timeout, then let go), a set number
 //! of times at a set pace (events per minute), while records stream in, with a guest
 //! that retries, rejects and panics on some of them. The independent checker judges the run: nothing lost, lag 0 at the end,
 //! duplicates only where a crash or revoke allows them, commits never backwards,
@@ -46,6 +47,8 @@ const ON_A_BROKER_PROCESS: Intensity = Intensity { events: 20, per_minute: 20 };
 /// alone can take 20 s): fewer events, and its own pace through the commits it waits
 /// for.
 const ON_TANSU: Intensity = Intensity { events: 8, per_minute: 20 };
+/// Exactly-once on Tansu: more events, some of them SIGSTOPs (zombies).
+const EXACTLY_ONCE_ON_TANSU: Intensity = Intensity { events: 12, per_minute: 20 };
 
 /// How a run may stop a member with SIGTERM (a graceful leave).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -172,7 +175,9 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
     let mut dice = Dice::seeded();
     let mut members: Vec<Option<FerryProcess>> = (0..MEMBERS).map(|_| Some(FerryProcess::start(&config()))).collect();
     let mut logs = Vec::new();
-    let (mut kills, mut stops, mut starts) = (0, 0, 0);
+    let (mut kills, mut stops, mut starts, mut freezes) = (0, 0, 0, 0);
+    // Members stopped with SIGSTOP: their slot, and the event at which they go on.
+    let mut frozen: Vec<(usize, usize)> = Vec::new();
 
     // Records stream in, a chunk before each of the first two thirds of the events;
     // the last third shakes a group that drains what is left.
@@ -202,15 +207,40 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
                 || stuck_report(&brokers, &group, &members),
             );
         }
+        // Frozen members wake after two events (past their session timeout, on a
+        // pace of 20 a minute): zombies that go on where they stopped.
+        for (slot, until) in frozen.iter_mut() {
+            if *until == event
+                && let Some(member) = &members[*slot]
+            {
+                member.resume();
+            }
+        }
+        frozen.retain(|(_, until)| *until > event);
         let slot = dice.roll(MEMBERS as u64) as usize;
+        let kinds = if promise == Promise::ExactlyOnce { 3 } else { 2 };
         match members[slot].take() {
+            Some(member) if dice.roll(kinds) == 2 && !frozen.iter().any(|(s, _)| *s == slot) => {
+                // Exactly-once only: the at-least-once checker counts a zombie's
+                // republished outputs as duplicates, which at-least-once allows.
+                member.freeze();
+                frozen.push((slot, event + 2));
+                freezes += 1;
+                members[slot] = Some(member);
+            }
             Some(mut member) => {
+                let was_frozen = frozen.iter().any(|(s, _)| *s == slot);
+                frozen.retain(|(s, _)| *s != slot);
                 if dice.roll(2) == 0 {
                     member.kill9();
                     kills += 1;
                 } else {
+                    if was_frozen {
+                        member.resume();
+                    }
                     if leaves == Leaves::WhenSettled {
-                        let live = 1 + members.iter().flatten().count();
+                        // Frozen members are not counted: the group drops them.
+                        let live = 1 + members.iter().flatten().count() - frozen.len();
                         wait_for_settled_group(&brokers, &group, live);
                     }
                     let status = member.terminate_and_wait();
@@ -231,6 +261,11 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
         }
     }
     assert_eq!(produced, records, "every record was produced");
+    for (slot, _) in frozen.drain(..) {
+        if let Some(member) = &members[slot] {
+            member.resume();
+        }
+    }
     for slot in members.iter_mut().filter(|m| m.is_none()) {
         *slot = Some(FerryProcess::start(&config()));
         starts += 1;
@@ -252,7 +287,7 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
         logs.push(log);
     }
     let samples = sampler.stop();
-    eprintln!("{strategy}: {kills} SIGKILL, {stops} SIGTERM, {starts} starts");
+    eprintln!("{strategy}: {kills} SIGKILL, {stops} SIGTERM, {freezes} SIGSTOP, {starts} starts");
     match promise {
         Promise::AtLeastOnce => {
             let report = check(&brokers, "in", &group, Some("dlq"), &logs, &samples);
@@ -271,7 +306,10 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
             assert!(backwards.is_empty(), "committed offsets moved back: {backwards:?}");
         }
     }
-    assert!(kills + stops >= intensity.events / 2, "the run was chaotic enough ({kills} kills, {stops} stops)");
+    assert!(
+        kills + stops + freezes >= intensity.events / 2,
+        "the run was chaotic enough ({kills} kills, {stops} stops, {freezes} freezes)"
+    );
 }
 
 /// What a run that never reached lag 0 left behind: each partition's bookmark and log
@@ -305,7 +343,11 @@ fn on_a_broker_process(strategy: &str) {
 /// A run on Tansu, in its turn: it fetches slowly, so fewer records and events, and
 /// graceful leaves only in a settled group (see [`Leaves::WhenSettled`]).
 fn on_tansu(strategy: &str, promise: Promise) {
-    tansu_turn(|| run(&Tansu::start(), strategy, 1_500, ON_TANSU, promise, Leaves::WhenSettled));
+    let (records, intensity) = match promise {
+        Promise::AtLeastOnce => (1_500, ON_TANSU),
+        Promise::ExactlyOnce => (2_400, EXACTLY_ONCE_ON_TANSU),
+    };
+    tansu_turn(|| run(&Tansu::start(), strategy, records, intensity, promise, Leaves::WhenSettled));
 }
 
 #[test]

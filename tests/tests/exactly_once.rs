@@ -81,6 +81,33 @@ fn every_record_once(workers: usize) {
     assert!(!verdict.dead_lettered.is_empty() && !verdict.processed.is_empty(), "{}", verdict.summary());
 }
 
+/// Many input partitions into one output partition (and one dead-letter
+/// partition): every input partition's transactions write the same output
+/// partition. Tansu holds back a committed transaction's offsets while another
+/// producer's transaction there is open, which a reassignment can turn into lost
+/// reads (`broker_transactions.rs` shows that bug); with one member and no
+/// reassignment it cannot bite, so this covers ferry's own path for the topology.
+#[test]
+fn tansu_many_input_partitions_into_one_output_partition() {
+    let tansu = Tansu::start();
+    let brokers = tansu.brokers();
+    tansu.create_topic("in", 8);
+    tansu.create_topic("seen", 1);
+    tansu.create_topic("dlq", 1);
+    let values: Vec<String> = (0..400).map(value).collect();
+    produce_by_key(&brokers, "in", &values);
+    let config = Config::parse(&recorder_config(&tansu, "fan-in", "in", EXACTLY_ONCE)).unwrap();
+    let host = Host::start(&config).unwrap();
+    wait_until("lag 0 on every partition", || lag(&brokers, "fan-in", "in").iter().all(|p| p.lag() == 0));
+    host.shutdown_flag().store(true, Ordering::Relaxed);
+    host.wait();
+    let inputs = read_all(&brokers, "in");
+    assert_eq!(inputs.iter().map(|r| r.partition).collect::<std::collections::BTreeSet<_>>().len(), 8);
+    let verdict = judge(&brokers, "in", &inputs, Some("dlq"));
+    eprintln!("{}", verdict.summary());
+    verdict.assert_exactly_once();
+}
+
 /// The zombie: a member frozen (SIGSTOP) in the middle of a transaction, long past
 /// its session timeout, while the other member takes its partitions over, then let
 /// go (SIGCONT) unaware of it all. Its open transaction must never become visible

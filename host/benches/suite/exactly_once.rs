@@ -64,6 +64,8 @@ pub struct Row {
     pub commit_ms: Option<f64>,
     /// Transactions committed in the run.
     pub transactions: Option<f64>,
+    /// Records per second to the last offset committed, each round.
+    pub rounds: Vec<f64>,
 }
 
 struct Sample {
@@ -106,6 +108,7 @@ pub fn run(kafka: &Kafka, forward: &Path) -> anyhow::Result<Vec<Row>> {
                 tail_ms: pick(|s| s.tail_ms),
                 commit_ms: pick_some(|s| s.commit_ms),
                 transactions: pick_some(|s| s.transactions),
+                rounds: s.iter().map(|s| s.committed).collect(),
             }
         })
         .collect())
@@ -175,6 +178,121 @@ pub fn table(rows: &[Row]) -> String {
             row.tail_ms,
             row.transactions.map_or("–".to_owned(), |t| format!("{t:.0}")),
             row.commit_ms.map_or("–".to_owned(), |ms| format!("{ms:.1} ms")),
+        ));
+    }
+    out
+}
+
+/// The per-round shares of exactly-once at 100 ms against at-least-once of the
+/// same round (the target holds only if every round meets it).
+pub fn round_shares(rows: &[Row]) -> Vec<f64> {
+    let (Some(base), Some(eos)) = (rows.first(), rows.iter().find(|r| r.mode == MODES[2])) else { return Vec::new() };
+    base.rounds.iter().zip(&eos.rounds).map(|(b, e)| e / b).collect()
+}
+
+/// What a host pays for the partitions of an exactly-once pipeline (a
+/// transactional producer each) against an at-least-once one (one shared
+/// producer), at one partition count.
+#[derive(Debug, Clone)]
+pub struct Footprint {
+    pub partitions: i32,
+    pub exactly_once: bool,
+    /// From the start to every partition's first records committed, s.
+    pub ready_s: f64,
+    /// Threads of the process while it runs, above the bench's own.
+    pub threads: u64,
+    /// Resident memory while it runs, above the bench's own, MiB.
+    pub rss_mib: f64,
+    /// Open sockets while it runs, above the bench's own.
+    pub sockets: usize,
+    /// From the shutdown request to the host stopped, s.
+    pub shutdown_s: f64,
+}
+
+/// Partition counts the footprint is measured at.
+pub const FOOTPRINT_PARTITIONS: [i32; 3] = [16, 64, 256];
+
+fn sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// One host, one pipeline over `partitions` partitions with 20 records each, on the
+/// embedded broker: how long until everything is committed, and what it holds
+/// meanwhile.
+pub fn footprint(kafka: &Kafka, forward: &Path, partitions: i32, exactly_once: bool) -> anyhow::Result<Footprint> {
+    let broker = Broker::start()?;
+    let (input, output) = (unique("fp-in"), unique("fp-out"));
+    const PER_PARTITION: u64 = 20;
+    broker.fill(&input, partitions, PER_PARTITION, Shape { value_len: 100 })?;
+    broker.create(&output, 1)?;
+    let records = PER_PARTITION as i64 * i64::from(partitions);
+    let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
+    for (key, value) in kafka {
+        text.push_str(&format!("{key:?} = {value:?}\n"));
+    }
+    text.push_str(&format!(
+        "[[pipeline]]\nname = \"bench-footprint\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
+         batch_size = 100\nmax_wait_ms = 0\noutput_topics = [{output:?}]\nsettings = {{ to = {output:?} }}\n\
+         commit = {{ policy = \"interval\", interval_ms = 100 }}\n{}",
+        unique("group"),
+        toml_path(forward),
+        if exactly_once { "delivery = \"exactly-once\"\n" } else { "" }
+    ));
+    let (threads_before, rss_before, sockets_before) =
+        (crate::common::proc_status("Threads"), crate::common::proc_status("VmRSS"), sockets());
+    let started = Instant::now();
+    let host = Host::start(&Config::parse(&text)?)?;
+    let stats = &host.pipelines[0].shared.stats;
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        let committed: i64 = stats.snapshot().partitions.values().filter_map(|p| p.committed).sum();
+        if committed >= records {
+            break;
+        }
+        if started.elapsed() > PATIENCE {
+            bail!("{partitions} partitions: committed only {committed} of {records} records");
+        }
+    }
+    let ready_s = started.elapsed().as_secs_f64();
+    let threads = crate::common::proc_status("Threads").saturating_sub(threads_before);
+    let rss_mib = crate::common::proc_status("VmRSS").saturating_sub(rss_before) as f64 / 1024.0;
+    let sockets = sockets().saturating_sub(sockets_before);
+    let stopping = Instant::now();
+    host.shutdown_flag().store(true, std::sync::atomic::Ordering::Relaxed);
+    host.wait();
+    Ok(Footprint {
+        partitions,
+        exactly_once,
+        ready_s,
+        threads,
+        rss_mib,
+        sockets,
+        shutdown_s: stopping.elapsed().as_secs_f64(),
+    })
+}
+
+/// The footprints as a markdown table.
+pub fn footprint_table(rows: &[Footprint]) -> String {
+    let mut out = String::from(
+        "| partitions | delivery | all committed after | threads | resident memory | sockets | shutdown |\n\
+         |---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.1} s | {} | {:.0} MiB | {} | {:.1} s |\n",
+            row.partitions,
+            if row.exactly_once { "exactly-once" } else { "at-least-once" },
+            row.ready_s,
+            row.threads,
+            row.rss_mib,
+            row.sockets,
+            row.shutdown_s
         ));
     }
     out

@@ -28,6 +28,9 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A partition's committed offset as read, or why it could not be.
+type CommittedOffset = (TopicPartition, Result<Offset, String>);
+
 impl Worker {
     /// Whether records of `key` may be taken now (always, for at-least-once).
     pub(super) fn accepts(&self, key: &TopicPartition) -> bool {
@@ -44,34 +47,56 @@ impl Worker {
 
     /// Makes ready the partitions whose turn it is: an initialized producer (which
     /// fences the previous owner and settles its open transaction), then the
-    /// committed offset read from the broker, and the consumer moved there.
+    /// committed offset read from the broker, and the consumer moved there. The
+    /// producers start side by side ([`Transactions::ensure_producers`]) and the
+    /// committed offsets of all of them are read in one request.
+    ///
+    /// [`Transactions::ensure_producers`]: super::transactions::Transactions::ensure_producers
     pub(super) fn prepare_transactions(&mut self, now: Instant) {
         let due = match self.shared.transactions() {
             Some(transactions) => transactions.due(now),
             None => return,
         };
-        for key in due {
-            let started = Instant::now();
-            let made = self.shared.transactions().map(|mut t| t.ensure_producer(&key, now));
-            match made {
-                Some(Err(StartError::Config(error))) => {
-                    self.shared.stats.halted(&key.0, key.1, &error);
+        if due.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let failures = self.shared.transactions().map(|mut t| t.ensure_producers(&due, now)).unwrap_or_default();
+        for (key, error) in &failures {
+            match error {
+                StartError::Config(error) => {
+                    self.shared.stats.halted(&key.0, key.1, error);
                     tracing::error!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "partition halted: librdkafka refused the transactional producer's configuration");
-                    continue;
                 }
-                Some(Err(StartError::Refused(error))) => {
-                    self.shared.stats.halted(&key.0, key.1, &error);
+                StartError::Refused(error) => {
+                    self.shared.stats.halted(&key.0, key.1, error);
                     tracing::error!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "partition halted: the broker refused the transactional producer");
-                    continue;
                 }
-                Some(Err(StartError::Init(error))) => {
-                    self.shared.stats.note(&key.0, key.1, None, "transaction", &error);
+                StartError::Init(error) => {
+                    self.shared.stats.note(&key.0, key.1, None, "transaction", error);
                     tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "could not start the partition's transactional producer; trying again");
-                    continue;
                 }
-                _ => {}
             }
-            let from = match self.committed_offset(&key) {
+        }
+        let with_producers: Vec<TopicPartition> =
+            due.into_iter().filter(|key| !failures.iter().any(|(failed, _)| failed == key)).collect();
+        if with_producers.is_empty() {
+            return;
+        }
+        let offsets = match self.committed_offsets(&with_producers) {
+            Ok(offsets) => offsets,
+            Err(error) => {
+                tracing::warn!(pipeline = %self.config.name, partitions = with_producers.len(), %error, "could not read the committed offsets; trying again");
+                if let Some(mut t) = self.shared.transactions() {
+                    for key in &with_producers {
+                        t.retry_later(key, now);
+                    }
+                }
+                return;
+            }
+        };
+        for (key, from) in offsets {
+            let from = match from {
                 Ok(from) => from,
                 Err(error) => {
                     tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, %error, "could not read the committed offset; trying again");
@@ -106,30 +131,36 @@ impl Worker {
         }
     }
 
-    /// The offset the group committed for `key`, read now; where the consumer's
-    /// reset policy says when there is none (an absolute offset either way).
-    fn committed_offset(&self, key: &TopicPartition) -> Result<Offset, String> {
+    /// The offsets the group committed for `keys`, read now in one request; for a
+    /// partition without one, where the consumer's reset policy says (an absolute
+    /// offset either way). A partition's own error fails only that partition.
+    fn committed_offsets(&self, keys: &[TopicPartition]) -> Result<Vec<CommittedOffset>, String> {
         let list = self
             .consumer
-            .committed_offsets(list_of(std::slice::from_ref(key)), COMMITTED_TIMEOUT)
-            .map_err(|e| format!("reading the committed offset: {e}"))?;
-        let element = list.elements_for_topic(&key.0).into_iter().find(|e| e.partition() == key.1);
-        if let Some(error) = element.as_ref().and_then(|e| e.error().err()) {
-            return Err(format!("reading the committed offset: {error}"));
-        }
-        match element.map(|e| e.offset()) {
-            Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
-            _ => {
-                // No bookmark: the reset policy's end of the log, as an offset, so
-                // the seek is exact and the log says where the partition starts.
-                let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(&key.0, key.1, COMMITTED_TIMEOUT)
-                    .map_err(|e| format!("reading the log's ends: {e}"))?;
-                let latest = self.shared.transactions().is_some_and(|t| t.reset_to_latest);
-                Ok(Offset::Offset(if latest { high } else { low }))
-            }
-        }
+            .committed_offsets(list_of(keys), COMMITTED_TIMEOUT)
+            .map_err(|e| format!("reading the committed offsets: {e}"))?;
+        let latest = self.shared.transactions().is_some_and(|t| t.reset_to_latest);
+        let offsets = keys
+            .iter()
+            .map(|key| {
+                let element = list.elements_for_topic(&key.0).into_iter().find(|e| e.partition() == key.1);
+                if let Some(error) = element.as_ref().and_then(|e| e.error().err()) {
+                    return (key.clone(), Err(format!("reading the committed offset: {error}")));
+                }
+                let from = match element.map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
+                    // No bookmark: the reset policy's end of the log, as an offset, so
+                    // the seek is exact and the log says where the partition starts.
+                    _ => self
+                        .consumer
+                        .fetch_watermarks(&key.0, key.1, COMMITTED_TIMEOUT)
+                        .map(|(low, high)| Offset::Offset(if latest { high } else { low }))
+                        .map_err(|e| format!("reading the log's ends: {e}")),
+                };
+                (key.clone(), from)
+            })
+            .collect();
+        Ok(offsets)
     }
 
     /// Holds an output of the record at `offset` of `key` until the watermark passes it.

@@ -55,6 +55,18 @@ pub struct FailedTransaction {
     pub refused_for_good: bool,
 }
 
+/// How many threads commit a worker's transactions side by side.
+const COMMITS_AT_ONCE: usize = 8;
+
+/// One partition's commit: what it commits, with which producer, and how it went.
+struct CommitJob<'a> {
+    key: TopicPartition,
+    epoch: Epoch,
+    offset: i64,
+    producer: &'a mut crate::kafka::transaction::TxnProducer,
+    outcome: Option<(Result<(), Recovery>, Duration)>,
+}
+
 /// State shared by the pipeline loop and the Kafka callbacks.
 pub struct Shared {
     /// Pipeline name, for logs.
@@ -110,22 +122,29 @@ impl Shared {
     /// Commits the transactions of `only` (or of every ready partition): each
     /// partition's outputs with its watermark as the committed offset. Returns the
     /// partitions whose transaction failed, and how to recover.
+    ///
+    /// The partitions' transactions are independent (a producer each), and a commit
+    /// waits for the broker (the outputs' acknowledgements, then the coordinator):
+    /// several commit side by side ([`COMMITS_AT_ONCE`] threads), so that with many
+    /// partitions each transaction still commits long before its timeout, and the
+    /// loop waits for the slowest commit rather than for their sum.
     pub fn commit_transactions<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         only: Option<&[TopicPartition]>,
     ) -> Vec<FailedTransaction> {
         let Some(mut transactions) = self.transactions() else { return Vec::new() };
-        let mut failed = Vec::new();
         let timeout = transactions.call_timeout;
+        // What each partition commits: the watermark, which covers every output
+        // released into the transaction (they are released only below it). Only
+        // where it moved past the last commit and past where tracking began (a
+        // transaction with nothing finished in it has nothing to commit), or where a
+        // transaction is open.
+        let mut due: Vec<(TopicPartition, Epoch, i64)> = Vec::new();
         for key in transactions.ready() {
             if only.is_some_and(|only| !only.contains(&key)) {
                 continue;
             }
-            // The watermark covers every output released into the transaction: they
-            // are released only below it.
-            // Moved: past the last commit, and past where tracking began (a transaction
-            // with nothing finished in it has nothing to commit).
             let Some((epoch, offset, moved)) = self
                 .tracker()
                 .get(&key.0, key.1)
@@ -133,28 +152,64 @@ impl Shared {
             else {
                 continue;
             };
-            let Some(producer) = transactions.producer(&key) else { continue };
-            if !moved && !producer.is_open() {
-                continue;
+            if moved || transactions.producer(&key).is_some_and(|p| p.is_open()) {
+                due.push((key, epoch, offset));
             }
-            let Some(group) = consumer.group_metadata() else {
-                let recovery = Recovery::Rewind("the consumer has no group metadata".to_owned());
-                failed.push(FailedTransaction { key, recovery, refused_for_good: false });
-                continue;
-            };
-            let started = Instant::now();
-            match producer.commit(&key.0, key.1, offset, &group, timeout) {
-                Ok(()) => {
-                    if let Some(p) = self.tracker().current(&key.0, key.1, epoch) {
-                        p.mark_committed(offset);
-                    }
-                    self.stats.committed(&key.0, key.1, offset);
-                    self.stats.transaction_committed(started.elapsed());
+        }
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let Some(group) = consumer.group_metadata() else {
+            let recovery = || Recovery::Rewind("the consumer has no group metadata".to_owned());
+            return due
+                .into_iter()
+                .map(|(key, ..)| FailedTransaction { key, recovery: recovery(), refused_for_good: false })
+                .collect();
+        };
+        let keys: Vec<TopicPartition> = due.iter().map(|(key, ..)| key.clone()).collect();
+        let mut jobs: Vec<CommitJob<'_>> = transactions
+            .producers_mut(&keys)
+            .into_iter()
+            .filter_map(|(key, producer)| {
+                let (_, epoch, offset) = due.iter().find(|(k, ..)| *k == key)?;
+                Some(CommitJob { key, epoch: *epoch, offset: *offset, producer, outcome: None })
+            })
+            .collect();
+        let run = |jobs: &mut [CommitJob<'_>]| {
+            for job in jobs {
+                let started = Instant::now();
+                let result = job.producer.commit(&job.key.0, job.key.1, job.offset, &group, timeout);
+                job.outcome = Some((result, started.elapsed()));
+            }
+        };
+        if jobs.len() == 1 {
+            run(&mut jobs);
+        } else {
+            let per_thread = jobs.len().div_ceil(COMMITS_AT_ONCE);
+            std::thread::scope(|scope| {
+                for chunk in jobs.chunks_mut(per_thread) {
+                    scope.spawn(|| run(chunk));
                 }
-                Err(recovery) => {
+            });
+        }
+        let mut failed = Vec::new();
+        for job in jobs {
+            match job.outcome {
+                Some((Ok(()), took)) => {
+                    if let Some(p) = self.tracker().current(&job.key.0, job.key.1, job.epoch) {
+                        p.mark_committed(job.offset);
+                    }
+                    self.stats.committed(&job.key.0, job.key.1, job.offset);
+                    self.stats.transaction_committed(took);
+                }
+                Some((Err(recovery), _)) => {
                     self.stats.transaction_aborted();
-                    let refused_for_good = producer.refused_for_good();
-                    failed.push(FailedTransaction { key, recovery, refused_for_good });
+                    let refused_for_good = job.producer.refused_for_good();
+                    failed.push(FailedTransaction { key: job.key, recovery, refused_for_good });
+                }
+                None => {
+                    let recovery = Recovery::Recreate("the commit's thread ended without an outcome".to_owned());
+                    failed.push(FailedTransaction { key: job.key, recovery, refused_for_good: false });
                 }
             }
         }

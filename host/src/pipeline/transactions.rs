@@ -25,6 +25,9 @@ pub(crate) const REFENCE_PAUSE: Duration = Duration::from_secs(5);
 pub(crate) const LAST_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a failed initialization waits before the next attempt.
 pub(crate) const INIT_RETRY: Duration = Duration::from_secs(1);
+/// How many producers of one worker start at once (each a librdkafka client with
+/// its threads and connections while it starts).
+pub(crate) const STARTS_AT_ONCE: usize = 16;
 
 /// The `transactional.id` of a partition of a pipeline:
 /// `<prefix>:<bytes in group>:<group>:<topic>:<partition>`.
@@ -35,12 +38,8 @@ pub(crate) const INIT_RETRY: Duration = Duration::from_secs(1);
 /// prefix (checked by the configuration) nor a topic name (Kafka's rule) holds a
 /// `:`, and the group, which may hold anything, is preceded by its length, so the
 /// id reads back one way only (the tests read it back).
-pub fn transactional_id(prefix: &str, group: &str, topic: &str, partition: i32) -> String {
-    format!("{}{topic}:{partition}", transactional_id_prefix(prefix, group))
-}
-
-fn transactional_id_prefix(prefix: &str, group: &str) -> String {
-    format!("{prefix}:{}:{group}:", group.len())
+pub(crate) fn transactional_id(prefix: &str, group: &str, topic: &str, partition: i32) -> String {
+    format!("{prefix}:{}:{group}:{topic}:{partition}", group.len())
 }
 
 #[derive(Debug)]
@@ -55,7 +54,9 @@ struct Partition {
 /// The transactional producers of one pipeline, by input partition.
 pub struct Transactions {
     config: ClientConfig,
+    /// `transactional_id_prefix` of the pipeline.
     id_prefix: String,
+    group: String,
     /// Bound of each blocking transactional call.
     pub call_timeout: Duration,
     /// Where a partition without a committed offset starts: the log end
@@ -75,7 +76,8 @@ impl Transactions {
     pub fn new(config: ClientConfig, prefix: &str, group: &str, call_timeout: Duration, reset_to_latest: bool) -> Self {
         Self {
             config,
-            id_prefix: transactional_id_prefix(prefix, group),
+            id_prefix: prefix.to_owned(),
+            group: group.to_owned(),
             call_timeout,
             reset_to_latest,
             partitions: HashMap::new(),
@@ -84,7 +86,7 @@ impl Transactions {
 
     /// The `transactional.id` of a partition.
     pub fn id_of(&self, (topic, partition): &TopicPartition) -> String {
-        format!("{}{topic}:{partition}", self.id_prefix)
+        transactional_id(&self.id_prefix, &self.group, topic, *partition)
     }
 
     /// A partition was assigned: it waits for its producer.
@@ -111,28 +113,48 @@ impl Transactions {
             .collect()
     }
 
-    /// Makes sure `key` has an initialized producer (made and initialized now if it
-    /// has none: this fences every earlier producer of the partition). On failure the
-    /// partition waits [`INIT_RETRY`], or for good if its configuration or the
-    /// broker refuses it for good.
-    pub fn ensure_producer(&mut self, key: &TopicPartition, now: Instant) -> Result<(), StartError> {
-        let id = self.id_of(key);
+    /// Makes sure each of `keys` has an initialized producer (made and initialized
+    /// now if it has none: this fences every earlier producer of the partition).
+    /// The partitions' producers are independent, and an initialization waits on
+    /// the broker (up to 3 × the call timeout while it settles a previous owner's
+    /// transaction): they start side by side, at most [`STARTS_AT_ONCE`] at a time,
+    /// so a worker given 64 partitions is ready in the time of a few, not of 64. On
+    /// failure a partition waits [`INIT_RETRY`], or for good if its configuration or
+    /// the broker refuses it for good. Returns the failures.
+    pub fn ensure_producers(&mut self, keys: &[TopicPartition], now: Instant) -> Vec<(TopicPartition, StartError)> {
+        let missing: Vec<(TopicPartition, String)> = keys
+            .iter()
+            .filter(|k| self.partitions.get(*k).is_some_and(|p| p.producer.is_none()))
+            .map(|k| (k.clone(), self.id_of(k)))
+            .collect();
         let (config, timeout) = (&self.config, self.call_timeout);
-        let Some(p) = self.partitions.get_mut(key) else { return Err(StartError::Init("not assigned".to_owned())) };
-        if p.producer.is_some() {
-            return Ok(());
+        let mut started = Vec::with_capacity(missing.len());
+        for chunk in missing.chunks(STARTS_AT_ONCE) {
+            std::thread::scope(|scope| {
+                let starts: Vec<_> = chunk
+                    .iter()
+                    .map(|(key, id)| (key, scope.spawn(move || TxnProducer::start(config, id, timeout))))
+                    .collect();
+                for (key, start) in starts {
+                    let result =
+                        start.join().unwrap_or_else(|_| Err(StartError::Init("the start panicked".to_owned())));
+                    started.push((key.clone(), result));
+                }
+            });
         }
-        match TxnProducer::start(config, &id, timeout) {
-            Ok(producer) => {
-                p.producer = Some(producer);
-                Ok(())
-            }
-            Err(error) => {
-                p.not_before = now + INIT_RETRY;
-                p.halted |= matches!(error, StartError::Config(_) | StartError::Refused(_));
-                Err(error)
+        let mut failures = Vec::new();
+        for (key, result) in started {
+            let Some(p) = self.partitions.get_mut(&key) else { continue };
+            match result {
+                Ok(producer) => p.producer = Some(producer),
+                Err(error) => {
+                    p.not_before = now + INIT_RETRY;
+                    p.halted |= matches!(error, StartError::Config(_) | StartError::Refused(_));
+                    failures.push((key, error));
+                }
             }
         }
+        failures
     }
 
     /// Records of `key` may be taken from now on.
@@ -145,6 +167,16 @@ impl Transactions {
     /// The producer of a ready partition.
     pub fn producer(&mut self, key: &TopicPartition) -> Option<&mut TxnProducer> {
         self.partitions.get_mut(key).filter(|p| p.ready).and_then(|p| p.producer.as_mut())
+    }
+
+    /// The producers of those of `keys` that are ready, each borrowed on its own
+    /// (so their transactions can commit side by side).
+    pub fn producers_mut(&mut self, keys: &[TopicPartition]) -> Vec<(TopicPartition, &mut TxnProducer)> {
+        self.partitions
+            .iter_mut()
+            .filter(|(key, p)| p.ready && keys.contains(key))
+            .filter_map(|(key, p)| Some((key.clone(), p.producer.as_mut()?)))
+            .collect()
     }
 
     /// Ready partitions, to commit.
