@@ -31,7 +31,7 @@ struct Intensity {
 impl Intensity {
     /// This intensity, or the events and pace `FERRY_CHAOS_EVENTS` and
     /// `FERRY_CHAOS_PER_MINUTE` ask for (to shake a run harder while studying it).
-    fn from_env(self) -> Self {
+    fn or_from_env(self) -> Self {
         let var =
             |name: &str| std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: a number")));
         Intensity {
@@ -141,7 +141,7 @@ fn wait_for_settled_group(brokers: &str, group: &str, live: usize) {
 }
 
 fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity, promise: Promise, leaves: Leaves) {
-    let intensity = intensity.from_env();
+    let intensity = intensity.or_from_env();
     let brokers = broker.brokers();
     let group = unique("chaos");
     broker.create_topic("in", PARTITIONS);

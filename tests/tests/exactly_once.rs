@@ -203,32 +203,39 @@ fn tansu_a_broker_away_past_the_transaction_timeout_stops_nothing_for_good() {
         tansu.create_topic(topic, 8);
     }
     let dir = tempfile::tempdir().unwrap();
-    let extra = EXACTLY_ONCE.to_owned()
-        + "
-transaction_timeout_ms = 5000";
+    let extra = format!("{EXACTLY_ONCE}\ntransaction_timeout_ms = 6000\nlimits = {{ time_per_batch_ms = 2000 }}");
     let config = recorder_config(&tansu, "outage", "in", &extra)
-        .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"60000\"");
+        .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"25000\"");
     let member = FerryProcess::start(&write_config(dir.path(), &config));
     let values: Vec<String> = (0..800).map(|i| format!("slow:10;r{i}")).collect();
     produce_by_key(&brokers, "in", &values[..400]);
-    wait_until("the member processed records of most partitions", || {
-        let log = member.log_text();
-        (0..8).filter(|p| log.contains(&format!("tp=in/{p} offset="))).count() >= 6
-    });
+    let not_ledger = |log: String| log.lines().filter(|l| !l.contains("ledger")).collect::<Vec<_>>().join("\n");
+    wait_until_or_explain(
+        "the member processed records of most partitions",
+        || {
+            let log = member.log_text();
+            (0..8).filter(|p| log.contains(&format!("tp=in/{p} offset="))).count() >= 6
+        },
+        || not_ledger(member.log_text()),
+    );
     tansu.freeze();
     // The fault itself: the broker away for 2.5 transaction timeouts, while the
     // guest goes on working through what was fetched.
     std::thread::sleep(Duration::from_secs(15));
     tansu.resume();
     produce_by_key(&brokers, "in", &values[400..]);
-    wait_until("lag 0 on every partition", || lag(&brokers, "outage", "in").iter().all(|p| p.lag() == 0));
+    wait_until_or_explain(
+        "lag 0 on every partition",
+        || lag(&brokers, "outage", "in").iter().all(|p| p.lag() == 0),
+        || not_ledger(member.log_text()),
+    );
     let mut member = member;
     let log = member.log_text();
     assert!(member.terminate_and_wait().success());
     assert!(
         log.contains("transaction not committed"),
         "the outage failed transactions (else this test proves nothing):\n{}",
-        log.lines().filter(|l| !l.contains("ledger")).collect::<Vec<_>>().join("\n")
+        not_ledger(log.clone())
     );
     assert!(!log.contains("partition halted"), "no partition halted over a transient fault");
     let inputs = read_all(&brokers, "in");
