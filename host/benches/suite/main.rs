@@ -42,6 +42,16 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {}
     }
+    // `FERRY_BENCH_LOG=<target=level,...>`: the hosts' log on stderr, to see why a run is slow.
+    if let Ok(directives) = std::env::var("FERRY_BENCH_LOG") {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let filter: tracing_subscriber::filter::Targets = directives.parse().context("FERRY_BENCH_LOG")?;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
     for arg in &args {
         anyhow::ensure!(SECTIONS.contains(&arg.as_str()), "unknown section {arg:?}; sections: {}", SECTIONS.join(", "));
     }

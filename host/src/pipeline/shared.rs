@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::PipelineStats;
-use super::transactions::{LAST_ABORT_TIMEOUT, Transactions};
+use super::transactions::Transactions;
 use crate::kafka::client_log::PartitionFetch;
 use crate::kafka::commit::{CommitResult, Committer};
 use crate::kafka::context::{FerryContext, RebalanceListener, SYNC_COMMIT_TIMEOUT};
@@ -362,12 +362,8 @@ impl RebalanceListener for Shared {
             self.commit_sync(consumer, Some(&revoked), SYNC_COMMIT_TIMEOUT);
         }
         if let Some(mut transactions) = self.transactions() {
-            for key in &revoked {
-                if let Some(mut producer) = transactions.remove(key) {
-                    // Lost, or the commit above failed: nothing of it may become visible.
-                    let _ = producer.abort(LAST_ABORT_TIMEOUT);
-                }
-            }
+            // Lost, or the commit above failed: nothing of it may become visible.
+            transactions.close(&revoked);
         }
         let mut tracker = self.tracker();
         for (topic, partition) in &revoked {

@@ -27,7 +27,7 @@ pub(crate) const LAST_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const INIT_RETRY: Duration = Duration::from_secs(1);
 /// How many producers of one worker start at once (each a librdkafka client with
 /// its threads and connections while it starts).
-pub(crate) const STARTS_AT_ONCE: usize = 16;
+pub(crate) const STARTS_AT_ONCE: usize = 64;
 
 /// The `transactional.id` of a partition of a pipeline:
 /// `<prefix>:<bytes in group>:<group>:<topic>:<partition>`.
@@ -94,6 +94,29 @@ impl Transactions {
         self.partitions.insert(key.clone(), Partition { producer: None, ready: false, not_before: now, halted: false });
     }
 
+    /// The partitions in `keys` leave: each producer aborts what it has open (a
+    /// transaction that did not commit must never become visible) and is closed.
+    /// Side by side: a producer takes tens of milliseconds to close, and a revoke or
+    /// a shutdown of hundreds of partitions must stay within its bound.
+    pub fn close(&mut self, keys: &[TopicPartition]) {
+        let producers: Vec<TxnProducer> = keys.iter().filter_map(|key| self.remove(key)).collect();
+        let per_thread = producers.len().div_ceil(STARTS_AT_ONCE).max(1);
+        let mut producers = producers.into_iter();
+        std::thread::scope(|scope| {
+            loop {
+                let chunk: Vec<TxnProducer> = producers.by_ref().take(per_thread).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                scope.spawn(move || {
+                    for mut producer in chunk {
+                        let _ = producer.abort(LAST_ABORT_TIMEOUT);
+                    }
+                });
+            }
+        });
+    }
+
     /// A partition left: its producer, if any, goes with it.
     pub fn remove(&mut self, key: &TopicPartition) -> Option<TxnProducer> {
         self.partitions.remove(key).and_then(|p| p.producer)
@@ -118,7 +141,7 @@ impl Transactions {
     /// The partitions' producers are independent, and an initialization waits on
     /// the broker (up to 3 × the call timeout while it settles a previous owner's
     /// transaction): they start side by side, at most [`STARTS_AT_ONCE`] at a time,
-    /// so a worker given 64 partitions is ready in the time of a few, not of 64. On
+    /// so a worker given 64 partitions is ready in the time of one, not of 64. On
     /// failure a partition waits [`INIT_RETRY`], or for good if its configuration or
     /// the broker refuses it for good. Returns the failures.
     pub fn ensure_producers(&mut self, keys: &[TopicPartition], now: Instant) -> Vec<(TopicPartition, StartError)> {

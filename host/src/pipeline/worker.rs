@@ -17,7 +17,6 @@ use super::run::run_batch;
 use super::settle::{Fate, settle};
 use super::shared::Shared;
 use super::stall::StallWatch;
-use super::transactions::LAST_ABORT_TIMEOUT;
 use crate::config::{CommitPolicy, PipelineConfig};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
@@ -492,12 +491,9 @@ impl Worker {
         self.shared.commit_sync(&self.consumer, None, SYNC_COMMIT_TIMEOUT);
         self.commit_transactions(None);
         if let Some(mut transactions) = self.shared.transactions() {
-            for key in transactions.keys() {
-                if let Some(mut producer) = transactions.remove(&key) {
-                    // What did not commit above must never become visible.
-                    let _ = producer.abort(LAST_ABORT_TIMEOUT);
-                }
-            }
+            // What did not commit above must never become visible.
+            let keys = transactions.keys();
+            transactions.close(&keys);
         }
         // Leaving starts a rebalance, which would refuse the other workers' last
         // commits: leave once all have committed (they drain and commit meanwhile, so
