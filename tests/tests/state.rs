@@ -1,0 +1,141 @@
+//! Keyed state end to end: the counter example (built from source) counts per key in
+//! state, through `ferry run` processes around a mock broker in a process of its
+//! own. Its counts must carry on across a restart of the host (restored from the
+//! changelog) and across a rebalance to a second member: for every key, the counts
+//! emitted are exactly 1..=n, each once, where n is how many records of that key
+//! were produced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ferry_tests::{Broker as _, FerryProcess, MockBrokerProcess, guest, read_all, unique, wait_until, write_config};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+const PARTITIONS: i32 = 2;
+/// Keys per partition: each key lives in one partition (its name says which).
+const KEYS: usize = 5;
+
+fn config(brokers: &str, input: &str, output: &str, name: &str, group: &str) -> String {
+    let component = guest("ferry-example-counter");
+    format!(
+        r#"
+        brokers = "{brokers}"
+        [[pipeline]]
+        name = "{name}"
+        inputs = ["{input}"]
+        group = "{group}"
+        component = "{component}"
+        output_topics = ["{output}"]
+        max_wait_ms = 20
+        commit = {{ policy = "per-batch" }}
+        [pipeline.settings]
+        output_topic = "{output}"
+        [pipeline.state]
+        "#,
+        component = component.display()
+    )
+}
+
+/// Produces `count` records, record i to partition i % PARTITIONS with key
+/// `p<partition>-k<i / PARTITIONS % KEYS>`, numbered from `from`; returns the keys.
+fn produce(brokers: &str, topic: &str, from: usize, count: usize) -> Vec<String> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().expect("producer");
+    let mut keys = Vec::new();
+    for i in from..from + count {
+        let partition = (i as i32) % PARTITIONS;
+        let key = format!("p{partition}-k{}", i / PARTITIONS as usize % KEYS);
+        let value = format!("record {i}");
+        producer.send(BaseRecord::to(topic).partition(partition).key(&key).payload(&value)).expect("queued");
+        keys.push(key);
+    }
+    producer.flush(Duration::from_secs(60)).expect("acknowledged");
+    keys
+}
+
+/// How many records each key has.
+fn truth(keys: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for key in keys {
+        *counts.entry(key.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Every count emitted per key.
+fn emitted(brokers: &str, output: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for read in read_all(brokers, output) {
+        by_key.entry(read.key).or_default().push(read.value.parse().expect("a count"));
+    }
+    by_key
+}
+
+/// Every key's emitted counts are exactly 1..=n, each once.
+fn assert_counted_once(brokers: &str, output: &str, truth: &BTreeMap<String, u64>) {
+    let emitted = emitted(brokers, output);
+    let keys: BTreeSet<&String> = emitted.keys().collect();
+    assert_eq!(keys, truth.keys().collect::<BTreeSet<_>>(), "the keys counted");
+    for (key, &n) in truth {
+        let mut counts = emitted[key].clone();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=n).collect::<Vec<_>>(), "the counts emitted for {key}");
+    }
+}
+
+/// The changelog holds each key's final count (the last record of the key).
+fn assert_changelog(brokers: &str, changelog: &str, truth: &BTreeMap<String, u64>) {
+    let mut last: BTreeMap<String, (i32, u64)> = BTreeMap::new();
+    for read in read_all(brokers, changelog) {
+        let bytes: [u8; 8] = read.value.as_bytes().try_into().expect("a u64 count");
+        last.insert(read.key.clone(), (read.partition, u64::from_le_bytes(bytes)));
+    }
+    let expected: BTreeMap<String, (i32, u64)> = truth
+        .iter()
+        .map(|(key, &n)| (key.clone(), (key[1..2].parse().expect("partition digit"), n)))
+        .collect();
+    assert_eq!(last, expected, "the changelog's last (partition, count) per key");
+}
+
+fn output_len(brokers: &str, output: &str) -> usize {
+    read_all(brokers, output).len()
+}
+
+#[test]
+fn counts_carry_on_after_a_restart_and_a_rebalance() {
+    let broker = Mutex::new(MockBrokerProcess::start());
+    let brokers = broker.brokers();
+    let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
+    let changelog = format!("{name}.state");
+    broker.create_topic(&input, PARTITIONS);
+    broker.create_topic(&output, 1);
+    broker.create_topic(&changelog, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config(&brokers, &input, &output, &name, &group));
+
+    // One member counts the first records.
+    let mut keys = produce(&brokers, &input, 0, 100);
+    let mut first = FerryProcess::start(&path);
+    wait_until("the first 100 counted", || output_len(&brokers, &output) >= 100);
+    first.terminate();
+    assert!(first.log_text().contains("state restored"), "{}", first.log_text());
+
+    // Restarted: the counts go on from the changelog.
+    keys.extend(produce(&brokers, &input, 100, 100));
+    let mut second = FerryProcess::start(&path);
+    wait_until("200 counted after the restart", || output_len(&brokers, &output) >= 200);
+    assert_counted_once(&brokers, &output, &truth(&keys));
+
+    // A second member joins: a partition moves to it, and its counts go on there.
+    let third = FerryProcess::start(&path);
+    wait_until("the new member is given a partition", || third.log_text().contains("partitions assigned"));
+    keys.extend(produce(&brokers, &input, 200, 100));
+    wait_until("the new member restores its partition's state", || third.log_text().contains("state restored"));
+    wait_until("300 counted across the two members", || output_len(&brokers, &output) >= 300);
+    second.terminate();
+    drop(third);
+    assert_counted_once(&brokers, &output, &truth(&keys));
+    assert_changelog(&brokers, &changelog, &truth(&keys));
+}
