@@ -740,6 +740,13 @@ impl PipelineConfig {
         sandbox: &SandboxConfig,
         message_max: u64,
     ) -> anyhow::Result<()> {
+        if self.inputs.len() != 1 {
+            bail!(
+                "{at}.state: a pipeline with state reads one input topic (its changelog is co-partitioned \
+                 with it), this one reads {}",
+                self.inputs.len()
+            );
+        }
         let changelog = self.changelog_topic().expect("a pipeline with state");
         check_topic_name(&format!("{at}.state.changelog_topic"), &changelog)?;
         if self.inputs.contains(&changelog)
@@ -939,6 +946,26 @@ mod tests {
     fn unknown_fields_are_refused_by_name() {
         let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nbatch_sise = 3"));
         assert!(e.contains("batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn state_is_granted_by_its_section_and_its_limits_are_checked() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(!c.pipelines[0].grants().state);
+        assert_eq!(c.pipelines[0].changelog_topic(), None);
+        let stateful = GOOD.replace("commit =", "state = { max_key_bytes = 100 }\ncommit =");
+        let c = Config::parse(&stateful).unwrap();
+        assert!(c.pipelines[0].grants().state);
+        assert_eq!(c.pipelines[0].changelog_topic().as_deref(), Some("orders.state"));
+        assert_eq!(c.pipelines[0].limits().state.max_key_bytes, 100);
+        let e = error_of(&stateful.replace("max_key_bytes = 100", "partition_bytes = 1"));
+        assert!(e.contains("pipeline `orders`.state.partition_bytes: must be between"), "{e}");
+        let e = error_of(&stateful.replace("max_key_bytes = 100", "max_value_bytes = 2000000"));
+        assert!(e.contains("state.max_value_bytes"), "{e}");
+        let e = error_of(&stateful.replace("max_key_bytes = 100", "changelog_topic = \"commissions\""));
+        assert!(e.contains("state.changelog_topic: `commissions` is also"), "{e}");
+        let e = error_of(&stateful.replace("inputs = [\"orders\"]", "inputs = [\"orders\", \"more\"]"));
+        assert!(e.contains("reads one input topic"), "{e}");
     }
 
     #[test]

@@ -92,10 +92,8 @@ fn assert_changelog(brokers: &str, changelog: &str, truth: &BTreeMap<String, u64
         let bytes: [u8; 8] = read.value.as_bytes().try_into().expect("a u64 count");
         last.insert(read.key.clone(), (read.partition, u64::from_le_bytes(bytes)));
     }
-    let expected: BTreeMap<String, (i32, u64)> = truth
-        .iter()
-        .map(|(key, &n)| (key.clone(), (key[1..2].parse().expect("partition digit"), n)))
-        .collect();
+    let expected: BTreeMap<String, (i32, u64)> =
+        truth.iter().map(|(key, &n)| (key.clone(), (key[1..2].parse().expect("partition digit"), n))).collect();
     assert_eq!(last, expected, "the changelog's last (partition, count) per key");
 }
 

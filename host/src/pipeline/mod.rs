@@ -111,6 +111,10 @@ impl Pipeline {
         spares: bool,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        if let Some(changelog) = config.changelog_topic() {
+            state::ensure_changelog(brokers, kafka, &config.inputs[0], &changelog, sandbox.runtime())
+                .with_context(|| format!("pipeline {} did not start", config.name))?;
+        }
         let producer = if config.exactly_once()
             || (config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none() && config.state.is_none())
         {

@@ -186,3 +186,73 @@ impl super::worker::Worker {
         done && self.state.as_ref().is_some_and(|k| k.is_restored(key))
     }
 }
+
+/// How long the changelog check and creation may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks the changelog topic at start: it must have as many partitions as the
+/// input (the state of input partition p is changelog partition p); one that is
+/// missing is created compacted with that many. A broker that does not serve
+/// CreateTopics (librdkafka's mock, or a principal without Create) is not an error
+/// here: the changelog's first write tells.
+pub(crate) fn ensure_changelog(
+    brokers: &str,
+    kafka: &BTreeMap<String, String>,
+    input: &str,
+    changelog: &str,
+    runtime: &crate::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let keeper = StateKeeper::new(changelog.to_owned(), StateLimits::default(), brokers, kafka);
+    let consumer: BaseConsumer = keeper.restore.create().context("failed to create a metadata reader")?;
+    let partitions = |topic: &str| -> anyhow::Result<Option<usize>> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+            .with_context(|| format!("failed to read the metadata of topic {topic}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    };
+    let Some(inputs) = partitions(input)? else {
+        tracing::warn!(input, changelog, "the input topic does not exist yet: the changelog is not checked");
+        return Ok(());
+    };
+    match partitions(changelog)? {
+        Some(n) if n == inputs => Ok(()),
+        Some(n) => bail!(
+            "the state changelog topic {changelog} has {n} partitions and the input {input} has {inputs}: the \
+             state of input partition p is changelog partition p, so they must match (recreate the changelog, \
+             or name another in state.changelog_topic)"
+        ),
+        None => {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+                keeper.restore.create().context("failed to create an admin client")?;
+            let topic = NewTopic::new(changelog, inputs as i32, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+                .set("min.compaction.lag.ms", "0");
+            let options =
+                AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
+            match runtime.block_on(admin.create_topics([&topic], &options)) {
+                Ok(results) => {
+                    for result in results {
+                        match result {
+                            Ok(name) => {
+                                tracing::info!(topic = %name, partitions = inputs, "created the compacted state changelog")
+                            }
+                            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((name, code)) => {
+                                tracing::warn!(topic = %name, error = %code, "the broker did not create the state changelog")
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(topic = changelog, %error, "the broker did not create the state changelog")
+                }
+            }
+            Ok(())
+        }
+    }
+}
