@@ -18,6 +18,19 @@ const PARTITIONS: i32 = 2;
 const KEYS: usize = 5;
 
 fn config(brokers: &str, input: &str, output: &str, name: &str, group: &str) -> String {
+    config_with(brokers, input, output, name, group, "", "")
+}
+
+/// `pipeline` goes into the pipeline's table, `state` into its `[pipeline.state]`.
+fn config_with(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    name: &str,
+    group: &str,
+    pipeline: &str,
+    state: &str,
+) -> String {
     let component = guest("ferry-example-counter");
     format!(
         r#"
@@ -30,9 +43,11 @@ fn config(brokers: &str, input: &str, output: &str, name: &str, group: &str) -> 
         output_topics = ["{output}"]
         max_wait_ms = 20
         commit = {{ policy = "per-batch" }}
+        {pipeline}
         [pipeline.settings]
         output_topic = "{output}"
         [pipeline.state]
+        {state}
         "#,
         component = component.display()
     )
@@ -136,4 +151,71 @@ fn counts_carry_on_after_a_restart_and_a_rebalance() {
     drop(third);
     assert_counted_once(&brokers, &output, &truth(&keys));
     assert_changelog(&brokers, &changelog, &truth(&keys));
+}
+
+/// Produces `(partition, key)` records in order.
+fn produce_keys(brokers: &str, topic: &str, records: &[(i32, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().expect("producer");
+    for (partition, key) in records {
+        producer.send(BaseRecord::to(topic).partition(*partition).key(key).payload("x")).expect("queued");
+    }
+    producer.flush(Duration::from_secs(60)).expect("acknowledged");
+}
+
+/// A partition whose state is full gets its writes refused (the counter rejects
+/// those records, which are dead-lettered) while its keys that fit go on counting
+/// and the other partition counts everything; and the same key in two partitions is
+/// two counts, one per partition's state.
+#[test]
+fn a_full_partition_is_refused_its_writes_and_partitions_never_share_state() {
+    const PARTITION_BYTES: usize = 1024;
+    // What the host charges an entry: a fixed 128 bytes, the key (5 bytes here) and
+    // the counter's 8-byte count.
+    const FITS: usize = PARTITION_BYTES / (128 + 5 + 8);
+    let broker = Mutex::new(MockBrokerProcess::start());
+    let brokers = broker.brokers();
+    let (input, output, name, group, dlq) =
+        (unique("clicks"), unique("counts"), unique("counter"), unique("g"), unique("dlq"));
+    for (topic, partitions) in [(&input, PARTITIONS), (&output, 1), (&format!("{name}.state"), PARTITIONS), (&dlq, 1)] {
+        broker.create_topic(topic, partitions);
+    }
+    let mut records: Vec<(i32, String)> = (0..30).map(|k| (0, format!("p0-k{k}"))).collect();
+    records.push((0, "p0-k0".to_owned()));
+    for round in 0..10 {
+        for k in 0..3 {
+            records.push((1, format!("p1-k{k}")));
+        }
+        if round == 0 {
+            // The same key as partition 0's first: counted apart.
+            records.push((1, "p0-k0".to_owned()));
+        }
+    }
+    produce_keys(&brokers, &input, &records);
+    let pipeline = format!(r#"failure = {{ on_failure = "dead-letter", dead_letter_topic = "{dlq}" }}"#);
+    let state = format!("partition_bytes = {PARTITION_BYTES}");
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(&brokers, &input, &output, &name, &group, &pipeline, &state);
+    let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
+    let refused: BTreeSet<String> = (FITS..30).map(|k| format!("p0-k{k}")).collect();
+    let counted = records.len() - refused.len();
+    wait_until("every record counted or dead-lettered", || {
+        output_len(&brokers, &output) >= counted && read_all(&brokers, &dlq).len() >= refused.len()
+    });
+    ferry.terminate();
+
+    let letters: BTreeSet<String> = read_all(&brokers, &dlq).into_iter().map(|r| r.key).collect();
+    assert_eq!(letters, refused, "the records whose keys no longer fit are dead-lettered, and only they");
+    let mut expected: BTreeMap<String, Vec<u64>> = (0..FITS).map(|k| (format!("p0-k{k}"), vec![1])).collect();
+    expected.insert("p0-k0".to_owned(), vec![1, 1, 2]);
+    for k in 0..3 {
+        expected.insert(format!("p1-k{k}"), (1..=10).collect());
+    }
+    let mut got = emitted(&brokers, &output);
+    for counts in got.values_mut() {
+        counts.sort_unstable();
+    }
+    assert_eq!(got, expected, "counts per key: p0-k0 twice in partition 0 and once in partition 1");
+    let log = ferry.log_text();
+    assert!(log.contains("partition's state would exceed its limit of 1024 bytes"), "{log}");
 }
