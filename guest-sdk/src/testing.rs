@@ -258,8 +258,11 @@ pub struct Harness {
     /// Partitions the processor was told about, as the host tracks them per instance.
     told: RefCell<BTreeSet<TopicPartition>>,
     /// Each partition's keyed state, as the host keeps it (across instances).
-    state: RefCell<BTreeMap<(String, i32), BTreeMap<Vec<u8>, Vec<u8>>>>,
+    state: RefCell<BTreeMap<(String, i32), PartitionState>>,
 }
+
+/// One partition's keyed state: keys to values.
+pub type PartitionState = BTreeMap<Vec<u8>, Vec<u8>>;
 
 impl Default for Harness {
     fn default() -> Self {
@@ -435,12 +438,12 @@ impl Harness {
     }
 
     /// The keyed state of `topic`/`partition`, as the batches run so far left it.
-    pub fn state(&self, topic: &str, partition: i32) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    pub fn state(&self, topic: &str, partition: i32) -> PartitionState {
         self.state.borrow().get(&(topic.to_owned(), partition)).cloned().unwrap_or_default()
     }
 
     /// Starts `topic`/`partition` with this state (as a restore from its changelog would).
-    pub fn with_state(self, topic: &str, partition: i32, state: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+    pub fn with_state(self, topic: &str, partition: i32, state: PartitionState) -> Self {
         self.state.borrow_mut().insert((topic.to_owned(), partition), state);
         self
     }
