@@ -282,3 +282,57 @@ fn exactly_once_counts_are_exact_through_sigkills_on_tansu() {
     let expected: BTreeMap<String, Vec<u64>> = truth(&keys).into_iter().map(|(k, n)| (k, (1..=n).collect())).collect();
     assert_eq!(by_key, expected, "each key's committed counts");
 }
+
+/// A changelog of 150,000 keys (produced directly) is restored before the
+/// partition's first batch: the counter goes on from the restored count, and the
+/// log says how much was read. (Not a million: librdkafka's mock broker keeps
+/// about 186,000 records of a partition and drops the rest.)
+#[test]
+fn many_keys_are_restored_before_the_first_batch() {
+    const KEYS_RESTORED: u64 = 150_000;
+    let broker = Mutex::new(MockBrokerProcess::start());
+    let brokers = broker.brokers();
+    let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
+    let changelog = format!("{name}.state");
+    for topic in [&input, &output, &changelog] {
+        broker.create_topic(topic, 1);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for i in 0..KEYS_RESTORED {
+        let (key, value) = (format!("key-{i:07}"), i.to_le_bytes());
+        let mut record = BaseRecord::to(&changelog).partition(0).key(&key).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("acknowledged");
+    let reader: rdkafka::consumer::BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", unique("r")).create().expect("reader");
+    let (_, end) = rdkafka::consumer::Consumer::fetch_watermarks(&reader, &changelog, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!(end, KEYS_RESTORED as i64, "the broker holds the whole changelog");
+    let probe = "key-0000042";
+    produce_keys(&brokers, &input, &[(0, probe.to_owned())]);
+    let text = config_with(&brokers, &input, &output, &name, &group, "", "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
+    wait_until("the probe counted", || output_len(&brokers, &output) >= 1);
+    ferry.terminate();
+    let counts = emitted(&brokers, &output);
+    assert_eq!(counts, BTreeMap::from([(probe.to_owned(), vec![43])]), "42 restored, plus one");
+    let log = ferry.log_text();
+    let restored = log.lines().find(|l| l.contains("state restored")).expect("a restore logged");
+    eprintln!("{restored}");
+    assert!(restored.contains(&format!("records={KEYS_RESTORED} keys={KEYS_RESTORED}")), "{restored}");
+}

@@ -116,21 +116,42 @@ pub(crate) fn restore_partition(
     let consumer: BaseConsumer = config.create().context("failed to create the state restore consumer")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Beginning).context("failed to name the changelog partition")?;
+    // The end to read to, taken before reading: an end-of-partition event alone is
+    // not enough (librdkafka's mock broker reports one long before the end of a
+    // large partition). A transaction still open on it (none is, for exactly-once:
+    // the partition's producer fenced and aborted the last owner's before this)
+    // holds the read back until it ends or the restore gives up.
+    let (_, end) = consumer
+        .fetch_watermarks(topic, partition, RESTORE_IDLE_TIMEOUT)
+        .with_context(|| format!("failed to read the end of changelog partition {topic}/{partition}"))?;
     consumer.assign(&list).with_context(|| format!("failed to assign changelog partition {topic}/{partition}"))?;
     let mut store = PartitionStore::default();
     let mut records = 0u64;
+    let mut next = 0i64;
     let mut last_progress = Instant::now();
     loop {
         match consumer.poll(RESTORE_POLL) {
             Some(Ok(message)) => {
                 last_progress = Instant::now();
                 records += 1;
+                next = message.offset() + 1;
                 // Keyless records are not ferry's: nothing to restore from them.
                 if let Some(key) = message.key() {
                     store.apply(key.to_vec(), message.payload().map(<[u8]>::to_vec));
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok((store, records)),
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // Past the last data record there may be transaction markers, which
+                // are never delivered: the consumer's position counts them.
+                let position = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, partition).and_then(|e| e.offset().to_raw()))
+                    .unwrap_or(0);
+                if next.max(position) >= end {
+                    return Ok((store, records));
+                }
+            }
             Some(Err(error)) => {
                 tracing::debug!(topic, partition, %error, "state restore: consumer error");
                 if last_progress.elapsed() > RESTORE_IDLE_TIMEOUT {
