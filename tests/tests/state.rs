@@ -336,3 +336,19 @@ fn many_keys_are_restored_before_the_first_batch() {
     eprintln!("{restored}");
     assert!(restored.contains(&format!("records={KEYS_RESTORED} keys={KEYS_RESTORED}")), "{restored}");
 }
+
+/// `ferry check` names the state import and what it gets.
+#[test]
+fn ferry_check_shows_the_state_capability() {
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .arg("check")
+        .arg(guest("ferry-example-counter"))
+        .output()
+        .expect("ferry check runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let mut lines = text.lines().skip_while(|l| !l.contains("ferry:processor/state@0.2.0"));
+    assert!(lines.next().is_some(), "the import is listed: {text}");
+    let what = lines.next().unwrap_or_default();
+    assert!(what.contains("linked: keyed state of the batch's input partition"), "{text}");
+}
