@@ -253,3 +253,53 @@ impl crate::sink::Sink {
         f(&mut self.state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{Harness, TestBatch};
+    use crate::{Context, Error, Processor, Record, StateError};
+
+    /// Writes a value of the record's value length under its key, and scans.
+    #[derive(Default)]
+    struct Filler {
+        refused: Vec<StateError>,
+        scanned: Vec<Vec<u8>>,
+    }
+
+    impl Processor for Filler {
+        fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+            let size = record.value().map_or(0, <[u8]>::len);
+            if let Err(refused) = ctx.state().put(record.key().unwrap_or_default(), vec![7; size]) {
+                self.refused.push(refused);
+            }
+            self.scanned = ctx.state().scan("a", 10).into_iter().map(|(k, _)| k).collect();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_harness_refuses_what_the_host_refuses_and_scans_by_prefix() {
+        let host = Harness::new();
+        let mut filler = Filler::default();
+        let big = vec![0u8; crate::limits::MAX_STATE_VALUE_BYTES + 1];
+        let batch = TestBatch::new("t", 0).record("a1", "x").record("b", &big).record("a2", "y").record("a0", "z");
+        host.run(&mut filler, &batch).assert_all_processed();
+        let limit = crate::limits::MAX_STATE_VALUE_BYTES as u64;
+        assert_eq!(filler.refused, [StateError::ValueTooLarge(limit)]);
+        assert_eq!(filler.scanned, [b"a0".to_vec(), b"a1".to_vec(), b"a2".to_vec()], "key order, prefix only");
+        assert_eq!(host.state("t", 0).len(), 3);
+        assert!(host.state("t", 1).is_empty(), "another partition's state is its own");
+    }
+
+    #[test]
+    #[should_panic(expected = "the component imports capability `ferry:processor/state@0.2.0`, which this \
+                               pipeline does not grant (give the pipeline a `[pipeline.state]` section")]
+    fn state_without_a_state_section_fails_like_the_host() {
+        let dir = std::env::temp_dir().join(format!("ferry-sdk-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ferry.toml");
+        std::fs::write(&path, "[[pipeline]]\nname = \"p\"\noutput_topics = [\"out\"]\n").unwrap();
+        let host = Harness::from_config(&path, "p").unwrap();
+        host.run(&mut Filler::default(), &TestBatch::new("t", 0).record("k", "v"));
+    }
+}
