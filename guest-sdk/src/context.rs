@@ -209,6 +209,11 @@ impl Context {
         }
     }
 
+    /// The keyed state of the batch's input partition (see [`State`](crate::State)).
+    pub fn state(&mut self) -> crate::State<'_> {
+        crate::State::of(self)
+    }
+
     /// Writes a line to the host's logs, under the tenant's own target. The host
     /// truncates long messages, strips control characters and rate-limits each
     /// pipeline's logs.

@@ -64,6 +64,7 @@ mod record;
 mod settings;
 #[cfg(not(target_arch = "wasm32"))]
 mod sink;
+mod state;
 
 pub mod limits;
 pub mod wire;
@@ -76,6 +77,7 @@ pub use partition::PerPartition;
 pub use processor::{Error, Outcome, Processor, ResultExt, TopicPartition};
 pub use record::{Batch, Headers, Record, Records};
 pub use settings::{SettingError, Settings};
+pub use state::{State, StateError};
 
 /// Bindings generated from the WIT contract. Not part of the API.
 #[doc(hidden)]
@@ -83,7 +85,8 @@ pub use settings::{SettingError, Settings};
 pub mod __bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "processor",
+        // The world with `state`: a processor imports it only if it calls `ctx.state()`.
+        world: "stateful-processor",
         ownership: Borrowing { duplicate_if_necessary: true },
         pub_export_macro: true,
         export_macro_name: "__ferry_export",

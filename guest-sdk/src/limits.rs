@@ -15,6 +15,18 @@ pub const OUTPUT_BYTES_PER_BATCH: usize = 16 << 20;
 /// What each output record costs the batch's budget on top of its bytes: what the
 /// host holds for a record besides them.
 pub const OUTPUT_RECORD_COST: usize = 256;
+/// Most bytes of state one input partition may hold: each entry counts its key and
+/// value plus [`STATE_ENTRY_COST`].
+pub const STATE_BYTES_PER_PARTITION: usize = 64 << 20;
+/// What each state entry costs its partition on top of its key and value.
+pub const STATE_ENTRY_COST: usize = 128;
+/// Longest state key, in bytes.
+pub const MAX_STATE_KEY_BYTES: usize = 4 << 10;
+/// Longest state value, in bytes: a changelog record must fit librdkafka's default
+/// `message.max.bytes` with its key.
+pub const MAX_STATE_VALUE_BYTES: usize = 512 << 10;
+/// Most state writes (puts and deletes) one batch may make.
+pub const STATE_WRITES_PER_BATCH: u32 = 100_000;
 /// What each header of an output record costs the batch's budget on top of its name
 /// and value: what the host holds for a header besides them.
 pub const OUTPUT_HEADER_COST: usize = 96;

@@ -16,6 +16,8 @@ pub(crate) struct PipelineConfig {
     pub(crate) output_topics: Vec<String>,
     /// `allow_log` (default true): the `log` capability.
     pub(crate) allow_log: bool,
+    /// Whether it has a `[pipeline.state]` section: the `state` capability.
+    pub(crate) state: bool,
     /// `[pipeline.settings]`.
     pub(crate) settings: Vec<(String, String)>,
     /// `[pipeline.limits]` `max_outputs_per_batch`, if set.
@@ -94,6 +96,7 @@ pub(crate) fn parse(text: &str, name: &str) -> Result<PipelineConfig, String> {
     Ok(PipelineConfig {
         output_topics,
         allow_log,
+        state: pipeline.get("state").is_some(),
         settings,
         max_outputs_per_batch: limit("max_outputs_per_batch")?,
         max_output_bytes: limit("max_output_bytes")?,

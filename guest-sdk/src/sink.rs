@@ -19,6 +19,8 @@ pub(crate) struct Policy {
     pub(crate) output_granted: bool,
     /// Whether the pipeline grants the `log` capability (`allow_log`).
     pub(crate) log_granted: bool,
+    /// Whether the pipeline keeps state (has a `[pipeline.state]` section).
+    pub(crate) state_granted: bool,
 }
 
 #[derive(Debug)]
@@ -29,6 +31,8 @@ pub(crate) struct Sink {
     pub(crate) emitted: Vec<Emitted>,
     pub(crate) emitted_bytes: usize,
     pub(crate) logs: Vec<LogLine>,
+    /// The batch's partition state, as the batch left it so far.
+    pub(crate) state: crate::state::NativeState,
 }
 
 impl Sink {

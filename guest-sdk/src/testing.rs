@@ -46,7 +46,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
@@ -221,6 +221,7 @@ pub fn host_refusal(capability: &str) -> String {
     let hint = match capability {
         "output" => " (list the topics it may write to in the pipeline's `output_topics`)",
         "log" => " (set `allow_log = true`)",
+        "state" => " (give the pipeline a `[pipeline.state]` section: its changelog topic and limits)",
         _ => "",
     };
     format!(
@@ -256,7 +257,12 @@ pub struct Harness {
     settings: Settings,
     /// Partitions the processor was told about, as the host tracks them per instance.
     told: RefCell<BTreeSet<TopicPartition>>,
+    /// Each partition's keyed state, as the host keeps it (across instances).
+    state: RefCell<BTreeMap<(String, i32), PartitionState>>,
 }
+
+/// One partition's keyed state: keys to values.
+pub type PartitionState = BTreeMap<Vec<u8>, Vec<u8>>;
 
 impl Default for Harness {
     fn default() -> Self {
@@ -268,9 +274,11 @@ impl Default for Harness {
                 batch_bytes: limits::OUTPUT_BYTES_PER_BATCH,
                 output_granted: true,
                 log_granted: true,
+                state_granted: true,
             },
             settings: Settings::default(),
             told: RefCell::default(),
+            state: RefCell::default(),
         }
     }
 }
@@ -310,6 +318,7 @@ impl Harness {
         harness.policy.output_granted = !config.output_topics.is_empty();
         harness.policy.allowed_topics = Some(config.output_topics.into_iter().collect());
         harness.policy.log_granted = config.allow_log;
+        harness.policy.state_granted = config.state;
         harness.policy.max_emits = config.max_outputs_per_batch.unwrap_or(harness.policy.max_emits);
         harness.policy.max_record_bytes = config.max_output_bytes.unwrap_or(harness.policy.max_record_bytes);
         harness.policy.batch_bytes = config.output_bytes_per_batch.unwrap_or(harness.policy.batch_bytes);
@@ -412,6 +421,7 @@ impl Harness {
             outcomes.len(),
             view.len()
         );
+        self.keep_state(&view, &outcomes, &mut ctx);
         Run::new(&view, outcomes, ctx.sink)
     }
 
@@ -421,9 +431,32 @@ impl Harness {
         let view = batch.batch();
         self.tell_assigned(processor, &view);
         let mut ctx = self.context_for(&view);
-        let outcomes =
+        let outcomes: Vec<Outcome> =
             view.iter().map(|record| ctx.for_record(&record, |ctx| processor.process(&record, ctx)).into()).collect();
+        self.keep_state(&view, &outcomes, &mut ctx);
         Run::new(&view, outcomes, ctx.sink)
+    }
+
+    /// The keyed state of `topic`/`partition`, as the batches run so far left it.
+    pub fn state(&self, topic: &str, partition: i32) -> PartitionState {
+        self.state.borrow().get(&(topic.to_owned(), partition)).cloned().unwrap_or_default()
+    }
+
+    /// Starts `topic`/`partition` with this state (as a restore from its changelog would).
+    pub fn with_state(self, topic: &str, partition: i32, state: PartitionState) -> Self {
+        self.state.borrow_mut().insert((topic.to_owned(), partition), state);
+        self
+    }
+
+    /// As the host does: a batch's state writes take effect only if every record of
+    /// it finished (processed or rejected); otherwise the host delivers the whole
+    /// batch again.
+    fn keep_state(&self, batch: &Batch<'_>, outcomes: &[Outcome], ctx: &mut Context) {
+        let finished = outcomes.iter().all(|o| !matches!(o, Outcome::Retry(_)));
+        let written = std::mem::take(&mut ctx.sink.state);
+        if finished && written.touched {
+            self.state.borrow_mut().insert((batch.topic().to_owned(), batch.partition()), written.map);
+        }
     }
 
     fn tell_assigned<P: Processor>(&self, processor: &mut P, batch: &Batch<'_>) {
@@ -441,6 +474,9 @@ impl Harness {
             emitted: Vec::new(),
             emitted_bytes: 0,
             logs: Vec::new(),
+            state: crate::state::NativeState::lent(
+                self.state.borrow().get(&(batch.topic().to_owned(), batch.partition())).cloned().unwrap_or_default(),
+            ),
         })
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::registry::AutoRollback;
 use crate::sandbox::{
-    Grants, Limits, LogRate, OutputLimits, Provisions, SandboxSettings, TenantLog, default_cache_dir,
+    Grants, Limits, LogRate, OutputLimits, Provisions, SandboxSettings, StateLimits, TenantLog, default_cache_dir,
 };
 
 /// The whole configuration file.
@@ -246,6 +246,10 @@ pub struct PipelineConfig {
     /// Resource limits of the processor.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Keyed state for the processor (the `state` capability): present, the
+    /// pipeline keeps a changelog topic and restores each partition's state from it.
+    #[serde(default)]
+    pub state: Option<StateConfig>,
     /// What happens to records the processor cannot finish.
     #[serde(default)]
     pub failure: FailurePolicy,
@@ -344,6 +348,37 @@ impl Default for LimitsConfig {
             max_outputs_per_batch: d.output.max_records,
             max_output_bytes: d.output.max_record_bytes,
             output_bytes_per_batch: d.output.batch_bytes,
+        }
+    }
+}
+
+/// A pipeline's keyed state: where it is kept and how much there may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The compacted changelog topic, one partition per input partition. Default:
+    /// `<pipeline name>.state`. Created when missing.
+    pub changelog_topic: Option<String>,
+    /// Most bytes of state per input partition (each entry counts its key and value
+    /// and a fixed cost, see docs/operators.md).
+    pub partition_bytes: usize,
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most writes (puts and deletes) per batch.
+    pub writes_per_batch: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        let d = StateLimits::default();
+        Self {
+            changelog_topic: None,
+            partition_bytes: d.partition_bytes,
+            max_key_bytes: d.max_key_bytes,
+            max_value_bytes: d.max_value_bytes,
+            writes_per_batch: d.writes_per_batch,
         }
     }
 }
@@ -548,7 +583,7 @@ impl PipelineConfig {
     }
 
     fn validate_exactly_once(&self, at: &str, global_kafka: &BTreeMap<String, String>) -> anyhow::Result<()> {
-        if self.output_topics.is_empty() && self.failure.dead_letter_topic.is_none() {
+        if self.output_topics.is_empty() && self.failure.dead_letter_topic.is_none() && self.state.is_none() {
             bail!(
                 "{at}.delivery: exactly-once covers what a pipeline writes to Kafka, and this one writes nothing \
                  (no output_topics, no dead-letter topic); use at-least-once"
@@ -661,6 +696,9 @@ impl PipelineConfig {
                     crate::sandbox::capability::output::RECORD_COST + 249
                 )
             })?;
+        if let Some(state) = &self.state {
+            self.validate_state(at, state, sandbox, message_max)?;
+        }
         in_range(&format!("{at}.logs.lines_per_sec"), u64::from(self.logs.lines_per_sec), 1, 100_000)?;
         in_range(&format!("{at}.logs.bytes_per_sec"), self.logs.bytes_per_sec, 64, 64 << 20)?;
         for (key, value) in &self.settings {
@@ -694,9 +732,66 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// The state section's limits, checked against `[sandbox]` like the others.
+    fn validate_state(
+        &self,
+        at: &str,
+        state: &StateConfig,
+        sandbox: &SandboxConfig,
+        message_max: u64,
+    ) -> anyhow::Result<()> {
+        if self.inputs.len() != 1 {
+            bail!(
+                "{at}.state: a pipeline with state reads one input topic (its changelog is co-partitioned \
+                 with it), this one reads {}",
+                self.inputs.len()
+            );
+        }
+        let changelog = self.changelog_topic().expect("a pipeline with state");
+        check_topic_name(&format!("{at}.state.changelog_topic"), &changelog)?;
+        if self.inputs.contains(&changelog)
+            || self.output_topics.contains(&changelog)
+            || self.failure.dead_letter_topic.as_ref() == Some(&changelog)
+        {
+            bail!("{at}.state.changelog_topic: `{changelog}` is also an input, output or dead-letter topic");
+        }
+        // A partition's state is held in host memory: no more than the largest
+        // guest may hold itself, so the memory formula has one term per partition.
+        in_range(
+            &format!("{at}.state.partition_bytes"),
+            state.partition_bytes as u64,
+            1 << 10,
+            sandbox.max_memory_mib << 20,
+        )?;
+        in_range(&format!("{at}.state.max_key_bytes"), state.max_key_bytes as u64, 1, 64 << 10)?;
+        // A changelog record carries the key and the value: it must fit the producer.
+        let value_field = format!("{at}.state.max_value_bytes");
+        in_range(
+            &value_field,
+            state.max_value_bytes as u64,
+            1,
+            message_max.saturating_sub(state.max_key_bytes as u64 + 512),
+        )
+        .context(
+            "a changelog record (key and value) larger than the producer's message.max.bytes could never be sent",
+        )?;
+        in_range(&format!("{at}.state.writes_per_batch"), u64::from(state.writes_per_batch), 1, 10_000_000)?;
+        Ok(())
+    }
+
+    /// The changelog topic of a pipeline with state.
+    pub fn changelog_topic(&self) -> Option<String> {
+        let state = self.state.as_ref()?;
+        Some(state.changelog_topic.clone().unwrap_or_else(|| format!("{}.state", self.name)))
+    }
+
     /// The capabilities this pipeline grants its processor.
     pub fn grants(&self) -> Grants {
-        Grants { output_topics: self.output_topics.iter().cloned().collect(), log: self.allow_log }
+        Grants {
+            output_topics: self.output_topics.iter().cloned().collect(),
+            log: self.allow_log,
+            state: self.state.is_some(),
+        }
     }
 
     /// The processor's limits.
@@ -709,6 +804,12 @@ impl PipelineConfig {
                 max_record_bytes: self.limits.max_output_bytes,
                 batch_bytes: self.limits.output_bytes_per_batch,
             },
+            state: self.state.as_ref().map_or_else(StateLimits::default, |s| StateLimits {
+                partition_bytes: s.partition_bytes,
+                max_key_bytes: s.max_key_bytes,
+                max_value_bytes: s.max_value_bytes,
+                writes_per_batch: s.writes_per_batch,
+            }),
         }
     }
 
@@ -845,6 +946,26 @@ mod tests {
     fn unknown_fields_are_refused_by_name() {
         let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nbatch_sise = 3"));
         assert!(e.contains("batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn state_is_granted_by_its_section_and_its_limits_are_checked() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(!c.pipelines[0].grants().state);
+        assert_eq!(c.pipelines[0].changelog_topic(), None);
+        let stateful = GOOD.replace("commit =", "state = { max_key_bytes = 100 }\ncommit =");
+        let c = Config::parse(&stateful).unwrap();
+        assert!(c.pipelines[0].grants().state);
+        assert_eq!(c.pipelines[0].changelog_topic().as_deref(), Some("orders.state"));
+        assert_eq!(c.pipelines[0].limits().state.max_key_bytes, 100);
+        let e = error_of(&stateful.replace("max_key_bytes = 100", "partition_bytes = 1"));
+        assert!(e.contains("pipeline `orders`.state.partition_bytes: must be between"), "{e}");
+        let e = error_of(&stateful.replace("max_key_bytes = 100", "max_value_bytes = 2000000"));
+        assert!(e.contains("state.max_value_bytes"), "{e}");
+        let e = error_of(&stateful.replace("max_key_bytes = 100", "changelog_topic = \"commissions\""));
+        assert!(e.contains("state.changelog_topic: `commissions` is also"), "{e}");
+        let e = error_of(&stateful.replace("inputs = [\"orders\"]", "inputs = [\"orders\", \"more\"]"));
+        assert!(e.contains("reads one input topic"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn limits() -> Limits {
 }
 
 fn instance(sandbox: &Sandbox, package: &str) -> ProcessorInstance {
-    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true };
+    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false };
     let component = load(sandbox, package, &grants).unwrap();
     ProcessorInstance::new(sandbox.clone(), component, package, Provisions::simple(package, grants), limits())
 }
@@ -221,10 +221,15 @@ fn a_spare_instance_takes_over_after_a_fault_with_the_same_limits_and_grants() {
 fn ungranted_capabilities_are_refused_at_load_by_name() {
     let sandbox = sandbox();
     let error =
-        load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true }).unwrap_err();
+        load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true, state: false })
+            .unwrap_err();
     assert!(error.to_string().contains("ferry:processor/output@0.2.0"), "{error}");
-    let error =
-        load(&sandbox, "ferry-example-counter", &Grants { output_topics: Default::default(), log: false }).unwrap_err();
+    let error = load(
+        &sandbox,
+        "ferry-example-counter",
+        &Grants { output_topics: Default::default(), log: false, state: false },
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("ferry:processor/log@0.2.0"), "{error}");
     assert!(load(&sandbox, "ferry-example-passthrough", &Grants::default()).is_ok(), "no capabilities needed");
 }
@@ -273,11 +278,11 @@ fn the_calls_of_a_split_batch_share_one_output_budget() {
         sandbox.clone(),
         chaos.component().clone(),
         "chaos",
-        Provisions::simple("chaos", Grants { output_topics: ["out".to_owned()].into(), log: true }),
+        Provisions::simple("chaos", Grants { output_topics: ["out".to_owned()].into(), log: true, state: false }),
         Limits { memory_bytes: 64 << 20, time_per_batch_ms: 10_000, ..Limits::default() },
     );
     let (mut batch, offsets) = batch(&["bomb:out", "panic"]);
-    let run = ferry_host::pipeline::run::run_batch(&mut chaos, &mut batch, &offsets);
+    let run = ferry_host::pipeline::run::run_batch(&mut chaos, &mut batch, &offsets, None);
     assert_eq!(run.outcomes[0], Outcome::Processed, "the bomb, alone, stops at the refusal");
     assert!(matches!(run.outcomes[1], Outcome::Fault(GuestFault::Panic(_))), "{:?}", run.outcomes[1]);
     assert!(run.outputs.is_empty(), "{} outputs: the first call spent the batch's budget", run.outputs.len());

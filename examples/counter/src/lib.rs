@@ -1,116 +1,71 @@
-//! A stateful processor: counts records per key, per input partition, across batches.
+//! A stateful processor: counts records per key in the host's keyed state, and
+//! emits each record's running count.
 //!
-//! The counts live in the processor's fields, so they survive from one batch to the
-//! next — but only for the life of the WebAssembly instance, and only while this
-//! member owns the partition:
+//! The counts live in `ctx.state()`, the state of the record's input partition,
+//! which the host keeps in a changelog topic and restores when the partition is
+//! assigned: they survive traps, recycles, redeploys, restarts and rebalances.
+//! With exactly-once delivery each record is counted exactly once; with
+//! at-least-once, records after the last commit are counted again after a crash.
 //!
-//! - one instance serves every partition of the pipeline, so the counts are kept per
-//!   partition ([`PerPartition`]), never mixed;
-//! - when a partition moves to another member, [`Processor::revoked`] drops its
-//!   counts: the new owner starts from what it reads, not from a stale copy here;
-//! - when the host replaces the instance (after a trap, a memory recycle, a redeploy
-//!   or a restart) counting starts again from zero. A real processor would treat such
-//!   state as a cache or rebuild it from the stream.
-//!
-//! Once per batch it logs a summary line, so it imports the `log` capability (and not
-//! `output`: it emits nothing).
+//! For each keyed record it emits (key, running count as decimal text) to the topic
+//! named by the `output_topic` setting (default `counts`). Records without a key
+//! are passed over. Once per batch it logs a summary line.
 
-use std::collections::BTreeMap;
+use ferry_sdk::{Context, Error, Processor, Record, Settings};
 
-use ferry_sdk::{Batch, Context, Error, Outcome, PerPartition, Processor, Record, TopicPartition};
-
-/// The counts of one partition.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts {
-    /// Records seen per key.
-    pub by_key: BTreeMap<Vec<u8>, u64>,
-    /// Records seen without a key.
-    pub keyless: u64,
-    /// Records seen in all.
-    pub total: u64,
-}
-
-impl Counts {
-    /// Counts one record with this key.
-    pub fn observe(&mut self, key: Option<&[u8]>) {
-        match key {
-            Some(key) => match self.by_key.get_mut(key) {
-                Some(count) => *count += 1,
-                None => {
-                    self.by_key.insert(key.to_vec(), 1);
-                }
-            },
-            None => self.keyless += 1,
-        }
-        self.total += 1;
-    }
-
-    /// Records seen with this key.
-    pub fn count(&self, key: &[u8]) -> u64 {
-        self.by_key.get(key).copied().unwrap_or(0)
-    }
-
-    fn consistent(&self) -> bool {
-        self.by_key.values().sum::<u64>() + self.keyless == self.total
-    }
-}
-
-/// Counts records per key and partition.
-#[derive(Debug, Default)]
+/// Counts records per key in state.
+#[derive(Debug)]
 pub struct Counter {
-    partitions: PerPartition<Counts>,
+    output_topic: String,
     batches: u64,
 }
 
-impl Counter {
-    /// The counts of `topic`/`partition`, if this instance saw any of its records
-    /// since it was assigned.
-    pub fn counts(&self, topic: &str, partition: i32) -> Option<&Counts> {
-        self.partitions.get(topic, partition)
+impl Default for Counter {
+    fn default() -> Self {
+        Counter { output_topic: "counts".to_owned(), batches: 0 }
     }
+}
 
-    /// Batches seen.
+impl Counter {
+    /// Batches seen by this instance.
     pub fn batches(&self) -> u64 {
         self.batches
     }
 }
 
+/// The count of `key` so far (the state key is the record key itself).
+fn count_of(ctx: &mut Context, key: &[u8]) -> u64 {
+    ctx.state().get_u64(key).unwrap_or(0)
+}
+
 impl Processor for Counter {
-    fn process(&mut self, record: &Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
-        self.partitions.of(record).observe(record.key());
+    fn configure(&mut self, settings: &Settings) -> Result<(), String> {
+        if let Some(topic) = settings.get("output_topic") {
+            self.output_topic = topic.to_owned();
+        }
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: &Batch<'_>, ctx: &mut Context) -> Vec<Outcome> {
-        let counts = self.partitions.entry(batch.topic(), batch.partition());
-        for record in batch {
-            counts.observe(record.key());
-        }
-        self.batches += 1;
-        let summary = format!(
-            "counted {} records from {}/{}; {} distinct keys, {} keyless, {} records of this partition so far",
-            batch.len(),
-            batch.topic(),
-            batch.partition(),
-            counts.by_key.len(),
-            counts.keyless,
-            counts.total,
-        );
-        ctx.info(&summary);
-        vec![Outcome::Processed; batch.len()]
+    fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let Some(key) = record.key() else { return Ok(()) };
+        let count = count_of(ctx, key) + 1;
+        // A write refused by a limit is not going to fit on a retry either.
+        ctx.state().put_u64(key, count).map_err(|e| Error::reject(e.to_string()))?;
+        ctx.emit_kv(&self.output_topic, key, count.to_string()).map_err(|e| Error::retry(e.to_string()))?;
+        Ok(())
     }
 
-    fn revoked(&mut self, partition: &TopicPartition) {
-        self.partitions.revoke(partition);
+    fn process_batch(&mut self, batch: &ferry_sdk::Batch<'_>, ctx: &mut Context) -> Vec<ferry_sdk::Outcome> {
+        let outcomes =
+            batch.iter().map(|record| ctx.for_record(&record, |ctx| self.process(&record, ctx)).into()).collect();
+        self.batches += 1;
+        ctx.info(&format!("counted {} records from {}/{}", batch.len(), batch.topic(), batch.partition()));
+        outcomes
     }
 
     fn self_test(&mut self) -> Result<(), String> {
-        let mut scratch = Counts::default();
-        for key in [Some(&b"a"[..]), Some(b"b"), Some(b"a"), None] {
-            scratch.observe(key);
-        }
-        if scratch.count(b"a") != 2 || scratch.count(b"b") != 1 || scratch.keyless != 1 || !scratch.consistent() {
-            return Err(format!("counting is broken: {scratch:?}"));
+        if self.output_topic.is_empty() {
+            return Err("the output_topic setting is empty".to_owned());
         }
         Ok(())
     }
@@ -121,60 +76,40 @@ ferry_sdk::export_processor!(Counter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_sdk::Level;
     use ferry_sdk::testing::{Harness, TestBatch};
 
+    fn counts(run: &ferry_sdk::testing::Run) -> Vec<(String, String)> {
+        run.emitted.iter().map(|e| (e.key_str().unwrap().to_owned(), e.value_str().unwrap().to_owned())).collect()
+    }
+
     #[test]
-    fn counts_persist_across_batches_per_partition() {
+    fn counts_carry_over_batches_and_instances_per_partition() {
         let host = Harness::new();
         let mut counter = Counter::default();
         let first = TestBatch::new("clicks", 1).record("alice", "x").record("bob", "x").record("alice", "x");
         let run = host.run(&mut counter, &first);
-        assert!(run.all_processed());
-        assert_eq!(run.outcomes.len(), 3);
-        assert!(run.emitted.is_empty());
-
+        run.assert_all_processed();
+        let pairs = |p: &[(&str, &str)]| p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>();
+        assert_eq!(counts(&run), pairs(&[("alice", "1"), ("bob", "1"), ("alice", "2")]));
+        // A fresh instance (after a trap, a redeploy, a restart) sees the same state.
+        let mut fresh = Counter::default();
         let second = TestBatch::new("clicks", 1).at_offset(3).record("alice", "y").value_only("no key");
-        host.run(&mut counter, &second);
-        host.run(&mut counter, &TestBatch::new("clicks", 2).record("alice", "z"));
-
-        let one = counter.counts("clicks", 1).unwrap();
-        assert_eq!((one.count(b"alice"), one.count(b"bob"), one.count(b"carol")), (3, 1, 0));
-        assert_eq!((one.keyless, one.total), (1, 5));
-        assert_eq!(counter.counts("clicks", 2).unwrap().total, 1, "partitions are counted apart");
-        assert_eq!(counter.batches(), 3);
+        assert_eq!(counts(&host.run(&mut fresh, &second)), pairs(&[("alice", "3")]));
+        let other = host.run(&mut fresh, &TestBatch::new("clicks", 2).record("alice", "z"));
+        assert_eq!(counts(&other), pairs(&[("alice", "1")]), "partitions are counted apart");
+        let state = host.state("clicks", 1);
+        assert_eq!(state.get(&b"alice"[..]), Some(&3u64.to_le_bytes().to_vec()));
+        assert_eq!(state.get(&b"bob"[..]), Some(&1u64.to_le_bytes().to_vec()));
     }
 
     #[test]
-    fn a_revoked_partition_forgets_its_counts() {
-        let host = Harness::new();
+    fn a_batch_that_is_retried_leaves_its_state_as_it_was() {
+        let host = Harness::new().allow_topic("elsewhere");
         let mut counter = Counter::default();
-        host.run(&mut counter, &TestBatch::new("clicks", 0).record("a", "1"));
-        host.run(&mut counter, &TestBatch::new("clicks", 1).record("a", "1"));
-        host.revoke(&mut counter, "clicks", 0);
-        assert_eq!(counter.counts("clicks", 0), None);
-        assert_eq!(counter.counts("clicks", 1).unwrap().total, 1);
-        // Given back later, it starts from zero.
-        host.run(&mut counter, &TestBatch::new("clicks", 0).at_offset(7).record("a", "1"));
-        assert_eq!(counter.counts("clicks", 0).unwrap().total, 1);
-    }
-
-    #[test]
-    fn logs_one_summary_per_batch() {
-        let host = Harness::new();
-        let mut counter = Counter::default();
-        let batch = TestBatch::new("clicks", 2).record("a", "1").record("b", "2");
-        let run = host.run(&mut counter, &batch);
-        assert_eq!(run.logs.len(), 1);
-        assert_eq!(run.logs[0].level, Level::Info);
-        assert_eq!(
-            run.logs[0].message,
-            "counted 2 records from clicks/2; 2 distinct keys, 0 keyless, 2 records of this partition so far"
-        );
-
-        let run = host.run(&mut counter, &TestBatch::new("clicks", 2));
-        assert_eq!(run.logs.len(), 1);
-        assert!(run.logs[0].message.starts_with("counted 0 records"));
+        // Emits to `counts` are refused (not an allowed topic): every record retries.
+        let run = host.run(&mut counter, &TestBatch::new("clicks", 0).record("a", "1"));
+        assert!(!run.all_processed());
+        assert!(host.state("clicks", 0).is_empty(), "the writes of an unfinished batch are dropped");
     }
 
     #[test]

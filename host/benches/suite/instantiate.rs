@@ -102,7 +102,7 @@ pub fn run(passthrough: &Path, chaos: &Path) -> anyhow::Result<Figures> {
     }
 
     // The chaos guest imports both capabilities.
-    let grants = Grants { output_topics: ["bench-out".to_owned()].into(), log: true };
+    let grants = Grants { output_topics: ["bench-out".to_owned()].into(), log: true, state: false };
     let mut chaos_instance = new_instance(chaos, grants)?.keep_spare(true);
     let mut poison = empty_batch();
     one(&mut poison, 7, b"panic");
@@ -161,7 +161,7 @@ fn isolation(instance: &mut ProcessorInstance) -> anyhow::Result<(f64, f64)> {
             let mut batch =
                 Batch { topic: "bench".into(), partition: 0, count: encoder.count(), records: encoder.into_bytes() };
             let started = Instant::now();
-            let run = run_batch(instance, &mut batch, &offsets);
+            let run = run_batch(instance, &mut batch, &offsets, None);
             figures[out].push(micros(started) / 1_000.0);
             let faulted = run.outcomes.iter().filter(|v| matches!(v, Outcome::Fault(_))).count();
             anyhow::ensure!(

@@ -102,7 +102,7 @@ fn sandbox(cache: Option<&Path>) -> anyhow::Result<Sandbox> {
 }
 
 fn grants() -> Grants {
-    Grants { output_topics: ["commissions".to_owned(), "bench-out".to_owned()].into(), log: true }
+    Grants { output_topics: ["commissions".to_owned(), "bench-out".to_owned()].into(), log: true, state: false }
 }
 
 fn instance(sandbox: &Sandbox, component: &Arc<ProcessorComponent>) -> ProcessorInstance {

@@ -118,6 +118,8 @@ pub type OutputProducer = ThreadedProducer<AckContext>;
 pub struct Outgoing<'a> {
     /// Destination topic.
     pub topic: &'a str,
+    /// Destination partition; `None`: the producer's partitioner picks (by key).
+    pub partition: Option<i32>,
     /// Key, if any.
     pub key: Option<&'a [u8]>,
     /// Value, if any.
@@ -162,6 +164,9 @@ pub fn send(producer: &OutputProducer, record: Outgoing<'_>, group: &Arc<AckGrou
         headers = headers.insert(Header { key, value: *value });
     }
     let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(group.clone())).headers(headers);
+    if let Some(partition) = record.partition {
+        base = base.partition(partition);
+    }
     if let Some(key) = record.key {
         base = base.key(key);
     }

@@ -362,6 +362,9 @@ impl TxnProducer {
             headers = headers.insert(Header { key, value: *value });
         }
         let mut base = BaseRecord::to(record.topic).headers(headers);
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
         if let Some(key) = record.key {
             base = base.key(key);
         }

@@ -163,10 +163,17 @@ impl Worker {
         Ok(offsets)
     }
 
-    /// Holds an output of the record at `offset` of `key` until the watermark passes it.
-    pub(super) fn hold_output(&mut self, key: &TopicPartition, offset: i64, record: OutputRecord) {
+    /// Holds an output of the record at `offset` of `key` (to `partition` of its
+    /// topic, or where the partitioner puts it) until the watermark passes it.
+    pub(super) fn hold_output(
+        &mut self,
+        key: &TopicPartition,
+        offset: i64,
+        partition: Option<i32>,
+        record: OutputRecord,
+    ) {
         if let Some(state) = self.partitions.get_mut(key) {
-            state.held_mut().hold(offset, record);
+            state.held_mut().hold(offset, (partition, record));
         }
     }
 
@@ -189,9 +196,10 @@ impl Worker {
         let refused = {
             let Some(mut transactions) = self.shared.transactions() else { return };
             let Some(producer) = transactions.producer(key) else { return };
-            released.iter().find_map(|record| {
+            released.iter().find_map(|(partition, record)| {
                 let outgoing = Outgoing {
                     topic: &record.topic,
+                    partition: *partition,
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
                     headers: record.headers.iter().map(|h| (h.name.as_str(), h.value.as_deref())).collect(),

@@ -76,7 +76,7 @@ impl Worker {
             if let Some(tracked) = self.shared.tracker().current(topic, *partition, epoch) {
                 tracked.finish(offset);
             }
-            self.hold_output(key, offset, letter);
+            self.hold_output(key, offset, None, letter);
             self.release_outputs(key);
             return;
         }
@@ -93,8 +93,13 @@ impl Worker {
             failed: false,
         };
         let group = AckGroup::new(self.shared.clone(), settled, 1);
-        let outgoing =
-            Outgoing { topic: dlq, key: record.and_then(|r| r.key), value: record.and_then(|r| r.value), headers };
+        let outgoing = Outgoing {
+            topic: dlq,
+            partition: None,
+            key: record.and_then(|r| r.key),
+            value: record.and_then(|r| r.value),
+            headers,
+        };
         output::send(producer, outgoing, &group);
     }
 

@@ -72,6 +72,11 @@ impl Worker {
             // Buffered records of a revoked partition were never processed: the next
             // owner reads them from the committed offset.
             self.partitions.remove(&(topic.clone(), *partition));
+            if let Some(keeper) = self.state.as_mut() {
+                // The next owner restores it from the changelog.
+                keeper.forget(&(topic.clone(), *partition));
+                self.shared.stats.state_dropped(topic, *partition);
+            }
             self.untold_revokes.push((topic.clone(), *partition));
         }
         for (key, epoch) in events.delivery_failed {

@@ -30,6 +30,7 @@ pub mod run;
 pub(crate) mod settle;
 pub mod shared;
 mod stall;
+mod state;
 pub mod stats;
 pub(crate) mod transactions;
 mod worker;
@@ -110,8 +111,12 @@ impl Pipeline {
         spares: bool,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        if let Some(changelog) = config.changelog_topic() {
+            state::ensure_changelog(brokers, kafka, &config.inputs[0], &changelog, sandbox.runtime())
+                .with_context(|| format!("pipeline {} did not start", config.name))?;
+        }
         let producer = if config.exactly_once()
-            || (config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none())
+            || (config.output_topics.is_empty() && config.failure.dead_letter_topic.is_none() && config.state.is_none())
         {
             // Exactly-once: a transactional producer per partition, owned by the
             // worker that owns the partition.
@@ -313,6 +318,9 @@ impl Common<'_> {
             batch_finished: false,
             departure,
             stop: self.stop.clone(),
+            state: config
+                .changelog_topic()
+                .map(|changelog| state::StateKeeper::new(changelog, config.limits().state, brokers, kafka)),
         };
         let name = match label {
             None => format!("ferry-{}", config.name),

@@ -54,7 +54,7 @@ pub(crate) struct PartitionState {
     /// moved back to what follows it then).
     deferred_unreadable: Option<(i64, String)>,
     /// Exactly-once: outputs of finished records above the watermark.
-    held: Held<OutputRecord>,
+    held: Held<(Option<i32>, OutputRecord)>,
     /// Messages (records and errors) taken from the consumer since the assignment.
     taken: u64,
 }
@@ -353,7 +353,7 @@ impl PartitionState {
     }
 
     /// Exactly-once: the outputs waiting for the watermark.
-    pub(crate) fn held_mut(&mut self) -> &mut Held<OutputRecord> {
+    pub(crate) fn held_mut(&mut self) -> &mut Held<(Option<i32>, OutputRecord)> {
         &mut self.held
     }
 

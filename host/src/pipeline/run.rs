@@ -17,23 +17,25 @@ use std::time::Instant;
 
 use ferry_sdk::wire::{self, BatchEncoder};
 
-use crate::sandbox::{Batch, Emitted, GuestFault, Outcome, OutputUsed, ProcessorInstance};
+use crate::sandbox::{Batch, Emitted, GuestFault, Outcome, OutputUsed, ProcessorInstance, StateBatch};
 
 /// What a batch run needs of a guest: one call on a batch, within a deadline and
-/// the output limits left. [`ProcessorInstance`] is the real one; tests script their
-/// own.
+/// the output limits left, and the partition's state if the pipeline keeps any.
+/// [`ProcessorInstance`] is the real one; tests script their own.
 pub trait BatchGuest {
     /// The deadline of a call starting now (the guest's time limit per batch).
     fn deadline_from_now(&self) -> Instant;
     /// Processes `batch` (records at `offsets`, ascending) before `deadline`, with the
     /// batch's output limits `used` that far: an outcome per record and what was
-    /// emitted, or the fault that ended the call.
+    /// emitted, or the fault that ended the call. `state` comes back with the call's
+    /// writes kept if it returned, dropped if it faulted.
     fn call(
         &mut self,
         batch: &Batch,
         offsets: &[i64],
         deadline: Instant,
         used: &mut OutputUsed,
+        state: &mut Option<StateBatch>,
     ) -> Result<(Vec<Outcome>, Vec<Emitted>), GuestFault>;
 }
 
@@ -48,8 +50,9 @@ impl BatchGuest for ProcessorInstance {
         offsets: &[i64],
         deadline: Instant,
         used: &mut OutputUsed,
+        state: &mut Option<StateBatch>,
     ) -> Result<(Vec<Outcome>, Vec<Emitted>), GuestFault> {
-        self.process_within(batch, offsets, deadline, used)
+        self.process_within(batch, offsets, deadline, used, state)
             .map(|(reply, outputs)| (reply.into_outcomes().collect(), outputs))
     }
 }
@@ -64,11 +67,19 @@ pub struct BatchRun {
     pub outputs: Vec<Emitted>,
     /// Every fault, including those isolated away.
     pub faults: Vec<GuestFault>,
+    /// The partition's state with the writes of the calls that returned.
+    pub state: Option<StateBatch>,
 }
 
 /// Runs `batch` (whose records have these `offsets`, ascending) through `instance`.
 /// `batch` carries the encoded records in and out, so its allocation is reused.
-pub fn run_batch(instance: &mut impl BatchGuest, batch: &mut Batch, offsets: &[i64]) -> BatchRun {
+/// `state` is the partition's state, lent to every call of the batch in turn.
+pub fn run_batch(
+    instance: &mut impl BatchGuest,
+    batch: &mut Batch,
+    offsets: &[i64],
+    state: Option<StateBatch>,
+) -> BatchRun {
     // Finding one poison record among n takes about log2(n) faulting calls. The
     // budget allows a few poison records per batch; records still unresolved when it
     // runs out carry the fault and go through the retry policy.
@@ -77,8 +88,10 @@ pub fn run_batch(instance: &mut impl BatchGuest, batch: &mut Batch, offsets: &[i
     let limit = instance.deadline_from_now();
     // One output budget for the whole batch, splits included: a batch that faults
     // must not multiply what its calls may make the host hold.
-    let mut budget = Budget { at: limit, full: limit - Instant::now(), used: OutputUsed::default(), stopped: false };
+    let mut budget =
+        Budget { at: limit, full: limit - Instant::now(), used: OutputUsed::default(), stopped: false, state };
     run_part(instance, batch, offsets, &mut budget, &mut calls, &mut run);
+    run.state = budget.state;
     run
 }
 
@@ -92,6 +105,8 @@ struct Budget {
     used: OutputUsed,
     /// The host stopped a call: no record after it goes to the guest.
     stopped: bool,
+    /// The partition's state, passed from call to call.
+    state: Option<StateBatch>,
 }
 
 fn run_part(
@@ -108,7 +123,7 @@ fn run_part(
         return;
     }
     let had_full_time = budget.at - started + std::time::Duration::from_millis(1) >= budget.full;
-    match instance.call(batch, offsets, budget.at, &mut budget.used) {
+    match instance.call(batch, offsets, budget.at, &mut budget.used, &mut budget.state) {
         Ok((outcomes, outputs)) => {
             run.outcomes.extend(outcomes);
             run.outputs.extend(outputs);
@@ -208,6 +223,7 @@ mod tests {
             offsets: &[i64],
             _deadline: Instant,
             _used: &mut OutputUsed,
+            _state: &mut Option<StateBatch>,
         ) -> Result<(Vec<Outcome>, Vec<Emitted>), GuestFault> {
             let decoded: Vec<i64> = wire::decode(&batch.records, batch.count).map(|r| r.unwrap().offset).collect();
             assert_eq!(decoded, offsets, "the batch holds the records its offsets name");
@@ -237,7 +253,7 @@ mod tests {
     }
 
     fn run(guest: &mut Scripted, offsets: &[i64]) -> BatchRun {
-        run_batch(guest, &mut batch_of(offsets), offsets)
+        run_batch(guest, &mut batch_of(offsets), offsets, None)
     }
 
     #[test]

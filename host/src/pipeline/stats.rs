@@ -40,6 +40,19 @@ pub struct PartitionStats {
     pub halted: Option<String>,
     /// How it stopped advancing without an error, if it did (see `pipeline::stall`).
     pub stalled: Option<String>,
+    /// Its keyed state in memory, for a pipeline with state.
+    pub state: Option<StateFigures>,
+}
+
+/// A partition's keyed state in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateFigures {
+    /// Keys held.
+    pub keys: usize,
+    /// Bytes held, as the state limits count them.
+    pub bytes: usize,
+    /// Being restored from the changelog now.
+    pub restoring: bool,
 }
 
 /// One failure, for the status page.
@@ -128,6 +141,24 @@ impl PipelineStats {
             p.halted = None;
             p.stalled = None;
         }
+    }
+
+    /// A partition's state in memory: its size, or that it is being restored.
+    pub fn state_figures(&self, topic: &str, partition: i32, keys: usize, bytes: usize, restoring: bool) {
+        let mut parts = lock(&self.partitions);
+        parts.entry((topic.to_owned(), partition)).or_default().state = Some(StateFigures { keys, bytes, restoring });
+    }
+
+    /// A partition's state left memory (revoked).
+    pub fn state_dropped(&self, topic: &str, partition: i32) {
+        if let Some(p) = lock(&self.partitions).get_mut(&(topic.to_owned(), partition)) {
+            p.state = None;
+        }
+    }
+
+    /// Whether a partition's state is being restored now.
+    pub fn restoring(&self) -> bool {
+        lock(&self.partitions).values().any(|p| p.state.is_some_and(|s| s.restoring))
     }
 
     /// A rebalance took partitions away.

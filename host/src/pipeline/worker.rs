@@ -17,6 +17,7 @@ use super::run::run_batch;
 use super::settle::{Fate, settle};
 use super::shared::Shared;
 use super::stall::StallWatch;
+use super::state::StateKeeper;
 use crate::config::{CommitPolicy, PipelineConfig};
 use crate::kafka::client_log::RepeatedErrors;
 use crate::kafka::context::{FerryContext, SYNC_COMMIT_TIMEOUT};
@@ -25,7 +26,7 @@ use crate::kafka::output::{self, AckGroup, Outgoing, OutputProducer, Settled};
 use crate::kafka::tracker::TopicPartition;
 use crate::registry::ProcessorSlot;
 use crate::runtime::Runtime;
-use crate::sandbox::{Batch, Emitted, ProcessorInstance, Provisions, Sandbox, short};
+use crate::sandbox::{Batch, Emitted, OutputRecord, ProcessorInstance, Provisions, Sandbox, short};
 
 /// How long shutdown waits for in-flight outputs before its final commit.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,6 +79,8 @@ pub(crate) struct Worker {
     /// Set to stop this pipeline alone (its start failed; the host's own stop flag
     /// stops every pipeline).
     pub(super) stop: Arc<AtomicBool>,
+    /// The state of the owned partitions, for a pipeline with state.
+    pub(super) state: Option<StateKeeper>,
 }
 
 impl Worker {
@@ -186,6 +189,12 @@ impl Worker {
     /// comes from one unbroken run of its log, never from records a rewind undid
     /// (an aborted transaction's records would otherwise count twice).
     pub(super) fn forget_in_guest(&mut self, key: &TopicPartition) {
+        // The same for its state: the records after the bookmark run again against the
+        // state the changelog holds (read_committed: an aborted transaction's writes
+        // are not in it).
+        if let Some(keeper) = self.state.as_mut() {
+            keeper.forget(key);
+        }
         if !self.untold_revokes.contains(key) {
             self.untold_revokes.push(key.clone());
         }
@@ -209,6 +218,9 @@ impl Worker {
         // The guest hears of revokes before any batch of a partition given back.
         self.tell_revoked();
         self.refresh_processor();
+        if !self.partitions.get(key).is_some_and(PartitionState::can_dispatch_buffer) || !self.ensure_state(key) {
+            return;
+        }
         let Some(state) = self.partitions.get_mut(key) else { return };
         if !state.can_dispatch_buffer() {
             return;
@@ -229,6 +241,9 @@ impl Worker {
     pub(super) fn dispatch_retries(&mut self, key: &TopicPartition, now: Instant) {
         self.tell_revoked();
         self.refresh_processor();
+        if !self.partitions.contains_key(key) || !self.ensure_state(key) {
+            return;
+        }
         let Some(state) = self.partitions.get_mut(key) else { return };
         let Some(taken) = state.take_due_retries(self.config.batch_size, now) else { return };
         self.run_and_settle(key, taken);
@@ -264,7 +279,8 @@ impl Worker {
         self.batch.count = count;
         self.batch.records = records;
 
-        let run = run_batch(&mut self.instance, &mut self.batch, &offsets);
+        let lent = self.state.as_mut().map(|keeper| keeper.lend(key));
+        let mut run = run_batch(&mut self.instance, &mut self.batch, &offsets, lent);
         for fault in &run.faults {
             self.shared.stats.fault(fault);
             self.shared.stats.note(&key.0, key.1, None, &fault.kind().to_string(), &fault.to_string());
@@ -275,7 +291,27 @@ impl Worker {
             }
         }
         let state = self.partitions.get_mut(key).expect("partition still assigned");
-        let settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
+        let mut settlement = settle(&offsets, &run.outcomes, |o| state.attempts(o), self.config.failure.max_attempts);
+        // State: a batch's writes take effect only if every record of it finished;
+        // otherwise they are dropped and the whole batch is delivered again (its
+        // processed records too, whose outputs are dropped with them), since the
+        // host cannot tell which record made which write.
+        let mut changes = Vec::new();
+        if let (Some(lent), Some(keeper)) = (run.state.take(), self.state.as_mut()) {
+            let finished = !settlement.fates.iter().any(|f| matches!(f, Fate::Again { .. }));
+            if !finished {
+                for (&offset, fate) in offsets.iter().zip(settlement.fates.iter_mut()) {
+                    if fate.is_done() {
+                        *fate = Fate::Again { attempts: state.attempts(offset), backoff: true };
+                        settlement.counts.processed -= 1;
+                    }
+                }
+            }
+            let (store, applied) = lent.finish(finished);
+            changes = applied;
+            let (keys, bytes) = keeper.give_back(key, store);
+            self.shared.stats.state_figures(&key.0, key.1, keys, bytes, false);
+        }
         let is_new = |offset: i64| old_position.is_none_or(|p| offset >= p);
 
         // Outputs belong to their records: only those of processed ones go out. (The
@@ -330,7 +366,7 @@ impl Worker {
         // Exactly-once: outputs wait for the watermark instead of acks (the
         // transaction's commit covers their delivery).
         let exactly_once = self.config.exactly_once();
-        let await_acks = !publish.is_empty() && !exactly_once;
+        let await_acks = (!publish.is_empty() || !changes.is_empty()) && !exactly_once;
         // Settle before sending anything: an ack may arrive at once on another thread.
         {
             let mut tracker = self.shared.tracker();
@@ -347,9 +383,16 @@ impl Worker {
         if exactly_once {
             let last = offsets[offsets.len() - 1];
             for Emitted { source, record } in publish {
-                self.hold_output(key, source.unwrap_or(last), record);
+                self.hold_output(key, source.unwrap_or(last), None, record);
             }
-        } else if !publish.is_empty() {
+            // State joins the partition's transaction with the batch's outputs.
+            let changelog = self.state.as_ref().map(|k| k.changelog().to_owned());
+            for (state_key, value) in changes {
+                let topic = changelog.clone().expect("changes come from a pipeline with state");
+                let record = OutputRecord { topic, key: Some(state_key), value, headers: Vec::new() };
+                self.hold_output(key, last, Some(key.1), record);
+            }
+        } else if await_acks {
             let producer = self.producer.as_ref().expect("a pipeline with output topics has a producer");
             let settled = Settled {
                 topic: key.0.clone(),
@@ -359,10 +402,25 @@ impl Worker {
                 offsets: redelivered_done,
                 failed: false,
             };
-            let group = AckGroup::new(self.shared.clone(), settled, publish.len());
+            let group = AckGroup::new(self.shared.clone(), settled, publish.len() + changes.len());
+            // State changes go to the changelog partition of the input partition,
+            // acknowledged with the batch's outputs before its span is released.
+            if let Some(keeper) = self.state.as_ref() {
+                for (state_key, value) in &changes {
+                    let outgoing = Outgoing {
+                        topic: keeper.changelog(),
+                        partition: Some(key.1),
+                        key: Some(state_key),
+                        value: value.as_deref(),
+                        headers: Vec::new(),
+                    };
+                    output::send(producer, outgoing, &group);
+                }
+            }
             for Emitted { record, .. } in &publish {
                 let outgoing = Outgoing {
                     topic: &record.topic,
+                    partition: None,
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
                     headers: record.headers.iter().map(|h| (h.name.as_str(), h.value.as_deref())).collect(),

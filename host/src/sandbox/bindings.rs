@@ -7,15 +7,18 @@
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "processor",
+        // The superset world: a processor that imports no state is an instance of it too.
+        world: "stateful-processor",
         exports: { default: async },
         additional_derives: [PartialEq, Eq],
     });
 }
 
 pub(crate) use generated::*;
+pub(crate) use generated::{StatefulProcessor as Processor, StatefulProcessorPre as ProcessorPre};
 
 pub(crate) use generated::ferry::processor::output::EmitError;
 pub use generated::ferry::processor::output::OutputRecord;
+pub(crate) use generated::ferry::processor::state::StateError;
 pub(crate) use generated::ferry::processor::types::TopicPartition;
 pub use generated::ferry::processor::types::{Batch, BatchResult, Failure, Header, Status};

@@ -13,6 +13,7 @@ use super::capability::headers::HeadersState;
 use super::capability::log::{LogState, TenantLabel, TenantLog};
 use super::capability::output::{OutputLimits, OutputState};
 use super::capability::settings::SettingsState;
+use super::capability::state::{StateLimits, StateState};
 use super::capability::{Grants, wasi};
 
 /// Per-tenant resource limits.
@@ -24,11 +25,18 @@ pub struct Limits {
     pub time_per_batch_ms: u64,
     /// What one batch may emit.
     pub output: OutputLimits,
+    /// What state a partition may hold and a batch may write.
+    pub state: StateLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 64 << 20, time_per_batch_ms: 5_000, output: OutputLimits::default() }
+        Self {
+            memory_bytes: 64 << 20,
+            time_per_batch_ms: 5_000,
+            output: OutputLimits::default(),
+            state: StateLimits::default(),
+        }
     }
 }
 
@@ -63,6 +71,7 @@ pub(crate) struct GuestState {
     pub output: OutputState,
     pub settings: SettingsState,
     pub headers: HeadersState,
+    pub state: StateState,
 }
 
 impl GuestState {
@@ -76,6 +85,7 @@ impl GuestState {
             output: OutputState::new(topics, limits.output),
             settings: SettingsState { values: provisions.settings.clone() },
             headers: HeadersState,
+            state: StateState::default(),
         }
     }
 }

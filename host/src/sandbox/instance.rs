@@ -25,6 +25,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::{Batch, Processor, TopicPartition};
 use super::capability::log::TenantLabel;
 use super::capability::output::{Emitted, OutputUsed};
+use super::capability::state::StateBatch;
 use super::component::ProcessorComponent;
 use super::engine::Sandbox;
 use super::fault::GuestFault;
@@ -166,18 +167,22 @@ impl ProcessorInstance {
         offsets: &[i64],
         deadline: Instant,
     ) -> Result<(BatchReply, Vec<Emitted>), GuestFault> {
-        self.process_within(batch, offsets, deadline, &mut OutputUsed::default())
+        self.process_within(batch, offsets, deadline, &mut OutputUsed::default(), &mut None)
     }
 
     /// [`Self::process`] as one call of a batch that takes several (split around a
     /// faulting record): the batch's output limits are `used` that far, and what
-    /// this call emits is added, whether it returns or faults.
+    /// this call emits is added, whether it returns or faults. `state`, when the
+    /// pipeline keeps state, is the batch's partition state: lent to the guest for
+    /// the call and handed back with the call's writes kept (it returned) or dropped
+    /// (it faulted).
     pub fn process_within(
         &mut self,
         batch: &Batch,
         offsets: &[i64],
         deadline: Instant,
         used: &mut OutputUsed,
+        lent: &mut Option<StateBatch>,
     ) -> Result<(BatchReply, Vec<Emitted>), GuestFault> {
         let limit_ms = self.limits.time_per_batch_ms;
         let memory_limit = self.limits.memory_bytes;
@@ -196,13 +201,19 @@ impl ProcessorInstance {
         let state = live.store.data_mut();
         state.limiter.hit = false;
         state.output.begin(offsets, *used);
+        state.state.active = lent.take();
         let handler = live.bindings.ferry_processor_handler();
         let result = run_until(&sandbox, deadline, handler.call_process(&mut live.store, batch));
         let outputs;
         (outputs, *used) = live.store.data_mut().output.take();
+        let mut returned = live.store.data_mut().state.active.take();
         let high_water = live.store.data().limiter.high_water;
         let reply = settle_call(result, live, memory_limit, limit_ms)
             .and_then(|result| BatchReply::validate(result, offsets).map_err(GuestFault::BadReturn));
+        if let Some(returned) = returned.as_mut() {
+            if reply.is_ok() { returned.keep_call() } else { returned.drop_call() }
+        }
+        *lent = returned;
         // Wasm memory never shrinks: start over once a guest has grown through half
         // of its room (the room above the memory it starts with: an interpreter's
         // snapshot alone is 9-13 MiB), and never reuse an instance after it faulted.

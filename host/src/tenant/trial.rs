@@ -118,6 +118,8 @@ impl Setup {
                 grants: crate::sandbox::Grants {
                     output_topics: args.allow_topics.iter().cloned().collect(),
                     log: true,
+                    // `ferry test` keeps no state (yet): a stateful processor is refused with the hint.
+                    state: false,
                 },
                 limits: Limits::default(),
                 settings: BTreeMap::new(),

@@ -114,6 +114,8 @@ pub(crate) struct PartitionFigures {
     pub retried: u64,
     /// Records dead-lettered.
     pub dead_lettered: u64,
+    /// Its keyed state in memory, for a pipeline with state.
+    pub state: Option<crate::pipeline::stats::StateFigures>,
 }
 
 /// Reads every pipeline of `state` now.
@@ -205,6 +207,7 @@ pub(crate) fn merge(
                 failed: own.failed,
                 retried: own.retried,
                 dead_lettered: own.dead_lettered,
+                state: own.state,
             }
         })
         .collect()

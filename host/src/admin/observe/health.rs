@@ -61,6 +61,9 @@ pub(crate) fn unready(p: &PipelineFigures) -> Option<String> {
         if let Some(outage) = &outage {
             return Some(format!("{name}: {outage}"));
         }
+        if let Some(row) = p.partitions.iter().find(|r| r.assigned && r.state.is_some_and(|s| s.restoring)) {
+            return Some(format!("{name}: restoring the state of {}/{} from its changelog", row.topic, row.partition));
+        }
         match l.since_last_turn {
             Some(since) if since > limit => Some(format!(
                 "{name}: its poll loop has not turned for {} s (limit {} s)",

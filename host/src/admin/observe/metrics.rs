@@ -89,6 +89,7 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
             }
         }
     }
+    state_gauges(&mut e, pipelines);
     batch_latency(&mut e, pipelines);
     e.family("ferry_guest_faults_total", Kind::Counter, "Guest faults by kind (panic, timeout, out_of_memory, ...).");
     for p in pipelines {
@@ -110,6 +111,32 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
     pipeline_state(&mut e, pipelines);
     worker_state(&mut e, pipelines);
     e.finish()
+}
+
+/// Keyed state of the owned partitions, for pipelines with state (the families
+/// appear only on a host that runs one).
+const STATE_GAUGES: [(&str, &str, PartitionValue); 3] = [
+    ("ferry_state_keys", "Keys of an owned partition's state held in memory.", |p| p.state.map(|s| s.keys as i64)),
+    ("ferry_state_bytes", "Bytes of an owned partition's state held in memory, as its limit counts them.", |p| {
+        p.state.map(|s| s.bytes as i64)
+    }),
+    ("ferry_state_restoring", "1 while an owned partition's state is being restored from its changelog.", |p| {
+        p.state.map(|s| i64::from(s.restoring))
+    }),
+];
+
+fn state_gauges(e: &mut Exposition, pipelines: &[PipelineFigures]) {
+    if !pipelines.iter().any(|p| p.config.state.is_some()) {
+        return;
+    }
+    for (name, help, value) in STATE_GAUGES {
+        e.family(name, Kind::Gauge, help);
+        for p in pipelines {
+            for row in p.partitions.iter().filter(|r| r.assigned && r.state.is_some()) {
+                partition_sample(e, name, p, row, value);
+            }
+        }
+    }
 }
 
 /// Why a host refuses a version from the components topic: every one is exposed,

@@ -9,12 +9,14 @@
 //! | `ferry:processor/output` | [`output`] | `output_topics` |
 //! | `ferry:processor/settings` | [`settings`] | always (read-only) |
 //! | `ferry:processor/headers` | [`headers`] | always (it only asks for data) |
+//! | `ferry:processor/state` | [`state`] | a `[pipeline.state]` section (its changelog and limits) |
 //! | `wasi:*` | [`wasi`] | linked with nothing behind it: see [`wasi::disposition`] |
 
 pub mod headers;
 pub mod log;
 pub mod output;
 pub mod settings;
+pub mod state;
 pub mod wasi;
 
 use std::fmt;
@@ -43,6 +45,8 @@ pub enum Capability {
     Settings,
     /// `ferry:processor/headers`: receive record headers.
     Headers,
+    /// `ferry:processor/state`: keyed state of the batch's input partition.
+    State,
     /// A WASI interface, linked with nothing behind it.
     Wasi(String),
 }
@@ -54,6 +58,7 @@ impl fmt::Display for Capability {
             Capability::Output => f.write_str(output::IMPORT),
             Capability::Settings => f.write_str(settings::IMPORT),
             Capability::Headers => f.write_str(headers::IMPORT),
+            Capability::State => f.write_str(state::IMPORT),
             Capability::Wasi(name) => f.write_str(name),
         }
     }
@@ -67,6 +72,9 @@ impl Capability {
             Capability::Output => Disposition::Linked("produces to the pipeline's output_topics (needs a grant)"),
             Capability::Settings => Disposition::Linked("the pipeline's [pipeline.settings], read-only"),
             Capability::Headers => Disposition::Linked("batches carry record headers"),
+            Capability::State => Disposition::Linked(
+                "keyed state of the batch's input partition, kept in the pipeline's changelog topic (needs [pipeline.state])",
+            ),
             Capability::Wasi(name) => wasi::disposition(name).expect("only known WASI imports are capabilities"),
         }
     }
@@ -105,6 +113,7 @@ pub fn classify(import: &str) -> Option<Imported> {
         output::IMPORT => Imported::Capability(Capability::Output),
         settings::IMPORT => Imported::Capability(Capability::Settings),
         headers::IMPORT => Imported::Capability(Capability::Headers),
+        state::IMPORT => Imported::Capability(Capability::State),
         TYPES_IMPORT => Imported::Types,
         wasi if wasi::disposition(wasi).is_some() => Imported::Capability(Capability::Wasi(wasi.to_owned())),
         _ => return None,
@@ -127,6 +136,8 @@ pub struct Grants {
     pub output_topics: std::collections::BTreeSet<String>,
     /// Whether the processor may log through the `log` capability.
     pub log: bool,
+    /// Whether the pipeline keeps state for its processor (the `state` capability).
+    pub state: bool,
 }
 
 /// Why a capability is refused.
@@ -144,6 +155,7 @@ pub fn check_grants(capabilities: &[Capability], grants: &Grants) -> Result<(), 
         let refused = match capability {
             Capability::Output => output::check_grant(grants),
             Capability::Log => log::check_grant(grants),
+            Capability::State => state::check_grant(grants),
             _ => None,
         };
         if let Some(hint) = refused {
@@ -163,6 +175,7 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> anyhow::Result<()> {
     output::link(linker)?;
     wit::settings::add_to_linker::<GuestState, HasSelf<settings::SettingsState>>(linker, |s| &mut s.settings)?;
     wit::headers::add_to_linker::<GuestState, HasSelf<headers::HeadersState>>(linker, |s| &mut s.headers)?;
+    wit::state::add_to_linker::<GuestState, HasSelf<state::StateState>>(linker, |s| &mut s.state)?;
     Ok(())
 }
 
@@ -175,10 +188,14 @@ mod tests {
     /// with the host's own words: these are they.
     #[test]
     fn the_sdk_harness_refuses_with_the_hosts_words() {
-        let no_output = Grants { output_topics: Default::default(), log: true };
-        let no_log = Grants { output_topics: ["out".to_owned()].into(), log: false };
-        for (capability, grants, name) in [(Capability::Output, no_output, "output"), (Capability::Log, no_log, "log")]
-        {
+        let no_output = Grants { output_topics: Default::default(), log: true, state: true };
+        let no_log = Grants { output_topics: ["out".to_owned()].into(), log: false, state: true };
+        let no_state = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false };
+        for (capability, grants, name) in [
+            (Capability::Output, no_output, "output"),
+            (Capability::Log, no_log, "log"),
+            (Capability::State, no_state, "state"),
+        ] {
             let refused = check_grants(&[capability], &grants).unwrap_err();
             assert_eq!(LoadError::NotGranted(refused).to_string(), ferry_sdk::testing::host_refusal(name));
         }

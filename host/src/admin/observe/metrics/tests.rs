@@ -258,3 +258,43 @@ fn every_worker_has_its_series_and_the_pipeline_their_total() {
     assert_eq!(get("ferry_poll_loop_age_seconds", &[("pipeline", "p")]), 200.0, "the slowest worker's");
     assert_eq!(get("ferry_batch_duration_seconds_count", &[("pipeline", "p")]), 3.0);
 }
+
+/// A pipeline with state exposes each owned partition's state, and is not ready
+/// while one is being restored; a pipeline without state has no state families.
+#[test]
+fn state_gauges_follow_the_partitions_and_a_restore_is_not_ready() {
+    let stats = PipelineStats::default();
+    stats.assigned("clicks", 0);
+    stats.assigned("clicks", 1);
+    stats.state_figures("clicks", 0, 3, 420, false);
+    stats.state_figures("clicks", 1, 0, 0, true);
+    let logs = PipelineLogs { partitions: BTreeMap::new(), refreshed: Some(Instant::now()), error: None };
+    let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"c\"\ninputs = [\"clicks\"]\ngroup = \"g\"\ncomponent = \
+                \"x.wasm\"\n[pipeline.state]\n";
+    let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+    let liveness =
+        LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
+    let fig = figures(config, "abc123".into(), liveness, stats.snapshot(), &logs);
+    let unready = crate::admin::observe::health::unready(&fig);
+    assert!(unready.as_deref().is_some_and(|u| u.contains("restoring the state of clicks/1")), "{unready:?}");
+    let (samples, types) = parse(&render(&[fig]));
+    let at = |name: &str, partition: &str| {
+        samples[&(name.to_owned(), labels(&[("pipeline", "c"), ("topic", "clicks"), ("partition", partition)]))]
+    };
+    assert_eq!(
+        (at("ferry_state_keys", "0"), at("ferry_state_bytes", "0"), at("ferry_state_restoring", "0")),
+        (3.0, 420.0, 0.0)
+    );
+    assert_eq!(at("ferry_state_restoring", "1"), 1.0);
+    assert_eq!(types["ferry_state_keys"], "gauge");
+
+    stats.state_figures("clicks", 1, 2, 300, false);
+    stats.state_dropped("clicks", 0);
+    let text =
+        "brokers = \"b:1\"\n[[pipeline]]\nname = \"c\"\ninputs = [\"clicks\"]\ngroup = \"g\"\ncomponent = \"x.wasm\"";
+    let stateless = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+    let fig = figures(stateless, "abc123".into(), liveness, stats.snapshot(), &logs);
+    assert_eq!(crate::admin::observe::health::unready(&fig), None);
+    let (_, types) = parse(&render(&[fig]));
+    assert!(!types.contains_key("ferry_state_keys"), "no state families without a pipeline with state");
+}

@@ -1,0 +1,279 @@
+//! The pipeline's side of keyed state: one in-memory store per owned input
+//! partition, restored from the partition's changelog before its first batch,
+//! lent to the guest for each batch, and dropped when the partition is revoked or
+//! starts again from an earlier offset (a rewind after an aborted transaction, a
+//! restart from the bookmark): the next batch restores it again from what the
+//! changelog holds, read_committed.
+//!
+//! The changelog is compacted and co-partitioned with the input: the state of input
+//! partition p lives in changelog partition p, a put as (key, value), a delete as a
+//! tombstone (key, null). Its records are produced like outputs of the batch that
+//! wrote them (see `worker::run_and_settle`), so the bookmark never moves past
+//! state that is not durable.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::kafka::tracker::TopicPartition;
+use crate::sandbox::{PartitionStore, StateBatch, StateLimits};
+
+/// How long a restore may go without reading anything before it gives up (and is
+/// tried again at the partition's next batch).
+const RESTORE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest single wait of a restore.
+const RESTORE_POLL: Duration = Duration::from_millis(200);
+
+/// The state of every input partition a worker owns.
+pub(crate) struct StateKeeper {
+    changelog: String,
+    limits: StateLimits,
+    /// The restore consumer's configuration (no group: it assigns, never commits).
+    restore: ClientConfig,
+    stores: BTreeMap<TopicPartition, PartitionStore>,
+}
+
+/// What a restore read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Restored {
+    /// Changelog records applied.
+    pub records: u64,
+    /// Keys in the store after it.
+    pub keys: usize,
+    /// The store's bytes after it.
+    pub bytes: usize,
+}
+
+impl StateKeeper {
+    /// A keeper of state kept in `changelog`, under `limits`, restored through a
+    /// consumer of `brokers` with the host's librdkafka properties `kafka`.
+    pub(crate) fn new(changelog: String, limits: StateLimits, brokers: &str, kafka: &BTreeMap<String, String>) -> Self {
+        let mut restore = ClientConfig::new();
+        for (key, value) in kafka {
+            restore.set(key, value);
+        }
+        restore
+            .set("bootstrap.servers", brokers)
+            // Required by librdkafka's consumer; never joined (assign, no commits).
+            .set("group.id", "ferry-state-restore")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        StateKeeper { changelog, limits, restore, stores: BTreeMap::new() }
+    }
+
+    /// The changelog topic.
+    pub(crate) fn changelog(&self) -> &str {
+        &self.changelog
+    }
+
+    /// Whether `key`'s state is in memory.
+    pub(crate) fn is_restored(&self, key: &TopicPartition) -> bool {
+        self.stores.contains_key(key)
+    }
+
+    /// Restores `key`'s state from its changelog partition, from the beginning to
+    /// the end (the last stable offset, read_committed).
+    pub(crate) fn restore(&mut self, key: &TopicPartition) -> anyhow::Result<Restored> {
+        let (store, records) = restore_partition(&self.restore, &self.changelog, key.1)?;
+        let restored = Restored { records, keys: store.keys(), bytes: store.bytes() };
+        self.stores.insert(key.clone(), store);
+        Ok(restored)
+    }
+
+    /// Lends `key`'s state to a batch (it must be restored).
+    pub(crate) fn lend(&mut self, key: &TopicPartition) -> StateBatch {
+        let store = self.stores.remove(key).expect("state is restored before a batch");
+        StateBatch::new(store, self.limits)
+    }
+
+    /// Takes a store back after its batch.
+    pub(crate) fn give_back(&mut self, key: &TopicPartition, store: PartitionStore) -> (usize, usize) {
+        let figures = (store.keys(), store.bytes());
+        self.stores.insert(key.clone(), store);
+        figures
+    }
+
+    /// Drops `key`'s state from memory.
+    pub(crate) fn forget(&mut self, key: &TopicPartition) {
+        self.stores.remove(key);
+    }
+}
+
+/// Reads changelog partition `partition` of `topic` into a store.
+pub(crate) fn restore_partition(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<(PartitionStore, u64)> {
+    let consumer: BaseConsumer = config.create().context("failed to create the state restore consumer")?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Beginning).context("failed to name the changelog partition")?;
+    // The end to read to, taken before reading: an end-of-partition event alone is
+    // not enough (librdkafka's mock broker reports one long before the end of a
+    // large partition). A transaction still open on it (none is, for exactly-once:
+    // the partition's producer fenced and aborted the last owner's before this)
+    // holds the read back until it ends or the restore gives up.
+    let (_, end) = consumer
+        .fetch_watermarks(topic, partition, RESTORE_IDLE_TIMEOUT)
+        .with_context(|| format!("failed to read the end of changelog partition {topic}/{partition}"))?;
+    consumer.assign(&list).with_context(|| format!("failed to assign changelog partition {topic}/{partition}"))?;
+    let mut store = PartitionStore::default();
+    let mut records = 0u64;
+    let mut next = 0i64;
+    let mut last_progress = Instant::now();
+    loop {
+        match consumer.poll(RESTORE_POLL) {
+            Some(Ok(message)) => {
+                last_progress = Instant::now();
+                records += 1;
+                next = message.offset() + 1;
+                // Keyless records are not ferry's: nothing to restore from them.
+                if let Some(key) = message.key() {
+                    store.apply(key.to_vec(), message.payload().map(<[u8]>::to_vec));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // Past the last data record there may be transaction markers, which
+                // are never delivered: the consumer's position counts them.
+                let position = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, partition).and_then(|e| e.offset().to_raw()))
+                    .unwrap_or(0);
+                if next.max(position) >= end {
+                    return Ok((store, records));
+                }
+            }
+            Some(Err(error)) => {
+                tracing::debug!(topic, partition, %error, "state restore: consumer error");
+                if last_progress.elapsed() > RESTORE_IDLE_TIMEOUT {
+                    bail!("restoring state from {topic}/{partition}: {error}");
+                }
+            }
+            None if last_progress.elapsed() > RESTORE_IDLE_TIMEOUT => {
+                bail!("restoring state from {topic}/{partition}: nothing read for {RESTORE_IDLE_TIMEOUT:?}")
+            }
+            None => {}
+        }
+    }
+}
+
+impl super::worker::Worker {
+    /// Makes sure `key`'s state is in memory before a batch of it runs: restores it
+    /// from the changelog when it is not (first batch since the partition was
+    /// assigned, or since it started again from its bookmark). False when the
+    /// restore failed: the batch waits, and the restore is tried again at the next.
+    pub(super) fn ensure_state(&mut self, key: &TopicPartition) -> bool {
+        let Some(keeper) = self.state.as_mut() else { return true };
+        if keeper.is_restored(key) {
+            return true;
+        }
+        let started = Instant::now();
+        self.shared.stats.state_figures(&key.0, key.1, 0, 0, true);
+        let restored = keeper.restore(key);
+        let changelog = keeper.changelog().to_owned();
+        let done = match restored {
+            Ok(Restored { records, keys, bytes }) => {
+                self.shared.stats.state_figures(&key.0, key.1, keys, bytes, false);
+                tracing::info!(
+                    pipeline = %self.config.name,
+                    topic = %key.0,
+                    partition = key.1,
+                    changelog,
+                    records,
+                    keys,
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "state restored"
+                );
+                true
+            }
+            Err(error) => {
+                self.shared.stats.note(&key.0, key.1, None, "state-restore", &format!("{error:#}"));
+                tracing::warn!(pipeline = %self.config.name, topic = %key.0, partition = key.1, changelog, error = %format!("{error:#}"), "state not restored; the partition waits and tries again");
+                false
+            }
+        };
+        // A restore holds the thread like a guest call does.
+        self.between_guest_calls();
+        done && self.state.as_ref().is_some_and(|k| k.is_restored(key))
+    }
+}
+
+/// How long the changelog check and creation may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks the changelog topic at start: it must have as many partitions as the
+/// input (the state of input partition p is changelog partition p); one that is
+/// missing is created compacted with that many. A broker that does not serve
+/// CreateTopics (librdkafka's mock, or a principal without Create) is not an error
+/// here: the changelog's first write tells.
+pub(crate) fn ensure_changelog(
+    brokers: &str,
+    kafka: &BTreeMap<String, String>,
+    input: &str,
+    changelog: &str,
+    runtime: &crate::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let keeper = StateKeeper::new(changelog.to_owned(), StateLimits::default(), brokers, kafka);
+    let consumer: BaseConsumer = keeper.restore.create().context("failed to create a metadata reader")?;
+    let partitions = |topic: &str| -> anyhow::Result<Option<usize>> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+            .with_context(|| format!("failed to read the metadata of topic {topic}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    };
+    let Some(inputs) = partitions(input)? else {
+        tracing::warn!(input, changelog, "the input topic does not exist yet: the changelog is not checked");
+        return Ok(());
+    };
+    match partitions(changelog)? {
+        Some(n) if n == inputs => Ok(()),
+        Some(n) => bail!(
+            "the state changelog topic {changelog} has {n} partitions and the input {input} has {inputs}: the \
+             state of input partition p is changelog partition p, so they must match (recreate the changelog, \
+             or name another in state.changelog_topic)"
+        ),
+        None => {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+                keeper.restore.create().context("failed to create an admin client")?;
+            let topic = NewTopic::new(changelog, inputs as i32, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+                .set("min.compaction.lag.ms", "0");
+            let options =
+                AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
+            match runtime.block_on(admin.create_topics([&topic], &options)) {
+                Ok(results) => {
+                    for result in results {
+                        match result {
+                            Ok(name) => {
+                                tracing::info!(topic = %name, partitions = inputs, "created the compacted state changelog")
+                            }
+                            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((name, code)) => {
+                                tracing::warn!(topic = %name, error = %code, "the broker did not create the state changelog")
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(topic = changelog, %error, "the broker did not create the state changelog")
+                }
+            }
+            Ok(())
+        }
+    }
+}

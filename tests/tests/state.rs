@@ -1,0 +1,354 @@
+//! Keyed state end to end: the counter example (built from source) counts per key in
+//! state, through `ferry run` processes around a mock broker in a process of its
+//! own. Its counts must carry on across a restart of the host (restored from the
+//! changelog) and across a rebalance to a second member: for every key, the counts
+//! emitted are exactly 1..=n, each once, where n is how many records of that key
+//! were produced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ferry_tests::raw_log::read_committed;
+use ferry_tests::{
+    Broker as _, FerryProcess, MockBrokerProcess, Tansu, guest, read_all, unique, wait_until, write_config,
+};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+const PARTITIONS: i32 = 2;
+/// Keys per partition: each key lives in one partition (its name says which).
+const KEYS: usize = 5;
+
+fn config(brokers: &str, input: &str, output: &str, name: &str, group: &str) -> String {
+    config_with(brokers, input, output, name, group, "", "")
+}
+
+/// `pipeline` goes into the pipeline's table, `state` into its `[pipeline.state]`.
+fn config_with(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    name: &str,
+    group: &str,
+    pipeline: &str,
+    state: &str,
+) -> String {
+    let component = guest("ferry-example-counter");
+    format!(
+        r#"
+        brokers = "{brokers}"
+        [[pipeline]]
+        name = "{name}"
+        inputs = ["{input}"]
+        group = "{group}"
+        component = "{component}"
+        output_topics = ["{output}"]
+        max_wait_ms = 20
+        commit = {{ policy = "per-batch" }}
+        {pipeline}
+        [pipeline.settings]
+        output_topic = "{output}"
+        [pipeline.state]
+        {state}
+        "#,
+        component = component.display()
+    )
+}
+
+/// Produces `count` records, record i to partition i % `partitions` with key
+/// `p<partition>-k<i / partitions % KEYS>`, numbered from `from`; returns the keys.
+fn produce(brokers: &str, topic: &str, partitions: i32, from: usize, count: usize) -> Vec<String> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        // One record per batch: Tansu's high watermark counts batches.
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    let mut keys = Vec::new();
+    for i in from..from + count {
+        let partition = (i as i32) % partitions;
+        let key = format!("p{partition}-k{}", i / partitions as usize % KEYS);
+        let value = format!("record {i}");
+        producer.send(BaseRecord::to(topic).partition(partition).key(&key).payload(&value)).expect("queued");
+        keys.push(key);
+    }
+    producer.flush(Duration::from_secs(60)).expect("acknowledged");
+    keys
+}
+
+/// How many records each key has.
+fn truth(keys: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for key in keys {
+        *counts.entry(key.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Every count emitted per key.
+fn emitted(brokers: &str, output: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for read in read_all(brokers, output) {
+        by_key.entry(read.key).or_default().push(read.value.parse().expect("a count"));
+    }
+    by_key
+}
+
+/// Every key's emitted counts are exactly 1..=n, each once.
+fn assert_counted_once(brokers: &str, output: &str, truth: &BTreeMap<String, u64>) {
+    let emitted = emitted(brokers, output);
+    let keys: BTreeSet<&String> = emitted.keys().collect();
+    assert_eq!(keys, truth.keys().collect::<BTreeSet<_>>(), "the keys counted");
+    for (key, &n) in truth {
+        let mut counts = emitted[key].clone();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=n).collect::<Vec<_>>(), "the counts emitted for {key}");
+    }
+}
+
+/// The changelog holds each key's final count (the last record of the key).
+fn assert_changelog(brokers: &str, changelog: &str, truth: &BTreeMap<String, u64>) {
+    let mut last: BTreeMap<String, (i32, u64)> = BTreeMap::new();
+    for read in read_all(brokers, changelog) {
+        let bytes: [u8; 8] = read.value.as_bytes().try_into().expect("a u64 count");
+        last.insert(read.key.clone(), (read.partition, u64::from_le_bytes(bytes)));
+    }
+    let expected: BTreeMap<String, (i32, u64)> =
+        truth.iter().map(|(key, &n)| (key.clone(), (key[1..2].parse().expect("partition digit"), n))).collect();
+    assert_eq!(last, expected, "the changelog's last (partition, count) per key");
+}
+
+fn output_len(brokers: &str, output: &str) -> usize {
+    read_all(brokers, output).len()
+}
+
+#[test]
+fn counts_carry_on_after_a_restart_and_a_rebalance() {
+    let broker = Mutex::new(MockBrokerProcess::start());
+    let brokers = broker.brokers();
+    let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
+    let changelog = format!("{name}.state");
+    broker.create_topic(&input, PARTITIONS);
+    broker.create_topic(&output, 1);
+    broker.create_topic(&changelog, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config(&brokers, &input, &output, &name, &group));
+
+    // One member counts the first records.
+    let mut keys = produce(&brokers, &input, PARTITIONS, 0, 100);
+    let mut first = FerryProcess::start(&path);
+    wait_until("the first 100 counted", || output_len(&brokers, &output) >= 100);
+    first.terminate();
+    assert!(first.log_text().contains("state restored"), "{}", first.log_text());
+
+    // Restarted: the counts go on from the changelog.
+    keys.extend(produce(&brokers, &input, PARTITIONS, 100, 100));
+    let mut second = FerryProcess::start(&path);
+    wait_until("200 counted after the restart", || output_len(&brokers, &output) >= 200);
+    assert_counted_once(&brokers, &output, &truth(&keys));
+
+    // A second member joins: a partition moves to it, and its counts go on there.
+    let third = FerryProcess::start(&path);
+    wait_until("the new member is given a partition", || third.log_text().contains("partitions assigned"));
+    keys.extend(produce(&brokers, &input, PARTITIONS, 200, 100));
+    wait_until("the new member restores its partition's state", || third.log_text().contains("state restored"));
+    wait_until("300 counted across the two members", || output_len(&brokers, &output) >= 300);
+    second.terminate();
+    drop(third);
+    assert_counted_once(&brokers, &output, &truth(&keys));
+    assert_changelog(&brokers, &changelog, &truth(&keys));
+}
+
+/// Produces `(partition, key)` records in order.
+fn produce_keys(brokers: &str, topic: &str, records: &[(i32, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().expect("producer");
+    for (partition, key) in records {
+        producer.send(BaseRecord::to(topic).partition(*partition).key(key).payload("x")).expect("queued");
+    }
+    producer.flush(Duration::from_secs(60)).expect("acknowledged");
+}
+
+/// A partition whose state is full gets its writes refused (the counter rejects
+/// those records, which are dead-lettered) while its keys that fit go on counting
+/// and the other partition counts everything; and the same key in two partitions is
+/// two counts, one per partition's state.
+#[test]
+fn a_full_partition_is_refused_its_writes_and_partitions_never_share_state() {
+    const PARTITION_BYTES: usize = 1024;
+    // What the host charges an entry: a fixed 128 bytes, the key (5 bytes here) and
+    // the counter's 8-byte count.
+    const FITS: usize = PARTITION_BYTES / (128 + 5 + 8);
+    let broker = Mutex::new(MockBrokerProcess::start());
+    let brokers = broker.brokers();
+    let (input, output, name, group, dlq) =
+        (unique("clicks"), unique("counts"), unique("counter"), unique("g"), unique("dlq"));
+    for (topic, partitions) in [(&input, PARTITIONS), (&output, 1), (&format!("{name}.state"), PARTITIONS), (&dlq, 1)] {
+        broker.create_topic(topic, partitions);
+    }
+    let mut records: Vec<(i32, String)> = (0..30).map(|k| (0, format!("p0-k{k}"))).collect();
+    records.push((0, "p0-k0".to_owned()));
+    for round in 0..10 {
+        for k in 0..3 {
+            records.push((1, format!("p1-k{k}")));
+        }
+        if round == 0 {
+            // The same key as partition 0's first: counted apart.
+            records.push((1, "p0-k0".to_owned()));
+        }
+    }
+    produce_keys(&brokers, &input, &records);
+    let pipeline = format!(r#"failure = {{ on_failure = "dead-letter", dead_letter_topic = "{dlq}" }}"#);
+    let state = format!("partition_bytes = {PARTITION_BYTES}");
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(&brokers, &input, &output, &name, &group, &pipeline, &state);
+    let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
+    let refused: BTreeSet<String> = (FITS..30).map(|k| format!("p0-k{k}")).collect();
+    let counted = records.len() - refused.len();
+    wait_until("every record counted or dead-lettered", || {
+        output_len(&brokers, &output) >= counted && read_all(&brokers, &dlq).len() >= refused.len()
+    });
+    ferry.terminate();
+
+    let letters: BTreeSet<String> = read_all(&brokers, &dlq).into_iter().map(|r| r.key).collect();
+    assert_eq!(letters, refused, "the records whose keys no longer fit are dead-lettered, and only they");
+    let mut expected: BTreeMap<String, Vec<u64>> = (0..FITS).map(|k| (format!("p0-k{k}"), vec![1])).collect();
+    expected.insert("p0-k0".to_owned(), vec![1, 1, 2]);
+    for k in 0..3 {
+        expected.insert(format!("p1-k{k}"), (1..=10).collect());
+    }
+    let mut got = emitted(&brokers, &output);
+    for counts in got.values_mut() {
+        counts.sort_unstable();
+    }
+    assert_eq!(got, expected, "counts per key: p0-k0 twice in partition 0 and once in partition 1");
+    let log = ferry.log_text();
+    assert!(log.contains("partition's state would exceed its limit of 1024 bytes"), "{log}");
+}
+
+/// Exactly-once on Tansu, with SIGKILLs: the member that owns the one input
+/// partition is killed mid-stream, again and again, and another takes over from the
+/// committed offset with the state restored from the changelog. What a
+/// `read_committed` reader sees of the counts (judged by the transaction markers) is,
+/// for every key, exactly 1..=n, each once: no record counted twice, none lost.
+#[test]
+fn exactly_once_counts_are_exact_through_sigkills_on_tansu() {
+    let tansu = Tansu::start();
+    let brokers = tansu.brokers();
+    let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
+    // One input partition: Tansu holds back committed offsets when two transactional
+    // writers share an output partition (see tests/src/exactly_once.rs).
+    for topic in [&input, &output, &format!("{name}.state")] {
+        tansu.create_topic(topic, 1);
+    }
+    let pipeline = "delivery = \"exactly-once\"";
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(&brokers, &input, &output, &name, &group, pipeline, "")
+        .replace("commit = { policy = \"per-batch\" }", "commit = { policy = \"interval\", interval_ms = 200 }");
+    let path = write_config(dir.path(), &text);
+    let counted = |brokers: &str| read_committed(brokers, &output).len();
+    let mut keys = Vec::new();
+    let mut members = vec![FerryProcess::start(&path), FerryProcess::start(&path)];
+    let mut kills = 0;
+    for round in 0..3 {
+        keys.extend(produce(&brokers, &input, 1, round * 40, 40));
+        let before = counted(&brokers);
+        wait_until("some of this round's records counted", || counted(&brokers) >= before + 10);
+        // Kill the member that owns the partition (by its last assignment).
+        let owns = |m: &FerryProcess| {
+            let log = m.log_text();
+            log.lines().rev().find(|l| l.contains("partitions assigned")).is_some_and(|l| l.contains(&input))
+        };
+        let owner = members.iter().position(owns).expect("a member owns the partition");
+        members.remove(owner).kill9();
+        kills += 1;
+        members.push(FerryProcess::start(&path));
+    }
+    assert_eq!(kills, 3);
+    let total = keys.len();
+    wait_until("every record counted once", || counted(&brokers) >= total);
+    for mut member in members {
+        member.terminate();
+    }
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for read in read_committed(&brokers, &output) {
+        by_key.entry(read.key).or_default().push(read.value.parse().expect("a count"));
+    }
+    for counts in by_key.values_mut() {
+        counts.sort_unstable();
+    }
+    let expected: BTreeMap<String, Vec<u64>> = truth(&keys).into_iter().map(|(k, n)| (k, (1..=n).collect())).collect();
+    assert_eq!(by_key, expected, "each key's committed counts");
+}
+
+/// A changelog of 150,000 keys (produced directly) is restored before the
+/// partition's first batch: the counter goes on from the restored count, and the
+/// log says how much was read. (Not a million: librdkafka's mock broker keeps
+/// about 186,000 records of a partition and drops the rest.)
+#[test]
+fn many_keys_are_restored_before_the_first_batch() {
+    const KEYS_RESTORED: u64 = 150_000;
+    let broker = Mutex::new(MockBrokerProcess::start());
+    let brokers = broker.brokers();
+    let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
+    let changelog = format!("{name}.state");
+    for topic in [&input, &output, &changelog] {
+        broker.create_topic(topic, 1);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for i in 0..KEYS_RESTORED {
+        let (key, value) = (format!("key-{i:07}"), i.to_le_bytes());
+        let mut record = BaseRecord::to(&changelog).partition(0).key(&key).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("acknowledged");
+    let reader: rdkafka::consumer::BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", unique("r")).create().expect("reader");
+    let (_, end) = rdkafka::consumer::Consumer::fetch_watermarks(&reader, &changelog, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!(end, KEYS_RESTORED as i64, "the broker holds the whole changelog");
+    let probe = "key-0000042";
+    produce_keys(&brokers, &input, &[(0, probe.to_owned())]);
+    let text = config_with(&brokers, &input, &output, &name, &group, "", "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
+    wait_until("the probe counted", || output_len(&brokers, &output) >= 1);
+    ferry.terminate();
+    let counts = emitted(&brokers, &output);
+    assert_eq!(counts, BTreeMap::from([(probe.to_owned(), vec![43])]), "42 restored, plus one");
+    let log = ferry.log_text();
+    let restored = log.lines().find(|l| l.contains("state restored")).expect("a restore logged");
+    eprintln!("{restored}");
+    assert!(restored.contains(&format!("records={KEYS_RESTORED} keys={KEYS_RESTORED}")), "{restored}");
+}
+
+/// `ferry check` names the state import and what it gets.
+#[test]
+fn ferry_check_shows_the_state_capability() {
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .arg("check")
+        .arg(guest("ferry-example-counter"))
+        .output()
+        .expect("ferry check runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let mut lines = text.lines().skip_while(|l| !l.contains("ferry:processor/state@0.2.0"));
+    assert!(lines.next().is_some(), "the import is listed: {text}");
+    let what = lines.next().unwrap_or_default();
+    assert!(what.contains("linked: keyed state of the batch's input partition"), "{text}");
+}
