@@ -235,12 +235,24 @@ pub fn rebalance_after_a_member_dies(broker: &dyn Broker, strategy: &str, slow: 
     let handed_over = lag(&brokers, &group, "orders");
     // Now a slow stream, so the victim dies mid-way.
     produce(&brokers, "orders", 4, &(400..400 + slow).map(|i| format!("slow:{slow_ms};{i}")).collect::<Vec<_>>());
-    wait_until("the victim committed progress and is mid-stream", || {
-        lag(&brokers, &group, "orders").iter().filter(|p| victims.contains(&p.partition)).any(|p| {
-            let before = handed_over.iter().find(|h| h.partition == p.partition).unwrap().committed;
-            p.committed > before && p.lag() > 0
-        })
-    });
+    wait_until_or_explain(
+        "the victim committed progress and is mid-stream",
+        || {
+            lag(&brokers, &group, "orders").iter().filter(|p| victims.contains(&p.partition)).any(|p| {
+                let before = handed_over.iter().find(|h| h.partition == p.partition).unwrap().committed;
+                p.committed > before && p.lag() > 0
+            })
+        },
+        || {
+            let log = victim.log_text();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("ledger")).collect();
+            format!(
+                "handed over: {handed_over:?}\nnow: {:?}\nthe victim's last lines:\n{}",
+                lag(&brokers, &group, "orders"),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            )
+        },
+    );
     victim.kill9();
     let victim_log = victim.log_text();
 
