@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -203,9 +205,19 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
+            // A SIGTERM or SIGINT while the host starts (compiling components, joining
+            // groups: seconds) is kept, not left to the default action that ends the
+            // process at once: the host stops, cleanly, as soon as it has started.
+            let signalled = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, signalled.clone()).context("failed to install a signal handler")?;
+            }
             let config = Config::load(&config)?;
             let host = Host::start(&config)?;
             host.stop_on_signals()?;
+            if signalled.load(Ordering::Relaxed) {
+                host.shutdown_flag().store(true, Ordering::Relaxed);
+            }
             host.wait();
             Ok(())
         }

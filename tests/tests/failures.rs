@@ -545,3 +545,30 @@ fn self_tests_never_take_the_slot_of_a_live_worker() {
         assert!(refused.contains("the instance pool is full"), "{refused}");
     }
 }
+
+/// Whether process `pid` has a handler for signal `signal` (`SigCgt` in its status).
+fn catches(pid: u32, signal: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// A SIGTERM that comes while `ferry run` is still starting (compiling its
+/// components, joining its groups: seconds) stops it cleanly once it has started,
+/// instead of ending it by the signal's default action (CI saw `ferry exited with
+/// signal: 15` from a member stopped just after it was started). The handler is in
+/// place from the start of `run`, so the signal is sent as soon as it is caught.
+#[test]
+fn a_sigterm_while_starting_stops_the_host_cleanly() {
+    let broker = Embedded::start();
+    broker.create_topic("in", 1);
+    broker.create_topic("seen", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = ferry_tests::scenarios::recorder_config(&broker, "early-stop", "in", "");
+    let mut member = FerryProcess::start(&write_config(dir.path(), &config));
+    wait_until("ferry catches SIGTERM", || catches(member.pid(), 15));
+    member.terminate();
+}
