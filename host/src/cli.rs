@@ -209,7 +209,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             // groups: seconds) is kept, not left to the default action that ends the
             // process at once: the host stops, cleanly, as soon as it has started.
             let signalled = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            for signal in crate::host::STOP_SIGNALS {
                 signal_hook::flag::register(signal, signalled.clone()).context("failed to install a signal handler")?;
             }
             let config = Config::load(&config)?;

@@ -21,6 +21,9 @@ use crate::registry::{Origin, ProcessorSlot};
 use crate::runtime::Runtime;
 use crate::sandbox::{ProcessorComponent, ProcessorInstance, Sandbox, digest_of, minimum_memory_mib, sanitize};
 
+/// The signals that stop a host: every pipeline drains and commits.
+pub const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
 /// How long shutdown may take, from the signal to the process exiting, whatever the
 /// guests and the brokers are doing: guests are stopped at once, outputs get
 /// [5 s](crate::pipeline), the final commit 5 s, and leaving the group the rest.
@@ -317,7 +320,7 @@ impl Host {
 
     /// Stops on SIGINT or SIGTERM: every pipeline drains and commits.
     pub fn stop_on_signals(&self) -> anyhow::Result<()> {
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        for signal in STOP_SIGNALS {
             signal_hook::flag::register(signal, self.shutdown_flag()).context("failed to install a signal handler")?;
         }
         Ok(())

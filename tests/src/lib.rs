@@ -320,6 +320,7 @@ impl Tansu {
     }
 }
 
+/// Sends a signal (`-STOP`, `-CONT`) to `pid`, and checks it was delivered.
 fn signal(pid: u32, which: &str) {
     let status = Command::new("kill").args([which, &pid.to_string()]).status().expect("kill runs");
     assert!(status.success(), "kill {which} {pid}");
@@ -610,14 +611,12 @@ impl FerryProcess {
     /// Stops the process in its tracks (SIGSTOP): a member that froze, as a long
     /// GC pause or a suspended VM would freeze it. [`Self::resume`] lets it go on.
     pub fn freeze(&self) {
-        let status = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "SIGSTOP delivered");
+        signal(self.child.id(), "-STOP");
     }
 
     /// Lets a frozen process go on (SIGCONT), unaware of the time that passed.
     pub fn resume(&self) {
-        let status = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "SIGCONT delivered");
+        signal(self.child.id(), "-CONT");
     }
 
     /// Kills the process with SIGKILL: no drain, no final commit.
