@@ -186,6 +186,17 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
     let mean_gap = Duration::from_secs(60) / intensity.per_minute;
     let mut produced = 0;
     for event in 0..intensity.events {
+        // Frozen members wake after two events (past their session timeout, on a
+        // pace of 20 a minute): zombies that go on where they stopped. Before
+        // the wait for a commit below, which needs a member that is not frozen.
+        for (slot, until) in frozen.iter_mut() {
+            if *until == event
+                && let Some(member) = &members[*slot]
+            {
+                member.resume();
+            }
+        }
+        frozen.retain(|(_, until)| *until > event);
         if event < chunks {
             let values: Vec<String> = (produced..(produced + per_chunk).min(records)).map(value).collect();
             match promise {
@@ -207,20 +218,16 @@ fn run(broker: &dyn Broker, strategy: &str, records: usize, intensity: Intensity
                 || stuck_report(&brokers, &group, &members),
             );
         }
-        // Frozen members wake after two events (past their session timeout, on a
-        // pace of 20 a minute): zombies that go on where they stopped.
-        for (slot, until) in frozen.iter_mut() {
-            if *until == event
-                && let Some(member) = &members[*slot]
-            {
-                member.resume();
-            }
-        }
-        frozen.retain(|(_, until)| *until > event);
         let slot = dice.roll(MEMBERS as u64) as usize;
         let kinds = if promise == Promise::ExactlyOnce { 3 } else { 2 };
         match members[slot].take() {
-            Some(member) if dice.roll(kinds) == 2 && !frozen.iter().any(|(s, _)| *s == slot) => {
+            // Only while another member is running, not frozen: the group must keep
+            // committing (a frozen member's partitions move once it is evicted).
+            Some(member)
+                if dice.roll(kinds) == 2
+                    && !frozen.iter().any(|(s, _)| *s == slot)
+                    && members.iter().enumerate().any(|(i, m)| m.is_some() && !frozen.iter().any(|(s, _)| *s == i)) =>
+            {
                 // Exactly-once only: the at-least-once checker counts a zombie's
                 // republished outputs as duplicates, which at-least-once allows.
                 member.freeze();
