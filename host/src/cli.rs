@@ -249,9 +249,15 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// `ferry check`: what a component is and what it imports (also printed by `ferry build`).
+/// It compiles through the same artifact cache as `ferry test`, `ferry dev` and a host
+/// with the default `[sandbox]`, so a component is compiled once, when it is built.
 pub(crate) fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-    let sandbox = Sandbox::new(SandboxSettings { max_instances: 4, ..SandboxSettings::default() })?;
+    let sandbox = Sandbox::new(SandboxSettings {
+        max_instances: 4,
+        cache_dir: crate::sandbox::default_cache_dir(),
+        ..SandboxSettings::default()
+    })?;
     let inspection =
         inspect(&sandbox, &bytes).with_context(|| format!("{} is not a usable processor", path.display()))?;
     println!(

@@ -159,13 +159,15 @@ impl ArtifactCache {
 /// The directory name of an engine configuration: 32 hex digits of a sha256 over
 /// wasmtime's compatibility hash and ferry's engine settings.
 pub fn engine_key(engine: &Engine, settings: &SandboxSettings) -> String {
-    // Every field is named so that a new setting forces a decision here. The cache
-    // location itself does not shape the engine.
-    let SandboxSettings { max_wasm_stack, max_memory_bytes, max_instances, cache_dir: _ } = settings;
+    // Every field is named so that a new setting forces a decision here. Neither the
+    // cache's location nor the number of instance slots shapes the compiled code (the
+    // pool's slot counts are runtime limits), so `ferry check`, `ferry test` and a host
+    // share artifacts whatever their pools hold.
+    let SandboxSettings { max_wasm_stack, max_memory_bytes, max_instances: _, cache_dir: _ } = settings;
     let mut hasher = Sha256Hasher(Sha256::new());
     CACHE_FORMAT.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    (max_wasm_stack, max_memory_bytes, max_instances).hash(&mut hasher);
+    (max_wasm_stack, max_memory_bytes).hash(&mut hasher);
     hex::encode(&hasher.0.finalize()[..16])
 }
 
@@ -228,9 +230,10 @@ mod tests {
     }
 
     #[test]
-    fn the_key_follows_the_engine_settings_but_not_the_location() {
+    fn the_key_follows_the_engine_settings_but_not_the_location_or_the_slots() {
         let base = SandboxSettings { max_instances: 4, ..SandboxSettings::default() };
         assert_eq!(key(base.clone()), key(SandboxSettings { cache_dir: Some("/elsewhere".into()), ..base.clone() }));
+        assert_eq!(key(base.clone()), key(SandboxSettings { max_instances: 64, ..base.clone() }));
         assert_ne!(key(base.clone()), key(SandboxSettings { max_wasm_stack: 256 << 10, ..base.clone() }));
         assert_ne!(key(base.clone()), key(SandboxSettings { max_memory_bytes: 64 << 20, ..base }));
     }
