@@ -20,8 +20,16 @@ use ferry_tests::{guest, polyglot_guest};
 /// enough that the waits below end quickly.
 const TIME_LIMIT_MS: u64 = 300;
 
+/// A sandbox that compiles through the default artifact cache, like `ferry run`,
+/// `ferry check` and the other suites' hosts: these tests run alone at the end of the
+/// suite, and the components they load (12-19 MB) were compiled by then.
 fn sandbox() -> Sandbox {
-    Sandbox::new(SandboxSettings { max_instances: 32, ..SandboxSettings::default() }).unwrap()
+    Sandbox::new(SandboxSettings {
+        max_instances: 32,
+        cache_dir: ferry_host::sandbox::default_cache_dir(),
+        ..SandboxSettings::default()
+    })
+    .unwrap()
 }
 
 fn limits() -> Limits {
@@ -135,7 +143,12 @@ fn hostile_javascript_guests_are_contained_classified_and_replaced() {
 /// many live Python instances as `max_instances` says, not a quarter of them.
 #[test]
 fn the_pool_holds_max_instances_live_python_instances() {
-    let sandbox = Sandbox::new(SandboxSettings { max_instances: 8, ..SandboxSettings::default() }).unwrap();
+    let sandbox = Sandbox::new(SandboxSettings {
+        max_instances: 8,
+        cache_dir: ferry_host::sandbox::default_cache_dir(),
+        ..SandboxSettings::default()
+    })
+    .unwrap();
     let path = polyglot_guest(GuestLanguage::Python, "tests/guests/python/passthrough");
     let bytes = std::fs::read(path).unwrap();
     let component = Arc::new(ProcessorComponent::load(&sandbox, &bytes, &Grants::default()).unwrap());
@@ -157,8 +170,6 @@ fn a_memory_limit_below_the_snapshot_is_refused_clearly() {
     let config = ferry_host::config::Config::parse(&format!(
         r#"
         brokers = "127.0.0.1:1"
-        [sandbox]
-        cache_dir = ""
         [[pipeline]]
         name = "small"
         inputs = ["orders"]
