@@ -9,10 +9,13 @@
  *     "ferry": { "main": "src/processor.js", "capabilities": ["output", "log"] }
  *
  * `main` is the module that calls `exportProcessor`; `capabilities` lists the host
- * interfaces it uses (any of log, output, headers). The build stages the modules
+ * interfaces it uses (any of log, output, headers, state). The build stages the modules
  * `main` reaches through relative imports (with `ferry-sdk` imports pointed at a
  * copy of the SDK), writes a WIT world that imports exactly the declared
- * capabilities (plus `settings`), an entry module that hands those imports to the
+ * capabilities (plus `settings`: a processor that declares `state` imports
+ * `ferry:processor/state`, as a Rust processor built for the `stateful-processor`
+ * world does once it calls `ctx.state()`, and one that does not is built exactly
+ * as before), an entry module that hands those imports to the
  * SDK, and runs componentize-js 0.23.0 on it with the http and fetch-event features
  * off. componentize-js evaluates the entry module at build time under Wizer and
  * snapshots the engine, so an instance starts with every module compiled and
@@ -31,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 const DEFAULT_WIT = resolve(SDK_DIR, '..', '..', 'wit');
-const CAPABILITIES = ['log', 'output', 'headers'];
+const CAPABILITIES = ['log', 'output', 'headers', 'state'];
 /** The generated world. Not `processor`: the contract's own world stays as it is. */
 const WORLD = 'ferry-build';
 const INTERFACE = (/** @type {string} */ name) => `ferry:processor/${name}@0.2.0`;

@@ -7,13 +7,15 @@ The project's ``pyproject.toml`` says what to build::
 
     [tool.ferry]
     module = "orders"                  # the module that calls export_processor
-    capabilities = ["output", "log"]   # host interfaces it uses: log, output, headers
+    capabilities = ["output", "log"]   # host interfaces it uses: log, output, headers, state
     python-path = ["."]                # optional: where its modules are, relative
 
 The build writes a WIT world that imports exactly the declared capabilities (plus
-``settings``, and ``types``) next to a copy of the contract, an entry module that
-imports the tenant's module and the SDK's export glue, and runs componentize-py
-0.25.1 on them (installing it with pip if it is missing). componentize-py imports
+``settings``, and ``types``) next to a copy of the contract: a processor that
+declares ``state`` imports ``ferry:processor/state`` (as a Rust processor built for
+the ``stateful-processor`` world does once it calls ``ctx.state()``), one that does
+not is built exactly as before. It writes an entry module that imports the tenant's
+module and the SDK's export glue, and runs componentize-py 0.25.1 on them (installing it with pip if it is missing). componentize-py imports
 the entry module at build time and snapshots the initialised interpreter, so a new
 instance starts with the SDK, the tenant's module and its processor object ready.
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 SDK_DIR = Path(__file__).resolve().parent
 DEFAULT_WIT = SDK_DIR.parent.parent / "wit"
 COMPONENTIZE_PY = "0.25.1"
-CAPABILITIES = ("log", "output", "headers")
+CAPABILITIES = ("log", "output", "headers", "state")
 #: The generated world. Not `processor`: the contract's own world stays as it is.
 WORLD = "ferry-build"
 

@@ -77,6 +77,8 @@ pub use partition::PerPartition;
 pub use processor::{Error, Outcome, Processor, ResultExt, TopicPartition};
 pub use record::{Batch, Headers, Record, Records};
 pub use settings::{SettingError, Settings};
+#[cfg(feature = "json")]
+pub use state::JsonStateError;
 pub use state::{State, StateError};
 
 /// Bindings generated from the WIT contract. Not part of the API.

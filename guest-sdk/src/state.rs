@@ -48,8 +48,9 @@ impl std::error::Error for StateError {}
 /// where that matters (for example, remember the last offset applied per key). With
 /// exactly-once, state, outputs and offsets commit together.
 ///
-/// Keys and values are bytes; encode typed values yourself (the SDK has no JSON
-/// dependency).
+/// Keys and values are bytes; `get_u64`/`put_u64` and `get_str` encode the common
+/// cases, and with the SDK's `json` feature `get_json`/`put_json` store any serde
+/// type as JSON (the encodings the Python and JavaScript SDKs use too).
 ///
 /// ```
 /// # use ferry_sdk::{Context, Error, Processor, Record};
@@ -146,6 +147,59 @@ impl<'a> State<'a> {
     /// Sets `key` to `value` as a little-endian `u64`.
     pub fn put_u64(&mut self, key: impl AsRef<[u8]>, value: u64) -> Result<(), StateError> {
         self.put(key, value.to_le_bytes())
+    }
+}
+
+/// Why a JSON value could not be stored: the host refused the write, or the value
+/// has no JSON form.
+#[cfg(feature = "json")]
+#[derive(Debug)]
+pub enum JsonStateError {
+    /// The host refused the write.
+    State(StateError),
+    /// The value could not be encoded (a map whose keys are not strings, ...).
+    Json(serde_json::Error),
+}
+
+#[cfg(feature = "json")]
+impl fmt::Display for JsonStateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonStateError::State(error) => error.fmt(f),
+            JsonStateError::Json(error) => write!(f, "the state value has no JSON form: {error}"),
+        }
+    }
+}
+
+#[cfg(feature = "json")]
+impl std::error::Error for JsonStateError {}
+
+#[cfg(feature = "json")]
+impl From<StateError> for JsonStateError {
+    fn from(error: StateError) -> Self {
+        JsonStateError::State(error)
+    }
+}
+
+#[cfg(feature = "json")]
+impl State<'_> {
+    /// The value of `key` parsed as JSON: `Ok(None)` if absent, an error if it is not
+    /// JSON of type `T`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>, serde_json::Error> {
+        self.get(key).map(|value| serde_json::from_slice(&value)).transpose()
+    }
+
+    /// Sets `key` to `value` as compact JSON.
+    pub fn put_json<T: serde::Serialize + ?Sized>(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<(), JsonStateError> {
+        let json = serde_json::to_vec(value).map_err(JsonStateError::Json)?;
+        Ok(self.put(key, json)?)
     }
 }
 
@@ -289,6 +343,34 @@ mod tests {
         assert_eq!(filler.scanned, [b"a0".to_vec(), b"a1".to_vec(), b"a2".to_vec()], "key order, prefix only");
         assert_eq!(host.state("t", 0).len(), 3);
         assert!(host.state("t", 1).is_empty(), "another partition's state is its own");
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_values_round_trip_in_the_encoding_of_the_other_sdks() {
+        #[derive(Default)]
+        struct Sessions {
+            seen: Vec<Option<Vec<String>>>,
+        }
+        impl Processor for Sessions {
+            fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+                let key = record.key().unwrap_or_default();
+                let mut pages: Vec<String> =
+                    ctx.state().get_json(key).map_err(|e| Error::reject(e.to_string()))?.unwrap_or_default();
+                pages.push(String::from_utf8_lossy(record.value().unwrap_or_default()).into_owned());
+                ctx.state().put_json(key, &pages).map_err(|e| Error::reject(e.to_string()))?;
+                self.seen.push(ctx.state().get_json(key).map_err(|e| Error::reject(e.to_string()))?);
+                Ok(())
+            }
+        }
+        let host = Harness::new();
+        let mut sessions = Sessions::default();
+        host.run(&mut sessions, &TestBatch::new("t", 0).record("u", "/a").record("u", "/ü")).assert_all_processed();
+        assert_eq!(sessions.seen.last().cloned().flatten(), Some(vec!["/a".to_owned(), "/ü".to_owned()]));
+        assert_eq!(host.state("t", 0).get(&b"u"[..]).map(Vec::as_slice), Some(r#"["/a","/ü"]"#.as_bytes()));
+        let not_json = Harness::new().with_state("t", 0, [(b"u".to_vec(), b"{".to_vec())].into());
+        let run = not_json.run(&mut Sessions::default(), &TestBatch::new("t", 0).record("u", "x"));
+        assert!(!run.all_processed(), "a value that is not JSON is an error, not a default");
     }
 
     #[test]

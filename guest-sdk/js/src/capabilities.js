@@ -8,17 +8,19 @@
  *     "ferry": { "main": "src/processor.js", "capabilities": ["output", "log"] }
  *
  * and the build targets a world with exactly those imports, so the host's grants
- * (`output_topics`, `allow_log`) and its choice to send headers apply as they do
- * to a Rust guest. `settings` is always imported.
+ * (`output_topics`, `allow_log`, `[pipeline.state]`) and its choice to send
+ * headers apply as they do to a Rust guest. `settings` is always imported. A
+ * processor that does not declare `state` is built without the import, so its
+ * component is the same as before state existed.
  * @module
  */
 
 import { CapabilityError } from './processor.js';
 
 /** Every capability a processor can declare. */
-export const ALL = Object.freeze(['log', 'output', 'headers']);
+export const ALL = Object.freeze(['log', 'output', 'headers', 'state']);
 
-const USES = { log: 'logs', output: 'emits records', headers: 'reads record headers' };
+const USES = { log: 'logs', output: 'emits records', headers: 'reads record headers', state: 'uses keyed state' };
 
 /**
  * `names` as a set, or a `TypeError` naming an unknown one.
@@ -34,7 +36,7 @@ export function validate(names) {
 
 /**
  * The error for using a capability the project does not declare.
- * @param {'log' | 'output' | 'headers'} capability
+ * @param {'log' | 'output' | 'headers' | 'state'} capability
  */
 export function missing(capability) {
   return new CapabilityError(

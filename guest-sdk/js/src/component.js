@@ -9,6 +9,7 @@
 import { EmitError, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource } from './context.js';
 import { Guest } from './guest.js';
 import { exportedProcessor } from './processor.js';
+import { KeyTooLarge, PartitionFull, StateError, TooManyWrites, ValueTooLarge } from './state.js';
 
 /**
  * The host's refusal, from the error a failed import call throws (`payload` is
@@ -34,10 +35,56 @@ function emitError(error) {
 }
 
 /**
- * The `handler` export for the processor given to `exportProcessor`.
- * @param {{settings: any, output?: any, log?: any, headers?: any}} bindings
+ * The host's refusal of a state write (`payload` is the WIT `state-error` variant).
+ * @param {unknown} error
  */
-export function makeHandler({ settings, output, log, headers }) {
+function stateError(error) {
+  const payload = /** @type {{tag?: string, val?: any} | undefined} */ (/** @type {any} */ (error)?.payload);
+  switch (payload?.tag) {
+    case 'key-too-large':
+      return new KeyTooLarge(Number(payload.val));
+    case 'value-too-large':
+      return new ValueTooLarge(Number(payload.val));
+    case 'partition-full':
+      return new PartitionFull(Number(payload.val));
+    case 'too-many-writes':
+      return new TooManyWrites(Number(payload.val));
+    default:
+      return new StateError(`the host refused the state write: ${String(error)}`);
+  }
+}
+
+/**
+ * The `state` import as a `Store`, its refusals thrown as `StateError`.
+ * @param {any} state
+ * @returns {import('./state.js').Store}
+ */
+function hostStore(state) {
+  return {
+    get: (key) => state.get(key) ?? null,
+    put(key, value) {
+      try {
+        state.put(key, value);
+      } catch (error) {
+        throw stateError(error);
+      }
+    },
+    delete(key) {
+      try {
+        state.delete(key);
+      } catch (error) {
+        throw stateError(error);
+      }
+    },
+    scan: (prefix, limit) => state.scan(prefix, limit),
+  };
+}
+
+/**
+ * The `handler` export for the processor given to `exportProcessor`.
+ * @param {{settings: any, output?: any, log?: any, headers?: any, state?: any}} bindings
+ */
+export function makeHandler({ settings, output, log, headers, state }) {
   const guest = new Guest(exportedProcessor(), {
     entries: () => settings.entries(),
     emit: output
@@ -57,6 +104,7 @@ export function makeHandler({ settings, output, log, headers }) {
       : null,
     log: log ? (level, message) => log.log(level, message) : null,
     headersEnabled: headers ? () => headers.enabled() : null,
+    state: state ? hostStore(state) : null,
   });
 
   return {

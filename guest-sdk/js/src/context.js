@@ -1,5 +1,6 @@
 /**
- * What a processor can do besides returning outcomes: emit records and log.
+ * What a processor can do besides returning outcomes: emit records, log, and
+ * reach the keyed state of the batch's partition.
  * @module
  */
 
@@ -135,9 +136,9 @@ export function wireSize(output) {
 }
 
 /**
- * Where a context's emits and logs go: the host in a component, memory in tests.
- * `emit` throws `EmitError` when the host refuses.
- * @typedef {{emit(source: bigint | null, output: WireOutput): void, log(level: string, message: string): void}} Sink
+ * Where a context's emits, logs and state calls go: the host in a component,
+ * memory in tests. `emit` throws `EmitError` when the host refuses.
+ * @typedef {{emit(source: bigint | null, output: WireOutput): void, log(level: string, message: string): void, state(): import('./state.js').State}} Sink
  */
 
 /**
@@ -203,6 +204,15 @@ export class Context {
    */
   emit(output) {
     this.#sink.emit(this.#source, toWire(output));
+  }
+
+  /**
+   * The keyed state of the batch's input partition (see `State`). The project
+   * must declare the `state` capability.
+   * @returns {import('./state.js').State}
+   */
+  state() {
+    return this.#sink.state();
   }
 
   /**

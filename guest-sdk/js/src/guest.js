@@ -9,6 +9,7 @@ import { Context } from './context.js';
 import { Fault } from './processor.js';
 import { Batch, TopicPartition } from './record.js';
 import { Settings } from './settings.js';
+import { State } from './state.js';
 
 /**
  * The host's functions as the component imports them; `null` for a capability the
@@ -18,6 +19,7 @@ import { Settings } from './settings.js';
  * @property {((source: bigint | null, output: import('./context.js').WireOutput) => void) | null} emit
  * @property {((level: string, message: string) => void) | null} log
  * @property {(() => boolean) | null} headersEnabled
+ * @property {import('./state.js').Store | null} [state]
  */
 
 /**
@@ -40,6 +42,7 @@ export class Guest {
     this.#cls = cls;
     this.#host = host;
     this.#processor = new cls();
+    const state = host.state ? new State(host.state) : null;
     this.#sink = {
       /** @type {(source: bigint | null, output: import('./context.js').WireOutput) => void} */
       emit(source, output) {
@@ -50,6 +53,10 @@ export class Guest {
       log(level, message) {
         if (host.log === null) throw missing('log');
         host.log(level, message);
+      },
+      state() {
+        if (state === null) throw missing('state');
+        return state;
       },
     };
   }

@@ -120,6 +120,49 @@ export declare class UnknownSource extends EmitError {
   readonly offset: bigint;
 }
 
+/** The host refused a state write (messages as in the Rust SDK); `limit` is the host's. */
+export declare class StateError extends Error {}
+export declare class KeyTooLarge extends StateError {
+  constructor(limit: number);
+  readonly limit: number;
+}
+export declare class ValueTooLarge extends StateError {
+  constructor(limit: number);
+  readonly limit: number;
+}
+export declare class PartitionFull extends StateError {
+  constructor(limit: number);
+  readonly limit: number;
+}
+export declare class TooManyWrites extends StateError {
+  constructor(limit: number);
+  readonly limit: number;
+}
+
+/**
+ * The keyed state of the batch's input partition, from `ctx.state()` (needs the
+ * `state` capability). Writes throw `StateError` over a limit; a batch's writes
+ * take effect only if every record of it finishes (processed or rejected).
+ */
+export declare class State {
+  private constructor();
+  /** The value of `key`, as this batch left it so far, or `null`. */
+  get(key: Data): Uint8Array | null;
+  put(key: Data, value: Data): void;
+  /** Removes `key` (absent is fine). */
+  delete(key: Data): void;
+  /** Up to `limit` `[key, value]` pairs whose key starts with `prefix`, in key order (at most 10,000 and 4 MiB). */
+  scan(prefix?: Data, limit?: number): Array<[Uint8Array, Uint8Array]>;
+  /** The value as UTF-8, or `null` if absent or not UTF-8. */
+  getText(key: Data): string | null;
+  /** The value as a little-endian u64 (the Rust SDK's `put_u64`), or `null` if absent or not 8 bytes. */
+  getU64(key: Data): bigint | null;
+  putU64(key: Data, value: bigint | number): void;
+  /** The value parsed as JSON, or `fallback` (default `null`) if absent. */
+  getJson<T = any>(key: Data, fallback?: T): T;
+  putJson(key: Data, value: unknown): void;
+}
+
 /** An output record for `ctx.emit`; a missing value is a tombstone. */
 export interface Output {
   topic: string;
@@ -139,6 +182,8 @@ export declare class Context {
   emitKv(topic: string, key: Data, value: Data): void;
   /** Queues an output record; throws `EmitError` if the host refuses. */
   emit(output: Output): void;
+  /** The keyed state of the batch's input partition (needs the `state` capability). */
+  state(): State;
   log(level: LevelName, message: string): void;
   trace(message: string): void;
   debug(message: string): void;
@@ -210,9 +255,16 @@ export declare class Processor {
 /** Makes `cls` the component's processor (once, at module level). */
 export declare function exportProcessor<C extends new () => Processor>(cls: C): C;
 
-/** The host's default per-batch limits. */
+/** The host's default per-batch and state limits. */
 export declare const limits: {
   readonly MAX_OUTPUTS_PER_BATCH: number;
   readonly MAX_OUTPUT_BYTES: number;
   readonly OUTPUT_BYTES_PER_BATCH: number;
+  readonly STATE_BYTES_PER_PARTITION: number;
+  readonly STATE_ENTRY_COST: number;
+  readonly MAX_STATE_KEY_BYTES: number;
+  readonly MAX_STATE_VALUE_BYTES: number;
+  readonly STATE_WRITES_PER_BATCH: number;
+  readonly MAX_SCAN_ENTRIES: number;
+  readonly MAX_SCAN_BYTES: number;
 };

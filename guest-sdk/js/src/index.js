@@ -38,4 +38,5 @@ export {
 } from './processor.js';
 export { Batch, Record, TopicPartition } from './record.js';
 export { SettingError, Settings, parsers } from './settings.js';
+export { KeyTooLarge, PartitionFull, State, StateError, TooManyWrites, ValueTooLarge } from './state.js';
 export * as limits from './limits.js';

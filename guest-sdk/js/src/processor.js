@@ -5,6 +5,7 @@
 
 import { EmitError } from './context.js';
 import { SettingError } from './settings.js';
+import { StateError } from './state.js';
 
 /** @typedef {'processed' | 'retry' | 'reject'} Status */
 
@@ -127,7 +128,7 @@ export function isFault(error) {
 export function describe(error) {
   if (error instanceof ProcessingError) return error.reason;
   if (error instanceof Error) {
-    if (error instanceof EmitError || error instanceof SettingError) return error.message;
+    if (error instanceof EmitError || error instanceof SettingError || error instanceof StateError) return error.message;
     return error.message ? `${error.name}: ${error.message}` : error.name;
   }
   return String(error);

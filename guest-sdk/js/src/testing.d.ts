@@ -53,7 +53,15 @@ export declare class Harness {
   maxRecordBytes(size: number): this;
   batchOutputBytes(size: number): this;
   setting(key: string, value: string): this;
-  capabilities(...names: Array<'log' | 'output' | 'headers'>): this;
+  /** Refuses state writes past `size` bytes per partition (`PartitionFull`). */
+  stateBytes(size: number): this;
+  /** Allows at most `count` state writes per batch (then `TooManyWrites`). */
+  stateWrites(count: number): this;
+  /** Starts `topic`/`partition` with this state, as a restore from its changelog would. */
+  withState(topic: string, partition: number, entries: Iterable<readonly [Data, Data]>): this;
+  /** The partition's state so far: each key as text (UTF-8, else Latin-1) to its value, in key order. */
+  state(topic: string, partition: number): Map<string, Uint8Array>;
+  capabilities(...names: Array<'log' | 'output' | 'headers' | 'state'>): this;
   declaredBy(projectDir: string): this;
   readonly settings: import('./index.js').Settings;
   processor<P extends Processor>(cls: new () => P): P;

@@ -22,13 +22,14 @@ import * as limits from './limits.js';
 import { outcomeOf } from './processor.js';
 import { Batch, TopicPartition } from './record.js';
 import { Settings } from './settings.js';
+import { MemoryStore, State, stateKey } from './state.js';
 import { BatchEncoder } from './wire.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * What a batch emitted and logged, after the harness's checks.
- * @typedef {import('./context.js').Sink & {emitted: Emitted[], logs: Array<{level: string, message: string}>}} Sink
+ * @typedef {import('./context.js').Sink & {emitted: Emitted[], logs: Array<{level: string, message: string}>, store: MemoryStore}} Sink
  */
 
 /** @param {string | Uint8Array | null | undefined} data */
@@ -199,6 +200,10 @@ export class Harness {
   #settings = new Map();
   /** @type {Set<string>} partitions the processor was told about, as "topic/partition" */
   #told = new Set();
+  /** @type {Map<string, Map<string, [Uint8Array, Uint8Array]>>} each partition's keyed state, by "topic/partition" */
+  #state = new Map();
+  #stateBytes = limits.STATE_BYTES_PER_PARTITION;
+  #stateWrites = limits.STATE_WRITES_PER_BATCH;
 
   /**
    * Allows emitting to `topic`. Once any topic is allowed, emits to others throw
@@ -244,6 +249,59 @@ export class Harness {
   }
 
   /**
+   * Refuses state writes once a partition's state would exceed `size` bytes
+   * (`PartitionFull`), as `[pipeline.state] partition_bytes` does; each entry
+   * counts its key, its value and 128 bytes.
+   * @param {number} size
+   */
+  stateBytes(size) {
+    this.#stateBytes = size;
+    return this;
+  }
+
+  /**
+   * Allows at most `count` state writes per batch (then `TooManyWrites`).
+   * @param {number} count
+   */
+  stateWrites(count) {
+    this.#stateWrites = count;
+    return this;
+  }
+
+  /**
+   * Starts `topic`/`partition` with this state, as a restore from its changelog
+   * would.
+   * @param {string} topic
+   * @param {number} partition
+   * @param {Iterable<readonly [string | Uint8Array, string | Uint8Array]>} entries
+   */
+  withState(topic, partition, entries) {
+    /** @type {Map<string, [Uint8Array, Uint8Array]>} */
+    const map = new Map();
+    for (const [k, v] of entries) {
+      const key = toBytes(k).slice();
+      map.set(stateKey(key), [key, toBytes(v).slice()]);
+    }
+    this.#state.set(String(new TopicPartition(topic, partition)), map);
+    return this;
+  }
+
+  /**
+   * The keyed state of `topic`/`partition` as the batches run so far left it: a
+   * `Map` from each key as text (its bytes as UTF-8, where they are not the key is
+   * its bytes as Latin-1) to the value's bytes, in key order.
+   * @param {string} topic
+   * @param {number} partition
+   * @returns {Map<string, Uint8Array>}
+   */
+  state(topic, partition) {
+    const map = this.#state.get(String(new TopicPartition(topic, partition))) ?? new Map();
+    return new Map(
+      [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, [key, value]]) => [text(key) ?? name, value.slice()]),
+    );
+  }
+
+  /**
    * Sets one of the pipeline's settings.
    * @param {string} key
    * @param {string} value
@@ -280,7 +338,7 @@ export class Harness {
     return new Settings(this.#settings);
   }
 
-  /** @param {'log' | 'output' | 'headers'} capability */
+  /** @param {'log' | 'output' | 'headers' | 'state'} capability */
   #require(capability) {
     if (this.#capabilities !== null && !this.#capabilities.has(capability)) throw missing(capability);
   }
@@ -334,7 +392,7 @@ export class Harness {
         `processBatch returned ${outcomes.length} outcomes for a batch of ${view.length} records; the host refuses such an answer`,
       );
     }
-    return finish(view, outcomes, sink);
+    return this.#finish(view, outcomes, sink);
   }
 
   /**
@@ -346,6 +404,20 @@ export class Harness {
   runEach(processor, batch) {
     const { view, sink, ctx } = this.#start(processor, batch);
     const outcomes = view.records().map((record) => ctx.forRecord(record, (c) => outcomeOf(() => processor.process(record, c))));
+    return this.#finish(view, outcomes, sink);
+  }
+
+  /**
+   * Keeps the batch's state writes only if every record finished (processed or
+   * rejected), as the host does: after a retry the whole batch comes again.
+   * @param {Batch} view
+   * @param {import('./processor.js').Outcome[]} outcomes
+   * @param {Sink} sink
+   */
+  #finish(view, outcomes, sink) {
+    if (sink.store.touched && !outcomes.some((outcome) => outcome.status === 'retry')) {
+      this.#state.set(String(new TopicPartition(view.topic, view.partition)), sink.store.entries);
+    }
     return finish(view, outcomes, sink);
   }
 
@@ -362,10 +434,17 @@ export class Harness {
     const view = batch.batch(() => this.#require('headers'));
     const offsets = new Set(view.records().map((r) => r.offset));
     const used = { count: 0, bytes: 0 };
+    const store = new MemoryStore(this.#state.get(String(tp)) ?? new Map(), () => this.#require('state'), this.#stateBytes, this.#stateWrites);
+    const state = new State(store);
     /** @type {Sink} */
     const sink = {
       emitted: [],
       logs: [],
+      store,
+      state: () => {
+        this.#require('state');
+        return state;
+      },
       emit: (source, output) => {
         this.#check(source, output, used, offsets);
         sink.emitted.push(new Emitted(source, output));

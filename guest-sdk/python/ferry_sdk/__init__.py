@@ -20,6 +20,10 @@ every record before it is finished. Subclass :class:`Processor`, export it with
 
 Natively the same code runs under pytest with :mod:`ferry_sdk.testing`.
 
+Keyed state (``ctx.state()``, for a project that declares the ``state``
+capability) is a map per input partition that the host keeps in a changelog topic:
+it survives restarts, redeploys and rebalances.
+
 Outputs belong to records: the host publishes what a record emitted only if the
 record ends processed, so a record that is retried, rejected or crashes the guest
 leaves no output behind.
@@ -43,6 +47,7 @@ from .processor import (
 )
 from .record import Batch, Record, TopicPartition
 from .settings import SettingError, Settings
+from .state import KeyTooLarge, PartitionFull, State, StateError, TooManyWrites, ValueTooLarge
 
 __all__ = [
     "PROCESSED",
@@ -52,10 +57,12 @@ __all__ = [
     "Data",
     "EmitError",
     "Fault",
+    "KeyTooLarge",
     "Level",
     "Outcome",
     "OverBudget",
     "Output",
+    "PartitionFull",
     "PerPartition",
     "ProcessingError",
     "Processor",
@@ -64,12 +71,16 @@ __all__ = [
     "Retry",
     "SettingError",
     "Settings",
+    "State",
+    "StateError",
     "Status",
     "TooLarge",
     "TooMany",
+    "TooManyWrites",
     "TopicNotAllowed",
     "TopicPartition",
     "UnknownSource",
+    "ValueTooLarge",
     "export_processor",
     "rejecting",
     "transient",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -18,6 +18,7 @@ from wit_world.imports import settings as wit_settings
 from wit_world.imports import types
 
 from . import context as ferry_context
+from . import state as ferry_state
 from ._guest import Guest, Host
 from .context import Level, WireOutput
 from .processor import Status, exported_processor
@@ -33,6 +34,7 @@ def _optional(name: str) -> Optional[ModuleType]:
 _log = _optional("log")
 _output = _optional("output")
 _headers = _optional("headers")
+_state = _optional("state")
 
 
 def _emit_error(error: object) -> ferry_context.EmitError:
@@ -59,6 +61,47 @@ def _emit(source: Optional[int], output: WireOutput) -> None:
         raise _emit_error(error.value) from None
 
 
+def _state_error(error: object) -> ferry_state.StateError:
+    assert _state is not None
+    if isinstance(error, _state.StateError_KeyTooLarge):
+        return ferry_state.KeyTooLarge(error.value)
+    if isinstance(error, _state.StateError_ValueTooLarge):
+        return ferry_state.ValueTooLarge(error.value)
+    if isinstance(error, _state.StateError_PartitionFull):
+        return ferry_state.PartitionFull(error.value)
+    if isinstance(error, _state.StateError_TooManyWrites):
+        return ferry_state.TooManyWrites(error.value)
+    return ferry_state.StateError(f"the host refused the state write: {error!r}")
+
+
+class _HostStore:
+    """The ``state`` import, with its refusals raised as :class:`ferry_sdk.StateError`."""
+
+    __slots__ = ()
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        assert _state is not None
+        return _state.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        assert _state is not None
+        try:
+            _state.put(key, value)
+        except Err as error:
+            raise _state_error(error.value) from None
+
+    def delete(self, key: bytes) -> None:
+        assert _state is not None
+        try:
+            _state.delete(key)
+        except Err as error:
+            raise _state_error(error.value) from None
+
+    def scan(self, prefix: bytes, limit: int) -> List[Tuple[bytes, bytes]]:
+        assert _state is not None
+        return list(_state.scan(prefix, limit))
+
+
 def _wit_levels() -> dict[Level, object]:
     assert _log is not None
     return {level: getattr(_log.Level, level.name) for level in Level}
@@ -83,6 +126,7 @@ _GUEST = Guest(
         emit=_emit if _output is not None else None,
         log=_write_log if _log is not None else None,
         headers_enabled=_headers.enabled if _headers is not None else None,
+        state=_HostStore() if _state is not None else None,
     ),
 )
 

@@ -11,6 +11,7 @@ from .context import Context, Level, WireOutput
 from .processor import Fault, Outcome, Processor
 from .record import Batch, TopicPartition
 from .settings import Settings
+from .state import State, Store
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,17 @@ class Host:
     emit: Optional[Callable[[Optional[int], WireOutput], None]]
     log: Optional[Callable[[Level, str], None]]
     headers_enabled: Optional[Callable[[], bool]]
+    state: Optional[Store] = None
 
 
 class _HostSink:
-    """A context's emits and logs, straight to the host."""
+    """A context's emits, logs and state calls, straight to the host."""
 
-    __slots__ = ("_host",)
+    __slots__ = ("_host", "_state")
 
     def __init__(self, host: Host) -> None:
         self._host = host
+        self._state = None if host.state is None else State(host.state)
 
     def emit(self, source: Optional[int], output: WireOutput) -> None:
         if self._host.emit is None:
@@ -41,6 +44,11 @@ class _HostSink:
         if self._host.log is None:
             raise capabilities.missing("log")
         self._host.log(level, message)
+
+    def state(self) -> State:
+        if self._state is None:
+            raise capabilities.missing("state")
+        return self._state
 
 
 class Guest:

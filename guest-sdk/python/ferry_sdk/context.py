@@ -1,4 +1,5 @@
-"""What a processor can do besides returning outcomes: emit records and log."""
+"""What a processor can do besides returning outcomes: emit records, log, and
+reach the keyed state of the batch's partition."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import contextlib
 import enum
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol, Sequence, Tuple, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, Sequence, Tuple, TypeVar, Union, overload
 
 from .record import Record
+
+if TYPE_CHECKING:
+    from .state import State
 
 #: Bytes, or text (encoded as UTF-8).
 Data = Union[bytes, bytearray, memoryview, str]
@@ -130,12 +134,14 @@ class WireOutput:
 
 
 class Sink(Protocol):
-    """Where a context's emits and logs go: the host in a component, memory in
-    tests. ``emit`` raises :class:`EmitError` when the host refuses."""
+    """Where a context's emits, logs and state calls go: the host in a component,
+    memory in tests. ``emit`` raises :class:`EmitError` when the host refuses."""
 
     def emit(self, source: Optional[int], output: WireOutput) -> None: ...
 
     def log(self, level: Level, message: str) -> None: ...
+
+    def state(self) -> "State": ...
 
 
 R = TypeVar("R")
@@ -194,6 +200,11 @@ class Context:
         it. The host produces it after the batch returns, if its record ends
         processed, and commits the record's offset only once the broker has it."""
         self._sink.emit(self._source, WireOutput.of(output))
+
+    def state(self) -> "State":
+        """The keyed state of the batch's input partition (see :class:`~ferry_sdk.State`).
+        The project must declare the ``state`` capability."""
+        return self._sink.state()
 
     def log(self, level: Level, message: str) -> None:
         """Writes a line to the host's logs under the tenant's own target. The host

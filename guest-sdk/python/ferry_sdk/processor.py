@@ -115,8 +115,9 @@ def describe(error: BaseException) -> str:
     """The reason recorded for an exception that ended a record."""
     from .context import EmitError
     from .settings import SettingError
+    from .state import StateError
 
-    if isinstance(error, (ProcessingError, EmitError, SettingError)):
+    if isinstance(error, (ProcessingError, EmitError, SettingError, StateError)):
         return str(error)
     message = str(error)
     return f"{type(error).__name__}: {message}" if message else type(error).__name__

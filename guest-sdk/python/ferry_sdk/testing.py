@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Set, Tuple, Type, TypeVar
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple, Type, TypeVar
 
 from . import capabilities as caps
 from . import limits
 from .context import Context, Data, Level, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource, WireOutput, to_bytes
-from .processor import Outcome, Processor, outcome_of
+from .processor import Outcome, Processor, Status, outcome_of
 from .record import Batch, TopicPartition
 from .settings import Settings
+from .state import MemoryStore, State
 from .wire import BatchEncoder
 
 __all__ = ["TestBatch", "Emitted", "LogLine", "Run", "Harness", "run"]
@@ -152,12 +153,14 @@ class Run:
 class _MemorySink:
     """The host's per-batch checks, in the host's order, recording in memory."""
 
-    def __init__(self, harness: "Harness", offsets: Set[int]) -> None:
+    def __init__(self, harness: "Harness", offsets: Set[int], store: MemoryStore) -> None:
         self._harness = harness
         self._offsets = offsets
         self.emitted: List[Emitted] = []
         self.emitted_bytes = 0
         self.logs: List[LogLine] = []
+        self.store = store
+        self._state = State(store)
 
     def emit(self, source: Optional[int], output: WireOutput) -> None:
         harness = self._harness
@@ -180,6 +183,10 @@ class _MemorySink:
         self._harness._require("log")
         self.logs.append(LogLine(level, message))
 
+    def state(self) -> State:
+        self._harness._require("state")
+        return self._state
+
 
 class Harness:
     """A stand-in host: the limits the real one enforces per batch (its defaults
@@ -198,6 +205,10 @@ class Harness:
         self._settings: dict[str, str] = {}
         #: Partitions the processor was told about, as the host tracks them.
         self._told: Set[TopicPartition] = set()
+        #: Each partition's keyed state, as the host keeps it (across instances).
+        self._state: Dict[TopicPartition, Dict[bytes, bytes]] = {}
+        self._state_bytes = limits.STATE_BYTES_PER_PARTITION
+        self._state_writes = limits.STATE_WRITES_PER_BATCH
 
     def allow_topic(self, topic: str) -> "Harness":
         """Allows emitting to ``topic``. Once any topic is allowed, emits to others
@@ -228,6 +239,30 @@ class Harness:
         (:class:`~ferry_sdk.OverBudget`)."""
         self._batch_bytes = size
         return self
+
+    def state_bytes(self, size: int) -> "Harness":
+        """Refuses state writes once a partition's state would exceed ``size``
+        bytes (:class:`~ferry_sdk.PartitionFull`), as ``[pipeline.state]
+        partition_bytes`` does; each entry counts its key, its value and 128 bytes."""
+        self._state_bytes = size
+        return self
+
+    def state_writes(self, count: int) -> "Harness":
+        """Allows at most ``count`` state writes per batch (then
+        :class:`~ferry_sdk.TooManyWrites`)."""
+        self._state_writes = count
+        return self
+
+    def with_state(self, topic: str, partition: int, entries: Mapping[Data, Data]) -> "Harness":
+        """Starts ``topic``/``partition`` with this state, as a restore from its
+        changelog would."""
+        self._state[TopicPartition(topic, partition)] = {to_bytes(k): to_bytes(v) for k, v in entries.items()}
+        return self
+
+    def state(self, topic: str, partition: int) -> Dict[bytes, bytes]:
+        """The keyed state of ``topic``/``partition`` (a copy), as the batches run
+        so far left it."""
+        return dict(self._state.get(TopicPartition(topic, partition), {}))
 
     def setting(self, key: str, value: str) -> "Harness":
         """Sets one of the pipeline's settings."""
@@ -307,12 +342,18 @@ class Harness:
         view = Batch(
             batch.topic, batch.partition, len(batch), batch._encoder.bytes(), lambda: self._require("headers")
         )
-        sink = _MemorySink(self, {record.offset for record in view})
+        store = MemoryStore(
+            self._state.get(tp, {}), lambda: self._require("state"), self._state_bytes, self._state_writes
+        )
+        sink = _MemorySink(self, {record.offset for record in view}, store)
         return view, sink, Context(sink)
 
-    @staticmethod
-    def _finish(view: Batch, outcomes: List[Outcome], sink: _MemorySink) -> Run:
-        """Splits what was emitted into published and dropped, as the host does."""
+    def _finish(self, view: Batch, outcomes: List[Outcome], sink: _MemorySink) -> Run:
+        """Splits what was emitted into published and dropped, and keeps the batch's
+        state writes only if every record finished (processed or rejected), as the
+        host does: after a retry the whole batch comes again."""
+        if sink.store.touched and not any(outcome.status is Status.RETRY for outcome in outcomes):
+            self._state[TopicPartition(view.topic, view.partition)] = sink.store.entries
         processed = {record.offset for record, outcome in zip(view, outcomes) if outcome.is_processed}
         everything = len(processed) == len(view)
         run = Run(outcomes=list(outcomes), logs=sink.logs)
