@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ferry::processor::types;
 use super::capability::headers::HeadersState;
+use super::capability::http::HttpState;
 use super::capability::log::{LogState, TenantLabel, TenantLog};
 use super::capability::output::{OutputLimits, OutputState};
 use super::capability::settings::SettingsState;
@@ -72,6 +73,7 @@ pub(crate) struct GuestState {
     pub settings: SettingsState,
     pub headers: HeadersState,
     pub state: StateState,
+    pub http: HttpState,
 }
 
 impl GuestState {
@@ -86,6 +88,7 @@ impl GuestState {
             settings: SettingsState { values: provisions.settings.clone() },
             headers: HeadersState,
             state: StateState::default(),
+            http: HttpState::new(provisions.grants.http.clone()),
         }
     }
 }
@@ -93,6 +96,12 @@ impl GuestState {
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for GuestState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 

@@ -120,6 +120,8 @@ impl Setup {
                     log: true,
                     // `ferry test` keeps no state (yet): a stateful processor is refused with the hint.
                     state: false,
+                    // Without a config, `ferry test` grants no network.
+                    http: None,
                 },
                 limits: Limits::default(),
                 settings: BTreeMap::new(),
