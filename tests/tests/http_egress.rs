@@ -195,6 +195,36 @@ fn granted_requests_enrich_records_and_every_hostile_one_is_contained() {
     assert!(trickle.connections() >= 1 && endless.connections() >= 1, "the hostile servers were reached");
 }
 
+/// A processor that imports wasi:http does not start in a pipeline without the
+/// section: the refusal names it.
+#[test]
+fn a_pipeline_without_a_grant_refuses_the_processor_and_names_the_section() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    let (name, input) = (unique("ungranted"), unique("urls"));
+    broker.create_topic(&input, 1);
+    let text = format!(
+        r#"
+        brokers = "{brokers}"
+        [[pipeline]]
+        name = "{name}"
+        inputs = ["{input}"]
+        group = "{name}"
+        component = "{}"
+        output_topics = ["out"]
+        "#,
+        guest("ferry-guest-enrich").display()
+    );
+    let error = match Host::start(&Config::parse(&text).unwrap()) {
+        Ok(host) => {
+            stop(host);
+            panic!("a processor importing wasi:http started without [pipeline.http]");
+        }
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("wasi:http/outgoing-handler") && error.contains("[pipeline.http]"), "{error}");
+}
+
 #[test]
 fn thousands_of_requests_at_once_are_held_to_the_budget() {
     let broker = Embedded::start();

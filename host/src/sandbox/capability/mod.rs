@@ -198,6 +198,22 @@ mod tests {
     use super::*;
     use crate::sandbox::LoadError;
 
+    /// A component that imports wasi:http is refused without the section, which the
+    /// refusal names; with it, it is granted.
+    #[test]
+    fn http_needs_its_section() {
+        for import in ["wasi:http/outgoing-handler@0.2.12", "wasi:http/types@0.2.0"] {
+            assert_eq!(classify(import), Some(Imported::Capability(Capability::Http)), "{import}");
+        }
+        assert_eq!(classify("wasi:http/incoming-handler@0.2.0"), None, "serving HTTP is not a capability");
+        let refused = check_grants(&[Capability::Http], &Grants::default()).unwrap_err();
+        let words = LoadError::NotGranted(refused).to_string();
+        assert!(words.contains("`wasi:http/outgoing-handler`") && words.contains("`[pipeline.http]`"), "{words}");
+        let grant = http::HttpGrant { allow: Vec::new(), limits: Default::default() };
+        let granted = Grants { http: Some(std::sync::Arc::new(grant)), ..Grants::default() };
+        assert_eq!(check_grants(&[Capability::Http], &granted), Ok(()));
+    }
+
     /// `ferry_sdk::testing` refuses a processor that uses an ungranted capability
     /// with the host's own words: these are they.
     #[test]
