@@ -896,6 +896,7 @@ impl PipelineConfig {
             grants: std::sync::Arc::new(self.grants()),
             settings: std::sync::Arc::new(self.settings.clone()),
             log: TenantLog::new(&self.name, self.logs),
+            http_meter: std::sync::Arc::default(),
         }
     }
 }

@@ -101,10 +101,16 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, redirect_to: u16) -> std::
 }
 
 fn pipeline(brokers: &str, name: &str, input: &str, allow: &[String], http: &str) -> Config {
+    pipeline_with(brokers, "", name, input, allow, http)
+}
+
+/// `top` goes before the pipeline (an `[admin]` table, say).
+fn pipeline_with(brokers: &str, top: &str, name: &str, input: &str, allow: &[String], http: &str) -> Config {
     let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
     Config::parse(&format!(
         r#"
         brokers = "{brokers}"
+        {top}
         [[pipeline]]
         name = "{name}"
         inputs = ["{input}"]
@@ -235,7 +241,9 @@ fn thousands_of_requests_at_once_are_held_to_the_budget() {
     let canary = Server::start(Behaviour::Canary, 0);
     let rates = Server::start(Behaviour::Rates, 0);
     let allow = vec![format!("http://127.0.0.1:{}", rates.port)];
-    let config = pipeline(&brokers, &name, &input, &allow, "requests_per_batch = 200\nconcurrent_requests = 8");
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"";
+    let config =
+        pipeline_with(&brokers, admin, &name, &input, &allow, "requests_per_batch = 200\nconcurrent_requests = 8");
     let burst = format!("burst 3000 http://127.0.0.1:{}/rate", rates.port);
     let refused = format!("burst 3000 http://127.0.0.1:{}/rate", canary.port);
     let host = Host::start(&config).unwrap();
@@ -243,7 +251,19 @@ fn thousands_of_requests_at_once_are_held_to_the_budget() {
     wait_until("both bursts answered and committed", || {
         answers(&brokers).len() == 2 && lag(&brokers, &name, &input).iter().all(|p| p.lag() == 0)
     });
+    let metrics =
+        ferry_tests::hostile::get(host.admin.as_ref().expect("the admin server runs").addr.port(), "/metrics");
     stop(host);
+    let granted = format!("http://127.0.0.1:{}", rates.port);
+    for line in [
+        format!("ferry_http_requests_total{{pipeline=\"{name}\",host=\"{granted}\",class=\"2xx\"}} 200"),
+        format!("ferry_http_requests_total{{pipeline=\"{name}\",host=\"{granted}\",class=\"error\"}} 2800"),
+        format!("ferry_http_requests_total{{pipeline=\"{name}\",host=\"-\",class=\"error\"}} 3000"),
+        format!("ferry_http_errors_total{{pipeline=\"{name}\",kind=\"budget\"}} 2800"),
+        format!("ferry_http_errors_total{{pipeline=\"{name}\",kind=\"refused\"}} 3000"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     let got = answers(&brokers);
     assert_eq!(got[&burst], "200=200 budget=2800", "200 requests answered, the rest refused as over budget");
     assert_eq!(got[&refused], "Refused=3000");

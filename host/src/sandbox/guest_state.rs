@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ferry::processor::types;
 use super::capability::headers::HeadersState;
-use super::capability::http::HttpState;
+use super::capability::http::{HttpMeter, HttpState};
 use super::capability::log::{LogState, TenantLabel, TenantLog};
 use super::capability::output::{OutputLimits, OutputState};
 use super::capability::settings::SettingsState;
@@ -50,6 +50,8 @@ pub struct Provisions {
     pub settings: Arc<BTreeMap<String, String>>,
     /// Where its logs go (rate-limited per pipeline).
     pub log: Arc<TenantLog>,
+    /// Its outgoing requests, counted (shared by the pipeline's workers).
+    pub http_meter: Arc<HttpMeter>,
 }
 
 impl Provisions {
@@ -59,6 +61,7 @@ impl Provisions {
             grants: Arc::new(grants),
             settings: Arc::default(),
             log: TenantLog::new(pipeline, Default::default()),
+            http_meter: Arc::default(),
         }
     }
 }
@@ -88,7 +91,7 @@ impl GuestState {
             settings: SettingsState { values: provisions.settings.clone() },
             headers: HeadersState,
             state: StateState::default(),
-            http: HttpState::new(provisions.grants.http.clone()),
+            http: HttpState::new(provisions.grants.http.clone(), provisions.http_meter.clone()),
         }
     }
 }

@@ -352,12 +352,77 @@ pub fn parse_rules(allow: &[String]) -> Result<Vec<AllowRule>, String> {
     Ok(rules.into_iter().collect())
 }
 
+/// A pipeline's outgoing requests, counted for `/metrics`: shared by its workers.
+#[derive(Debug, Default)]
+pub struct HttpMeter {
+    /// Requests by the rule they matched and their end (a status class or `error`).
+    requests: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Requests that got no answer, by kind.
+    errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Bytes charged to budgets.
+    bytes: AtomicU64,
+}
+
+impl HttpMeter {
+    /// Requests by rule (`-` for requests no rule matched) and end.
+    pub fn requests(&self) -> Vec<(String, &'static str, u64)> {
+        crate::sync::lock(&self.requests).iter().map(|((h, c), n)| (h.clone(), *c, *n)).collect()
+    }
+
+    /// Errors by kind: `refused`, `timeout`, `budget` or `failed`.
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        crate::sync::lock(&self.errors).iter().map(|(k, n)| (*k, *n)).collect()
+    }
+
+    /// Bytes sent and received, as the budgets count them.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn request(&self, rule: Option<&AllowRule>, end: &'static str) {
+        let host = rule.map_or_else(|| "-".to_owned(), AllowRule::to_string);
+        *crate::sync::lock(&self.requests).entry((host, end)).or_default() += 1;
+    }
+
+    fn error(&self, error: &HttpError) {
+        *crate::sync::lock(&self.errors).entry(error_kind(error)).or_default() += 1;
+    }
+}
+
+/// The kind of an error, as `/metrics` counts it.
+fn error_kind(error: &HttpError) -> &'static str {
+    match error {
+        HttpError::HttpRequestDenied | HttpError::DestinationIpProhibited | HttpError::TlsProtocolError => "refused",
+        HttpError::ConnectionTimeout
+        | HttpError::ConnectionReadTimeout
+        | HttpError::HttpResponseTimeout
+        | HttpError::DnsTimeout => "timeout",
+        HttpError::ConnectionLimitReached
+        | HttpError::HttpRequestBodySize(_)
+        | HttpError::HttpResponseBodySize(_)
+        | HttpError::HttpRequestHeaderSectionSize(_)
+        | HttpError::HttpResponseHeaderSectionSize(_) => "budget",
+        _ => "failed",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
 /// What a guest's requests have spent in the current call. Shared with the tasks
 /// that carry its requests.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Spent {
     requests: AtomicU64,
     bytes: AtomicU64,
+    meter: Arc<HttpMeter>,
 }
 
 /// The `http` capability's part of a guest's store.
@@ -367,13 +432,13 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(grant: Option<Arc<HttpGrant>>) -> Self {
+    pub(crate) fn new(grant: Option<Arc<HttpGrant>>, meter: Arc<HttpMeter>) -> Self {
         let concurrent = grant.as_ref().map_or(1, |g| g.limits.concurrent_requests as usize);
         HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: Hooks {
                 grant,
-                spent: Arc::new(Spent { requests: AtomicU64::new(0), bytes: AtomicU64::new(0) }),
+                spent: Arc::new(Spent { meter, ..Spent::default() }),
                 in_flight: Arc::new(Semaphore::new(concurrent)),
                 deadline: Instant::now(),
             },
@@ -384,7 +449,8 @@ impl HttpState {
     /// with the whole budget. (Requests of an earlier call still running keep
     /// charging the budget they started with.)
     pub(crate) fn begin(&mut self, deadline: Instant) {
-        self.hooks.spent = Arc::new(Spent { requests: AtomicU64::new(0), bytes: AtomicU64::new(0) });
+        let meter = self.hooks.spent.meter.clone();
+        self.hooks.spent = Arc::new(Spent { meter, ..Spent::default() });
         self.hooks.deadline = deadline;
     }
 
@@ -441,10 +507,33 @@ struct Outgoing {
 impl Outgoing {
     async fn send(self, request: http::Request<WasiBody>) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        match tokio::time::timeout_at(deadline, self.send_within(request)).await {
+        let (spent, rule) = (self.spent.clone(), self.rule_of(&request));
+        let result = match tokio::time::timeout_at(deadline, self.send_within(request)).await {
             Ok(result) => result,
             Err(_) => Err(HttpError::ConnectionTimeout),
+        };
+        match &result {
+            Ok((response, _)) => spent.meter.request(rule.as_ref(), status_class(response.status().as_u16())),
+            Err(error) => {
+                spent.meter.request(rule.as_ref(), "error");
+                spent.meter.error(error);
+            }
         }
+        result
+    }
+
+    /// The rule a request matches, if any (for the meter's host label: never the
+    /// guest's own text, so the label's values are bounded by the grant).
+    fn rule_of(&self, request: &http::Request<WasiBody>) -> Option<AllowRule> {
+        let uri = request.uri();
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            _ => return None,
+        };
+        let host = uri.host().and_then(RequestHost::parse)?;
+        let port = uri.port_u16().unwrap_or(scheme.default_port());
+        self.grant.allow.iter().find(|rule| rule.matches(scheme, &host, port)).cloned()
     }
 
     async fn send_within(
@@ -559,8 +648,11 @@ impl Outgoing {
             }
         });
         // The body stops at the request's deadline too.
-        let response = response
-            .map(|body| Deadlined { inner: body, sleep: Box::pin(tokio::time::sleep_until(deadline)) }.boxed_unsync());
+        let meter = self.spent.meter.clone();
+        let response = response.map(|body| {
+            let sleep = Box::pin(tokio::time::sleep_until(deadline));
+            Deadlined { inner: body, sleep, meter, timed_out: false }.boxed_unsync()
+        });
         Ok((response, io))
     }
 }
@@ -579,6 +671,7 @@ fn response_head_bytes<B>(response: &http::Response<B>) -> u64 {
 /// Charges `bytes` to the call's budget; `Err` when it would pass `budget` (the
 /// bytes stay charged: the call has spent its budget either way).
 fn charge(spent: &Spent, budget: u64, bytes: u64) -> Result<(), ()> {
+    spent.meter.bytes.fetch_add(bytes, Ordering::Relaxed);
     let before = spent.bytes.fetch_add(bytes, Ordering::Relaxed);
     if before.saturating_add(bytes) > budget { Err(()) } else { Ok(()) }
 }
@@ -613,11 +706,13 @@ where
         if charge(&self.spent, self.budget, bytes).is_err() {
             let budget = Some(self.budget);
             self.done = true;
-            return Poll::Ready(Some(Err(if self.outgoing {
+            let error = if self.outgoing {
                 HttpError::HttpRequestBodySize(budget)
             } else {
                 HttpError::HttpResponseBodySize(budget)
-            })));
+            };
+            self.spent.meter.error(&error);
+            return Poll::Ready(Some(Err(error)));
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -635,6 +730,8 @@ where
 struct Deadlined<B> {
     inner: B,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    meter: Arc<HttpMeter>,
+    timed_out: bool,
 }
 
 impl<B> Body for Deadlined<B>
@@ -648,6 +745,10 @@ where
         // The deadline first: past it, the connection is being closed too, and its
         // end must read as the timeout it is.
         if self.sleep.as_mut().poll(cx).is_ready() {
+            if !self.timed_out {
+                self.timed_out = true;
+                self.meter.error(&HttpError::ConnectionReadTimeout);
+            }
             return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
         }
         Pin::new(&mut self.inner).poll_frame(cx)
