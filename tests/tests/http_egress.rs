@@ -29,6 +29,8 @@ enum Behaviour {
     Endless,
     /// Counts connections and answers `canary`.
     Canary,
+    /// Closes its first two connections without a word, then answers `at last`.
+    Flaky,
 }
 
 /// A server on 127.0.0.1 that counts the connections it accepted.
@@ -46,7 +48,9 @@ impl Server {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                counted.fetch_add(1, Ordering::SeqCst);
+                if counted.fetch_add(1, Ordering::SeqCst) < 2 && matches!(behaviour, Behaviour::Flaky) {
+                    continue;
+                }
                 std::thread::spawn(move || {
                     let _ = serve(stream, behaviour, redirect_to);
                 });
@@ -83,6 +87,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, redirect_to: u16) -> std::
             stream.write_all(answer("200 OK", "", &format!("rate-{rate}")).as_bytes())
         }
         Behaviour::Canary => stream.write_all(answer("200 OK", "", "canary").as_bytes()),
+        Behaviour::Flaky => stream.write_all(answer("200 OK", "", "at last").as_bytes()),
         Behaviour::Trickle => {
             stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")?;
             loop {
@@ -199,6 +204,31 @@ fn granted_requests_enrich_records_and_every_hostile_one_is_contained() {
     assert_eq!(got, expected, "each URL's answer");
     assert_eq!(canary.connections(), 0, "the canary, never granted, was never connected to");
     assert!(trickle.connections() >= 1 && endless.connections() >= 1, "the hostile servers were reached");
+}
+
+/// A request that gets no answer is an error the guest turns into a retry with
+/// `.transient()`: the record is tried again with the pipeline's backoff until the
+/// server answers, and its output is published once.
+#[test]
+fn a_transient_failure_retries_the_record_until_the_server_answers() {
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    let (name, input) = (unique("retry"), unique("urls"));
+    broker.create_topic(&input, 1);
+    broker.create_topic("out", 1);
+    let flaky = Server::start(Behaviour::Flaky, 0);
+    let allow = vec![format!("http://127.0.0.1:{}", flaky.port)];
+    let config = pipeline(&brokers, &name, &input, &allow, "");
+    let value = format!("retry http://127.0.0.1:{}/", flaky.port);
+    let host = Host::start(&config).unwrap();
+    produce(&brokers, &input, 1, std::slice::from_ref(&value));
+    wait_until("the record answered and committed", || {
+        !answers(&brokers).is_empty() && lag(&brokers, &name, &input).iter().all(|p| p.lag() == 0)
+    });
+    stop(host);
+    let outputs: Vec<(String, String)> = read_all(&brokers, "out").into_iter().map(|r| (r.key, r.value)).collect();
+    assert_eq!(outputs, [(value, "200 at last".to_owned())], "one output, from the attempt that got an answer");
+    assert_eq!(flaky.connections(), 3, "two attempts without an answer, then the one with it");
 }
 
 /// A processor that imports wasi:http does not start in a pipeline without the

@@ -2,12 +2,13 @@
 //! keyed by the URL: `<status> <body>` for a response, `error <kind>` for a request
 //! that got none (the record still ends processed, so the test sees every outcome).
 //! A value `burst <n> <url>` sends `n` requests to `url` at once and emits how many
-//! got a response and how many each kind of error.
+//! got a response and how many each kind of error. A value `retry <url>` retries
+//! the record (`.transient()`) until `url` answers.
 
 use std::collections::BTreeMap;
 
 use ferry_sdk::http::{self, HttpErrorKind, Request};
-use ferry_sdk::{Context, Error, Processor, Record};
+use ferry_sdk::{Context, Error, Processor, Record, ResultExt};
 
 /// See the crate docs.
 #[derive(Debug, Default)]
@@ -16,12 +17,17 @@ pub struct Enrich;
 impl Processor for Enrich {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         let value = std::str::from_utf8(record.value().unwrap_or_default()).map_err(|_| Error::reject("not UTF-8"))?;
-        let answer = match value.strip_prefix("burst ") {
-            Some(burst) => burst_of(burst)?,
-            None => match http::get(value) {
+        let answer = if let Some(burst) = value.strip_prefix("burst ") {
+            burst_of(burst)?
+        } else if let Some(url) = value.strip_prefix("retry ") {
+            // No answer: the record is tried again with the pipeline's backoff.
+            let response = http::get(url).transient()?;
+            format!("{} {}", response.status(), String::from_utf8_lossy(response.body()))
+        } else {
+            match http::get(value) {
                 Ok(response) => format!("{} {}", response.status(), String::from_utf8_lossy(response.body())),
                 Err(e) => format!("error {:?}", e.kind()),
-            },
+            }
         };
         ctx.emit_kv("out", value, answer)?;
         Ok(())
