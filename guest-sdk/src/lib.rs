@@ -56,6 +56,7 @@
 #![deny(missing_docs)]
 
 mod context;
+pub mod http;
 mod partition;
 #[cfg(not(target_arch = "wasm32"))]
 mod pipeline;

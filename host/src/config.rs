@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::registry::AutoRollback;
+use crate::sandbox::capability::http::{HttpGrant, HttpLimits, Scheme as HttpScheme, parse_rules};
 use crate::sandbox::{
     Grants, Limits, LogRate, OutputLimits, Provisions, SandboxSettings, StateLimits, TenantLog, default_cache_dir,
 };
@@ -250,6 +251,10 @@ pub struct PipelineConfig {
     /// pipeline keeps a changelog topic and restores each partition's state from it.
     #[serde(default)]
     pub state: Option<StateConfig>,
+    /// Outgoing HTTP for the processor (the `http` capability): present, it may call
+    /// the hosts its `allow` lists, within its budgets.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
     /// What happens to records the processor cannot finish.
     #[serde(default)]
     pub failure: FailurePolicy,
@@ -379,6 +384,49 @@ impl Default for StateConfig {
             max_key_bytes: d.max_key_bytes,
             max_value_bytes: d.max_value_bytes,
             writes_per_batch: d.writes_per_batch,
+        }
+    }
+}
+
+/// A pipeline's outgoing HTTP: where its processor may send requests, and what they
+/// may spend (see docs/operators.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `scheme://host[:port]` for each host it may call; `*.` before a name allows
+    /// the names one label below it. Loopback, private, link-local and metadata
+    /// addresses are reached only through a rule that names the address itself.
+    pub allow: Vec<String>,
+    /// Most requests per batch.
+    pub requests_per_batch: u32,
+    /// Most bytes sent and received per batch (bodies and heads).
+    pub bytes_per_batch: u64,
+    /// Most requests in flight at once, per worker.
+    pub concurrent_requests: u32,
+    /// Longest one request may take, in ms: at most the batch's time limit.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = HttpLimits::default();
+        Self {
+            allow: Vec::new(),
+            requests_per_batch: d.requests_per_batch,
+            bytes_per_batch: d.bytes_per_batch,
+            concurrent_requests: d.concurrent_requests,
+            request_timeout_ms: d.request_timeout_ms,
+        }
+    }
+}
+
+impl HttpConfig {
+    fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            requests_per_batch: self.requests_per_batch,
+            bytes_per_batch: self.bytes_per_batch,
+            concurrent_requests: self.concurrent_requests,
+            request_timeout_ms: self.request_timeout_ms,
         }
     }
 }
@@ -699,6 +747,9 @@ impl PipelineConfig {
         if let Some(state) = &self.state {
             self.validate_state(at, state, sandbox, message_max)?;
         }
+        if let Some(http) = &self.http {
+            self.validate_http(at, http, sandbox)?;
+        }
         in_range(&format!("{at}.logs.lines_per_sec"), u64::from(self.logs.lines_per_sec), 1, 100_000)?;
         in_range(&format!("{at}.logs.bytes_per_sec"), self.logs.bytes_per_sec, 64, 64 << 20)?;
         for (key, value) in &self.settings {
@@ -779,6 +830,24 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// The http section: rules that parse, budgets within `[sandbox]` and the batch.
+    fn validate_http(&self, at: &str, http: &HttpConfig, sandbox: &SandboxConfig) -> anyhow::Result<()> {
+        if http.allow.is_empty() {
+            bail!("{at}.http.allow: list the URLs the processor may call, as scheme://host[:port]");
+        }
+        let rules = parse_rules(&http.allow).map_err(|e| anyhow::anyhow!("{at}.http.allow: {e}"))?;
+        if let Some(https) = rules.iter().find(|r| r.scheme == HttpScheme::Https) {
+            bail!("{at}.http.allow: `{https}`: this build of ferry has no TLS for guests' requests, only http");
+        }
+        in_range(&format!("{at}.http.requests_per_batch"), u64::from(http.requests_per_batch), 1, 100_000)?;
+        // Bytes in transit are held by the host: no more than the largest guest may hold.
+        in_range(&format!("{at}.http.bytes_per_batch"), http.bytes_per_batch, 1 << 10, sandbox.max_memory_mib << 20)?;
+        in_range(&format!("{at}.http.concurrent_requests"), u64::from(http.concurrent_requests), 1, 1024)?;
+        in_range(&format!("{at}.http.request_timeout_ms"), http.request_timeout_ms, 1, self.limits.time_per_batch_ms)
+            .context("a request never outlives its batch: request_timeout_ms is at most limits.time_per_batch_ms")?;
+        Ok(())
+    }
+
     /// The changelog topic of a pipeline with state.
     pub fn changelog_topic(&self) -> Option<String> {
         let state = self.state.as_ref()?;
@@ -791,6 +860,13 @@ impl PipelineConfig {
             output_topics: self.output_topics.iter().cloned().collect(),
             log: self.allow_log,
             state: self.state.is_some(),
+            // Rules that do not parse (a config not validated) grant nothing.
+            http: self.http.as_ref().map(|http| {
+                std::sync::Arc::new(HttpGrant {
+                    allow: parse_rules(&http.allow).unwrap_or_default(),
+                    limits: http.limits(),
+                })
+            }),
         }
     }
 
@@ -820,6 +896,7 @@ impl PipelineConfig {
             grants: std::sync::Arc::new(self.grants()),
             settings: std::sync::Arc::new(self.settings.clone()),
             log: TenantLog::new(&self.name, self.logs),
+            http_meter: std::sync::Arc::default(),
         }
     }
 }
@@ -946,6 +1023,34 @@ mod tests {
     fn unknown_fields_are_refused_by_name() {
         let e = error_of(&GOOD.replace("group = \"g\"", "group = \"g\"\nbatch_sise = 3"));
         assert!(e.contains("batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn http_is_granted_by_its_section_and_its_rules_and_budgets_are_checked() {
+        let c = Config::parse(GOOD).unwrap();
+        assert!(c.pipelines[0].grants().http.is_none());
+        let with = |section: &str| GOOD.replace("commit =", &format!("http = {{ {section} }}\ncommit ="));
+        let c = Config::parse(&with(
+            r#"allow = ["http://127.0.0.1:8089", "http://*.example.com"], concurrent_requests = 4"#,
+        ))
+        .unwrap();
+        let grant = c.pipelines[0].grants().http.unwrap();
+        assert_eq!(grant.allow.len(), 2);
+        assert_eq!(grant.limits.concurrent_requests, 4);
+        for (section, field) in [
+            ("allow = []", "http.allow: list the URLs"),
+            (r#"allow = ["ftp://x.example.com"]"#, "http.allow: `ftp://x.example.com`"),
+            (r#"allow = ["http://*.com"]"#, "top-level domain"),
+            (r#"allow = ["https://api.example.com"]"#, "no TLS"),
+            (r#"allow = ["http://a.example.com"], requests_per_batch = 0"#, "http.requests_per_batch"),
+            (r#"allow = ["http://a.example.com"], concurrent_requests = 5000"#, "http.concurrent_requests"),
+            (r#"allow = ["http://a.example.com"], bytes_per_batch = 10"#, "http.bytes_per_batch"),
+            (r#"allow = ["http://a.example.com"], request_timeout_ms = 999999"#, "http.request_timeout_ms"),
+            (r#"allow = ["http://a.example.com"], retries = 1"#, "unknown field"),
+        ] {
+            let e = error_of(&with(section));
+            assert!(e.contains(field), "{section}: {e}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn sandbox(cache: &Path, max_wasm_stack: usize) -> Sandbox {
 }
 
 fn grants() -> Grants {
-    Grants { output_topics: ["ledger".to_owned()].into(), log: true, state: false }
+    Grants { output_topics: ["ledger".to_owned()].into(), log: true, state: false, http: None }
 }
 
 fn load(sandbox: &Sandbox, bytes: &[u8]) -> ArtifactSource {

@@ -37,7 +37,7 @@ fn limits() -> Limits {
 }
 
 fn instance(sandbox: &Sandbox, name: &str, path: &std::path::Path) -> ProcessorInstance {
-    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false };
+    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false, http: None };
     let bytes = std::fs::read(path).unwrap();
     let component = Arc::new(ProcessorComponent::load(sandbox, &bytes, &grants).unwrap());
     ProcessorInstance::new(sandbox.clone(), component, name, Provisions::simple(name, grants), limits())
@@ -189,7 +189,7 @@ fn a_memory_limit_below_the_snapshot_is_refused_clearly() {
     );
 
     let sandbox = sandbox();
-    let grants = Grants { output_topics: ["commissions".to_owned()].into(), log: false, state: false };
+    let grants = Grants { output_topics: ["commissions".to_owned()].into(), log: false, state: false, http: None };
     let loaded = Arc::new(ProcessorComponent::load(&sandbox, &std::fs::read(&component).unwrap(), &grants).unwrap());
     assert_eq!(ferry_host::sandbox::minimum_memory_mib(loaded.initial_memory()), 13);
     let small = Limits { memory_bytes: 8 << 20, ..limits() };

@@ -26,7 +26,7 @@ fn limits() -> Limits {
 }
 
 fn instance(sandbox: &Sandbox, package: &str) -> ProcessorInstance {
-    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false };
+    let grants = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false, http: None };
     let component = load(sandbox, package, &grants).unwrap();
     ProcessorInstance::new(sandbox.clone(), component, package, Provisions::simple(package, grants), limits())
 }
@@ -220,14 +220,17 @@ fn a_spare_instance_takes_over_after_a_fault_with_the_same_limits_and_grants() {
 #[test]
 fn ungranted_capabilities_are_refused_at_load_by_name() {
     let sandbox = sandbox();
-    let error =
-        load(&sandbox, "ferry-example-orders", &Grants { output_topics: Default::default(), log: true, state: false })
-            .unwrap_err();
+    let error = load(
+        &sandbox,
+        "ferry-example-orders",
+        &Grants { output_topics: Default::default(), log: true, state: false, http: None },
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("ferry:processor/output@0.2.0"), "{error}");
     let error = load(
         &sandbox,
         "ferry-example-counter",
-        &Grants { output_topics: Default::default(), log: false, state: false },
+        &Grants { output_topics: Default::default(), log: false, state: false, http: None },
     )
     .unwrap_err();
     assert!(error.to_string().contains("ferry:processor/log@0.2.0"), "{error}");
@@ -278,7 +281,10 @@ fn the_calls_of_a_split_batch_share_one_output_budget() {
         sandbox.clone(),
         chaos.component().clone(),
         "chaos",
-        Provisions::simple("chaos", Grants { output_topics: ["out".to_owned()].into(), log: true, state: false }),
+        Provisions::simple(
+            "chaos",
+            Grants { output_topics: ["out".to_owned()].into(), log: true, state: false, http: None },
+        ),
         Limits { memory_bytes: 64 << 20, time_per_batch_ms: 10_000, ..Limits::default() },
     );
     let (mut batch, offsets) = batch(&["bomb:out", "panic"]);

@@ -102,7 +102,7 @@ pub fn run(passthrough: &Path, chaos: &Path) -> anyhow::Result<Figures> {
     }
 
     // The chaos guest imports both capabilities.
-    let grants = Grants { output_topics: ["bench-out".to_owned()].into(), log: true, state: false };
+    let grants = Grants { output_topics: ["bench-out".to_owned()].into(), log: true, state: false, http: None };
     let mut chaos_instance = new_instance(chaos, grants)?.keep_spare(true);
     let mut poison = empty_batch();
     one(&mut poison, 7, b"panic");

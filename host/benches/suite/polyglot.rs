@@ -102,7 +102,12 @@ fn sandbox(cache: Option<&Path>) -> anyhow::Result<Sandbox> {
 }
 
 fn grants() -> Grants {
-    Grants { output_topics: ["commissions".to_owned(), "bench-out".to_owned()].into(), log: true, state: false }
+    Grants {
+        output_topics: ["commissions".to_owned(), "bench-out".to_owned()].into(),
+        log: true,
+        state: false,
+        http: None,
+    }
 }
 
 fn instance(sandbox: &Sandbox, component: &Arc<ProcessorComponent>) -> ProcessorInstance {

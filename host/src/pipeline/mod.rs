@@ -284,6 +284,7 @@ impl Common<'_> {
         let component = self.slot.current();
         shared.stats.set_version(component.digest());
         shared.stats.set_guest_log(self.provisions.log.clone());
+        shared.stats.set_http_meter(self.provisions.http_meter.clone());
         let wants_headers = component.wants_headers();
         let instance = ProcessorInstance::new(
             self.sandbox.clone(),

@@ -119,6 +119,7 @@ pub struct PipelineStats {
     version: Mutex<String>,
     liveness: Liveness,
     guest_log: Mutex<Option<Arc<TenantLog>>>,
+    http_meter: Mutex<Option<Arc<crate::sandbox::capability::http::HttpMeter>>>,
     /// What librdkafka said about the consumer, and whether its brokers are down.
     client_log: ClientLog,
 }
@@ -275,6 +276,11 @@ impl PipelineStats {
         *lock(&self.version) = digest.to_owned();
     }
 
+    /// The pipeline's outgoing requests, whose counters metrics show.
+    pub fn set_http_meter(&self, meter: Arc<crate::sandbox::capability::http::HttpMeter>) {
+        *lock(&self.http_meter) = Some(meter);
+    }
+
     /// The pipeline's guest log, whose counters metrics show.
     pub fn set_guest_log(&self, log: Arc<TenantLog>) {
         *lock(&self.guest_log) = Some(log);
@@ -309,6 +315,11 @@ impl PipelineStats {
             version: lock(&self.version).clone(),
             guest_log_lines: lock(&self.guest_log).as_ref().map_or((0, 0), |l| (l.written(), l.dropped())),
             brokers_down: self.client_log.brokers_down(),
+            http: lock(&self.http_meter).as_ref().map(|m| HttpFigures {
+                requests: m.requests(),
+                errors: m.errors(),
+                bytes: m.bytes(),
+            }),
         }
     }
 }
@@ -359,6 +370,19 @@ pub struct StatsSnapshot {
     pub guest_log_lines: (u64, u64),
     /// Since when, and why, the consumer reaches no broker, if it does not.
     pub brokers_down: Option<BrokersDown>,
+    /// Outgoing requests since start (shared by the workers, like the log).
+    pub http: Option<HttpFigures>,
+}
+
+/// A pipeline's outgoing HTTP since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpFigures {
+    /// Requests by matched rule (`-`: none) and end (status class or `error`).
+    pub requests: Vec<(String, &'static str, u64)>,
+    /// Requests or bodies that ended in an error, by kind.
+    pub errors: Vec<(&'static str, u64)>,
+    /// Bytes sent and received.
+    pub bytes: u64,
 }
 
 impl StatsSnapshot {
@@ -402,6 +426,7 @@ impl StatsSnapshot {
             }
             total.recent.extend(w.recent);
             total.guest_log_lines = total.guest_log_lines.max(w.guest_log_lines);
+            total.http = total.http.take().or(w.http);
             total.brokers_down = match (total.brokers_down.take(), w.brokers_down) {
                 (Some(a), Some(b)) => Some(if b.since < a.since { b } else { a }),
                 (a, b) => a.or(b),

@@ -185,6 +185,7 @@ fn compile_and_inspect(sandbox: &Sandbox, bytes: &[u8]) -> Result<(Component, In
         }
     }
     capabilities.sort();
+    capabilities.dedup();
     let initial_memory = largest_initial_memory(bytes)?;
     Ok((component, Inspection { digest, size: bytes.len(), capabilities, initial_memory }, artifact))
 }

@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ferry::processor::types;
 use super::capability::headers::HeadersState;
+use super::capability::http::{HttpMeter, HttpState};
 use super::capability::log::{LogState, TenantLabel, TenantLog};
 use super::capability::output::{OutputLimits, OutputState};
 use super::capability::settings::SettingsState;
@@ -49,6 +50,8 @@ pub struct Provisions {
     pub settings: Arc<BTreeMap<String, String>>,
     /// Where its logs go (rate-limited per pipeline).
     pub log: Arc<TenantLog>,
+    /// Its outgoing requests, counted (shared by the pipeline's workers).
+    pub http_meter: Arc<HttpMeter>,
 }
 
 impl Provisions {
@@ -58,6 +61,7 @@ impl Provisions {
             grants: Arc::new(grants),
             settings: Arc::default(),
             log: TenantLog::new(pipeline, Default::default()),
+            http_meter: Arc::default(),
         }
     }
 }
@@ -72,6 +76,7 @@ pub(crate) struct GuestState {
     pub settings: SettingsState,
     pub headers: HeadersState,
     pub state: StateState,
+    pub http: HttpState,
 }
 
 impl GuestState {
@@ -86,6 +91,7 @@ impl GuestState {
             settings: SettingsState { values: provisions.settings.clone() },
             headers: HeadersState,
             state: StateState::default(),
+            http: HttpState::new(provisions.grants.http.clone(), provisions.http_meter.clone()),
         }
     }
 }
@@ -93,6 +99,12 @@ impl GuestState {
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for GuestState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 

@@ -188,6 +188,7 @@ impl ProcessorInstance {
         let memory_limit = self.limits.memory_bytes;
         let sandbox = self.sandbox.clone();
         let live = self.live(deadline)?;
+        live.store.data_mut().http.begin(deadline);
         if !live.told.iter().any(|(t, p)| *p == batch.partition && *t == batch.topic) {
             let partition = TopicPartition { topic: batch.topic.clone(), partition: batch.partition };
             let handler = live.bindings.ferry_processor_handler();
@@ -232,6 +233,7 @@ impl ProcessorInstance {
         live.told.swap_remove(at);
         let deadline = Instant::now() + Duration::from_millis(self.limits.time_per_batch_ms);
         let tp = TopicPartition { topic: topic.to_owned(), partition };
+        live.store.data_mut().http.begin(deadline);
         let handler = live.bindings.ferry_processor_handler();
         let result = run_until(&self.sandbox, deadline, handler.call_revoked(&mut live.store, &tp));
         if let Err(fault) = settle_call(result, live, self.limits.memory_bytes, self.limits.time_per_batch_ms) {
@@ -254,6 +256,7 @@ impl ProcessorInstance {
         let sandbox = self.sandbox.clone();
         let (memory_limit, limit_ms) = (self.limits.memory_bytes, self.limits.time_per_batch_ms);
         let live = self.live(deadline)?;
+        live.store.data_mut().http.begin(deadline);
         let handler = live.bindings.ferry_processor_handler();
         let result = run_until(&sandbox, deadline, handler.call_self_test(&mut live.store));
         let verdict = settle_call(result, live, memory_limit, limit_ms);

@@ -120,6 +120,8 @@ impl Setup {
                     log: true,
                     // `ferry test` keeps no state (yet): a stateful processor is refused with the hint.
                     state: false,
+                    // Without a config, `ferry test` grants no network.
+                    http: None,
                 },
                 limits: Limits::default(),
                 settings: BTreeMap::new(),
@@ -188,6 +190,7 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
         grants: Arc::new(setup.grants.clone()),
         settings: Arc::new(setup.settings.clone()),
         log: log.clone(),
+        http_meter: Arc::default(),
     };
     let wants_headers = component.wants_headers();
     let mut instance = ProcessorInstance::new(sandbox, Arc::new(component), &setup.pipeline, provisions, setup.limits);

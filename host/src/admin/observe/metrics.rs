@@ -103,6 +103,7 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
             e.sample(name, &[("pipeline", &p.config.name)], value(p));
         }
     }
+    http_counters(&mut e, pipelines);
     e.family("ferry_component_info", Kind::Gauge, "The component version a pipeline runs (sha256 digest); always 1.");
     for p in pipelines {
         e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
@@ -111,6 +112,35 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
     pipeline_state(&mut e, pipelines);
     worker_state(&mut e, pipelines);
     e.finish()
+}
+
+/// Outgoing HTTP of the pipelines with a `[pipeline.http]` grant (the families appear
+/// only on a host that runs one).
+fn http_counters(e: &mut Exposition, pipelines: &[PipelineFigures]) {
+    let with: Vec<_> = pipelines.iter().filter_map(|p| Some((&p.config.name, p.stats.http.as_ref()?))).collect();
+    if with.is_empty() {
+        return;
+    }
+    e.family(
+        "ferry_http_requests_total",
+        Kind::Counter,
+        "Guest HTTP requests by the allow rule they matched (- for none) and their end (status class or error).",
+    );
+    for (name, http) in &with {
+        for (host, end, n) in &http.requests {
+            e.sample("ferry_http_requests_total", &[("pipeline", name), ("host", host), ("class", end)], n);
+        }
+    }
+    e.family("ferry_http_errors_total", Kind::Counter, "Guest HTTP requests that ended in an error, by kind.");
+    for (name, http) in &with {
+        for (kind, n) in &http.errors {
+            e.sample("ferry_http_errors_total", &[("pipeline", name), ("kind", kind)], n);
+        }
+    }
+    e.family("ferry_http_bytes_total", Kind::Counter, "Guest HTTP bytes sent and received, as the budgets count them.");
+    for (name, http) in &with {
+        e.sample("ferry_http_bytes_total", &[("pipeline", name)], http.bytes);
+    }
 }
 
 /// Keyed state of the owned partitions, for pipelines with state (the families

@@ -10,9 +10,11 @@
 //! | `ferry:processor/settings` | [`settings`] | always (read-only) |
 //! | `ferry:processor/headers` | [`headers`] | always (it only asks for data) |
 //! | `ferry:processor/state` | [`state`] | a `[pipeline.state]` section (its changelog and limits) |
+//! | `wasi:http/outgoing-handler` | [`http`] | a `[pipeline.http]` section (the hosts it may call, its budgets) |
 //! | `wasi:*` | [`wasi`] | linked with nothing behind it: see [`wasi::disposition`] |
 
 pub mod headers;
+pub mod http;
 pub mod log;
 pub mod output;
 pub mod settings;
@@ -47,6 +49,8 @@ pub enum Capability {
     Headers,
     /// `ferry:processor/state`: keyed state of the batch's input partition.
     State,
+    /// `wasi:http/outgoing-handler` (and its types): requests to granted hosts.
+    Http,
     /// A WASI interface, linked with nothing behind it.
     Wasi(String),
 }
@@ -59,6 +63,7 @@ impl fmt::Display for Capability {
             Capability::Settings => f.write_str(settings::IMPORT),
             Capability::Headers => f.write_str(headers::IMPORT),
             Capability::State => f.write_str(state::IMPORT),
+            Capability::Http => f.write_str(http::IMPORT),
             Capability::Wasi(name) => f.write_str(name),
         }
     }
@@ -74,6 +79,9 @@ impl Capability {
             Capability::Headers => Disposition::Linked("batches carry record headers"),
             Capability::State => Disposition::Linked(
                 "keyed state of the batch's input partition, kept in the pipeline's changelog topic (needs [pipeline.state])",
+            ),
+            Capability::Http => Disposition::Linked(
+                "requests to the hosts the pipeline's [pipeline.http] allows, within its budgets (needs [pipeline.http])",
             ),
             Capability::Wasi(name) => wasi::disposition(name).expect("only known WASI imports are capabilities"),
         }
@@ -115,6 +123,7 @@ pub fn classify(import: &str) -> Option<Imported> {
         headers::IMPORT => Imported::Capability(Capability::Headers),
         state::IMPORT => Imported::Capability(Capability::State),
         TYPES_IMPORT => Imported::Types,
+        http if http::is_import(http) => Imported::Capability(Capability::Http),
         wasi if wasi::disposition(wasi).is_some() => Imported::Capability(Capability::Wasi(wasi.to_owned())),
         _ => return None,
     })
@@ -138,6 +147,9 @@ pub struct Grants {
     pub log: bool,
     /// Whether the pipeline keeps state for its processor (the `state` capability).
     pub state: bool,
+    /// Where the processor may send HTTP requests, and its budgets (the `http`
+    /// capability). `None`: no network at all.
+    pub http: Option<std::sync::Arc<http::HttpGrant>>,
 }
 
 /// Why a capability is refused.
@@ -156,6 +168,7 @@ pub fn check_grants(capabilities: &[Capability], grants: &Grants) -> Result<(), 
             Capability::Output => output::check_grant(grants),
             Capability::Log => log::check_grant(grants),
             Capability::State => state::check_grant(grants),
+            Capability::Http => http::check_grant(grants),
             _ => None,
         };
         if let Some(hint) = refused {
@@ -176,6 +189,7 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> anyhow::Result<()> {
     wit::settings::add_to_linker::<GuestState, HasSelf<settings::SettingsState>>(linker, |s| &mut s.settings)?;
     wit::headers::add_to_linker::<GuestState, HasSelf<headers::HeadersState>>(linker, |s| &mut s.headers)?;
     wit::state::add_to_linker::<GuestState, HasSelf<state::StateState>>(linker, |s| &mut s.state)?;
+    http::link(linker)?;
     Ok(())
 }
 
@@ -184,13 +198,29 @@ mod tests {
     use super::*;
     use crate::sandbox::LoadError;
 
+    /// A component that imports wasi:http is refused without the section, which the
+    /// refusal names; with it, it is granted.
+    #[test]
+    fn http_needs_its_section() {
+        for import in ["wasi:http/outgoing-handler@0.2.12", "wasi:http/types@0.2.0"] {
+            assert_eq!(classify(import), Some(Imported::Capability(Capability::Http)), "{import}");
+        }
+        assert_eq!(classify("wasi:http/incoming-handler@0.2.0"), None, "serving HTTP is not a capability");
+        let refused = check_grants(&[Capability::Http], &Grants::default()).unwrap_err();
+        let words = LoadError::NotGranted(refused).to_string();
+        assert!(words.contains("`wasi:http/outgoing-handler`") && words.contains("`[pipeline.http]`"), "{words}");
+        let grant = http::HttpGrant { allow: Vec::new(), limits: Default::default() };
+        let granted = Grants { http: Some(std::sync::Arc::new(grant)), ..Grants::default() };
+        assert_eq!(check_grants(&[Capability::Http], &granted), Ok(()));
+    }
+
     /// `ferry_sdk::testing` refuses a processor that uses an ungranted capability
     /// with the host's own words: these are they.
     #[test]
     fn the_sdk_harness_refuses_with_the_hosts_words() {
-        let no_output = Grants { output_topics: Default::default(), log: true, state: true };
-        let no_log = Grants { output_topics: ["out".to_owned()].into(), log: false, state: true };
-        let no_state = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false };
+        let no_output = Grants { output_topics: Default::default(), log: true, state: true, http: None };
+        let no_log = Grants { output_topics: ["out".to_owned()].into(), log: false, state: true, http: None };
+        let no_state = Grants { output_topics: ["out".to_owned()].into(), log: true, state: false, http: None };
         for (capability, grants, name) in [
             (Capability::Output, no_output, "output"),
             (Capability::Log, no_log, "log"),

@@ -33,7 +33,8 @@ pub(crate) fn context(label: &TenantLabel, log: &Arc<TenantLog>) -> WasiCtx {
 }
 
 /// What a WASI import (`wasi:<package>/<interface>@<version>`) gets here; `None`
-/// for interfaces ferry does not link (`wasi:http`, ...), which are refused.
+/// for the interfaces it does not serve, which are refused (`wasi:http` is a
+/// capability of its own, [`super::http`]).
 pub fn disposition(import: &str) -> Option<Disposition> {
     let interface = import.split('@').next().unwrap_or(import);
     let inert = |what| Disposition::Inert { what, only_fails: false };
