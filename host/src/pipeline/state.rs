@@ -125,6 +125,10 @@ impl StateKeeper {
         let old = std::mem::take(store);
         let keys = old.keys();
         emptying.tombstones.extend(old.entries().map(|(k, _)| k.to_vec()));
+        if emptying.tombstones.is_empty() {
+            // Nothing to delete: nothing to make durable either.
+            self.emptying.remove(key);
+        }
         keys
     }
 
@@ -415,5 +419,77 @@ pub(crate) fn ensure_changelog(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keeper() -> StateKeeper {
+        StateKeeper::new("c".into(), StateLimits::default(), "127.0.0.1:1", &BTreeMap::new(), 0)
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        ("in".to_owned(), p)
+    }
+
+    /// A keeper whose partition 0 holds `keys` (as if restored).
+    fn with_keys(keys: &[&str]) -> StateKeeper {
+        let mut keeper = keeper();
+        let mut store = PartitionStore::default();
+        for key in keys {
+            store.apply(key.as_bytes().to_vec(), Some(b"1".to_vec()));
+        }
+        keeper.stores.insert(tp(0), store);
+        keeper
+    }
+
+    fn tombstones(keeper: &mut StateKeeper, first: i64) -> Vec<String> {
+        keeper.take_tombstones(&tp(0), first).into_iter().map(|k| String::from_utf8(k).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_new_generation_empties_the_store_and_tombstones_its_keys_once() {
+        let mut keeper = with_keys(&["a", "b"]);
+        assert_eq!(keeper.follow_generation(0, [tp(0)]), 0, "the same generation changes nothing");
+        assert_eq!(keeper.follow_generation(1, [tp(0), tp(1)]), 2);
+        assert_eq!(keeper.stores[&tp(0)].keys(), 0, "emptied in memory at once");
+        assert_eq!(tombstones(&mut keeper, 10), ["a", "b"]);
+        assert_eq!(tombstones(&mut keeper, 11), Vec::<String>::new(), "sent once");
+        // The bookmark passed the batch that carried them: a restart keeps them done.
+        keeper.forget(&tp(0), Some(11));
+        assert!(!keeper.emptying.contains_key(&tp(0)));
+    }
+
+    #[test]
+    fn a_rewind_to_the_carrying_batch_or_before_empties_the_restored_state_again() {
+        let mut keeper = with_keys(&["a", "b"]);
+        keeper.follow_generation(1, [tp(0)]);
+        assert_eq!(tombstones(&mut keeper, 10), ["a", "b"]);
+        keeper.forget(&tp(0), Some(10));
+        assert!(keeper.emptying[&tp(0)].redo, "the batch at 10 runs again: its tombstones may be lost");
+        // What the next restore brings (here the old keys and one the new version wrote).
+        let mut restored = PartitionStore::default();
+        for key in ["a", "b", "c"] {
+            restored.apply(key.as_bytes().to_vec(), Some(b"1".to_vec()));
+        }
+        keeper.stores.insert(tp(0), restored);
+        assert_eq!(keeper.empty(&tp(0)), 3);
+        assert_eq!(tombstones(&mut keeper, 10), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_partition_not_restored_is_emptied_once_it_is_and_a_revoke_drops_the_duty() {
+        let mut keeper = keeper();
+        assert_eq!(keeper.follow_generation(1, [tp(2)]), 0);
+        assert!(keeper.emptying[&tp(2)].redo, "emptied when restored");
+        keeper.forget(&tp(2), None);
+        assert!(!keeper.emptying.contains_key(&tp(2)), "the next owner restores what the changelog holds");
+        // Restored empty: no tombstones, and no duty left for a later rewind.
+        keeper.follow_generation(2, [tp(2)]);
+        keeper.stores.insert(tp(2), PartitionStore::default());
+        assert_eq!(keeper.empty(&tp(2)), 0);
+        assert!(!keeper.emptying.contains_key(&tp(2)));
     }
 }
