@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_host::deploy::client::Request;
-use ferry_tests::{Broker as _, Embedded, read_all, wait_until};
+use ferry_tests::raw_log::read_committed;
+use ferry_tests::{Broker, Embedded, Tansu, read_all, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use swap_support::*;
@@ -37,9 +38,12 @@ fn produce(brokers: &str, keys: &[&str], per_key: usize) {
     producer.flush(Duration::from_secs(30)).expect("acknowledged");
 }
 
+/// How the ledger is read.
+type Reader<'a> = dyn Fn(&str, &str) -> Vec<ferry_tests::Read> + 'a;
+
 /// Every (key, value) on the ledger.
-fn ledger(brokers: &str) -> Vec<(String, String)> {
-    read_all(brokers, "ledger").into_iter().map(|r| (r.key, r.value)).collect()
+fn ledger(read: &Reader<'_>, brokers: &str) -> Vec<(String, String)> {
+    read(brokers, "ledger").into_iter().map(|r| (r.key, r.value)).collect()
 }
 
 /// The values emitted per key in `entries`, sorted.
@@ -60,33 +64,55 @@ fn expected(keys: &[&str], tag: &str, from: u64, to: u64) -> BTreeMap<String, Ve
 }
 
 /// Runs one round: produces, waits for every count, returns the round's entries.
-fn round(brokers: &str, keys: &[&str], per_key: usize) -> Vec<(String, String)> {
-    let before = ledger(brokers).len();
+fn round(read: &Reader<'_>, brokers: &str, keys: &[&str], per_key: usize) -> Vec<(String, String)> {
+    let before = ledger(read, brokers).len();
     produce(brokers, keys, per_key);
     let want = before + keys.len() * per_key;
-    wait_until("the round's records counted", || ledger(brokers).len() >= want);
-    let all = ledger(brokers);
+    wait_until("the round's records counted", || ledger(read, brokers).len() >= want);
+    let all = ledger(read, brokers);
     assert_eq!(all.len(), want, "one count per record, no more");
     all[before..].to_vec()
 }
 
 #[test]
 fn state_carries_over_swaps_and_rollbacks_and_a_deploy_can_empty_it_for_good() {
-    let broker = Embedded::start();
+    swaps("");
+}
+
+/// The same with exactly-once on Tansu: the tombstones go in the partition's
+/// transaction, and what is read is what a read_committed reader sees.
+#[test]
+fn exactly_once_state_carries_over_swaps_and_a_deploy_can_empty_it_for_good() {
+    swaps("delivery = \"exactly-once\"\n");
+}
+
+fn swaps(delivery: &str) {
+    let exactly_once = !delivery.is_empty();
+    let (embedded, tansu);
+    let broker: &dyn Broker = if exactly_once {
+        tansu = Tansu::start();
+        &tansu
+    } else {
+        embedded = Embedded::start();
+        &embedded
+    };
     let brokers = broker.brokers();
+    let read = move |brokers: &str, topic: &str| {
+        if exactly_once { read_committed(brokers, topic) } else { read_all(brokers, topic) }
+    };
     for (topic, partitions) in [("input", PARTITIONS), ("ledger", 1), ("swap.state", PARTITIONS)] {
         broker.create_topic(topic, partitions);
     }
     let (v1, v2) = (build("ferry-example-counter"), build("ferry-guest-counter-v2"));
     let cache = tempfile::tempdir().unwrap();
-    let extra = "[pipeline.settings]\noutput_topic = \"ledger\"\n[pipeline.state]\n";
+    let extra = format!("{delivery}[pipeline.settings]\noutput_topic = \"ledger\"\n[pipeline.state]\n");
     let spec = |component| HostSpec {
         brokers: &brokers,
         group: "state-swap",
         component,
         cache_dir: cache.path(),
         admin: true,
-        extra,
+        extra: &extra,
     };
     // `a` keys are counted in every round, `b` keys only before the empty deploy and
     // after the restart.
@@ -95,30 +121,30 @@ fn state_carries_over_swaps_and_rollbacks_and_a_deploy_can_empty_it_for_good() {
     let ab = [a.as_slice(), b.as_slice()].concat();
 
     let host = start(&spec(&v1.path));
-    let first = round(&brokers, &ab, 3);
+    let first = round(&read, &brokers, &ab, 3);
     assert_eq!(by_key(&first), expected(&ab, "", 1, 3), "v1 counts from nothing");
 
     let answer = admin(&host, Request::Deploy(&v2.bytes));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(json(&answer)["empty_state"], false);
-    let second = round(&brokers, &ab, 2);
+    let second = round(&read, &brokers, &ab, 2);
     assert_eq!(by_key(&second), expected(&ab, "v2:", 4, 5), "v2 goes on from v1's counts");
 
     let answer = admin(&host, Request::Rollback);
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let third = round(&brokers, &ab, 1);
+    let third = round(&read, &brokers, &ab, 1);
     assert_eq!(by_key(&third), expected(&ab, "", 6, 6), "the rollback to v1 keeps v2's counts");
 
     let answer = admin(&host, Request::DeployWithEmptyState(&v2.bytes));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(json(&answer)["empty_state"], true, "{}", answer.body);
-    let fourth = round(&brokers, &a, 2);
+    let fourth = round(&read, &brokers, &a, 2);
     assert_eq!(by_key(&fourth), expected(&a, "v2:", 1, 2), "v2 deployed with empty state counts from 1");
     stop(host);
 
     // A restart restores from the changelog: the `b` keys' tombstones are there.
     let host = start(&spec(&v2.path));
-    let fifth = round(&brokers, &ab, 1);
+    let fifth = round(&read, &brokers, &ab, 1);
     let mut want = expected(&a, "v2:", 3, 3);
     want.extend(expected(&b, "v2:", 1, 1));
     assert_eq!(by_key(&fifth), want, "after the restart: a goes on from the empty deploy, b starts again");
@@ -126,13 +152,13 @@ fn state_carries_over_swaps_and_rollbacks_and_a_deploy_can_empty_it_for_good() {
 
     // The changelog's last word per key is its count now.
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    for read in read_all(&brokers, "swap.state") {
-        if read.value.is_empty() {
-            last.remove(&read.key);
+    for entry in read(&brokers, "swap.state") {
+        if entry.value.is_empty() {
+            last.remove(&entry.key);
             continue;
         }
-        let bytes: [u8; 8] = read.value.as_bytes().try_into().expect("a u64 count");
-        last.insert(read.key, u64::from_le_bytes(bytes));
+        let bytes: [u8; 8] = entry.value.as_bytes().try_into().expect("a u64 count");
+        last.insert(entry.key, u64::from_le_bytes(bytes));
     }
     let mut want: BTreeMap<String, u64> = a.iter().map(|k| (k.to_string(), 3)).collect();
     want.extend(b.iter().map(|k| (k.to_string(), 1)));
