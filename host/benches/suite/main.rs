@@ -253,6 +253,8 @@ fn main() -> anyhow::Result<()> {
         let (forward, counter) = (common::guest("ferry-guest-forward")?, common::guest("ferry-example-counter")?);
         let rounds = (0..3).map(|_| state::round(&forward, &counter)).collect::<anyhow::Result<Vec<_>>>()?;
         println!("## 10. Keyed state: get + put per record, and memory per key\n\n{}", state::table(&rounds));
+        eprintln!("state: restore against a bare consumer (3 rounds)...");
+        println!("### Restore\n\n{}", state::restore_table(&state::restore(3)?));
     }
     if wanted("workers") {
         eprintln!("workers: a CPU-heavy guest and the passthrough with 1 and 2 workers...");

@@ -144,3 +144,80 @@ pub fn table(rounds: &[Round]) -> String {
     ));
     out
 }
+
+/// Changelog records of the restore measure (the mock broker drops the oldest
+/// records of a partition past a size: 150,000 of these, headers included, lose
+/// about 60,000).
+const RESTORE_KEYS: u64 = 80_000;
+
+/// One restore round: ferry's restore and a bare consumer over the same changelog.
+#[derive(Debug, Clone, Copy)]
+pub struct Restore {
+    /// Seconds: ferry's restore into a store.
+    pub ferry: f64,
+    /// Seconds: a bare consumer reading the partition to its end.
+    pub bare: f64,
+    /// Key and value bytes read.
+    pub bytes: u64,
+}
+
+/// Fills a changelog of [`RESTORE_KEYS`] counter-sized entries, then restores it
+/// `rounds` times with each reader in turn.
+pub fn restore(rounds: usize) -> anyhow::Result<Vec<Restore>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let broker = crate::common::Broker::start()?;
+    let topic = crate::common::unique("changelog");
+    broker.fill(&topic, 1, RESTORE_KEYS, crate::common::Shape { value_len: 8 })?;
+    let config = ferry_host::pipeline::state::restore_config(broker.brokers(), &BTreeMap::new());
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        let (store, records) = ferry_host::pipeline::state::restore_partition(&config, &topic, 0)?;
+        let ferry = started.elapsed().as_secs_f64();
+        anyhow::ensure!(records == RESTORE_KEYS && store.keys() == RESTORE_KEYS as usize, "restored {records}");
+
+        let started = std::time::Instant::now();
+        let consumer: BaseConsumer = config.create()?;
+        let (_, end) = consumer.fetch_watermarks(&topic, 0, std::time::Duration::from_secs(10))?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&list)?;
+        let (mut bytes, mut next) = (0u64, 0i64);
+        while next < end {
+            if let Some(Ok(message)) = consumer.poll(std::time::Duration::from_millis(200)) {
+                bytes += (message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len)) as u64;
+                next = message.offset() + 1;
+                black_box(&message);
+            }
+        }
+        let bare = started.elapsed().as_secs_f64();
+        out.push(Restore { ferry, bare, bytes });
+    }
+    Ok(out)
+}
+
+/// The markdown table of restore `rounds`.
+pub fn restore_table(rounds: &[Restore]) -> String {
+    let mut out = String::from(
+        "| round | ferry restore (keys/s) | MiB/s | bare consumer (keys/s) | MiB/s | ferry / bare |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mib = |bytes: u64, s: f64| bytes as f64 / (1 << 20) as f64 / s;
+    for (i, r) in rounds.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2}× |\n",
+            i + 1,
+            RESTORE_KEYS as f64 / r.ferry,
+            mib(r.bytes, r.ferry),
+            RESTORE_KEYS as f64 / r.bare,
+            mib(r.bytes, r.bare),
+            r.bare / r.ferry
+        ));
+    }
+    out.push_str(&format!(
+        "\n{RESTORE_KEYS} keys of 12 bytes with 8-byte values in one changelog partition of the embedded broker; \
+         \"ferry / bare\" is ferry's rate over the bare consumer's (1.00× = as fast).\n"
+    ));
+    out
+}

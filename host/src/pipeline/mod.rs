@@ -30,7 +30,7 @@ pub mod run;
 pub(crate) mod settle;
 pub mod shared;
 mod stall;
-pub(crate) mod state;
+pub mod state;
 pub mod stats;
 pub(crate) mod transactions;
 mod worker;

@@ -208,7 +208,7 @@ impl StateKeeper {
 
 /// The configuration of a consumer that restores state from a changelog: reads
 /// read_committed, assigns, never commits.
-pub(crate) fn restore_config(brokers: &str, kafka: &BTreeMap<String, String>) -> ClientConfig {
+pub fn restore_config(brokers: &str, kafka: &BTreeMap<String, String>) -> ClientConfig {
     let mut restore = ClientConfig::new();
     for (key, value) in kafka {
         restore.set(key, value);
@@ -226,11 +226,7 @@ pub(crate) fn restore_config(brokers: &str, kafka: &BTreeMap<String, String>) ->
 }
 
 /// Reads changelog partition `partition` of `topic` into a store.
-pub(crate) fn restore_partition(
-    config: &ClientConfig,
-    topic: &str,
-    partition: i32,
-) -> anyhow::Result<(PartitionStore, u64)> {
+pub fn restore_partition(config: &ClientConfig, topic: &str, partition: i32) -> anyhow::Result<(PartitionStore, u64)> {
     let consumer: BaseConsumer = config.create().context("failed to create the state restore consumer")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Beginning).context("failed to name the changelog partition")?;
@@ -239,9 +235,12 @@ pub(crate) fn restore_partition(
     // large partition). A transaction still open on it (none is, for exactly-once:
     // the partition's producer fenced and aborted the last owner's before this)
     // holds the read back until it ends or the restore gives up.
-    let (_, end) = consumer
+    let (start, end) = consumer
         .fetch_watermarks(topic, partition, RESTORE_IDLE_TIMEOUT)
         .with_context(|| format!("failed to read the end of changelog partition {topic}/{partition}"))?;
+    if start >= end {
+        return Ok((PartitionStore::default(), 0));
+    }
     consumer.assign(&list).with_context(|| format!("failed to assign changelog partition {topic}/{partition}"))?;
     let mut store = PartitionStore::default();
     let mut records = 0u64;
@@ -256,6 +255,11 @@ pub(crate) fn restore_partition(
                 // Keyless records are not ferry's: nothing to restore from them.
                 if let Some(key) = message.key() {
                     store.apply(key.to_vec(), message.payload().map(<[u8]>::to_vec));
+                }
+                // Done at the end, without waiting for the end-of-partition event (a
+                // fetch that comes back empty, up to fetch.wait.max.ms later).
+                if next >= end {
+                    return Ok((store, records));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {
