@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ferry_tests::raw_log::read_committed;
 use ferry_tests::{
-    Broker as _, FerryProcess, MockBrokerProcess, Tansu, guest, read_all, unique, wait_until, write_config,
+    Broker as _, FerryProcess, MockBrokerProcess, Tansu, guest, lag, read_all, unique, wait_until, write_config,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -281,6 +281,117 @@ fn exactly_once_counts_are_exact_through_sigkills_on_tansu() {
     }
     let expected: BTreeMap<String, Vec<u64>> = truth(&keys).into_iter().map(|(k, n)| (k, (1..=n).collect())).collect();
     assert_eq!(by_key, expected, "each key's committed counts");
+}
+
+/// At-least-once on Tansu, with SIGKILLs: the member that owns the one input
+/// partition is killed mid-stream, again and again, and another takes over from the
+/// committed offset with the state restored from the changelog. The changelog may
+/// hold writes of batches past that offset (acknowledged before the kill, not yet
+/// committed), so those records are counted again. For every key: no count is lost
+/// (its final count is at least the true count), every count emitted is one of
+/// 1..=final, the changelog ends at the final count, and the excess is at most the
+/// records of that key in the replayed windows: from the committed offset at each
+/// kill to what had been produced by then.
+#[test]
+fn at_least_once_counts_are_never_short_and_every_excess_is_a_replay_on_tansu() {
+    let tansu = Tansu::start();
+    let brokers = tansu.brokers();
+    let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
+    let changelog = format!("{name}.state");
+    for topic in [&input, &output, &changelog] {
+        tansu.create_topic(topic, 1);
+    }
+    // Commits every 500 ms, so a kill finds records past the bookmark to replay.
+    let pipeline = "kafka = { \"session.timeout.ms\" = \"6000\" }";
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(&brokers, &input, &output, &name, &group, pipeline, "")
+        .replace("commit = { policy = \"per-batch\" }", "commit = { policy = \"interval\", interval_ms = 500 }");
+    let path = write_config(dir.path(), &text);
+    let counted = |brokers: &str| raw_all(brokers, &output).len();
+    let mut keys = Vec::new();
+    let mut members = vec![FerryProcess::start(&path), FerryProcess::start(&path)];
+    // Per kill: the committed offset then, and how many records were produced by then
+    // (offset i is record i: one record per producer batch on Tansu).
+    let mut windows: Vec<(i64, usize)> = Vec::new();
+    let committed = |brokers: &str| lag(brokers, &group, &input).first().and_then(|l| l.committed).unwrap_or(0);
+    for round in 0..3 {
+        keys.extend(produce(&brokers, &input, 1, round * 40, 40));
+        let before = counted(&brokers);
+        wait_until("some of this round's records counted", || counted(&brokers) >= before + 10);
+        let owns = |m: &FerryProcess| {
+            let log = m.log_text();
+            log.lines().rev().find(|l| l.contains("partitions assigned")).is_some_and(|l| l.contains(&input))
+        };
+        let owner = members.iter().position(owns).expect("a member owns the partition");
+        members.remove(owner).kill9();
+        windows.push((committed(&brokers), keys.len()));
+        members.push(FerryProcess::start(&path));
+    }
+    let truth = truth(&keys);
+    let emitted = |brokers: &str| -> BTreeMap<String, Vec<u64>> {
+        let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for read in raw_all(brokers, &output) {
+            by_key.entry(read.key).or_default().push(read.value.parse().expect("a count"));
+        }
+        by_key
+    };
+    let finals = |brokers: &str| -> BTreeMap<String, u64> {
+        emitted(brokers).into_iter().map(|(k, counts)| (k, counts.into_iter().max().unwrap_or(0))).collect()
+    };
+    wait_until("every key counted at least as often as it was produced", || {
+        let finals = finals(&brokers);
+        truth.iter().all(|(key, n)| finals.get(key).is_some_and(|f| f >= n))
+    });
+    wait_until("everything committed", || lag(&brokers, &group, &input).iter().all(|l| l.lag() == 0));
+    for mut member in members {
+        member.terminate();
+    }
+
+    let emitted = emitted(&brokers);
+    let finals = finals(&brokers);
+    assert_eq!(finals.keys().collect::<BTreeSet<_>>(), truth.keys().collect::<BTreeSet<_>>(), "the keys counted");
+    let mut replayed: BTreeMap<String, u64> = BTreeMap::new();
+    for &(committed, produced) in &windows {
+        for key in &keys[committed as usize..produced] {
+            *replayed.entry(key.clone()).or_default() += 1;
+        }
+    }
+    let mut excess_total = 0;
+    for (key, &n) in &truth {
+        let last = finals[key];
+        let window = replayed.get(key).copied().unwrap_or(0);
+        assert!(last >= n, "{key}: final count {last} below its {n} records");
+        assert!(
+            last - n <= window,
+            "{key}: final count {last} is {} over its {n} records, more than the {window} of its records replayed",
+            last - n
+        );
+        excess_total += last - n;
+        let counts: BTreeSet<u64> = emitted[key].iter().copied().collect();
+        assert!(counts.iter().all(|c| (1..=last).contains(c)), "{key}: counts emitted {counts:?}, final {last}");
+    }
+    eprintln!(
+        "at-least-once through {} kills: {} records, windows (committed, produced) {windows:?}, {excess_total} counted again",
+        windows.len(),
+        keys.len()
+    );
+    // The changelog ends at each key's final count.
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for read in raw_all(&brokers, &changelog) {
+        let bytes: [u8; 8] = read.value.as_bytes().try_into().expect("a u64 count");
+        last.insert(read.key, u64::from_le_bytes(bytes));
+    }
+    assert_eq!(last, finals, "the changelog's last count per key");
+}
+
+/// Every record of `topic`, as Tansu stores it (its high watermark counts batches,
+/// which a client reading to it would take for records).
+fn raw_all(brokers: &str, topic: &str) -> Vec<ferry_tests::Read> {
+    ferry_tests::raw_log::read_logs(brokers, topic)
+        .into_iter()
+        .flat_map(|(_, log)| log.records)
+        .map(|r| r.read)
+        .collect()
 }
 
 /// A changelog of 150,000 keys (produced directly) is restored before the

@@ -1,7 +1,7 @@
 //! ferry's benchmark suite, one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
 //! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`,
-//! `workers`, `instructions` (default: all).
+//! `workers`, `instructions`, `state` (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -16,14 +16,25 @@ mod instructions;
 mod memory;
 mod polyglot;
 mod scaling;
+mod state;
 mod workers;
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 9] =
-    ["boundary", "e2e", "instantiate", "memory", "scaling", "exactly-once", "polyglot", "workers", "instructions"];
+const SECTIONS: [&str; 10] = [
+    "boundary",
+    "e2e",
+    "instantiate",
+    "memory",
+    "scaling",
+    "exactly-once",
+    "polyglot",
+    "workers",
+    "instructions",
+    "state",
+];
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; flags are not ours.
@@ -241,6 +252,14 @@ fn main() -> anyhow::Result<()> {
             e2e::BATCH_SIZE,
             polyglot::table(&figures)
         );
+    }
+    if wanted("state") {
+        eprintln!("state: the counter against the forward guest, and memory per key (3 rounds)...");
+        let (forward, counter) = (common::guest("ferry-guest-forward")?, common::guest("ferry-example-counter")?);
+        let rounds = (0..3).map(|_| state::round(&forward, &counter)).collect::<anyhow::Result<Vec<_>>>()?;
+        println!("## 10. Keyed state: get + put per record, and memory per key\n\n{}", state::table(&rounds));
+        eprintln!("state: restore against a bare consumer (3 rounds)...");
+        println!("### Restore\n\n{}", state::restore_table(&state::restore(3)?));
     }
     if wanted("workers") {
         eprintln!("workers: a CPU-heavy guest and the passthrough with 1 and 2 workers...");

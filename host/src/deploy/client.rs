@@ -37,6 +37,11 @@ pub struct DeployArgs {
     /// Go back to the previous version instead of deploying.
     #[arg(long, conflicts_with_all = ["versions", "component", "group"])]
     pub rollback: bool,
+    /// Start the version with empty keyed state: the state the running version wrote
+    /// is deleted (tombstoned in the changelog) for the partitions this host owns.
+    /// Without it a new version sees its predecessor's state.
+    #[arg(long, conflicts_with_all = ["versions", "rollback", "group"])]
+    pub empty_state: bool,
     /// Show the current and previous versions instead of deploying (with --group:
     /// the versions the components topic holds).
     #[arg(long, conflicts_with = "component")]
@@ -91,6 +96,8 @@ impl Answer {
 pub enum Request<'a> {
     /// `PUT .../component` with these bytes.
     Deploy(&'a [u8]),
+    /// `PUT .../component?state=empty` with these bytes.
+    DeployWithEmptyState(&'a [u8]),
     /// `GET .../versions`.
     Versions,
     /// `POST .../rollback`.
@@ -109,6 +116,11 @@ pub fn call(admin: &str, pipeline: &str, token: &str, request: Request<'_>) -> a
     let sent = match request {
         Request::Deploy(bytes) => agent
             .put(format!("{base}/component"))
+            .header("Authorization", &bearer)
+            .header("Content-Type", "application/wasm")
+            .send(bytes),
+        Request::DeployWithEmptyState(bytes) => agent
+            .put(format!("{base}/component?state=empty"))
             .header("Authorization", &bearer)
             .header("Content-Type", "application/wasm")
             .send(bytes),
@@ -141,7 +153,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     } else {
         let path = args.component.as_deref().expect("clap requires a component");
         bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-        Request::Deploy(&bytes)
+        if args.empty_state { Request::DeployWithEmptyState(&bytes) } else { Request::Deploy(&bytes) }
     };
     let token = token(args.token_file.as_deref(), std::env::var(ADMIN_TOKEN_ENV).ok())?;
     let answer = call(&args.admin, &args.pipeline, &token, request)?.success()?;

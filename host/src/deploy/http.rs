@@ -2,7 +2,9 @@
 //!
 //! - `PUT /api/pipelines/{name}/component`: body = the component's bytes. 200 with the
 //!   new version, or 422 with the reason it was refused (the running version is then
-//!   untouched).
+//!   untouched). With `?state=empty` the version starts with empty keyed state (the
+//!   state of the version it replaces is tombstoned; the same version's state is
+//!   emptied); `?state=keep` is the default.
 //! - `GET /api/pipelines/{name}/versions`: current and previous version, probation,
 //!   recent events.
 //! - `POST /api/pipelines/{name}/rollback`: back to the previous version (409 if none).
@@ -22,7 +24,7 @@ use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{DeployError, MAX_COMPONENT_BYTES, deploy};
+use super::{DeployError, MAX_COMPONENT_BYTES, deploy_with_state};
 use crate::config::PipelineConfig;
 use crate::registry::{Event, Origin, ProcessorSlot, Version};
 use crate::sandbox::Sandbox;
@@ -73,7 +75,10 @@ impl DeployApi {
             return text(StatusCode::NOT_FOUND, format!("no pipeline named `{name}`\n"));
         };
         match (method, action) {
-            (&Method::PUT, "component") => self.put_component(target, request.body()),
+            (&Method::PUT, "component") => match state_option(request.uri().query()) {
+                Ok(empty_state) => self.put_component(target, request.body(), empty_state),
+                Err(message) => text(StatusCode::BAD_REQUEST, message),
+            },
             (&Method::GET, "versions") => json_response(StatusCode::OK, &versions(target)),
             (&Method::POST, "rollback") => rollback(target),
             (_, "component") => text(StatusCode::METHOD_NOT_ALLOWED, "use PUT with the component as the body\n"),
@@ -83,11 +88,13 @@ impl DeployApi {
         }
     }
 
-    fn put_component(&self, view: &Target, body: &[u8]) -> Response<Bytes> {
+    fn put_component(&self, view: &Target, body: &[u8], empty_state: bool) -> Response<Bytes> {
         if body.is_empty() {
             return text(StatusCode::BAD_REQUEST, "the request body must be the component (.wasm)\n");
         }
-        match deploy(&self.sandbox, &view.config, &view.slot, body, MAX_COMPONENT_BYTES, Origin::AdminApi) {
+        let origin = Origin::AdminApi;
+        match deploy_with_state(&self.sandbox, &view.config, &view.slot, body, MAX_COMPONENT_BYTES, origin, empty_state)
+        {
             Ok(deployed) => json_response(
                 StatusCode::OK,
                 &json!({
@@ -98,10 +105,12 @@ impl DeployApi {
                     "capabilities": deployed.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "artifact": deployed.artifact.map(|a| a.as_str()),
                     "prepare_ms": deployed.prepared_in.as_secs_f64() * 1e3,
-                    "note": if deployed.switched {
-                        "deployed; the pipeline switches at its next batch boundary"
-                    } else {
-                        "this version is already running; nothing changed"
+                    "empty_state": empty_state,
+                    "note": match (deployed.switched, empty_state) {
+                        (true, false) => "deployed; the pipeline switches at its next batch boundary",
+                        (true, true) => "deployed; the pipeline switches at its next batch boundary, with empty state",
+                        (false, false) => "this version is already running; nothing changed",
+                        (false, true) => "this version is already running; its state is emptied at the next batch boundary",
                     },
                 }),
             ),
@@ -115,6 +124,21 @@ impl DeployApi {
             }
         }
     }
+}
+
+/// The `state` query parameter of a deploy: whether the version starts with empty
+/// state.
+fn state_option(query: Option<&str>) -> Result<bool, String> {
+    let mut empty = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("state", "keep") => empty = false,
+            ("state", "empty") => empty = true,
+            ("state", other) => return Err(format!("state={other}: use state=keep (the default) or state=empty\n")),
+            (name, _) => return Err(format!("unknown query parameter `{name}` (the one there is: state)\n")),
+        }
+    }
+    Ok(empty)
 }
 
 fn versions(view: &Target) -> Value {

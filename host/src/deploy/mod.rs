@@ -55,6 +55,9 @@ pub enum DeployError {
     /// Its self-test trapped, ran out of time or memory.
     #[error("the component's self-test did not complete: {0}")]
     SelfTestFault(GuestFault),
+    /// Asked to start with empty state, for a pipeline that keeps none.
+    #[error("pipeline {0} keeps no state (no [pipeline.state]): there is no state to empty")]
+    NoState(String),
 }
 
 impl DeployError {
@@ -95,11 +98,33 @@ pub fn deploy(
     limit: usize,
     origin: Origin,
 ) -> Result<Deployed, DeployError> {
+    deploy_with_state(sandbox, pipeline, slot, bytes, limit, origin, false)
+}
+
+/// [`deploy`]; with `empty_state`, the version starts with empty keyed state (see
+/// [`ProcessorSlot::deploy_with_empty_state`]), and when it is already running its
+/// state is emptied. Refused for a pipeline without state.
+pub fn deploy_with_state(
+    sandbox: &Sandbox,
+    pipeline: &PipelineConfig,
+    slot: &ProcessorSlot,
+    bytes: &[u8],
+    limit: usize,
+    origin: Origin,
+    empty_state: bool,
+) -> Result<Deployed, DeployError> {
     let started = Instant::now();
     let digest = digest_of(bytes);
+    if empty_state && pipeline.state.is_none() {
+        return Err(DeployError::NoState(pipeline.name.clone()));
+    }
     let _deploying = slot.deploy_lock();
     let current = slot.current();
     if current.digest() == digest {
+        if empty_state {
+            tracing::info!(pipeline = %pipeline.name, %digest, %origin, "emptying the keyed state of the running version");
+            slot.empty_state(origin);
+        }
         return Ok(Deployed {
             digest,
             replaced: None,
@@ -136,7 +161,7 @@ pub fn deploy(
         artifact: Some(component.artifact()),
         prepared_in,
     };
-    slot.deploy(component, origin, pipeline.auto_rollback);
+    slot.deploy_with_empty_state(component, origin, pipeline.auto_rollback, empty_state);
     Ok(deployed)
 }
 

@@ -110,7 +110,7 @@ impl Worker {
             self.partitions.remove(&key);
             self.shared.tracker().remove(&key.0, key.1);
             self.restarted.push(key.clone());
-            self.forget_in_guest(&key);
+            self.forget_in_guest(&key, from.to_raw().filter(|o| *o >= 0));
             // Resume first, then seek, so the seek is the last word on where
             // fetching goes on: a resume may restart a paused partition at the
             // application's position, which after a rewind is past the bookmark.

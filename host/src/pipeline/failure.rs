@@ -240,7 +240,7 @@ impl Worker {
         self.partitions.remove(key);
         self.shared.tracker().remove(&key.0, key.1);
         self.restarted.push(key.clone());
-        self.forget_in_guest(key);
+        self.forget_in_guest(key, Some(from));
         let _ = self.consumer.resume(&list_of(std::slice::from_ref(key)));
         tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, from, "partition restarted from its first unfinished record");
     }

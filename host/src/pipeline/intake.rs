@@ -74,7 +74,7 @@ impl Worker {
             self.partitions.remove(&(topic.clone(), *partition));
             if let Some(keeper) = self.state.as_mut() {
                 // The next owner restores it from the changelog.
-                keeper.forget(&(topic.clone(), *partition));
+                keeper.forget(&(topic.clone(), *partition), None);
                 self.shared.stats.state_dropped(topic, *partition);
             }
             self.untold_revokes.push((topic.clone(), *partition));

@@ -30,7 +30,7 @@ pub mod run;
 pub(crate) mod settle;
 pub mod shared;
 mod stall;
-mod state;
+pub mod state;
 pub mod stats;
 pub(crate) mod transactions;
 mod worker;
@@ -296,6 +296,7 @@ impl Common<'_> {
         .of_worker(label)
         .keep_spare(self.spares);
         let runtime = self.sandbox.runtime().clone();
+        let state_generation = self.slot.current_and_state_generation().1;
         let worker = worker::Worker {
             config: (*config).clone(),
             fetch,
@@ -319,9 +320,10 @@ impl Common<'_> {
             batch_finished: false,
             departure,
             stop: self.stop.clone(),
-            state: config
-                .changelog_topic()
-                .map(|changelog| state::StateKeeper::new(changelog, config.limits().state, brokers, kafka)),
+            state: config.changelog_topic().map(|changelog| {
+                state::StateKeeper::new(changelog, config.limits().state, brokers, kafka, state_generation)
+            }),
+            state_generation,
         };
         let name = match label {
             None => format!("ferry-{}", config.name),

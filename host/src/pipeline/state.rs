@@ -10,6 +10,14 @@
 //! tombstone (key, null). Its records are produced like outputs of the batch that
 //! wrote them (see `worker::run_and_settle`), so the bookmark never moves past
 //! state that is not durable.
+//!
+//! A deploy with empty state raises the slot's state generation. At its next batch
+//! boundary each worker empties the stores of the partitions it owns and queues a
+//! tombstone for every key they held; the tombstones go out with the partition's
+//! next finished batch, ahead of its own changes, on the same path (acknowledged
+//! before the span is released, or in the same transaction). So the changelog never
+//! resurrects an old key once the bookmark has passed that batch; until then a
+//! rewind or restart to at or before it empties the restored state again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -36,6 +44,22 @@ pub(crate) struct StateKeeper {
     /// The restore consumer's configuration (no group: it assigns, never commits).
     restore: ClientConfig,
     stores: BTreeMap<TopicPartition, PartitionStore>,
+    /// The slot's state generation this worker's stores belong to.
+    generation: u64,
+    /// Partitions emptied by a deploy whose tombstones are not known to be durable.
+    emptying: BTreeMap<TopicPartition, Emptying>,
+}
+
+/// A partition emptied by a deploy, until the bookmark passes the batch that
+/// carried its tombstones.
+#[derive(Debug, Default)]
+struct Emptying {
+    /// Keys to tombstone with the partition's next finished batch.
+    tombstones: std::collections::BTreeSet<Vec<u8>>,
+    /// The first offset of the batch that carried them.
+    carried_from: Option<i64>,
+    /// Empty the store again once it is restored.
+    redo: bool,
 }
 
 /// What a restore read.
@@ -47,26 +71,77 @@ pub(crate) struct Restored {
     pub keys: usize,
     /// The store's bytes after it.
     pub bytes: usize,
+    /// Keys restored and then dropped again: a deploy with empty state whose
+    /// tombstones the changelog may not hold yet.
+    pub emptied: usize,
 }
 
 impl StateKeeper {
     /// A keeper of state kept in `changelog`, under `limits`, restored through a
     /// consumer of `brokers` with the host's librdkafka properties `kafka`.
-    pub(crate) fn new(changelog: String, limits: StateLimits, brokers: &str, kafka: &BTreeMap<String, String>) -> Self {
-        let mut restore = ClientConfig::new();
-        for (key, value) in kafka {
-            restore.set(key, value);
+    pub(crate) fn new(
+        changelog: String,
+        limits: StateLimits,
+        brokers: &str,
+        kafka: &BTreeMap<String, String>,
+        generation: u64,
+    ) -> Self {
+        StateKeeper {
+            changelog,
+            limits,
+            restore: restore_config(brokers, kafka),
+            stores: BTreeMap::new(),
+            generation,
+            emptying: BTreeMap::new(),
         }
-        restore
-            .set("bootstrap.servers", brokers)
-            // Required by librdkafka's consumer; never joined (assign, no commits).
-            .set("group.id", "ferry-state-restore")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
-        StateKeeper { changelog, limits, restore, stores: BTreeMap::new() }
+    }
+
+    /// Moves to the slot's state `generation`: when it changed (a deploy with empty
+    /// state), empties the state of `owned` and returns how many keys it dropped.
+    pub(crate) fn follow_generation(
+        &mut self,
+        generation: u64,
+        owned: impl IntoIterator<Item = TopicPartition>,
+    ) -> usize {
+        if generation == self.generation {
+            return 0;
+        }
+        self.generation = generation;
+        let mut owned: std::collections::BTreeSet<TopicPartition> = owned.into_iter().collect();
+        owned.extend(self.stores.keys().cloned());
+        owned.into_iter().map(|key| self.empty(&key)).sum()
+    }
+
+    /// Empties `key`'s state now if it is restored (returns how many keys it held),
+    /// else once it is.
+    fn empty(&mut self, key: &TopicPartition) -> usize {
+        let emptying = self.emptying.entry(key.clone()).or_default();
+        emptying.carried_from = None;
+        let Some(store) = self.stores.get_mut(key) else {
+            emptying.redo = true;
+            return 0;
+        };
+        emptying.redo = false;
+        let old = std::mem::take(store);
+        let keys = old.keys();
+        emptying.tombstones.extend(old.entries().map(|(k, _)| k.to_vec()));
+        if emptying.tombstones.is_empty() {
+            // Nothing to delete: nothing to make durable either.
+            self.emptying.remove(key);
+        }
+        keys
+    }
+
+    /// The tombstones a deploy with empty state left for `key`, to go out with the
+    /// finished batch that starts at `first`, ahead of its changes.
+    pub(crate) fn take_tombstones(&mut self, key: &TopicPartition, first: i64) -> Vec<Vec<u8>> {
+        match self.emptying.get_mut(key) {
+            Some(emptying) if !emptying.tombstones.is_empty() && !emptying.redo => {
+                emptying.carried_from = Some(first);
+                std::mem::take(&mut emptying.tombstones).into_iter().collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The changelog topic.
@@ -83,9 +158,16 @@ impl StateKeeper {
     /// the end (the last stable offset, read_committed).
     pub(crate) fn restore(&mut self, key: &TopicPartition) -> anyhow::Result<Restored> {
         let (store, records) = restore_partition(&self.restore, &self.changelog, key.1)?;
-        let restored = Restored { records, keys: store.keys(), bytes: store.bytes() };
         self.stores.insert(key.clone(), store);
-        Ok(restored)
+        // A deploy emptied it, and the changelog may not say so yet.
+        let emptied = if self.emptying.get(key).is_some_and(|e| e.redo) { self.empty(key) } else { 0 };
+        let store = &self.stores[key];
+        Ok(Restored { records, keys: store.keys(), bytes: store.bytes(), emptied })
+    }
+
+    /// Keys and bytes of each partition's state in memory.
+    pub(crate) fn figures(&self) -> Vec<(TopicPartition, (usize, usize))> {
+        self.stores.iter().map(|(k, s)| (k.clone(), (s.keys(), s.bytes()))).collect()
     }
 
     /// Lends `key`'s state to a batch (it must be restored).
@@ -101,18 +183,50 @@ impl StateKeeper {
         figures
     }
 
-    /// Drops `key`'s state from memory.
-    pub(crate) fn forget(&mut self, key: &TopicPartition) {
+    /// Drops `key`'s state from memory: the partition was revoked (`from` is `None`)
+    /// or starts again at offset `from`.
+    pub(crate) fn forget(&mut self, key: &TopicPartition, from: Option<i64>) {
         self.stores.remove(key);
+        let Some(emptying) = self.emptying.get_mut(key) else { return };
+        match (from, emptying.carried_from) {
+            // Revoked: the next owner restores what the changelog holds.
+            (None, _) => {
+                self.emptying.remove(key);
+            }
+            // The bookmark is past the batch that carried the tombstones: durable.
+            (Some(from), Some(carried)) if from > carried => {
+                self.emptying.remove(key);
+            }
+            // They may be lost with the batch: empty what is restored again.
+            _ => {
+                emptying.carried_from = None;
+                emptying.redo = true;
+            }
+        }
     }
 }
 
+/// The configuration of a consumer that restores state from a changelog: reads
+/// read_committed, assigns, never commits.
+pub fn restore_config(brokers: &str, kafka: &BTreeMap<String, String>) -> ClientConfig {
+    let mut restore = ClientConfig::new();
+    for (key, value) in kafka {
+        restore.set(key, value);
+    }
+    restore
+        .set("bootstrap.servers", brokers)
+        // Required by librdkafka's consumer; never joined (assign, no commits).
+        .set("group.id", "ferry-state-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    restore
+}
+
 /// Reads changelog partition `partition` of `topic` into a store.
-pub(crate) fn restore_partition(
-    config: &ClientConfig,
-    topic: &str,
-    partition: i32,
-) -> anyhow::Result<(PartitionStore, u64)> {
+pub fn restore_partition(config: &ClientConfig, topic: &str, partition: i32) -> anyhow::Result<(PartitionStore, u64)> {
     let consumer: BaseConsumer = config.create().context("failed to create the state restore consumer")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Beginning).context("failed to name the changelog partition")?;
@@ -121,9 +235,12 @@ pub(crate) fn restore_partition(
     // large partition). A transaction still open on it (none is, for exactly-once:
     // the partition's producer fenced and aborted the last owner's before this)
     // holds the read back until it ends or the restore gives up.
-    let (_, end) = consumer
+    let (start, end) = consumer
         .fetch_watermarks(topic, partition, RESTORE_IDLE_TIMEOUT)
         .with_context(|| format!("failed to read the end of changelog partition {topic}/{partition}"))?;
+    if start >= end {
+        return Ok((PartitionStore::default(), 0));
+    }
     consumer.assign(&list).with_context(|| format!("failed to assign changelog partition {topic}/{partition}"))?;
     let mut store = PartitionStore::default();
     let mut records = 0u64;
@@ -138,6 +255,11 @@ pub(crate) fn restore_partition(
                 // Keyless records are not ferry's: nothing to restore from them.
                 if let Some(key) = message.key() {
                     store.apply(key.to_vec(), message.payload().map(<[u8]>::to_vec));
+                }
+                // Done at the end, without waiting for the end-of-partition event (a
+                // fetch that comes back empty, up to fetch.wait.max.ms later).
+                if next >= end {
+                    return Ok((store, records));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {
@@ -167,11 +289,34 @@ pub(crate) fn restore_partition(
 }
 
 impl super::worker::Worker {
+    /// The partitions this worker owns: assigned, tracked, or with state in memory.
+    fn owned_partitions(&self) -> Vec<TopicPartition> {
+        let mut owned: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        if let Ok(assignment) = self.consumer.assignment() {
+            owned.extend(assignment.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+        }
+        owned
+    }
+
     /// Makes sure `key`'s state is in memory before a batch of it runs: restores it
     /// from the changelog when it is not (first batch since the partition was
     /// assigned, or since it started again from its bookmark). False when the
     /// restore failed: the batch waits, and the restore is tried again at the next.
     pub(super) fn ensure_state(&mut self, key: &TopicPartition) -> bool {
+        let generation = self.state_generation;
+        match self.state.as_ref() {
+            None => return true,
+            Some(keeper) if keeper.generation != generation => {
+                let owned = self.owned_partitions();
+                let keeper = self.state.as_mut().expect("checked");
+                let dropped = keeper.follow_generation(generation, owned);
+                tracing::info!(pipeline = %self.config.name, worker = self.shared.worker, keys = dropped, "keyed state emptied for the new version; each key is tombstoned with its partition's next batch");
+                for (key, store) in self.state.iter().flat_map(|k| k.figures()) {
+                    self.shared.stats.state_figures(&key.0, key.1, store.0, store.1, false);
+                }
+            }
+            Some(_) => {}
+        }
         let Some(keeper) = self.state.as_mut() else { return true };
         if keeper.is_restored(key) {
             return true;
@@ -181,7 +326,7 @@ impl super::worker::Worker {
         let restored = keeper.restore(key);
         let changelog = keeper.changelog().to_owned();
         let done = match restored {
-            Ok(Restored { records, keys, bytes }) => {
+            Ok(Restored { records, keys, bytes, emptied }) => {
                 self.shared.stats.state_figures(&key.0, key.1, keys, bytes, false);
                 tracing::info!(
                     pipeline = %self.config.name,
@@ -194,6 +339,9 @@ impl super::worker::Worker {
                     took_ms = started.elapsed().as_millis() as u64,
                     "state restored"
                 );
+                if emptied > 0 {
+                    tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, keys = emptied, "state emptied again after the restore: the deploy with empty state is not yet past the bookmark");
+                }
                 true
             }
             Err(error) => {
@@ -223,8 +371,8 @@ pub(crate) fn ensure_changelog(
     changelog: &str,
     runtime: &crate::runtime::Runtime,
 ) -> anyhow::Result<()> {
-    let keeper = StateKeeper::new(changelog.to_owned(), StateLimits::default(), brokers, kafka);
-    let consumer: BaseConsumer = keeper.restore.create().context("failed to create a metadata reader")?;
+    let reader = restore_config(brokers, kafka);
+    let consumer: BaseConsumer = reader.create().context("failed to create a metadata reader")?;
     let partitions = |topic: &str| -> anyhow::Result<Option<usize>> {
         let metadata = consumer
             .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
@@ -249,7 +397,7 @@ pub(crate) fn ensure_changelog(
         None => {
             use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
             let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-                keeper.restore.create().context("failed to create an admin client")?;
+                reader.create().context("failed to create an admin client")?;
             let topic = NewTopic::new(changelog, inputs as i32, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact")
                 .set("min.compaction.lag.ms", "0");
@@ -275,5 +423,77 @@ pub(crate) fn ensure_changelog(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keeper() -> StateKeeper {
+        StateKeeper::new("c".into(), StateLimits::default(), "127.0.0.1:1", &BTreeMap::new(), 0)
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        ("in".to_owned(), p)
+    }
+
+    /// A keeper whose partition 0 holds `keys` (as if restored).
+    fn with_keys(keys: &[&str]) -> StateKeeper {
+        let mut keeper = keeper();
+        let mut store = PartitionStore::default();
+        for key in keys {
+            store.apply(key.as_bytes().to_vec(), Some(b"1".to_vec()));
+        }
+        keeper.stores.insert(tp(0), store);
+        keeper
+    }
+
+    fn tombstones(keeper: &mut StateKeeper, first: i64) -> Vec<String> {
+        keeper.take_tombstones(&tp(0), first).into_iter().map(|k| String::from_utf8(k).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_new_generation_empties_the_store_and_tombstones_its_keys_once() {
+        let mut keeper = with_keys(&["a", "b"]);
+        assert_eq!(keeper.follow_generation(0, [tp(0)]), 0, "the same generation changes nothing");
+        assert_eq!(keeper.follow_generation(1, [tp(0), tp(1)]), 2);
+        assert_eq!(keeper.stores[&tp(0)].keys(), 0, "emptied in memory at once");
+        assert_eq!(tombstones(&mut keeper, 10), ["a", "b"]);
+        assert_eq!(tombstones(&mut keeper, 11), Vec::<String>::new(), "sent once");
+        // The bookmark passed the batch that carried them: a restart keeps them done.
+        keeper.forget(&tp(0), Some(11));
+        assert!(!keeper.emptying.contains_key(&tp(0)));
+    }
+
+    #[test]
+    fn a_rewind_to_the_carrying_batch_or_before_empties_the_restored_state_again() {
+        let mut keeper = with_keys(&["a", "b"]);
+        keeper.follow_generation(1, [tp(0)]);
+        assert_eq!(tombstones(&mut keeper, 10), ["a", "b"]);
+        keeper.forget(&tp(0), Some(10));
+        assert!(keeper.emptying[&tp(0)].redo, "the batch at 10 runs again: its tombstones may be lost");
+        // What the next restore brings (here the old keys and one the new version wrote).
+        let mut restored = PartitionStore::default();
+        for key in ["a", "b", "c"] {
+            restored.apply(key.as_bytes().to_vec(), Some(b"1".to_vec()));
+        }
+        keeper.stores.insert(tp(0), restored);
+        assert_eq!(keeper.empty(&tp(0)), 3);
+        assert_eq!(tombstones(&mut keeper, 10), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_partition_not_restored_is_emptied_once_it_is_and_a_revoke_drops_the_duty() {
+        let mut keeper = keeper();
+        assert_eq!(keeper.follow_generation(1, [tp(2)]), 0);
+        assert!(keeper.emptying[&tp(2)].redo, "emptied when restored");
+        keeper.forget(&tp(2), None);
+        assert!(!keeper.emptying.contains_key(&tp(2)), "the next owner restores what the changelog holds");
+        // Restored empty: no tombstones, and no duty left for a later rewind.
+        keeper.follow_generation(2, [tp(2)]);
+        keeper.stores.insert(tp(2), PartitionStore::default());
+        assert_eq!(keeper.empty(&tp(2)), 0);
+        assert!(!keeper.emptying.contains_key(&tp(2)));
     }
 }

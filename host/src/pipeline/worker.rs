@@ -81,6 +81,8 @@ pub(crate) struct Worker {
     pub(super) stop: Arc<AtomicBool>,
     /// The state of the owned partitions, for a pipeline with state.
     pub(super) state: Option<StateKeeper>,
+    /// The slot's state generation read with the running version.
+    pub(super) state_generation: u64,
 }
 
 impl Worker {
@@ -188,12 +190,12 @@ impl Worker {
     /// with the first replayed batch. So what a guest keeps of a partition always
     /// comes from one unbroken run of its log, never from records a rewind undid
     /// (an aborted transaction's records would otherwise count twice).
-    pub(super) fn forget_in_guest(&mut self, key: &TopicPartition) {
+    pub(super) fn forget_in_guest(&mut self, key: &TopicPartition, from: Option<i64>) {
         // The same for its state: the records after the bookmark run again against the
         // state the changelog holds (read_committed: an aborted transaction's writes
         // are not in it).
         if let Some(keeper) = self.state.as_mut() {
-            keeper.forget(key);
+            keeper.forget(key, Some(from.unwrap_or(i64::MIN)));
         }
         if !self.untold_revokes.contains(key) {
             self.untold_revokes.push(key.clone());
@@ -309,6 +311,14 @@ impl Worker {
             }
             let (store, applied) = lent.finish(finished);
             changes = applied;
+            if finished {
+                // A deploy with empty state: its tombstones go first.
+                let tombstones = keeper.take_tombstones(key, offsets[0]);
+                if !tombstones.is_empty() {
+                    let emptied = tombstones.into_iter().map(|k| (k, None));
+                    changes = emptied.chain(changes).collect();
+                }
+            }
             let (keys, bytes) = keeper.give_back(key, store);
             self.shared.stats.state_figures(&key.0, key.1, keys, bytes, false);
         }
@@ -510,7 +520,8 @@ impl Worker {
 
     /// Switches to a newly deployed version at this batch boundary.
     fn refresh_processor(&mut self) {
-        let current = self.slot.current();
+        let (current, state_generation) = self.slot.current_and_state_generation();
+        self.state_generation = state_generation;
         if Arc::ptr_eq(&current, self.instance.component()) {
             return;
         }

@@ -172,6 +172,11 @@ struct SlotInner {
 struct Versions {
     current: Version,
     previous: Option<Version>,
+    /// Raised by every deploy that starts with empty keyed state: a worker that
+    /// sees it change empties the state of the partitions it owns before the next
+    /// batch (read with the version, so no batch of the old version runs on
+    /// emptied state, nor one of the new on the old state).
+    state_generation: u64,
 }
 
 impl ProcessorSlot {
@@ -191,7 +196,11 @@ impl ProcessorSlot {
         };
         Self {
             inner: Arc::new(SlotInner {
-                versions: RwLock::new(Versions { current: Version::new(component, origin), previous: None }),
+                versions: RwLock::new(Versions {
+                    current: Version::new(component, origin),
+                    previous: None,
+                    state_generation: 0,
+                }),
                 probation: Mutex::new(None),
                 history: Mutex::new(VecDeque::from([started])),
                 deploying: Mutex::new(()),
@@ -203,6 +212,13 @@ impl ProcessorSlot {
     /// The version new batches run on. Cheap: called at every batch boundary.
     pub fn current(&self) -> Arc<ProcessorComponent> {
         self.read().current.component.clone()
+    }
+
+    /// The version new batches run on, and the keyed state generation it runs with
+    /// (see [`Self::deploy_with_empty_state`]).
+    pub fn current_and_state_generation(&self) -> (Arc<ProcessorComponent>, u64) {
+        let versions = self.read();
+        (versions.current.component.clone(), versions.state_generation)
     }
 
     /// The version kept for rollback.
@@ -228,15 +244,44 @@ impl ProcessorSlot {
     /// Makes `component` current; the old one becomes the rollback target. With a
     /// policy, the new version is on probation: see [`Self::observe`].
     pub fn deploy(&self, component: Arc<ProcessorComponent>, origin: Origin, auto_rollback: Option<AutoRollback>) {
+        self.deploy_with_empty_state(component, origin, auto_rollback, false);
+    }
+
+    /// [`Self::deploy`]; with `empty_state`, the new version starts with empty keyed
+    /// state: each worker empties the state of the partitions it owns (durably, with
+    /// a tombstone per key in the changelog) before the version's first batch. A
+    /// rollback keeps the state as it is.
+    pub fn deploy_with_empty_state(
+        &self,
+        component: Arc<ProcessorComponent>,
+        origin: Origin,
+        auto_rollback: Option<AutoRollback>,
+        empty_state: bool,
+    ) {
         let digest = component.digest().to_owned();
-        let detail = origin.to_string();
+        let mut detail = origin.to_string();
+        if empty_state {
+            detail += ", with empty state";
+        }
         {
             let mut versions = self.write();
             let old = std::mem::replace(&mut versions.current, Version::new(component.clone(), origin));
             versions.previous = Some(old);
+            versions.state_generation += u64::from(empty_state);
             *lock(&self.inner.probation) = auto_rollback.map(|policy| Probation::new(component, policy));
         }
         self.record("deploy", &digest, detail);
+    }
+
+    /// Empties the keyed state under the running version (as a deploy with empty
+    /// state does, without a new version).
+    pub fn empty_state(&self, origin: Origin) {
+        let digest = {
+            let mut versions = self.write();
+            versions.state_generation += 1;
+            versions.current.digest().to_owned()
+        };
+        self.record("empty-state", &digest, origin.to_string());
     }
 
     /// Swaps current and previous. Returns the digests (from, to), or `None` when

@@ -8,6 +8,12 @@
 //! directory). Each time a pipeline switches version (a deploy or a rollback), the
 //! samples are sent again, so the new version's outputs show. It runs until
 //! SIGINT or SIGTERM.
+//!
+//! Keyed state outlives the embedded broker: when `ferry dev` stops, each stateful
+//! pipeline's changelog (read_committed) is saved in `.ferry/dev-state/<pipeline>.json`
+//! next to the config (the `ferry test --state` format), and the next `ferry dev`
+//! writes it to the new broker's changelog before the host starts, so the host
+//! restores it as it restores any changelog. `--fresh-state` starts without it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +30,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::records::{self, SampleRecord};
+use super::state_file;
 use crate::config::Config;
 use crate::host::Host;
 use crate::kafka::output::send_when_room;
@@ -43,6 +50,20 @@ pub struct DevArgs {
     /// The pipeline whose input gets the samples (needed when there are several).
     #[arg(long)]
     pub pipeline: Option<String>,
+    /// Start every pipeline with empty keyed state, not the state the last `ferry
+    /// dev` kept (which is overwritten when this one stops).
+    #[arg(long)]
+    pub fresh_state: bool,
+}
+
+/// A stateful pipeline's state between runs of `ferry dev`.
+struct KeptState {
+    pipeline: String,
+    changelog: String,
+    /// Where it is kept.
+    path: PathBuf,
+    /// What the last run kept (empty with `--fresh-state` or on the first run).
+    states: state_file::States,
 }
 
 /// Where the samples go.
@@ -96,6 +117,16 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         let partitions = topics.entry(record.topic.clone()).or_insert(1);
         *partitions = (*partitions).max(record.partition + 1);
     }
+    let kept = kept_states(&args, &config)?;
+    // A changelog has one partition per input partition (and as many as the state
+    // kept has, should the samples name fewer this time).
+    for (kept, pipeline) in kept.iter().zip(config.pipelines.iter().filter(|p| p.state.is_some())) {
+        let most = kept.states.keys().next_back().map_or(1, |p| p + 1);
+        let partitions = topics.entry(pipeline.inputs[0].clone()).or_insert(1);
+        *partitions = (*partitions).max(most);
+        let partitions = *partitions;
+        topics.insert(kept.changelog.clone(), partitions);
+    }
     for (topic, partitions) in &topics {
         cluster.create_topic(topic, *partitions, 1).with_context(|| format!("failed to create topic {topic}"))?;
     }
@@ -104,6 +135,9 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         "ferry dev: embedded broker at {} (librdkafka's mock cluster: in memory, gone when ferry dev stops)",
         config.brokers
     );
+    for kept in &kept {
+        restore_kept(&config.brokers, kept)?;
+    }
 
     let host = Host::start(&config)?;
     host.stop_on_signals()?;
@@ -177,6 +211,77 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(5)).ok();
     host.wait();
     printer.join().ok();
+    for kept in &kept {
+        save_kept(&config, kept)?;
+    }
+    Ok(())
+}
+
+/// The state each stateful pipeline kept from the last run, in config order.
+fn kept_states(args: &DevArgs, config: &Config) -> anyhow::Result<Vec<KeptState>> {
+    let dir = args.config.parent().unwrap_or(std::path::Path::new(""));
+    let mut kept = Vec::new();
+    for pipeline in config.pipelines.iter().filter(|p| p.state.is_some()) {
+        let path = dir.join(".ferry").join("dev-state").join(format!("{}.json", pipeline.name));
+        let states = if path.is_file() && !args.fresh_state {
+            state_file::read(&path, &pipeline.limits().state)?
+        } else {
+            state_file::States::new()
+        };
+        let changelog = pipeline.changelog_topic().expect("a pipeline with state");
+        kept.push(KeptState { pipeline: pipeline.name.clone(), changelog, path, states });
+    }
+    Ok(kept)
+}
+
+/// Writes the state kept to the pipeline's changelog on the embedded broker.
+fn restore_kept(brokers: &str, kept: &KeptState) -> anyhow::Result<()> {
+    let keys: usize = kept.states.values().map(|s| s.keys()).sum();
+    if keys == 0 {
+        return Ok(());
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().context("failed to create the state writer")?;
+    for (partition, store) in &kept.states {
+        for (key, value) in store.entries() {
+            let record = BaseRecord::<[u8], [u8]>::to(&kept.changelog).partition(*partition).key(key).payload(value);
+            send_when_room(&producer, record).map_err(|(error, _)| error).context("failed to write the state kept")?;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).context("failed to write the state kept")?;
+    println!(
+        "ferry dev: pipeline {} starts with the state kept in {} ({keys} keys)",
+        kept.pipeline,
+        super::shown(&kept.path).display()
+    );
+    Ok(())
+}
+
+/// Reads the pipeline's changelog (read_committed, as a host restores it) and keeps
+/// it for the next run.
+fn save_kept(config: &Config, kept: &KeptState) -> anyhow::Result<()> {
+    let reader = crate::pipeline::state::restore_config(&config.brokers, &config.kafka);
+    let consumer: BaseConsumer = reader.create().context("failed to create the state reader")?;
+    let metadata = consumer
+        .fetch_metadata(Some(&kept.changelog), Duration::from_secs(10))
+        .context("failed to read the changelog's partitions")?;
+    let partitions = metadata.topics().iter().find(|t| t.name() == kept.changelog).map_or(0, |t| t.partitions().len());
+    let mut states = state_file::States::new();
+    for partition in 0..partitions as i32 {
+        let (store, _) = crate::pipeline::state::restore_partition(&reader, &kept.changelog, partition)?;
+        states.insert(partition, store);
+    }
+    if let Some(dir) = kept.path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    std::fs::write(&kept.path, state_file::render(&states))
+        .with_context(|| format!("failed to write {}", kept.path.display()))?;
+    let keys: usize = states.values().map(|s| s.keys()).sum();
+    println!(
+        "ferry dev: kept pipeline {}'s state ({keys} keys) in {} for the next ferry dev",
+        kept.pipeline,
+        super::shown(&kept.path).display()
+    );
     Ok(())
 }
 

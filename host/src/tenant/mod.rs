@@ -14,6 +14,7 @@ pub(crate) mod dev;
 mod diff;
 pub(crate) mod new;
 pub(crate) mod records;
+pub(crate) mod state_file;
 pub(crate) mod trial;
 
 use std::fmt;

@@ -90,7 +90,7 @@ pub(crate) fn create(name: &str, lang: Language, dir: &Path, checkout: &Path) ->
         std::fs::copy(&lock, dir.join("Cargo.lock")).with_context(|| format!("failed to copy {}", lock.display()))?;
     }
     write_token(&dir.join("admin.token"))?;
-    ignore(&dir.join(".gitignore"), &["admin.token", "deploy/", "*.wasm"])?;
+    ignore(&dir.join(".gitignore"), &["admin.token", "deploy/", "*.wasm", ".ferry/"])?;
     Ok(())
 }
 

@@ -117,13 +117,13 @@ fn parse_line(line: &str, number: usize, default_topic: &str) -> anyhow::Result<
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(map)) => map
             .iter()
-            .map(|(name, v)| Ok((name.clone(), bytes(v, &format!("headers.{name}"))?)))
+            .map(|(name, v)| Ok((name.clone(), field_bytes(v, &format!("headers.{name}"))?)))
             .collect::<anyhow::Result<_>>()?,
         Some(Value::Array(pairs)) => pairs
             .iter()
             .enumerate()
             .map(|(i, pair)| match pair.as_array().map(Vec::as_slice) {
-                Some([Value::String(name), v]) => Ok((name.clone(), bytes(v, &format!("headers[{i}]"))?)),
+                Some([Value::String(name), v]) => Ok((name.clone(), field_bytes(v, &format!("headers[{i}]"))?)),
                 _ => anyhow::bail!("`headers[{i}]`: expected a [\"name\", value] pair"),
             })
             .collect::<anyhow::Result<_>>()?,
@@ -137,14 +137,14 @@ fn parse_line(line: &str, number: usize, default_topic: &str) -> anyhow::Result<
         partition,
         offset,
         timestamp_ms: int("timestamp")?,
-        key: fields.get("key").map_or(Ok(None), |v| bytes(v, "key"))?,
-        value: fields.get("value").map_or(Ok(None), |v| bytes(v, "value"))?,
+        key: fields.get("key").map_or(Ok(None), |v| field_bytes(v, "key"))?,
+        value: fields.get("value").map_or(Ok(None), |v| field_bytes(v, "value"))?,
         headers,
     })
 }
 
 /// The bytes a field's JSON value stands for.
-fn bytes(value: &Value, field: &str) -> anyhow::Result<Option<Vec<u8>>> {
+pub(crate) fn field_bytes(value: &Value, field: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let expected = "a string, null, {\"base64\": \"...\"} or {\"json\": ...}";
     match value {
         Value::Null => Ok(None),

@@ -13,6 +13,11 @@
 //! would publish (and those it would drop), its log lines and its fault. A record
 //! that faults in a batch of several is run again alone to find which one it was, as
 //! the host isolates a poison record. Retries are shown, not repeated.
+//!
+//! A processor with keyed state gets an in-memory store per input partition, empty
+//! or from `--state`, and the report shows each record's (or batch's) state changes.
+//! As on a host, a batch's writes take effect only when every record of it finished
+//! (processed or rejected); otherwise they are shown as dropped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,10 +26,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 
 use super::records::{self, SampleRecord};
+use super::state_file;
 use crate::config::Config;
 use crate::sandbox::{
-    Batch, Emitted, GuestFault, GuestLine, Limits, Outcome, ProcessorComponent, ProcessorInstance, Provisions, Sandbox,
-    SandboxSettings, TenantLog, default_cache_dir, short,
+    Batch, Capability, Emitted, GuestFault, GuestLine, Limits, Outcome, OutputUsed, ProcessorComponent,
+    ProcessorInstance, Provisions, Sandbox, SandboxSettings, StateBatch, TenantLog, default_cache_dir, short,
 };
 
 /// Options of `ferry test`.
@@ -59,6 +65,13 @@ pub struct TestArgs {
     /// Write the report to the --expect file instead of comparing with it.
     #[arg(long, requires = "expect")]
     pub update_expect: bool,
+    /// The keyed state the processor starts with: a JSON document of each input
+    /// partition's keys and values (docs/tenants.md describes it). Without it: empty.
+    #[arg(long = "state", value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Write the keyed state as the run left it to this file (the --state format).
+    #[arg(long, value_name = "FILE")]
+    pub state_out: Option<PathBuf>,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -118,8 +131,8 @@ impl Setup {
                 grants: crate::sandbox::Grants {
                     output_topics: args.allow_topics.iter().cloned().collect(),
                     log: true,
-                    // `ferry test` keeps no state (yet): a stateful processor is refused with the hint.
-                    state: false,
+                    // Kept in memory, under the default limits.
+                    state: true,
                     // Without a config, `ferry test` grants no network.
                     http: None,
                 },
@@ -159,6 +172,16 @@ impl Setup {
             self.limits.time_per_batch_ms,
             self.limits.output.max_records
         );
+        if self.grants.state && component.capabilities().contains(&Capability::State) {
+            let state = &self.limits.state;
+            text += &format!(
+                "\n  state: {} KiB per partition, keys up to {} bytes, values up to {} bytes, {} writes per batch",
+                state.partition_bytes >> 10,
+                state.max_key_bytes,
+                state.max_value_bytes,
+                state.writes_per_batch
+            );
+        }
         if !self.settings.is_empty() {
             let settings: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
             text += &format!("\n  settings: {}", settings.join(", "));
@@ -193,11 +216,38 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
         http_meter: Arc::default(),
     };
     let wants_headers = component.wants_headers();
+    let stateful = component.capabilities().contains(&Capability::State);
+    let state = match (&args.state, stateful) {
+        (Some(path), true) => Some(state_file::read(path, &setup.limits.state)?),
+        (Some(path), false) => {
+            bail!(
+                "{} keeps no state (it does not import ferry:processor/state): drop --state {}",
+                setup.component.display(),
+                path.display()
+            )
+        }
+        (None, true) => Some(state_file::States::new()),
+        (None, false) => None,
+    };
+    if args.state_out.is_some() && state.is_none() {
+        bail!(
+            "{} keeps no state (it does not import ferry:processor/state): drop --state-out",
+            setup.component.display()
+        );
+    }
     let mut instance = ProcessorInstance::new(sandbox, Arc::new(component), &setup.pipeline, provisions, setup.limits);
-    let mut trial = Trial { instance: &mut instance, log: &log, wants_headers, report: Report::default() };
+    let mut trial = Trial { instance: &mut instance, log: &log, wants_headers, report: Report::default(), state };
     trial.self_test();
     for batch in batches(&samples, args.batch_size as usize) {
         trial.batch(batch);
+    }
+    if let Some(states) = &trial.state {
+        trial.report.final_state(states);
+        if let Some(out) = &args.state_out {
+            std::fs::write(out, state_file::render(states))
+                .with_context(|| format!("failed to write {}", out.display()))?;
+            eprintln!("ferry test: wrote the state to {}", out.display());
+        }
     }
     let report = trial.report;
     let text = report.text();
@@ -251,6 +301,8 @@ fn batches(records: &[SampleRecord], size: usize) -> Vec<&[SampleRecord]> {
 struct Call {
     result: Result<(Vec<Outcome>, Vec<Emitted>), GuestFault>,
     logs: Vec<GuestLine>,
+    /// The partition's state with the call's writes, for a processor with state.
+    state: Option<StateBatch>,
 }
 
 struct Trial<'a> {
@@ -258,6 +310,8 @@ struct Trial<'a> {
     log: &'a Arc<TenantLog>,
     wants_headers: bool,
     report: Report,
+    /// The state of each input partition, for a processor with state.
+    state: Option<state_file::States>,
 }
 
 impl Trial<'_> {
@@ -276,6 +330,7 @@ impl Trial<'_> {
 
     fn batch(&mut self, batch: &[SampleRecord]) {
         let call = self.call(batch);
+        let finished = call.result.as_ref().is_ok_and(|(outcomes, _)| outcomes.iter().all(finishes));
         if batch.len() == 1 {
             self.report.record(&batch[0]);
             match call.result {
@@ -285,6 +340,7 @@ impl Trial<'_> {
                 }
                 Err(fault) => self.report.fault(&fault),
             }
+            self.settle_state(&batch[0], call.state, finished);
             self.report.logs(&call.logs);
             return;
         }
@@ -298,6 +354,7 @@ impl Trial<'_> {
             batch.len()
         ));
         self.report.logs(&call.logs);
+        self.settle_state(first, call.state, finished);
         match call.result {
             Ok((outcomes, outputs)) => {
                 let all = outcomes.iter().all(Outcome::is_processed);
@@ -337,12 +394,34 @@ impl Trial<'_> {
         };
         let offsets: Vec<i64> = batch.iter().map(|r| r.offset).collect();
         let deadline = self.instance.deadline_from_now();
+        let limits = self.instance.limits().state;
+        let mut lent = self
+            .state
+            .as_mut()
+            .map(|states| StateBatch::new(states.remove(&batch[0].partition).unwrap_or_default(), limits));
         let result = self
             .instance
-            .process(&wire, &offsets, deadline)
+            .process_within(&wire, &offsets, deadline, &mut OutputUsed::default(), &mut lent)
             .map(|(reply, outputs)| (reply.into_outcomes().collect(), outputs));
-        Call { result, logs: self.log.take_recorded() }
+        Call { result, logs: self.log.take_recorded(), state: lent }
     }
+
+    /// Reports the state changes of a batch that started at `first`, and keeps them
+    /// when it `finished`, as a host does.
+    fn settle_state(&mut self, first: &SampleRecord, lent: Option<StateBatch>, finished: bool) {
+        let (Some(states), Some(lent)) = (self.state.as_mut(), lent) else { return };
+        for (key, after) in lent.pending() {
+            self.report.state_change(key, lent.before(key), after, finished);
+        }
+        let (store, _) = lent.finish(finished);
+        states.insert(first.partition, store);
+    }
+}
+
+/// Whether an outcome finishes its record, so that its batch's state writes count:
+/// a record to retry, or one that faulted or ran out of time, runs again.
+fn finishes(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Processed | Outcome::Reject(_))
 }
 
 /// The report, line by line, and the counts behind the verdict.
@@ -404,6 +483,27 @@ impl Report {
             );
             let verb = if kept { "output" } else { "dropped output" };
             self.lines.push(format!("  {verb} {json}"));
+        }
+    }
+
+    /// One key's change: kept, or dropped with a batch that did not finish.
+    fn state_change(&mut self, key: &[u8], before: Option<&[u8]>, after: Option<&[u8]>, kept: bool) {
+        let shown = |value: Option<&[u8]>, absent: &str| {
+            value.map_or_else(|| absent.to_owned(), |v| records::bytes_json(Some(v)))
+        };
+        let verb = if kept { "state" } else { "dropped state" };
+        self.lines.push(format!(
+            "  {verb} {}: {} → {}",
+            records::bytes_json(Some(key)),
+            shown(before, "(absent)"),
+            shown(after, "(deleted)")
+        ));
+    }
+
+    /// The state the run left, partition by partition.
+    fn final_state(&mut self, states: &state_file::States) {
+        for (partition, store) in states {
+            self.lines.push(format!("state of partition {partition}: {} keys, {} bytes", store.keys(), store.bytes()));
         }
     }
 

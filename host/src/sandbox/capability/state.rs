@@ -167,6 +167,16 @@ impl StateBatch {
         (self.store, changes)
     }
 
+    /// The writes of the calls kept so far, in key order (a delete as `None`).
+    pub fn pending(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.batch.writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// The value of `key` before this batch.
+    pub fn before(&self, key: &[u8]) -> Option<&[u8]> {
+        self.store.get(key)
+    }
+
     /// The value of `key` as the batch left it so far.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         match self.call.writes.get(key).or_else(|| self.batch.writes.get(key)) {
