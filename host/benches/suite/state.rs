@@ -58,7 +58,7 @@ fn key(i: usize) -> Vec<u8> {
 
 /// Measures one round.
 pub fn round(forward: &Path, counter: &Path) -> anyhow::Result<Round> {
-    let grants = |state| Grants { output_topics: ["out".to_owned()].into(), log: true, state };
+    let grants = |state| Grants { output_topics: ["out".to_owned()].into(), log: true, state, http: None };
     let mut stateless = instance(forward, grants(false), &[("to", "out")])?;
     let mut stateful = instance(counter, grants(true), &[("output_topic", "out")])?;
     let mut batch = empty_batch();
