@@ -35,21 +35,26 @@ pub struct Mode {
     pub exactly_once: bool,
     /// The commit interval.
     pub interval_ms: u64,
+    /// The counter with keyed state (a get, a put and a changelog record per record,
+    /// in the partition's transaction) instead of the forward guest.
+    pub stateful: bool,
 }
 
 impl Mode {
     fn label(self) -> String {
         let delivery = if self.exactly_once { "exactly-once" } else { "at-least-once" };
-        format!("{delivery}, every {} ms", self.interval_ms)
+        let state = if self.stateful { ", keyed state" } else { "" };
+        format!("{delivery}, every {} ms{state}", self.interval_ms)
     }
 }
 
 /// The modes of one run, the at-least-once baseline first.
-pub const MODES: [Mode; 4] = [
-    Mode { exactly_once: false, interval_ms: 100 },
-    Mode { exactly_once: true, interval_ms: 10 },
-    Mode { exactly_once: true, interval_ms: 100 },
-    Mode { exactly_once: true, interval_ms: 1000 },
+pub const MODES: [Mode; 5] = [
+    Mode { exactly_once: false, interval_ms: 100, stateful: false },
+    Mode { exactly_once: true, interval_ms: 10, stateful: false },
+    Mode { exactly_once: true, interval_ms: 100, stateful: false },
+    Mode { exactly_once: true, interval_ms: 1000, stateful: false },
+    Mode { exactly_once: true, interval_ms: 100, stateful: true },
 ];
 
 /// One mode's medians.
@@ -89,12 +94,13 @@ struct Sample {
 }
 
 /// Runs every mode `ROUNDS` times, interleaved.
-pub fn run(kafka: &Kafka, forward: &Path) -> anyhow::Result<Vec<Row>> {
+pub fn run(kafka: &Kafka, forward: &Path, counter: &Path) -> anyhow::Result<Vec<Row>> {
     let broker = Broker::start()?;
     let mut samples: Vec<Vec<Sample>> = MODES.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
         for (mode, out) in MODES.iter().zip(&mut samples) {
-            let sample = once(&broker, kafka, forward, *mode)?;
+            let component = if mode.stateful { counter } else { forward };
+            let sample = once(&broker, kafka, component, *mode)?;
             eprintln!(
                 "  round {}: {}: {} processed, {} committed, tail {:.0} ms, first batch after {:.0} ms",
                 round + 1,
@@ -130,10 +136,18 @@ pub fn run(kafka: &Kafka, forward: &Path) -> anyhow::Result<Vec<Row>> {
         .collect())
 }
 
-fn once(broker: &Broker, kafka: &Kafka, forward: &Path, mode: Mode) -> anyhow::Result<Sample> {
+/// One run of `component`: the forward guest (setting `to`), or the counter (setting
+/// `output_topic`, a changelog of its own) when `mode` is stateful.
+fn once(broker: &Broker, kafka: &Kafka, component: &Path, mode: Mode) -> anyhow::Result<Sample> {
     let (input, output) = (unique("eos-in"), unique("eos-out"));
     broker.fill(&input, PARTITIONS, PER_PARTITION, Shape { value_len: 100 })?;
     broker.create(&output, 1)?;
+    // The changelog, made here: this mock cluster does not answer the admin API's
+    // CreateTopics, with which a host makes a missing one.
+    let changelog = unique("eos-state");
+    if mode.stateful {
+        broker.create(&changelog, PARTITIONS)?;
+    }
     let records = PER_PARTITION * PARTITIONS as u64;
     let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
     for (key, value) in kafka {
@@ -141,12 +155,14 @@ fn once(broker: &Broker, kafka: &Kafka, forward: &Path, mode: Mode) -> anyhow::R
     }
     text.push_str(&format!(
         "[[pipeline]]\nname = \"bench-eos\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
-         batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\noutput_topics = [{output:?}]\nsettings = {{ to = {output:?} }}\n\
-         commit = {{ policy = \"interval\", interval_ms = {} }}\n{}",
+         batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\noutput_topics = [{output:?}]\nsettings = {{ {} = {output:?} }}\n\
+         commit = {{ policy = \"interval\", interval_ms = {} }}\n{}{}",
         unique("group"),
-        toml_path(forward),
+        toml_path(component),
+        if mode.stateful { "output_topic" } else { "to" },
         mode.interval_ms,
-        if mode.exactly_once { "delivery = \"exactly-once\"\n" } else { "" }
+        if mode.exactly_once { "delivery = \"exactly-once\"\n" } else { "" },
+        if mode.stateful { format!("[pipeline.state]\nchangelog_topic = {changelog:?}\n") } else { String::new() }
     ));
     let host = Host::start(&Config::parse(&text)?)?;
     let stats = &host.pipelines[0].shared.stats;
@@ -214,6 +230,14 @@ pub fn round_shares(rows: &[Row]) -> (Vec<f64>, Vec<f64>) {
     };
     let shares = |b: &[f64], e: &[f64]| b.iter().zip(e).map(|(b, e)| e / b).collect();
     (shares(&base.rounds, &eos.rounds), shares(&base.started_rounds, &eos.started_rounds))
+}
+
+/// The per-round shares of exactly-once at 100 ms with keyed state (the counter)
+/// against without it (the forward guest), from the assignment.
+pub fn state_shares(rows: &[Row]) -> Vec<f64> {
+    let find = |mode: Mode| rows.iter().find(|r| r.mode == mode);
+    let (Some(plain), Some(stateful)) = (find(MODES[2]), find(MODES[4])) else { return Vec::new() };
+    plain.rounds.iter().zip(&stateful.rounds).map(|(p, s)| s / p).collect()
 }
 
 /// What a host pays for the partitions of an exactly-once pipeline (a

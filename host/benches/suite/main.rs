@@ -188,8 +188,8 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("exactly-once") {
         eprintln!("exactly-once against at-least-once...");
-        let forward = common::guest("ferry-guest-forward")?;
-        let rows = exactly_once::run(&kafka, &forward)?;
+        let (forward, counter) = (common::guest("ferry-guest-forward")?, common::guest("ferry-example-counter")?);
+        let rows = exactly_once::run(&kafka, &forward, &counter)?;
         let (mut shares, mut started) = exactly_once::round_shares(&rows);
         let listed = |v: &[f64]| v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ");
         let verdict = |v: &[f64]| if v.iter().all(|s| *s >= exactly_once::TARGET_SHARE) { "met" } else { "missed" };
@@ -207,6 +207,13 @@ fn main() -> anyhow::Result<()> {
             exactly_once::TARGET_SHARE,
             common::median(&mut shares),
             common::median(&mut started),
+        );
+        let mut with_state = exactly_once::state_shares(&rows);
+        println!(
+            "Exactly-once at 100 ms with keyed state (the counter: a get, a put and a changelog record per record, in \
+             the transaction) against without (the forward guest): median **{:.2}** (rounds: {}).\n",
+            common::median(&mut with_state),
+            listed(&with_state)
         );
         eprintln!("partitions per host: footprint...");
         let mut footprints = Vec::new();
