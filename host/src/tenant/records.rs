@@ -161,7 +161,8 @@ pub(crate) fn field_bytes(value: &Value, field: &str) -> anyhow::Result<Option<V
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+/// How a JSON value is named in an error ("a number", "a list", ...).
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

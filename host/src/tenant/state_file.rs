@@ -40,7 +40,7 @@ pub(crate) fn read(path: &Path, limits: &StateLimits) -> anyhow::Result<States> 
 pub(crate) fn parse(text: &str, limits: &StateLimits) -> anyhow::Result<States> {
     let document: Value = serde_json::from_str(text).context("not JSON")?;
     let Value::Object(partitions) = document else {
-        bail!("expected an object whose members are partitions (\"0\": {{...}}), got {}", kind(&document))
+        bail!("expected an object whose members are partitions (\"0\": {{...}}), got {}", records::kind(&document))
     };
     let mut states = States::new();
     for (name, entries) in partitions {
@@ -63,7 +63,10 @@ pub(crate) fn parse(text: &str, limits: &StateLimits) -> anyhow::Result<States> 
                 })
                 .collect::<anyhow::Result<_>>()?,
             other => {
-                bail!("`{name}`: expected an object of key → value or a list of [key, value], got {}", kind(&other))
+                bail!(
+                    "`{name}`: expected an object of key → value or a list of [key, value], got {}",
+                    records::kind(&other)
+                )
             }
         };
         let store = states.entry(partition).or_default();
@@ -91,17 +94,6 @@ fn bytes(value: &Value, at: &str) -> anyhow::Result<Vec<u8>> {
     match records::field_bytes(value, at)? {
         Some(bytes) => Ok(bytes),
         None => bail!("`{at}`: null is no value (leave the key out instead)"),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
