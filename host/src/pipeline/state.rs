@@ -221,6 +221,9 @@ pub fn restore_config(brokers: &str, kafka: &BTreeMap<String, String>) -> Client
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // The end of the partition is an empty fetch, which the broker holds back
+        // this long (500 ms by default) in case records arrive.
+        .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest");
     restore
 }
@@ -230,11 +233,14 @@ pub fn restore_partition(config: &ClientConfig, topic: &str, partition: i32) -> 
     let consumer: BaseConsumer = config.create().context("failed to create the state restore consumer")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Beginning).context("failed to name the changelog partition")?;
-    // The end to read to, taken before reading: an end-of-partition event alone is
-    // not enough (librdkafka's mock broker reports one long before the end of a
-    // large partition). A transaction still open on it (none is, for exactly-once:
-    // the partition's producer fenced and aborted the last owner's before this)
-    // holds the read back until it ends or the restore gives up.
+    // The restore ends at the first end-of-partition event at or past the end
+    // taken here, before reading. Neither alone is enough: librdkafka's mock broker
+    // reports an end of partition long before the end of a large one, and Tansu
+    // reports a high watermark one past the base offset of the last record batch,
+    // so the records after the first of that batch lie past it. A transaction
+    // still open on the partition (none is, for exactly-once: the partition's
+    // producer fenced and aborted the last owner's before this) holds the read back
+    // until it ends or the restore gives up.
     let (start, end) = consumer
         .fetch_watermarks(topic, partition, RESTORE_IDLE_TIMEOUT)
         .with_context(|| format!("failed to read the end of changelog partition {topic}/{partition}"))?;
@@ -255,11 +261,6 @@ pub fn restore_partition(config: &ClientConfig, topic: &str, partition: i32) -> 
                 // Keyless records are not ferry's: nothing to restore from them.
                 if let Some(key) = message.key() {
                     store.apply(key.to_vec(), message.payload().map(<[u8]>::to_vec));
-                }
-                // Done at the end, without waiting for the end-of-partition event (a
-                // fetch that comes back empty, up to fetch.wait.max.ms later).
-                if next >= end {
-                    return Ok((store, records));
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {
