@@ -87,6 +87,12 @@ pub fn transactional_producer_config(
     if !global.contains_key("linger.ms") {
         config.set("linger.ms", linger.as_millis().max(5).to_string());
     }
+    if !global.contains_key("reconnect.backoff.ms") {
+        // librdkafka spaces its first connections to a cluster by half of this
+        // (50 ms at the default 100): a producer start pays that twice. Reconnects
+        // after a failure still back off exponentially, to `reconnect.backoff.max.ms`.
+        config.set("reconnect.backoff.ms", "20");
+    }
     let timeout = transaction_timeout_ms.to_string();
     // librdkafka wants a record's delivery to end (one way or the other) within the
     // transaction that carries it.

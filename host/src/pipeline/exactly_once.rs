@@ -47,21 +47,24 @@ impl Worker {
 
     /// Makes ready the partitions whose turn it is: an initialized producer (which
     /// fences the previous owner and settles its open transaction), then the
-    /// committed offset read from the broker, and the consumer moved there. The
-    /// producers start side by side ([`Transactions::ensure_producers`]) and the
-    /// committed offsets of all of them are read in one request.
+    /// committed offset read from the broker, and the consumer moved there. Each
+    /// producer starts on a thread of its own ([`Transactions::start_producers`]),
+    /// and a partition goes on as soon as its own has started, while the worker
+    /// serves the partitions that are ready; the committed offsets of the
+    /// partitions whose producers started meanwhile are read in one request.
     ///
-    /// [`Transactions::ensure_producers`]: super::transactions::Transactions::ensure_producers
+    /// [`Transactions::start_producers`]: super::transactions::Transactions::start_producers
     pub(super) fn prepare_transactions(&mut self, now: Instant) {
-        let due = match self.shared.transactions() {
-            Some(transactions) => transactions.due(now),
+        let wake = self.fetch.wake_signal();
+        let (failures, with_producers) = match self.shared.transactions() {
+            Some(mut transactions) => {
+                let due = transactions.due(now);
+                transactions.start_producers(&due, &wake);
+                let failures = transactions.take_started(now);
+                (failures, transactions.started(now))
+            }
             None => return,
         };
-        if due.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let failures = self.shared.transactions().map(|mut t| t.ensure_producers(&due, now)).unwrap_or_default();
         for (key, error) in &failures {
             match error {
                 StartError::Config(error) => {
@@ -78,11 +81,10 @@ impl Worker {
                 }
             }
         }
-        let with_producers: Vec<TopicPartition> =
-            due.into_iter().filter(|key| !failures.iter().any(|(failed, _)| failed == key)).collect();
         if with_producers.is_empty() {
             return;
         }
+        let started = Instant::now();
         let offsets = match self.committed_offsets(&with_producers) {
             Ok(offsets) => offsets,
             Err(error) => {
@@ -127,7 +129,7 @@ impl Worker {
             if let Some(mut t) = self.shared.transactions() {
                 t.mark_ready(&key);
             }
-            tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, from = ?from, took_ms = started.elapsed().as_millis() as u64, "partition ready for transactions");
+            tracing::info!(pipeline = %self.config.name, topic = %key.0, partition = key.1, from = ?from, offset_read_ms = started.elapsed().as_millis() as u64, "partition ready for transactions");
         }
     }
 

@@ -8,6 +8,10 @@
 //! an abort or a fence, it is paused and whatever it delivers is passed over.
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -45,10 +49,25 @@ pub(crate) fn transactional_id(prefix: &str, group: &str, topic: &str, partition
 #[derive(Debug)]
 struct Partition {
     producer: Option<TxnProducer>,
+    /// The producer's start, running on a thread of its own.
+    starting: Option<JoinHandle<Result<TxnProducer, StartError>>>,
     ready: bool,
     not_before: Instant,
     /// Halted: never made ready again in this assignment.
     halted: bool,
+}
+
+/// The result of a producer's start, however its thread ended.
+fn join(start: JoinHandle<Result<TxnProducer, StartError>>) -> Result<TxnProducer, StartError> {
+    start.join().unwrap_or_else(|_| Err(StartError::Init("the start panicked".to_owned())))
+}
+
+/// The producer of a partition that leaves, once its start (if one runs) ended.
+fn finish(partition: Partition) -> Option<TxnProducer> {
+    match partition.starting {
+        Some(start) => join(start).ok(),
+        None => partition.producer,
+    }
 }
 
 /// The transactional producers of one pipeline, by input partition.
@@ -91,7 +110,12 @@ impl Transactions {
 
     /// A partition was assigned: it waits for its producer.
     pub fn assigned(&mut self, key: &TopicPartition, now: Instant) {
-        self.partitions.insert(key.clone(), Partition { producer: None, ready: false, not_before: now, halted: false });
+        let fresh = Partition { producer: None, starting: None, ready: false, not_before: now, halted: false };
+        if let Some(earlier) = self.partitions.insert(key.clone(), fresh) {
+            // Assigned again without a revoke: a start still running ends first, so
+            // that it cannot fence the producer that starts next.
+            drop(finish(earlier));
+        }
     }
 
     /// The partitions in `keys` leave: each producer aborts what it has open (a
@@ -117,9 +141,11 @@ impl Transactions {
         });
     }
 
-    /// A partition left: its producer, if any, goes with it.
+    /// A partition left: its producer, if any, goes with it (one still starting
+    /// first ends its start: a start that went on after the partition moved would
+    /// fence its next owner).
     pub fn remove(&mut self, key: &TopicPartition) -> Option<TxnProducer> {
-        self.partitions.remove(key).and_then(|p| p.producer)
+        self.partitions.remove(key).and_then(finish)
     }
 
     /// Whether records of `key` may be taken.
@@ -131,53 +157,68 @@ impl Transactions {
     pub fn due(&self, now: Instant) -> Vec<TopicPartition> {
         self.partitions
             .iter()
-            .filter(|(_, p)| !p.ready && !p.halted && p.not_before <= now)
+            .filter(|(_, p)| !p.ready && !p.halted && p.not_before <= now && p.starting.is_none())
             .map(|(k, _)| k.clone())
             .collect()
     }
 
-    /// Makes sure each of `keys` has an initialized producer (made and initialized
-    /// now if it has none: this fences every earlier producer of the partition).
-    /// The partitions' producers are independent, and an initialization waits on
-    /// the broker (up to 3 × the call timeout while it settles a previous owner's
-    /// transaction): they start side by side, at most [`STARTS_AT_ONCE`] at a time,
-    /// so a worker given 64 partitions is ready in the time of one, not of 64. On
-    /// failure a partition waits [`INIT_RETRY`], or for good if its configuration or
-    /// the broker refuses it for good. Returns the failures.
-    pub fn ensure_producers(&mut self, keys: &[TopicPartition], now: Instant) -> Vec<(TopicPartition, StartError)> {
-        let missing: Vec<(TopicPartition, String)> = keys
-            .iter()
-            .filter(|k| self.partitions.get(*k).is_some_and(|p| p.producer.is_none()))
-            .map(|k| (k.clone(), self.id_of(k)))
-            .collect();
-        let (config, timeout) = (&self.config, self.call_timeout);
-        let mut started = Vec::with_capacity(missing.len());
-        for chunk in missing.chunks(STARTS_AT_ONCE) {
-            std::thread::scope(|scope| {
-                let starts: Vec<_> = chunk
-                    .iter()
-                    .map(|(key, id)| (key, scope.spawn(move || TxnProducer::start(config, id, timeout))))
-                    .collect();
-                for (key, start) in starts {
-                    let result =
-                        start.join().unwrap_or_else(|_| Err(StartError::Init("the start panicked".to_owned())));
-                    started.push((key.clone(), result));
-                }
-            });
+    /// Starts a producer for each of `keys` that has none, each on a thread of its
+    /// own, at most [`STARTS_AT_ONCE`] at a time: an initialization waits on the
+    /// broker (up to 3 × the call timeout while it settles a previous owner's
+    /// transaction), and the partitions' producers are independent, so a worker
+    /// given 64 partitions goes on serving those that are ready while the others
+    /// start. Each start that ends writes to `wake`, the worker's wake-up signal;
+    /// [`Self::take_started`] collects them.
+    pub fn start_producers(&mut self, keys: &[TopicPartition], wake: &Arc<UnixStream>) {
+        let mut room = STARTS_AT_ONCE.saturating_sub(self.partitions.values().filter(|p| p.starting.is_some()).count());
+        for key in keys {
+            if room == 0 {
+                return;
+            }
+            let id = self.id_of(key);
+            let Some(p) = self.partitions.get_mut(key).filter(|p| p.producer.is_none() && p.starting.is_none()) else {
+                continue;
+            };
+            let (config, timeout, wake) = (self.config.clone(), self.call_timeout, wake.clone());
+            p.starting = Some(std::thread::spawn(move || {
+                let started = TxnProducer::start(&config, &id, timeout);
+                // A full signal already wakes the worker.
+                let _ = (&*wake).write(b"!");
+                started
+            }));
+            room -= 1;
         }
+    }
+
+    /// Takes the producers whose start ended: each started one is the partition's,
+    /// and a partition whose start failed waits [`INIT_RETRY`], or for good if its
+    /// configuration or the broker refuses it for good. Returns the failures.
+    pub fn take_started(&mut self, now: Instant) -> Vec<(TopicPartition, StartError)> {
         let mut failures = Vec::new();
-        for (key, result) in started {
-            let Some(p) = self.partitions.get_mut(&key) else { continue };
-            match result {
+        for (key, p) in &mut self.partitions {
+            if !p.starting.as_ref().is_some_and(JoinHandle::is_finished) {
+                continue;
+            }
+            match join(p.starting.take().expect("just checked")) {
                 Ok(producer) => p.producer = Some(producer),
                 Err(error) => {
                     p.not_before = now + INIT_RETRY;
                     p.halted |= matches!(error, StartError::Config(_) | StartError::Refused(_));
-                    failures.push((key, error));
+                    failures.push((key.clone(), error));
                 }
             }
         }
         failures
+    }
+
+    /// Partitions due to be made ready whose producer has started: next, their
+    /// committed offsets.
+    pub fn started(&self, now: Instant) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| p.producer.is_some() && !p.ready && !p.halted && p.not_before <= now)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Records of `key` may be taken from now on.
