@@ -139,20 +139,7 @@ impl ArtifactCache {
 
     /// Writes `artifact` to `path` atomically: readers see the whole file or none.
     fn store(&self, path: &Path, artifact: &[u8]) -> anyhow::Result<()> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
-        let temp =
-            self.dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-        let written = (|| {
-            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-            file.write_all(artifact)?;
-            file.sync_all()?;
-            fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written.with_context(|| format!("failed to write {}", path.display()))
+        write_whole(&self.dir, path, artifact, true)
     }
 }
 
@@ -186,9 +173,29 @@ impl Hasher for Sha256Hasher {
     }
 }
 
+/// Writes `bytes` to `path` in `dir` as a complete file (fsynced with `sync`) under a
+/// temporary name, renamed into place: a reader sees the whole file or none.
+pub(super) fn write_whole(dir: &Path, path: &Path, bytes: &[u8], sync: bool) -> anyhow::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact");
+    let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let written = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_all()?;
+        }
+        fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written.with_context(|| format!("failed to write {}", path.display()))
+}
+
 /// Creates `dir` readable and writable by this user only, or checks that an existing
 /// one is a real directory owned by this user that no one else can write to.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut builder = fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);

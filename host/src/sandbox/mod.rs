@@ -9,6 +9,7 @@ pub mod capability;
 mod component;
 mod engine;
 mod fault;
+mod function_cache;
 mod guest_state;
 mod instance;
 mod reply;
