@@ -394,58 +394,76 @@ fn raw_all(brokers: &str, topic: &str) -> Vec<ferry_tests::Read> {
         .collect()
 }
 
-/// A changelog of 150,000 keys (produced directly) is restored before the
-/// partition's first batch: the counter goes on from the restored count, and the
-/// log says how much was read. (Not a million: librdkafka's mock broker keeps
-/// about 186,000 records of a partition and drops the rest.)
+/// A changelog of a million keys (produced directly, over 8 partitions) is
+/// restored before each partition's first batch: the counter goes on from each
+/// restored count, and the log says how much each partition read. (8 partitions of
+/// 125,000: librdkafka's mock broker keeps about 186,000 records of a partition and
+/// drops the oldest.)
 #[test]
-fn many_keys_are_restored_before_the_first_batch() {
-    const KEYS_RESTORED: u64 = 150_000;
+fn a_million_keys_are_restored_before_the_first_batch() {
+    const PARTITIONS_RESTORED: i32 = 8;
+    const KEYS_PER_PARTITION: u64 = 125_000;
     let broker = Mutex::new(MockBrokerProcess::start());
     let brokers = broker.brokers();
     let (input, output, name, group) = (unique("clicks"), unique("counts"), unique("counter"), unique("g"));
     let changelog = format!("{name}.state");
-    for topic in [&input, &output, &changelog] {
-        broker.create_topic(topic, 1);
+    for topic in [&input, &changelog] {
+        broker.create_topic(topic, PARTITIONS_RESTORED);
     }
+    broker.create_topic(&output, 1);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer");
-    for i in 0..KEYS_RESTORED {
-        let (key, value) = (format!("key-{i:07}"), i.to_le_bytes());
-        let mut record = BaseRecord::to(&changelog).partition(0).key(&key).payload(&value[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
+    let key_of = |partition: i32, i: u64| format!("p{partition}-key-{i:07}");
+    for partition in 0..PARTITIONS_RESTORED {
+        for i in 0..KEYS_PER_PARTITION {
+            let (key, value) = (key_of(partition, i), i.to_le_bytes());
+            let mut record = BaseRecord::to(&changelog).partition(partition).key(&key).payload(&value[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
                 }
             }
         }
     }
-    producer.flush(Duration::from_secs(120)).expect("acknowledged");
+    producer.flush(Duration::from_secs(300)).expect("acknowledged");
     let reader: rdkafka::consumer::BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", unique("r")).create().expect("reader");
-    let (_, end) = rdkafka::consumer::Consumer::fetch_watermarks(&reader, &changelog, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    assert_eq!(end, KEYS_RESTORED as i64, "the broker holds the whole changelog");
-    let probe = "key-0000042";
-    produce_keys(&brokers, &input, &[(0, probe.to_owned())]);
-    let text = config_with(&brokers, &input, &output, &name, &group, "", "");
+    for partition in 0..PARTITIONS_RESTORED {
+        let (low, end) =
+            rdkafka::consumer::Consumer::fetch_watermarks(&reader, &changelog, partition, Duration::from_secs(10))
+                .expect("watermarks");
+        assert_eq!((low, end), (0, KEYS_PER_PARTITION as i64), "the broker holds partition {partition} whole");
+    }
+    // A probe per partition, each a key restored with a different count.
+    let probes: Vec<(i32, String)> = (0..PARTITIONS_RESTORED).map(|p| (p, key_of(p, 42 + 10_007 * p as u64))).collect();
+    produce_keys(&brokers, &input, &probes);
+    let text = config_with(&brokers, &input, &output, &name, &group, "", "partition_bytes = 67108864");
     let dir = tempfile::tempdir().unwrap();
     let mut ferry = FerryProcess::start(&write_config(dir.path(), &text));
-    wait_until("the probe counted", || output_len(&brokers, &output) >= 1);
+    wait_until("every probe counted", || output_len(&brokers, &output) >= probes.len());
     ferry.terminate();
     let counts = emitted(&brokers, &output);
-    assert_eq!(counts, BTreeMap::from([(probe.to_owned(), vec![43])]), "42 restored, plus one");
+    let expected: BTreeMap<String, Vec<u64>> =
+        probes.iter().map(|(p, key)| (key.clone(), vec![43 + 10_007 * *p as u64])).collect();
+    assert_eq!(counts, expected, "each probe's restored count, plus one");
     let log = ferry.log_text();
-    let restored = log.lines().find(|l| l.contains("state restored")).expect("a restore logged");
-    eprintln!("{restored}");
-    assert!(restored.contains(&format!("records={KEYS_RESTORED} keys={KEYS_RESTORED}")), "{restored}");
+    let restores: Vec<&str> = log.lines().filter(|l| l.contains("state restored")).collect();
+    for line in &restores {
+        eprintln!("{line}");
+    }
+    let whole = format!("records={KEYS_PER_PARTITION} keys={KEYS_PER_PARTITION}");
+    let restored_partitions: BTreeSet<i32> = (0..PARTITIONS_RESTORED)
+        .filter(|p| restores.iter().any(|l| l.contains(&format!("partition={p} ")) && l.contains(&whole)))
+        .collect();
+    assert_eq!(restored_partitions, (0..PARTITIONS_RESTORED).collect(), "each partition restored whole: {restores:?}");
 }
 
 /// `ferry check` names the state import and what it gets.
