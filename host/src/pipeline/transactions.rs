@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -49,23 +49,24 @@ pub(crate) fn transactional_id(prefix: &str, group: &str, topic: &str, partition
 #[derive(Debug)]
 struct Partition {
     producer: Option<TxnProducer>,
-    /// The producer's start, running on a thread of its own.
-    starting: Option<JoinHandle<Result<TxnProducer, StartError>>>,
+    /// The producer's start, running on a thread of its own, which hands its result
+    /// over here before it wakes the worker.
+    starting: Option<Receiver<Result<TxnProducer, StartError>>>,
     ready: bool,
     not_before: Instant,
     /// Halted: never made ready again in this assignment.
     halted: bool,
 }
 
-/// The result of a producer's start, however its thread ended.
-fn join(start: JoinHandle<Result<TxnProducer, StartError>>) -> Result<TxnProducer, StartError> {
-    start.join().unwrap_or_else(|_| Err(StartError::Init("the start panicked".to_owned())))
+/// A start whose thread ended without a result.
+fn panicked() -> StartError {
+    StartError::Init("the start panicked".to_owned())
 }
 
 /// The producer of a partition that leaves, once its start (if one runs) ended.
 fn finish(partition: Partition) -> Option<TxnProducer> {
     match partition.starting {
-        Some(start) => join(start).ok(),
+        Some(start) => start.recv().ok().and_then(Result::ok),
         None => partition.producer,
     }
 }
@@ -180,12 +181,14 @@ impl Transactions {
                 continue;
             };
             let (config, timeout, wake) = (self.config.clone(), self.call_timeout, wake.clone());
-            p.starting = Some(std::thread::spawn(move || {
-                let started = TxnProducer::start(&config, &id, timeout);
+            let (result, starting) = mpsc::channel();
+            p.starting = Some(starting);
+            std::thread::spawn(move || {
+                // The partition takes the result, or waits for it when it leaves.
+                let _ = result.send(TxnProducer::start(&config, &id, timeout));
                 // A full signal already wakes the worker.
                 let _ = (&*wake).write(b"!");
-                started
-            }));
+            });
             room -= 1;
         }
     }
@@ -196,10 +199,13 @@ impl Transactions {
     pub fn take_started(&mut self, now: Instant) -> Vec<(TopicPartition, StartError)> {
         let mut failures = Vec::new();
         for (key, p) in &mut self.partitions {
-            if !p.starting.as_ref().is_some_and(JoinHandle::is_finished) {
-                continue;
-            }
-            match join(p.starting.take().expect("just checked")) {
+            let result = match p.starting.as_ref().map(Receiver::try_recv) {
+                None | Some(Err(TryRecvError::Empty)) => continue,
+                Some(Ok(result)) => result,
+                Some(Err(TryRecvError::Disconnected)) => Err(panicked()),
+            };
+            p.starting = None;
+            match result {
                 Ok(producer) => p.producer = Some(producer),
                 Err(error) => {
                     p.not_before = now + INIT_RETRY;
@@ -298,6 +304,51 @@ mod tests {
         let group = rest.get(..length)?;
         let (topic, partition) = rest.get(length..)?.strip_prefix(':')?.split_once(':')?;
         Some((prefix.to_owned(), group.to_owned(), topic.to_owned(), partition.parse().ok()?))
+    }
+
+    /// Partitions start on their own: one whose start runs is not started again,
+    /// each is taken once its producer is up (the worker woken for it, the result
+    /// there before the wake-up), and a partition that leaves while its start runs
+    /// is closed only after the start ended, so that no start goes on to fence the
+    /// partition's next owner.
+    #[test]
+    fn partitions_start_on_their_own_and_a_close_waits_for_a_start_still_running() {
+        use std::io::Read as _;
+
+        let cluster = rdkafka::mocking::MockCluster::<rdkafka::producer::DefaultProducerContext>::new(1).unwrap();
+        let config = crate::kafka::client::transactional_producer_config(
+            &cluster.bootstrap_servers(),
+            &std::collections::BTreeMap::new(),
+            10_000,
+            Duration::from_millis(5),
+        );
+        let mut transactions = Transactions::new(config, "ferry", "g", Duration::from_secs(10), false);
+        let keys: Vec<TopicPartition> = (0..4).map(|p| ("in".to_owned(), p)).collect();
+        let now = Instant::now();
+        for key in &keys {
+            transactions.assigned(key, now);
+        }
+        let (wake, mut woken) = UnixStream::pair().unwrap();
+        let wake = Arc::new(wake);
+        transactions.start_producers(&keys[..3], &wake);
+        let due = transactions.due(now);
+        assert_eq!(due, vec![keys[3].clone()], "the partitions whose starts run are not due again");
+        let mut started = Vec::new();
+        while started.len() < 3 {
+            woken.read_exact(&mut [0]).unwrap();
+            assert!(transactions.take_started(now).is_empty(), "no start fails");
+            started = transactions.started(now);
+        }
+        started.sort();
+        assert_eq!(started, keys[..3].to_vec());
+        assert!(keys[..3].iter().all(|key| !transactions.is_ready(key)), "ready only once moved to the bookmark");
+
+        // Closed while its start runs: the close takes the started producer (and
+        // aborts and drops it), so nothing of the start outlives the partition.
+        transactions.start_producers(&keys[3..], &wake);
+        transactions.close(&keys[3..]);
+        assert!(!transactions.keys().contains(&keys[3]), "the partition left");
+        woken.read_exact(&mut [0]).unwrap();
     }
 
     #[test]
