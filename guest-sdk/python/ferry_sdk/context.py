@@ -7,7 +7,7 @@ import contextlib
 import enum
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, Sequence, Tuple, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, Protocol, Sequence, Tuple, TypeVar, Union, overload
 
 from .record import Record
 
@@ -21,6 +21,12 @@ Data = Union[bytes, bytearray, memoryview, str]
 def to_bytes(data: Data) -> bytes:
     """``data`` as bytes: text is encoded as UTF-8."""
     return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def _optional_bytes(data: Optional[Data]) -> Optional[bytes]:
+    if data is None:
+        return None
+    return data.encode("utf-8") if type(data) is str else to_bytes(data)
 
 
 class Level(enum.Enum):
@@ -107,9 +113,9 @@ class Output:
         return self
 
 
-@dataclass(frozen=True)
-class WireOutput:
-    """An output reduced to bytes, as the host receives it."""
+class WireOutput(NamedTuple):
+    """An output reduced to bytes, as the host receives it (a named tuple: one is
+    made per emitted record)."""
 
     topic: str
     key: Optional[bytes]
@@ -119,10 +125,10 @@ class WireOutput:
     @staticmethod
     def of(output: Output) -> "WireOutput":
         return WireOutput(
-            topic=output.topic,
-            key=None if output.key is None else to_bytes(output.key),
-            value=None if output.value is None else to_bytes(output.value),
-            headers=tuple((name, None if v is None else to_bytes(v)) for name, v in output.headers),
+            output.topic,
+            None if output.key is None else to_bytes(output.key),
+            None if output.value is None else to_bytes(output.value),
+            tuple((name, None if v is None else to_bytes(v)) for name, v in output.headers),
         )
 
     def size(self) -> int:
@@ -189,11 +195,12 @@ class Context:
 
     def emit_value(self, topic: str, value: Data) -> None:
         """Emits ``value`` with no key to ``topic``."""
-        self.emit(Output(topic, value=value))
+        # Straight to the wire form: no ``Output`` to build and convert.
+        self._sink.emit(self._source, WireOutput(topic, None, _optional_bytes(value), ()))
 
     def emit_kv(self, topic: str, key: Data, value: Data) -> None:
         """Emits ``key`` and ``value`` to ``topic``."""
-        self.emit(Output(topic, key=key, value=value))
+        self._sink.emit(self._source, WireOutput(topic, _optional_bytes(key), _optional_bytes(value), ()))
 
     def emit(self, output: Output) -> None:
         """Queues an output record; raises :class:`EmitError` if the host refuses
