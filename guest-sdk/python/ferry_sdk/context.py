@@ -166,8 +166,9 @@ class Context:
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        #: The offset outputs are attributed to; ``None``: the whole batch.
-        self._source: Optional[int] = None
+        #: The record outputs are attributed to; ``None``: the whole batch. Its
+        #: offset is only read when it emits.
+        self._source: Optional[Record] = None
 
     @overload
     def for_record(self, record: Record) -> contextlib.AbstractContextManager["Context"]: ...
@@ -180,33 +181,38 @@ class Context:
         processed. Use it as ``with ctx.for_record(record): ...``, or pass a
         function, which is called with the context and whose result is returned."""
         if fn is None:
-            return self._attributed(record.offset)
-        with self._attributed(record.offset):
+            return self._attributed(record)
+        with self._attributed(record):
             return fn(self)
 
     @contextlib.contextmanager
-    def _attributed(self, offset: int) -> Iterator["Context"]:
+    def _attributed(self, record: Record) -> Iterator["Context"]:
         outer = self._source
-        self._source = offset
+        self._source = record
         try:
             yield self
         finally:
             self._source = outer
 
+    def _offset(self) -> Optional[int]:
+        """The offset outputs are attributed to; ``None``: the whole batch."""
+        source = self._source
+        return None if source is None else source.offset
+
     def emit_value(self, topic: str, value: Data) -> None:
         """Emits ``value`` with no key to ``topic``."""
         # Straight to the wire form: no ``Output`` to build and convert.
-        self._sink.emit(self._source, WireOutput(topic, None, _optional_bytes(value), ()))
+        self._sink.emit(self._offset(), WireOutput(topic, None, _optional_bytes(value), ()))
 
     def emit_kv(self, topic: str, key: Data, value: Data) -> None:
         """Emits ``key`` and ``value`` to ``topic``."""
-        self._sink.emit(self._source, WireOutput(topic, _optional_bytes(key), _optional_bytes(value), ()))
+        self._sink.emit(self._offset(), WireOutput(topic, _optional_bytes(key), _optional_bytes(value), ()))
 
     def emit(self, output: Output) -> None:
         """Queues an output record; raises :class:`EmitError` if the host refuses
         it. The host produces it after the batch returns, if its record ends
         processed, and commits the record's offset only once the broker has it."""
-        self._sink.emit(self._source, WireOutput.of(output))
+        self._sink.emit(self._offset(), WireOutput.of(output))
 
     def state(self) -> "State":
         """The keyed state of the batch's input partition (see :class:`~ferry_sdk.State`).

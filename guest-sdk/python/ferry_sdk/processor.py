@@ -211,7 +211,7 @@ class Processor:
         outer = ctx._source
         try:
             for record in batch:
-                ctx._source = record.offset
+                ctx._source = record
                 try:
                     process(record, ctx)
                 except ProcessingError as error:
