@@ -142,6 +142,12 @@ export function wireSize(output) {
  */
 
 /**
+ * The SDK's own way to attribute outputs to a record without a closure per record
+ * (the default `processBatch`): sets the source record and returns the previous one.
+ */
+export const attribute = Symbol('ferry.attribute');
+
+/**
  * The processor's handle on the host for the duration of one batch.
  *
  * Every output belongs to an input record: in `process` to the record being
@@ -149,12 +155,6 @@ export function wireSize(output) {
  * inside `forRecord`. The host publishes an output only if its record ends
  * processed (for the whole batch: if every record does).
  */
-/**
- * The SDK's own way to attribute outputs to a record without a closure per record
- * (the default `processBatch`): sets the source record and returns the previous one.
- */
-export const attribute = Symbol('ferry.attribute');
-
 export class Context {
   #sink;
   /**
