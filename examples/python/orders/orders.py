@@ -73,12 +73,25 @@ def _text(order: dict[str, Any], field: str) -> str:
     return value
 
 
+# One decoder and one encoder for every record: `json.loads` and `json.dumps` with
+# options build a new one per call, which costs more than the parsing itself.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_no_constants)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text, ...)`` with the shared decoder."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def parse_order(value: Optional[bytes]) -> Order:
     """Parses and checks an order; raises :class:`Reject` with the reason."""
     if value is None:
         raise Reject("record has no value")
     try:
-        fields = json.loads(value.decode("utf-8"), object_pairs_hook=_object, parse_constant=_no_constants)
+        fields = _loads(value.decode("utf-8"))
         if not isinstance(fields, dict):
             raise ValueError("expected a JSON object")
         for field in _FIELDS:
@@ -105,7 +118,7 @@ def commission_json(order: Order) -> str:
         "amount_cents": order.amount_cents,
         "commission_cents": commission_cents(order.amount_cents),
     }
-    return json.dumps(commission, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(commission)
 
 
 class Orders(Processor):

@@ -93,7 +93,7 @@ export function makeHandler({ settings, output, log, headers, state }) {
             topic: out.topic,
             key: out.key ?? undefined,
             value: out.value ?? undefined,
-            headers: out.headers.map(([name, value]) => ({ name, value: value ?? undefined })),
+            headers: out.headers.length === 0 ? [] : out.headers.map(([name, value]) => ({ name, value: value ?? undefined })),
           };
           try {
             output.emit(source ?? undefined, record);
@@ -110,11 +110,7 @@ export function makeHandler({ settings, output, log, headers, state }) {
   return {
     /** @param {{topic: string, partition: number, count: number, records: Uint8Array}} batch */
     process(batch) {
-      const results = guest.process(batch.topic, batch.partition, batch.count, batch.records);
-      return {
-        statuses: results.map(([, outcome]) => outcome.status),
-        failures: results.filter(([, outcome]) => !outcome.isProcessed).map(([offset, outcome]) => ({ offset, reason: outcome.reason })),
-      };
+      return guest.reply(batch.topic, batch.partition, batch.count, batch.records);
     },
     /** @param {{topic: string, partition: number}} partition */
     assigned(partition) {

@@ -142,6 +142,12 @@ export function wireSize(output) {
  */
 
 /**
+ * The SDK's own way to attribute outputs to a record without a closure per record
+ * (the default `processBatch`): sets the source record and returns the previous one.
+ */
+export const attribute = Symbol('ferry.attribute');
+
+/**
  * The processor's handle on the host for the duration of one batch.
  *
  * Every output belongs to an input record: in `process` to the record being
@@ -151,7 +157,11 @@ export function wireSize(output) {
  */
 export class Context {
   #sink;
-  /** @type {bigint | null} the offset outputs are attributed to; null: the whole batch */
+  /**
+   * The record outputs are attributed to; null: the whole batch. Its offset is
+   * only read when it emits (a 64-bit offset is a BigInt to make).
+   * @type {{readonly offset: bigint} | null}
+   */
   #source = null;
 
   /** @param {Sink} sink */
@@ -169,7 +179,7 @@ export class Context {
    */
   forRecord(record, fn) {
     const outer = this.#source;
-    this.#source = record.offset;
+    this.#source = record;
     try {
       return fn(this);
     } finally {
@@ -178,12 +188,29 @@ export class Context {
   }
 
   /**
+   * @param {{readonly offset: bigint} | null} record
+   * @returns {{readonly offset: bigint} | null}
+   */
+  [attribute](record) {
+    const outer = this.#source;
+    this.#source = record;
+    return outer;
+  }
+
+  /** The offset outputs are attributed to; null: the whole batch. */
+  #offset() {
+    return this.#source === null ? null : this.#source.offset;
+  }
+
+  /**
    * Emits `value` with no key to `topic`.
    * @param {string} topic
    * @param {string | Uint8Array} value
    */
   emitValue(topic, value) {
-    this.emit({ topic, value });
+    if (typeof topic !== 'string') throw new TypeError('an output needs a topic (a string)');
+    // Straight to the wire form: no output object to build and convert.
+    this.#sink.emit(this.#offset(), { topic, key: null, value: optionalBytes(value), headers: [] });
   }
 
   /**
@@ -193,7 +220,8 @@ export class Context {
    * @param {string | Uint8Array} value
    */
   emitKv(topic, key, value) {
-    this.emit({ topic, key, value });
+    if (typeof topic !== 'string') throw new TypeError('an output needs a topic (a string)');
+    this.#sink.emit(this.#offset(), { topic, key: optionalBytes(key), value: optionalBytes(value), headers: [] });
   }
 
   /**
@@ -203,7 +231,7 @@ export class Context {
    * @param {Output} output
    */
   emit(output) {
-    this.#sink.emit(this.#source, toWire(output));
+    this.#sink.emit(this.#offset(), toWire(output));
   }
 
   /**

@@ -6,10 +6,12 @@
 
 import { missing } from './capabilities.js';
 import { Context } from './context.js';
-import { Fault } from './processor.js';
+import { Fault, Outcome } from './processor.js';
 import { Batch, TopicPartition } from './record.js';
 import { Settings } from './settings.js';
 import { State } from './state.js';
+
+const PROCESSED = Outcome.processed();
 
 /**
  * The host's functions as the component imports them; `null` for a capability the
@@ -92,6 +94,44 @@ export class Guest {
    * @returns {Array<[bigint, import('./processor.js').Outcome]>}
    */
   process(topic, partition, count, records) {
+    const [batch, outcomes] = this.#run(topic, partition, count, records);
+    return outcomes.map((outcome, i) => [offsetAt(batch, i), outcome]);
+  }
+
+  /**
+   * Runs one batch; returns the WIT reply: one status per outcome, and the offset
+   * and reason of each one that is not processed. Offsets are only read for
+   * those: a batch that all went well costs no pass for them.
+   * @param {string} topic
+   * @param {number} partition
+   * @param {number} count
+   * @param {Uint8Array} records
+   * @returns {{statuses: Array<import('./processor.js').Status>, failures: Array<{offset: bigint, reason: string}>}}
+   */
+  reply(topic, partition, count, records) {
+    const [batch, outcomes] = this.#run(topic, partition, count, records);
+    const n = outcomes.length;
+    let i = 0;
+    while (i < n && outcomes[i] === PROCESSED) i++;
+    if (i === n) return { statuses: new Array(n).fill('processed'), failures: [] };
+    const statuses = new Array(n);
+    const failures = [];
+    for (i = 0; i < n; i++) {
+      const outcome = outcomes[i];
+      statuses[i] = outcome.status;
+      if (!outcome.isProcessed) failures.push({ offset: offsetAt(batch, i), reason: outcome.reason });
+    }
+    return { statuses, failures };
+  }
+
+  /**
+   * @param {string} topic
+   * @param {number} partition
+   * @param {number} count
+   * @param {Uint8Array} records
+   * @returns {[Batch, import('./processor.js').Outcome[]]}
+   */
+  #run(topic, partition, count, records) {
     let batch;
     try {
       batch = new Batch(topic, partition, count, records, this.#headerGate);
@@ -100,8 +140,7 @@ export class Guest {
     }
     const outcomes = this.processor().processBatch(batch, new Context(this.#sink));
     if (!Array.isArray(outcomes)) throw new Fault('processBatch must return an array of outcomes');
-    const offsets = batch.records().map((record) => record.offset);
-    return outcomes.map((outcome, i) => [i < offsets.length ? offsets[i] : -1n, outcome]);
+    return [batch, outcomes];
   }
 
   /**
@@ -139,6 +178,15 @@ export class Guest {
     }
     return null;
   }
+}
+
+/**
+ * The offset of record `i`; -1 past the batch's end.
+ * @param {Batch} batch
+ * @param {number} i
+ */
+function offsetAt(batch, i) {
+  return i < batch.length ? /** @type {import('./record.js').Record} */ (batch.at(i)).offset : -1n;
 }
 
 /** @param {unknown} error */

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { decode } from './wire.js';
+import { ABSENT_LEN, ABSENT_TIMESTAMP, RECORD_FIXED_LEN, headersAt, index } from './wire.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -43,10 +43,20 @@ export class TopicPartition {
 /** Headers may be read (native use without a capability check). */
 function noGate() {}
 
+/**
+ * What every record of a batch shares: where it came from, the buffer and the
+ * header gate.
+ * @typedef {{topic: string, partition: number, headerGate: () => void, buf: Uint8Array, view: DataView}} Shared
+ */
+
 /** A batch of records from one topic-partition, in offset order. Iterable. */
 export class Batch {
-  /** @type {Record[]} */
-  #records;
+  /** @type {Record[] | null} made when the processor first looks at the records */
+  #records = null;
+  /** @type {number[]} */
+  #starts;
+  /** @type {Shared} */
+  #shared;
 
   /**
    * Wraps an encoded batch after checking that it holds exactly `count`
@@ -64,13 +74,27 @@ export class Batch {
     this.topic = topic;
     /** The partition every record of the batch comes from. @readonly */
     this.partition = partition;
-    const shared = { topic, partition, headerGate };
-    this.#records = decode(records, count).map((raw) => new Record(shared, raw));
+    this.#starts = index(records, count);
+    const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+    this.#shared = { topic, partition, headerGate, buf: records, view };
+  }
+
+  /** The record objects, made on first use (a processor that answers the whole batch never needs them). */
+  #all() {
+    let records = this.#records;
+    if (records === null) {
+      const starts = this.#starts;
+      const shared = this.#shared;
+      records = new Array(starts.length);
+      for (let i = 0; i < starts.length; i++) records[i] = new Record(shared, starts[i]);
+      this.#records = records;
+    }
+    return records;
   }
 
   /** How many records the batch holds. */
   get length() {
-    return this.#records.length;
+    return this.#starts.length;
   }
 
   /**
@@ -78,31 +102,35 @@ export class Batch {
    * @param {number} index
    */
   at(index) {
-    return this.#records.at(index);
+    return this.#all().at(index);
   }
 
   /** The records as an array (a copy of the list, not of the data). */
   records() {
-    return [...this.#records];
+    return this.#all().slice();
   }
 
   [Symbol.iterator]() {
-    return this.#records[Symbol.iterator]();
+    return this.#all()[Symbol.iterator]();
   }
 }
 
-/** One input record: a view into its batch's buffer. */
+/**
+ * One input record: a view into its batch's buffer. Its fields are read from the
+ * buffer when asked for.
+ */
 export class Record {
+  /** @type {Shared} */
   #shared;
-  #raw;
+  #start;
 
   /**
-   * @param {{topic: string, partition: number, headerGate: () => void}} shared
-   * @param {import('./wire.d.ts').RawRecord} raw
+   * @param {Shared} shared
+   * @param {number} start where the record starts in the buffer
    */
-  constructor(shared, raw) {
+  constructor(shared, start) {
     this.#shared = shared;
-    this.#raw = raw;
+    this.#start = start;
   }
 
   /** The topic the record was read from. */
@@ -117,32 +145,42 @@ export class Record {
 
   /** The record's offset in its partition (a bigint: offsets are 64-bit). */
   get offset() {
-    return this.#raw.offset;
+    return this.#shared.view.getBigInt64(this.#start, true);
   }
 
   /** Milliseconds since the Unix epoch, or `null` when the record has none. */
   get timestampMs() {
-    return this.#raw.timestampMs;
+    const timestamp = this.#shared.view.getBigInt64(this.#start + 8, true);
+    return timestamp === ABSENT_TIMESTAMP ? null : Number(timestamp);
   }
 
   /** The key (a view, valid while the batch is), or `null` for none (distinct from empty). */
   get key() {
-    return this.#raw.key;
+    const { view, buf } = this.#shared;
+    const keyLen = view.getUint32(this.#start + 16, true);
+    const start = this.#start + RECORD_FIXED_LEN;
+    return keyLen === ABSENT_LEN ? null : buf.subarray(start, start + keyLen);
   }
 
   /** The value (a view, valid while the batch is), or `null` for a tombstone. */
   get value() {
-    return this.#raw.value;
+    const { view, buf } = this.#shared;
+    const keyLen = view.getUint32(this.#start + 16, true);
+    const valueLen = view.getUint32(this.#start + 20, true);
+    const start = this.#start + RECORD_FIXED_LEN + (keyLen === ABSENT_LEN ? 0 : keyLen);
+    return valueLen === ABSENT_LEN ? null : buf.subarray(start, start + valueLen);
   }
 
   /** The key decoded as UTF-8 (throws `TypeError` if it is not), or `null`. */
   keyText() {
-    return this.#raw.key === null ? null : utf8.decode(this.#raw.key);
+    const key = this.key;
+    return key === null ? null : utf8.decode(key);
   }
 
   /** The value decoded as UTF-8 (throws `TypeError` if it is not), or `null`. */
   valueText() {
-    return this.#raw.value === null ? null : utf8.decode(this.#raw.value);
+    const value = this.value;
+    return value === null ? null : utf8.decode(value);
   }
 
   /**
@@ -155,8 +193,13 @@ export class Record {
    * @returns {ReadonlyArray<readonly [string, Uint8Array | null]>}
    */
   get headers() {
-    this.#shared.headerGate();
-    return this.#raw.headers;
+    const { headerGate, view, buf } = this.#shared;
+    headerGate();
+    const headerCount = view.getUint32(this.#start + 24, true);
+    if (headerCount === 0) return [];
+    const value = this.value;
+    const end = value === null ? this.#start + RECORD_FIXED_LEN + (this.key?.byteLength ?? 0) : value.byteOffset - buf.byteOffset + value.byteLength;
+    return headersAt(buf, view, end, headerCount);
   }
 
   /**

@@ -15,6 +15,15 @@ export declare const HEADER_FIXED_LEN: number;
 /** The buffer is not a valid batch (same messages as the Rust SDK). */
 export declare class WireError extends Error {}
 
+/** Checks `count` records (throws `WireError` unless the buffer holds exactly that); where each starts. */
+export declare function index(buf: Uint8Array, count: number): number[];
+
+/** The headers of a record from `pos` of a buffer `index` checked. */
+export declare function headersAt(buf: Uint8Array, view: DataView, pos: number, headerCount: number): Array<[string, Uint8Array | null]>;
+
+/** The record that starts at `start` of a buffer `index` checked. */
+export declare function fieldsAt(buf: Uint8Array, view: DataView, start: number): RawRecord;
+
 /** Decodes and checks `count` records; throws `WireError` unless the buffer holds exactly that. */
 export declare function decode(buf: Uint8Array, count: number): RawRecord[];
 

@@ -12,8 +12,8 @@
  *     header_count times:
  *         name_len: u32, value_len: u32 (u32::MAX when absent), name bytes (UTF-8), value bytes
  *
- * `decode` checks every length against the buffer and throws `WireError` (with the
- * Rust SDK's messages) for a corrupt one. Keys and values come out as views into
+ * `index` (and `decode`, built on it) checks every length against the buffer and
+ * throws `WireError` (with the Rust SDK's messages) for a corrupt one. Keys and values come out as views into
  * the buffer: nothing is copied. Tenants never need this module.
  * @module
  */
@@ -60,6 +60,147 @@ function fixedField(available, fields) {
 }
 
 /**
+ * Checks that the buffer holds exactly `count` well-formed records (throws
+ * `WireError` otherwise) and returns where each record starts. This is the only
+ * pass over the whole batch: a record's fields are read from its start when asked
+ * for (`fieldsAt`, `headersAt`).
+ * @param {Uint8Array} buf
+ * @param {number} count
+ * @returns {number[]}
+ */
+export function index(buf, count) {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const end = buf.byteLength;
+  const starts = new Array(count);
+  let pos = 0;
+  for (let index = 0; index < count; index++) {
+    if (end - pos < RECORD_FIXED_LEN) throw truncated(index, fixedField(end - pos, RECORD_FIELDS));
+    const keyLen = view.getUint32(pos + 16, true);
+    const valueLen = view.getUint32(pos + 20, true);
+    const headerCount = view.getUint32(pos + 24, true);
+    starts[index] = pos;
+    // The common record in as few steps as possible; anything else (headers, or a
+    // length past the end) takes the careful path, which names the fault.
+    const after = pos + RECORD_FIXED_LEN + (keyLen === ABSENT_LEN ? 0 : keyLen) + (valueLen === ABSENT_LEN ? 0 : valueLen);
+    pos = after > end || headerCount !== 0 ? checkRecord(buf, view, pos + RECORD_FIXED_LEN, end, index, keyLen, valueLen, headerCount) : after;
+  }
+  if (pos !== end) throw new WireError(`corrupt batch: ${end - pos} bytes left after the ${count} records announced`);
+  return starts;
+}
+
+/**
+ * Checks the key, value and headers of record `index` (from `pos`, past its fixed
+ * part); returns where the record ends.
+ * @param {Uint8Array} buf
+ * @param {DataView} view
+ * @param {number} pos
+ * @param {number} end
+ * @param {number} index
+ * @param {number} keyLen
+ * @param {number} valueLen
+ * @param {number} headerCount
+ */
+function checkRecord(buf, view, pos, end, index, keyLen, valueLen, headerCount) {
+  if (keyLen !== ABSENT_LEN) {
+    if (end - pos < keyLen) throw truncated(index, 'key');
+    pos += keyLen;
+  }
+  if (valueLen !== ABSENT_LEN) {
+    if (end - pos < valueLen) throw truncated(index, 'value');
+    pos += valueLen;
+  }
+  return headerCount === 0 ? pos : checkHeaders(buf, view, pos, end, index, headerCount);
+}
+
+/**
+ * Checks the headers of record `index` from `pos`; returns where they end.
+ * @param {Uint8Array} buf
+ * @param {DataView} view
+ * @param {number} pos
+ * @param {number} end
+ * @param {number} index
+ * @param {number} headerCount
+ */
+function checkHeaders(buf, view, pos, end, index, headerCount) {
+  for (let h = 0; h < headerCount; h++) {
+    if (end - pos < HEADER_FIXED_LEN) throw truncated(index, fixedField(end - pos, HEADER_FIELDS));
+    const nameLen = view.getUint32(pos, true);
+    const hvalueLen = view.getUint32(pos + 4, true);
+    pos += HEADER_FIXED_LEN;
+    if (end - pos < nameLen) throw truncated(index, 'header name');
+    try {
+      utf8.decode(buf.subarray(pos, pos + nameLen));
+    } catch {
+      throw new WireError(`corrupt batch: name of header ${h} of record ${index} is not UTF-8`);
+    }
+    pos += nameLen;
+    if (hvalueLen !== ABSENT_LEN) {
+      if (end - pos < hvalueLen) throw truncated(index, 'header value');
+      pos += hvalueLen;
+    }
+  }
+  return pos;
+}
+
+/**
+ * The headers of a record from `pos` of a buffer `index` checked.
+ * @param {Uint8Array} buf
+ * @param {DataView} view
+ * @param {number} pos
+ * @param {number} headerCount
+ * @returns {Array<[string, Uint8Array | null]>}
+ */
+export function headersAt(buf, view, pos, headerCount) {
+  /** @type {Array<[string, Uint8Array | null]>} */
+  const headers = [];
+  for (let h = 0; h < headerCount; h++) {
+    const nameLen = view.getUint32(pos, true);
+    const hvalueLen = view.getUint32(pos + 4, true);
+    pos += HEADER_FIXED_LEN;
+    const name = utf8.decode(buf.subarray(pos, pos + nameLen));
+    pos += nameLen;
+    let hvalue = null;
+    if (hvalueLen !== ABSENT_LEN) {
+      hvalue = buf.subarray(pos, pos + hvalueLen);
+      pos += hvalueLen;
+    }
+    headers.push([name, hvalue]);
+  }
+  return headers;
+}
+
+/**
+ * The record that starts at `start` of a buffer `index` checked.
+ * @param {Uint8Array} buf
+ * @param {DataView} view
+ * @param {number} start
+ * @returns {import('./wire.d.ts').RawRecord}
+ */
+export function fieldsAt(buf, view, start) {
+  const timestamp = view.getBigInt64(start + 8, true);
+  const keyLen = view.getUint32(start + 16, true);
+  const valueLen = view.getUint32(start + 20, true);
+  let pos = start + RECORD_FIXED_LEN;
+  let key = null;
+  if (keyLen !== ABSENT_LEN) {
+    key = buf.subarray(pos, pos + keyLen);
+    pos += keyLen;
+  }
+  let value = null;
+  if (valueLen !== ABSENT_LEN) {
+    value = buf.subarray(pos, pos + valueLen);
+    pos += valueLen;
+  }
+  return {
+    offset: view.getBigInt64(start, true),
+    timestampMs: timestamp === ABSENT_TIMESTAMP ? null : Number(timestamp),
+    key,
+    value,
+    headers: headersAt(buf, view, pos, view.getUint32(start + 24, true)),
+  };
+}
+
+/**
  * Decodes and checks `count` records; throws `WireError` unless the buffer holds
  * exactly that.
  * @param {Uint8Array} buf
@@ -67,63 +208,9 @@ function fixedField(available, fields) {
  * @returns {import('./wire.d.ts').RawRecord[]}
  */
 export function decode(buf, count) {
+  const starts = index(buf, count);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const end = buf.byteLength;
-  let pos = 0;
-  const records = [];
-  for (let index = 0; index < count; index++) {
-    if (end - pos < RECORD_FIXED_LEN) throw truncated(index, fixedField(end - pos, RECORD_FIELDS));
-    const offset = view.getBigInt64(pos, true);
-    const timestamp = view.getBigInt64(pos + 8, true);
-    const keyLen = view.getUint32(pos + 16, true);
-    const valueLen = view.getUint32(pos + 20, true);
-    const headerCount = view.getUint32(pos + 24, true);
-    pos += RECORD_FIXED_LEN;
-    let key = null;
-    if (keyLen !== ABSENT_LEN) {
-      if (end - pos < keyLen) throw truncated(index, 'key');
-      key = buf.subarray(pos, pos + keyLen);
-      pos += keyLen;
-    }
-    let value = null;
-    if (valueLen !== ABSENT_LEN) {
-      if (end - pos < valueLen) throw truncated(index, 'value');
-      value = buf.subarray(pos, pos + valueLen);
-      pos += valueLen;
-    }
-    /** @type {Array<[string, Uint8Array | null]>} */
-    const headers = [];
-    for (let h = 0; h < headerCount; h++) {
-      if (end - pos < HEADER_FIXED_LEN) throw truncated(index, fixedField(end - pos, HEADER_FIELDS));
-      const nameLen = view.getUint32(pos, true);
-      const hvalueLen = view.getUint32(pos + 4, true);
-      pos += HEADER_FIXED_LEN;
-      if (end - pos < nameLen) throw truncated(index, 'header name');
-      let name;
-      try {
-        name = utf8.decode(buf.subarray(pos, pos + nameLen));
-      } catch {
-        throw new WireError(`corrupt batch: name of header ${h} of record ${index} is not UTF-8`);
-      }
-      pos += nameLen;
-      let hvalue = null;
-      if (hvalueLen !== ABSENT_LEN) {
-        if (end - pos < hvalueLen) throw truncated(index, 'header value');
-        hvalue = buf.subarray(pos, pos + hvalueLen);
-        pos += hvalueLen;
-      }
-      headers.push([name, hvalue]);
-    }
-    records.push({
-      offset,
-      timestampMs: timestamp === ABSENT_TIMESTAMP ? null : Number(timestamp),
-      key,
-      value,
-      headers,
-    });
-  }
-  if (pos !== end) throw new WireError(`corrupt batch: ${end - pos} bytes left after the ${count} records announced`);
-  return records;
+  return starts.map((start) => fieldsAt(buf, view, start));
 }
 
 /**

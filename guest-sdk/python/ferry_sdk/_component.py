@@ -54,7 +54,7 @@ def _emit_error(error: object) -> ferry_context.EmitError:
 
 def _emit(source: Optional[int], output: WireOutput) -> None:
     assert _output is not None
-    headers = [types.Header(name, value) for name, value in output.headers]
+    headers = [types.Header(name, value) for name, value in output.headers] if output.headers else []
     try:
         _output.emit(source, _output.OutputRecord(output.topic, output.key, output.value, headers))
     except Err as error:
@@ -115,6 +115,7 @@ def _write_log(level: Level, message: str) -> None:
     _log.log(_LEVELS[level], message)
 
 
+_PROCESSED = types.Status.PROCESSED
 _STATUS = {Status.PROCESSED: types.Status.PROCESSED, Status.RETRY: types.Status.RETRY, Status.REJECT: types.Status.REJECT}
 
 #: Built when the entry module is imported, that is at build time: the processor
@@ -135,10 +136,11 @@ class Handler(exports.Handler):
     """The component's ``ferry:processor/handler`` export."""
 
     def process(self, batch: types.Batch) -> types.BatchResult:
-        results = _GUEST.process(batch.topic, batch.partition, batch.count, batch.records)
-        statuses = [_STATUS[outcome.status] for _, outcome in results]
-        failures = [types.Failure(offset, outcome.reason) for offset, outcome in results if not outcome.is_processed]
-        return types.BatchResult(statuses, failures)
+        outcomes, failures = _GUEST.reply(batch.topic, batch.partition, batch.count, batch.records)
+        if not failures:
+            return types.BatchResult([_PROCESSED] * len(outcomes), [])
+        statuses = [_STATUS[outcome.status] for outcome in outcomes]
+        return types.BatchResult(statuses, [types.Failure(offset, reason) for offset, reason in failures])
 
     def assigned(self, partition: types.TopicPartition) -> None:
         _GUEST.assigned(partition.topic, partition.partition)

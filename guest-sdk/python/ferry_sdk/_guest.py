@@ -8,7 +8,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Type
 
 from . import capabilities
 from .context import Context, Level, WireOutput
-from .processor import Fault, Outcome, Processor
+from .processor import PROCESSED, Fault, Outcome, Processor
 from .record import Batch, TopicPartition
 from .settings import Settings
 from .state import State, Store
@@ -51,6 +51,11 @@ class _HostSink:
         return self._state
 
 
+def _offset(batch: Batch, index: int) -> int:
+    """The offset of record ``index``; -1 past the batch's end."""
+    return batch._offset_at(index) if index < len(batch) else -1
+
+
 class Guest:
     """One component instance's processor: constructed when the module is imported
     (so at build time, into the snapshot) and configured on first use."""
@@ -89,13 +94,32 @@ class Guest:
     def process(self, topic: str, partition: int, count: int, records: bytes) -> List[Tuple[int, Outcome]]:
         """Runs one batch; returns ``(offset, outcome)`` pairs. The outcome count is
         not checked here: the host validates it (offset -1 past the batch's end)."""
+        batch, outcomes = self._run(topic, partition, count, records)
+        return [(_offset(batch, i), outcome) for i, outcome in enumerate(outcomes)]
+
+    def reply(
+        self, topic: str, partition: int, count: int, records: bytes
+    ) -> Tuple[List[Outcome], List[Tuple[int, str]]]:
+        """Runs one batch; returns its outcomes and ``(offset, reason)`` for each
+        one that is not processed (an empty list: every record is). Offsets are
+        only read for those: a batch that all went well costs no pass for them."""
+        batch, outcomes = self._run(topic, partition, count, records)
+        if outcomes.count(PROCESSED) == len(outcomes):
+            return outcomes, []
+        failures = [
+            (_offset(batch, i), outcome.reason) for i, outcome in enumerate(outcomes) if not outcome.is_processed
+        ]
+        return outcomes, failures
+
+    def _run(self, topic: str, partition: int, count: int, records: bytes) -> Tuple[Batch, List[Outcome]]:
         try:
             batch = Batch(topic, partition, count, records, self._header_gate)
         except ValueError as error:
             raise Fault(f"ferry-sdk: the host sent a corrupt batch: {error}") from error
         outcomes = self.processor().process_batch(batch, Context(self._sink))
-        offsets = [record.offset for record in batch]
-        return [(offsets[i] if i < len(offsets) else -1, outcome) for i, outcome in enumerate(outcomes)]
+        if type(outcomes) is not list:
+            outcomes = list(outcomes)
+        return batch, outcomes
 
     def assigned(self, topic: str, partition: int) -> None:
         """A partition's batches are coming."""

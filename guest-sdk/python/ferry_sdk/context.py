@@ -7,7 +7,7 @@ import contextlib
 import enum
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, Sequence, Tuple, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional, Protocol, Sequence, Tuple, TypeVar, Union, overload
 
 from .record import Record
 
@@ -21,6 +21,12 @@ Data = Union[bytes, bytearray, memoryview, str]
 def to_bytes(data: Data) -> bytes:
     """``data`` as bytes: text is encoded as UTF-8."""
     return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def _optional_bytes(data: Optional[Data]) -> Optional[bytes]:
+    if data is None:
+        return None
+    return data.encode("utf-8") if type(data) is str else to_bytes(data)
 
 
 class Level(enum.Enum):
@@ -107,9 +113,9 @@ class Output:
         return self
 
 
-@dataclass(frozen=True)
-class WireOutput:
-    """An output reduced to bytes, as the host receives it."""
+class WireOutput(NamedTuple):
+    """An output reduced to bytes, as the host receives it (a named tuple: one is
+    made per emitted record)."""
 
     topic: str
     key: Optional[bytes]
@@ -119,10 +125,10 @@ class WireOutput:
     @staticmethod
     def of(output: Output) -> "WireOutput":
         return WireOutput(
-            topic=output.topic,
-            key=None if output.key is None else to_bytes(output.key),
-            value=None if output.value is None else to_bytes(output.value),
-            headers=tuple((name, None if v is None else to_bytes(v)) for name, v in output.headers),
+            output.topic,
+            None if output.key is None else to_bytes(output.key),
+            None if output.value is None else to_bytes(output.value),
+            tuple((name, None if v is None else to_bytes(v)) for name, v in output.headers),
         )
 
     def size(self) -> int:
@@ -160,8 +166,9 @@ class Context:
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        #: The offset outputs are attributed to; ``None``: the whole batch.
-        self._source: Optional[int] = None
+        #: The record outputs are attributed to; ``None``: the whole batch. Its
+        #: offset is only read when it emits.
+        self._source: Optional[Record] = None
 
     @overload
     def for_record(self, record: Record) -> contextlib.AbstractContextManager["Context"]: ...
@@ -174,32 +181,38 @@ class Context:
         processed. Use it as ``with ctx.for_record(record): ...``, or pass a
         function, which is called with the context and whose result is returned."""
         if fn is None:
-            return self._attributed(record.offset)
-        with self._attributed(record.offset):
+            return self._attributed(record)
+        with self._attributed(record):
             return fn(self)
 
     @contextlib.contextmanager
-    def _attributed(self, offset: int) -> Iterator["Context"]:
+    def _attributed(self, record: Record) -> Iterator["Context"]:
         outer = self._source
-        self._source = offset
+        self._source = record
         try:
             yield self
         finally:
             self._source = outer
 
+    def _offset(self) -> Optional[int]:
+        """The offset outputs are attributed to; ``None``: the whole batch."""
+        source = self._source
+        return None if source is None else source.offset
+
     def emit_value(self, topic: str, value: Data) -> None:
         """Emits ``value`` with no key to ``topic``."""
-        self.emit(Output(topic, value=value))
+        # Straight to the wire form: no ``Output`` to build and convert.
+        self._sink.emit(self._offset(), WireOutput(topic, None, _optional_bytes(value), ()))
 
     def emit_kv(self, topic: str, key: Data, value: Data) -> None:
         """Emits ``key`` and ``value`` to ``topic``."""
-        self.emit(Output(topic, key=key, value=value))
+        self._sink.emit(self._offset(), WireOutput(topic, _optional_bytes(key), _optional_bytes(value), ()))
 
     def emit(self, output: Output) -> None:
         """Queues an output record; raises :class:`EmitError` if the host refuses
         it. The host produces it after the batch returns, if its record ends
         processed, and commits the record's offset only once the broker has it."""
-        self._sink.emit(self._source, WireOutput.of(output))
+        self._sink.emit(self._offset(), WireOutput.of(output))
 
     def state(self) -> "State":
         """The keyed state of the batch's input partition (see :class:`~ferry_sdk.State`).

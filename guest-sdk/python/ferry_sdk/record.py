@@ -7,6 +7,7 @@ without copying at all.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence, Tuple, overload
 
@@ -40,7 +41,7 @@ class Batch(Sequence["Record"]):
     It is a sequence: ``len(batch)``, ``batch[i]`` and ``for record in batch`` work.
     """
 
-    __slots__ = ("_topic", "_partition", "_view", "_records", "_header_gate")
+    __slots__ = ("_topic", "_partition", "_view", "_starts", "_records", "_header_gate")
 
     def __init__(
         self,
@@ -61,7 +62,16 @@ class Batch(Sequence["Record"]):
         self._partition = partition
         self._view = memoryview(records)
         self._header_gate = header_gate
-        self._records = tuple(Record(self, raw) for raw in wire.decode(self._view, count))
+        self._starts = wire.index(self._view, count)
+        # Record objects are made when the processor first looks at the records
+        # (a processor that answers the whole batch never needs them).
+        self._records: Optional[Tuple["Record", ...]] = None
+
+    def _all(self) -> Tuple["Record", ...]:
+        records = self._records
+        if records is None:
+            records = self._records = tuple([Record(self, start) for start in self._starts])
+        return records
 
     @property
     def topic(self) -> str:
@@ -74,30 +84,44 @@ class Batch(Sequence["Record"]):
         return self._partition
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._starts)
 
     @overload
     def __getitem__(self, index: int) -> "Record": ...
     @overload
     def __getitem__(self, index: slice) -> Sequence["Record"]: ...
     def __getitem__(self, index: int | slice) -> "Record | Sequence[Record]":
-        return self._records[index]
+        return self._all()[index]
 
     def __iter__(self) -> Iterator["Record"]:
-        return iter(self._records)
+        return iter(self._all())
+
+    def _offset_at(self, index: int) -> int:
+        """The offset of record ``index``, without making its record object."""
+        offset: int = _OFFSET.unpack_from(self._view, self._starts[index])[0]
+        return offset
 
     def __repr__(self) -> str:
-        return f"Batch(topic={self._topic!r}, partition={self._partition}, len={len(self._records)})"
+        return f"Batch(topic={self._topic!r}, partition={self._partition}, len={len(self._starts)})"
+
+
+_OFFSET = struct.Struct("<q")
+_LENGTH = struct.Struct("<I")
+_LENGTHS = struct.Struct("<II")
+_ABSENT_TIMESTAMP = wire.ABSENT_TIMESTAMP
+_ABSENT_LEN = wire.ABSENT_LEN
+_FIXED = wire.RECORD_FIXED_LEN
 
 
 class Record:
-    """One input record: a view into its batch's buffer."""
+    """One input record: a view into its batch's buffer. Its fields are read from
+    the buffer when asked for."""
 
-    __slots__ = ("_batch", "_raw")
+    __slots__ = ("_batch", "_start")
 
-    def __init__(self, batch: Batch, raw: wire.RawRecord) -> None:
+    def __init__(self, batch: Batch, start: int) -> None:
         self._batch = batch
-        self._raw = raw
+        self._start = start
 
     @property
     def topic(self) -> str:
@@ -112,36 +136,47 @@ class Record:
     @property
     def offset(self) -> int:
         """The record's offset in its partition."""
-        return self._raw.offset
+        offset: int = _OFFSET.unpack_from(self._batch._view, self._start)[0]
+        return offset
 
     @property
     def timestamp_ms(self) -> Optional[int]:
         """Milliseconds since the Unix epoch, if the record has a timestamp."""
-        return self._raw.timestamp_ms
+        timestamp: int = _OFFSET.unpack_from(self._batch._view, self._start + 8)[0]
+        return None if timestamp == _ABSENT_TIMESTAMP else timestamp
+
+    def _key_span(self) -> Tuple[int, int]:
+        """Where the key starts and its length (-1: absent)."""
+        key_len: int = _LENGTH.unpack_from(self._batch._view, self._start + 16)[0]
+        return self._start + _FIXED, (-1 if key_len == _ABSENT_LEN else key_len)
+
+    def _value_span(self) -> Tuple[int, int]:
+        """Where the value starts and its length (-1: absent)."""
+        key_len, value_len = _LENGTHS.unpack_from(self._batch._view, self._start + 16)
+        start = self._start + _FIXED + (0 if key_len == _ABSENT_LEN else key_len)
+        return start, (-1 if value_len == _ABSENT_LEN else value_len)
 
     @property
     def key(self) -> Optional[bytes]:
         """The key, or ``None`` for a record without one (distinct from ``b""``)."""
-        raw = self._raw
-        return None if raw.key_len < 0 else bytes(self._batch._view[raw.key_start : raw.key_start + raw.key_len])
+        start, length = self._key_span()
+        return None if length < 0 else bytes(self._batch._view[start : start + length])
 
     @property
     def value(self) -> Optional[bytes]:
         """The value, or ``None`` for a tombstone (distinct from ``b""``)."""
-        raw = self._raw
-        if raw.value_len < 0:
-            return None
-        return bytes(self._batch._view[raw.value_start : raw.value_start + raw.value_len])
+        start, length = self._value_span()
+        return None if length < 0 else bytes(self._batch._view[start : start + length])
 
     def key_view(self) -> Optional[memoryview]:
         """The key without copying: valid while the batch is."""
-        raw = self._raw
-        return None if raw.key_len < 0 else self._batch._view[raw.key_start : raw.key_start + raw.key_len]
+        start, length = self._key_span()
+        return None if length < 0 else self._batch._view[start : start + length]
 
     def value_view(self) -> Optional[memoryview]:
         """The value without copying: valid while the batch is."""
-        raw = self._raw
-        return None if raw.value_len < 0 else self._batch._view[raw.value_start : raw.value_start + raw.value_len]
+        start, length = self._value_span()
+        return None if length < 0 else self._batch._view[start : start + length]
 
     def key_str(self) -> Optional[str]:
         """The key decoded as UTF-8 (raises ``UnicodeDecodeError`` if it is not)."""
@@ -163,7 +198,12 @@ class Record:
         reading them without it raises :class:`ferry_sdk.CapabilityError`.
         """
         self._batch._header_gate()
-        return self._raw.headers
+        view = self._batch._view
+        header_count: int = _LENGTH.unpack_from(view, self._start + 24)[0]
+        if not header_count:
+            return ()
+        start, length = self._value_span()
+        return wire.headers_at(view, start + max(length, 0), header_count)
 
     def header(self, name: str) -> Optional[bytes]:
         """The value of the first header called ``name``; ``None`` if there is no

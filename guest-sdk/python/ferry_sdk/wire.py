@@ -11,8 +11,8 @@ back, all integers little-endian::
     header_count times:
         name_len: u32, value_len: u32 (u32::MAX when absent), name bytes (UTF-8), value bytes
 
-:func:`decode` checks every length against the buffer, so a corrupt buffer raises
-:class:`WireError`, never returns garbage. :class:`BatchEncoder` writes the format
+:func:`index` (and :func:`decode`, built on it) checks every length against the
+buffer, so a corrupt buffer raises :class:`WireError`, never returns garbage. :class:`BatchEncoder` writes the format
 (the test harness uses it). Tenants never need this module.
 """
 
@@ -33,6 +33,8 @@ HEADER_FIXED_LEN = 4 + 4
 
 _RECORD = struct.Struct("<qqIII")
 _HEADER = struct.Struct("<II")
+#: The three lengths of a record, 16 bytes into it.
+_LENGTHS = struct.Struct("<III")
 
 #: A header as decoded: its name and its value (``None`` when absent).
 Header = Tuple[str, Optional[bytes]]
@@ -74,68 +76,119 @@ def _truncated(record: int, field: str) -> WireError:
     return WireError(f"corrupt batch: buffer ends inside the {field} of record {record}")
 
 
+def index(buf: bytes | memoryview, count: int) -> list[int]:
+    """Checks that the buffer holds exactly ``count`` well-formed records (raises
+    :class:`WireError` otherwise) and returns where each record starts.
+
+    This is the only pass over the whole batch: a record's fields are read from
+    its start when asked for (:func:`fields`, :func:`headers_at`), so a batch
+    costs one small unpack per record until the processor looks at it.
+    """
+    view = memoryview(buf)
+    end = len(view)
+    pos = 0
+    starts = [0] * count
+    unpack_lengths = _LENGTHS.unpack_from
+    fixed, absent = RECORD_FIXED_LEN, ABSENT_LEN
+    for index in range(count):
+        if end - pos < fixed:
+            raise _truncated(index, _fixed_field(end - pos, _RECORD_FIELDS))
+        key_len, value_len, header_count = unpack_lengths(view, pos + 16)
+        starts[index] = pos
+        # The common record in as few steps as possible; anything else (headers,
+        # or a length past the end) takes the careful path, which names the fault.
+        after = pos + fixed + (0 if key_len == absent else key_len) + (0 if value_len == absent else value_len)
+        if after > end or header_count:
+            after = _check_record(view, pos + fixed, end, index, key_len, value_len, header_count)
+        pos = after
+    if pos != end:
+        raise WireError(f"corrupt batch: {end - pos} bytes left after the {count} records announced")
+    return starts
+
+
+def _check_record(view: memoryview, pos: int, end: int, index: int, key_len: int, value_len: int, header_count: int) -> int:
+    """Checks the key, value and headers of record ``index`` (from ``pos``, past
+    its fixed part); returns where the record ends."""
+    if key_len != ABSENT_LEN:
+        if end - pos < key_len:
+            raise _truncated(index, "key")
+        pos += key_len
+    if value_len != ABSENT_LEN:
+        if end - pos < value_len:
+            raise _truncated(index, "value")
+        pos += value_len
+    return _check_headers(view, pos, end, index, header_count) if header_count else pos
+
+
+def _check_headers(view: memoryview, pos: int, end: int, index: int, header_count: int) -> int:
+    """Checks the headers of record ``index`` from ``pos``; returns where they end."""
+    unpack_header = _HEADER.unpack_from
+    for h in range(header_count):
+        if end - pos < HEADER_FIXED_LEN:
+            raise _truncated(index, _fixed_field(end - pos, _HEADER_FIELDS))
+        name_len, hvalue_len = unpack_header(view, pos)
+        pos += HEADER_FIXED_LEN
+        if end - pos < name_len:
+            raise _truncated(index, "header name")
+        try:
+            str(view[pos : pos + name_len], "utf-8")
+        except UnicodeDecodeError:
+            raise WireError(f"corrupt batch: name of header {h} of record {index} is not UTF-8") from None
+        pos += name_len
+        if hvalue_len != ABSENT_LEN:
+            if end - pos < hvalue_len:
+                raise _truncated(index, "header value")
+            pos += hvalue_len
+    return pos
+
+
+def fields(view: memoryview, start: int) -> RawRecord:
+    """The record that starts at ``start`` of a buffer :func:`index` checked."""
+    offset, timestamp, key_len, value_len, header_count = _RECORD.unpack_from(view, start)
+    key_start = start + RECORD_FIXED_LEN
+    value_start = key_start
+    if key_len == ABSENT_LEN:
+        key_len = -1
+    else:
+        value_start += key_len
+    headers_start = value_start
+    if value_len == ABSENT_LEN:
+        value_len = -1
+    else:
+        headers_start += value_len
+    return RawRecord(
+        offset=offset,
+        timestamp_ms=None if timestamp == ABSENT_TIMESTAMP else timestamp,
+        key_start=key_start,
+        key_len=key_len,
+        value_start=value_start,
+        value_len=value_len,
+        headers=headers_at(view, headers_start, header_count),
+    )
+
+
+def headers_at(view: memoryview, pos: int, header_count: int) -> Tuple[Header, ...]:
+    """``header_count`` headers from ``pos`` of a buffer :func:`index` checked."""
+    headers: list[Header] = []
+    unpack_header = _HEADER.unpack_from
+    for _ in range(header_count):
+        name_len, hvalue_len = unpack_header(view, pos)
+        pos += HEADER_FIXED_LEN
+        name = str(view[pos : pos + name_len], "utf-8")
+        pos += name_len
+        hvalue: Optional[bytes] = None
+        if hvalue_len != ABSENT_LEN:
+            hvalue = bytes(view[pos : pos + hvalue_len])
+            pos += hvalue_len
+        headers.append((name, hvalue))
+    return tuple(headers)
+
+
 def decode(buf: bytes | memoryview, count: int) -> list[RawRecord]:
     """Decodes and checks ``count`` records; raises :class:`WireError` if the buffer
     is not exactly that."""
     view = memoryview(buf)
-    end = len(view)
-    pos = 0
-    records: list[RawRecord] = []
-    unpack_record = _RECORD.unpack_from
-    unpack_header = _HEADER.unpack_from
-    for index in range(count):
-        if end - pos < RECORD_FIXED_LEN:
-            raise _truncated(index, _fixed_field(end - pos, _RECORD_FIELDS))
-        offset, timestamp, key_len, value_len, header_count = unpack_record(view, pos)
-        pos += RECORD_FIXED_LEN
-        key_start = pos
-        if key_len == ABSENT_LEN:
-            key_len = -1
-        elif end - pos < key_len:
-            raise _truncated(index, "key")
-        else:
-            pos += key_len
-        value_start = pos
-        if value_len == ABSENT_LEN:
-            value_len = -1
-        elif end - pos < value_len:
-            raise _truncated(index, "value")
-        else:
-            pos += value_len
-        headers: list[Header] = []
-        for h in range(header_count):
-            if end - pos < HEADER_FIXED_LEN:
-                raise _truncated(index, _fixed_field(end - pos, _HEADER_FIELDS))
-            name_len, hvalue_len = unpack_header(view, pos)
-            pos += HEADER_FIXED_LEN
-            if end - pos < name_len:
-                raise _truncated(index, "header name")
-            try:
-                name = str(view[pos : pos + name_len], "utf-8")
-            except UnicodeDecodeError:
-                raise WireError(f"corrupt batch: name of header {h} of record {index} is not UTF-8") from None
-            pos += name_len
-            hvalue: Optional[bytes] = None
-            if hvalue_len != ABSENT_LEN:
-                if end - pos < hvalue_len:
-                    raise _truncated(index, "header value")
-                hvalue = bytes(view[pos : pos + hvalue_len])
-                pos += hvalue_len
-            headers.append((name, hvalue))
-        records.append(
-            RawRecord(
-                offset=offset,
-                timestamp_ms=None if timestamp == ABSENT_TIMESTAMP else timestamp,
-                key_start=key_start,
-                key_len=key_len,
-                value_start=value_start,
-                value_len=value_len,
-                headers=tuple(headers),
-            )
-        )
-    if pos != end:
-        raise WireError(f"corrupt batch: {end - pos} bytes left after the {count} records announced")
-    return records
+    return [fields(view, start) for start in index(view, count)]
 
 
 def _length(data: Optional[bytes], what: str) -> int:

@@ -33,6 +33,8 @@ pub const BATCHES: [usize; 3] = [1, 100, 1000];
 const MEMORY: u64 = 64 << 20;
 /// Live instances held at once to measure resident memory per instance.
 const LIVE: usize = 16;
+/// The host the density row is stated for: 24 GiB, in KiB.
+const DENSITY_HOST_KIB: f64 = 24.0 * 1024.0 * 1024.0;
 
 /// One language's guests.
 #[derive(Debug, Clone)]
@@ -347,6 +349,9 @@ pub fn table(figures: &[Figures]) -> String {
     });
     row("resident memory per live instance (orders, after 100 records)", &|f| {
         format!("{:.2} MiB", f.rss_per_instance_kib / 1024.0)
+    });
+    row("live instances that fit 24 GiB (resident memory alone)", &|f| {
+        format!("{:.0}", DENSITY_HOST_KIB / f.rss_per_instance_kib.max(1.0))
     });
     row("warm batch of 1 record (passthrough)", &|f| time(f.warm));
     row("batch of 1 after `recycle()`, median (p99)", &|f| format!("{} ({})", time(f.cold), time(f.cold_p99)));
