@@ -2,7 +2,9 @@
 //! real HTTP service on loopback, through a host running the example built from
 //! source. Every order with a known customer comes out enriched once, an order
 //! whose customer does not exist is dead-lettered, and one whose lookup failed
-//! (the service answered 503) is retried until it is enriched.
+//! (the service answered 503) is retried until it is enriched. `/metrics` and the
+//! status page account for every request: none left in flight, and the duration
+//! histogram holds each one the request counters count.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
@@ -68,6 +70,8 @@ fn orders_are_enriched_with_their_customers_from_a_real_service() {
     let config = Config::parse(&format!(
         r#"
         brokers = "{brokers}"
+        [admin]
+        listen = "127.0.0.1:0"
         [[pipeline]]
         name = "{name}"
         inputs = ["{input}"]
@@ -114,8 +118,41 @@ fn orders_are_enriched_with_their_customers_from_a_real_service() {
         },
         || format!("enriched: {:?}\ndead letters: {:?}", read_all(&brokers, &output), read_all(&brokers, &dlq)),
     );
+    let admin = host.admin.as_ref().expect("the admin server runs").addr.port();
+    let metrics = ferry_tests::hostile::get(admin, "/metrics");
+    let status = ferry_tests::hostile::get(admin, "/api/status");
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
+
+    // Every request the counters count is in the histogram, and none is in flight.
+    let samples = |family: &str| -> Vec<(String, u64)> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(family) && l.contains(&format!("pipeline=\"{name}\"")))
+            .map(|l| {
+                let (labels, value) = l.rsplit_once(' ').unwrap();
+                (labels.to_owned(), value.parse().unwrap_or_else(|_| panic!("{l}")))
+            })
+            .collect()
+    };
+    let requested: u64 = samples("ferry_http_requests_total{").iter().map(|(_, n)| n).sum();
+    assert!(requested >= 42, "one lookup per order, and the flaky one's two more: {metrics}");
+    assert_eq!(
+        samples("ferry_http_requests_in_flight{"),
+        [(format!("ferry_http_requests_in_flight{{pipeline=\"{name}\"}}"), 0)]
+    );
+    let buckets = samples("ferry_http_request_duration_seconds_bucket{");
+    assert_eq!(buckets.len(), 13, "{metrics}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative buckets: {buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, requested, "the +Inf bucket holds every request");
+    assert_eq!(samples("ferry_http_request_duration_seconds_count{")[0].1, requested);
+    let status: serde_json::Value = serde_json::from_str(status.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let pipeline = status["pipelines"].as_array().unwrap().iter().find(|p| p["name"] == name.as_str()).unwrap();
+    assert_eq!(pipeline["http"]["finished"], requested, "{pipeline}");
+    assert_eq!(pipeline["http"]["in_flight"], 0, "{pipeline}");
+    assert!(
+        pipeline["http"]["p50_ms_at_most"].as_u64().is_some() && pipeline["http"]["p99_ms_at_most"].as_u64().is_some()
+    );
 
     let enriched = read_all(&brokers, &output);
     let ids: Vec<String> = enriched.iter().map(|r| order_id(&r.value, "/order/id")).collect();
