@@ -3,7 +3,7 @@
 # bench in release mode, then measures the boundary, end to end, instantiation,
 # memory, scaling, and Rust, Python and JavaScript guests side by side. Markdown on
 # stdout (also kept in target/bench-report.md); pass section names to run only
-# some: boundary e2e instantiate memory scaling exactly-once polyglot instructions state
+# some: boundary e2e instantiate memory scaling exactly-once polyglot instructions state http
 # (instructions needs valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."

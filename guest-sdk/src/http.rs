@@ -31,7 +31,10 @@
 //! in flight, the rest wait their turn.
 //!
 //! A component that never calls this module does not import `wasi:http`. Natively
-//! (under `cargo test`) there is no host to send through: every request fails.
+//! (under `cargo test`) there is no host to send through: a
+//! [`Harness`](crate::testing::Harness) answers requests with the service a test
+//! gives it ([`Harness::http_service`](crate::testing::Harness::http_service)),
+//! under the pipeline's grants; without one, every request fails.
 
 use std::fmt;
 
@@ -48,6 +51,25 @@ pub enum Method {
     Delete,
     /// HEAD.
     Head,
+}
+
+impl Method {
+    /// Its name, as on the wire (`GET`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A request to send.
@@ -92,6 +114,32 @@ impl Request {
         &self.url
     }
 
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header_value(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+
+    /// Every header, in the order added.
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The path and query of the URL (`/` when it has none); `None` for a URL that
+    /// is not `scheme://host[:port]/path`.
+    pub fn path(&self) -> Option<&str> {
+        split_url(&self.url).ok().map(|(_, _, path)| path)
+    }
+
     /// Sends it and reads the whole response.
     pub fn send(self) -> Result<Response, HttpError> {
         send_all(vec![self]).pop().expect("one answer per request")
@@ -107,6 +155,17 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response with `status` and `body`, as a test's stand-in service answers.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response { status, headers: Vec::new(), body: body.into() }
+    }
+
+    /// Adds a header (for a test's stand-in service).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
     /// The status code.
     pub fn status(&self) -> u16 {
         self.status
@@ -156,7 +215,9 @@ pub enum HttpErrorKind {
 }
 
 impl HttpError {
-    fn new(kind: HttpErrorKind, detail: impl Into<String>) -> Self {
+    /// An error of `kind`; `detail` says what happened. (A test's stand-in service
+    /// answers with these to play a failing server.)
+    pub fn new(kind: HttpErrorKind, detail: impl Into<String>) -> Self {
         HttpError { kind, detail: detail.into() }
     }
 
@@ -331,14 +392,14 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use super::{HttpError, HttpErrorKind, Request, Response, split_url};
+    use super::{HttpError, Request, Response, split_url};
 
     pub(super) fn send_all(requests: Vec<Request>) -> Vec<Result<Response, HttpError>> {
         requests
             .iter()
             .map(|request| {
-                split_url(&request.url)?;
-                Err(HttpError::new(HttpErrorKind::Failed, "requests are sent by the ferry host; none runs natively"))
+                let (scheme, authority, _) = split_url(&request.url)?;
+                crate::http_stand_in::send(request, scheme, authority)
             })
             .collect()
     }

@@ -57,6 +57,8 @@
 
 mod context;
 pub mod http;
+#[cfg(not(target_arch = "wasm32"))]
+mod http_stand_in;
 mod partition;
 #[cfg(not(target_arch = "wasm32"))]
 mod pipeline;

@@ -18,6 +18,9 @@ pub(crate) struct PipelineConfig {
     pub(crate) allow_log: bool,
     /// Whether it has a `[pipeline.state]` section: the `state` capability.
     pub(crate) state: bool,
+    /// `[pipeline.http]` `allow`: the `http` capability, to these URLs only; `None`
+    /// without the section.
+    pub(crate) http_allow: Option<Vec<String>>,
     /// `[pipeline.settings]`.
     pub(crate) settings: Vec<(String, String)>,
     /// `[pipeline.limits]` `max_outputs_per_batch`, if set.
@@ -79,6 +82,19 @@ pub(crate) fn parse(text: &str, name: &str) -> Result<PipelineConfig, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(format!("{at}.settings must be a table of strings")),
     };
+    let http_allow = match pipeline.get("http") {
+        None => None,
+        Some(Value::Table(http)) => Some(match http.get("allow") {
+            None => Vec::new(),
+            Some(Value::Array(rules)) => rules
+                .iter()
+                .map(|r| r.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("{at}.http.allow must be a list of scheme://host:port"))?,
+            Some(_) => return Err(format!("{at}.http.allow must be a list of scheme://host:port")),
+        }),
+        Some(_) => return Err(format!("{at}.http must be a table")),
+    };
     let limits = match pipeline.get("limits") {
         None => None,
         Some(Value::Table(limits)) => Some(limits),
@@ -97,6 +113,7 @@ pub(crate) fn parse(text: &str, name: &str) -> Result<PipelineConfig, String> {
         output_topics,
         allow_log,
         state: pipeline.get("state").is_some(),
+        http_allow,
         settings,
         max_outputs_per_batch: limit("max_outputs_per_batch")?,
         max_output_bytes: limit("max_output_bytes")?,
@@ -143,6 +160,10 @@ mod tests {
         assert_eq!((p.max_outputs_per_batch, p.max_output_bytes, p.output_bytes_per_batch), (Some(10), None, None));
         let other = parse(CONFIG, "other").unwrap();
         assert!(other.output_topics.is_empty() && other.allow_log && other.settings.is_empty());
+        assert_eq!(other.http_allow, None);
+        let http = CONFIG
+            .replace("[pipeline.limits]", "[pipeline.http]\nallow = [\"http://127.0.0.1:8089\"]\n[pipeline.limits]");
+        assert_eq!(parse(&http, "urgent").unwrap().http_allow, Some(vec!["http://127.0.0.1:8089".to_owned()]));
     }
 
     #[test]

@@ -50,6 +50,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+use crate::http::{HttpError, Request, Response};
+use crate::http_stand_in::{Rule, StandIn};
 pub use crate::sink::{Emitted, LogLine};
 use crate::sink::{Policy, Sink};
 use crate::wire::BatchEncoder;
@@ -259,6 +261,8 @@ pub struct Harness {
     told: RefCell<BTreeSet<TopicPartition>>,
     /// Each partition's keyed state, as the host keeps it (across instances).
     state: RefCell<BTreeMap<(String, i32), PartitionState>>,
+    /// The pipeline's HTTP grant and the test's stand-in services.
+    http: StandIn,
 }
 
 /// One partition's keyed state: keys to values.
@@ -279,6 +283,7 @@ impl Default for Harness {
             settings: Settings::default(),
             told: RefCell::default(),
             state: RefCell::default(),
+            http: StandIn::default(),
         }
     }
 }
@@ -310,11 +315,14 @@ impl Harness {
     /// assert!(missing.starts_with("failed to read no-such-ferry.toml"));
     /// ```
     pub fn from_config(path: impl AsRef<Path>, pipeline: &str) -> Result<Self, String> {
-        crate::pipeline::read(path.as_ref(), pipeline).map(Self::for_pipeline)
+        crate::pipeline::read(path.as_ref(), pipeline).and_then(Self::for_pipeline)
     }
 
-    fn for_pipeline(config: crate::pipeline::PipelineConfig) -> Self {
+    fn for_pipeline(config: crate::pipeline::PipelineConfig) -> Result<Self, String> {
         let mut harness = Harness::new();
+        harness.http.granted = config.http_allow.is_some();
+        harness.http.allow =
+            Some(config.http_allow.iter().flatten().map(|r| Rule::parse(r)).collect::<Result<_, _>>()?);
         harness.policy.output_granted = !config.output_topics.is_empty();
         harness.policy.allowed_topics = Some(config.output_topics.into_iter().collect());
         harness.policy.log_granted = config.allow_log;
@@ -323,7 +331,7 @@ impl Harness {
         harness.policy.max_record_bytes = config.max_output_bytes.unwrap_or(harness.policy.max_record_bytes);
         harness.policy.batch_bytes = config.output_bytes_per_batch.unwrap_or(harness.policy.batch_bytes);
         harness.settings = Settings::from_pairs(config.settings);
-        harness
+        Ok(harness)
     }
 
     /// Allows emitting to `topic`. Once any topic is allowed, emits to other topics
@@ -364,6 +372,56 @@ impl Harness {
         self
     }
 
+    /// Allows HTTP requests to `rule` (`scheme://host[:port]`, as in `[pipeline.http]
+    /// allow`). Once any rule is given, requests to other URLs fail with
+    /// [`HttpErrorKind::Refused`](crate::http::HttpErrorKind::Refused), as on the host.
+    ///
+    /// # Panics
+    ///
+    /// If `rule` is not `scheme://host[:port]`.
+    pub fn allow_http(mut self, rule: &str) -> Self {
+        let rule = Rule::parse(rule).unwrap_or_else(|e| panic!("{e}"));
+        self.http.granted = true;
+        self.http.allow.get_or_insert_with(Vec::new).push(rule);
+        self
+    }
+
+    /// Answers the processor's HTTP requests ([`crate::http`]) with `service`, once
+    /// they pass the grants: a stand-in for the services the pipeline calls. It
+    /// plays failures too, by returning an [`HttpError`] (a timeout, say).
+    ///
+    /// ```
+    /// use ferry_sdk::http::{self, HttpError, HttpErrorKind, Response};
+    /// use ferry_sdk::testing::{Harness, TestBatch};
+    /// use ferry_sdk::{Context, Error, Processor, Record, ResultExt};
+    ///
+    /// #[derive(Default)]
+    /// struct Lookup;
+    ///
+    /// impl Processor for Lookup {
+    ///     fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+    ///         let key = String::from_utf8_lossy(record.key().unwrap_or_default());
+    ///         let answer = http::get(&format!("http://127.0.0.1:8089/names/{key}")).transient()?;
+    ///         ctx.emit_value("named", answer.body())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let harness = Harness::new().allow_http("http://127.0.0.1:8089").http_service(|request| {
+    ///     match request.path() {
+    ///         Some("/names/1") => Ok(Response::new(200, "one")),
+    ///         _ => Err(HttpError::new(HttpErrorKind::Timeout, "no answer")),
+    ///     }
+    /// });
+    /// let run = harness.run(&mut Lookup, &TestBatch::new("in", 0).record("1", "").record("2", ""));
+    /// assert_eq!(run.emitted[0].value_str(), Some("one"));
+    /// assert!(matches!(run.outcomes[1], ferry_sdk::Outcome::Retry(_)));
+    /// ```
+    pub fn http_service(mut self, service: impl Fn(&Request) -> Result<Response, HttpError> + 'static) -> Self {
+        self.http.service = Some(std::rc::Rc::new(service));
+        self
+    }
+
     /// Sets one of the pipeline's settings.
     pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         let mut pairs: Vec<(String, String)> =
@@ -389,6 +447,7 @@ impl Harness {
     /// Runs [`Processor::self_test`] on a fresh, configured processor, as the host
     /// does before a deploy.
     pub fn self_test<P: Processor>(&self) -> Result<(), String> {
+        let _http = crate::http_stand_in::install(&self.http);
         self.processor::<P>()?.self_test()
     }
 
@@ -409,6 +468,7 @@ impl Harness {
     /// If the processor returns a different number of outcomes than the batch has
     /// records.
     pub fn run<P: Processor>(&self, processor: &mut P, batch: &TestBatch) -> Run {
+        let _http = crate::http_stand_in::install(&self.http);
         let view = batch.batch();
         self.tell_assigned(processor, &view);
         let mut ctx = self.context_for(&view);
@@ -428,6 +488,7 @@ impl Harness {
     /// Runs each record through [`Processor::process`] directly, bypassing an
     /// overridden [`Processor::process_batch`]; useful to check that the two agree.
     pub fn run_each<P: Processor>(&self, processor: &mut P, batch: &TestBatch) -> Run {
+        let _http = crate::http_stand_in::install(&self.http);
         let view = batch.batch();
         self.tell_assigned(processor, &view);
         let mut ctx = self.context_for(&view);
@@ -650,7 +711,7 @@ mod tests {
     "#;
 
     fn from_config(text: &str) -> Harness {
-        Harness::for_pipeline(crate::pipeline::parse(text, "p").unwrap())
+        Harness::for_pipeline(crate::pipeline::parse(text, "p").unwrap()).unwrap()
     }
 
     /// Emits each value to the topic in its `to` header, or `out`; never logs.
@@ -702,5 +763,50 @@ mod tests {
     fn emitting_without_output_topics_fails_like_the_host() {
         let config = CONFIG.replace("output_topics = [\"out\"]", "");
         from_config(&config).run(&mut Quiet, &TestBatch::new("in", 0).value_only("a"));
+    }
+
+    /// GETs the URL in each value and emits the answer's body (or the error's kind).
+    #[derive(Default)]
+    struct Fetch;
+
+    impl Processor for Fetch {
+        fn process(&mut self, record: &Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+            let url = std::str::from_utf8(record.value().unwrap_or_default())?;
+            let answer = match crate::http::get(url) {
+                Ok(response) => format!("{} {}", response.status(), response.text().unwrap_or_default()),
+                Err(e) => format!("{:?}", e.kind()),
+            };
+            ctx.emit_value("out", answer)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn http_requests_pass_the_configs_rules_before_the_tests_service() {
+        let config = CONFIG.replace("max_outputs_per_batch = 2", "max_outputs_per_batch = 10");
+        let config =
+            format!("{config}\n        http = {{ allow = [\"http://127.0.0.1:8089\", \"https://*.example.com\"] }}");
+        let harness = from_config(&config).http_service(|request| {
+            Ok(Response::new(200, format!("{} {}", request.method(), request.path().unwrap())))
+        });
+        let batch = TestBatch::new("in", 0)
+            .value_only("http://127.0.0.1:8089/a?b")
+            .value_only("http://127.0.0.1:8090/")
+            .value_only("https://api.example.com/x")
+            .value_only("https://example.com/x")
+            .value_only("not a url");
+        let run = harness.run(&mut Fetch, &batch);
+        let answers: Vec<_> = run.emitted.iter().map(|e| e.value_str().unwrap()).collect();
+        assert_eq!(answers, ["200 GET /a?b", "Refused", "200 GET /x", "Refused", "Invalid"]);
+        // Without a service, granted requests fail; outside a harness, every one does.
+        let run = from_config(&config).run(&mut Fetch, &TestBatch::new("in", 0).value_only("http://127.0.0.1:8089/"));
+        assert_eq!(run.emitted[0].value_str(), Some("Failed"));
+        assert_eq!(crate::http::get("http://127.0.0.1:8089/").unwrap_err().kind(), crate::http::HttpErrorKind::Failed);
+    }
+
+    #[test]
+    #[should_panic(expected = "imports `wasi:http/outgoing-handler`, which this pipeline does not grant")]
+    fn a_request_without_an_http_section_fails_like_the_host() {
+        from_config(CONFIG).run(&mut Fetch, &TestBatch::new("in", 0).value_only("http://127.0.0.1:8089/"));
     }
 }

@@ -21,6 +21,8 @@ use ferry_tests::{PATIENCE, free_port, wait_until};
 
 /// The admin address the page uses; each run replaces it with a free port.
 const PAGE_ADMIN: &str = "127.0.0.1:9464";
+/// The port of the page's HTTP service; each run replaces it with a free one.
+const PAGE_SERVICE_PORT: &str = "8089";
 /// Languages of blocks that only illustrate (unless they have `file=`).
 const ILLUSTRATIONS: &[&str] = &["rust", "toml", "json", "python", "js", "text"];
 /// Set by scripts/test.sh (which installs every toolchain): a section is never
@@ -208,6 +210,8 @@ struct Session {
     scratch: PathBuf,
     cwd: PathBuf,
     admin: String,
+    /// Stands for [`PAGE_SERVICE_PORT`].
+    service_port: String,
     env: Vec<(String, String)>,
     last: Option<Ran>,
     background: Option<Background>,
@@ -215,7 +219,8 @@ struct Session {
 
 impl Session {
     fn localize(&self, text: &str) -> String {
-        text.replace(PAGE_ADMIN, &self.admin)
+        // The service's port first: the admin address's free port may hold its digits.
+        text.replace(PAGE_SERVICE_PORT, &self.service_port).replace(PAGE_ADMIN, &self.admin)
     }
 
     fn run(&mut self, script: &str, must_fail: bool, line: usize) {
@@ -297,7 +302,7 @@ fn installed(need: &str, checkout: &Path) -> Result<(), String> {
 /// The page's sections that run as tests of their own: they are independent (each
 /// starts in the scratch directory with nothing running), and the languages' builds
 /// are the suite's longest waits, so they run side by side.
-const OWN_TESTS: &[&str] = &["Rust", "Python", "JavaScript"];
+const OWN_TESTS: &[&str] = &["Rust", "Python", "JavaScript", "Calling HTTP services"];
 
 #[test]
 fn the_rust_section_works() {
@@ -312,6 +317,11 @@ fn the_python_section_works() {
 #[test]
 fn the_javascript_section_works() {
     run_sections(|title| title == "JavaScript");
+}
+
+#[test]
+fn the_http_section_works() {
+    run_sections(|title| title == "Calling HTTP services");
 }
 
 #[test]
@@ -359,6 +369,7 @@ fn run_sections(chosen: impl Fn(&str) -> bool) {
         scratch: scratch.path().to_path_buf(),
         cwd: work.clone(),
         admin: format!("127.0.0.1:{}", free_port()),
+        service_port: free_port().to_string(),
         env,
         last: None,
         background: None,

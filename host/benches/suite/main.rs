@@ -1,7 +1,7 @@
 //! ferry's benchmark suite, one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
 //! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`,
-//! `workers`, `instructions`, `state` (default: all).
+//! `workers`, `instructions`, `state`, `http` (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -11,6 +11,7 @@ mod boundary;
 mod common;
 mod e2e;
 mod exactly_once;
+mod http;
 mod instantiate;
 mod instructions;
 mod memory;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "boundary",
     "e2e",
     "instantiate",
@@ -34,6 +35,7 @@ const SECTIONS: [&str; 10] = [
     "workers",
     "instructions",
     "state",
+    "http",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +49,9 @@ fn main() -> anyhow::Result<()> {
             return memory::child(count.parse()?, &PathBuf::from(component), brokers, prefix);
         }
         Some("child-instructions") => return instructions::child(&args[1..]),
+        Some("child-http-server") => {
+            return http::child_server(args.get(1).context("child-http-server DELAY_MS")?.parse()?);
+        }
         Some("child-cores") => {
             let cpus = args.get(1).context("child-cores CPUS COMPONENT")?;
             return scaling::child(cpus, &PathBuf::from(args.get(2).context("component path")?));
@@ -267,6 +272,14 @@ fn main() -> anyhow::Result<()> {
         println!("## 10. Keyed state: get + put per record, and memory per key\n\n{}", state::table(&rounds));
         eprintln!("state: restore against a bare consumer (3 rounds)...");
         println!("### Restore\n\n{}", state::restore_table(&state::restore(3)?));
+    }
+    if wanted("http") {
+        eprintln!("http: guest requests against native clients, sequential against at once, memory in flight...");
+        let (fetcher, enrich) = (common::guest("ferry-guest-enrich")?, common::guest("ferry-example-enrich")?);
+        println!(
+            "## 11. Guest HTTP: per-request overhead, batch-concurrent requests, memory in flight\n\n{}",
+            http::table(&http::run(&fetcher, &enrich)?)
+        );
     }
     if wanted("workers") {
         eprintln!("workers: a CPU-heavy guest and the passthrough with 1 and 2 workers...");

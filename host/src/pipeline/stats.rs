@@ -315,10 +315,16 @@ impl PipelineStats {
             version: lock(&self.version).clone(),
             guest_log_lines: lock(&self.guest_log).as_ref().map_or((0, 0), |l| (l.written(), l.dropped())),
             brokers_down: self.client_log.brokers_down(),
-            http: lock(&self.http_meter).as_ref().map(|m| HttpFigures {
-                requests: m.requests(),
-                errors: m.errors(),
-                bytes: m.bytes(),
+            http: lock(&self.http_meter).as_ref().map(|m| {
+                let (duration_buckets, duration_sum_us) = m.durations();
+                HttpFigures {
+                    requests: m.requests(),
+                    errors: m.errors(),
+                    bytes: m.bytes(),
+                    in_flight: m.in_flight(),
+                    duration_buckets,
+                    duration_sum_us,
+                }
             }),
         }
     }
@@ -383,6 +389,12 @@ pub struct HttpFigures {
     pub errors: Vec<(&'static str, u64)>,
     /// Bytes sent and received.
     pub bytes: u64,
+    /// Requests started and not finished.
+    pub in_flight: u64,
+    /// Finished requests per bucket of `http::DURATION_BUCKETS_US` (and one past it).
+    pub duration_buckets: Vec<u64>,
+    /// Their durations added up, in µs.
+    pub duration_sum_us: u64,
 }
 
 impl StatsSnapshot {

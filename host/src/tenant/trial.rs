@@ -14,6 +14,11 @@
 //! that faults in a batch of several is run again alone to find which one it was, as
 //! the host isolates a poison record. Retries are shown, not repeated.
 //!
+//! A processor that calls HTTP services makes its requests for real, under the
+//! pipeline's `[pipeline.http]` grants and budgets: the report shows each one
+//! (method, URL, status and body bytes, or why it got no answer) under its record,
+//! and stderr the same with its time.
+//!
 //! A processor with keyed state gets an in-memory store per input partition, empty
 //! or from `--state`, and the report shows each record's (or batch's) state changes.
 //! As on a host, a batch's writes take effect only when every record of it finished
@@ -28,6 +33,7 @@ use anyhow::{Context as _, bail};
 use super::records::{self, SampleRecord};
 use super::state_file;
 use crate::config::Config;
+use crate::sandbox::capability::http::{HttpMeter, SentRequest};
 use crate::sandbox::{
     Batch, Capability, Emitted, GuestFault, GuestLine, Limits, Outcome, OutputUsed, ProcessorComponent,
     ProcessorInstance, Provisions, Sandbox, SandboxSettings, StateBatch, TenantLog, default_cache_dir, short,
@@ -182,6 +188,18 @@ impl Setup {
                 state.writes_per_batch
             );
         }
+        if let Some(http) = self.grants.http.as_ref().filter(|_| component.capabilities().contains(&Capability::Http)) {
+            let allow: Vec<String> = http.allow.iter().map(ToString::to_string).collect();
+            let l = &http.limits;
+            text += &format!(
+                "\n  http: to {}; {} requests and {} KiB per batch, {} at once, {} ms each",
+                allow.join(", "),
+                l.requests_per_batch,
+                l.bytes_per_batch >> 10,
+                l.concurrent_requests,
+                l.request_timeout_ms
+            );
+        }
         if !self.settings.is_empty() {
             let settings: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
             text += &format!("\n  settings: {}", settings.join(", "));
@@ -209,11 +227,12 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
     })?;
     eprintln!("{}", setup.describe(&component));
     let log = TenantLog::recording(&setup.pipeline);
+    let http = Arc::new(HttpMeter::journaling());
     let provisions = Provisions {
         grants: Arc::new(setup.grants.clone()),
         settings: Arc::new(setup.settings.clone()),
         log: log.clone(),
-        http_meter: Arc::default(),
+        http_meter: http.clone(),
     };
     let wants_headers = component.wants_headers();
     let stateful = component.capabilities().contains(&Capability::State);
@@ -236,7 +255,8 @@ pub(crate) fn run(args: TestArgs) -> anyhow::Result<()> {
         );
     }
     let mut instance = ProcessorInstance::new(sandbox, Arc::new(component), &setup.pipeline, provisions, setup.limits);
-    let mut trial = Trial { instance: &mut instance, log: &log, wants_headers, report: Report::default(), state };
+    let mut trial =
+        Trial { instance: &mut instance, log: &log, http: &http, wants_headers, report: Report::default(), state };
     trial.self_test();
     for batch in batches(&samples, args.batch_size as usize) {
         trial.batch(batch);
@@ -301,6 +321,8 @@ fn batches(records: &[SampleRecord], size: usize) -> Vec<&[SampleRecord]> {
 struct Call {
     result: Result<(Vec<Outcome>, Vec<Emitted>), GuestFault>,
     logs: Vec<GuestLine>,
+    /// The HTTP requests it made.
+    requests: Vec<SentRequest>,
     /// The partition's state with the call's writes, for a processor with state.
     state: Option<StateBatch>,
 }
@@ -308,6 +330,8 @@ struct Call {
 struct Trial<'a> {
     instance: &'a mut ProcessorInstance,
     log: &'a Arc<TenantLog>,
+    /// The requests the processor makes.
+    http: &'a HttpMeter,
     wants_headers: bool,
     report: Report,
     /// The state of each input partition, for a processor with state.
@@ -325,6 +349,7 @@ impl Trial<'_> {
         };
         self.report.self_test_passed = matches!(verdict, Ok(Ok(())));
         self.report.lines.push(line);
+        self.report.requests(&self.http.take_journal());
         self.report.logs(&logs);
     }
 
@@ -333,6 +358,7 @@ impl Trial<'_> {
         let finished = call.result.as_ref().is_ok_and(|(outcomes, _)| outcomes.iter().all(finishes));
         if batch.len() == 1 {
             self.report.record(&batch[0]);
+            self.report.requests(&call.requests);
             match call.result {
                 Ok((outcomes, outputs)) => {
                     self.report.outcome(&outcomes[0]);
@@ -353,6 +379,7 @@ impl Trial<'_> {
             last.offset,
             batch.len()
         ));
+        self.report.requests(&call.requests);
         self.report.logs(&call.logs);
         self.settle_state(first, call.state, finished);
         match call.result {
@@ -403,7 +430,7 @@ impl Trial<'_> {
             .instance
             .process_within(&wire, &offsets, deadline, &mut OutputUsed::default(), &mut lent)
             .map(|(reply, outputs)| (reply.into_outcomes().collect(), outputs));
-        Call { result, logs: self.log.take_recorded(), state: lent }
+        Call { result, logs: self.log.take_recorded(), requests: self.http.take_journal(), state: lent }
     }
 
     /// Reports the state changes of a batch that started at `first`, and keeps them
@@ -504,6 +531,14 @@ impl Report {
     fn final_state(&mut self, states: &state_file::States) {
         for (partition, store) in states {
             self.lines.push(format!("state of partition {partition}: {} keys, {} bytes", store.keys(), store.bytes()));
+        }
+    }
+
+    /// The HTTP requests of a call, in the order made; with their times on stderr.
+    fn requests(&mut self, requests: &[SentRequest]) {
+        for request in requests {
+            eprintln!("ferry test: http {request}, {} ms", request.elapsed.as_millis());
+            self.lines.push(format!("  http {request}"));
         }
     }
 

@@ -11,6 +11,7 @@ use crate::admin::limits::MAX_CONNECTIONS;
 use crate::admin::traffic::TrafficSnapshot;
 use crate::pipeline::liveness::ThreadState;
 use crate::pipeline::stats::LATENCY_BUCKETS_US;
+use crate::sandbox::capability::http::DURATION_BUCKETS_US;
 
 type PartitionValue = fn(&PartitionFigures) -> Option<i64>;
 
@@ -140,6 +141,27 @@ fn http_counters(e: &mut Exposition, pipelines: &[PipelineFigures]) {
     e.family("ferry_http_bytes_total", Kind::Counter, "Guest HTTP bytes sent and received, as the budgets count them.");
     for (name, http) in &with {
         e.sample("ferry_http_bytes_total", &[("pipeline", name)], http.bytes);
+    }
+    e.family(
+        "ferry_http_requests_in_flight",
+        Kind::Gauge,
+        "Guest HTTP requests started and not finished (waiting for a turn, connecting, or being answered).",
+    );
+    for (name, http) in &with {
+        e.sample("ferry_http_requests_in_flight", &[("pipeline", name)], http.in_flight);
+    }
+    let family = "ferry_http_request_duration_seconds";
+    e.family(family, Kind::Histogram, "Guest HTTP requests by time from their start to the end of their answer.");
+    let bucket = format!("{family}_bucket");
+    for (name, http) in &with {
+        let mut cumulative = 0;
+        for (i, count) in http.duration_buckets.iter().enumerate() {
+            cumulative += count;
+            let le = DURATION_BUCKETS_US.get(i).map_or_else(|| "+Inf".to_owned(), |&us| seconds(us));
+            e.sample(&bucket, &[("pipeline", name), ("le", &le)], cumulative);
+        }
+        e.sample(&format!("{family}_sum"), &[("pipeline", name)], seconds(http.duration_sum_us));
+        e.sample(&format!("{family}_count"), &[("pipeline", name)], cumulative);
     }
 }
 

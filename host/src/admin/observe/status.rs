@@ -12,6 +12,7 @@ use super::figures::{PartitionFigures, PipelineFigures, WorkerFigures};
 use super::health;
 use crate::pipeline::liveness::ThreadState;
 use crate::registry::GroupStatus;
+use crate::sandbox::capability::http::DURATION_BUCKETS_US;
 
 /// The page.
 pub(crate) const PAGE: &str = include_str!("status.html");
@@ -48,6 +49,7 @@ fn pipeline(p: &PipelineFigures) -> Value {
             "recycles": p.stats.recycles,
         },
         "faults": p.stats.faults,
+        "http": p.stats.http.as_ref().map(http),
         "broker": {
             "age_ms": p.broker_age.map(|d| d.as_millis() as u64),
             "error": p.broker_error,
@@ -62,6 +64,33 @@ fn pipeline(p: &PipelineFigures) -> Value {
             "kind": n.kind,
             "reason": n.reason,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// A pipeline's outgoing HTTP: requests by rule and end, errors by kind, bytes,
+/// requests in flight, and the duration of half and of 99 % of them (the upper
+/// bound of the histogram bucket they fall in).
+fn http(h: &crate::pipeline::stats::HttpFigures) -> Value {
+    let total: u64 = h.duration_buckets.iter().sum();
+    let quantile = |q: f64| -> Option<u64> {
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, count) in h.duration_buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(DURATION_BUCKETS_US.get(i).map_or(u64::MAX, |us| us / 1000));
+            }
+        }
+        None
+    };
+    json!({
+        "requests": h.requests.iter().map(|(host, end, n)| json!({ "host": host, "end": end, "count": n })).collect::<Vec<_>>(),
+        "errors": h.errors.iter().map(|(kind, n)| (kind.to_string(), json!(n))).collect::<serde_json::Map<String, Value>>(),
+        "bytes": h.bytes,
+        "in_flight": h.in_flight,
+        "finished": total,
+        "p50_ms_at_most": (total > 0).then(|| quantile(0.5)).flatten(),
+        "p99_ms_at_most": (total > 0).then(|| quantile(0.99)).flatten(),
     })
 }
 

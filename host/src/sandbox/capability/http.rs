@@ -352,6 +352,10 @@ pub fn parse_rules(allow: &[String]) -> Result<Vec<AllowRule>, String> {
     Ok(rules.into_iter().collect())
 }
 
+/// Upper bounds of the request duration histogram's buckets, in µs.
+pub const DURATION_BUCKETS_US: [u64; 12] =
+    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+
 /// A pipeline's outgoing requests, counted for `/metrics`: shared by its workers.
 #[derive(Debug, Default)]
 pub struct HttpMeter {
@@ -361,9 +365,64 @@ pub struct HttpMeter {
     errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Bytes charged to budgets.
     bytes: AtomicU64,
+    /// Requests started and not finished (their answer's body read or dropped).
+    in_flight: AtomicU64,
+    /// Finished requests by duration, from their start to the end of their answer.
+    durations: [AtomicU64; DURATION_BUCKETS_US.len() + 1],
+    /// Their durations added up, in µs.
+    duration_sum_us: AtomicU64,
+    /// Numbers requests in the order the guest made them.
+    next_request: AtomicU64,
+    /// Every finished request, for `ferry test` (`None`: not kept).
+    journal: Option<std::sync::Mutex<Vec<SentRequest>>>,
+}
+
+/// One request a guest made, as `ferry test` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRequest {
+    /// Its place among the guest's requests.
+    pub number: u64,
+    /// The method.
+    pub method: String,
+    /// The URL, as the guest gave it.
+    pub url: String,
+    /// The status of the answer, if one came.
+    pub status: Option<u16>,
+    /// Why there was no answer, or why its body ended early.
+    pub error: Option<String>,
+    /// Bytes of the answer's body the guest read.
+    pub bytes: u64,
+    /// From its start to the end of its answer (or its error).
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for SentRequest {
+    /// `GET http://host/path → 200, 52 bytes` (no time: reports stay comparable).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} → ", self.method, self.url)?;
+        match (self.status, &self.error) {
+            (Some(status), None) => write!(f, "{status}, {} bytes", self.bytes),
+            (Some(status), Some(error)) => write!(f, "{status}, {} bytes, then {error}", self.bytes),
+            (None, Some(error)) => f.write_str(error),
+            (None, None) => f.write_str("no answer"),
+        }
+    }
 }
 
 impl HttpMeter {
+    /// A meter that also keeps every request ([`take_journal`](Self::take_journal)).
+    pub fn journaling() -> Self {
+        HttpMeter { journal: Some(std::sync::Mutex::default()), ..HttpMeter::default() }
+    }
+
+    /// The requests that finished since the last call, in the order they were made.
+    pub fn take_journal(&self) -> Vec<SentRequest> {
+        let Some(journal) = &self.journal else { return Vec::new() };
+        let mut taken = std::mem::take(&mut *crate::sync::lock(journal));
+        taken.sort_by_key(|r| r.number);
+        taken
+    }
+
     /// Requests by rule (`-` for requests no rule matched) and end.
     pub fn requests(&self) -> Vec<(String, &'static str, u64)> {
         crate::sync::lock(&self.requests).iter().map(|((h, c), n)| (h.clone(), *c, *n)).collect()
@@ -379,6 +438,20 @@ impl HttpMeter {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Requests started and not finished.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Finished requests per bucket of [`DURATION_BUCKETS_US`] (and one past the
+    /// last), and their durations added up in µs.
+    pub fn durations(&self) -> (Vec<u64>, u64) {
+        (
+            self.durations.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            self.duration_sum_us.load(Ordering::Relaxed),
+        )
+    }
+
     fn request(&self, rule: Option<&AllowRule>, end: &'static str) {
         let host = rule.map_or_else(|| "-".to_owned(), AllowRule::to_string);
         *crate::sync::lock(&self.requests).entry((host, end)).or_default() += 1;
@@ -387,6 +460,95 @@ impl HttpMeter {
     fn error(&self, error: &HttpError) {
         *crate::sync::lock(&self.errors).entry(error_kind(error)).or_default() += 1;
     }
+
+    fn finished(&self, request: SentRequest) {
+        let us = u64::try_from(request.elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(DURATION_BUCKETS_US.len());
+        self.durations[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_us.fetch_add(us, Ordering::Relaxed);
+        if let Some(journal) = &self.journal {
+            crate::sync::lock(journal).push(request);
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One request from its start until its answer's body is read or dropped (the
+/// last holder drops it): in flight until then, and then counted as finished.
+struct Tracked {
+    meter: Arc<HttpMeter>,
+    number: u64,
+    method: String,
+    url: String,
+    started: Instant,
+    /// Status, error, body bytes so far.
+    end: std::sync::Mutex<(Option<u16>, Option<String>, u64)>,
+}
+
+impl Tracked {
+    fn start(meter: &Arc<HttpMeter>, request: &http::Request<WasiBody>) -> Arc<Tracked> {
+        meter.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut url = request.uri().to_string();
+        if url.len() > 300 {
+            let mut end = 300;
+            while !url.is_char_boundary(end) {
+                end -= 1;
+            }
+            url.truncate(end);
+            url.push('…');
+        }
+        Arc::new(Tracked {
+            meter: meter.clone(),
+            number: meter.next_request.fetch_add(1, Ordering::Relaxed),
+            method: request.method().to_string(),
+            url,
+            started: Instant::now(),
+            end: std::sync::Mutex::default(),
+        })
+    }
+
+    fn answered(&self, status: u16) {
+        crate::sync::lock(&self.end).0 = Some(status);
+    }
+
+    fn failed(&self, error: &HttpError) {
+        let mut end = crate::sync::lock(&self.end);
+        if end.1.is_none() {
+            end.1 = Some(describe(error));
+        }
+    }
+
+    fn read(&self, bytes: usize) {
+        crate::sync::lock(&self.end).2 += bytes as u64;
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let (status, error, bytes) = std::mem::take(&mut *crate::sync::lock(&self.end));
+        self.meter.finished(SentRequest {
+            number: self.number,
+            method: std::mem::take(&mut self.method),
+            url: std::mem::take(&mut self.url),
+            status,
+            error,
+            bytes,
+            elapsed: self.started.elapsed(),
+        });
+    }
+}
+
+/// An error in words, for `ferry test`: its kind, and what happened.
+fn describe(error: &HttpError) -> String {
+    let what = match error {
+        HttpError::HttpRequestDenied => "not in the pipeline's [pipeline.http] allow".to_owned(),
+        HttpError::DestinationIpProhibited => {
+            "its host resolves to an address the rule does not name (loopback, private, link-local or metadata)"
+                .to_owned()
+        }
+        other => format!("{other:?}"),
+    };
+    format!("{} ({what})", error_kind(error))
 }
 
 /// The kind of an error, as `/metrics` counts it.
@@ -481,7 +643,9 @@ impl WasiHttpHooks for Hooks {
         };
         let timeout = Duration::from_millis(grant.limits.request_timeout_ms);
         let deadline = self.deadline.min(Instant::now() + timeout);
-        let outgoing = Outgoing { grant, spent: self.spent.clone(), in_flight: self.in_flight.clone(), deadline };
+        let tracked = Tracked::start(&self.spent.meter, &request);
+        let outgoing =
+            Outgoing { grant, spent: self.spent.clone(), in_flight: self.in_flight.clone(), deadline, tracked };
         Box::new(outgoing.send(request))
     }
 
@@ -502,19 +666,25 @@ struct Outgoing {
     spent: Arc<Spent>,
     in_flight: Arc<Semaphore>,
     deadline: Instant,
+    /// This request, for the meter.
+    tracked: Arc<Tracked>,
 }
 
 impl Outgoing {
     async fn send(self, request: http::Request<WasiBody>) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        let (spent, rule) = (self.spent.clone(), self.rule_of(&request));
+        let (spent, rule, tracked) = (self.spent.clone(), self.rule_of(&request), self.tracked.clone());
         let result = match tokio::time::timeout_at(deadline, self.send_within(request)).await {
             Ok(result) => result,
             Err(_) => Err(HttpError::ConnectionTimeout),
         };
         match &result {
-            Ok((response, _)) => spent.meter.request(rule.as_ref(), status_class(response.status().as_u16())),
+            Ok((response, _)) => {
+                tracked.answered(response.status().as_u16());
+                spent.meter.request(rule.as_ref(), status_class(response.status().as_u16()));
+            }
             Err(error) => {
+                tracked.failed(error);
                 spent.meter.request(rule.as_ref(), "error");
                 spent.meter.error(error);
             }
@@ -649,9 +819,10 @@ impl Outgoing {
         });
         // The body stops at the request's deadline too.
         let meter = self.spent.meter.clone();
+        let tracked = self.tracked.clone();
         let response = response.map(|body| {
             let sleep = Box::pin(tokio::time::sleep_until(deadline));
-            Deadlined { inner: body, sleep, meter, timed_out: false }.boxed_unsync()
+            Deadlined { inner: body, sleep, meter, timed_out: false, tracked }.boxed_unsync()
         });
         Ok((response, io))
     }
@@ -726,12 +897,14 @@ where
     }
 }
 
-/// A response body that ends in a timeout at its request's deadline.
+/// A response body that ends in a timeout at its request's deadline (and whose
+/// request finishes when it is dropped).
 struct Deadlined<B> {
     inner: B,
     sleep: Pin<Box<tokio::time::Sleep>>,
     meter: Arc<HttpMeter>,
     timed_out: bool,
+    tracked: Arc<Tracked>,
 }
 
 impl<B> Body for Deadlined<B>
@@ -748,10 +921,17 @@ where
             if !self.timed_out {
                 self.timed_out = true;
                 self.meter.error(&HttpError::ConnectionReadTimeout);
+                self.tracked.failed(&HttpError::ConnectionReadTimeout);
             }
             return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => self.tracked.read(frame.data_ref().map_or(0, Bytes::len)),
+            Poll::Ready(Some(Err(error))) => self.tracked.failed(error),
+            _ => {}
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

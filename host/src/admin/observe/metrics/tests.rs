@@ -298,3 +298,41 @@ fn state_gauges_follow_the_partitions_and_a_restore_is_not_ready() {
     let (_, types) = parse(&render(&[fig]));
     assert!(!types.contains_key("ferry_state_keys"), "no state families without a pipeline with state");
 }
+
+#[test]
+fn http_families_hold_requests_errors_in_flight_and_a_duration_histogram() {
+    use crate::pipeline::stats::HttpFigures;
+    use crate::sandbox::capability::http::DURATION_BUCKETS_US;
+    let logs = PipelineLogs { partitions: BTreeMap::new(), refreshed: Some(Instant::now()), error: None };
+    let text = "brokers = \"b:1\"\n[[pipeline]]\nname = \"e\"\ninputs = [\"orders\"]\ngroup = \"g\"\ncomponent = \
+                \"x.wasm\"\n[pipeline.http]\nallow = [\"http://127.0.0.1:8089\"]\n";
+    let config = Arc::new(Config::parse(text).unwrap().pipelines.remove(0));
+    let liveness =
+        LivenessSnapshot { thread: ThreadState::Running, joined: true, since_last_turn: Some(Duration::ZERO) };
+    let mut snapshot = PipelineStats::default().snapshot();
+    // 3 requests within 1 ms, 1 within 5 ms, 1 past the last bound.
+    let mut buckets = vec![0; DURATION_BUCKETS_US.len() + 1];
+    (buckets[0], buckets[2], buckets[DURATION_BUCKETS_US.len()]) = (3, 1, 1);
+    snapshot.http = Some(HttpFigures {
+        requests: vec![("http://127.0.0.1:8089".into(), "2xx", 4), ("-".into(), "error", 1)],
+        errors: vec![("refused", 1)],
+        bytes: 900,
+        in_flight: 2,
+        duration_buckets: buckets,
+        duration_sum_us: 12_004_500,
+    });
+    let fig = figures(config, "abc123".into(), liveness, snapshot, &logs);
+    let (samples, types) = parse(&render(&[fig]));
+    let at = |name: &str, pairs: &[(&str, &str)]| samples[&(name.to_owned(), labels(pairs))];
+    assert_eq!(types["ferry_http_request_duration_seconds"], "histogram");
+    assert_eq!(types["ferry_http_requests_in_flight"], "gauge");
+    assert_eq!(at("ferry_http_requests_in_flight", &[("pipeline", "e")]), 2.0);
+    let bucket = |le: &str| at("ferry_http_request_duration_seconds_bucket", &[("pipeline", "e"), ("le", le)]);
+    assert_eq!(
+        (bucket("0.001"), bucket("0.0025"), bucket("0.005"), bucket("10"), bucket("+Inf")),
+        (3.0, 3.0, 4.0, 4.0, 5.0)
+    );
+    assert_eq!(at("ferry_http_request_duration_seconds_count", &[("pipeline", "e")]), 5.0);
+    assert_eq!(at("ferry_http_request_duration_seconds_sum", &[("pipeline", "e")]), 12.0045);
+    assert_eq!(at("ferry_http_requests_total", &[("pipeline", "e"), ("host", "-"), ("class", "error")]), 1.0);
+}
