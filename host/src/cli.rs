@@ -75,6 +75,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::deploy::group::command::KeysCommand,
     },
+    /// Report on, promote or discard the shadow version of a pipeline (deployed
+    /// with `ferry deploy --shadow`).
+    Shadow {
+        #[allow(missing_docs)]
+        #[command(subcommand)]
+        command: crate::deploy::client::ShadowCommand,
+    },
     /// Show or reset a consumer group's committed offsets.
     Offsets {
         #[allow(missing_docs)]
@@ -230,6 +237,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Deploy(args) => crate::deploy::client::run(args),
         Command::Versions(args) => crate::deploy::group::command::versions(&args),
         Command::Keys { command } => crate::deploy::group::command::keys(&command),
+        Command::Shadow { command } => crate::deploy::client::shadow(command),
         Command::Offsets { command } => match command {
             OffsetsCommand::Show { target } => {
                 let (brokers, kafka, topics) = target.resolve()?;

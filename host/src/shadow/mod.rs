@@ -6,12 +6,14 @@
 //! |---|---|
 //! | [`compare`] | the per-record comparison and its tally (pure) |
 //! | [`budget`] | the share of batch time the shadow may take, and when it skips |
+//! | `run` | running one batch through the shadow after the live version, and comparing |
 //!
 //! The candidate, its tally and the decisions about it live in the pipeline's
 //! [`crate::registry::ProcessorSlot`]; the pipeline's workers run it.
 
 pub mod budget;
 pub mod compare;
+pub(crate) mod run;
 
 use serde::Deserialize;
 
@@ -76,8 +78,8 @@ impl Default for ShadowConfig {
 impl ShadowConfig {
     /// Checks the values; the error names the field under `at`.
     pub fn validate(&self, at: &str) -> anyhow::Result<()> {
-        if !(self.max_time_share > 0.0 && self.max_time_share <= 10.0) {
-            anyhow::bail!("{at}.max_time_share: must be above 0 and at most 10, got {}", self.max_time_share);
+        if !(self.max_time_share > 0.0 && self.max_time_share <= 100.0) {
+            anyhow::bail!("{at}.max_time_share: must be above 0 and at most 100, got {}", self.max_time_share);
         }
         if let Some(ms) = self.time_per_batch_ms
             && !(1..=600_000).contains(&ms)
