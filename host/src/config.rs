@@ -1136,6 +1136,30 @@ mod tests {
     }
 
     #[test]
+    fn a_pipeline_that_accepts_shadows_keeps_an_instance_per_worker_for_them() {
+        let with = |shadow: &str, max: u32| {
+            GOOD.replace("group = \"g\"", &format!("group = \"g\"\nworkers = 4\n{shadow}"))
+                .replace("[kafka]", &format!("[sandbox]\nmax_instances = {max}\n[kafka]"))
+        };
+        let c = Config::parse(&with("shadow = { outputs = \"multiset\", ignore_headers = [\"ts\"] }", 9)).unwrap();
+        assert_eq!(c.shadow_instances(), 4);
+        assert!(!c.spares_fit(), "4 live, 4 spares and 4 shadows do not fit in 9");
+        assert_eq!(c.pipelines[0].shadow.as_ref().unwrap().outputs, crate::shadow::OutputOrder::Multiset);
+        let e = error_of(&with("shadow = {}", 8));
+        assert!(e.contains("keep 8 guest instances (shadow versions' included)"), "{e}");
+        assert!(Config::parse(&with("", 8)).is_ok(), "without shadows 4 instances fit in 8");
+        for (bad, field) in [
+            ("max_time_share = 0.0", "max_time_share"),
+            ("promote_after = 0", "promote_after"),
+            ("ignore_fields = [\"a..b\"]", "ignore_fields"),
+            ("outputs = \"sorted\"", "outputs"),
+        ] {
+            let e = error_of(&with(&format!("shadow = {{ {bad} }}"), 64));
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn workers_are_checked_and_each_gets_its_own_static_member_id() {
         assert_eq!(Config::parse(GOOD).unwrap().pipelines[0].workers, 1, "one worker unless asked");
         let with = |n: &str| GOOD.replace("group = \"g\"", &format!("group = \"g\"\nworkers = {n}"));

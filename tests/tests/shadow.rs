@@ -257,3 +257,33 @@ fn a_shadow_that_sleeps_is_bounded_and_its_skips_counted() {
     assert!(n(&report, "skipped_batches") > 0, "{report}");
     assert_eq!(n(&report, "equal"), 0, "{report}");
 }
+
+#[test]
+fn promote_after_makes_an_identical_version_live_on_its_own() {
+    let (v1, v2) = (build("ferry-guest-mirror-v1"), build("ferry-guest-mirror-v2"));
+    let broker = Embedded::start();
+    broker.create_topic("input", PARTITIONS);
+    broker.create_topic("ledger", PARTITIONS);
+    let brokers = broker.brokers();
+    let cache = tempfile::tempdir().unwrap();
+    let group = unique("shadow-auto");
+    let a = host(&broker, &group, &v1, cache.path(), "max_time_share = 100, promote_after = 500");
+    let answer = admin(&a, Request::DeployShadow(&v2.bytes));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let values = numbers(0, 3000);
+    produce(&brokers, "input", PARTITIONS, &values);
+    wait_until("the shadow promotes itself", || running(&a) == v2.digest);
+    wait_committed(&brokers, &group, 3000);
+    assert_ledger_is_exactly(&brokers, &values);
+    let versions = json(&admin(&a, Request::Versions));
+    let promoted = versions["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "shadow-promote")
+        .unwrap_or_else(|| panic!("{versions}"))
+        .clone();
+    assert!(promoted["detail"].as_str().unwrap().contains("promote_after"), "{promoted}");
+    assert!(promoted["detail"].as_str().unwrap().contains(" 0 different"), "{promoted}");
+    stop(a);
+}

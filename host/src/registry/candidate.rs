@@ -33,29 +33,8 @@ impl Candidate {
     /// Adds one batch's comparison, keeping the first differences; then applies the
     /// pipeline's automatic rules.
     pub(super) fn add(&mut self, batch: Tally) -> AutoDecision {
-        let t = &mut self.tally;
-        t.compared += batch.compared;
-        t.equal += batch.equal;
-        t.different += batch.different;
-        t.skipped += batch.skipped;
-        t.skipped_batches += batch.skipped_batches;
-        t.state_batches += batch.state_batches;
-        t.state_different += batch.state_different;
-        let room = self.config.keep_differences.saturating_sub(t.differences.len());
-        t.differences.extend(batch.differences.into_iter().take(room));
-        let differences = t.different + t.state_different;
-        if let Some(m) = self.config.discard_after
-            && differences >= m
-        {
-            return AutoDecision::Discard(format!("{differences} differences, discard_after = {m}"));
-        }
-        if let Some(n) = self.config.promote_after
-            && differences == 0
-            && t.equal >= n
-        {
-            return AutoDecision::Promote(format!("{} records equal and no difference, promote_after = {n}", t.equal));
-        }
-        AutoDecision::Keep
+        merge(&mut self.tally, batch, self.config.keep_differences);
+        decide(&self.config, &self.tally)
     }
 
     /// The comparison in one line, for the version history.
@@ -66,6 +45,38 @@ impl Candidate {
             t.compared, t.equal, t.different, t.skipped, t.skipped_batches, t.state_batches, t.state_different
         )
     }
+}
+
+/// Adds one batch's comparison to `tally`, keeping the first `keep` differences.
+fn merge(tally: &mut Tally, batch: Tally, keep: usize) {
+    tally.compared += batch.compared;
+    tally.equal += batch.equal;
+    tally.different += batch.different;
+    tally.skipped += batch.skipped;
+    tally.skipped_batches += batch.skipped_batches;
+    tally.state_batches += batch.state_batches;
+    tally.state_different += batch.state_different;
+    let room = keep.saturating_sub(tally.differences.len());
+    tally.differences.extend(batch.differences.into_iter().take(room));
+}
+
+/// What the pipeline's `discard_after` and `promote_after` say of `tally`: a
+/// discard once the differences (records and state batches) reach `discard_after`;
+/// a promotion once `promote_after` records compared equal with no difference at all.
+fn decide(config: &ShadowConfig, tally: &Tally) -> AutoDecision {
+    let differences = tally.different + tally.state_different;
+    if let Some(m) = config.discard_after
+        && differences >= m
+    {
+        return AutoDecision::Discard(format!("{differences} differences, discard_after = {m}"));
+    }
+    if let Some(n) = config.promote_after
+        && differences == 0
+        && tally.equal >= n
+    {
+        return AutoDecision::Promote(format!("{} records equal and no difference, promote_after = {n}", tally.equal));
+    }
+    AutoDecision::Keep
 }
 
 /// What [`super::ProcessorSlot::shadow_view`] reports.
@@ -85,5 +96,57 @@ impl ShadowView {
     /// The first differences kept.
     pub fn differences(&self) -> &[Difference] {
         &self.tally.differences
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shadow::Difference;
+
+    fn batch(equal: u64, different: u64, state_different: u64) -> Tally {
+        let difference = |offset| Difference {
+            topic: "in".into(),
+            partition: 0,
+            offset,
+            last_offset: offset,
+            aspects: vec!["outputs"],
+            live: String::new(),
+            shadow: String::new(),
+            diff: String::new(),
+        };
+        Tally {
+            compared: equal + different,
+            equal,
+            different,
+            state_batches: 1,
+            state_different,
+            differences: (0..different as i64).map(difference).collect(),
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn promotes_after_enough_equal_records_and_never_after_a_difference() {
+        let config = ShadowConfig { promote_after: Some(100), ..ShadowConfig::default() };
+        let mut tally = Tally::default();
+        merge(&mut tally, batch(60, 0, 0), 20);
+        assert_eq!(decide(&config, &tally), AutoDecision::Keep);
+        merge(&mut tally, batch(40, 0, 0), 20);
+        assert!(matches!(decide(&config, &tally), AutoDecision::Promote(_)));
+        merge(&mut tally, batch(0, 0, 1), 20);
+        assert_eq!(decide(&config, &tally), AutoDecision::Keep, "a state difference rules it out");
+    }
+
+    #[test]
+    fn discards_once_the_differences_reach_the_limit_and_keeps_the_first() {
+        let config = ShadowConfig { discard_after: Some(5), keep_differences: 3, ..ShadowConfig::default() };
+        let mut tally = Tally::default();
+        merge(&mut tally, batch(10, 2, 1), config.keep_differences);
+        assert_eq!(decide(&config, &tally), AutoDecision::Keep);
+        merge(&mut tally, batch(10, 2, 0), config.keep_differences);
+        assert!(matches!(decide(&config, &tally), AutoDecision::Discard(_)));
+        assert_eq!((tally.compared, tally.equal, tally.different), (24, 20, 4));
+        assert_eq!(tally.differences.len(), 3);
     }
 }

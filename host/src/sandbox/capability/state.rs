@@ -344,6 +344,29 @@ mod tests {
         (k.as_bytes().to_vec(), v.as_bytes().to_vec())
     }
 
+    /// A shadow is lent the store as it was before the batch; the batch resumes
+    /// with its writes as they were, and the shadow's are gone.
+    #[test]
+    fn writes_set_aside_come_back_and_the_shadows_are_dropped() {
+        let mut store = PartitionStore::default();
+        store.apply(b"a".to_vec(), Some(b"1".to_vec()));
+        let mut live = StateBatch::new(store.clone(), limits());
+        live.put(b"a".to_vec(), b"2".to_vec()).unwrap();
+        live.delete(b"b".to_vec()).unwrap();
+        live.keep_call();
+        let (before, aside) = live.set_aside();
+        assert_eq!(before, store, "the store as it was before the batch");
+        let mut shadow = StateBatch::new(before, aside.limits());
+        assert_eq!(shadow.get(b"a"), Some(&b"1"[..]));
+        shadow.put(b"a".to_vec(), b"9".to_vec()).unwrap();
+        shadow.put(b"c".to_vec(), b"9".to_vec()).unwrap();
+        shadow.keep_call();
+        let (back, _) = shadow.finish(false);
+        let (after, changes) = aside.resume(back).finish(true);
+        assert_eq!(changes, vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]);
+        assert_eq!(after.entries().collect::<Vec<_>>(), vec![(&b"a"[..], &b"2"[..])]);
+    }
+
     #[test]
     fn every_limit_is_a_refusal_and_leaves_the_state_as_it_was() {
         let mut batch = StateBatch::new(PartitionStore::default(), limits());
