@@ -255,6 +255,8 @@ fn a_shadow_that_panics_never_touches_the_live_path() {
 fn a_shadow_that_sleeps_is_bounded_and_its_skips_counted() {
     let report = beside_a_hostile_shadow("ferry-guest-mirror-sleep", "time_per_batch_ms = 300, max_time_share = 0.5");
     assert!(n(&report, "skipped_batches") > 0, "{report}");
+    assert!(n(&report, "shadow_timeouts") > 0, "{report}");
+    assert!(report_text(&report).contains("the shadow ran out of time in"), "{report}");
     assert_eq!(n(&report, "equal"), 0, "{report}");
 }
 

@@ -275,6 +275,9 @@ pub fn report_text(report: &serde_json::Value) -> String {
         n("skipped_batches")
     );
     let _ = writeln!(out, "state: {} batches compared, {} different", n("state_batches"), n("state_different"));
+    if n("shadow_timeouts") > 0 {
+        let _ = writeln!(out, "the shadow ran out of time in {} batches", n("shadow_timeouts"));
+    }
     let differences = report["differences"].as_array().cloned().unwrap_or_default();
     if !differences.is_empty() {
         let _ = writeln!(out, "first {} differences:", differences.len());

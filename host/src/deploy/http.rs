@@ -204,6 +204,7 @@ pub(crate) fn shadow_json(pipeline: &str, view: &ShadowView) -> Value {
         "different": t.different,
         "skipped": t.skipped,
         "skipped_batches": t.skipped_batches,
+        "shadow_timeouts": t.shadow_timeouts,
         "state_batches": t.state_batches,
         "state_different": t.state_different,
         "differences": t.differences,

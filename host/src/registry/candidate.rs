@@ -54,6 +54,7 @@ fn merge(tally: &mut Tally, batch: Tally, keep: usize) {
     tally.different += batch.different;
     tally.skipped += batch.skipped;
     tally.skipped_batches += batch.skipped_batches;
+    tally.shadow_timeouts += batch.shadow_timeouts;
     tally.state_batches += batch.state_batches;
     tally.state_different += batch.state_different;
     let room = keep.saturating_sub(tally.differences.len());

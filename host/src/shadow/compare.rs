@@ -131,8 +131,11 @@ pub struct Tally {
     /// Records not compared: a side did not get to them, or the shadow skipped their
     /// batch.
     pub skipped: u64,
-    /// Batches the shadow did not run (over its share of time, no instance).
+    /// Batches the shadow did not run (over its share of time).
     pub skipped_batches: u64,
+    /// Batches in which the shadow ran out of its time limit (the records it did not
+    /// finish there are skipped: which of them held it up is not known).
+    pub shadow_timeouts: u64,
     /// Batches whose state writes were compared.
     pub state_batches: u64,
     /// Of which different.

@@ -17,7 +17,8 @@ use super::compare::{Output, Rules, Side, Tally, Verdict, Write};
 use crate::config::PipelineConfig;
 use crate::pipeline::run::{BatchRun, run_batch};
 use crate::sandbox::{
-    Batch, Emitted, Grants, Outcome, ProcessorComponent, ProcessorInstance, Provisions, Sandbox, StateBatch, TenantLog,
+    Batch, Emitted, FaultKind, Grants, Outcome, ProcessorComponent, ProcessorInstance, Provisions, Sandbox, StateBatch,
+    TenantLog,
 };
 
 /// One worker's shadow: its instance, its time budget, and how it compares.
@@ -92,6 +93,9 @@ impl ShadowRunner {
         self.budget.shadow_ran(started.elapsed());
         for fault in &shadow.faults {
             tracing::debug!(topic = %batch.topic, partition = batch.partition, %fault, "shadow version fault");
+        }
+        if shadow.faults.iter().any(|f| f.kind() == FaultKind::Timeout) {
+            tally.shadow_timeouts += 1;
         }
         let mut writes = None;
         if let Some(aside) = aside {

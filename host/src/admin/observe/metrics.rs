@@ -272,6 +272,17 @@ fn shadows(e: &mut Exposition, pipelines: &[PipelineFigures]) {
             }
         }
     }
+    let name = "ferry_shadow_timeouts_total";
+    e.family(name, Kind::Counter, "Batches in which the shadow version ran out of its time limit.");
+    for p in pipelines {
+        if let Some(shadow) = &p.shadow {
+            e.sample(
+                name,
+                &[("pipeline", &p.config.name), ("digest", shadow.version.digest())],
+                shadow.tally.shadow_timeouts,
+            );
+        }
+    }
     let name = "ferry_shadow_batches_skipped_total";
     e.family(name, Kind::Counter, "Batches the shadow version did not run, over its share of batch time.");
     for p in pipelines {

@@ -152,6 +152,7 @@ fn every_family_is_present_and_matches_the_stats() {
         ("ferry_shadow_records_different_total", "counter"),
         ("ferry_shadow_records_skipped_total", "counter"),
         ("ferry_shadow_state_batches_different_total", "counter"),
+        ("ferry_shadow_timeouts_total", "counter"),
         ("ferry_shadow_batches_skipped_total", "counter"),
         ("ferry_pipeline_up", "gauge"),
         ("ferry_poll_loop_age_seconds", "gauge"),
