@@ -319,6 +319,24 @@ mod tests {
     }
 
     #[test]
+    fn shadow_commands_parse_and_a_shadow_deploy_excludes_the_other_kinds() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["ferry"], args].concat());
+        let cli = parse(&["shadow", "report", "--pipeline", "orders", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Shadow { command: crate::deploy::client::ShadowCommand::Report { json: true, .. } }
+        ));
+        for action in ["promote", "discard"] {
+            assert!(parse(&["shadow", action, "--pipeline", "orders"]).is_ok(), "{action}");
+        }
+        let cli = parse(&["deploy", "--pipeline", "orders", "--shadow", "new.wasm"]).unwrap();
+        assert!(matches!(cli.command, Command::Deploy(ref args) if args.shadow));
+        for other in ["--rollback", "--empty-state", "--group", "--versions"] {
+            assert!(parse(&["deploy", "--pipeline", "orders", "--shadow", other, "new.wasm"]).is_err(), "{other}");
+        }
+    }
+
+    #[test]
     fn default_filters_parse() {
         for directives in ["error", "info,librdkafka=warn,rdkafka=warn"] {
             log_filter(directives);
