@@ -75,6 +75,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::deploy::group::command::KeysCommand,
     },
+    /// Report on, promote or discard the shadow version of a pipeline (deployed
+    /// with `ferry deploy --shadow`).
+    Shadow {
+        #[allow(missing_docs)]
+        #[command(subcommand)]
+        command: crate::deploy::client::ShadowCommand,
+    },
     /// Show or reset a consumer group's committed offsets.
     Offsets {
         #[allow(missing_docs)]
@@ -230,6 +237,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Deploy(args) => crate::deploy::client::run(args),
         Command::Versions(args) => crate::deploy::group::command::versions(&args),
         Command::Keys { command } => crate::deploy::group::command::keys(&command),
+        Command::Shadow { command } => crate::deploy::client::shadow(command),
         Command::Offsets { command } => match command {
             OffsetsCommand::Show { target } => {
                 let (brokers, kafka, topics) = target.resolve()?;
@@ -308,6 +316,24 @@ mod tests {
         assert!(!use_colour(true, Some(OsStr::new("1"))));
         assert!(!use_colour(false, None));
         assert!(!use_colour(false, Some(OsStr::new("1"))));
+    }
+
+    #[test]
+    fn shadow_commands_parse_and_a_shadow_deploy_excludes_the_other_kinds() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["ferry"], args].concat());
+        let cli = parse(&["shadow", "report", "--pipeline", "orders", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Shadow { command: crate::deploy::client::ShadowCommand::Report { json: true, .. } }
+        ));
+        for action in ["promote", "discard"] {
+            assert!(parse(&["shadow", action, "--pipeline", "orders"]).is_ok(), "{action}");
+        }
+        let cli = parse(&["deploy", "--pipeline", "orders", "--shadow", "new.wasm"]).unwrap();
+        assert!(matches!(cli.command, Command::Deploy(ref args) if args.shadow));
+        for other in ["--rollback", "--empty-state", "--group", "--versions"] {
+            assert!(parse(&["deploy", "--pipeline", "orders", "--shadow", other, "new.wasm"]).is_err(), "{other}");
+        }
     }
 
     #[test]

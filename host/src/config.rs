@@ -273,6 +273,10 @@ pub struct PipelineConfig {
     /// (`component` then runs only while the topic has none).
     #[serde(default)]
     pub group_deploy: bool,
+    /// Accept shadow versions (`ferry deploy --shadow`), compared with the running
+    /// version this way. Each worker keeps an instance for the shadow.
+    #[serde(default)]
+    pub shadow: Option<crate::shadow::ShadowConfig>,
 }
 
 fn default_transaction_timeout_ms() -> u64 {
@@ -575,12 +579,14 @@ impl Config {
                 );
             }
         }
-        // Each worker keeps a guest instance; a deploy's self-test needs one more.
-        let instances = self.workers();
+        // Each worker keeps a guest instance (and one for a shadow version where the
+        // pipeline accepts them); a deploy's self-test needs one more.
+        let instances = self.workers() + self.shadow_instances();
         if instances >= s.max_instances as usize {
             bail!(
-                "sandbox.max_instances: the pipelines' workers keep {instances} guest instances, and a deploy's \
-                 self-test needs one more; raise sandbox.max_instances above {instances} (it is {})",
+                "sandbox.max_instances: the pipelines' workers keep {instances} guest instances (shadow versions' \
+                 included), and a deploy's self-test needs one more; raise sandbox.max_instances above {instances} \
+                 (it is {})",
                 s.max_instances
             );
         }
@@ -592,11 +598,17 @@ impl Config {
         self.pipelines.iter().map(|p| p.workers).sum()
     }
 
+    /// The instances kept for shadow versions: one per worker of every pipeline
+    /// that accepts them (`[pipelines.shadow]`).
+    pub fn shadow_instances(&self) -> usize {
+        self.pipelines.iter().filter(|p| p.shadow.is_some()).map(|p| p.workers).sum()
+    }
+
     /// Whether the instance pool has room for a spare instance per worker as well,
     /// and still one slot for a deploy's self-test: a spare must never take the slot
-    /// a live instance or a self-test needs.
+    /// a live instance, a shadow's or a self-test needs.
     pub fn spares_fit(&self) -> bool {
-        2 * self.workers() < self.sandbox.max_instances as usize
+        2 * self.workers() + self.shadow_instances() < self.sandbox.max_instances as usize
     }
 
     /// The sandbox settings for the engine.
@@ -779,6 +791,9 @@ impl PipelineConfig {
         check_kafka_props(&format!("{at}.kafka"), &self.kafka)?;
         if let Some(auto_rollback) = &self.auto_rollback {
             auto_rollback.validate(&format!("{at}.auto_rollback"))?;
+        }
+        if let Some(shadow) = &self.shadow {
+            shadow.validate(&format!("{at}.shadow"))?;
         }
         Ok(())
     }
@@ -1118,6 +1133,30 @@ mod tests {
         }
         let e = error_of(&GOOD.replace("\"security.protocol\" = \"plaintext\"", "\"auto.commit.enable\" = \"true\""));
         assert!(e.contains("kafka.\"auto.commit.enable\": ferry sets this itself"), "{e}");
+    }
+
+    #[test]
+    fn a_pipeline_that_accepts_shadows_keeps_an_instance_per_worker_for_them() {
+        let with = |shadow: &str, max: u32| {
+            GOOD.replace("group = \"g\"", &format!("group = \"g\"\nworkers = 4\n{shadow}"))
+                .replace("[kafka]", &format!("[sandbox]\nmax_instances = {max}\n[kafka]"))
+        };
+        let c = Config::parse(&with("shadow = { outputs = \"multiset\", ignore_headers = [\"ts\"] }", 9)).unwrap();
+        assert_eq!(c.shadow_instances(), 4);
+        assert!(!c.spares_fit(), "4 live, 4 spares and 4 shadows do not fit in 9");
+        assert_eq!(c.pipelines[0].shadow.as_ref().unwrap().outputs, crate::shadow::OutputOrder::Multiset);
+        let e = error_of(&with("shadow = {}", 8));
+        assert!(e.contains("keep 8 guest instances (shadow versions' included)"), "{e}");
+        assert!(Config::parse(&with("", 8)).is_ok(), "without shadows 4 instances fit in 8");
+        for (bad, field) in [
+            ("max_time_share = 0.0", "max_time_share"),
+            ("promote_after = 0", "promote_after"),
+            ("ignore_fields = [\"a..b\"]", "ignore_fields"),
+            ("outputs = \"sorted\"", "outputs"),
+        ] {
+            let e = error_of(&with(&format!("shadow = {{ {bad} }}"), 64));
+            assert!(e.contains(field), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Host {
         // Each worker's instance (and its spare) keeps its pool slot whatever
         // self-tests run meanwhile.
         let spares = config.spares_fit();
-        sandbox.reserve_for_workers(config.workers() * if spares { 2 } else { 1 });
+        sandbox.reserve_for_workers(config.workers() * if spares { 2 } else { 1 } + config.shadow_instances());
         let mut slots = Vec::new();
         // Pipelines that run the same component share its compiled code.
         let mut loaded: HashMap<String, Arc<ProcessorComponent>> = HashMap::new();

@@ -11,6 +11,7 @@
 //! | [`kafka`] | client configs, the consumer context, batch fetching, commits, the producer, the pure offset tracker, `ferry offsets` |
 //! | [`pipeline`] | one consumer group member: the loop, settlement of outcomes, failures, stats |
 //! | [`registry`] | the versions each pipeline runs, probation and rollback |
+//! | [`shadow`] | a candidate version run beside the live one, and the comparison of the two |
 //! | [`deploy`] | new versions in: the admin API endpoints, `ferry deploy`, watched directories |
 //! | [`admin`] | the HTTP server: health, metrics, the status page |
 //! | [`host`] | all of it running, and a bounded shutdown |
@@ -35,5 +36,6 @@ pub mod pipeline;
 pub mod registry;
 pub(crate) mod runtime;
 pub mod sandbox;
+pub mod shadow;
 mod sync;
 pub(crate) mod tenant;

@@ -42,6 +42,11 @@ pub struct DeployArgs {
     /// Without it a new version sees its predecessor's state.
     #[arg(long, conflicts_with_all = ["versions", "rollback", "group"])]
     pub empty_state: bool,
+    /// Run the component as a shadow of the current version: it gets every batch
+    /// after the live version, and what it would write is compared, never published
+    /// (`ferry shadow report`, `promote`, `discard`).
+    #[arg(long, conflicts_with_all = ["versions", "rollback", "group", "empty_state"])]
+    pub shadow: bool,
     /// Show the current and previous versions instead of deploying (with --group:
     /// the versions the components topic holds).
     #[arg(long, conflicts_with = "component")]
@@ -102,6 +107,14 @@ pub enum Request<'a> {
     Versions,
     /// `POST .../rollback`.
     Rollback,
+    /// `PUT .../shadow` with these bytes.
+    DeployShadow(&'a [u8]),
+    /// `GET .../shadow`.
+    ShadowReport,
+    /// `POST .../shadow/promote`.
+    ShadowPromote,
+    /// `POST .../shadow/discard`.
+    ShadowDiscard,
 }
 
 /// Sends one request to the admin API of `admin` for `pipeline`.
@@ -126,6 +139,18 @@ pub fn call(admin: &str, pipeline: &str, token: &str, request: Request<'_>) -> a
             .send(bytes),
         Request::Versions => agent.get(format!("{base}/versions")).header("Authorization", &bearer).call(),
         Request::Rollback => agent.post(format!("{base}/rollback")).header("Authorization", &bearer).send_empty(),
+        Request::DeployShadow(bytes) => agent
+            .put(format!("{base}/shadow"))
+            .header("Authorization", &bearer)
+            .header("Content-Type", "application/wasm")
+            .send(bytes),
+        Request::ShadowReport => agent.get(format!("{base}/shadow")).header("Authorization", &bearer).call(),
+        Request::ShadowPromote => {
+            agent.post(format!("{base}/shadow/promote")).header("Authorization", &bearer).send_empty()
+        }
+        Request::ShadowDiscard => {
+            agent.post(format!("{base}/shadow/discard")).header("Authorization", &bearer).send_empty()
+        }
     };
     let mut response = sent.with_context(|| format!("failed to reach the admin server at {admin}"))?;
     let status = response.status().as_u16();
@@ -153,12 +178,128 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     } else {
         let path = args.component.as_deref().expect("clap requires a component");
         bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-        if args.empty_state { Request::DeployWithEmptyState(&bytes) } else { Request::Deploy(&bytes) }
+        if args.shadow {
+            Request::DeployShadow(&bytes)
+        } else if args.empty_state {
+            Request::DeployWithEmptyState(&bytes)
+        } else {
+            Request::Deploy(&bytes)
+        }
     };
     let token = token(args.token_file.as_deref(), std::env::var(ADMIN_TOKEN_ENV).ok())?;
     let answer = call(&args.admin, &args.pipeline, &token, request)?.success()?;
     println!("{}", pretty(&answer.body));
     Ok(())
+}
+
+/// `ferry shadow ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ShadowCommand {
+    /// The shadow's comparison so far: counts, and the first differences with both
+    /// sides and a diff.
+    Report {
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        target: ShadowTarget,
+        /// Print the admin API's JSON as it came.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the shadow the running version (at the next batch boundary, on
+    /// probation if the pipeline has auto_rollback).
+    Promote {
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        target: ShadowTarget,
+    },
+    /// Drop the shadow.
+    Discard {
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        target: ShadowTarget,
+    },
+}
+
+/// Which host and pipeline `ferry shadow` asks.
+#[derive(Debug, clap::Args)]
+pub struct ShadowTarget {
+    /// Base URL of the host's admin server.
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    pub admin: String,
+    /// The pipeline.
+    #[arg(long)]
+    pub pipeline: String,
+    /// A file holding the admin bearer token (else FERRY_ADMIN_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Runs `ferry shadow`.
+pub fn shadow(command: ShadowCommand) -> anyhow::Result<()> {
+    let (target, request, json) = match command {
+        ShadowCommand::Report { target, json } => (target, Request::ShadowReport, json),
+        ShadowCommand::Promote { target } => (target, Request::ShadowPromote, true),
+        ShadowCommand::Discard { target } => (target, Request::ShadowDiscard, true),
+    };
+    let token = token(target.token_file.as_deref(), std::env::var(ADMIN_TOKEN_ENV).ok())?;
+    let answer = call(&target.admin, &target.pipeline, &token, request)?.success()?;
+    if json {
+        println!("{}", pretty(&answer.body));
+    } else {
+        let value: serde_json::Value =
+            serde_json::from_str(&answer.body).context("the admin server's report is not JSON")?;
+        print!("{}", report_text(&value));
+    }
+    Ok(())
+}
+
+/// A shadow report for people.
+pub fn report_text(report: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let n = |field: &str| report[field].as_u64().unwrap_or(0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pipeline {}: shadow {} against {}",
+        report["pipeline"].as_str().unwrap_or("?"),
+        report["shadow"]["digest"].as_str().unwrap_or("?"),
+        report["against"].as_str().unwrap_or("?"),
+    );
+    let _ = writeln!(
+        out,
+        "records: {} compared, {} equal, {} different, {} skipped ({} batches skipped)",
+        n("compared"),
+        n("equal"),
+        n("different"),
+        n("skipped"),
+        n("skipped_batches")
+    );
+    let _ = writeln!(out, "state: {} batches compared, {} different", n("state_batches"), n("state_different"));
+    if n("shadow_timeouts") > 0 {
+        let _ = writeln!(out, "the shadow ran out of time in {} batches", n("shadow_timeouts"));
+    }
+    let differences = report["differences"].as_array().cloned().unwrap_or_default();
+    if !differences.is_empty() {
+        let _ = writeln!(out, "first {} differences:", differences.len());
+    }
+    for d in differences {
+        let (first, last) = (d["offset"].as_i64().unwrap_or(0), d["last_offset"].as_i64().unwrap_or(0));
+        let offsets = if first == last { format!("offset {first}") } else { format!("offsets {first}..={last}") };
+        let _ = writeln!(
+            out,
+            "\n{} [{}] {offsets}: {}",
+            d["topic"].as_str().unwrap_or("?"),
+            d["partition"],
+            d["aspects"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        );
+        for line in d["diff"].as_str().unwrap_or("").lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
 }
 
 /// The token from `file` when given, else from the environment variable's value

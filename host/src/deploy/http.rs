@@ -8,6 +8,13 @@
 //! - `GET /api/pipelines/{name}/versions`: current and previous version, probation,
 //!   recent events.
 //! - `POST /api/pipelines/{name}/rollback`: back to the previous version (409 if none).
+//! - `PUT /api/pipelines/{name}/shadow`: body = a component to run as the shadow of
+//!   the current version (compared, never published); 422 if refused.
+//! - `GET /api/pipelines/{name}/shadow`: the shadow and its comparison so far (404 if
+//!   there is none).
+//! - `POST /api/pipelines/{name}/shadow/promote` and `.../shadow/discard`: make the
+//!   shadow current (at the next batch boundary, with probation) or drop it (409 if
+//!   there is none).
 //!
 //! This module knows nothing of sockets or tokens: the admin server checks the bearer
 //! token and reads the body (at most [`MAX_COMPONENT_BYTES`]) before it hands a
@@ -24,9 +31,9 @@ use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{DeployError, MAX_COMPONENT_BYTES, deploy_with_state};
+use super::{DeployError, MAX_COMPONENT_BYTES, deploy_shadow, deploy_with_state};
 use crate::config::PipelineConfig;
-use crate::registry::{Event, Origin, ProcessorSlot, Version};
+use crate::registry::{Event, Origin, ProcessorSlot, ShadowView, Version};
 use crate::sandbox::Sandbox;
 
 /// The path prefix of every deploy endpoint.
@@ -81,6 +88,31 @@ impl DeployApi {
             },
             (&Method::GET, "versions") => json_response(StatusCode::OK, &versions(target)),
             (&Method::POST, "rollback") => rollback(target),
+            (&Method::PUT, "shadow") => self.put_shadow(target, request.body()),
+            (&Method::GET, "shadow") => match target.slot.shadow_view() {
+                Some(view) => json_response(StatusCode::OK, &shadow_json(&target.config.name, &view)),
+                None => text(StatusCode::NOT_FOUND, "this pipeline runs no shadow version\n"),
+            },
+            (&Method::POST, "shadow/promote") => match target.slot.promote_shadow("an operator") {
+                Some((from, to)) => {
+                    tracing::info!(pipeline = %target.config.name, %from, %to, "shadow version promoted by an operator");
+                    json_response(
+                        StatusCode::OK,
+                        &json!({ "pipeline": target.config.name, "from": from, "to": to,
+                        "note": "promoted; the pipeline switches at its next batch boundary" }),
+                    )
+                }
+                None => text(StatusCode::CONFLICT, "this pipeline runs no shadow version\n"),
+            },
+            (&Method::POST, "shadow/discard") => match target.slot.discard_shadow("an operator") {
+                Some(digest) => {
+                    tracing::info!(pipeline = %target.config.name, %digest, "shadow version discarded by an operator");
+                    json_response(StatusCode::OK, &json!({ "pipeline": target.config.name, "discarded": digest }))
+                }
+                None => text(StatusCode::CONFLICT, "this pipeline runs no shadow version\n"),
+            },
+            (_, "shadow") => text(StatusCode::METHOD_NOT_ALLOWED, "use PUT with the component as the body, or GET\n"),
+            (_, "shadow/promote" | "shadow/discard") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
             (_, "component") => text(StatusCode::METHOD_NOT_ALLOWED, "use PUT with the component as the body\n"),
             (_, "versions") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
             (_, "rollback") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
@@ -126,6 +158,59 @@ impl DeployApi {
     }
 }
 
+impl DeployApi {
+    fn put_shadow(&self, view: &Target, body: &[u8]) -> Response<Bytes> {
+        if body.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "the request body must be the component (.wasm)\n");
+        }
+        match deploy_shadow(&self.sandbox, &view.config, &view.slot, body, MAX_COMPONENT_BYTES, Origin::AdminApi) {
+            Ok(deployed) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "pipeline": view.config.name,
+                    "shadow": deployed.digest,
+                    "replaced": deployed.replaced,
+                    "against": view.slot.current().digest(),
+                    "capabilities": deployed.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "prepare_ms": deployed.prepared_in.as_secs_f64() * 1e3,
+                    "note": "the shadow runs every batch after the live version from the next batch boundary; \
+                             nothing it writes is published",
+                }),
+            ),
+            Err(error) => {
+                let status = if matches!(error, DeployError::TooLarge { .. }) {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                json_response(status, &json!({ "pipeline": view.config.name, "error": error.to_string() }))
+            }
+        }
+    }
+}
+
+/// A shadow version and its comparison, as the API and `ferry shadow report` show it.
+pub(crate) fn shadow_json(pipeline: &str, view: &ShadowView) -> Value {
+    let t = &view.tally;
+    json!({
+        "pipeline": pipeline,
+        "shadow": version_json(&view.version),
+        "against": view.against,
+        "outputs": view.config.outputs,
+        "ignore_headers": view.config.ignore_headers,
+        "ignore_fields": view.config.ignore_fields,
+        "compared": t.compared,
+        "equal": t.equal,
+        "different": t.different,
+        "skipped": t.skipped,
+        "skipped_batches": t.skipped_batches,
+        "shadow_timeouts": t.shadow_timeouts,
+        "state_batches": t.state_batches,
+        "state_different": t.state_different,
+        "differences": t.differences,
+    })
+}
+
 /// The `state` query parameter of a deploy: whether the version starts with empty
 /// state.
 fn state_option(query: Option<&str>) -> Result<bool, String> {
@@ -152,6 +237,11 @@ fn versions(view: &Target) -> Value {
             "failures": p.failures,
             "watch_records": p.policy.records,
             "max_failure_rate": p.policy.max_failure_rate,
+        })),
+        "shadow": view.slot.shadow_view().map(|s| json!({
+            "digest": s.version.digest(),
+            "compared": s.tally.compared,
+            "different": s.tally.different + s.tally.state_different,
         })),
         "history": versions.history.iter().map(event_json).collect::<Vec<_>>(),
     })

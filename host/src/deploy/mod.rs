@@ -58,6 +58,10 @@ pub enum DeployError {
     /// Asked to start with empty state, for a pipeline that keeps none.
     #[error("pipeline {0} keeps no state (no [pipeline.state]): there is no state to empty")]
     NoState(String),
+    /// A shadow version for a pipeline that does not accept them, or one that cannot
+    /// run as a shadow.
+    #[error("no shadow: {0}")]
+    Shadow(String),
 }
 
 impl DeployError {
@@ -162,6 +166,63 @@ pub fn deploy_with_state(
         prepared_in,
     };
     slot.deploy_with_empty_state(component, origin, pipeline.auto_rollback, empty_state);
+    Ok(deployed)
+}
+
+/// Checks `bytes` for `pipeline` as [`deploy`] does and runs them as the shadow of
+/// the current version: every batch after the live version, compared, never
+/// published (see [`crate::shadow`]). The pipeline must accept shadows
+/// (`[pipelines.shadow]`); the version may not use HTTP (a shadow has no effects
+/// outside the host), nor read headers the live version does not (its batches carry
+/// none).
+pub fn deploy_shadow(
+    sandbox: &Sandbox,
+    pipeline: &PipelineConfig,
+    slot: &ProcessorSlot,
+    bytes: &[u8],
+    limit: usize,
+    origin: Origin,
+) -> Result<Deployed, DeployError> {
+    let started = Instant::now();
+    let digest = digest_of(bytes);
+    let Some(config) = pipeline.shadow.clone() else {
+        return Err(DeployError::Shadow(format!(
+            "pipeline {} does not accept shadow versions (add a [pipelines.shadow] section)",
+            pipeline.name
+        )));
+    };
+    let _deploying = slot.deploy_lock();
+    let current = slot.current();
+    if current.digest() == digest {
+        return Err(DeployError::Shadow("this version is already running".to_owned()));
+    }
+    let refused = |error: DeployError| {
+        tracing::warn!(pipeline = %pipeline.name, %digest, %origin, %error, "shadow deploy refused");
+        slot.rejected(&digest, format!("{origin} (shadow): {error}"));
+        error
+    };
+    let component = prepare(sandbox, pipeline, bytes, limit).map_err(refused)?;
+    if component.capabilities().contains(&Capability::Http) {
+        return Err(refused(DeployError::Shadow(
+            "the version makes HTTP requests, which a shadow may not: they would reach the outside world".to_owned(),
+        )));
+    }
+    if component.wants_headers() && !current.wants_headers() {
+        return Err(refused(DeployError::Shadow(
+            "the version reads record headers and the running one does not, so its batches carry none".to_owned(),
+        )));
+    }
+    let prepared_in = started.elapsed();
+    tracing::info!(pipeline = %pipeline.name, %digest, against = %current.digest(), %origin, "deploying a shadow version");
+    let deployed = Deployed {
+        digest,
+        replaced: slot.shadow().map(|old| old.digest().to_owned()),
+        switched: true,
+        capabilities: component.capabilities().to_vec(),
+        artifact: Some(component.artifact()),
+        prepared_in,
+    };
+    slot.deploy_shadow(component, origin, config, pipeline.auto_rollback);
     Ok(deployed)
 }
 

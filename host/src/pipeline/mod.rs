@@ -324,6 +324,7 @@ impl Common<'_> {
                 state::StateKeeper::new(changelog, config.limits().state, brokers, kafka, state_generation)
             }),
             state_generation,
+            shadow: None,
         };
         let name = match label {
             None => format!("ferry-{}", config.name),

@@ -27,6 +27,7 @@ use crate::kafka::tracker::TopicPartition;
 use crate::registry::ProcessorSlot;
 use crate::runtime::Runtime;
 use crate::sandbox::{Batch, Emitted, OutputRecord, ProcessorInstance, Provisions, Sandbox, short};
+use crate::shadow::run::ShadowRunner;
 
 /// How long shutdown waits for in-flight outputs before its final commit.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,6 +84,8 @@ pub(crate) struct Worker {
     pub(super) state: Option<StateKeeper>,
     /// The slot's state generation read with the running version.
     pub(super) state_generation: u64,
+    /// The shadow version's instance, while the slot has one.
+    pub(super) shadow: Option<ShadowRunner>,
 }
 
 impl Worker {
@@ -178,6 +181,9 @@ impl Worker {
     pub(super) fn tell_revoked(&mut self) {
         while !self.untold_revokes.is_empty() {
             let (topic, partition) = self.untold_revokes.remove(0);
+            if let Some(shadow) = self.shadow.as_mut() {
+                shadow.revoked(&topic, partition);
+            }
             if self.instance.revoked(&topic, partition) {
                 self.between_guest_calls();
             }
@@ -282,7 +288,13 @@ impl Worker {
         self.batch.records = records;
 
         let lent = self.state.as_mut().map(|keeper| keeper.lend(key));
+        let live_started = Instant::now();
         let mut run = run_batch(&mut self.instance, &mut self.batch, &offsets, lent);
+        if let Some(shadow) = self.shadow.as_mut() {
+            // The same batch through the shadow version: compared, never published.
+            let tally = shadow.follow(&mut self.batch, &offsets, &mut run, live_started.elapsed());
+            self.slot.shadow_observe(shadow.component(), self.instance.component(), tally);
+        }
         for fault in &run.faults {
             self.shared.stats.fault(fault);
             self.shared.stats.note(&key.0, key.1, None, &fault.kind().to_string(), &fault.to_string());
@@ -518,8 +530,10 @@ impl Worker {
         }
     }
 
-    /// Switches to a newly deployed version at this batch boundary.
+    /// Switches to a newly deployed version (and shadow version) at this batch
+    /// boundary.
     fn refresh_processor(&mut self) {
+        self.refresh_shadow();
         let (current, state_generation) = self.slot.current_and_state_generation();
         self.state_generation = state_generation;
         if Arc::ptr_eq(&current, self.instance.component()) {
@@ -545,6 +559,21 @@ impl Worker {
         )
         .of_worker(self.shared.worker)
         .keep_spare(self.instance.keeps_spare());
+    }
+
+    /// Takes up, replaces or drops the shadow version's instance as the slot says.
+    fn refresh_shadow(&mut self) {
+        let Some(config) = self.config.shadow.as_ref() else { return };
+        match (self.slot.shadow(), &self.shadow) {
+            (None, None) => {}
+            (Some(wanted), Some(running)) if Arc::ptr_eq(&wanted, running.component()) => {}
+            (None, Some(_)) => self.shadow = None,
+            (Some(wanted), _) => {
+                tracing::info!(pipeline = %self.config.name, worker = self.shared.worker, shadow = %short(wanted.digest()), "running a shadow version beside the live one");
+                self.shadow =
+                    Some(ShadowRunner::new(self.sandbox.clone(), wanted, &self.config, config, self.shared.worker));
+            }
+        }
     }
 
     /// Stops taking records, waits for in-flight outputs, commits, leaves the group.

@@ -7,6 +7,7 @@
 //! and checking a new version happens before that, on the caller's thread
 //! ([`deploy::deploy`]), never on the processing path.
 
+mod candidate;
 mod probation;
 
 use std::collections::VecDeque;
@@ -15,10 +16,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
+pub use candidate::ShadowView;
+use candidate::{AutoDecision, Candidate};
 pub use probation::AutoRollback;
 use probation::{Probation, ProbationVerdict};
 
 use crate::sandbox::ProcessorComponent;
+use crate::shadow::{ShadowConfig, Tally};
 use crate::sync::lock;
 
 /// How many events [`ProcessorSlot::history`] keeps.
@@ -39,6 +43,8 @@ pub enum Origin {
     AutoRollback,
     /// Published to the group through the components topic; the manifest in words.
     Group(String),
+    /// A shadow version made current; who decided, in words.
+    ShadowPromote(String),
 }
 
 impl fmt::Display for Origin {
@@ -50,6 +56,7 @@ impl fmt::Display for Origin {
             Origin::Rollback => f.write_str("rollback"),
             Origin::AutoRollback => f.write_str("auto-rollback"),
             Origin::Group(manifest) => write!(f, "group: {manifest}"),
+            Origin::ShadowPromote(by) => write!(f, "shadow promoted by {by}"),
         }
     }
 }
@@ -81,7 +88,8 @@ impl Version {
 pub struct Event {
     /// When.
     pub at: SystemTime,
-    /// `deploy`, `reject`, `rollback`, `auto-rollback` or `confirm`.
+    /// `deploy`, `reject`, `rollback`, `auto-rollback`, `confirm`,
+    /// `shadow` (a shadow version deployed), `shadow-promote` or `shadow-discard`.
     pub action: &'static str,
     /// The version it concerns (the one now current for deploys and rollbacks).
     pub digest: String,
@@ -166,6 +174,8 @@ struct SlotInner {
     deploying: Mutex<()>,
     /// Set when the pipeline follows the components topic.
     group: Mutex<Option<GroupStatus>>,
+    /// A version run beside the current one and compared with it.
+    shadow: Mutex<Option<Candidate>>,
 }
 
 #[derive(Debug)]
@@ -205,6 +215,7 @@ impl ProcessorSlot {
                 history: Mutex::new(VecDeque::from([started])),
                 deploying: Mutex::new(()),
                 group: Mutex::new(None),
+                shadow: Mutex::new(None),
             }),
         }
     }
@@ -323,6 +334,114 @@ impl ProcessorSlot {
                 }
             }
         }
+    }
+
+    /// Runs `component` as the shadow of the current version, compared by `config`;
+    /// it replaces any shadow there was. Promoted, it goes on probation by
+    /// `auto_rollback`.
+    pub fn deploy_shadow(
+        &self,
+        component: Arc<ProcessorComponent>,
+        origin: Origin,
+        config: ShadowConfig,
+        auto_rollback: Option<AutoRollback>,
+    ) {
+        let digest = component.digest().to_owned();
+        let against = self.current();
+        let detail = format!("{origin}, compared against {}", against.digest());
+        let replaced = lock(&self.inner.shadow).replace(Candidate {
+            version: Version::new(component, origin),
+            config,
+            tally: Tally::default(),
+            auto_rollback,
+            against,
+        });
+        if let Some(old) = replaced {
+            self.record("shadow-discard", old.version.digest(), format!("replaced by {digest}; {}", old.summary()));
+        }
+        self.record("shadow", &digest, detail);
+    }
+
+    /// The shadow version, if there is one. Cheap: called at every batch boundary.
+    pub fn shadow(&self) -> Option<Arc<ProcessorComponent>> {
+        lock(&self.inner.shadow).as_ref().map(|c| c.version.component.clone())
+    }
+
+    /// The shadow version and its comparison so far.
+    pub fn shadow_view(&self) -> Option<ShadowView> {
+        lock(&self.inner.shadow).as_ref().map(|c| ShadowView {
+            version: c.version.clone(),
+            against: c.against.digest().to_owned(),
+            tally: c.tally.clone(),
+            config: c.config.clone(),
+        })
+    }
+
+    /// Called by a pipeline worker after the shadow `ran` beside the live version
+    /// `live`: adds the batch's comparison, then promotes or discards the shadow when
+    /// the pipeline's rules say so. A comparison against another live version than
+    /// the one the tally holds (a deploy happened) starts the tally over.
+    pub fn shadow_observe(&self, ran: &Arc<ProcessorComponent>, live: &Arc<ProcessorComponent>, batch: Tally) {
+        let decision = {
+            let mut shadow = lock(&self.inner.shadow);
+            let Some(c) = shadow.as_mut().filter(|c| Arc::ptr_eq(&c.version.component, ran)) else { return };
+            if !Arc::ptr_eq(&c.against, live) {
+                c.against = live.clone();
+                c.tally = Tally::default();
+            }
+            c.add(batch)
+        };
+        match decision {
+            AutoDecision::Keep => {}
+            AutoDecision::Promote(why) => {
+                let _ = self.promote_shadow_of(Some(ran), format!("promote_after: {why}"));
+            }
+            AutoDecision::Discard(why) => {
+                let _ = self.discard_shadow_of(Some(ran), format!("discard_after: {why}"));
+            }
+        }
+    }
+
+    /// Makes the shadow current (as a deploy does: at the pipeline's next batch
+    /// boundary, on probation if the pipeline has `auto_rollback`). `by` says who
+    /// decided. Returns the digests (from, to), or `None` without a shadow.
+    pub fn promote_shadow(&self, by: &str) -> Option<(String, String)> {
+        let _deploying = lock(&self.inner.deploying);
+        self.promote_shadow_of(None, by.to_owned())
+    }
+
+    /// Drops the shadow; `by` says who decided. Returns its digest, or `None`
+    /// without a shadow.
+    pub fn discard_shadow(&self, by: &str) -> Option<String> {
+        self.discard_shadow_of(None, by.to_owned())
+    }
+
+    fn promote_shadow_of(&self, only: Option<&Arc<ProcessorComponent>>, by: String) -> Option<(String, String)> {
+        let candidate = {
+            let mut shadow = lock(&self.inner.shadow);
+            if only.is_some_and(|ran| !shadow.as_ref().is_some_and(|c| Arc::ptr_eq(&c.version.component, ran))) {
+                return None;
+            }
+            shadow.take()?
+        };
+        let from = self.current().digest().to_owned();
+        let to = candidate.version.digest().to_owned();
+        self.record("shadow-promote", &to, format!("by {by}; {}", candidate.summary()));
+        self.deploy(candidate.version.component, Origin::ShadowPromote(by), candidate.auto_rollback);
+        Some((from, to))
+    }
+
+    fn discard_shadow_of(&self, only: Option<&Arc<ProcessorComponent>>, by: String) -> Option<String> {
+        let candidate = {
+            let mut shadow = lock(&self.inner.shadow);
+            if only.is_some_and(|ran| !shadow.as_ref().is_some_and(|c| Arc::ptr_eq(&c.version.component, ran))) {
+                return None;
+            }
+            shadow.take()?
+        };
+        let digest = candidate.version.digest().to_owned();
+        self.record("shadow-discard", &digest, format!("by {by}; {}", candidate.summary()));
+        Some(digest)
     }
 
     /// The lock that serializes deploys of this slot.

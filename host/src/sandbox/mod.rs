@@ -20,7 +20,7 @@ pub use bindings::{Batch, BatchResult, Failure, Header, OutputRecord, Status};
 pub use cache::{ArtifactCache, ArtifactSource, default_cache_dir, engine_key};
 pub use capability::log::{GuestLine, LogRate, TenantLog};
 pub use capability::output::{Emitted, OutputLimits, OutputUsed};
-pub use capability::state::{Changes, PartitionStore, StateBatch, StateLimits};
+pub use capability::state::{Changes, PartitionStore, SetAside, StateBatch, StateLimits};
 pub use capability::{Capability, Disposition, Grants};
 pub use component::{LoadError, ProcessorComponent, digest_of, inspect};
 pub use engine::Sandbox;

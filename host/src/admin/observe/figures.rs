@@ -37,6 +37,8 @@ pub(crate) struct PipelineFigures {
     pub partitions: Vec<PartitionFigures>,
     /// What a `group_deploy` pipeline knows of the components topic.
     pub group: Option<GroupStatus>,
+    /// Its shadow version and the comparison so far, while it has one.
+    pub shadow: Option<crate::registry::ShadowView>,
 }
 
 /// One worker of a pipeline: a member of its group with a thread of its own.
@@ -129,6 +131,7 @@ pub(crate) fn gather(state: &AdminState) -> Vec<PipelineFigures> {
             let mut figures =
                 workers_figures(view.config.clone(), view.slot.current().digest().to_owned(), workers, &logs);
             figures.group = view.slot.group_status();
+            figures.shadow = view.slot.shadow_view();
             figures
         })
         .collect()
@@ -171,6 +174,7 @@ pub(crate) fn workers_figures(
         broker_age: logs.refreshed.map(|at| at.elapsed()),
         broker_error: logs.error.clone(),
         group: None,
+        shadow: None,
     }
 }
 

@@ -110,6 +110,7 @@ pub(crate) fn render(pipelines: &[PipelineFigures]) -> String {
         e.sample("ferry_component_info", &[("pipeline", &p.config.name), ("digest", &p.running)], 1);
     }
     group_deploys(&mut e, pipelines);
+    shadows(&mut e, pipelines);
     pipeline_state(&mut e, pipelines);
     worker_state(&mut e, pipelines);
     e.finish()
@@ -246,6 +247,73 @@ fn group_deploys(e: &mut Exposition, pipelines: &[PipelineFigures]) {
     for p in pipelines {
         if let Some(group) = &p.group {
             e.sample(name, &[("pipeline", &p.config.name)], u64::from(group.trusted_keys.is_empty()));
+        }
+    }
+}
+
+/// The comparison of each pipeline's shadow version, while it has one (the counts
+/// start over with every shadow deployed).
+fn shadows(e: &mut Exposition, pipelines: &[PipelineFigures]) {
+    type Count = fn(&crate::shadow::Tally) -> u64;
+    let families: [(&str, &str, Count); 5] = [
+        (
+            "ferry_shadow_records_compared_total",
+            "Records the shadow version and the live one both ran, compared.",
+            |t| t.compared,
+        ),
+        (
+            "ferry_shadow_records_equal_total",
+            "Compared records on which the shadow agreed with the live version.",
+            |t| t.equal,
+        ),
+        (
+            "ferry_shadow_records_different_total",
+            "Compared records on which the shadow differed (outcome or outputs).",
+            |t| t.different,
+        ),
+        (
+            "ferry_shadow_records_skipped_total",
+            "Records not compared: the shadow skipped their batch (over its share of time) or a side did not finish them.",
+            |t| t.skipped,
+        ),
+        (
+            "ferry_shadow_state_batches_different_total",
+            "Batches whose state writes differed between the shadow and the live version.",
+            |t| t.state_different,
+        ),
+    ];
+    for (name, help, count) in families {
+        e.family(name, Kind::Counter, help);
+        for p in pipelines {
+            if let Some(shadow) = &p.shadow {
+                e.sample(
+                    name,
+                    &[("pipeline", &p.config.name), ("digest", shadow.version.digest())],
+                    count(&shadow.tally),
+                );
+            }
+        }
+    }
+    let name = "ferry_shadow_timeouts_total";
+    e.family(name, Kind::Counter, "Batches in which the shadow version ran out of its time limit.");
+    for p in pipelines {
+        if let Some(shadow) = &p.shadow {
+            e.sample(
+                name,
+                &[("pipeline", &p.config.name), ("digest", shadow.version.digest())],
+                shadow.tally.shadow_timeouts,
+            );
+        }
+    }
+    let name = "ferry_shadow_batches_skipped_total";
+    e.family(name, Kind::Counter, "Batches the shadow version did not run, over its share of batch time.");
+    for p in pipelines {
+        if let Some(shadow) = &p.shadow {
+            e.sample(
+                name,
+                &[("pipeline", &p.config.name), ("digest", shadow.version.digest())],
+                shadow.tally.skipped_batches,
+            );
         }
     }
 }

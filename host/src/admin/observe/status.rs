@@ -35,6 +35,7 @@ fn pipeline(p: &PipelineFigures) -> Value {
         "inputs": p.config.inputs,
         "version": { "running": p.running, "deployed": p.deployed },
         "group_deploy": p.group.as_ref().map(group_deploy),
+        "shadow": p.shadow.as_ref().map(|s| crate::deploy::http::shadow_json(&p.config.name, s)),
         "state": {
             "thread": thread,
             "joined": p.liveness.joined,

@@ -132,6 +132,31 @@ pub struct StateBatch {
     writes: u32,
 }
 
+/// A batch's writes, set aside while its store is lent to a shadow version.
+#[derive(Debug)]
+pub struct SetAside {
+    limits: StateLimits,
+    batch: Layer,
+    writes: u32,
+}
+
+impl SetAside {
+    /// The writes, in key order (a delete as `None`).
+    pub fn pending(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.batch.writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// The limits of the batch.
+    pub fn limits(&self) -> StateLimits {
+        self.limits
+    }
+
+    /// The batch again, over `store` (the store it set aside, unchanged).
+    pub fn resume(self, store: PartitionStore) -> StateBatch {
+        StateBatch { store, limits: self.limits, batch: self.batch, call: Layer::default(), writes: self.writes }
+    }
+}
+
 /// The changes a finished batch made: what its changelog records say.
 pub type Changes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -165,6 +190,19 @@ impl StateBatch {
             self.store.apply(key.clone(), value.clone());
         }
         (self.store, changes)
+    }
+
+    /// Sets the batch's writes aside and gives back the store as it was before the
+    /// batch, so a shadow version can be lent the same state; [`SetAside::resume`]
+    /// puts the writes back on it.
+    pub fn set_aside(mut self) -> (PartitionStore, SetAside) {
+        self.drop_call();
+        (self.store, SetAside { limits: self.limits, batch: self.batch, writes: self.writes })
+    }
+
+    /// The limits it was lent with.
+    pub fn limits(&self) -> StateLimits {
+        self.limits
     }
 
     /// The writes of the calls kept so far, in key order (a delete as `None`).
@@ -304,6 +342,29 @@ mod tests {
 
     fn kv(k: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
         (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    /// A shadow is lent the store as it was before the batch; the batch resumes
+    /// with its writes as they were, and the shadow's are gone.
+    #[test]
+    fn writes_set_aside_come_back_and_the_shadows_are_dropped() {
+        let mut store = PartitionStore::default();
+        store.apply(b"a".to_vec(), Some(b"1".to_vec()));
+        let mut live = StateBatch::new(store.clone(), limits());
+        live.put(b"a".to_vec(), b"2".to_vec()).unwrap();
+        live.delete(b"b".to_vec()).unwrap();
+        live.keep_call();
+        let (before, aside) = live.set_aside();
+        assert_eq!(before, store, "the store as it was before the batch");
+        let mut shadow = StateBatch::new(before, aside.limits());
+        assert_eq!(shadow.get(b"a"), Some(&b"1"[..]));
+        shadow.put(b"a".to_vec(), b"9".to_vec()).unwrap();
+        shadow.put(b"c".to_vec(), b"9".to_vec()).unwrap();
+        shadow.keep_call();
+        let (back, _) = shadow.finish(false);
+        let (after, changes) = aside.resume(back).finish(true);
+        assert_eq!(changes, vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]);
+        assert_eq!(after.entries().collect::<Vec<_>>(), vec![(&b"a"[..], &b"2"[..])]);
     }
 
     #[test]
