@@ -29,14 +29,6 @@ pub(crate) const REFENCE_PAUSE: Duration = Duration::from_secs(5);
 pub(crate) const LAST_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a failed initialization waits before the next attempt.
 pub(crate) const INIT_RETRY: Duration = Duration::from_secs(1);
-/// How long a partition whose producer has started waits for the starts still
-/// running before its committed offset is read anyway. The offsets of the
-/// partitions that started meanwhile are read in one request, and none is read
-/// while producers still start in numbers: a read then took 2–3 s on the embedded
-/// broker (256 partitions), one read for all of them about as long as one of these.
-/// A start slower than this (a previous owner's transaction being settled) holds
-/// back no other partition for longer.
-pub(crate) const OFFSETS_GATHER: Duration = Duration::from_millis(200);
 /// How many producers of one worker start at once (each a librdkafka client with
 /// its threads and connections while it starts).
 pub(crate) const STARTS_AT_ONCE: usize = 64;
@@ -60,8 +52,6 @@ struct Partition {
     /// The producer's start, running on a thread of its own, which hands its result
     /// over here before it wakes the worker.
     starting: Option<Receiver<Result<TxnProducer, StartError>>>,
-    /// When the start ended (none for a producer that was already there).
-    started_at: Option<Instant>,
     ready: bool,
     not_before: Instant,
     /// Halted: never made ready again in this assignment.
@@ -121,14 +111,7 @@ impl Transactions {
 
     /// A partition was assigned: it waits for its producer.
     pub fn assigned(&mut self, key: &TopicPartition, now: Instant) {
-        let fresh = Partition {
-            producer: None,
-            starting: None,
-            started_at: None,
-            ready: false,
-            not_before: now,
-            halted: false,
-        };
+        let fresh = Partition { producer: None, starting: None, ready: false, not_before: now, halted: false };
         if let Some(earlier) = self.partitions.insert(key.clone(), fresh) {
             // Assigned again without a revoke: a start still running ends first, so
             // that it cannot fence the producer that starts next.
@@ -223,10 +206,7 @@ impl Transactions {
             };
             p.starting = None;
             match result {
-                Ok(producer) => {
-                    p.producer = Some(producer);
-                    p.started_at = Some(now);
-                }
+                Ok(producer) => p.producer = Some(producer),
                 Err(error) => {
                     p.not_before = now + INIT_RETRY;
                     p.halted |= matches!(error, StartError::Config(_) | StartError::Refused(_));
@@ -238,20 +218,13 @@ impl Transactions {
     }
 
     /// Partitions due to be made ready whose producer has started: next, their
-    /// committed offsets. Gathered: none while other producers still start, until
-    /// one of them has waited [`OFFSETS_GATHER`].
+    /// committed offsets.
     pub fn started(&self, now: Instant) -> Vec<TopicPartition> {
-        let waiting: Vec<(&TopicPartition, &Partition)> = self
-            .partitions
+        self.partitions
             .iter()
             .filter(|(_, p)| p.producer.is_some() && !p.ready && !p.halted && p.not_before <= now)
-            .collect();
-        let starting = self.partitions.values().any(|p| p.starting.is_some());
-        let waited = |p: &Partition| p.started_at.is_none_or(|at| now.saturating_duration_since(at) >= OFFSETS_GATHER);
-        if starting && !waiting.iter().any(|(_, p)| waited(p)) {
-            return Vec::new();
-        }
-        waiting.into_iter().map(|(k, _)| k.clone()).collect()
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Records of `key` may be taken from now on.
