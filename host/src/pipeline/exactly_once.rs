@@ -55,11 +55,12 @@ impl Worker {
     ///
     /// [`Transactions::start_producers`]: super::transactions::Transactions::start_producers
     pub(super) fn prepare_transactions(&mut self, now: Instant) {
-        let wake = self.fetch.wake_signal();
         let (failures, with_producers) = match self.shared.transactions() {
             Some(mut transactions) => {
                 let due = transactions.due(now);
-                transactions.start_producers(&due, &wake);
+                if !due.is_empty() {
+                    transactions.start_producers(&due, &self.fetch.wake_signal());
+                }
                 let failures = transactions.take_started(now);
                 (failures, transactions.started(now))
             }
