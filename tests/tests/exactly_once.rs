@@ -365,3 +365,57 @@ fn embedded_a_fenced_producer_is_replaced_and_the_records_run_again() {
     host.shutdown_flag().store(true, Ordering::Relaxed);
     host.wait();
 }
+
+/// A partition without a bookmark starts where the reset policy says, read for all
+/// such partitions at once. With `latest`, the records already in the log before a
+/// partition was ready are never handed to the guest, and every record written
+/// after is: the set of (partition, offset) the guest saw is exactly the new ones.
+#[test]
+fn embedded_partitions_without_a_bookmark_start_at_the_log_end_with_latest() {
+    const PARTITIONS: i32 = 24;
+    const BEFORE: i64 = 10;
+    const AFTER: i64 = 15;
+    let broker = Embedded::start();
+    let brokers = broker.brokers();
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("seen", 1);
+    let old: Vec<String> = (0..BEFORE * i64::from(PARTITIONS)).map(|i| format!("old{i}")).collect();
+    produce(&brokers, "in", PARTITIONS, &old);
+    let name = unique("eos-latest");
+    let text = embedded_pipeline(&brokers, &name).replacen(
+        "[[pipeline]]",
+        "[kafka]\n\"auto.offset.reset\" = \"latest\"\n[[pipeline]]",
+        1,
+    );
+    let host = Host::start(&Config::parse(&text).unwrap()).unwrap();
+    let ready = || {
+        let transactions = host.pipelines[0].shared.transactions();
+        transactions.is_some_and(|t| (0..PARTITIONS).all(|p| t.is_ready(&("in".to_owned(), p))))
+    };
+    wait_until("every partition ready", ready);
+    let new: Vec<String> = (0..AFTER * i64::from(PARTITIONS)).map(|i| format!("new{i}")).collect();
+    produce(&brokers, "in", PARTITIONS, &new);
+    let seen = || {
+        let mut seen = std::collections::BTreeSet::new();
+        for line in captured_log().lines() {
+            let Some((_, rest)) = line.split_once(&format!("ledger delivered inc={name} tp=in/")) else { continue };
+            let mut parts = rest.split([' ', '=']);
+            let (Some(partition), Some("offset"), Some(offset)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            seen.insert((partition.parse::<i32>().unwrap(), offset.parse::<i64>().unwrap()));
+        }
+        seen
+    };
+    let expected: std::collections::BTreeSet<(i32, i64)> =
+        (0..PARTITIONS).flat_map(|p| (BEFORE..BEFORE + AFTER).map(move |o| (p, o))).collect();
+    wait_until("every new record handed to the guest", || expected.is_subset(&seen()));
+    let stats = || host.pipelines[0].shared.stats.snapshot();
+    wait_until("every new record committed", || {
+        (0..PARTITIONS)
+            .all(|p| stats().partitions.get(&("in".to_owned(), p)).and_then(|f| f.committed) == Some(BEFORE + AFTER))
+    });
+    host.shutdown_flag().store(true, Ordering::Relaxed);
+    host.wait();
+    assert_eq!(seen(), expected, "the guest saw exactly the records written after the partitions were ready");
+}

@@ -1,6 +1,6 @@
 //! ferry's benchmark suite, one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
-//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `polyglot`,
+//! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `partitions`, `polyglot`,
 //! `workers`, `instructions`, `state`, `http` (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
@@ -24,13 +24,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "boundary",
     "e2e",
     "instantiate",
     "memory",
     "scaling",
     "exactly-once",
+    "partitions",
     "polyglot",
     "workers",
     "instructions",
@@ -220,6 +221,9 @@ fn main() -> anyhow::Result<()> {
             common::median(&mut with_state),
             listed(&with_state)
         );
+    }
+    if wanted("partitions") {
+        let forward = common::guest("ferry-guest-forward")?;
         eprintln!("partitions per host: footprint...");
         let mut footprints = Vec::new();
         for partitions in exactly_once::FOOTPRINT_PARTITIONS {

@@ -11,7 +11,7 @@
 use std::ffi::CStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
 use rdkafka::config::RDKafkaLogLevel;
@@ -347,7 +347,9 @@ impl TxnProducer {
             config.clone().set("transactional.id", transactional_id).create_with_context(context).map_err(|e| {
                 StartError::Config(format!("could not create the transactional producer {transactional_id}: {e}"))
             })?;
+        let created = Instant::now();
         connect_to_the_cluster(&producer, timeout);
+        let connected = Instant::now();
         let mut attempts = 0;
         loop {
             match producer.init_transactions(timeout) {
@@ -362,6 +364,12 @@ impl TxnProducer {
                 }
             }
         }
+        tracing::debug!(
+            transactional_id,
+            connect_ms = connected.duration_since(created).as_millis() as u64,
+            init_ms = connected.elapsed().as_millis() as u64,
+            "transactional producer started"
+        );
         Ok(Self { producer, id: transactional_id.to_owned(), refused, open: false })
     }
 
@@ -466,7 +474,7 @@ impl TxnProducer {
         if !std::mem::replace(&mut self.open, false) {
             return Ok(());
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self.producer.abort_transaction(timeout);
         tracing::debug!(id = %self.id, took_us = started.elapsed().as_micros() as u64, ?result, "abort_transaction");
         result.map_err(|error| error.to_string())
@@ -479,7 +487,7 @@ impl TxnProducer {
     ) -> Result<(), (ErrorClass, CallError)> {
         let mut attempts = 0;
         loop {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let result = call(&self.producer);
             tracing::debug!(id = %self.id, what, took_us = started.elapsed().as_micros() as u64, ?result, "transactional call");
             match result {
