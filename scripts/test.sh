@@ -5,10 +5,13 @@
 #     componentize-py 0.25.1 and pytest (PyPI), the JavaScript SDK's pinned build tools
 #     (npm), and Chromium for the status page test (Debian): installed in the
 #     background while cargo compiles, each logging to target/test-logs/install-*.log.
-#   - cargo fmt --check, then the suite's build, then clippy -D warnings (in a target
-#     directory of its own, so the tests' cargo builds never wait for it) beside the
+#   - cargo fmt --check, then the suite's build, then clippy -D warnings beside the
 #     suite, which cargo-nextest runs binaries side by side (.config/nextest.toml;
-#     `cargo test` one binary after another when nextest is not installed).
+#     `cargo test` one binary after another, then clippy, when nextest is not
+#     installed). clippy shares the build's target directory, so it reuses every build
+#     script (librdkafka's C build among them) and procedural macro the build made;
+#     the suite never waits for its lock: nextest runs the binaries it listed after
+#     the build, and the tests take the `ferry` binary as built (FERRY_TEST_PREBUILT).
 # The wasm32-wasip2 target, for the guests the tests build from source, is added by
 # the build itself when missing (ferry_host::devtools::build_guest).
 # Arguments go to the test runner (a filter, for instance).
@@ -79,38 +82,50 @@ fi
 
 step=$SECONDS
 if $nextest; then
-    cargo nextest run --workspace --no-run --cargo-quiet
+    # Builds the test binaries and lists them, so that the run needs no cargo.
+    cargo nextest list --workspace --list-type binaries-only --message-format json --cargo-quiet \
+        >target/nextest-binaries.json
+    cargo metadata --format-version 1 --no-deps >target/cargo-metadata.json
 else
     cargo test --workspace --quiet --no-run
 fi
 # The binaries the tests start (`ferry`, `mock-broker`), with the tests' features.
 cargo build --workspace --bins --tests --quiet
+export FERRY_TEST_PREBUILT=1
 phase "building the suite" $step
 
 step=$SECONDS
 wait_for_installs
 phase "installs (after the build)" $step
 
-# clippy checks every crate again (check builds share nothing with the test build):
-# it runs beside the suite, which mostly waits on brokers, in a target directory of
-# its own so that the tests' own cargo builds do not wait for its lock.
+# clippy checks every crate's code again (a check build shares only build scripts
+# and procedural macros with the test build): beside the suite when nextest runs it,
+# after it otherwise (`cargo test` would wait for clippy's lock).
+clippy() { cargo clippy --workspace --all-targets --quiet -- -D warnings >"$logs/clippy.log" 2>&1; }
 step=$SECONDS
-CARGO_TARGET_DIR=target/clippy cargo clippy --workspace --all-targets --quiet -- -D warnings \
-    >"$logs/clippy.log" 2>&1 &
-clippy=$!
+if $nextest; then
+    clippy &
+    clippy=$!
+fi
 
 read -r busy_before total_before < <(cpu_times)
 status=0
 if $nextest; then
-    cargo nextest run --workspace --cargo-quiet "$@" || status=$?
-    # nextest does not run doc tests.
-    [ $# -gt 0 ] || cargo test --workspace --doc --quiet || status=$?
+    cargo nextest run --binaries-metadata target/nextest-binaries.json \
+        --cargo-metadata target/cargo-metadata.json "$@" || status=$?
 else
     cargo test --workspace --quiet "$@" || status=$?
 fi
 phase "running the suite" $step
 read -r busy_after total_after < <(cpu_times)
 cpu_busy=$(( 100 * (busy_after - busy_before) / (total_after - total_before + 1) ))
+if $nextest; then
+    # nextest does not run doc tests (they wait for clippy's lock, if it still runs).
+    [ $# -gt 0 ] || cargo test --workspace --doc --quiet || status=$?
+else
+    clippy &
+    clippy=$!
+fi
 
 if wait $clippy; then
     phase "clippy (beside the suite)" $step

@@ -64,12 +64,17 @@ pub fn polyglot_guest(language: ferry_host::devtools::GuestLanguage, project: &s
         .clone()
 }
 
-/// The `ferry` binary, built from source once per test run.
+/// The `ferry` binary, built from source once per test run (unless
+/// `FERRY_TEST_PREBUILT` says the run's script built it already: then no test waits
+/// for the target directory's lock, which clippy may hold beside the suite).
 pub fn ferry_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = ferry_host::devtools::workspace_root();
         once_per_run("ferry-bin", || {
+            if std::env::var_os("FERRY_TEST_PREBUILT").is_some() {
+                return;
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = Command::new(cargo)
                 .current_dir(&root)
