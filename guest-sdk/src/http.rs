@@ -202,7 +202,8 @@ pub struct HttpError {
 /// The kind of an [`HttpError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpErrorKind {
-    /// The pipeline does not allow this URL, or the address its host resolves to.
+    /// The pipeline does not allow this URL, or the address its host resolves to,
+    /// or the https server's certificate does not verify for its host.
     Refused,
     /// Over one of the pipeline's budgets (requests, bytes) for this batch.
     Budget,
@@ -370,7 +371,9 @@ mod imp {
 
     fn error(code: ErrorCode) -> HttpError {
         let kind = match &code {
-            ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => HttpErrorKind::Refused,
+            ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited | ErrorCode::TlsCertificateError => {
+                HttpErrorKind::Refused
+            }
             ErrorCode::ConnectionLimitReached
             | ErrorCode::HttpRequestBodySize(_)
             | ErrorCode::HttpResponseBodySize(_)

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::registry::AutoRollback;
-use crate::sandbox::capability::http::{HttpGrant, HttpLimits, Scheme as HttpScheme, parse_rules};
+use crate::sandbox::capability::http::{HttpGrant, HttpLimits, Scheme as HttpScheme, parse_rules, tls_client};
 use crate::sandbox::{
     Grants, Limits, LogRate, OutputLimits, Provisions, SandboxSettings, StateLimits, TenantLog, default_cache_dir,
 };
@@ -409,6 +409,9 @@ pub struct HttpConfig {
     pub concurrent_requests: u32,
     /// Longest one request may take, in ms: at most the batch's time limit.
     pub request_timeout_ms: u64,
+    /// PEM certificates of CAs that https servers may also chain to, besides the
+    /// Mozilla roots: a private CA. Read once, when the config is loaded.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -420,6 +423,7 @@ impl Default for HttpConfig {
             bytes_per_batch: d.bytes_per_batch,
             concurrent_requests: d.concurrent_requests,
             request_timeout_ms: d.request_timeout_ms,
+            ca_file: None,
         }
     }
 }
@@ -851,8 +855,11 @@ impl PipelineConfig {
             bail!("{at}.http.allow: list the URLs the processor may call, as scheme://host[:port]");
         }
         let rules = parse_rules(&http.allow).map_err(|e| anyhow::anyhow!("{at}.http.allow: {e}"))?;
-        if let Some(https) = rules.iter().find(|r| r.scheme == HttpScheme::Https) {
-            bail!("{at}.http.allow: `{https}`: this build of ferry has no TLS for guests' requests, only http");
+        if let Some(file) = &http.ca_file {
+            if !rules.iter().any(|r| r.scheme == HttpScheme::Https) {
+                bail!("{at}.http.ca_file: only https rules use it, and `allow` has none");
+            }
+            tls_client(Some(file)).map_err(|e| anyhow::anyhow!("{at}.http.ca_file: {e}"))?;
         }
         in_range(&format!("{at}.http.requests_per_batch"), u64::from(http.requests_per_batch), 1, 100_000)?;
         // Bytes in transit are held by the host: no more than the largest guest may hold.
@@ -880,6 +887,7 @@ impl PipelineConfig {
                 std::sync::Arc::new(HttpGrant {
                     allow: parse_rules(&http.allow).unwrap_or_default(),
                     limits: http.limits(),
+                    ca_file: http.ca_file.clone(),
                 })
             }),
         }
@@ -1056,7 +1064,8 @@ mod tests {
             ("allow = []", "http.allow: list the URLs"),
             (r#"allow = ["ftp://x.example.com"]"#, "http.allow: `ftp://x.example.com`"),
             (r#"allow = ["http://*.com"]"#, "top-level domain"),
-            (r#"allow = ["https://api.example.com"]"#, "no TLS"),
+            (r#"allow = ["http://a.example.com"], ca_file = "ca.pem""#, "only https rules use it"),
+            (r#"allow = ["https://a.example.com"], ca_file = "/nonexistent/ca.pem""#, "cannot read"),
             (r#"allow = ["http://a.example.com"], requests_per_batch = 0"#, "http.requests_per_batch"),
             (r#"allow = ["http://a.example.com"], concurrent_requests = 5000"#, "http.concurrent_requests"),
             (r#"allow = ["http://a.example.com"], bytes_per_batch = 10"#, "http.bytes_per_batch"),

@@ -92,7 +92,7 @@ impl GuestLanguage {
     /// SDK directory): the SDK's sources, its build script and the pinned tools.
     fn sdk_inputs(self) -> &'static [&'static str] {
         match self {
-            GuestLanguage::Python => &["ferry_sdk", "build.py"],
+            GuestLanguage::Python => &["ferry_sdk", "build.py", "wasi-wit"],
             GuestLanguage::JavaScript => &["src", "build.mjs", "package-lock.json"],
         }
     }

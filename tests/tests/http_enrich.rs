@@ -1,6 +1,7 @@
-//! `examples/enrich` end to end: orders on a real broker, their customers from a
-//! real HTTP service on loopback, through a host running the example built from
-//! source. Every order with a known customer comes out enriched once, an order
+//! `examples/enrich` and its Python and JavaScript forms (`examples/enrich-python`,
+//! `examples/enrich-js`) end to end: orders on a real broker, their customers from
+//! a real HTTP service on loopback, through a host running the example built from
+//! source with its SDK. Every order with a known customer comes out enriched once, an order
 //! whose customer does not exist is dead-lettered, and one whose lookup failed
 //! (the service answered 503) is retried until it is enriched. `/metrics` and the
 //! status page account for every request: none left in flight, and the duration
@@ -9,10 +10,12 @@
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_host::config::Config;
+use ferry_host::devtools::GuestLanguage;
 use ferry_host::host::Host;
 use ferry_tests::*;
 
@@ -60,6 +63,21 @@ fn serve(mut stream: TcpStream, flaky: &AtomicUsize) -> std::io::Result<()> {
 
 #[test]
 fn orders_are_enriched_with_their_customers_from_a_real_service() {
+    enriches_orders(&guest("ferry-example-enrich"));
+}
+
+#[test]
+fn a_python_processor_enriches_orders_from_a_real_service() {
+    enriches_orders(&polyglot_guest(GuestLanguage::Python, "examples/enrich-python"));
+}
+
+#[test]
+fn a_javascript_processor_enriches_orders_from_a_real_service() {
+    enriches_orders(&polyglot_guest(GuestLanguage::JavaScript, "examples/enrich-js"));
+}
+
+/// Runs the enrichment pipeline of `component` and judges what it did.
+fn enriches_orders(component: &Path) {
     let broker = Embedded::start();
     let brokers = broker.brokers();
     let (name, input, output, dlq) = (unique("enrich"), unique("orders"), unique("enriched"), unique("dlq"));
@@ -88,7 +106,7 @@ fn orders_are_enriched_with_their_customers_from_a_real_service() {
         allow = ["http://127.0.0.1:{port}"]
         concurrent_requests = 8
         "#,
-        component = guest("ferry-example-enrich").display(),
+        component = component.display(),
     ))
     .unwrap();
 

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ferry_tests::{ferry_bin, guest};
+use ferry_host::devtools::GuestLanguage;
+use ferry_tests::{ferry_bin, guest, polyglot_guest};
 
 /// A customers service on loopback: `c-1` exists, `c-busy` answers 503, anything
 /// else 404. Counts its connections.
@@ -61,6 +62,28 @@ fn ferry(dir: &Path, args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn ferry_test_makes_each_request_for_real_and_shows_it() {
+    let output = r#"{\"customer\":{\"id\":\"c-1\",\"tier\":\"gold\"},\"order\":{\"customer\":\"c-1\",\"id\":\"o-0\"}}"#;
+    trial(&guest("ferry-example-enrich"), output);
+}
+
+/// The Python and JavaScript forms of the example attach the customer after the
+/// order, in the order the order's fields came.
+const POLYGLOT_OUTPUT: &str =
+    r#"{\"order\":{\"id\":\"o-0\",\"customer\":\"c-1\"},\"customer\":{\"id\":\"c-1\",\"tier\":\"gold\"}}"#;
+
+#[test]
+fn ferry_test_shows_the_requests_of_a_python_processor() {
+    trial(&polyglot_guest(GuestLanguage::Python, "examples/enrich-python"), POLYGLOT_OUTPUT);
+}
+
+#[test]
+fn ferry_test_shows_the_requests_of_a_javascript_processor() {
+    trial(&polyglot_guest(GuestLanguage::JavaScript, "examples/enrich-js"), POLYGLOT_OUTPUT);
+}
+
+/// `ferry test` of `component` (the enrichment example in some language), whose
+/// first order's output value is `output` (as JSON text in the report's JSON).
+fn trial(component: &Path, output: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (port, connections) = customers();
     let (canary, canary_connections) = customers();
@@ -79,7 +102,7 @@ fn ferry_test_makes_each_request_for_real_and_shows_it() {
         allow = ["http://127.0.0.1:{port}"]
         request_timeout_ms = 1500
         "#,
-        guest("ferry-example-enrich").display()
+        component.display()
     );
     std::fs::write(dir.path().join("ferry.toml"), config).unwrap();
     let orders: Vec<String> = ["c-1", "c-404", "c-busy"]
@@ -97,7 +120,7 @@ fn ferry_test_makes_each_request_for_real_and_shows_it() {
         "self-test: passed".to_owned(),
         format!("  http GET {} → 200, 26 bytes", url("c-1")),
         "  processed".to_owned(),
-        r#"  output {"topic":"enriched-orders","key":"c-1","value":"{\"customer\":{\"id\":\"c-1\",\"tier\":\"gold\"},\"order\":{\"customer\":\"c-1\",\"id\":\"o-0\"}}"}"#.to_owned(),
+        format!(r#"  output {{"topic":"enriched-orders","key":"c-1","value":"{output}"}}"#),
         format!("  http GET {} → 404, 0 bytes", url("c-404")),
         "  reject: no customer c-404".to_owned(),
         format!("  http GET {} → 503, 4 bytes", url("c-busy")),

@@ -8,7 +8,7 @@
  *     "ferry": { "main": "src/processor.js", "capabilities": ["output", "log"] }
  *
  * and the build targets a world with exactly those imports, so the host's grants
- * (`output_topics`, `allow_log`, `[pipeline.state]`) and its choice to send
+ * (`output_topics`, `allow_log`, `[pipeline.state]`, `[pipeline.http]`) and its choice to send
  * headers apply as they do to a Rust guest. `settings` is always imported. A
  * processor that does not declare `state` is built without the import, so its
  * component is the same as before state existed.
@@ -18,9 +18,9 @@
 import { CapabilityError } from './processor.js';
 
 /** Every capability a processor can declare. */
-export const ALL = Object.freeze(['log', 'output', 'headers', 'state']);
+export const ALL = Object.freeze(['log', 'output', 'headers', 'state', 'http']);
 
-const USES = { log: 'logs', output: 'emits records', headers: 'reads record headers', state: 'uses keyed state' };
+const USES = { log: 'logs', output: 'emits records', headers: 'reads record headers', state: 'uses keyed state', http: 'sends HTTP requests' };
 
 /**
  * `names` as a set, or a `TypeError` naming an unknown one.
@@ -36,7 +36,7 @@ export function validate(names) {
 
 /**
  * The error for using a capability the project does not declare.
- * @param {'log' | 'output' | 'headers' | 'state'} capability
+ * @param {'log' | 'output' | 'headers' | 'state' | 'http'} capability
  */
 export function missing(capability) {
   return new CapabilityError(

@@ -13,6 +13,8 @@ import { State } from './state.js';
 
 const PROCESSED = Outcome.processed();
 
+/** @typedef {{statuses: Array<import('./processor.js').Status>, failures: Array<{offset: bigint, reason: string}>}} Reply */
+
 /**
  * The host's functions as the component imports them; `null` for a capability the
  * project does not declare (its interface is not imported).
@@ -95,7 +97,9 @@ export class Guest {
    */
   process(topic, partition, count, records) {
     const [batch, outcomes] = this.#run(topic, partition, count, records);
-    return outcomes.map((outcome, i) => [offsetAt(batch, i), outcome]);
+    /** @param {import('./processor.js').Outcome[]} list */
+    const pair = (list) => list.map((outcome, i) => /** @type {[bigint, import('./processor.js').Outcome]} */ ([offsetAt(batch, i), outcome]));
+    return Array.isArray(outcomes) ? pair(outcomes) : /** @type {any} */ (outcomes.then((settled) => pair(arrayOf(settled))));
   }
 
   /**
@@ -106,10 +110,21 @@ export class Guest {
    * @param {number} partition
    * @param {number} count
    * @param {Uint8Array} records
-   * @returns {{statuses: Array<import('./processor.js').Status>, failures: Array<{offset: bigint, reason: string}>}}
+   * An async `processBatch` (one that awaits `fetch`) makes this a Promise of
+   * the reply, which componentize-js runs the event loop to settle.
+   * @returns {Reply | Promise<Reply>}
    */
   reply(topic, partition, count, records) {
     const [batch, outcomes] = this.#run(topic, partition, count, records);
+    if (!Array.isArray(outcomes)) return outcomes.then((settled) => this.#answer(batch, arrayOf(settled)));
+    return this.#answer(batch, outcomes);
+  }
+
+  /**
+   * @param {Batch} batch
+   * @param {import('./processor.js').Outcome[]} outcomes
+   */
+  #answer(batch, outcomes) {
     const n = outcomes.length;
     let i = 0;
     while (i < n && outcomes[i] === PROCESSED) i++;
@@ -129,7 +144,7 @@ export class Guest {
    * @param {number} partition
    * @param {number} count
    * @param {Uint8Array} records
-   * @returns {[Batch, import('./processor.js').Outcome[]]}
+   * @returns {[Batch, import('./processor.js').Outcome[] | Promise<import('./processor.js').Outcome[]>]}
    */
   #run(topic, partition, count, records) {
     let batch;
@@ -139,8 +154,7 @@ export class Guest {
       throw new Fault(`ferry-sdk: the host sent a corrupt batch: ${messageOf(error)}`);
     }
     const outcomes = this.processor().processBatch(batch, new Context(this.#sink));
-    if (!Array.isArray(outcomes)) throw new Fault('processBatch must return an array of outcomes');
-    return [batch, outcomes];
+    return [batch, isThenable(outcomes) ? outcomes : arrayOf(outcomes)];
   }
 
   /**
@@ -187,6 +201,25 @@ export class Guest {
  */
 function offsetAt(batch, i) {
   return i < batch.length ? /** @type {import('./record.js').Record} */ (batch.at(i)).offset : -1n;
+}
+
+/**
+ * Whether `processBatch` returned a Promise (it is async).
+ * @param {unknown} value
+ * @returns {value is Promise<unknown>}
+ */
+function isThenable(value) {
+  return value !== null && typeof value === 'object' && typeof (/** @type {any} */ (value).then) === 'function';
+}
+
+/**
+ * `outcomes`, if `processBatch` returned (or resolved to) an array.
+ * @param {unknown} outcomes
+ * @returns {import('./processor.js').Outcome[]}
+ */
+function arrayOf(outcomes) {
+  if (!Array.isArray(outcomes)) throw new Fault('processBatch must return an array of outcomes (or a Promise of one)');
+  return outcomes;
 }
 
 /** @param {unknown} error */

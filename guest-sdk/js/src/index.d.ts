@@ -240,8 +240,8 @@ export declare class PerPartition<T> {
 export declare class Processor {
   /** Handles one record; return to mark it processed, throw `Retry`/`Reject` otherwise. */
   process(record: Record, ctx: Context): void;
-  /** Handles a batch: one outcome per record, in order. */
-  processBatch(batch: Batch, ctx: Context): Outcome[];
+  /** Handles a batch: one outcome per record, in order; async (a Promise of them) to await `fetch`. */
+  processBatch(batch: Batch, ctx: Context): Outcome[] | Promise<Outcome[]>;
   /** Reads the pipeline's settings once per instance; throwing refuses the deploy. */
   configure(settings: Settings): void;
   /** A partition's first batch in this instance is coming. */

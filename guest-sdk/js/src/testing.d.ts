@@ -61,13 +61,19 @@ export declare class Harness {
   withState(topic: string, partition: number, entries: Iterable<readonly [Data, Data]>): this;
   /** The partition's state so far: each key as text (UTF-8, else Latin-1) to its value, in key order. */
   state(topic: string, partition: number): Map<string, Uint8Array>;
-  capabilities(...names: Array<'log' | 'output' | 'headers' | 'state'>): this;
+  capabilities(...names: Array<'log' | 'output' | 'headers' | 'state' | 'http'>): this;
+  /** Allows `fetch` to `rule` (`scheme://host[:port]`, as in `[pipeline.http] allow`); others reject before any connection. */
+  allowHttp(rule: string): this;
+  /** Answers the processor's allowed `fetch` calls with `service`; without one, the real `fetch` sends them. */
+  httpService(service: (request: Request) => Response | Promise<Response>): this;
   declaredBy(projectDir: string): this;
   readonly settings: import('./index.js').Settings;
   processor<P extends Processor>(cls: new () => P): P;
   selfTest(cls: new () => Processor): void;
   revoke(processor: Processor, topic: string, partition: number): void;
+  /** The run; a Promise of it when `processBatch` is async (one that awaits `fetch`). */
   run(processor: Processor, batch: TestBatch): Run;
+  runAsync(processor: Processor, batch: TestBatch): Promise<Run>;
   runEach(processor: Processor, batch: TestBatch): Run;
 }
 

@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { missing, validate } from './capabilities.js';
+import { endpoint, standInFetch } from './http.js';
 import { Context, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource, toBytes, wireSize } from './context.js';
 import * as limits from './limits.js';
 import { outcomeOf } from './processor.js';
@@ -204,6 +205,63 @@ export class Harness {
   #state = new Map();
   #stateBytes = limits.STATE_BYTES_PER_PARTITION;
   #stateWrites = limits.STATE_WRITES_PER_BATCH;
+  /** @type {Array<{scheme: string, host: string, port: number}> | null} null: every URL */
+  #httpAllow = null;
+  /** @type {import('./http.js').Service | null} null: the real fetch answers */
+  #httpService = null;
+
+  /**
+   * Allows \`fetch\` to \`rule\` (\`scheme://host[:port]\`, \`*.\` before a name for its
+   * subdomains, as in \`[pipeline.http] allow\`). Once any rule is given, a fetch
+   * of another URL rejects with a \`TypeError\` before any connection, as on the
+   * host.
+   * @param {string} rule
+   */
+  allowHttp(rule) {
+    (this.#httpAllow ??= []).push(endpoint(rule));
+    return this;
+  }
+
+  /**
+   * Answers the processor's \`fetch\` calls that pass the rules with \`service\`
+   * (which gets the \`Request\` and returns a \`Response\`, or throws to play a
+   * failed request). Without one, the real \`fetch\` sends them: to a test's own
+   * server on loopback, say.
+   * @param {import('./http.js').Service} service
+   */
+  httpService(service) {
+    this.#httpService = service;
+    return this;
+  }
+
+  /**
+   * Runs \`call\` with \`fetch\` checked and answered as this harness says; if it
+   * returns a Promise, until that settles.
+   * @template T
+   * @param {() => T} call
+   * @returns {T}
+   */
+  #withFetch(call) {
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = standInFetch({
+      allow: this.#httpAllow,
+      service: this.#httpService,
+      require: () => this.#require('http'),
+      fetch: realFetch,
+    });
+    let result;
+    try {
+      result = call();
+    } catch (error) {
+      globalThis.fetch = realFetch;
+      throw error;
+    }
+    if (result !== null && typeof result === 'object' && typeof (/** @type {any} */ (result).then) === 'function') {
+      return /** @type {any} */ (/** @type {Promise<unknown>} */ (/** @type {unknown} */ (result)).finally(() => (globalThis.fetch = realFetch)));
+    }
+    globalThis.fetch = realFetch;
+    return result;
+  }
 
   /**
    * Allows emitting to `topic`. Once any topic is allowed, emits to others throw
@@ -338,7 +396,7 @@ export class Harness {
     return new Settings(this.#settings);
   }
 
-  /** @param {'log' | 'output' | 'headers' | 'state'} capability */
+  /** @param {'log' | 'output' | 'headers' | 'state' | 'http'} capability */
   #require(capability) {
     if (this.#capabilities !== null && !this.#capabilities.has(capability)) throw missing(capability);
   }
@@ -386,13 +444,31 @@ export class Harness {
    */
   run(processor, batch) {
     const { view, sink, ctx } = this.#start(processor, batch);
-    const outcomes = processor.processBatch(view, ctx);
-    if (outcomes.length !== view.length) {
-      throw new Error(
-        `processBatch returned ${outcomes.length} outcomes for a batch of ${view.length} records; the host refuses such an answer`,
-      );
+    const outcomes = this.#withFetch(() => processor.processBatch(view, ctx));
+    /** @param {import('./processor.js').Outcome[]} list */
+    const finished = (list) => {
+      if (list.length !== view.length) {
+        throw new Error(
+          `processBatch returned ${list.length} outcomes for a batch of ${view.length} records; the host refuses such an answer`,
+        );
+      }
+      return this.#finish(view, list, sink);
+    };
+    // An async processBatch (one that awaits fetch) gets a Promise of the run.
+    if (!Array.isArray(outcomes) && typeof (/** @type {any} */ (outcomes)?.then) === 'function') {
+      return /** @type {any} */ (/** @type {Promise<import('./processor.js').Outcome[]>} */ (/** @type {unknown} */ (outcomes)).then(finished));
     }
-    return this.#finish(view, outcomes, sink);
+    return finished(outcomes);
+  }
+
+  /**
+   * \`run\`, as a Promise whether \`processBatch\` is async or not.
+   * @param {import('./processor.js').Processor} processor
+   * @param {TestBatch} batch
+   * @returns {Promise<Run>}
+   */
+  async runAsync(processor, batch) {
+    return this.run(processor, batch);
   }
 
   /**

@@ -15,9 +15,10 @@ from typing import List, Optional, Tuple
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import settings as wit_settings
-from wit_world.imports import types
 
+from . import capabilities as caps
 from . import context as ferry_context
+from . import http as ferry_http
 from . import state as ferry_state
 from ._guest import Guest, Host
 from .context import Level, WireOutput
@@ -31,10 +32,23 @@ def _optional(name: str) -> Optional[ModuleType]:
         return None
 
 
+# A world that also imports `wasi:http/types` names ferry's `types` by its package.
+types = _optional("types") or importlib.import_module("wit_world.imports.ferry_processor_types")
 _log = _optional("log")
 _output = _optional("output")
 _headers = _optional("headers")
 _state = _optional("state")
+
+if _optional("outgoing_handler") is not None:
+    from . import _wasi_http
+
+    ferry_http.install(_wasi_http.send_all)
+else:
+
+    def _http_not_declared(requests: object) -> list:
+        raise caps.missing("http")
+
+    ferry_http.install(_http_not_declared)
 
 
 def _emit_error(error: object) -> ferry_context.EmitError:

@@ -8,7 +8,7 @@ hold. Instead a project declares what it uses in ``pyproject.toml``::
     capabilities = ["output", "log"]
 
 and the build targets a world with exactly those imports, so the host's grants
-(``output_topics``, ``allow_log``, ``[pipeline.state]``) and its choice to send
+(``output_topics``, ``allow_log``, ``[pipeline.state]``, ``[pipeline.http]``) and its choice to send
 headers apply as they do to a Rust guest. ``settings`` is always imported (every
 pipeline may have settings). A processor that does not declare ``state`` is built
 without the import, so its component is the same as before state existed.
@@ -22,13 +22,14 @@ from typing import Final, FrozenSet, Iterable
 from .processor import CapabilityError
 
 #: Every capability a processor can declare.
-ALL: Final[FrozenSet[str]] = frozenset({"log", "output", "headers", "state"})
+ALL: Final[FrozenSet[str]] = frozenset({"log", "output", "headers", "state", "http"})
 
 _USES: Final = {
     "log": "logs",
     "output": "emits records",
     "headers": "reads record headers",
     "state": "uses keyed state",
+    "http": "sends HTTP requests",
 }
 
 

@@ -114,10 +114,11 @@ _FAULTS = (MemoryError, RecursionError)
 def describe(error: BaseException) -> str:
     """The reason recorded for an exception that ended a record."""
     from .context import EmitError
+    from .http import HttpError
     from .settings import SettingError
     from .state import StateError
 
-    if isinstance(error, (ProcessingError, EmitError, SettingError, StateError)):
+    if isinstance(error, (ProcessingError, EmitError, SettingError, StateError, HttpError)):
         return str(error)
     message = str(error)
     return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple, Type, TypeVar
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Type, TypeVar, Union
 
 from . import capabilities as caps
-from . import limits
+from . import http, limits
 from .context import Context, Data, Level, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource, WireOutput, to_bytes
 from .processor import Outcome, Processor, Status, outcome_of
 from .record import Batch, TopicPartition
@@ -209,6 +209,65 @@ class Harness:
         self._state: Dict[TopicPartition, Dict[bytes, bytes]] = {}
         self._state_bytes = limits.STATE_BYTES_PER_PARTITION
         self._state_writes = limits.STATE_WRITES_PER_BATCH
+        #: ``None``: every URL.
+        self._http_allow: Optional[List[str]] = None
+        self._http_service: Optional[Callable[[http.Request], http.Response]] = None
+
+    def allow_http(self, rule: str) -> "Harness":
+        """Allows HTTP requests to ``rule`` (``scheme://host[:port]``, ``*.`` before
+        a name for its subdomains, as in ``[pipeline.http] allow``). Once any rule
+        is given, requests to other URLs fail with
+        :attr:`~ferry_sdk.http.HttpErrorKind.REFUSED`, as on the host."""
+        _http_rule(rule)
+        if self._http_allow is None:
+            self._http_allow = []
+        self._http_allow.append(rule)
+        return self
+
+    def http_service(self, service: Callable[[http.Request], http.Response]) -> "Harness":
+        """Answers the processor's HTTP requests (:mod:`ferry_sdk.http`) that pass
+        the rules with ``service``, which returns a :class:`~ferry_sdk.http.Response`
+        or raises an :class:`~ferry_sdk.http.HttpError` to play a failing server::
+
+            def rates(request):
+                if request.path == "/rate/EUR":
+                    return http.Response(200, b"1.08")
+                raise http.HttpError(http.HttpErrorKind.TIMEOUT, "HttpResponseTimeout")
+
+            harness = Harness().allow_http("http://127.0.0.1:8089").http_service(rates)
+        """
+        self._http_service = service
+        return self
+
+    def _send_all(self, requests: List[http.Request]) -> List[Union[http.Response, http.HttpError]]:
+        self._require("http")
+        return [self._send(request) for request in requests]
+
+    def _send(self, request: http.Request) -> http.Response | http.HttpError:
+        try:
+            scheme, authority, _ = http.split_url(request.url)
+            endpoint = _http_rule(f"{scheme}://{authority}")
+        except (http.HttpError, ValueError):
+            return http.HttpError(http.HttpErrorKind.INVALID, f"`{request.url}` is not http(s)://host[:port]/path")
+        if self._http_allow is not None and not any(_http_matches(_http_rule(r), endpoint) for r in self._http_allow):
+            scheme, host, port = endpoint
+            return http.HttpError(
+                http.HttpErrorKind.REFUSED,
+                f"HttpRequestDenied: {scheme}://{host}:{port} is not in the pipeline's [pipeline.http] allow",
+            )
+        if request.method not in http.METHODS:
+            return http.HttpError(http.HttpErrorKind.INVALID, f"method {request.method}")
+        if self._http_service is None:
+            return http.HttpError(
+                http.HttpErrorKind.FAILED, "no service answers in this test (give the harness one with http_service)"
+            )
+        try:
+            answer = self._http_service(request)
+        except http.HttpError as error:
+            return error
+        if not isinstance(answer, http.Response):
+            raise TypeError(f"the test's http_service returned {answer!r}, not an http.Response")
+        return answer
 
     def allow_topic(self, topic: str) -> "Harness":
         """Allows emitting to ``topic``. Once any topic is allowed, emits to others
@@ -316,7 +375,8 @@ class Harness:
         ``AssertionError`` if ``process_batch`` returns the wrong number of
         outcomes (the host refuses such an answer)."""
         view, sink, ctx = self._start(processor, batch)
-        outcomes = processor.process_batch(view, ctx)
+        with http.installed(self._send_all):
+            outcomes = processor.process_batch(view, ctx)
         if len(outcomes) != len(view):
             raise AssertionError(
                 f"process_batch returned {len(outcomes)} outcomes for a batch of {len(view)} records; "
@@ -329,9 +389,10 @@ class Harness:
         ``process_batch``; useful to check that the two agree."""
         view, sink, ctx = self._start(processor, batch)
         outcomes = []
-        for record in view:
-            with ctx.for_record(record):
-                outcomes.append(outcome_of(lambda: processor.process(record, ctx)))
+        with http.installed(self._send_all):
+            for record in view:
+                with ctx.for_record(record):
+                    outcomes.append(outcome_of(lambda: processor.process(record, ctx)))
         return self._finish(view, outcomes, sink)
 
     def _start(self, processor: Processor, batch: TestBatch) -> Tuple[Batch, _MemorySink, Context]:
@@ -361,6 +422,34 @@ class Harness:
             published = everything if out.source is None else out.source in processed
             (run.emitted if published else run.dropped).append(out)
         return run
+
+
+def _http_rule(rule: str) -> Tuple[str, str, int]:
+    """Scheme, host (lower-case) and port of ``scheme://host[:port]``, as the
+    host's config reads an ``allow`` rule (its finer checks stay the host's)."""
+    scheme, sep, authority = rule.removesuffix("/").partition("://")
+    scheme = scheme.lower()
+    default = {"http": 80, "https": 443}.get(scheme)
+    if not sep or default is None or not authority or any(c in authority for c in "/?#@"):
+        raise ValueError(f"`{rule}` is not scheme://host[:port] with scheme http or https")
+    host, colon, port = authority.rpartition(":")
+    if not colon or "]" in port:
+        host, number = authority, default
+    elif port.isdigit() and 0 < int(port) < 65536:
+        number = int(port)
+    else:
+        raise ValueError(f"`{rule}`: `{port}` is not a port (1-65535)")
+    host = host.lower().removesuffix(".")
+    return scheme, host, number
+
+
+def _http_matches(rule: Tuple[str, str, int], endpoint: Tuple[str, str, int]) -> bool:
+    if rule[0] != endpoint[0] or rule[2] != endpoint[2]:
+        return False
+    if rule[1].startswith("*."):
+        label, dot, parent = endpoint[1].partition(".")
+        return bool(label) and dot == "." and parent == rule[1][2:]
+    return rule[1] == endpoint[1]
 
 
 def run(processor: Processor, batch: TestBatch) -> Run:

@@ -120,7 +120,7 @@ fn grant(port: u16, concurrent: u32) -> anyhow::Result<HttpGrant> {
         concurrent_requests: concurrent,
         request_timeout_ms: 5_000,
     };
-    Ok(HttpGrant { allow: vec![rule], limits })
+    Ok(HttpGrant { allow: vec![rule], limits, ca_file: None })
 }
 
 fn instance(

@@ -10,6 +10,12 @@
 //! nobody granted. Redirects are answers like any other: the guest sees them, and
 //! a request to the new location is checked like the first.
 //!
+//! An https rule's requests go over TLS (rustls), verified for the request's host
+//! against the Mozilla roots and the CAs of the grant's `ca_file`; a certificate
+//! that does not verify ends the connection before any byte of the request is
+//! sent. A rule's scheme is part of it: plain http to an https-only host is
+//! refused like any host not granted.
+//!
 //! A guest's requests share per-call budgets ([`HttpLimits`]): a count, the bytes
 //! sent and received, the requests in flight at once, and a time limit per request
 //! that never outlives the call's deadline. Everything a request does (resolving,
@@ -19,10 +25,11 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -72,7 +79,52 @@ pub struct HttpGrant {
     pub allow: Vec<AllowRule>,
     /// Its budgets.
     pub limits: HttpLimits,
+    /// PEM certificates of the CAs its https servers may also chain to, besides
+    /// the Mozilla roots (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The TLS client of https requests: the Mozilla roots (webpki-roots), plus the
+/// CAs of `ca_file`. Read once per file and process, and kept.
+pub fn tls_client(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    static CLIENTS: Mutex<Vec<(Option<PathBuf>, Arc<rustls::ClientConfig>)>> = Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, client)) = clients.iter().find(|(file, _)| file.as_deref() == ca_file) {
+        return Ok(client.clone());
+    }
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(file) = ca_file {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let shown = file.display();
+        let certs = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("cannot read `{shown}`: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("`{shown}` is not PEM certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("`{shown}` holds no PEM certificate"));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("`{shown}`: a certificate that is not a CA's: {e}"))?;
+        }
+    }
+    // ring, not aws-lc: a fraction of the build (no cmake), at the price of no
+    // post-quantum key exchange, which rustls flags by deprecating this call.
+    #[expect(deprecated, reason = "ring has no post-quantum key exchange; chosen for its build cost")]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = Arc::new(client);
+    clients.push((ca_file.map(Path::to_path_buf), client.clone()));
+    Ok(client)
+}
+
+/// A connection to a server: plain TCP, or TLS over it.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
 
 /// What a guest's requests may spend, per guest call (one batch, or each part of a
 /// batch split around a faulting record).
@@ -546,6 +598,9 @@ fn describe(error: &HttpError) -> String {
             "its host resolves to an address the rule does not name (loopback, private, link-local or metadata)"
                 .to_owned()
         }
+        HttpError::TlsCertificateError => {
+            "TLS: the server's certificate is not for this host, or not from a trusted CA".to_owned()
+        }
         other => format!("{other:?}"),
     };
     format!("{} ({what})", error_kind(error))
@@ -554,7 +609,7 @@ fn describe(error: &HttpError) -> String {
 /// The kind of an error, as `/metrics` counts it.
 fn error_kind(error: &HttpError) -> &'static str {
     match error {
-        HttpError::HttpRequestDenied | HttpError::DestinationIpProhibited | HttpError::TlsProtocolError => "refused",
+        HttpError::HttpRequestDenied | HttpError::DestinationIpProhibited | HttpError::TlsCertificateError => "refused",
         HttpError::ConnectionTimeout
         | HttpError::ConnectionReadTimeout
         | HttpError::HttpResponseTimeout
@@ -722,11 +777,6 @@ impl Outgoing {
             tracing::debug!(%uri, "HTTP request refused: not in the pipeline's [pipeline.http] allow list");
             return Err(HttpError::HttpRequestDenied);
         };
-        if scheme == Scheme::Https {
-            // Refused by the configuration already; kept here so no request ever
-            // leaves in plain text for an https rule.
-            return Err(HttpError::TlsProtocolError);
-        }
         let limits = self.grant.limits;
         if self.spent.requests.fetch_add(1, Ordering::Relaxed) >= u64::from(limits.requests_per_batch) {
             return Err(HttpError::ConnectionLimitReached);
@@ -762,6 +812,11 @@ impl Outgoing {
         }
         let stream = stream.ok_or(last)?;
         let _ = stream.set_nodelay(true);
+        // An https rule's requests go only over TLS, verified for the request's host.
+        let stream: Box<dyn Connection> = match scheme {
+            Scheme::Http => Box::new(stream),
+            Scheme::Https => Box::new(self.tls(&host, stream).await?),
+        };
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(READ_BUFFER)
             .handshake(wasmtime_wasi_http::io::TokioIo::new(stream))
@@ -825,6 +880,36 @@ impl Outgoing {
             Deadlined { inner: body, sleep, meter, timed_out: false, tracked }.boxed_unsync()
         });
         Ok((response, io))
+    }
+}
+
+impl Outgoing {
+    /// TLS over `stream`, the server's certificate verified for `host` (a name, or
+    /// an address the certificate must list).
+    async fn tls(
+        &self,
+        host: &RequestHost,
+        stream: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, HttpError> {
+        use rustls::pki_types::ServerName;
+        let client = tls_client(self.grant.ca_file.as_deref()).map_err(|e| {
+            tracing::warn!(error = %e, "HTTP request failed: the TLS client cannot be made");
+            HttpError::InternalError(Some(e))
+        })?;
+        let name = match host {
+            RequestHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            RequestHost::Name(name) => {
+                ServerName::try_from(name.clone()).map_err(|_| HttpError::HttpRequestUriInvalid)?
+            }
+        };
+        tokio_rustls::TlsConnector::from(client).connect(name, stream).await.map_err(|e| {
+            let certificate = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+            tracing::debug!(error = %e, "HTTP request failed: TLS handshake");
+            if certificate { HttpError::TlsCertificateError } else { HttpError::TlsProtocolError }
+        })
     }
 }
 

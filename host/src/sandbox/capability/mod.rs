@@ -209,7 +209,7 @@ mod tests {
         let refused = check_grants(&[Capability::Http], &Grants::default()).unwrap_err();
         let words = LoadError::NotGranted(refused).to_string();
         assert!(words.contains("`wasi:http/outgoing-handler`") && words.contains("`[pipeline.http]`"), "{words}");
-        let grant = http::HttpGrant { allow: Vec::new(), limits: Default::default() };
+        let grant = http::HttpGrant { allow: Vec::new(), limits: Default::default(), ca_file: None };
         let granted = Grants { http: Some(std::sync::Arc::new(grant)), ..Grants::default() };
         assert_eq!(check_grants(&[Capability::Http], &granted), Ok(()));
     }
