@@ -290,8 +290,9 @@ fn main() -> anyhow::Result<()> {
             "## 12. Shadow: the live version's rate with a shadow beside it\n\n\
              One pipeline, one worker, {} partitions, {} records of 100 B per run, the mirror guest (one output \
              per record) live, `batch_size = {}`, `max_wait_ms = 0`; the shadow is the same code under another \
-             digest (every record compared, all equal), `max_time_share = 100`. Rates in records/s by ferry's \
-             own stats, from the first batch the shadow ran; the two runs of a round back to back.\n\n{}",
+             digest (every record compared, all equal: its `ts` clock header ignored), `max_time_share = 100`; a \
+             third run compares the `ts` header too, so every record differs. Rates in records/s by ferry's own \
+             stats, from the first batch the shadow ran; the runs of a round back to back.\n\n{}",
             shadow::PARTITIONS,
             shadow::PER_PARTITION * shadow::PARTITIONS as u64,
             e2e::BATCH_SIZE,

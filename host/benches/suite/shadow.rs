@@ -5,12 +5,14 @@
 //! and found equal: the full cost of a comparison, no skipped batch; the guest's
 //! wall-clock `ts` header is ignored, as a pipeline would). Both runs have the same
 //! `shadow` section (`max_time_share = 100`: the shadow is never held back), so the
-//! only difference is the shadow running.
+//! only difference is the shadow running. A third run per round compares the guest's
+//! clock header too, so every record differs: the cost of a version that is wrong
+//! everywhere.
 //!
 //! Each run reads a fresh topic of [`PER_PARTITION`] records per partition, filled
 //! before the host starts. The rate counts from the first batch on which the shadow
-//! ran (without one: the first batch) to the last batch. The two runs of a round
-//! follow each other; rounds are repeated and each round's ratio reported.
+//! ran (without one: the first batch) to the last batch. The runs of a round follow
+//! each other; rounds are repeated and each round's ratios reported.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,11 +32,13 @@ pub const PER_PARTITION: u64 = 25_000;
 pub const ROUNDS: usize = 3;
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// One round: the live rate without and with the shadow.
+/// One round: the live rate without and with the shadow, and with it when every
+/// record differs.
 #[derive(Debug, Clone, Copy)]
 pub struct Round {
     pub without: f64,
     pub with: f64,
+    pub differing: f64,
     /// Records the shadow compared, and how many of them it skipped.
     pub compared: u64,
     pub skipped: u64,
@@ -55,17 +59,22 @@ pub fn run(kafka: &Kafka, live: &Path, shadow: &Path) -> anyhow::Result<Vec<Roun
     let shadow_bytes = std::fs::read(shadow).context("the shadow guest")?;
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
-        let (without, _) = once(&broker, kafka, live, None)?;
-        let (with, tally) = once(&broker, kafka, live, Some(&shadow_bytes))?;
+        let (without, _) = once(&broker, kafka, live, None, true)?;
+        let (with, tally) = once(&broker, kafka, live, Some(&shadow_bytes), true)?;
         let (compared, skipped) = tally.context("the shadow's tally")?;
+        // The guest's clock header compared too: every record differs.
+        let (differing, _) = once(&broker, kafka, live, Some(&shadow_bytes), false)?;
         eprintln!(
-            "  round {}: without a shadow {}, with one {} ({:.2}); the shadow compared {compared}, skipped {skipped}",
+            "  round {}: without a shadow {}, with one {} ({:.2}), with one differing everywhere {} ({:.2}); \
+             the shadow compared {compared}, skipped {skipped}",
             round + 1,
             rate(without),
             rate(with),
-            with / without
+            with / without,
+            rate(differing),
+            differing / without
         );
-        rounds.push(Round { without, with, compared, skipped });
+        rounds.push(Round { without, with, differing, compared, skipped });
     }
     Ok(rounds)
 }
@@ -76,6 +85,7 @@ fn once(
     kafka: &Kafka,
     live: &Path,
     shadow: Option<&[u8]>,
+    ignore_ts: bool,
 ) -> anyhow::Result<(f64, Option<(u64, u64)>)> {
     let input = unique("shadow-in");
     broker.fill(&input, PARTITIONS, PER_PARTITION, Shape { value_len: 100 })?;
@@ -87,9 +97,10 @@ fn once(
     text.push_str(&format!(
         "[[pipeline]]\nname = \"bench-shadow\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
          batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\ncommit = {{ policy = \"interval\", interval_ms = 100 }}\n\
-         output_topics = [\"ledger\"]\nshadow = {{ max_time_share = 100, ignore_headers = [\"ts\"] }}\n",
+         output_topics = [\"ledger\"]\nshadow = {{ max_time_share = 100, ignore_headers = [{}] }}\n",
         unique("group"),
         toml_path(live),
+        if ignore_ts { "\"ts\"" } else { "" },
     ));
     let config = Config::parse(&text)?;
     let host = Host::start(&config)?;
@@ -136,26 +147,33 @@ fn once(
 pub fn table(rounds: &[Round]) -> String {
     let mut out = String::from(
         "| round | live rate without a shadow | with a shadow | with / without | records the shadow compared | \
-         skipped |\n|---:|---:|---:|---:|---:|---:|\n",
+         skipped | with a shadow differing on every record | with / without |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (i, r) in rounds.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} |\n",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {:.2} |\n",
             i + 1,
             rate(r.without),
             rate(r.with),
             r.ratio(),
             r.compared,
-            r.skipped
+            r.skipped,
+            rate(r.differing),
+            r.differing / r.without
         ));
     }
-    let mut ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    out.push_str(&format!(
-        "\nWith a shadow against without: median **{:.2}**, range {min:.2}–{max:.2} over {} rounds.\n",
-        median(&mut ratios),
-        rounds.len()
-    ));
+    for (what, pick) in [
+        ("With a shadow (every record equal)", Round::ratio as fn(&Round) -> f64),
+        ("With a shadow differing on every record", |r: &Round| r.differing / r.without),
+    ] {
+        let mut ratios: Vec<f64> = rounds.iter().map(pick).collect();
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        out.push_str(&format!(
+            "\n{what} against without: median **{:.2}**, range {min:.2}–{max:.2} over {} rounds.\n",
+            median(&mut ratios),
+            rounds.len()
+        ));
+    }
     out
 }
