@@ -27,6 +27,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line (the program's name first) without running it: how the
+    /// docs' commands are checked.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args).map_err(|e| e.to_string())
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -331,8 +343,25 @@ mod tests {
         }
         let cli = parse(&["deploy", "--pipeline", "orders", "--shadow", "new.wasm"]).unwrap();
         assert!(matches!(cli.command, Command::Deploy(ref args) if args.shadow));
-        for other in ["--rollback", "--empty-state", "--group", "--versions"] {
+        for other in ["--rollback", "--empty-state", "--versions"] {
             assert!(parse(&["deploy", "--pipeline", "orders", "--shadow", other, "new.wasm"]).is_err(), "{other}");
+        }
+        let group = ["--group", "--brokers", "b:9092", "--environment", "prod"];
+        let cli = parse(&[&["deploy", "--pipeline", "orders", "--shadow", "new.wasm"][..], &group].concat()).unwrap();
+        assert!(matches!(cli.command, Command::Deploy(ref args) if args.shadow && args.group));
+        for action in ["promote", "discard"] {
+            let cli = parse(&[&["shadow", action, "--pipeline", "orders"][..], &group].concat()).unwrap();
+            let Command::Shadow { command } = cli.command else { panic!("{action}") };
+            let (crate::deploy::client::ShadowCommand::Promote { group, .. }
+            | crate::deploy::client::ShadowCommand::Discard { group, .. }) = command
+            else {
+                panic!("{action}")
+            };
+            assert!(group.group && group.topic.brokers.as_deref() == Some("b:9092"), "{action}");
+        }
+        for action in ["promote", "discard"] {
+            let with_token = [&["shadow", action, "--pipeline", "orders", "--token-file", "t"][..], &group].concat();
+            assert!(parse(&with_token).is_err(), "{action}: --group goes through the topic, not a host's token");
         }
     }
 

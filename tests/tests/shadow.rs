@@ -11,104 +11,20 @@
 //!   live ledger and the committed offsets are those of a host without a shadow, and
 //!   the sleeper's skipped batches are counted.
 
+mod shadow_support;
 mod swap_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_host::deploy::client::{Request, report_text};
-use ferry_host::host::Host;
-use ferry_tests::{Broker as _, Embedded, lag, produce, read_all, unique, wait_until, wait_until_or_explain};
+use ferry_tests::{Broker as _, produce, read_all, unique, wait_until};
+use shadow_support::*;
 use swap_support::*;
-
-const PARTITIONS: i32 = 4;
-
-/// A host running `live` with shadows allowed, compared by `shadow` (TOML inline
-/// table fields).
-fn host(broker: &Embedded, group: &str, live: &Build, cache: &std::path::Path, shadow: &str) -> Host {
-    let extra = format!("shadow = {{ ignore_headers = [\"ts\"], {shadow} }}");
-    start(&HostSpec {
-        brokers: &broker.brokers(),
-        group,
-        component: &live.path,
-        cache_dir: cache,
-        admin: true,
-        extra: &extra,
-    })
-}
-
-/// The shadow report from the admin API.
-fn report(host: &Host) -> serde_json::Value {
-    let answer = admin(host, Request::ShadowReport);
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    json(&answer)
-}
-
-fn n(report: &serde_json::Value, field: &str) -> u64 {
-    report[field].as_u64().unwrap_or_else(|| panic!("{field} in {report}"))
-}
-
-/// Values `0..count`, as text.
-fn numbers(from: usize, count: usize) -> Vec<String> {
-    (from..from + count).map(|i| i.to_string()).collect()
-}
-
-/// Waits until the shadow accounted for `records` records (compared or skipped).
-fn wait_for_comparison(host: &Host, records: u64) -> serde_json::Value {
-    let last = std::cell::RefCell::new(serde_json::Value::Null);
-    wait_until_or_explain(
-        "the shadow accounts for every record",
-        || {
-            let now = report(host);
-            let done = n(&now, "compared") + n(&now, "skipped") >= records;
-            *last.borrow_mut() = now;
-            done
-        },
-        || format!("last report: {}", last.borrow()),
-    );
-    last.into_inner()
-}
-
-/// The ledger's values, each with how often it appears.
-fn ledger_counts(brokers: &str) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for read in read_all(brokers, "ledger") {
-        *counts.entry(read.value).or_default() += 1;
-    }
-    counts
-}
-
-/// Every value produced appears exactly once in the ledger, and nothing else does.
-fn assert_ledger_is_exactly(brokers: &str, produced: &[String]) {
-    let counts = ledger_counts(brokers);
-    let expected: BTreeSet<&str> = produced.iter().map(String::as_str).collect();
-    let seen: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
-    let missing: Vec<_> = expected.difference(&seen).take(10).collect();
-    let extra: Vec<_> = seen.difference(&expected).take(10).collect();
-    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).map(|(v, c)| (v, *c)).take(10).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && twice.is_empty(),
-        "missing {missing:?}, extra {extra:?}, duplicated {twice:?}"
-    );
-}
-
-/// Waits until the group committed the log end of every input partition, and
-/// checks the committed set: every partition at its produced count.
-fn wait_committed(brokers: &str, group: &str, produced: usize) {
-    let per_partition: BTreeMap<i32, i64> =
-        (0..PARTITIONS).map(|p| (p, (0..produced).filter(|i| *i as i32 % PARTITIONS == p).count() as i64)).collect();
-    wait_until_or_explain(
-        "the group commits the log end of every partition",
-        || lag(brokers, group, "input").iter().all(|p| p.committed == Some(per_partition[&p.partition])),
-        || format!("{:?}", lag(brokers, group, "input")),
-    );
-}
 
 #[test]
 fn an_identical_version_shows_no_difference_and_is_promoted_without_loss() {
     let (v1, v2) = (build("ferry-guest-mirror-v1"), build("ferry-guest-mirror-v2"));
-    let broker = Embedded::start();
-    broker.create_topic("input", PARTITIONS);
-    broker.create_topic("ledger", PARTITIONS);
+    let broker = broker();
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
     let group = unique("shadow-same");
@@ -159,9 +75,7 @@ fn an_identical_version_shows_no_difference_and_is_promoted_without_loss() {
 #[test]
 fn a_version_that_differs_on_one_percent_is_reported_record_by_record() {
     let (v1, odd) = (build("ferry-guest-mirror-v1"), build("ferry-guest-mirror-odd"));
-    let broker = Embedded::start();
-    broker.create_topic("input", PARTITIONS);
-    broker.create_topic("ledger", PARTITIONS);
+    let broker = broker();
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
     let group = unique("shadow-odd");
@@ -221,9 +135,7 @@ fn a_version_that_differs_on_one_percent_is_reported_record_by_record() {
 /// returns the final report once the live path finished every record.
 fn beside_a_hostile_shadow(build_name: &str, shadow: &str) -> serde_json::Value {
     let (v1, hostile) = (build("ferry-guest-mirror-v1"), build(build_name));
-    let broker = Embedded::start();
-    broker.create_topic("input", PARTITIONS);
-    broker.create_topic("ledger", PARTITIONS);
+    let broker = broker();
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
     let group = unique("shadow-hostile");
@@ -263,9 +175,7 @@ fn a_shadow_that_sleeps_is_bounded_and_its_skips_counted() {
 #[test]
 fn promote_after_makes_an_identical_version_live_on_its_own() {
     let (v1, v2) = (build("ferry-guest-mirror-v1"), build("ferry-guest-mirror-v2"));
-    let broker = Embedded::start();
-    broker.create_topic("input", PARTITIONS);
-    broker.create_topic("ledger", PARTITIONS);
+    let broker = broker();
     let brokers = broker.brokers();
     let cache = tempfile::tempdir().unwrap();
     let group = unique("shadow-auto");

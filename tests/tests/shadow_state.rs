@@ -8,15 +8,17 @@
 //! came included; the skewed shadow's writes differ in every batch, and are dropped:
 //! the live counts and the changelog go on as if no shadow had run.
 
+mod shadow_support;
 mod swap_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_host::deploy::client::{Request, report_text};
-use ferry_tests::{Broker as _, Embedded, read_all, wait_until, wait_until_or_explain};
+use ferry_tests::{Broker as _, Embedded, read_all, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use shadow_support::wait_for_comparison;
 use swap_support::*;
 
 const KEYS: [&str; 4] = ["p0-a", "p0-b", "p1-a", "p1-b"];
@@ -54,23 +56,6 @@ fn expected(from: u64, to: u64) -> BTreeMap<String, Vec<u64>> {
     KEYS.iter().map(|k| (k.to_string(), (from..=to).collect())).collect()
 }
 
-fn report(host: &ferry_host::host::Host, records: u64) -> serde_json::Value {
-    let last = std::cell::RefCell::new(serde_json::Value::Null);
-    wait_until_or_explain(
-        "the shadow accounts for the round's records",
-        || {
-            let answer = admin(host, Request::ShadowReport);
-            assert_eq!(answer.status, 200, "{}", answer.body);
-            let now = json(&answer);
-            let done = now["compared"].as_u64().unwrap() + now["skipped"].as_u64().unwrap() >= records;
-            *last.borrow_mut() = now;
-            done
-        },
-        || format!("last report: {}", last.borrow()),
-    );
-    last.into_inner()
-}
-
 #[test]
 fn a_shadow_reads_the_live_state_and_its_writes_are_compared_then_dropped() {
     let broker = Embedded::start();
@@ -96,7 +81,7 @@ fn a_shadow_reads_the_live_state_and_its_writes_are_compared_then_dropped() {
     let answer = admin(&host, Request::DeployShadow(&same_state.bytes));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(round(&brokers, 2), expected(4, 5), "the live counts go on");
-    let r = report(&host, 8);
+    let r = wait_for_comparison(&host, 8);
     println!("same state: {}", report_text(&r).lines().take(3).collect::<Vec<_>>().join(" | "));
     assert_eq!(r["skipped"], 0, "{r}");
     assert!(r["state_batches"].as_u64().unwrap() > 0, "{r}");
@@ -110,7 +95,7 @@ fn a_shadow_reads_the_live_state_and_its_writes_are_compared_then_dropped() {
     let answer = admin(&host, Request::DeployShadow(&skew.bytes));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(round(&brokers, 2), expected(6, 7), "the live counts go on, untouched by the shadow");
-    let r = report(&host, 8);
+    let r = wait_for_comparison(&host, 8);
     println!("skewed: {}", report_text(&r).lines().take(3).collect::<Vec<_>>().join(" | "));
     assert!(r["state_batches"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["state_different"], r["state_batches"], "{r}");

@@ -1,7 +1,7 @@
 //! ferry's benchmark suite, one command: `scripts/bench.sh`, or
 //! `cargo bench -p ferry-host --bench suite [-- SECTION...]` with sections
 //! `boundary`, `e2e`, `instantiate`, `memory`, `scaling`, `exactly-once`, `partitions`, `polyglot`,
-//! `workers`, `instructions`, `state`, `http` (default: all).
+//! `workers`, `instructions`, `state`, `http`, `shadow` (default: all).
 //!
 //! Plain `Instant` timing with warm-up and medians. Prints the figures as markdown
 //! tables on stdout (progress on stderr). Nothing here asserts a time: the targets
@@ -17,6 +17,7 @@ mod instructions;
 mod memory;
 mod polyglot;
 mod scaling;
+mod shadow;
 mod state;
 mod workers;
 
@@ -37,6 +38,7 @@ const SECTIONS: [&str; 12] = [
     "instructions",
     "state",
     "http",
+    "shadow",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -283,6 +285,22 @@ fn main() -> anyhow::Result<()> {
         println!(
             "## 11. Guest HTTP: per-request overhead, batch-concurrent requests, memory in flight\n\n{}",
             http::table(&http::run(&fetcher, &enrich)?)
+        );
+    }
+    if wanted("shadow") {
+        eprintln!("shadow: the live rate with and without a shadow doing the same work...");
+        let (live, twin) = (common::guest("ferry-guest-mirror-v1")?, common::guest("ferry-guest-mirror-v2")?);
+        println!(
+            "## 12. Shadow: the live version's rate with a shadow beside it\n\n\
+             One pipeline, one worker, {} partitions, {} records of 100 B per run, the mirror guest (one output \
+             per record) live, `batch_size = {}`, `max_wait_ms = 0`; the shadow is the same code under another \
+             digest (every record compared, all equal: its `ts` clock header ignored), `max_time_share = 100`; a \
+             third run compares the `ts` header too, so every record differs. Rates in records/s by ferry's own \
+             stats, from the first batch the shadow ran; the runs of a round back to back.\n\n{}",
+            shadow::PARTITIONS,
+            shadow::PER_PARTITION * shadow::PARTITIONS as u64,
+            e2e::BATCH_SIZE,
+            shadow::table(&shadow::run(&kafka, &live, &twin)?)
         );
     }
     if wanted("workers") {

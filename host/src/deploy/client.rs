@@ -45,7 +45,8 @@ pub struct DeployArgs {
     /// Run the component as a shadow of the current version: it gets every batch
     /// after the live version, and what it would write is compared, never published
     /// (`ferry shadow report`, `promote`, `discard`).
-    #[arg(long, conflicts_with_all = ["versions", "rollback", "group", "empty_state"])]
+    /// With --group: every host of the group runs it as its shadow.
+    #[arg(long, conflicts_with_all = ["versions", "rollback", "digest", "empty_state"])]
     pub shadow: bool,
     /// Show the current and previous versions instead of deploying (with --group:
     /// the versions the components topic holds).
@@ -165,6 +166,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         let request = match (&args.digest, args.versions, &args.component) {
             (Some(digest), _, _) => GroupRequest::Rollback(digest),
             (None, true, _) => GroupRequest::Versions,
+            (None, false, Some(path)) if args.shadow => GroupRequest::Shadow(path, args.chunk_bytes),
             (None, false, Some(path)) => GroupRequest::Publish(path, args.chunk_bytes),
             (None, false, None) => bail!("give the component to publish, --digest to roll back, or --versions"),
         };
@@ -211,13 +213,37 @@ pub enum ShadowCommand {
         #[allow(missing_docs)]
         #[command(flatten)]
         target: ShadowTarget,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        group: GroupDecision,
     },
     /// Drop the shadow.
     Discard {
         #[allow(missing_docs)]
         #[command(flatten)]
         target: ShadowTarget,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        group: GroupDecision,
     },
+}
+
+/// `ferry shadow promote|discard --group`: the decision goes to every host of the
+/// pipeline's group through the components topic (the shadow published with
+/// `ferry deploy --shadow --group`).
+#[derive(Debug, clap::Args)]
+pub struct GroupDecision {
+    /// Decide for every host of the group, through the components topic, instead
+    /// of one host's admin API.
+    #[arg(long, conflicts_with_all = ["token_file", "admin"])]
+    pub group: bool,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub topic: crate::deploy::group::command::TopicArgs,
+    /// With --group: sign the decision with this secret key (hosts with
+    /// `[fleet] trusted_keys` take only signed ones).
+    #[arg(long, requires = "group", value_name = "KEY")]
+    pub sign_with: Option<PathBuf>,
 }
 
 /// Which host and pipeline `ferry shadow` asks.
@@ -236,10 +262,20 @@ pub struct ShadowTarget {
 
 /// Runs `ferry shadow`.
 pub fn shadow(command: ShadowCommand) -> anyhow::Result<()> {
+    use crate::deploy::group::command::{GroupRequest, deploy};
+    use crate::deploy::group::record::Action;
     let (target, request, json) = match command {
         ShadowCommand::Report { target, json } => (target, Request::ShadowReport, json),
-        ShadowCommand::Promote { target } => (target, Request::ShadowPromote, true),
-        ShadowCommand::Discard { target } => (target, Request::ShadowDiscard, true),
+        ShadowCommand::Promote { target, group } if group.group => {
+            let request = GroupRequest::DecideShadow(Action::Promote);
+            return deploy(&group.topic, &target.pipeline, request, group.sign_with.as_deref());
+        }
+        ShadowCommand::Discard { target, group } if group.group => {
+            let request = GroupRequest::DecideShadow(Action::Discard);
+            return deploy(&group.topic, &target.pipeline, request, group.sign_with.as_deref());
+        }
+        ShadowCommand::Promote { target, .. } => (target, Request::ShadowPromote, true),
+        ShadowCommand::Discard { target, .. } => (target, Request::ShadowDiscard, true),
     };
     let token = token(target.token_file.as_deref(), std::env::var(ADMIN_TOKEN_ENV).ok())?;
     let answer = call(&target.admin, &target.pipeline, &token, request)?.success()?;

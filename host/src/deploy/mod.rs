@@ -138,15 +138,8 @@ pub fn deploy_with_state(
             prepared_in: started.elapsed(),
         });
     }
-    let component = match prepare(sandbox, pipeline, bytes, limit) {
-        Ok(component) => component,
-        Err(error) => {
-            let pipeline = &pipeline.name;
-            tracing::warn!(%pipeline, %digest, %origin, %error, "deploy refused; the running version keeps going");
-            slot.rejected(&digest, format!("{origin}: {error}"));
-            return Err(error);
-        }
-    };
+    let component = prepare(sandbox, pipeline, bytes, limit)
+        .map_err(|error| refuse(pipeline, slot, &digest, &origin, Kind::Live, error))?;
     let prepared_in = started.elapsed();
     tracing::info!(
         pipeline = %pipeline.name,
@@ -196,11 +189,7 @@ pub fn deploy_shadow(
     if current.digest() == digest {
         return Err(DeployError::Shadow("this version is already running".to_owned()));
     }
-    let refused = |error: DeployError| {
-        tracing::warn!(pipeline = %pipeline.name, %digest, %origin, %error, "shadow deploy refused");
-        slot.rejected(&digest, format!("{origin} (shadow): {error}"));
-        error
-    };
+    let refused = |error| refuse(pipeline, slot, &digest, &origin, Kind::Shadow, error);
     let component = prepare(sandbox, pipeline, bytes, limit).map_err(refused)?;
     if component.capabilities().contains(&Capability::Http) {
         return Err(refused(DeployError::Shadow(
@@ -224,6 +213,37 @@ pub fn deploy_shadow(
     };
     slot.deploy_shadow(component, origin, config, pipeline.auto_rollback);
     Ok(deployed)
+}
+
+/// Which kind of deploy was refused.
+#[derive(Clone, Copy)]
+enum Kind {
+    Live,
+    Shadow,
+}
+
+/// Logs a refused deploy and puts it in the slot's history; the running version
+/// (and shadow) keep going. Returns the error.
+fn refuse(
+    pipeline: &PipelineConfig,
+    slot: &ProcessorSlot,
+    digest: &str,
+    origin: &Origin,
+    kind: Kind,
+    error: DeployError,
+) -> DeployError {
+    let name = &pipeline.name;
+    match kind {
+        Kind::Live => {
+            tracing::warn!(pipeline = %name, %digest, %origin, %error, "deploy refused; the running version keeps going");
+            slot.rejected(digest, format!("{origin}: {error}"));
+        }
+        Kind::Shadow => {
+            tracing::warn!(pipeline = %name, %digest, %origin, %error, "shadow deploy refused");
+            slot.rejected(digest, format!("{origin} (shadow): {error}"));
+        }
+    }
+    error
 }
 
 /// Compiles, checks and self-tests a component without touching the slot.

@@ -416,6 +416,17 @@ impl ProcessorSlot {
         self.discard_shadow_of(None, by.to_owned())
     }
 
+    /// [`Self::promote_shadow`], only if the shadow is `shadow` still.
+    pub(crate) fn promote_this_shadow(&self, shadow: &Arc<ProcessorComponent>, by: &str) -> Option<(String, String)> {
+        let _deploying = lock(&self.inner.deploying);
+        self.promote_shadow_of(Some(shadow), by.to_owned())
+    }
+
+    /// [`Self::discard_shadow`], only if the shadow is `shadow` still.
+    pub(crate) fn discard_this_shadow(&self, shadow: &Arc<ProcessorComponent>, by: &str) -> Option<String> {
+        self.discard_shadow_of(Some(shadow), by.to_owned())
+    }
+
     fn promote_shadow_of(&self, only: Option<&Arc<ProcessorComponent>>, by: String) -> Option<(String, String)> {
         let candidate = {
             let mut shadow = lock(&self.inner.shadow);

@@ -156,6 +156,9 @@ impl Tally {
             None => self.equal += 1,
             Some((aspects, diff)) => {
                 self.different += 1;
+                if !self.has_room(rules) {
+                    return;
+                }
                 self.keep(
                     rules,
                     Difference {
@@ -179,6 +182,9 @@ impl Tally {
         self.state_batches += 1;
         if let Some(diff) = compare_writes(live, shadow) {
             self.state_different += 1;
+            if !self.has_room(rules) {
+                return;
+            }
             self.keep(
                 rules,
                 Difference {
@@ -199,6 +205,12 @@ impl Tally {
     pub fn skip_batch(&mut self, records: u64) {
         self.skipped_batches += 1;
         self.skipped += records;
+    }
+
+    /// Whether another difference is kept in full: both sides are rendered only then
+    /// (a version that differs everywhere would otherwise pay for it on every record).
+    fn has_room(&self, rules: &Rules) -> bool {
+        self.differences.len() < rules.keep
     }
 
     fn keep(&mut self, rules: &Rules, difference: Difference) {

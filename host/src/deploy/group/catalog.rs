@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::record::{Key, Manifest, MemberReport, Rank, Refusal, Scope};
+use super::record::{Action, Key, Manifest, MemberReport, Rank, Refusal, Scope};
 use super::signing::TrustedKeys;
 
 /// Where a record is in the topic.
@@ -124,25 +124,42 @@ impl Catalog {
         }
     }
 
-    /// The acceptable manifests (shape, scope and signature good), highest rank
+    /// Every acceptable manifest (shape, scope and signature good), whatever it asks.
+    fn accepted(&self) -> impl Iterator<Item = &Manifest> {
+        self.manifests.values().filter_map(|e| e.manifest.as_ref().ok())
+    }
+
+    /// The acceptable manifests of versions to run live (not shadows), highest rank
     /// first, each digest once (at its highest rank): the versions to try at
     /// startup, best first. Empty when every manifest was withdrawn or refused.
     pub fn candidates(&self) -> Vec<&Manifest> {
-        let mut accepted: Vec<&Manifest> = self.manifests.values().filter_map(|e| e.manifest.as_ref().ok()).collect();
+        let mut accepted: Vec<&Manifest> = self.accepted().filter(|m| m.kind().is_live()).collect();
         accepted.sort_by_key(|m| std::cmp::Reverse(m.rank()));
         let mut seen = std::collections::HashSet::new();
         accepted.retain(|m| seen.insert(m.digest.clone()));
         accepted
     }
 
-    /// The acceptable manifest of highest rank: the version the pipeline should run.
+    /// The acceptable manifest of highest rank of a version to run live: the
+    /// version the pipeline should run.
     pub fn newest(&self) -> Option<&Manifest> {
-        self.manifests.values().filter_map(|e| e.manifest.as_ref().ok()).max_by_key(|m| m.rank())
+        self.accepted().filter(|m| m.kind().is_live()).max_by_key(|m| m.rank())
     }
 
-    /// The highest rank of an acceptable manifest.
+    /// The shadow the pipeline should run beside it: the newest acceptable shadow
+    /// manifest, unless a promotion or discard outranks it. A version deployed after
+    /// it leaves it running (the comparison starts over against the new version).
+    pub fn shadow(&self) -> Option<&Manifest> {
+        self.accepted()
+            .filter(|m| m.kind() != Action::Run)
+            .max_by_key(|m| m.rank())
+            .filter(|m| m.kind() == Action::Shadow)
+    }
+
+    /// The highest rank of an acceptable manifest, shadows' included: the next
+    /// manifest is numbered after it, and a host takes nothing at or below it.
     pub fn highest(&self) -> Option<Rank> {
-        self.newest().map(Manifest::rank)
+        self.accepted().map(Manifest::rank).max()
     }
 
     /// The manifest records present, in log order, with their verdicts.
@@ -226,7 +243,11 @@ mod tests {
         }
 
         fn publish(&mut self, sequence: u64, bytes: &[u8], key: Option<&SecretKey>) -> Manifest {
-            let mut manifest = Manifest::describe(&scope(), sequence, bytes, 3, "me", "deploy");
+            self.publish_as(sequence, bytes, key, "deploy")
+        }
+
+        fn publish_as(&mut self, sequence: u64, bytes: &[u8], key: Option<&SecretKey>, action: &str) -> Manifest {
+            let mut manifest = Manifest::describe(&scope(), sequence, bytes, 3, "me", action);
             if let Some(key) = key {
                 key.sign(&mut manifest);
             }
@@ -256,6 +277,28 @@ mod tests {
         assert_eq!(topic.digests_to_try(), vec![v1.digest.clone(), v3.digest.clone(), v2.digest.clone()]);
         assert_eq!(topic.catalog.newest().unwrap().sequence, 4);
         assert_eq!(topic.catalog.locate(&v2).unwrap().len(), v2.chunks as usize);
+    }
+
+    #[test]
+    fn a_shadow_is_never_the_version_to_run_and_stands_until_promoted_or_discarded() {
+        let mut topic = Topic::new(TrustedKeys::default());
+        let v1 = topic.publish(1, b"version one", None);
+        let v2 = topic.publish_as(2, b"version two", None, "shadow");
+        assert_eq!(topic.catalog.newest().map(|m| &m.digest), Some(&v1.digest), "a shadow is not run live");
+        assert_eq!(topic.digests_to_try(), vec![v1.digest.clone()]);
+        assert_eq!(topic.catalog.shadow().map(|m| &m.digest), Some(&v2.digest));
+        assert_eq!(topic.catalog.highest().map(|r| r.sequence), Some(2), "the next manifest comes after the shadow");
+        // A version deployed meanwhile leaves the shadow standing.
+        let v3 = topic.publish(3, b"version three", None);
+        assert_eq!(topic.catalog.shadow().map(|m| &m.digest), Some(&v2.digest));
+        topic.publish_as(4, b"version two", None, "shadow-discard");
+        assert!(topic.catalog.shadow().is_none());
+        assert_eq!(topic.catalog.newest().map(|m| &m.digest), Some(&v3.digest));
+        topic.publish_as(5, b"version two", None, "shadow");
+        let promoted = topic.publish_as(6, b"version two", None, "shadow-promote");
+        assert!(topic.catalog.shadow().is_none());
+        assert_eq!(topic.catalog.newest(), Some(&promoted));
+        assert_eq!(topic.digests_to_try(), vec![v2.digest.clone(), v3.digest.clone(), v1.digest.clone()]);
     }
 
     #[test]
@@ -302,6 +345,7 @@ mod tests {
             since_unix_ms: 2,
             previous: String::new(),
             behind: None,
+            shadow: String::new(),
         };
         let key = Key::Member { scope: scope(), client_id: "c/1".into() };
         topic.write(key.clone(), Some(&report.to_json()));

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 
 use super::catalog::Judge;
 use super::publish::{self, Publisher, catalog};
-use super::record::{Scope, is_name};
+use super::record::{Action, Scope, is_name};
 use super::signing::{PublicKey, SecretKey, TrustedKeys, write_new_pair};
 use super::topic::TopicAccess;
 use super::{members, prune};
@@ -82,6 +82,10 @@ pub enum GroupRequest<'a> {
     Publish(&'a Path, usize),
     /// Publish this earlier version again.
     Rollback(&'a str),
+    /// Publish this component as the shadow of the live version.
+    Shadow(&'a Path, usize),
+    /// Promote (`Action::Promote`) or discard (`Action::Discard`) the shadow.
+    DecideShadow(Action),
     /// List what the topic holds.
     Versions,
 }
@@ -148,6 +152,35 @@ pub fn deploy(
                 publish::rollback(&publisher, digest).with_context(|| format!("failed to roll {scope} back"))?;
             println!(
                 "pipeline {pipeline} in environment {environment} rolled back to {} through {} as sequence {} ({})",
+                manifest.digest,
+                access.topic,
+                manifest.sequence,
+                signed(&manifest)
+            );
+        }
+        GroupRequest::Shadow(path, chunk_bytes) => {
+            let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+            let manifest = publish::publish_shadow(&publisher, &bytes, chunk_bytes)
+                .with_context(|| format!("failed to publish {} as the shadow for {scope}", path.display()))?;
+            println!(
+                "published {} as the shadow of pipeline {pipeline} in environment {environment} to {} as sequence {} \
+                 ({}); every host of the pipeline checks it and runs it beside its live version, compared and never \
+                 published (`ferry shadow report` on each host)",
+                manifest.digest,
+                access.topic,
+                manifest.sequence,
+                signed(&manifest)
+            );
+        }
+        GroupRequest::DecideShadow(decision) => {
+            let manifest = publish::decide_shadow(&publisher, decision)?;
+            let done = if decision == Action::Promote {
+                "promoted: every host makes it live at its next batch boundary"
+            } else {
+                "discarded: every host drops it"
+            };
+            println!(
+                "shadow {} of pipeline {pipeline} in environment {environment} {done} (through {} as sequence {}, {})",
                 manifest.digest,
                 access.topic,
                 manifest.sequence,

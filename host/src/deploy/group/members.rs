@@ -148,6 +148,7 @@ fn table_at(pipeline: &str, group: &str, listing: &Listing, now_ms: u64) -> Stri
                     }
                     None => "ok".to_owned(),
                 };
+                let state = if r.shadow.is_empty() { state } else { format!("{state}; shadow {}", short(&r.shadow)) };
                 (r.host.clone(), r.pid.to_string(), short(&r.digest).to_owned(), state)
             }
             None => (row.client_host.clone(), "-".to_owned(), "-".to_owned(), "no report".to_owned()),
@@ -193,6 +194,7 @@ mod tests {
             since_unix_ms: 0,
             previous: String::new(),
             behind: None,
+            shadow: String::new(),
         };
         let reports = BTreeMap::from([("a".to_owned(), report("v1")), ("dead".to_owned(), report("v0"))]);
         let members = [("a", "/1"), ("a", "/1"), ("b", "/2")].map(|(c, h)| (c.to_owned(), h.to_owned()));
@@ -218,6 +220,7 @@ mod tests {
             since_unix_ms: 0,
             previous: String::new(),
             behind: behind.map(str::to_owned),
+            shadow: String::new(),
         };
         let rows = vec![
             Row {

@@ -58,11 +58,17 @@ pub fn plan(catalog: &Catalog, keep: usize) -> Plan {
     for (n, manifest) in catalog.candidates().into_iter().take(keep).enumerate() {
         kept.entry(manifest.digest.clone()).or_default().push(format!("newest {} of {keep}", n + 1));
     }
+    if let Some(shadow) = catalog.shadow() {
+        kept.entry(shadow.digest.clone()).or_default().push("the group's shadow".to_owned());
+    }
     for (client_id, report) in catalog.members() {
         let who = format!("{} (pid {}, {client_id})", report.host, report.pid);
-        for (digest, role) in
-            [(&report.digest, "runs"), (&report.deployed, "switches to"), (&report.previous, "keeps for rollback")]
-        {
+        for (digest, role) in [
+            (&report.digest, "runs"),
+            (&report.deployed, "switches to"),
+            (&report.previous, "keeps for rollback"),
+            (&report.shadow, "runs as its shadow"),
+        ] {
             if !digest.is_empty() {
                 kept.entry(digest.clone()).or_default().push(format!("{who} {role} it"));
             }
@@ -187,6 +193,7 @@ mod tests {
                 since_unix_ms: 0,
                 previous: previous.into(),
                 behind: None,
+                shadow: String::new(),
             };
             self.write(Key::Member { scope: scope(), client_id: client.into() }, Some(&report.to_json()));
         }

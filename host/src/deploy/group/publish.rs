@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::catalog::{Catalog, Judge};
-use super::record::{DEFAULT_CHUNK_BYTES, Key, Manifest, Scope, split};
+use super::record::{Action, DEFAULT_CHUNK_BYTES, Key, Manifest, Scope, split};
 use super::signing::{SecretKey, TrustedKeys};
 use super::topic::{FetchError, Reader, TopicAccess, Writer};
 use super::writer::INDEX_PARTITION;
@@ -91,18 +91,17 @@ impl Publisher<'_> {
         partition: i32,
         offsets: Vec<i64>,
     ) -> anyhow::Result<Manifest> {
-        let sequence = match catalog.highest() {
-            None => 1,
-            Some(rank) => {
-                rank.sequence.checked_add(1).context("the topic's newest manifest has the largest sequence number")?
-            }
-        };
-        let mut manifest = Manifest::describe(&self.scope, sequence, bytes, chunk_bytes, &publisher(), action)
-            .located(partition, offsets);
+        let manifest =
+            Manifest::describe(&self.scope, next_sequence(catalog)?, bytes, chunk_bytes, &publisher(), action)
+                .located(partition, offsets);
+        Ok(self.signed(manifest))
+    }
+
+    fn signed(&self, mut manifest: Manifest) -> Manifest {
         if let Some(key) = self.key {
             key.sign(&mut manifest);
         }
-        Ok(manifest)
+        manifest
     }
 
     /// Writes `manifest`, then reads on to tell whether another publisher's manifest
@@ -119,15 +118,24 @@ impl Publisher<'_> {
         reader.read_to_end(|read| {
             catalog.add(&read.key, read.value.as_deref(), read.at);
         })?;
-        match catalog.newest() {
-            Some(newest) if newest.rank() > manifest.rank() => bail!(
-                "another publisher wrote {} (digest {}) at the same time, and it outranks this one ({}): hosts run \
-                 that; publish again if this version should win",
-                newest.rank(),
+        match catalog.highest() {
+            Some(newest) if newest > manifest.rank() => bail!(
+                "another publisher wrote {newest} (digest {}) at the same time, and it outranks this one ({}): hosts \
+                 take that; publish again if this one should win",
                 newest.digest,
                 manifest.rank()
             ),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The sequence number after every manifest in `catalog` that counts.
+fn next_sequence(catalog: &Catalog) -> anyhow::Result<u64> {
+    match catalog.highest() {
+        None => Ok(1),
+        Some(rank) => {
+            rank.sequence.checked_add(1).context("the topic's newest manifest has the largest sequence number")
         }
     }
 }
@@ -165,6 +173,17 @@ pub fn write_manifest(writer: &Writer, manifest: &Manifest) -> anyhow::Result<()
 /// acknowledged, the manifest (numbered after every manifest in the topic that
 /// counts, saying where the chunks are, and signed). Returns the manifest written.
 pub fn publish(publisher: &Publisher<'_>, bytes: &[u8], chunk_bytes: usize) -> anyhow::Result<Manifest> {
+    publish_as(publisher, bytes, chunk_bytes, Action::Run)
+}
+
+/// Publishes `bytes` as the scope's shadow version, as [`publish`] publishes a
+/// version: every host of the group runs it beside its live version, compared and
+/// never published, until [`decide_shadow`] promotes or discards it.
+pub fn publish_shadow(publisher: &Publisher<'_>, bytes: &[u8], chunk_bytes: usize) -> anyhow::Result<Manifest> {
+    publish_as(publisher, bytes, chunk_bytes, Action::Shadow)
+}
+
+fn publish_as(publisher: &Publisher<'_>, bytes: &[u8], chunk_bytes: usize, action: Action) -> anyhow::Result<Manifest> {
     if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&chunk_bytes) {
         bail!("--chunk-bytes must be between {MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES}, got {chunk_bytes}");
     }
@@ -173,9 +192,39 @@ pub fn publish(publisher: &Publisher<'_>, bytes: &[u8], chunk_bytes: usize) -> a
     let (catalog, reader) = publisher.read(false)?;
     let writer = publisher.access.writer()?;
     let (partition, offsets) = write_chunks(&writer, &publisher.scope, &digest_of(bytes), bytes, chunk_bytes)?;
-    let manifest = publisher.manifest(&catalog, bytes, chunk_bytes, "deploy", partition, offsets)?;
+    let manifest = publisher.manifest(&catalog, bytes, chunk_bytes, action.as_str(), partition, offsets)?;
     publisher.write_manifest(&writer, reader, catalog, &manifest)?;
     Ok(manifest)
+}
+
+/// Promotes (`Action::Promote`) or discards (`Action::Discard`) the scope's
+/// shadow: a manifest naming the shadow's version and chunks, numbered after
+/// every other and signed. Every host promotes its shadow (a host that does not
+/// run it deploys the version from its chunks) or drops it.
+pub fn decide_shadow(by: &Publisher<'_>, decision: Action) -> anyhow::Result<Manifest> {
+    if !matches!(decision, Action::Promote | Action::Discard) {
+        bail!("a shadow is promoted or discarded, not `{}`", decision.as_str());
+    }
+    let (catalog, reader) = by.read(false)?;
+    let Some(shadow) = catalog.shadow() else {
+        bail!("the components topic names no shadow version of {} to {}", by.scope, verb(decision));
+    };
+    let manifest = by.signed(Manifest {
+        format: decision.format(),
+        sequence: next_sequence(&catalog)?,
+        published_by: publisher(),
+        published_at_unix_ms: super::record::now_unix_ms(),
+        action: decision.as_str().to_owned(),
+        signature: None,
+        ..shadow.clone()
+    });
+    let writer = by.access.writer()?;
+    by.write_manifest(&writer, reader, catalog, &manifest)?;
+    Ok(manifest)
+}
+
+fn verb(decision: Action) -> &'static str {
+    if decision == Action::Promote { "promote" } else { "discard" }
 }
 
 /// Everything the topic holds for `judge`'s scope: the index partition's records,
@@ -256,6 +305,9 @@ pub fn listing(catalog: &Catalog) -> String {
     match catalog.newest() {
         Some(m) => out.push_str(&format!("current: {}\n", m.summary())),
         None => out.push_str("current: none (hosts run their config's component)\n"),
+    }
+    if let Some(m) = catalog.shadow() {
+        out.push_str(&format!("shadow: {}\n", m.summary()));
     }
     if catalog.judge().trusted.is_empty() {
         out.push_str("note: no trusted keys given (--config with [fleet] trusted_keys): signatures were not checked\n");

@@ -26,8 +26,59 @@ use serde::{Deserialize, Serialize};
 use super::signing::SignatureRefusal;
 use crate::sandbox::digest_of;
 
-/// The manifest format this host writes and reads.
+/// The manifest format this host writes and reads for a version to run.
 pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The format of a shadow manifest (`shadow`, `shadow-promote`, `shadow-discard`):
+/// newer than [`MANIFEST_FORMAT`], so a host that knows nothing of shadows refuses
+/// one as unreadable instead of running the shadow version live.
+pub const SHADOW_MANIFEST_FORMAT: u32 = 3;
+
+/// What a manifest asks of the group's hosts, from its `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `deploy` or `rollback`: run this version live.
+    Run,
+    /// `shadow`: run this version as the shadow of the live one.
+    Shadow,
+    /// `shadow-promote`: make this version (the shadow) live.
+    Promote,
+    /// `shadow-discard`: drop this version, the shadow.
+    Discard,
+}
+
+impl Action {
+    /// The action a manifest's `action` names; `None` for one this host does not know.
+    pub fn parse(action: &str) -> Option<Self> {
+        match action {
+            "deploy" | "rollback" => Some(Action::Run),
+            "shadow" => Some(Action::Shadow),
+            "shadow-promote" => Some(Action::Promote),
+            "shadow-discard" => Some(Action::Discard),
+            _ => None,
+        }
+    }
+
+    /// The word written into manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Run => "deploy",
+            Action::Shadow => "shadow",
+            Action::Promote => "shadow-promote",
+            Action::Discard => "shadow-discard",
+        }
+    }
+
+    /// Whether the version it names runs live after it.
+    pub fn is_live(self) -> bool {
+        matches!(self, Action::Run | Action::Promote)
+    }
+
+    /// The manifest format it is written in.
+    pub fn format(self) -> u32 {
+        if matches!(self, Action::Run) { MANIFEST_FORMAT } else { SHADOW_MANIFEST_FORMAT }
+    }
+}
 
 /// Default chunk size: half the broker's default `message.max.bytes` (1 MB), so a
 /// chunk with its key and headers fits everywhere by a wide margin.
@@ -191,7 +242,8 @@ pub struct Manifest {
     pub published_by: String,
     /// When, in ms since the epoch, by the publisher's clock.
     pub published_at_unix_ms: u64,
-    /// `deploy`, or `rollback` when an earlier version is published again.
+    /// `deploy`, or `rollback` when an earlier version is published again; the
+    /// shadow actions of [`Action`].
     pub action: String,
     /// The partition holding its chunks.
     pub chunk_partition: i32,
@@ -295,7 +347,7 @@ impl Manifest {
         action: &str,
     ) -> Self {
         Manifest {
-            format: MANIFEST_FORMAT,
+            format: Action::parse(action).map_or(MANIFEST_FORMAT, Action::format),
             environment: scope.environment.clone(),
             pipeline: scope.pipeline.clone(),
             sequence,
@@ -327,6 +379,11 @@ impl Manifest {
         Scope::new(&self.environment, &self.pipeline)
     }
 
+    /// What it asks of the hosts (a manifest that passed [`Manifest::parse`] has one).
+    pub fn kind(&self) -> Action {
+        Action::parse(&self.action).unwrap_or(Action::Run)
+    }
+
     /// Where it stands among the pipeline's manifests.
     pub fn rank(&self) -> Rank {
         Rank { sequence: self.sequence, digest: self.digest.clone() }
@@ -343,10 +400,15 @@ impl Manifest {
 
     fn check(&self, key: &Key, limit: usize) -> Result<(), Refusal> {
         let bad = |why: String| Err(Refusal::Inconsistent(why));
-        if self.format != MANIFEST_FORMAT {
+        let Some(action) = Action::parse(&self.action) else {
+            return Err(Refusal::BadManifest(format!("action `{}` is not one this host knows", self.action)));
+        };
+        if self.format != action.format() {
             return Err(Refusal::BadManifest(format!(
-                "format {} (this host reads format {MANIFEST_FORMAT})",
-                self.format
+                "format {} (this host reads format {} for action `{}`)",
+                self.format,
+                action.format(),
+                self.action
             )));
         }
         if self.scope() != *key.scope() {
@@ -471,6 +533,9 @@ pub struct MemberReport {
     /// and whether it retries.
     #[serde(default)]
     pub behind: Option<String>,
+    /// The shadow version it runs beside its live one, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shadow: String,
 }
 
 impl MemberReport {
@@ -605,8 +670,16 @@ mod tests {
         assert!(matches!(parse(&good, 999), Err(Refusal::TooLarge { size: 1000, limit: 999 })));
         let few = Manifest { chunks: 3, ..good.clone() };
         assert!(matches!(parse(&few, 1 << 20), Err(Refusal::Inconsistent(why)) if why.contains("takes 4")));
-        let future = Manifest { format: 3, ..good.clone() };
-        assert!(matches!(parse(&future, 1 << 20), Err(Refusal::BadManifest(why)) if why.contains("format 3")));
+        let future = Manifest { format: 4, ..good.clone() };
+        assert!(matches!(parse(&future, 1 << 20), Err(Refusal::BadManifest(why)) if why.contains("format 4")));
+        // A shadow action in the format of a version to run: a host that knows no
+        // shadows would run it live, so it is never written, nor taken.
+        let shadow_as_run = Manifest { action: "shadow".into(), ..good.clone() };
+        assert!(matches!(parse(&shadow_as_run, 1 << 20), Err(Refusal::BadManifest(why)) if why.contains("format 2")));
+        let shadow = Manifest { action: "shadow".into(), format: SHADOW_MANIFEST_FORMAT, ..good.clone() };
+        assert_eq!(parse(&shadow, 1 << 20).map(|m| m.kind()), Ok(Action::Shadow));
+        let unknown = Manifest { action: "canary".into(), ..good.clone() };
+        assert!(matches!(parse(&unknown, 1 << 20), Err(Refusal::BadManifest(why)) if why.contains("canary")));
         let odd = Manifest { digest: "sha256:zz".into(), ..good.clone() };
         assert!(matches!(Manifest::parse(&good.key(), &odd.to_json(), 1 << 20), Err(Refusal::Inconsistent(_))));
         assert!(matches!(Manifest::parse(&good.key(), b"{not json", 100), Err(Refusal::BadManifest(_))));

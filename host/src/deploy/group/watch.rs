@@ -10,6 +10,12 @@
 //!   ([`crate::deploy::deploy`]: compile, self-test with this host's limits,
 //!   probation, switch at the next batch boundary).
 //!
+//! A shadow manifest is a target of its own beside the live one: its version is
+//! fetched and deployed as the pipeline's shadow ([`crate::deploy::deploy_shadow`],
+//! the admin API's checks); a promotion makes the shadow live at the next batch
+//! boundary (a host that does not run that shadow deploys the version from its
+//! chunks); a discard drops it.
+//!
 //! A target refused for a cause that may pass (its chunks could not be read, its
 //! self-test ran out of time or found the instance pool full) is tried again with
 //! backoff ([`backoff`]) until it deploys, is refused for good, or a newer one
@@ -31,10 +37,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 
 use super::catalog::{Added, Catalog, ManifestEntry};
-use super::record::{Key, Manifest, MemberReport, Rank, Refusal, now_unix_ms};
+use super::record::{Action, Key, Manifest, MemberReport, Rank, Refusal, now_unix_ms};
 use super::topic::{FetchError, Reader, TopicAccess, Writer};
 use crate::config::PipelineConfig;
-use crate::deploy::{MAX_COMPONENT_BYTES, deploy};
+use crate::deploy::{MAX_COMPONENT_BYTES, deploy, deploy_shadow};
 use crate::pipeline::Shared;
 use crate::registry::{Origin, ProcessorSlot, Retrying};
 use crate::sandbox::Sandbox;
@@ -130,6 +136,9 @@ impl Follower {
             self.failed(&mut target, why);
             target
         });
+        // The group's shadow as the topic stood at startup.
+        let mut shadow =
+            self.catalog.shadow().cloned().map(|manifest| Target { manifest, attempts: 0, due: Instant::now() });
         let mut looked_for_topic = Instant::now();
         let mut read_error_logged = false;
         while !stop.load(Ordering::Relaxed) {
@@ -139,7 +148,7 @@ impl Follower {
                     Ok(Some(read)) => {
                         read_error_logged = false;
                         match self.catalog.add(&read.key, read.value.as_deref(), read.at) {
-                            Added::Manifest(entry) => self.consider(entry, &mut target),
+                            Added::Manifest(entry) => self.consider(entry, &mut target, &mut shadow),
                             Added::Withdrawn(key) => tracing::info!(pipeline = %name, key = %key.render(),
                                 "a manifest was withdrawn from the components topic (tombstone); the running version stays"),
                             Added::Other => {}
@@ -176,16 +185,32 @@ impl Follower {
                     Outcome::Retry(why) => self.failed(t, why),
                 }
             }
+            if let Some(t) = shadow.as_mut().filter(|t| Instant::now() >= t.due)
+                && !stop.load(Ordering::Relaxed)
+            {
+                match self.apply_shadow(&t.manifest, stop) {
+                    Outcome::Done | Outcome::Refused => shadow = None,
+                    Outcome::Retry(why) => {
+                        t.attempts += 1;
+                        let wait = backoff(t.attempts);
+                        t.due = Instant::now() + wait;
+                        tracing::warn!(pipeline = %name, digest = %t.manifest.digest, attempts = t.attempts,
+                            retry_in_s = wait.as_secs(), reason = %why,
+                            "a shadow version from the components topic failed for a cause that may pass; trying it again");
+                    }
+                }
+            }
             let running = self.shared.stats.snapshot().version;
             let deployed = self.slot.current().digest().to_owned();
             let previous = self.slot.previous().map(|c| c.digest().to_owned()).unwrap_or_default();
-            reporter.report(&running, &deployed, &previous, self.behind(&deployed));
+            let shadowing = self.slot.shadow().map(|c| c.digest().to_owned()).unwrap_or_default();
+            reporter.report(&running, &deployed, &previous, self.behind(&deployed), &shadowing);
         }
         reporter.withdraw();
     }
 
     /// Judges one manifest record as it arrives.
-    fn consider(&mut self, entry: ManifestEntry, target: &mut Option<Target>) {
+    fn consider(&mut self, entry: ManifestEntry, target: &mut Option<Target>, shadow: &mut Option<Target>) {
         let manifest = match entry.manifest {
             Ok(manifest) => manifest,
             Err(refusal) => {
@@ -200,6 +225,27 @@ impl Follower {
             return;
         }
         self.floor = Some(manifest.rank());
+        match manifest.kind() {
+            Action::Run => {}
+            Action::Promote => {
+                // The shadow stops being one whether or not this host ran it.
+                *shadow = None;
+            }
+            Action::Shadow => {
+                if let Some(old) = shadow.replace(Target { manifest, attempts: 0, due: Instant::now() }) {
+                    tracing::info!(pipeline = %self.config.name, superseded = %old.manifest.digest,
+                        "a newer shadow manifest supersedes the shadow being tried");
+                }
+                return;
+            }
+            Action::Discard => {
+                if shadow.as_ref().is_some_and(|t| t.manifest.digest == manifest.digest) {
+                    *shadow = None;
+                }
+                self.discard_shadow(&manifest);
+                return;
+            }
+        }
         self.slot.group_published(&manifest.digest);
         let next = Target { manifest, attempts: 0, due: Instant::now() };
         if let Some(old) = target.replace(next) {
@@ -225,7 +271,8 @@ impl Follower {
         }));
     }
 
-    /// Fetches, verifies and deploys the version `manifest` names.
+    /// Fetches, verifies and deploys the version `manifest` names; a promotion of
+    /// this host's shadow makes the shadow live instead.
     fn apply(&self, manifest: &Manifest, stop: &AtomicBool) -> Outcome {
         let name = &self.config.name;
         if self.slot.current().digest() == manifest.digest {
@@ -233,29 +280,20 @@ impl Follower {
                 "the components topic names the version this host runs already");
             return Outcome::Done;
         }
+        if manifest.kind() == Action::Promote
+            && let Some(shadow) = self.slot.shadow().filter(|s| s.digest() == manifest.digest)
+            && let Some((from, to)) =
+                self.slot.promote_this_shadow(&shadow, &format!("the group ({})", manifest.summary()))
+        {
+            tracing::info!(pipeline = %name, %from, %to, "shadow version promoted through the components topic");
+            return Outcome::Done;
+        }
         tracing::info!(pipeline = %name, digest = %manifest.digest, manifest = %manifest.summary(),
             "new version in the components topic; fetching and checking it");
-        let refused = |refusal: Refusal| {
-            self.refuse(&manifest.digest, &refusal.to_string(), refusal.label(), false);
-            Outcome::Refused
-        };
-        let locations = match self.catalog.locate(manifest) {
-            Ok(locations) => locations,
-            Err(refusal) => return refused(refusal),
-        };
-        let scope = self.catalog.scope().clone();
-        let expected = |index| Key::Chunk { scope: scope.clone(), digest: manifest.digest.clone(), index };
-        let stopping = || stop.load(Ordering::Relaxed);
-        let chunks = match self.access.fetch(&expected, &locations, manifest.chunks, &stopping) {
-            Ok(chunks) => chunks,
-            Err(FetchError::Refused(refusal)) => return refused(refusal),
-            Err(FetchError::Kafka(error)) => return Outcome::Retry(format!("cannot read its chunks: {error:#}")),
-        };
-        let bytes = match manifest.assemble(&chunks) {
+        let bytes = match self.fetch(manifest, stop) {
             Ok(bytes) => bytes,
-            Err(refusal) => return refused(refusal),
+            Err(outcome) => return outcome,
         };
-        drop(chunks);
         let origin = Origin::Group(manifest.summary());
         match deploy(&self.sandbox, &self.config, &self.slot, &bytes, MAX_COMPONENT_BYTES, origin) {
             Ok(_) => Outcome::Done,
@@ -266,6 +304,63 @@ impl Follower {
                 Outcome::Refused
             }
         }
+    }
+
+    /// Fetches, verifies and deploys the version `manifest` names as the
+    /// pipeline's shadow, with the admin API's checks.
+    fn apply_shadow(&self, manifest: &Manifest, stop: &AtomicBool) -> Outcome {
+        let name = &self.config.name;
+        if self.slot.shadow().is_some_and(|s| s.digest() == manifest.digest) {
+            return Outcome::Done;
+        }
+        tracing::info!(pipeline = %name, digest = %manifest.digest, manifest = %manifest.summary(),
+            "new shadow version in the components topic; fetching and checking it");
+        let bytes = match self.fetch(manifest, stop) {
+            Ok(bytes) => bytes,
+            Err(outcome) => return outcome,
+        };
+        let origin = Origin::Group(manifest.summary());
+        match deploy_shadow(&self.sandbox, &self.config, &self.slot, &bytes, MAX_COMPONENT_BYTES, origin) {
+            Ok(_) => Outcome::Done,
+            Err(error) if error.is_transient() => Outcome::Retry(error.to_string()),
+            // `deploy_shadow` logged it and put it in the history.
+            Err(error) => {
+                self.slot.group_refused(&manifest.digest, format!("group (shadow): {error}"), "component", true);
+                Outcome::Refused
+            }
+        }
+    }
+
+    /// Drops this host's shadow if it is the version `manifest` names.
+    fn discard_shadow(&self, manifest: &Manifest) {
+        let name = &self.config.name;
+        let Some(shadow) = self.slot.shadow().filter(|s| s.digest() == manifest.digest) else {
+            tracing::info!(pipeline = %name, digest = %manifest.digest,
+                "the components topic discards a shadow this host does not run");
+            return;
+        };
+        if let Some(digest) = self.slot.discard_this_shadow(&shadow, &format!("the group ({})", manifest.summary())) {
+            tracing::info!(pipeline = %name, %digest, "shadow version discarded through the components topic");
+        }
+    }
+
+    /// The bytes of the version `manifest` names, from its chunks, checked; or
+    /// what came of the attempt.
+    fn fetch(&self, manifest: &Manifest, stop: &AtomicBool) -> Result<Vec<u8>, Outcome> {
+        let refused = |refusal: Refusal| {
+            self.refuse(&manifest.digest, &refusal.to_string(), refusal.label(), false);
+            Outcome::Refused
+        };
+        let locations = self.catalog.locate(manifest).map_err(refused)?;
+        let scope = self.catalog.scope().clone();
+        let expected = |index| Key::Chunk { scope: scope.clone(), digest: manifest.digest.clone(), index };
+        let stopping = || stop.load(Ordering::Relaxed);
+        let chunks = match self.access.fetch(&expected, &locations, manifest.chunks, &stopping) {
+            Ok(chunks) => chunks,
+            Err(FetchError::Refused(refusal)) => return Err(refused(refusal)),
+            Err(FetchError::Kafka(error)) => return Err(Outcome::Retry(format!("cannot read its chunks: {error:#}"))),
+        };
+        manifest.assemble(&chunks).map_err(refused)
     }
 
     fn refuse(&self, digest: &str, why: &str, kind: &'static str, in_history_already: bool) {
@@ -311,9 +406,13 @@ impl Reporter {
         Self { writer, key, scope, written: None, failed_at: None }
     }
 
-    fn report(&mut self, running: &str, deployed: &str, previous: &str, behind: Option<String>) {
+    fn report(&mut self, running: &str, deployed: &str, previous: &str, behind: Option<String>, shadow: &str) {
         let same = self.written.as_ref().is_some_and(|w| {
-            w.digest == running && w.deployed == deployed && w.previous == previous && w.behind == behind
+            w.digest == running
+                && w.deployed == deployed
+                && w.previous == previous
+                && w.behind == behind
+                && w.shadow == shadow
         });
         if same || self.failed_at.is_some_and(|at| at.elapsed() < RETRY) {
             return;
@@ -330,6 +429,7 @@ impl Reporter {
             since_unix_ms,
             previous: previous.to_owned(),
             behind,
+            shadow: shadow.to_owned(),
         };
         match self.write(Some(&report.to_json())) {
             Ok(()) => {
