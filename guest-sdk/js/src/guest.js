@@ -6,6 +6,7 @@
 
 import { missing } from './capabilities.js';
 import { Context } from './context.js';
+import { Outbox } from './outbox.js';
 import { Fault, Outcome } from './processor.js';
 import { Batch, TopicPartition } from './record.js';
 import { Settings } from './settings.js';
@@ -22,6 +23,9 @@ const PROCESSED = Outcome.processed();
  * @property {((level: string, message: string) => void) | null} log
  * @property {(() => boolean) | null} headersEnabled
  * @property {import('./state.js').Store | null} [state]
+ * @property {(() => import('./outbox.js').OutputLimits) | null} [outputLimits] `output.limits`
+ * @property {((outputs: Uint8Array) => [number, Error] | null) | null} [emitMany] `output.emit-many`, which
+ *   returns the index of the first output refused, and why: with it and `outputLimits`, outputs are buffered per call
  */
 
 /**
@@ -35,6 +39,8 @@ export class Guest {
   #configured = false;
   #headersAsked = false;
   #sink;
+  /** @type {Outbox | null} */
+  #outbox;
 
   /**
    * @param {new () => import('./processor.js').Processor} cls
@@ -45,12 +51,16 @@ export class Guest {
     this.#host = host;
     this.#processor = new cls();
     const state = host.state ? new State(host.state) : null;
+    const outbox = host.emit && host.outputLimits && host.emitMany ? new Outbox(host.outputLimits, host.emitMany) : null;
+    this.#outbox = outbox;
     this.#sink = {
       /** @type {(source: bigint | null, output: import('./context.js').WireOutput) => void} */
-      emit(source, output) {
-        if (host.emit === null) throw missing('output');
-        host.emit(source, output);
-      },
+      emit: outbox
+        ? (source, output) => outbox.emit(source, output)
+        : (source, output) => {
+            if (host.emit === null) throw missing('output');
+            host.emit(source, output);
+          },
       /** @type {(level: string, message: string) => void} */
       log(level, message) {
         if (host.log === null) throw missing('log');
@@ -138,8 +148,10 @@ export class Guest {
     } catch (error) {
       throw new Fault(`ferry-sdk: the host sent a corrupt batch: ${messageOf(error)}`);
     }
+    this.#outbox?.begin(batch);
     const outcomes = this.processor().processBatch(batch, new Context(this.#sink));
     if (!Array.isArray(outcomes)) throw new Fault('processBatch must return an array of outcomes');
+    this.#outbox?.flush();
     return [batch, outcomes];
   }
 
