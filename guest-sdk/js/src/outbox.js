@@ -53,6 +53,8 @@ export class Outbox {
   #offsets = null;
   /** @type {OutputLimits | null} */
   #limits = null;
+  /** @type {Map<string, Uint8Array>} the granted topics, each with its UTF-8 (encoded once, not per output) */
+  #topics = new Map();
   #records = 0;
   #bytes = 0;
   #buf = new Uint8Array(4096);
@@ -110,9 +112,13 @@ export class Outbox {
       limits = this.#limits = this.#limitsOf();
       this.#records = limits.recordsUsed;
       this.#bytes = limits.bytesUsed;
+      if (this.#topics.size !== limits.topics.size || ![...limits.topics].every((t) => this.#topics.has(t))) {
+        this.#topics = new Map([...limits.topics].map((t) => [t, utf8.encode(t)]));
+      }
     }
     const topic = output.topic;
-    if (!limits.topics.has(topic)) throw new TopicNotAllowed(sanitized(topic));
+    const topicBytes = this.#topics.get(topic);
+    if (topicBytes === undefined) throw new TopicNotAllowed(sanitized(topic));
     if (source !== null) {
       let offsets = this.#offsets;
       if (offsets === null) {
@@ -124,7 +130,6 @@ export class Outbox {
       if (!offsets.has(source)) throw new UnknownSource(source);
     }
     if (this.#records >= limits.maxRecords) throw new TooMany();
-    const topicBytes = utf8.encode(topic);
     const { key, value, headers } = output;
     const keyLen = key === null ? 0 : key.byteLength;
     const valueLen = value === null ? 0 : value.byteLength;

@@ -15,7 +15,7 @@ are all dropped and the batch is delivered again), never a silent loss.
 from __future__ import annotations
 
 import struct
-from typing import Callable, FrozenSet, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 from .context import EmitError, OverBudget, TooLarge, TooMany, TopicNotAllowed, UnknownSource, WireOutput
 from .processor import Fault
@@ -56,7 +56,7 @@ def _sanitized(topic: str) -> str:
 class Outbox:
     """The outputs of one call: checked on emit, buffered, handed over in one go."""
 
-    __slots__ = ("_limits_of", "_send", "_batch", "_offsets", "_limits", "_records", "_bytes", "_buffer")
+    __slots__ = ("_limits_of", "_send", "_batch", "_offsets", "_limits", "_topics", "_records", "_bytes", "_buffer")
 
     def __init__(
         self,
@@ -68,6 +68,8 @@ class Outbox:
         self._batch: Optional[Batch] = None
         self._offsets: Optional[FrozenSet[int]] = None
         self._limits: Optional[OutputLimits] = None
+        #: The granted topics, each with its UTF-8 (encoded once, not per output).
+        self._topics: Dict[str, bytes] = {}
         self._records = 0
         self._bytes = 0
         self._buffer = bytearray()
@@ -87,8 +89,11 @@ class Outbox:
         if limits is None:
             limits = self._limits = self._limits_of()
             self._records, self._bytes = limits.records_used, limits.bytes_used
+            if self._topics.keys() != limits.topics:
+                self._topics = {topic: topic.encode("utf-8") for topic in limits.topics}
         topic = output.topic
-        if topic not in limits.topics:
+        topic_bytes = self._topics.get(topic)
+        if topic_bytes is None:
             raise TopicNotAllowed(_sanitized(topic))
         if source is not None:
             offsets = self._offsets
@@ -100,7 +105,6 @@ class Outbox:
                 raise UnknownSource(source)
         if self._records >= limits.max_records:
             raise TooMany()
-        topic_bytes = topic.encode("utf-8")
         key, value, headers = output.key, output.value, output.headers
         key_len = 0 if key is None else len(key)
         value_len = 0 if value is None else len(value)
