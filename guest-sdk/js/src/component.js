@@ -102,6 +102,36 @@ export function makeHandler({ settings, output, log, headers, state }) {
           }
         }
       : null,
+    outputLimits:
+      output && typeof output.limits === 'function'
+        ? () => {
+            const limits = output.limits();
+            return {
+              topics: new Set(limits.topics),
+              maxRecords: Number(limits.maxRecords),
+              recordsUsed: Number(limits.recordsUsed),
+              maxRecordBytes: Number(limits.maxRecordBytes),
+              batchBytes: Number(limits.batchBytes),
+              bytesUsed: Number(limits.bytesUsed),
+              recordCost: Number(limits.recordCost),
+              headerCost: Number(limits.headerCost),
+            };
+          }
+        : null,
+    emitMany:
+      output && typeof output.emitMany === 'function'
+        ? (outputs) => {
+            try {
+              output.emitMany(outputs);
+              return null;
+            } catch (error) {
+              // The `err` is a tuple: the index of the refused output and why.
+              const payload = /** @type {any} */ (error)?.payload;
+              if (!Array.isArray(payload)) throw error;
+              return [Number(payload[0]), emitError({ payload: payload[1] })];
+            }
+          }
+        : null,
     log: log ? (level, message) => log.log(level, message) : null,
     headersEnabled: headers ? () => headers.enabled() : null,
     state: state ? hostStore(state) : null,

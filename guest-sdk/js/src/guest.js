@@ -6,6 +6,7 @@
 
 import { missing } from './capabilities.js';
 import { Context } from './context.js';
+import { Outbox } from './outbox.js';
 import { Fault, Outcome } from './processor.js';
 import { Batch, TopicPartition } from './record.js';
 import { Settings } from './settings.js';
@@ -24,6 +25,9 @@ const PROCESSED = Outcome.processed();
  * @property {((level: string, message: string) => void) | null} log
  * @property {(() => boolean) | null} headersEnabled
  * @property {import('./state.js').Store | null} [state]
+ * @property {(() => import('./outbox.js').OutputLimits) | null} [outputLimits] `output.limits`
+ * @property {((outputs: Uint8Array) => [number, Error] | null) | null} [emitMany] `output.emit-many`, which
+ *   returns the index of the first output refused, and why: with it and `outputLimits`, outputs are buffered per call
  */
 
 /**
@@ -37,6 +41,8 @@ export class Guest {
   #configured = false;
   #headersAsked = false;
   #sink;
+  /** @type {Outbox | null} */
+  #outbox;
 
   /**
    * @param {new () => import('./processor.js').Processor} cls
@@ -47,12 +53,16 @@ export class Guest {
     this.#host = host;
     this.#processor = new cls();
     const state = host.state ? new State(host.state) : null;
+    const outbox = host.emit && host.outputLimits && host.emitMany ? new Outbox(host.outputLimits, host.emitMany) : null;
+    this.#outbox = outbox;
     this.#sink = {
       /** @type {(source: bigint | null, output: import('./context.js').WireOutput) => void} */
-      emit(source, output) {
-        if (host.emit === null) throw missing('output');
-        host.emit(source, output);
-      },
+      emit: outbox
+        ? (source, output) => outbox.emit(source, output)
+        : (source, output) => {
+            if (host.emit === null) throw missing('output');
+            host.emit(source, output);
+          },
       /** @type {(level: string, message: string) => void} */
       log(level, message) {
         if (host.log === null) throw missing('log');
@@ -116,7 +126,14 @@ export class Guest {
    */
   reply(topic, partition, count, records) {
     const [batch, outcomes] = this.#run(topic, partition, count, records);
-    if (!Array.isArray(outcomes)) return outcomes.then((settled) => this.#answer(batch, arrayOf(settled)));
+    if (!Array.isArray(outcomes)) {
+      // An async processor's outputs are handed over once it settled.
+      return outcomes.then((settled) => {
+        const list = arrayOf(settled);
+        this.#outbox?.flush();
+        return this.#answer(batch, list);
+      });
+    }
     return this.#answer(batch, outcomes);
   }
 
@@ -153,8 +170,12 @@ export class Guest {
     } catch (error) {
       throw new Fault(`ferry-sdk: the host sent a corrupt batch: ${messageOf(error)}`);
     }
+    this.#outbox?.begin(batch);
     const outcomes = this.processor().processBatch(batch, new Context(this.#sink));
-    return [batch, isThenable(outcomes) ? outcomes : arrayOf(outcomes)];
+    if (isThenable(outcomes)) return [batch, outcomes];
+    const settled = arrayOf(outcomes);
+    this.#outbox?.flush();
+    return [batch, settled];
   }
 
   /**

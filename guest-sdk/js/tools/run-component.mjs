@@ -10,7 +10,7 @@
  * The scenario (JSON on stdin):
  *
  *     { "settings": [["output_topic", "payouts"]],   // optional
- *       "allowTopics": ["commissions"],               // optional; default: any
+ *       "allowTopics": ["commissions"],               // optional; default: none
  *       "steps": [ {"selfTest": true},
  *                  {"assigned": ["orders", 0]},
  *                  {"process": {"topic": "orders", "partition": 0, "firstOffset": 40,
@@ -72,7 +72,7 @@ class Host {
   /** @param {{settings?: Array<[string, string]>, allowTopics?: string[]}} scenario */
   constructor(scenario) {
     this.settings = scenario.settings ?? [];
-    this.allowTopics = scenario.allowTopics ? new Set(scenario.allowTopics) : null;
+    this.allowTopics = new Set(scenario.allowTopics ?? []);
   }
 
   /** @param {bigint[]} offsets */
@@ -97,28 +97,85 @@ class Host {
       },
       'ferry:processor/headers': { enabled: () => ++this.headersAsked > 0 },
       'ferry:processor/output': {
-        /** The host's checks, in the host's order. */
-        emit: (/** @type {bigint | undefined} */ source, /** @type {any} */ record) => {
-          if (this.allowTopics && !this.allowTopics.has(record.topic)) throw Host.refuse({ tag: 'topic-not-allowed', val: record.topic });
-          if (source !== undefined && !this.offsets.has(source)) throw Host.refuse({ tag: 'unknown-source', val: source });
-          if (this.used.count >= MAX_OUTPUTS_PER_BATCH) throw Host.refuse({ tag: 'too-many' });
-          let size = (record.key?.length ?? 0) + (record.value?.length ?? 0);
-          for (const h of record.headers) size += utf8.encode(h.name).length + (h.value?.length ?? 0);
-          if (size > MAX_OUTPUT_BYTES) throw Host.refuse({ tag: 'too-large', val: BigInt(MAX_OUTPUT_BYTES) });
-          if (this.used.bytes + size > OUTPUT_BYTES_PER_BATCH) throw Host.refuse({ tag: 'over-budget', val: BigInt(OUTPUT_BYTES_PER_BATCH) });
-          this.used.count += 1;
-          this.used.bytes += size;
-          this.emitted.push({
-            source: source === undefined ? null : Number(source),
-            topic: record.topic,
-            key: record.key == null ? null : text.decode(record.key),
-            value: record.value == null ? null : text.decode(record.value),
-            headers: record.headers.map((/** @type {any} */ h) => [h.name, h.value == null ? null : text.decode(h.value)]),
-          });
+        emit: (/** @type {bigint | undefined} */ source, /** @type {any} */ record) => this.emit(source, record),
+        // The stand-in charges a record its size only: no fixed costs.
+        limits: () => ({
+          topics: [...this.allowTopics],
+          maxRecords: BigInt(MAX_OUTPUTS_PER_BATCH),
+          recordsUsed: BigInt(this.used.count),
+          maxRecordBytes: BigInt(MAX_OUTPUT_BYTES),
+          batchBytes: BigInt(OUTPUT_BYTES_PER_BATCH),
+          bytesUsed: BigInt(this.used.bytes),
+          recordCost: 0n,
+          headerCost: 0n,
+        }),
+        emitMany: (/** @type {Uint8Array} */ outputs) => {
+          const records = decodeOutputs(outputs);
+          for (const [index, [source, record]] of records.entries()) {
+            try {
+              this.emit(source, record);
+            } catch (error) {
+              throw Host.refuse(/** @type {any} */ ([index, /** @type {any} */ (error).payload]));
+            }
+          }
         },
       },
     };
   }
+
+  /**
+   * `emit`: the host's checks, in the host's order.
+   * @param {bigint | undefined} source
+   * @param {any} record
+   */
+  emit(source, record) {
+    if (!this.allowTopics.has(record.topic)) throw Host.refuse({ tag: 'topic-not-allowed', val: record.topic });
+    if (source !== undefined && !this.offsets.has(source)) throw Host.refuse({ tag: 'unknown-source', val: source });
+    if (this.used.count >= MAX_OUTPUTS_PER_BATCH) throw Host.refuse({ tag: 'too-many' });
+    let size = (record.key?.length ?? 0) + (record.value?.length ?? 0);
+    for (const h of record.headers) size += utf8.encode(h.name).length + (h.value?.length ?? 0);
+    if (size > MAX_OUTPUT_BYTES) throw Host.refuse({ tag: 'too-large', val: BigInt(MAX_OUTPUT_BYTES) });
+    if (this.used.bytes + size > OUTPUT_BYTES_PER_BATCH) throw Host.refuse({ tag: 'over-budget', val: BigInt(OUTPUT_BYTES_PER_BATCH) });
+    this.used.count += 1;
+    this.used.bytes += size;
+    this.emitted.push({
+      source: source === undefined ? null : Number(source),
+      topic: record.topic,
+      key: record.key == null ? null : text.decode(record.key),
+      value: record.value == null ? null : text.decode(record.value),
+      headers: record.headers.map((/** @type {any} */ h) => [h.name, h.value == null ? null : text.decode(h.value)]),
+    });
+  }
+}
+
+/**
+ * `emit-many`'s buffer as `[source, output-record]` pairs, shaped as `emit`'s arguments.
+ * @param {Uint8Array} buf
+ * @returns {Array<[bigint | undefined, any]>}
+ */
+function decodeOutputs(buf) {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  /** @type {Array<[bigint | undefined, any]>} */
+  const out = [];
+  let at = 0;
+  const take = (/** @type {number} */ n) => buf.slice(at, (at += n));
+  const optional = (/** @type {number} */ n) => (n === 0xffffffff ? undefined : take(n));
+  while (at < buf.byteLength) {
+    const source = view.getBigInt64(at, true);
+    const [topicLen, keyLen, valueLen, count] = [8, 12, 16, 20].map((o) => view.getUint32(at + o, true));
+    at += 24;
+    const topic = text.decode(take(topicLen));
+    const key = optional(keyLen);
+    const value = optional(valueLen);
+    const headers = [];
+    for (let i = 0; i < count; i++) {
+      const [nameLen, hvalueLen] = [view.getUint32(at, true), view.getUint32(at + 4, true)];
+      at += 8;
+      headers.push({ name: text.decode(take(nameLen)), value: optional(hvalueLen) });
+    }
+    out.push([source === -(1n << 63n) ? undefined : source, { topic, key, value, headers }]);
+  }
+  return out;
 }
 
 /**

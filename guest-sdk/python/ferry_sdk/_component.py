@@ -21,6 +21,7 @@ from . import context as ferry_context
 from . import http as ferry_http
 from . import state as ferry_state
 from ._guest import Guest, Host
+from ._outbox import OutputLimits
 from .context import Level, WireOutput
 from .processor import Status, exported_processor
 
@@ -73,6 +74,31 @@ def _emit(source: Optional[int], output: WireOutput) -> None:
         _output.emit(source, _output.OutputRecord(output.topic, output.key, output.value, headers))
     except Err as error:
         raise _emit_error(error.value) from None
+
+
+def _output_limits() -> OutputLimits:
+    assert _output is not None
+    limits = _output.limits()
+    return OutputLimits(
+        frozenset(limits.topics),
+        limits.max_records,
+        limits.records_used,
+        limits.max_record_bytes,
+        limits.batch_bytes,
+        limits.bytes_used,
+        limits.record_cost,
+        limits.header_cost,
+    )
+
+
+def _emit_many(outputs: bytes) -> Optional[Tuple[int, ferry_context.EmitError]]:
+    assert _output is not None
+    try:
+        _output.emit_many(outputs)
+    except Err as error:
+        index, refused = error.value
+        return index, _emit_error(refused)
+    return None
 
 
 def _state_error(error: object) -> ferry_state.StateError:
@@ -142,6 +168,8 @@ _GUEST = Guest(
         log=_write_log if _log is not None else None,
         headers_enabled=_headers.enabled if _headers is not None else None,
         state=_HostStore() if _state is not None else None,
+        output_limits=_output_limits if _output is not None else None,
+        emit_many=_emit_many if _output is not None else None,
     ),
 )
 

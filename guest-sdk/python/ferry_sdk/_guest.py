@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Type
 
 from . import capabilities
-from .context import Context, Level, WireOutput
+from ._outbox import OutputLimits, Outbox
+from .context import Context, EmitError, Level, WireOutput
 from .processor import PROCESSED, Fault, Outcome, Processor
 from .record import Batch, TopicPartition
 from .settings import Settings
@@ -24,18 +25,38 @@ class Host:
     log: Optional[Callable[[Level, str], None]]
     headers_enabled: Optional[Callable[[], bool]]
     state: Optional[Store] = None
+    #: ``output.limits`` and ``output.emit-many`` (which returns the index of the
+    #: first output refused, and why): with both, outputs are buffered per call.
+    output_limits: Optional[Callable[[], OutputLimits]] = None
+    emit_many: Optional[Callable[[bytes], Optional[Tuple[int, EmitError]]]] = None
 
 
 class _HostSink:
     """A context's emits, logs and state calls, straight to the host."""
 
-    __slots__ = ("_host", "_state")
+    __slots__ = ("_host", "_state", "_outbox", "emit")
 
     def __init__(self, host: Host) -> None:
         self._host = host
         self._state = None if host.state is None else State(host.state)
+        self._outbox: Optional[Outbox] = None
+        if host.emit is not None and host.output_limits is not None and host.emit_many is not None:
+            self._outbox = Outbox(host.output_limits, host.emit_many)
+            self.emit = self._outbox.emit
+        else:
+            self.emit = self._emit_each
 
-    def emit(self, source: Optional[int], output: WireOutput) -> None:
+    def begin(self, batch: Batch) -> None:
+        """A call over ``batch`` starts."""
+        if self._outbox is not None:
+            self._outbox.begin(batch)
+
+    def finish(self) -> None:
+        """The call's processing is done: what it emitted goes to the host."""
+        if self._outbox is not None:
+            self._outbox.flush()
+
+    def _emit_each(self, source: Optional[int], output: WireOutput) -> None:
         if self._host.emit is None:
             raise capabilities.missing("output")
         self._host.emit(source, output)
@@ -116,9 +137,11 @@ class Guest:
             batch = Batch(topic, partition, count, records, self._header_gate)
         except ValueError as error:
             raise Fault(f"ferry-sdk: the host sent a corrupt batch: {error}") from error
+        self._sink.begin(batch)
         outcomes = self.processor().process_batch(batch, Context(self._sink))
         if type(outcomes) is not list:
             outcomes = list(outcomes)
+        self._sink.finish()
         return batch, outcomes
 
     def assigned(self, topic: str, partition: int) -> None:

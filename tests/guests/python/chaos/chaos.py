@@ -25,6 +25,9 @@ value              behaviour
 ``reject``         ``Reject("asked to reject")``
 ``emit:<topic>``   emits the record's key and value to ``<topic>``; ``Retry``
                    if refused
+``emit-reject:<t>`` emits as ``emit:<t>``, then ``Reject``
+``emit-retry-once:<t>``  emits as ``emit:<t>``, then ``Retry`` the first time
+                   this instance sees the record; processed after that
 ``log:<message>``  logs ``<message>`` at info level
 anything else      processed
 =================  =========================================================
@@ -75,13 +78,24 @@ def busy_wait(seconds: float) -> None:
 class Chaos(Processor):
     """The chaos processor."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: (partition, offset) of the records ``emit-retry-once`` asked to retry.
+        self.retried: set[tuple[int, int]] = set()
+
     def process(self, record: Record, ctx: Context) -> None:
         command = (record.value or b"").decode("utf-8", "replace")
-        if command.startswith("emit:"):
+        verb, _, topic = command.partition(":")
+        if verb in ("emit", "emit-reject", "emit-retry-once"):
             try:
-                ctx.emit(Output(command[5:], key=record.key, value=record.value))
+                ctx.emit(Output(topic, key=record.key, value=record.value))
             except EmitError as error:
                 raise Retry(f"emit refused: {error}") from error
+            if verb == "emit-reject":
+                raise Reject("asked to reject after emitting")
+            if verb == "emit-retry-once" and (record.partition, record.offset) not in self.retried:
+                self.retried.add((record.partition, record.offset))
+                raise Retry("asked to retry after emitting")
             return
         if command.startswith("log:"):
             ctx.info(command[4:])

@@ -15,6 +15,8 @@
  * | `retry` | `Retry("asked to retry")` |
  * | `reject` | `Reject("asked to reject")` |
  * | `emit:<topic>` | emits the record's key and value to `<topic>`; `Retry` if refused |
+ * | `emit-reject:<topic>` | emits as `emit:<topic>`, then `Reject` |
+ * | `emit-retry-once:<topic>` | emits as `emit:<topic>`, then `Retry` the first time this instance sees the record; processed after that |
  * | `log:<message>` | logs `<message>` at info level |
  * | anything else | processed |
  */
@@ -64,18 +66,29 @@ function blockingSleep(ms) {
 
 /** The chaos processor. */
 export class Chaos extends Processor {
+  /** `partition/offset` of the records `emit-retry-once` asked to retry. */
+  retried = new Set();
+
   /**
    * @param {import('ferry-sdk').Record} record
    * @param {import('ferry-sdk').Context} ctx
    */
   process(record, ctx) {
     const command = record.value === null ? '' : new TextDecoder().decode(record.value);
-    if (command.startsWith('emit:')) {
+    const colon = command.indexOf(':');
+    const verb = colon < 0 ? command : command.slice(0, colon);
+    if (verb === 'emit' || verb === 'emit-reject' || verb === 'emit-retry-once') {
       try {
-        ctx.emit({ topic: command.slice(5), key: record.key, value: record.value });
+        ctx.emit({ topic: command.slice(colon + 1), key: record.key, value: record.value });
       } catch (error) {
         if (error instanceof EmitError) throw new Retry(`emit refused: ${error.message}`);
         throw error;
+      }
+      if (verb === 'emit-reject') throw new Reject('asked to reject after emitting');
+      const seen = `${record.partition}/${record.offset}`;
+      if (verb === 'emit-retry-once' && !this.retried.has(seen)) {
+        this.retried.add(seen);
+        throw new Retry('asked to retry after emitting');
       }
       return;
     }

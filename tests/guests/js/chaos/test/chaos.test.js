@@ -35,6 +35,17 @@ test('harmless commands', () => {
   assert.deepEqual(run.logs, [{ level: 'info', message: 'hello' }, { level: 'info', message: 'blocking for 1 ms' }]);
 });
 
+test('emit, then fail', () => {
+  const chaos = new Chaos();
+  const batch = new TestBatch('in', 0).record('a', 'emit-reject:out').record('b', 'emit-retry-once:out');
+  const first = harness().run(chaos, batch);
+  assert.deepEqual(first.outcomes, [Outcome.reject('asked to reject after emitting'), Outcome.retry('asked to retry after emitting')]);
+  assert.deepEqual(first.emitted, []);
+  const again = harness().run(chaos, batch);
+  assert.deepEqual(again.outcomes[1], Outcome.processed());
+  assert.deepEqual(again.emitted.map((e) => [e.keyText(), e.valueText()]), [['b', 'emit-retry-once:out']]);
+});
+
 test('faults escape', () => {
   for (const command of ['panic', 'throw']) assert.throws(() => harness().run(new Chaos(), new TestBatch().valueOnly(command)), Fault);
   // V8's stack overflow natively; SpiderMonkey's InternalError in a component.

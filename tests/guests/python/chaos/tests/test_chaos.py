@@ -49,3 +49,14 @@ def test_harmless_commands() -> None:
 def test_faults_escape(command: str, error: type) -> None:
     with pytest.raises(error):
         harness().run(Chaos(), TestBatch().value_only(command))
+
+
+def test_emit_then_fail() -> None:
+    chaos = Chaos()
+    batch = TestBatch("in", 0).record("a", "emit-reject:out").record("b", "emit-retry-once:out")
+    first = harness().run(chaos, batch)
+    assert first.outcomes == [Outcome.reject("asked to reject after emitting"), Outcome.retry("asked to retry after emitting")]
+    assert first.emitted == [] and [e.key for e in first.dropped] == [b"a", b"b"]
+    again = harness().run(chaos, batch)
+    assert again.outcomes[1] == Outcome.processed()
+    assert [(e.key, e.value) for e in again.emitted] == [(b"b", b"emit-retry-once:out")]
