@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "boundary",
     "e2e",
     "instantiate",
