@@ -136,6 +136,11 @@ pub fn outcomes(logs: &[String], group: &str, topic: &str, partition: i32, offse
         .collect()
 }
 
+/// Every (partition, offset) of `topic` handed to a guest of `group`, per these logs.
+pub fn delivered(logs: &[String], group: &str, topic: &str) -> BTreeSet<(i32, i64)> {
+    ledger(logs, group, topic).deliveries.iter().map(|d| (d.partition, d.offset)).collect()
+}
+
 /// What was handed out, per the logs.
 #[derive(Debug, Default)]
 struct Ledger {

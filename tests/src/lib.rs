@@ -64,6 +64,18 @@ pub fn polyglot_guest(language: ferry_host::devtools::GuestLanguage, project: &s
         .clone()
 }
 
+/// A record's outcome as the sandbox suites compare it: `processed`, `retry: <why>`,
+/// `reject: <why>`, or the outcome's debug form (a fault, a suspect).
+pub fn outcome_label(outcome: ferry_host::sandbox::Outcome) -> String {
+    use ferry_host::sandbox::Outcome;
+    match outcome {
+        Outcome::Processed => "processed".to_owned(),
+        Outcome::Retry(why) => format!("retry: {why}"),
+        Outcome::Reject(why) => format!("reject: {why}"),
+        other => format!("{other:?}"),
+    }
+}
+
 /// The `ferry` binary, built from source once per test run (unless
 /// `FERRY_TEST_PREBUILT` says the run's script built it already: then no test waits
 /// for the target directory's lock, which clippy may hold beside the suite).

@@ -395,18 +395,7 @@ fn embedded_partitions_without_a_bookmark_start_at_the_log_end_with_latest() {
     wait_until("every partition ready", ready);
     let new: Vec<String> = (0..AFTER * i64::from(PARTITIONS)).map(|i| format!("new{i}")).collect();
     produce(&brokers, "in", PARTITIONS, &new);
-    let seen = || {
-        let mut seen = std::collections::BTreeSet::new();
-        for line in captured_log().lines() {
-            let Some((_, rest)) = line.split_once(&format!("ledger delivered inc={name} tp=in/")) else { continue };
-            let mut parts = rest.split([' ', '=']);
-            let (Some(partition), Some("offset"), Some(offset)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            seen.insert((partition.parse::<i32>().unwrap(), offset.parse::<i64>().unwrap()));
-        }
-        seen
-    };
+    let seen = || ferry_tests::checker::delivered(&[captured_log()], &name, "in");
     let expected: std::collections::BTreeSet<(i32, i64)> =
         (0..PARTITIONS).flat_map(|p| (BEFORE..BEFORE + AFTER).map(move |o| (p, o))).collect();
     wait_until("every new record handed to the guest", || expected.is_subset(&seen()));

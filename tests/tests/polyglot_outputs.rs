@@ -14,8 +14,8 @@ use ferry_host::config::Config;
 use ferry_host::devtools::GuestLanguage;
 use ferry_host::host::Host;
 use ferry_host::sandbox::{
-    Batch, Emitted, Grants, Limits, Outcome, OutputLimits, OutputUsed, ProcessorComponent, ProcessorInstance,
-    Provisions, Sandbox, SandboxSettings,
+    Batch, Emitted, Grants, Limits, OutputLimits, OutputUsed, ProcessorComponent, ProcessorInstance, Provisions,
+    Sandbox, SandboxSettings,
 };
 use ferry_sdk::limits::OUTPUT_RECORD_COST;
 use ferry_sdk::wire::BatchEncoder;
@@ -63,15 +63,7 @@ fn run(
     let (batch, offsets) = batch(first, values);
     let deadline = instance.deadline_from_now();
     let (reply, emitted) = instance.process_within(&batch, &offsets, deadline, used, &mut None).unwrap();
-    let outcomes = reply
-        .into_outcomes()
-        .map(|outcome| match outcome {
-            Outcome::Processed => "processed".to_owned(),
-            Outcome::Retry(r) => format!("retry: {r}"),
-            Outcome::Reject(r) => format!("reject: {r}"),
-            other => format!("{other:?}"),
-        })
-        .collect();
+    let outcomes = reply.into_outcomes().map(outcome_label).collect();
     let outputs = emitted
         .iter()
         .map(|Emitted { source, record }| {

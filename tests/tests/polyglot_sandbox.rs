@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use ferry_host::devtools::GuestLanguage;
 use ferry_host::sandbox::{
-    Batch, Grants, GuestFault, Limits, Outcome, ProcessorComponent, ProcessorInstance, Provisions, Sandbox,
-    SandboxSettings,
+    Batch, Grants, GuestFault, Limits, ProcessorComponent, ProcessorInstance, Provisions, Sandbox, SandboxSettings,
 };
 use ferry_sdk::wire::BatchEncoder;
-use ferry_tests::{guest, polyglot_guest};
+use ferry_tests::{guest, outcome_label, polyglot_guest};
 
 /// Per-batch time limit: long enough for a fresh interpreter instance, short
 /// enough that the waits below end quickly.
@@ -55,15 +54,7 @@ fn run(instance: &mut ProcessorInstance, values: &[&str]) -> Result<Vec<String>,
     let batch = Batch { topic: "in".into(), partition: 0, count: encoder.count(), records: encoder.into_bytes() };
     let offsets: Vec<i64> = (0..values.len() as i64).collect();
     let (reply, _) = instance.process(&batch, &offsets, instance.deadline_from_now())?;
-    Ok(reply
-        .into_outcomes()
-        .map(|outcome| match outcome {
-            Outcome::Processed => "processed".to_owned(),
-            Outcome::Retry(r) => format!("retry: {r}"),
-            Outcome::Reject(r) => format!("reject: {r}"),
-            other => format!("{other:?}"),
-        })
-        .collect())
+    Ok(reply.into_outcomes().map(outcome_label).collect())
 }
 
 type IsExpected = fn(&GuestFault) -> bool;

@@ -10,7 +10,7 @@ use ferry_host::sandbox::{
     Sandbox, SandboxSettings,
 };
 use ferry_sdk::wire::BatchEncoder;
-use ferry_tests::{Broker as _, Embedded, ferry_bin, guest, lag, produce, wait_until};
+use ferry_tests::{Broker as _, Embedded, ferry_bin, guest, lag, outcome_label, produce, wait_until};
 
 fn sandbox() -> Sandbox {
     Sandbox::new(SandboxSettings { max_instances: 32, ..SandboxSettings::default() }).unwrap()
@@ -50,15 +50,7 @@ fn batch(values: &[&str]) -> (Batch, Vec<i64>) {
 fn process(instance: &mut ProcessorInstance, values: &[&str]) -> Result<(Vec<String>, Vec<Emitted>), GuestFault> {
     let (batch, offsets) = batch(values);
     let (reply, outputs) = instance.process(&batch, &offsets, instance.deadline_from_now())?;
-    let outcomes = reply
-        .into_outcomes()
-        .map(|outcome| match outcome {
-            Outcome::Processed => "processed".to_owned(),
-            Outcome::Retry(r) => format!("retry: {r}"),
-            Outcome::Reject(r) => format!("reject: {r}"),
-            other => format!("{other:?}"),
-        })
-        .collect();
+    let outcomes = reply.into_outcomes().map(outcome_label).collect();
     Ok((outcomes, outputs))
 }
 

@@ -95,6 +95,16 @@ impl Run {
 /// librdkafka properties given to both the bare consumer and ferry's pipelines.
 pub type Kafka = BTreeMap<String, String>;
 
+/// The top of a bench host's config: the brokers, no artifact cache and the
+/// `[kafka]` settings. Pipelines follow.
+pub fn config_head(brokers: &str, kafka: &Kafka) -> String {
+    let mut text = format!("brokers = {brokers:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n");
+    for (key, value) in kafka {
+        text.push_str(&format!("{key:?} = {value:?}\n"));
+    }
+    text
+}
+
 /// Properties from `FERRY_BENCH_KAFKA` (`key=value,key=value`); empty by default, so
 /// both run with the settings ferry ships.
 pub fn kafka_from_env() -> Kafka {
@@ -229,10 +239,7 @@ pub fn config(
     pipelines: &[Vec<Topic>],
     setup: Setup,
 ) -> anyhow::Result<(Config, Vec<String>)> {
-    let mut text = format!("brokers = {brokers:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n");
-    for (key, value) in kafka {
-        text.push_str(&format!("{key:?} = {value:?}\n"));
-    }
+    let mut text = config_head(brokers, kafka);
     let mut groups = Vec::new();
     for (i, topics) in pipelines.iter().enumerate() {
         let group = unique("ferry");

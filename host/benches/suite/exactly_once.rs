@@ -149,10 +149,7 @@ fn once(broker: &Broker, kafka: &Kafka, component: &Path, mode: Mode) -> anyhow:
         broker.create(&changelog, PARTITIONS)?;
     }
     let records = PER_PARTITION * PARTITIONS as u64;
-    let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
-    for (key, value) in kafka {
-        text.push_str(&format!("{key:?} = {value:?}\n"));
-    }
+    let mut text = crate::e2e::config_head(broker.brokers(), kafka);
     text.push_str(&format!(
         "[[pipeline]]\nname = \"bench-eos\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
          batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\noutput_topics = [{output:?}]\nsettings = {{ {} = {output:?} }}\n\
@@ -282,10 +279,7 @@ pub fn footprint(kafka: &Kafka, forward: &Path, partitions: i32, exactly_once: b
     broker.fill(&input, partitions, PER_PARTITION, Shape { value_len: 100 })?;
     broker.create(&output, 1)?;
     let records = PER_PARTITION as i64 * i64::from(partitions);
-    let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
-    for (key, value) in kafka {
-        text.push_str(&format!("{key:?} = {value:?}\n"));
-    }
+    let mut text = crate::e2e::config_head(broker.brokers(), kafka);
     text.push_str(&format!(
         "[[pipeline]]\nname = \"bench-footprint\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
          batch_size = 100\nmax_wait_ms = 0\noutput_topics = [{output:?}]\nsettings = {{ to = {output:?} }}\n\

@@ -90,10 +90,7 @@ fn once(
     let input = unique("shadow-in");
     broker.fill(&input, PARTITIONS, PER_PARTITION, Shape { value_len: 100 })?;
     let records = PER_PARTITION * PARTITIONS as u64;
-    let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
-    for (key, value) in kafka {
-        text.push_str(&format!("{key:?} = {value:?}\n"));
-    }
+    let mut text = crate::e2e::config_head(broker.brokers(), kafka);
     text.push_str(&format!(
         "[[pipeline]]\nname = \"bench-shadow\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
          batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\ncommit = {{ policy = \"interval\", interval_ms = 100 }}\n\

@@ -96,10 +96,7 @@ fn once(broker: &Broker, kafka: &Kafka, case: Case<'_>) -> anyhow::Result<Sample
     let input = unique("workers-in");
     broker.fill(&input, PARTITIONS, PER_PARTITION, Shape { value_len: 100 })?;
     let records = PER_PARTITION * PARTITIONS as u64;
-    let mut text = format!("brokers = {:?}\n[sandbox]\ncache_dir = \"\"\n[kafka]\n", broker.brokers());
-    for (key, value) in kafka {
-        text.push_str(&format!("{key:?} = {value:?}\n"));
-    }
+    let mut text = crate::e2e::config_head(broker.brokers(), kafka);
     text.push_str(&format!(
         "[[pipeline]]\nname = \"bench-workers\"\ninputs = [{input:?}]\ngroup = {:?}\ncomponent = {}\n\
          batch_size = {BATCH_SIZE}\nmax_wait_ms = 0\nworkers = {}\ncommit = {{ policy = \"interval\", interval_ms = 100 }}\n",

@@ -167,9 +167,9 @@ impl Worker {
     /// leader for all of them (a timestamp of -1 asks for the end, -2 for the start).
     fn log_ends(&self, keys: &[TopicPartition]) -> Vec<CommittedOffset> {
         let latest = self.shared.transactions().is_some_and(|t| t.reset_to_latest);
+        let wanted = if latest { Offset::End } else { Offset::Beginning };
         let mut query = TopicPartitionList::with_capacity(keys.len());
         for (topic, partition) in keys {
-            let wanted = if latest { Offset::End } else { Offset::Beginning };
             let _ = query.add_partition_offset(topic, *partition, wanted);
         }
         let answer = self.consumer.offsets_for_times(query, COMMITTED_TIMEOUT);
