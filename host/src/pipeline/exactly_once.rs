@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::worker::Worker;
 use crate::kafka::context::list_of;
@@ -134,58 +134,36 @@ impl Worker {
         }
     }
 
-    /// The offsets the group committed for `keys`, read now in one request; for the
-    /// partitions without one, where the consumer's reset policy says (an absolute
-    /// offset either way), read in one more request for all of them: one request per
-    /// partition cost a round trip each, which added up to seconds when hundreds of
-    /// partitions started at once. A partition's own error fails only that partition.
+    /// The offsets the group committed for `keys`, read now in one request; for a
+    /// partition without one, where the consumer's reset policy says (an absolute
+    /// offset either way). A partition's own error fails only that partition.
     fn committed_offsets(&self, keys: &[TopicPartition]) -> Result<Vec<CommittedOffset>, String> {
         let list = self
             .consumer
             .committed_offsets(list_of(keys), COMMITTED_TIMEOUT)
             .map_err(|e| format!("reading the committed offsets: {e}"))?;
-        let mut offsets: Vec<CommittedOffset> = Vec::with_capacity(keys.len());
-        let mut unbookmarked = Vec::new();
-        for key in keys {
-            match list.find_partition(&key.0, key.1).map(|e| (e.offset(), e.error())) {
-                Some((_, Err(error))) => {
-                    offsets.push((key.clone(), Err(format!("reading the committed offset: {error}"))))
-                }
-                Some((Offset::Offset(offset), Ok(()))) => offsets.push((key.clone(), Ok(Offset::Offset(offset)))),
-                _ => unbookmarked.push(key.clone()),
-            }
-        }
-        if !unbookmarked.is_empty() {
-            offsets.extend(self.log_ends(&unbookmarked));
-        }
-        Ok(offsets)
-    }
-
-    /// Where each of `keys`, which have no bookmark, starts by the reset policy: the
-    /// log's end (`latest`) or its beginning, as absolute offsets, so the seek is exact
-    /// and the log says where the partition starts. One `ListOffsets` request per
-    /// leader for all of them (a timestamp of -1 asks for the end, -2 for the start).
-    fn log_ends(&self, keys: &[TopicPartition]) -> Vec<CommittedOffset> {
         let latest = self.shared.transactions().is_some_and(|t| t.reset_to_latest);
-        let wanted = if latest { Offset::End } else { Offset::Beginning };
-        let mut query = TopicPartitionList::with_capacity(keys.len());
-        for (topic, partition) in keys {
-            let _ = query.add_partition_offset(topic, *partition, wanted);
-        }
-        let answer = self.consumer.offsets_for_times(query, COMMITTED_TIMEOUT);
-        keys.iter()
+        let offsets = keys
+            .iter()
             .map(|key| {
-                let from = match &answer {
-                    Err(error) => Err(format!("reading the log's ends: {error}")),
-                    Ok(list) => match list.find_partition(&key.0, key.1).map(|e| (e.offset(), e.error())) {
-                        Some((_, Err(error))) => Err(format!("reading the log's end: {error}")),
-                        Some((Offset::Offset(offset), Ok(()))) => Ok(Offset::Offset(offset)),
-                        other => Err(format!("reading the log's end: no offset in the answer ({other:?})")),
-                    },
+                let element = list.elements_for_topic(&key.0).into_iter().find(|e| e.partition() == key.1);
+                if let Some(error) = element.as_ref().and_then(|e| e.error().err()) {
+                    return (key.clone(), Err(format!("reading the committed offset: {error}")));
+                }
+                let from = match element.map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
+                    // No bookmark: the reset policy's end of the log, as an offset, so
+                    // the seek is exact and the log says where the partition starts.
+                    _ => self
+                        .consumer
+                        .fetch_watermarks(&key.0, key.1, COMMITTED_TIMEOUT)
+                        .map(|(low, high)| Offset::Offset(if latest { high } else { low }))
+                        .map_err(|e| format!("reading the log's ends: {e}")),
                 };
                 (key.clone(), from)
             })
-            .collect()
+            .collect();
+        Ok(offsets)
     }
 
     /// Holds an output of the record at `offset` of `key` (to `partition` of its
